@@ -1,0 +1,103 @@
+//! The admin HTTP listener every node serves, whatever its roles: `/health` (liveness),
+//! `/ready` (readiness, for load balancers), `/metrics` (Prometheus) and `/node` (identity).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ntex::http::StatusCode;
+use ntex::web::{self, App, HttpResponse, HttpServer};
+
+use crate::net::{BindError, bind_tcp};
+use crate::node::Node;
+
+/// A running admin listener.
+pub struct AdminServer {
+    server: ntex::server::Server,
+    pub local_addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("cannot start the admin listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type NodeState = web::types::State<Arc<Node>>;
+
+fn json(status: StatusCode, body: &impl serde::Serialize) -> HttpResponse {
+    HttpResponse::build(status).json(body)
+}
+
+async fn health(node: NodeState) -> HttpResponse {
+    let status = if node.is_live() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(status, &node.health())
+}
+
+async fn ready(node: NodeState) -> HttpResponse {
+    let health = node.health();
+    let status = if health.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(status, &health)
+}
+
+async fn metrics(node: NodeState) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(node.metrics().render())
+}
+
+async fn info(node: NodeState) -> HttpResponse {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        #[serde(flatten)]
+        info: &'a crate::node::NodeInfo,
+        health: crate::node::NodeHealth,
+    }
+    json(
+        StatusCode::OK,
+        &Body {
+            info: node.info(),
+            health: node.health(),
+        },
+    )
+}
+
+impl AdminServer {
+    /// Binds `listen` and serves the admin endpoints for `node`.
+    pub async fn start(node: Arc<Node>, listen: SocketAddr) -> Result<AdminServer, AdminError> {
+        let listener = bind_tcp(listen, "admin listener", "admin.listen")?;
+        let local_addr = listener.local_addr()?;
+        let net = node.context().net.clone();
+        let server = net
+            .run(move || -> std::io::Result<_> {
+                Ok(HttpServer::new(async move || {
+                    App::new()
+                        .state(node.clone())
+                        .route("/health", web::get().to(health))
+                        .route("/ready", web::get().to(ready))
+                        .route("/metrics", web::get().to(metrics))
+                        .route("/node", web::get().to(info))
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(listener)?
+                .run())
+            })
+            .await??;
+        tracing::info!(%local_addr, "admin listener ready");
+        Ok(AdminServer { server, local_addr })
+    }
+
+    pub async fn stop(&self) {
+        self.server.stop(true).await;
+    }
+}

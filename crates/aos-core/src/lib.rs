@@ -1,0 +1,33 @@
+//! `aos-core`: what every AOS role shares.
+//!
+//! - [`role`]: the [`Role`] trait every role crate implements and the [`RoleContext`] it starts with;
+//! - [`node`]: the node that starts the enabled roles, watches them and stops them in reverse order;
+//! - [`config`]: layered configuration (defaults ← file ← `AOS_*` environment ← flags);
+//! - the seams to the outside world, each a trait with an embedded backend for standalone mode:
+//!   [`bus`] (publish/subscribe between nodes), [`queue`] (durable work queues) and [`kv`]
+//!   (key-value store with TTL and compare-and-set);
+//! - [`metrics`], [`admin`] (the per-node admin HTTP listener) and [`net`] (hosting ntex servers).
+
+pub mod admin;
+pub mod bus;
+pub mod config;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod extensions;
+pub mod kv;
+pub mod metrics;
+pub mod net;
+pub mod node;
+pub mod queue;
+pub mod role;
+
+pub use bus::{Bus, BusMessage, Subscription};
+pub use config::Settings;
+pub use kv::Kv;
+pub use metrics::Metrics;
+pub use node::{Node, NodeInfo};
+pub use queue::WorkQueue;
+pub use role::{Health, HealthStatus, Role, RoleContext, RoleError, RoleKind};
+
+/// The version of AOS this crate belongs to.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

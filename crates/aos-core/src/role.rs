@@ -1,0 +1,186 @@
+//! The role trait: what a broker, a worker or a web role looks like to the node.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Bus;
+use crate::config::Settings;
+use crate::extensions::Extensions;
+use crate::kv::Kv;
+use crate::metrics::Metrics;
+use crate::net::NetHost;
+use crate::node::NodeInfo;
+use crate::queue::WorkQueue;
+
+/// The roles an `aos` node can run. Which of them a binary contains is decided by Cargo features
+/// of `bins/aos`; which of those a node runs is decided by configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleKind {
+    Broker,
+    Worker,
+    Web,
+}
+
+impl RoleKind {
+    /// Every role, in start order: the worker first (so queued work has a consumer), the broker
+    /// last (so devices connect only once everything behind it runs). Nodes stop in reverse.
+    pub const ALL: [RoleKind; 3] = [RoleKind::Worker, RoleKind::Web, RoleKind::Broker];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleKind::Broker => "broker",
+            RoleKind::Worker => "worker",
+            RoleKind::Web => "web",
+        }
+    }
+
+    /// The Cargo feature of `bins/aos` that links this role in.
+    pub fn feature(self) -> &'static str {
+        self.as_str()
+    }
+
+    pub fn parse(name: &str) -> Option<RoleKind> {
+        RoleKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for RoleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a role is doing, as reported on the admin listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Starting,
+    Healthy,
+    Degraded,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Health {
+    pub status: HealthStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Health {
+    pub fn new(status: HealthStatus) -> Self {
+        Health {
+            status,
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(status: HealthStatus, detail: impl Into<String>) -> Self {
+        Health {
+            status,
+            detail: Some(detail.into()),
+        }
+    }
+
+    /// Ready means: serving as intended (a degraded role still serves).
+    pub fn is_ready(&self) -> bool {
+        matches!(self.status, HealthStatus::Healthy | HealthStatus::Degraded)
+    }
+}
+
+/// Why a role could not start or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    /// The role's configuration section is invalid (the message names key, source and expectation).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] crate::net::BindError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl RoleError {
+    pub fn other(msg: impl fmt::Display) -> Self {
+        RoleError::Other(msg.to_string())
+    }
+}
+
+/// A role: one function of the platform that a node can run.
+///
+/// `start` returns once the role serves (its listeners are bound, its tasks spawned); `stop`
+/// returns once it has stopped accepting new work and drained what was in flight. A role that
+/// fails after start reports it through [`RoleContext::fail`], which shuts the node down.
+#[async_trait]
+pub trait Role: Send + Sync + 'static {
+    fn kind(&self) -> RoleKind;
+    async fn start(&self, ctx: &RoleContext) -> Result<(), RoleError>;
+    async fn stop(&self) -> Result<(), RoleError>;
+    fn health(&self) -> Health;
+}
+
+/// A role that failed while running.
+#[derive(Debug)]
+pub struct RoleFailure {
+    pub role: RoleKind,
+    pub error: String,
+}
+
+/// Everything a role starts with: the node, its configuration, the seams and shared services.
+#[derive(Clone)]
+pub struct RoleContext {
+    pub node: Arc<NodeInfo>,
+    pub settings: Arc<Settings>,
+    pub bus: Arc<dyn Bus>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub kv: Arc<dyn Kv>,
+    pub metrics: Metrics,
+    pub net: Arc<NetHost>,
+    /// Shared services that `aos-core` does not know by type (storage, auth), keyed by type.
+    pub extensions: Arc<Extensions>,
+    /// Cancelled when the node begins to shut down.
+    pub shutdown: CancellationToken,
+    pub(crate) failures: mpsc::UnboundedSender<RoleFailure>,
+}
+
+impl RoleContext {
+    /// Report that a running role failed; the node shuts down and exits non-zero.
+    pub fn fail(&self, role: RoleKind, error: impl fmt::Display) {
+        let _ = self.failures.send(RoleFailure {
+            role,
+            error: error.to_string(),
+        });
+    }
+}
+
+/// A role's current health, written by the role and read by the admin listener.
+pub struct HealthCell(std::sync::Mutex<Health>);
+
+impl Default for HealthCell {
+    fn default() -> Self {
+        HealthCell(std::sync::Mutex::new(Health::new(HealthStatus::Starting)))
+    }
+}
+
+impl HealthCell {
+    pub fn set(&self, status: HealthStatus) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Health::new(status);
+    }
+
+    pub fn set_with_detail(&self, status: HealthStatus, detail: impl Into<String>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Health::with_detail(status, detail);
+    }
+
+    pub fn get(&self) -> Health {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}

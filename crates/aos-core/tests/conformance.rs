@@ -1,0 +1,50 @@
+//! The embedded backends pass the shared conformance suite.
+
+use std::sync::Arc;
+
+use aos_core::bus::{Bus, MemoryBus};
+use aos_core::kv::{Kv, MemoryKv};
+use aos_core::metrics::Metrics;
+use aos_core::queue::disk::DiskQueueConfig;
+use aos_core::queue::{DiskQueue, WorkQueue};
+
+struct DiskFixture {
+    queue: DiskQueue,
+    _dir: tempfile::TempDir,
+}
+
+impl AsRef<dyn WorkQueue> for DiskFixture {
+    fn as_ref(&self) -> &(dyn WorkQueue + 'static) {
+        &self.queue
+    }
+}
+
+async fn disk_queue() -> DiskFixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue =
+        DiskQueue::open(DiskQueueConfig::new(dir.path()), &Metrics::default()).expect("open");
+    DiskFixture { queue, _dir: dir }
+}
+
+async fn memory_kv() -> Arc<dyn Kv> {
+    Arc::new(MemoryKv::new())
+}
+
+async fn memory_bus() -> Arc<dyn Bus> {
+    Arc::new(MemoryBus::new(&Metrics::default()))
+}
+
+mod disk_queue {
+    use super::*;
+    aos_core::work_queue_conformance!(disk_queue);
+}
+
+mod memory_kv {
+    use super::*;
+    aos_core::kv_conformance!(memory_kv);
+}
+
+mod memory_bus {
+    use super::*;
+    aos_core::bus_conformance!(memory_bus);
+}

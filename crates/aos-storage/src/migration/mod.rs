@@ -1,0 +1,13 @@
+//! Schema migrations, applied in order on SQLite and PostgreSQL alike.
+
+mod m0001_nodes;
+
+use sea_orm_migration::{MigrationTrait, MigratorTrait};
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_nodes::Migration)]
+    }
+}

@@ -1,0 +1,98 @@
+//! Databases for tests: a temporary SQLite file, or a private schema in the PostgreSQL given by
+//! `AOS_TEST_DATABASE_URL` (default: the local server). When PostgreSQL is unreachable, tests
+//! skip with a loud message — except under `CI=true`, where that is a failure.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database};
+
+use crate::{Storage, StorageConfig};
+
+pub const TEST_DATABASE_URL_ENV: &str = "AOS_TEST_DATABASE_URL";
+pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+pub fn test_database_url() -> String {
+    std::env::var(TEST_DATABASE_URL_ENV).unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_string())
+}
+
+/// A SQLite database in a temporary directory, removed on drop.
+pub struct SqliteTestDb {
+    pub storage: Storage,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn sqlite() -> SqliteTestDb {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::connect(&StorageConfig::default(), dir.path())
+        .await
+        .expect("connect to a new SQLite database");
+    SqliteTestDb { storage, dir }
+}
+
+/// A private schema in the test PostgreSQL; call [`PostgresTestDb::drop_schema`] at the end.
+pub struct PostgresTestDb {
+    pub storage: Storage,
+    schema: String,
+    url: String,
+}
+
+/// Connects to the test PostgreSQL in a new schema, or `None` (after a loud message) when it is
+/// unreachable outside CI.
+pub async fn postgres() -> Option<PostgresTestDb> {
+    let url = test_database_url();
+    let admin = match Database::connect(with_timeout(ConnectOptions::new(url.clone()))).await {
+        Ok(db) => db,
+        Err(err) => {
+            aos_core::conformance::service_unavailable(
+                "PostgreSQL",
+                TEST_DATABASE_URL_ENV,
+                &url,
+                &err,
+            );
+            return None;
+        }
+    };
+    let schema = aos_core::conformance::unique("aos_test").replace('-', "_");
+    admin
+        .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
+        .await
+        .expect("create test schema");
+    admin.close().await.ok();
+    let mut options = with_timeout(ConnectOptions::new(url.clone()));
+    options.set_schema_search_path(schema.clone());
+    let db = Database::connect(options)
+        .await
+        .expect("connect to test schema");
+    Some(PostgresTestDb {
+        storage: Storage::from_connection(db),
+        schema,
+        url,
+    })
+}
+
+fn with_timeout(mut options: ConnectOptions) -> ConnectOptions {
+    options
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .max_connections(4)
+        .sqlx_logging(false);
+    options
+}
+
+impl PostgresTestDb {
+    pub async fn drop_schema(self) {
+        let PostgresTestDb {
+            storage,
+            schema,
+            url,
+        } = self;
+        storage.close().await.ok();
+        if let Ok(admin) = Database::connect(with_timeout(ConnectOptions::new(url))).await {
+            admin
+                .execute_unprepared(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .await
+                .ok();
+            admin.close().await.ok();
+        }
+    }
+}

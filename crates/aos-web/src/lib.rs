@@ -1,0 +1,116 @@
+//! `aos-web`: the web role — the REST API and the web client.
+//!
+//! This first cut serves the listener with the node's version under `/api/version` and a landing
+//! page; the API and the client arrive with the web issue.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aos_core::NodeInfo;
+use aos_core::net::bind_tcp;
+use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
+use async_trait::async_trait;
+use ntex::web::{self, App, HttpResponse, HttpServer};
+use serde::{Deserialize, Serialize};
+
+/// The `[web]` configuration section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Address of the HTTP listener (REST API and web client).
+    pub listen: SocketAddr,
+    /// Threads serving HTTP; 0: one per CPU core.
+    pub workers: usize,
+    /// How long open requests may take to finish when the node stops.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            workers: 0,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The web role.
+#[derive(Default)]
+pub struct WebRole {
+    server: Mutex<Option<ntex::server::Server>>,
+    health: HealthCell,
+}
+
+impl WebRole {
+    pub fn new() -> Self {
+        WebRole::default()
+    }
+}
+
+async fn version(node: web::types::State<Arc<NodeInfo>>) -> HttpResponse {
+    HttpResponse::Ok().json(&serde_json::json!({
+        "version": node.version,
+        "node": node.id,
+    }))
+}
+
+async fn landing() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("landing.html"))
+}
+
+#[async_trait]
+impl Role for WebRole {
+    fn kind(&self) -> RoleKind {
+        RoleKind::Web
+    }
+
+    async fn start(&self, ctx: &RoleContext) -> Result<(), RoleError> {
+        let config: WebConfig = ctx.settings.section("web")?;
+        let listener = bind_tcp(config.listen, "HTTP listener", "web.listen")?;
+        let workers = aos_core::net::worker_threads(config.workers);
+        let drain =
+            ntex::time::Seconds(config.drain_timeout.as_secs().clamp(1, u16::MAX as u64) as u16);
+        let node = ctx.node.clone();
+        let server = ctx
+            .net
+            .run(move || -> std::io::Result<ntex::server::Server> {
+                Ok(HttpServer::new(async move || {
+                    App::new()
+                        .state(node.clone())
+                        .route("/", web::get().to(landing))
+                        .route("/api/version", web::get().to(version))
+                })
+                .workers(workers)
+                .disable_signals()
+                .shutdown_timeout(drain)
+                .listen(listener)?
+                .run())
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(|e| RoleError::other(format!("cannot start the HTTP server: {e}")))?;
+        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
+        self.health.set(HealthStatus::Healthy);
+        tracing::info!(listen = %config.listen, "HTTP listener ready");
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<(), RoleError> {
+        self.health.set(HealthStatus::Stopping);
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(server) = server {
+            server.stop(true).await;
+        }
+        self.health.set(HealthStatus::Stopped);
+        Ok(())
+    }
+
+    fn health(&self) -> Health {
+        self.health.get()
+    }
+}

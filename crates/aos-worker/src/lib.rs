@@ -1,0 +1,165 @@
+//! `aos-worker`: the worker role — it consumes the acquisition queue.
+//!
+//! This first cut runs the consumers (pull a batch, process, acknowledge; stop after the batch in
+//! hand) with an empty processing step; decoding into platform messages, interpreters, the ledger,
+//! workflows and commands arrive with the worker issue.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aos_core::queue::{QueueOptions, WorkQueue};
+use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
+use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The queue the broker hands device messages to.
+pub const ACQUISITION_QUEUE: &str = "acquisition";
+
+/// The `[worker]` configuration section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Concurrent consumers of the acquisition queue.
+    pub consumers: usize,
+    /// Items a consumer takes per pull.
+    pub batch_size: usize,
+    /// How long an idle consumer waits for items in one pull.
+    #[serde(with = "humantime_serde")]
+    pub poll_wait: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            consumers: 2,
+            batch_size: 256,
+            poll_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+struct Running {
+    stop: CancellationToken,
+    consumers: Vec<JoinHandle<()>>,
+}
+
+/// The worker role.
+#[derive(Default)]
+pub struct WorkerRole {
+    running: Mutex<Option<Running>>,
+    health: Arc<HealthCell>,
+    processed: Counter,
+}
+
+impl WorkerRole {
+    pub fn new() -> Self {
+        WorkerRole::default()
+    }
+}
+
+/// Pulls, processes and acknowledges batches until `stop`; the batch in hand is finished first.
+async fn consume(
+    queue: Arc<dyn WorkQueue>,
+    config: WorkerConfig,
+    stop: CancellationToken,
+    processed: Counter,
+    health: Arc<HealthCell>,
+) {
+    loop {
+        let pulled = tokio::select! {
+            _ = stop.cancelled() => return,
+            pulled = queue.pull(ACQUISITION_QUEUE, config.batch_size, config.poll_wait) => pulled,
+        };
+        match pulled {
+            Ok(batch) if batch.is_empty() => {}
+            Ok(batch) => {
+                let ids: Vec<u64> = batch.iter().map(|d| d.id).collect();
+                processed.inc_by(ids.len() as u64);
+                if let Err(err) = queue.ack(ACQUISITION_QUEUE, &ids).await {
+                    tracing::warn!(%err, "acknowledging a batch failed; it will be delivered again");
+                }
+                health.set(HealthStatus::Healthy);
+            }
+            Err(err) => {
+                tracing::error!(%err, "pulling from the acquisition queue failed");
+                health.set_with_detail(HealthStatus::Degraded, err.to_string());
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Role for WorkerRole {
+    fn kind(&self) -> RoleKind {
+        RoleKind::Worker
+    }
+
+    async fn start(&self, ctx: &RoleContext) -> Result<(), RoleError> {
+        let config: WorkerConfig = ctx.settings.section("worker")?;
+        let queue_config = &ctx.settings.core().queue;
+        ctx.queue
+            .declare(
+                ACQUISITION_QUEUE,
+                QueueOptions {
+                    visibility_timeout: queue_config.visibility_timeout,
+                    max_attempts: queue_config.max_attempts,
+                },
+            )
+            .await
+            .map_err(RoleError::other)?;
+        ctx.metrics.register(
+            "worker_processed_messages",
+            "Messages taken from the acquisition queue and processed",
+            self.processed.clone(),
+        );
+        let stop = CancellationToken::new();
+        let consumers = (0..config.consumers.max(1))
+            .map(|_| {
+                tokio::spawn(consume(
+                    ctx.queue.clone(),
+                    config.clone(),
+                    stop.clone(),
+                    self.processed.clone(),
+                    self.health.clone(),
+                ))
+            })
+            .collect();
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { stop, consumers });
+        self.health.set(HealthStatus::Healthy);
+        tracing::info!(
+            consumers = config.consumers.max(1),
+            "worker consuming the acquisition queue"
+        );
+        Ok(())
+    }
+
+    async fn stop(&self) -> Result<(), RoleError> {
+        self.health.set(HealthStatus::Stopping);
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(running) = running {
+            running.stop.cancel();
+            for consumer in running.consumers {
+                if let Err(err) = consumer.await {
+                    tracing::error!(%err, "a worker consumer ended abnormally");
+                }
+            }
+        }
+        self.health.set(HealthStatus::Stopped);
+        Ok(())
+    }
+
+    fn health(&self) -> Health {
+        self.health.get()
+    }
+}
