@@ -238,3 +238,25 @@ fn version_lists_the_compiled_roles() {
         "the default build has every role: {stdout}"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempdir();
+    let mut node = Aos::new(
+        dir.path(),
+        &["--log-format", "json", "run", "--roles", "worker"],
+    )
+    .spawn();
+    node.wait_ready();
+    node.signal(libc::SIGTERM);
+    assert!(node.wait_exit(PATIENCE).expect("exits").success());
+    let stderr = node.stderr();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let record: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(record.get("level").is_some(), "{line}");
+    }
+    assert!(stderr.contains("AOS node ready"), "{stderr}");
+}

@@ -9,16 +9,14 @@ mod server;
 
 pub use config::BrokerConfig;
 
-use std::sync::Mutex;
-
-use aos_core::net::bind_tcp;
+use aos_core::net::{ServerSlot, bind_tcp};
 use aos_core::role::{Health, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use async_trait::async_trait;
 
 /// The broker role.
 #[derive(Default)]
 pub struct BrokerRole {
-    server: Mutex<Option<ntex::server::Server>>,
+    server: ServerSlot,
     health: aos_core::role::HealthCell,
 }
 
@@ -38,7 +36,7 @@ impl Role for BrokerRole {
         let config: BrokerConfig = ctx.settings.section("broker")?;
         let listener = bind_tcp(config.listen, "MQTT listener", "broker.listen")?;
         let server = server::start(ctx, &config, listener).await?;
-        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
+        self.server.set(server);
         self.health.set(HealthStatus::Healthy);
         tracing::info!(listen = %config.listen, "MQTT listener ready");
         Ok(())
@@ -46,10 +44,7 @@ impl Role for BrokerRole {
 
     async fn stop(&self) -> Result<(), RoleError> {
         self.health.set(HealthStatus::Stopping);
-        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(server) = server {
-            server.stop(true).await;
-        }
+        self.server.stop().await;
         self.health.set(HealthStatus::Stopped);
         Ok(())
     }

@@ -112,3 +112,26 @@ pub fn worker_threads(configured: usize) -> usize {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 }
+
+/// Whole seconds for ntex timeouts (at least 1, at most `u16::MAX`).
+pub fn ntex_seconds(duration: std::time::Duration) -> ntex::time::Seconds {
+    ntex::time::Seconds(duration.as_secs().clamp(1, u64::from(u16::MAX)) as u16)
+}
+
+/// The ntex server a role runs, once started.
+#[derive(Default)]
+pub struct ServerSlot(Mutex<Option<ntex::server::Server>>);
+
+impl ServerSlot {
+    pub fn set(&self, server: ntex::server::Server) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
+    }
+
+    /// Stops accepting, lets open connections finish within the server's shutdown timeout.
+    pub async fn stop(&self) {
+        let server = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(server) = server {
+            server.stop(true).await;
+        }
+    }
+}

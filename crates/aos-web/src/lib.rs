@@ -4,11 +4,11 @@
 //! page; the API and the client arrive with the web issue.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aos_core::NodeInfo;
-use aos_core::net::bind_tcp;
+use aos_core::net::{ServerSlot, bind_tcp};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use async_trait::async_trait;
 use ntex::web::{self, App, HttpResponse, HttpServer};
@@ -40,7 +40,7 @@ impl Default for WebConfig {
 /// The web role.
 #[derive(Default)]
 pub struct WebRole {
-    server: Mutex<Option<ntex::server::Server>>,
+    server: ServerSlot,
     health: HealthCell,
 }
 
@@ -94,7 +94,7 @@ impl Role for WebRole {
             .await
             .and_then(|r| r)
             .map_err(|e| RoleError::other(format!("cannot start the HTTP server: {e}")))?;
-        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
+        self.server.set(server);
         self.health.set(HealthStatus::Healthy);
         tracing::info!(listen = %config.listen, "HTTP listener ready");
         Ok(())
@@ -102,10 +102,7 @@ impl Role for WebRole {
 
     async fn stop(&self) -> Result<(), RoleError> {
         self.health.set(HealthStatus::Stopping);
-        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(server) = server {
-            server.stop(true).await;
-        }
+        self.server.stop().await;
         self.health.set(HealthStatus::Stopped);
         Ok(())
     }

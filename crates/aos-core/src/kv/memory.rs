@@ -33,6 +33,20 @@ impl State {
         self.entries.get(key).filter(|s| s.live(now))
     }
 
+    /// Ok when the live entry at `key` is at `revision`.
+    fn check_revision(&self, key: &str, revision: u64, now: Instant) -> Result<(), KvError> {
+        let current = self.live(key, now).map(|s| s.revision);
+        if current == Some(revision) {
+            Ok(())
+        } else {
+            Err(KvError::RevisionMismatch {
+                key: key.to_string(),
+                expected: revision,
+                current,
+            })
+        }
+    }
+
     fn write(&mut self, key: &str, value: Bytes, ttl: Option<Duration>, now: Instant) -> u64 {
         self.revision += 1;
         self.entries.insert(
@@ -105,14 +119,7 @@ impl Kv for MemoryKv {
         ttl: Option<Duration>,
     ) -> Result<u64, KvError> {
         self.with_state(key, |state, now| {
-            let current = state.live(key, now).map(|s| s.revision);
-            if current != Some(revision) {
-                return Err(KvError::RevisionMismatch {
-                    key: key.to_string(),
-                    expected: revision,
-                    current,
-                });
-            }
+            state.check_revision(key, revision, now)?;
             Ok(state.write(key, value, ttl, now))
         })
     }
@@ -126,14 +133,7 @@ impl Kv for MemoryKv {
 
     async fn delete_if(&self, key: &str, revision: u64) -> Result<(), KvError> {
         self.with_state(key, |state, now| {
-            let current = state.live(key, now).map(|s| s.revision);
-            if current != Some(revision) {
-                return Err(KvError::RevisionMismatch {
-                    key: key.to_string(),
-                    expected: revision,
-                    current,
-                });
-            }
+            state.check_revision(key, revision, now)?;
             state.entries.remove(key);
             Ok(())
         })
