@@ -126,6 +126,16 @@ async fn run_node(
     enabled: Vec<aos_core::RoleKind>,
     storage_config: StorageConfig,
 ) -> ExitCode {
+    // Installed first: a signal that arrives while the node starts must stop it, not kill it.
+    let signals = match ShutdownSignals::install() {
+        Ok(signals) => signals,
+        Err(err) => {
+            return exit(
+                EXIT_FAILURE,
+                format!("cannot install signal handlers: {err}"),
+            );
+        }
+    };
     let core = settings.core();
     if let Err(err) = prepare_data_dir(&core.node.data_dir) {
         return exit(EXIT_FAILURE, format!("{err:#}"));
@@ -222,7 +232,7 @@ async fn run_node(
     );
 
     let exit_reason = tokio::select! {
-        signal = shutdown_signal() => {
+        signal = signals.recv() => {
             tracing::info!(signal, "shutdown requested");
             Exit::Requested
         }
@@ -304,17 +314,25 @@ async fn stop_net(net: &Arc<NetHost>) {
     let _ = tokio::task::spawn_blocking(move || net.stop()).await;
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT, both meaning "shut down gracefully".
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
