@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of these helpers
 
+pub mod mqtt;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,19 +1,51 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ntex_mqtt::QoS;
 use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthConfig;
 
 /// The `[broker]` configuration section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// Address of the MQTT (TCP) listener.
+    /// Address of the MQTT (TCP) listener; it accepts 3.1.1 and 5.0 clients.
     pub listen: SocketAddr,
     /// Threads serving MQTT connections; 0: one per CPU core.
     pub workers: usize,
     /// How long open connections may take to finish when the node stops.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Open connections the broker accepts; beyond it CONNECT is refused (server unavailable /
+    /// server busy).
+    pub max_connections: usize,
+    /// Largest packet accepted from a client, in bytes (5.0: announced in CONNACK). A larger
+    /// packet disconnects the client.
+    pub max_packet_size: u32,
+    /// Highest QoS granted to subscriptions and accepted in PUBLISH (0, 1 or 2).
+    pub max_qos: u8,
+    /// Longest keep alive a 5.0 client gets; asking for more (or for none) is answered with this
+    /// server keep alive.
+    pub max_keepalive: u16,
+    /// QoS 1/2 messages a 5.0 client may have unacknowledged towards the broker (receive maximum).
+    pub receive_maximum: u16,
+    /// QoS 1/2 messages the broker sends a client before waiting for acknowledgements (also
+    /// bounded by the client's receive maximum).
+    pub max_inflight: u16,
+    /// Topic aliases a 5.0 client may use.
+    pub max_topic_alias: u16,
+    /// Messages a session may have queued (connected or not); more are dropped and counted.
+    pub max_queued_messages: usize,
+    /// Bytes (topic + payload) a session may have queued; more are dropped and counted.
+    pub max_queued_bytes: usize,
+    /// Longest a disconnected session is kept: caps the 5.0 session expiry interval and is the
+    /// expiry of 3.1.1 sessions with clean session 0.
+    #[serde(with = "humantime_serde")]
+    pub max_session_expiry: Duration,
+    /// Whether clients may publish retained messages.
+    pub retain_available: bool,
+    pub auth: AuthConfig,
 }
 
 impl Default for BrokerConfig {
@@ -22,6 +54,28 @@ impl Default for BrokerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             workers: 0,
             drain_timeout: Duration::from_secs(5),
+            max_connections: 100_000,
+            max_packet_size: 1024 * 1024,
+            max_qos: 2,
+            max_keepalive: 600,
+            receive_maximum: 128,
+            max_inflight: 64,
+            max_topic_alias: 32,
+            max_queued_messages: 1000,
+            max_queued_bytes: 16 * 1024 * 1024,
+            max_session_expiry: Duration::from_secs(7 * 24 * 3600),
+            retain_available: true,
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    pub fn max_qos(&self) -> QoS {
+        match self.max_qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
         }
     }
 }

@@ -1,28 +1,69 @@
-//! `aos-broker`: the broker role — MQTT listeners for devices.
+//! `aos-broker`: the broker role — an MQTT 3.1.1 and 5.0 broker on ntex-mqtt.
 //!
-//! This first cut binds the configured listener and accepts MQTT 3.1.1 and 5.0 sessions; the
-//! broker proper (sessions, routing, retained messages, wills, flow control, access control)
-//! arrives with the broker issue.
+//! ntex-mqtt provides the codec and the connection framework; this crate is the broker proper:
+//! sessions ([`session`]), the subscription tree and topic rules ([`topic`]), routing and retained
+//! messages ([`broker`]), access control ([`auth`]) and the per-connection glue
+//! (`connection`). It runs as a role of the `aos` binary, or embedded through [`BrokerRole`].
 
+pub mod auth;
+pub mod broker;
 mod config;
+mod connection;
+pub mod message;
+pub mod metrics;
 mod server;
+pub mod session;
+pub mod topic;
 
 pub use config::BrokerConfig;
 
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use aos_core::net::{ServerSlot, bind_tcp};
-use aos_core::role::{Health, HealthStatus, Role, RoleContext, RoleError, RoleKind};
+use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authenticator, ConfigAuthenticator};
+use crate::broker::{Broker, BrokerLimits};
+use crate::connection::ListenerContext;
+use crate::metrics::BrokerMetrics;
+use crate::session::{Kick, QueueLimits};
+
+/// How often expired sessions are removed.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 
 /// The broker role.
 #[derive(Default)]
 pub struct BrokerRole {
     server: ServerSlot,
-    health: aos_core::role::HealthCell,
+    health: HealthCell,
+    broker: Mutex<Option<Arc<Broker>>>,
+    sweeper: Mutex<Option<CancellationToken>>,
+    authenticator: Option<Arc<dyn Authenticator>>,
 }
 
 impl BrokerRole {
     pub fn new() -> Self {
         BrokerRole::default()
+    }
+
+    /// A broker role that asks `authenticator` instead of the `[broker.auth]` configuration.
+    pub fn with_authenticator(authenticator: Arc<dyn Authenticator>) -> Self {
+        BrokerRole {
+            authenticator: Some(authenticator),
+            ..BrokerRole::default()
+        }
+    }
+
+    /// The running broker (after `start`).
+    pub fn broker(&self) -> Option<Arc<Broker>> {
+        self.broker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -35,16 +76,66 @@ impl Role for BrokerRole {
     async fn start(&self, ctx: &RoleContext) -> Result<(), RoleError> {
         let config: BrokerConfig = ctx.settings.section("broker")?;
         let listener = bind_tcp(config.listen, "MQTT listener", "broker.listen")?;
-        let server = server::start(ctx, &config, listener).await?;
+        let metrics = BrokerMetrics::default();
+        metrics.register(&ctx.metrics);
+        let auth = self
+            .authenticator
+            .clone()
+            .unwrap_or_else(|| Arc::new(ConfigAuthenticator::new(config.auth.clone())));
+        let broker = Arc::new(Broker::new(
+            BrokerLimits {
+                queue: QueueLimits {
+                    max_messages: config.max_queued_messages,
+                    max_bytes: config.max_queued_bytes,
+                },
+                max_session_expiry: config.max_session_expiry,
+            },
+            auth,
+            metrics,
+        ));
+        let listen = config.listen;
+        let listener_ctx = Arc::new(ListenerContext {
+            broker: broker.clone(),
+            config: Arc::new(config),
+            name: "mqtt".into(),
+            connections: Arc::new(AtomicUsize::new(0)),
+        });
+        let server = server::start(ctx, listener_ctx, listener).await?;
         self.server.set(server);
+
+        let stop = CancellationToken::new();
+        let sweeping = broker.clone();
+        let cancelled = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRY_SWEEP);
+            loop {
+                tokio::select! {
+                    _ = cancelled.cancelled() => return,
+                    _ = tick.tick() => { sweeping.expire_sessions(); }
+                }
+            }
+        });
+        *self.sweeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop);
+        *self.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker);
         self.health.set(HealthStatus::Healthy);
-        tracing::info!(listen = %config.listen, "MQTT listener ready");
+        tracing::info!(%listen, "MQTT listener ready");
         Ok(())
     }
 
     async fn stop(&self) -> Result<(), RoleError> {
         self.health.set(HealthStatus::Stopping);
+        if let Some(broker) = self.broker() {
+            broker.kick_all(Kick::ShuttingDown);
+        }
         self.server.stop().await;
+        if let Some(stop) = self
+            .sweeper
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            stop.cancel();
+        }
         self.health.set(HealthStatus::Stopped);
         Ok(())
     }

@@ -1,73 +1,79 @@
-//! The MQTT server on the node's network host.
+//! The MQTT server on the node's network host: one listener serving 3.1.1 and 5.0.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 
 use aos_core::RoleContext;
 use aos_core::role::RoleError;
-use ntex_mqtt::{MqttServer, v3, v5};
+use ntex::service::{fn_factory_with_config, fn_service};
+use ntex::time::Seconds;
+use ntex_mqtt::{MqttServer, MqttServiceConfig, QoS, v3, v5};
 
-use crate::BrokerConfig;
+use crate::connection::{ConnError, ListenerContext, v3 as c3, v5 as c5};
 
-/// Per-connection state.
-#[derive(Clone)]
-struct Session;
-
-#[derive(Debug)]
-struct SessionError;
-
-impl From<()> for SessionError {
-    fn from(_: ()) -> Self {
-        SessionError
-    }
-}
-
-impl TryFrom<SessionError> for v5::PublishAck {
-    type Error = SessionError;
-
-    fn try_from(err: SessionError) -> Result<Self, Self::Error> {
-        Err(err)
-    }
-}
-
-async fn handshake_v3(handshake: v3::Handshake) -> Result<v3::HandshakeAck<Session>, SessionError> {
-    tracing::debug!(client_id = %handshake.packet().client_id, "MQTT 3.1.1 connection");
-    Ok(handshake.ack(Session, false))
-}
-
-async fn publish_v3(publish: v3::Publish) -> Result<(), SessionError> {
-    tracing::trace!(topic = %publish.topic().path(), "publish");
-    Ok(())
-}
-
-async fn handshake_v5(handshake: v5::Handshake) -> Result<v5::HandshakeAck<Session>, SessionError> {
-    tracing::debug!(client_id = %handshake.packet().client_id, "MQTT 5.0 connection");
-    Ok(handshake.ack(Session))
-}
-
-async fn publish_v5(publish: v5::Publish) -> Result<v5::PublishAck, SessionError> {
-    tracing::trace!(topic = %publish.topic().path(), "publish");
-    Ok(publish.ack())
-}
+/// Time a client has to send its whole CONNECT after connecting.
+const CONNECT_TIMEOUT: Seconds = Seconds(10);
 
 pub(crate) async fn start(
     ctx: &RoleContext,
-    config: &BrokerConfig,
+    listener_ctx: Arc<ListenerContext>,
     listener: TcpListener,
 ) -> Result<ntex::server::Server, RoleError> {
+    let config = listener_ctx.config.clone();
     let workers = aos_core::net::worker_threads(config.workers);
-    let drain =
-        ntex::time::Seconds(config.drain_timeout.as_secs().clamp(1, u16::MAX as u64) as u16);
+    let drain = aos_core::net::ntex_seconds(config.drain_timeout);
+    let name = listener_ctx.name.to_string();
+    let service_config = ntex::SharedCfg::new("MQTT").add(
+        MqttServiceConfig::new()
+            .set_max_qos(QoS::ExactlyOnce)
+            .set_max_size(config.max_packet_size)
+            .set_max_receive(config.receive_maximum)
+            .set_max_send(config.max_inflight)
+            .set_max_topic_alias(config.max_topic_alias)
+            .set_connect_timeout(CONNECT_TIMEOUT)
+            // A client may publish and close at once (mosquitto_pub does): still deliver.
+            .set_handle_qos_after_disconnect(Some(QoS::ExactlyOnce)),
+    );
     ctx.net
         .run(move || -> std::io::Result<ntex::server::Server> {
             Ok(ntex::server::build()
                 .workers(workers)
                 .disable_signals()
                 .shutdown_timeout(drain)
-                .listen("mqtt", listener, async |_| {
+                .listen(&name, listener, async move |_| {
+                    let c3 = listener_ctx.clone();
+                    let c5 = listener_ctx.clone();
                     MqttServer::new()
-                        .v3(v3::MqttServer::new(handshake_v3).publish(publish_v3))
-                        .v5(v5::MqttServer::new(handshake_v5).publish(publish_v5))
+                        .v3(v3::MqttServer::new(fn_service(move |hs| {
+                            c3::handshake(c3.clone(), hs)
+                        }))
+                        .protocol(fn_factory_with_config(async |s: c3::Session| {
+                            Ok::<_, ConnError>(fn_service(move |m| c3::protocol(s.clone(), m)))
+                        }))
+                        .control(fn_factory_with_config(async |s: c3::Session| {
+                            Ok::<_, ConnError>(fn_service(move |m| c3::control(s.clone(), m)))
+                        }))
+                        .publish(fn_factory_with_config(
+                            async |s: c3::Session| {
+                                Ok::<_, ConnError>(fn_service(move |m| c3::publish(s.clone(), m)))
+                            },
+                        )))
+                        .v5(v5::MqttServer::new(fn_service(move |hs| {
+                            c5::handshake(c5.clone(), hs)
+                        }))
+                        .protocol(fn_factory_with_config(async |s: c5::Session| {
+                            Ok::<_, ConnError>(fn_service(move |m| c5::protocol(s.clone(), m)))
+                        }))
+                        .control(fn_factory_with_config(async |s: c5::Session| {
+                            Ok::<_, ConnError>(fn_service(move |m| c5::control(s.clone(), m)))
+                        }))
+                        .publish(fn_factory_with_config(
+                            async |s: c5::Session| {
+                                Ok::<_, ConnError>(fn_service(move |m| c5::publish(s.clone(), m)))
+                            },
+                        )))
                 })?
+                .config(&name, service_config)
                 .run())
         })
         .await

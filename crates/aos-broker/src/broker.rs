@@ -1,0 +1,458 @@
+//! The broker's shared state — sessions, the subscription tree, retained messages — and routing.
+//!
+//! Connections run on several ntex worker threads; everything here is `Send + Sync` and guarded
+//! by short critical sections. Publishing never waits for a subscriber: it appends to each
+//! matching session's bounded queue.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ntex::util::ByteString;
+use ntex_mqtt::QoS;
+
+use crate::auth::{Authenticator, Principal};
+use crate::message::{Message, min_qos};
+use crate::metrics::BrokerMetrics;
+use crate::session::{Enqueued, Kick, Link, Outgoing, QueueLimits, Session, SubOptions, Will};
+use crate::topic::{MatchSink, SharedGroup, SubscriptionFilter, SubscriptionTree, matches};
+
+/// A session as a key of the subscription tree (compared by its unique id).
+#[derive(Clone)]
+pub struct SessionKey(pub Arc<Session>);
+
+impl PartialEq for SessionKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for SessionKey {}
+
+impl Hash for SessionKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+/// Why the platform could not take a message.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The platform is saturated; the publisher should retry later (5.0: 0x97 quota exceeded).
+    #[error("the platform cannot take more messages now: {0}")]
+    Busy(String),
+    #[error("the platform could not take the message: {0}")]
+    Failed(String),
+}
+
+/// Hands accepted publishes to the platform (the acquisition path). For QoS 1 and 2 the broker
+/// acknowledges the publisher only after `accept` returns `Ok`, which must mean "durably queued".
+#[async_trait]
+pub trait PublishHook: Send + Sync + 'static {
+    async fn accept(&self, publisher: &Principal, message: &Message) -> Result<(), HookError>;
+}
+
+/// Shared broker settings the routing needs.
+#[derive(Clone, Debug)]
+pub struct BrokerLimits {
+    pub queue: QueueLimits,
+    /// Longest a disconnected session is kept (caps what clients ask for).
+    pub max_session_expiry: Duration,
+}
+
+pub struct Broker {
+    pub limits: BrokerLimits,
+    pub auth: Arc<dyn Authenticator>,
+    hook: RwLock<Option<Arc<dyn PublishHook>>>,
+    pub metrics: BrokerMetrics,
+    next_id: AtomicU64,
+    sessions: Mutex<HashMap<ByteString, Arc<Session>>>,
+    subscriptions: RwLock<SubscriptionTree<SessionKey, SubOptions>>,
+    retained: RwLock<HashMap<ByteString, Arc<Message>>>,
+}
+
+/// Collects, per session, one delivery for all its matching subscriptions: the highest granted
+/// QoS and every subscription identifier (MQTT 3.1.1 §3.3.5, 5.0 §3.3.4).
+struct Deliveries<'a> {
+    origin: u64,
+    plain: HashMap<u64, (&'a SessionKey, QoS, bool, Vec<NonZeroU32>)>,
+    shared: Vec<(&'a SessionKey, &'a SubOptions)>,
+}
+
+impl<'a> MatchSink<'a, SessionKey, SubOptions> for Deliveries<'a> {
+    fn subscriber(&mut self, key: &'a SessionKey, opts: &'a SubOptions) {
+        if opts.no_local && key.0.id == self.origin {
+            return;
+        }
+        let entry = self
+            .plain
+            .entry(key.0.id)
+            .or_insert((key, opts.qos, false, Vec::new()));
+        entry.1 = max_qos(entry.1, opts.qos);
+        entry.2 |= opts.retain_as_published;
+        entry.3.extend(opts.id);
+    }
+
+    fn group(&mut self, group: &'a SharedGroup<SessionKey, SubOptions>) {
+        // Prefer a connected member; a disconnected one still queues QoS 1/2 for later.
+        if let Some(pick) = group
+            .pick(|k| k.0.is_connected())
+            .or_else(|| group.pick(|_| true))
+        {
+            self.shared.push(pick);
+        }
+    }
+}
+
+fn max_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) >= (b as u8) { a } else { b }
+}
+
+impl Broker {
+    pub fn new(
+        limits: BrokerLimits,
+        auth: Arc<dyn Authenticator>,
+        metrics: BrokerMetrics,
+    ) -> Broker {
+        Broker {
+            limits,
+            auth,
+            hook: RwLock::new(None),
+            metrics,
+            next_id: AtomicU64::new(1),
+            sessions: Mutex::new(HashMap::new()),
+            subscriptions: RwLock::new(SubscriptionTree::default()),
+            retained: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Installs the hook that receives every accepted publish.
+    pub fn set_hook(&self, hook: Arc<dyn PublishHook>) {
+        *self.hook.write().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    pub fn hook(&self) -> Option<Arc<dyn PublishHook>> {
+        self.hook.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ByteString, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens (or resumes) the session of `client_id` for a new connection. Returns the session
+    /// and whether it was resumed ("session present").
+    pub fn connect(
+        &self,
+        client_id: &ByteString,
+        clean_start: bool,
+        expiry: Option<Duration>,
+        will: Option<Will>,
+        link: Link,
+    ) -> (Arc<Session>, bool) {
+        let now = Instant::now();
+        let mut sessions = self.sessions();
+        let existing = sessions.get(client_id).cloned();
+        let (session, present) = match existing {
+            Some(old) if !clean_start && !old.lock().expired(now) => (old, true),
+            Some(old) => {
+                sessions.remove(client_id);
+                drop(sessions);
+                self.end_session(&old, Some(Kick::TakenOver));
+                sessions = self.sessions();
+                (self.new_session(&mut sessions, client_id), false)
+            }
+            None => (self.new_session(&mut sessions, client_id), false),
+        };
+        drop(sessions);
+        let previous_will = {
+            let mut state = session.lock();
+            state.expiry = expiry.map(|e| e.min(self.limits.max_session_expiry));
+            std::mem::replace(&mut state.will, will)
+        };
+        if let Some(previous) = session.attach(link) {
+            self.metrics.takeovers.inc();
+            if let Some(kick) = previous.kick {
+                let _ = kick.send(Kick::TakenOver);
+            }
+        }
+        // The connection taken over ended without DISCONNECT: its will goes out, unless it asked
+        // for a delay (the session lives on, so the delay never runs out).
+        if let Some(will) = previous_will
+            && will.delay.is_zero()
+        {
+            self.publish(will.message);
+        }
+        (session, present)
+    }
+
+    fn new_session(
+        &self,
+        sessions: &mut HashMap<ByteString, Arc<Session>>,
+        client_id: &ByteString,
+    ) -> Arc<Session> {
+        let session = Arc::new(Session::new(self.next_id(), client_id.clone()));
+        sessions.insert(client_id.clone(), session.clone());
+        self.metrics.sessions.set(sessions.len() as i64);
+        session
+    }
+
+    /// Connection `generation` of `session` has closed. `graceful`: the client sent DISCONNECT
+    /// (5.0: with a reason other than 0x04), so its will is discarded. `expiry`: a new session
+    /// expiry interval from a 5.0 DISCONNECT.
+    pub fn disconnected(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        generation: u64,
+        graceful: bool,
+        expiry: Option<Option<Duration>>,
+    ) {
+        if !session.detach(generation) {
+            return;
+        }
+        let (will, expiry) = {
+            let mut state = session.lock();
+            if let Some(expiry) = expiry {
+                state.expiry = expiry.map(|e| e.min(self.limits.max_session_expiry));
+            }
+            if graceful {
+                state.will = None;
+            }
+            (state.will.clone(), state.expiry)
+        };
+        if expiry == Some(Duration::ZERO) {
+            let removed = {
+                let mut sessions = self.sessions();
+                let current = sessions
+                    .get(&session.client_id)
+                    .is_some_and(|s| s.id == session.id);
+                if current {
+                    sessions.remove(&session.client_id);
+                }
+                self.metrics.sessions.set(sessions.len() as i64);
+                current
+            };
+            if removed {
+                self.end_session(session, None);
+            }
+            return;
+        }
+        let Some(will) = will else { return };
+        let delay = expiry.map_or(will.delay, |e| will.delay.min(e));
+        if delay.is_zero() {
+            session.lock().will = None;
+            self.publish(will.message);
+            return;
+        }
+        let broker = self.clone();
+        let session = session.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let will = {
+                let mut state = session.lock();
+                // A reconnect in the meantime cancels the delayed will.
+                if state.link.is_some() {
+                    return;
+                }
+                state.will.take()
+            };
+            if let Some(will) = will {
+                broker.publish(will.message);
+            }
+        });
+    }
+
+    /// Ends a session: its subscriptions go, its pending will is published, its connection (if
+    /// any) is closed.
+    fn end_session(&self, session: &Arc<Session>, kick: Option<Kick>) {
+        let (subscriptions, will, link) = {
+            let mut state = session.lock();
+            let subs: Vec<SubscriptionFilter> =
+                state.subscriptions.drain().map(|(_, (f, _))| f).collect();
+            (subs, state.will.take(), state.link.take())
+        };
+        self.remove_subscriptions(session, &subscriptions);
+        if let (Some(link), Some(kick)) = (link, kick)
+            && let Some(tx) = link.kick
+        {
+            let _ = tx.send(kick);
+        }
+        if let Some(will) = will {
+            self.publish(will.message);
+        }
+    }
+
+    fn remove_subscriptions(&self, session: &Arc<Session>, filters: &[SubscriptionFilter]) {
+        if filters.is_empty() {
+            return;
+        }
+        let key = SessionKey(session.clone());
+        let mut tree = self
+            .subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        for filter in filters {
+            tree.remove(filter, &key);
+        }
+        self.metrics.subscriptions.set(tree.len() as i64);
+    }
+
+    /// Removes sessions whose expiry has passed; returns how many.
+    pub fn expire_sessions(&self) -> usize {
+        let now = Instant::now();
+        let expired: Vec<Arc<Session>> = {
+            let mut sessions = self.sessions();
+            let expired: Vec<Arc<Session>> = sessions
+                .values()
+                .filter(|s| s.lock().expired(now))
+                .cloned()
+                .collect();
+            for s in &expired {
+                sessions.remove(&s.client_id);
+            }
+            self.metrics.sessions.set(sessions.len() as i64);
+            expired
+        };
+        for session in &expired {
+            self.end_session(session, None);
+        }
+        expired.len()
+    }
+
+    /// Closes every connection (node shutdown).
+    pub fn kick_all(&self, kick: Kick) {
+        let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
+        for session in sessions {
+            if let Some(tx) = session.lock().link.as_mut().and_then(|l| l.kick.take()) {
+                let _ = tx.send(kick);
+            }
+        }
+    }
+
+    /// Adds or replaces a subscription; returns whether it already existed.
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        full_filter: &str,
+        filter: SubscriptionFilter,
+        opts: SubOptions,
+    ) -> bool {
+        let existed = {
+            let mut tree = self
+                .subscriptions
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            let existed = tree
+                .insert(&filter, SessionKey(session.clone()), opts)
+                .is_some();
+            self.metrics.subscriptions.set(tree.len() as i64);
+            existed
+        };
+        session
+            .lock()
+            .subscriptions
+            .insert(full_filter.to_string(), (filter, opts));
+        existed
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub fn unsubscribe(&self, session: &Arc<Session>, full_filter: &str) -> bool {
+        let removed = session.lock().subscriptions.remove(full_filter);
+        match removed {
+            Some((filter, _)) => {
+                self.remove_subscriptions(session, &[filter]);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Queues the retained messages matching `filter` for a new subscription.
+    pub fn deliver_retained(&self, session: &Arc<Session>, filter: &str, opts: SubOptions) {
+        let now = Instant::now();
+        let retained: Vec<Arc<Message>> = self
+            .retained
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|m| matches(filter, &m.topic) && !m.is_expired(now))
+            .cloned()
+            .collect();
+        for message in retained {
+            let qos = min_qos(message.qos, opts.qos);
+            let out = Outgoing::new(message, qos, true, opts.id.into_iter().collect());
+            self.count(session.enqueue(out, self.limits.queue));
+        }
+    }
+
+    fn count(&self, result: Enqueued) {
+        if result == Enqueued::Overflow {
+            self.metrics.dropped_queue_full.inc();
+        }
+    }
+
+    /// Stores (or, with an empty payload, deletes) the retained message of a topic.
+    fn retain(&self, message: &Arc<Message>) {
+        let mut retained = self.retained.write().unwrap_or_else(|e| e.into_inner());
+        if message.payload.is_empty() {
+            retained.remove(&message.topic);
+        } else {
+            retained.insert(message.topic.clone(), message.clone());
+        }
+        self.metrics.retained.set(retained.len() as i64);
+    }
+
+    /// Routes a message to every matching subscription; returns the number of sessions it was
+    /// queued for.
+    pub fn publish(&self, message: Message) -> usize {
+        let message = Arc::new(message);
+        if message.retain {
+            self.retain(&message);
+        }
+        let tree = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
+        let mut deliveries = Deliveries {
+            origin: message.origin,
+            plain: HashMap::new(),
+            shared: Vec::new(),
+        };
+        tree.for_each_match(&message.topic, &mut deliveries);
+        let mut queued = 0;
+        for (key, granted, retain_as_published, sub_ids) in deliveries.plain.into_values() {
+            let qos = min_qos(message.qos, granted);
+            let retain = retain_as_published && message.retain;
+            let result = key.0.enqueue(
+                Outgoing::new(message.clone(), qos, retain, sub_ids),
+                self.limits.queue,
+            );
+            queued += usize::from(result == Enqueued::Queued);
+            self.count(result);
+        }
+        for (key, opts) in deliveries.shared {
+            let qos = min_qos(message.qos, opts.qos);
+            let retain = opts.retain_as_published && message.retain;
+            let sub_ids = opts.id.into_iter().collect();
+            let result = key.0.enqueue(
+                Outgoing::new(message.clone(), qos, retain, sub_ids),
+                self.limits.queue,
+            );
+            queued += usize::from(result == Enqueued::Queued);
+            self.count(result);
+        }
+        queued
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}

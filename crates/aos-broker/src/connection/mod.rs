@@ -1,0 +1,342 @@
+//! One MQTT connection: what 3.1.1 and 5.0 share — admission, publish handling, the writer task
+//! that drains the session's queue into the socket, and clean-up when the connection ends.
+
+pub(crate) mod v3;
+pub(crate) mod v5;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ntex::util::{ByteString, Bytes};
+use ntex_mqtt::QoS;
+use tokio::sync::{Notify, oneshot};
+
+use crate::BrokerConfig;
+use crate::auth::{ConnectRequest, Principal, Refusal};
+use crate::broker::{Broker, HookError};
+use crate::message::Message;
+use crate::metrics::{ListenerLabel, QosLabel};
+use crate::session::{Kick, Link, Outgoing, Session, Will};
+use crate::topic::valid_topic_name;
+
+/// The error type of the connection services.
+#[derive(Debug)]
+pub enum ConnError {
+    /// The client broke the protocol; the connection is closed.
+    Protocol(&'static str),
+    /// The platform could not take a message (see [`HookError`]).
+    Hook(String),
+}
+
+impl From<()> for ConnError {
+    fn from((): ()) -> Self {
+        ConnError::Protocol("service initialisation failed")
+    }
+}
+
+/// What every connection of one listener shares.
+pub struct ListenerContext {
+    pub broker: Arc<Broker>,
+    pub config: Arc<BrokerConfig>,
+    pub name: Arc<str>,
+    /// Open connections across all listeners of the broker.
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl ListenerContext {
+    fn label(&self) -> ListenerLabel {
+        ListenerLabel {
+            listener: self.name.to_string(),
+        }
+    }
+}
+
+/// Outcome of the common CONNECT checks.
+pub(crate) enum Admission {
+    Accepted(Principal),
+    Refused(Refusal),
+    /// `max_connections` reached.
+    Busy,
+}
+
+impl ListenerContext {
+    /// Authenticates a CONNECT and reserves a connection slot.
+    pub(crate) async fn admit(&self, request: ConnectRequest) -> Admission {
+        let open = self.connections.fetch_add(1, Ordering::AcqRel);
+        if open >= self.config.max_connections {
+            self.connections.fetch_sub(1, Ordering::AcqRel);
+            self.broker
+                .metrics
+                .connections_refused
+                .get_or_create(&self.label())
+                .inc();
+            return Admission::Busy;
+        }
+        match self.broker.auth.authenticate(&request).await {
+            Ok(principal) => Admission::Accepted(principal),
+            Err(refusal) => {
+                self.connections.fetch_sub(1, Ordering::AcqRel);
+                self.broker
+                    .metrics
+                    .connections_refused
+                    .get_or_create(&self.label())
+                    .inc();
+                tracing::info!(client_id = %request.client_id, user = ?request.username, ?refusal, "CONNECT refused");
+                Admission::Refused(refusal)
+            }
+        }
+    }
+
+    /// A client id for a client that sent none.
+    pub(crate) fn assign_client_id(&self) -> ByteString {
+        ByteString::from(format!("aos-{}-{}", self.name, self.broker.next_id()))
+    }
+
+    /// Opens the session for an admitted client and starts its writer task.
+    pub(crate) fn open<S: Outbound>(
+        self: &Arc<Self>,
+        principal: Principal,
+        client_id: ByteString,
+        clean_start: bool,
+        expiry: Option<Duration>,
+        will: Option<Will>,
+        sink: S,
+    ) -> (Conn, bool) {
+        let generation = self.broker.next_id();
+        let wake = Arc::new(Notify::new());
+        let (kick_tx, kick_rx) = oneshot::channel();
+        let (session, present) = self.broker.connect(
+            &client_id,
+            clean_start,
+            expiry,
+            will,
+            Link {
+                generation,
+                wake: wake.clone(),
+                kick: Some(kick_tx),
+            },
+        );
+        let closed = Arc::new(Notify::new());
+        self.broker
+            .metrics
+            .connections
+            .get_or_create(&self.label())
+            .inc();
+        self.broker
+            .metrics
+            .connections_accepted
+            .get_or_create(&self.label())
+            .inc();
+        ntex::rt::spawn(writer(
+            sink,
+            session.clone(),
+            self.broker.clone(),
+            wake,
+            kick_rx,
+            closed.clone(),
+        ));
+        tracing::debug!(%client_id, present, "session opened");
+        (
+            Conn {
+                listener: self.clone(),
+                session,
+                generation,
+                principal,
+                graceful: Cell::new(false),
+                disconnect_expiry: Cell::new(None),
+                closed,
+                finished: Cell::new(false),
+            },
+            present,
+        )
+    }
+}
+
+/// The client's address, if the transport has one.
+pub(crate) fn peer_addr(io: &ntex::io::IoBoxed) -> Option<SocketAddr> {
+    io.query::<ntex::io::types::PeerAddr>().get().map(|a| a.0)
+}
+
+/// Per-connection state (the ntex-mqtt session state).
+pub struct Conn {
+    pub listener: Arc<ListenerContext>,
+    pub session: Arc<Session>,
+    pub generation: u64,
+    pub principal: Principal,
+    /// The client ended with a normal DISCONNECT (its will is discarded).
+    graceful: Cell<bool>,
+    /// A session expiry interval sent with a 5.0 DISCONNECT.
+    disconnect_expiry: Cell<Option<Option<Duration>>>,
+    /// Tells the writer task that the connection is gone.
+    closed: Arc<Notify>,
+    finished: Cell<bool>,
+}
+
+impl Conn {
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.listener.broker
+    }
+
+    pub(crate) fn client_disconnected(&self, graceful: bool, expiry: Option<Option<Duration>>) {
+        self.graceful.set(graceful);
+        if expiry.is_some() {
+            self.disconnect_expiry.set(expiry);
+        }
+    }
+
+    /// The connection has ended (any reason); runs once.
+    pub(crate) fn finish(&self) {
+        if self.finished.replace(true) {
+            return;
+        }
+        self.closed.notify_one();
+        self.listener.connections.fetch_sub(1, Ordering::AcqRel);
+        self.broker()
+            .metrics
+            .connections
+            .get_or_create(&self.listener.label())
+            .dec();
+        self.broker().disconnected(
+            &self.session,
+            self.generation,
+            self.graceful.get(),
+            self.disconnect_expiry.get(),
+        );
+    }
+
+    /// Checks and routes a PUBLISH from this client.
+    pub(crate) async fn publish(&self, message: Message) -> PublishOutcome {
+        let metrics = &self.broker().metrics;
+        metrics
+            .messages_received
+            .get_or_create(&QosLabel {
+                qos: message.qos as u8,
+            })
+            .inc();
+        metrics.bytes_received.inc_by(message.payload.len() as u64);
+        if !valid_topic_name(&message.topic) {
+            return PublishOutcome::TopicInvalid;
+        }
+        if message.topic.starts_with("$SYS")
+            || !self
+                .broker()
+                .auth
+                .may_publish(&self.principal, &message.topic)
+        {
+            metrics.denied.inc();
+            return PublishOutcome::NotAuthorized;
+        }
+        if let Some(hook) = self.broker().hook()
+            && let Err(err) = hook.accept(&self.principal, &message).await
+        {
+            tracing::warn!(client_id = %self.session.client_id, %err, "publish not taken by the platform");
+            return match err {
+                HookError::Busy(_) => PublishOutcome::Busy,
+                HookError::Failed(_) => PublishOutcome::Failed,
+            };
+        }
+        self.broker().publish(message);
+        PublishOutcome::Accepted
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// What became of a PUBLISH.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PublishOutcome {
+    Accepted,
+    TopicInvalid,
+    NotAuthorized,
+    Busy,
+    Failed,
+}
+
+/// Builds the broker-side message from a client's PUBLISH (or will).
+pub(crate) fn message(
+    origin: u64,
+    topic: ByteString,
+    payload: Bytes,
+    qos: QoS,
+    retain: bool,
+) -> Message {
+    let mut message = Message::new(topic, payload, qos, retain);
+    message.origin = origin;
+    message
+}
+
+/// Sending to one client, for the version-independent writer.
+pub(crate) trait Outbound: 'static {
+    fn is_ready(&self) -> bool;
+    /// Waits until the client can take another QoS 1/2 message; false once the connection is gone.
+    async fn ready(&self) -> bool;
+    fn send_at_most_once(&self, out: &Outgoing, now: Instant) -> bool;
+    /// Sends without waiting for the PUBACK (the ack callback records it).
+    fn send_at_least_once(&self, out: &Outgoing, now: Instant) -> bool;
+    /// Sends and completes the QoS 2 exchange (ntex-mqtt allows one at a time per connection).
+    async fn send_exactly_once(&self, out: &Outgoing, now: Instant) -> bool;
+    fn close(&self, kick: Kick);
+}
+
+/// Drains the session's queue into the connection until it closes.
+async fn writer<S: Outbound>(
+    sink: S,
+    session: Arc<Session>,
+    broker: Arc<Broker>,
+    wake: Arc<Notify>,
+    mut kick: oneshot::Receiver<Kick>,
+    closed: Arc<Notify>,
+) {
+    // The sink has no credit until CONNACK is written: nothing goes out before it.
+    if !sink.ready().await {
+        return;
+    }
+    loop {
+        while let Some(out) = session.next_to_send(Instant::now()) {
+            let sent = match out.qos {
+                QoS::AtMostOnce => sink.send_at_most_once(&out, Instant::now()),
+                QoS::AtLeastOnce => {
+                    (sink.is_ready() || sink.ready().await)
+                        && sink.send_at_least_once(&out, Instant::now())
+                }
+                QoS::ExactlyOnce => {
+                    let done = sink.send_exactly_once(&out, Instant::now()).await;
+                    if let (true, Some(id)) = (done, out.packet_id) {
+                        session.acknowledged(id);
+                    }
+                    done
+                }
+            };
+            if !sent {
+                // Gone: QoS 1/2 messages stay in flight for the next connection of the session.
+                return;
+            }
+            broker
+                .metrics
+                .messages_sent
+                .get_or_create(&QosLabel { qos: out.qos as u8 })
+                .inc();
+            broker
+                .metrics
+                .bytes_sent
+                .inc_by(out.message.payload.len() as u64);
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = closed.notified() => return,
+            reason = &mut kick => {
+                if let Ok(reason) = reason {
+                    sink.close(reason);
+                }
+                return;
+            }
+        }
+    }
+}

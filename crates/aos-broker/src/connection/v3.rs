@@ -1,0 +1,255 @@
+//! MQTT 3.1.1 connections.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ntex::time::Seconds;
+use ntex_mqtt::{Control, v3};
+
+use super::{
+    Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, message, peer_addr,
+};
+use crate::auth::{ConnectRequest, Refusal};
+use crate::session::{Kick, Outgoing, SubOptions, Will};
+use crate::topic::SubscriptionFilter;
+
+pub(crate) type Session = v3::Session<Conn>;
+
+impl Outbound for v3::MqttSink {
+    fn is_ready(&self) -> bool {
+        v3::MqttSink::is_ready(self)
+    }
+
+    async fn ready(&self) -> bool {
+        v3::MqttSink::ready(self).await
+    }
+
+    fn send_at_most_once(&self, out: &Outgoing, _now: Instant) -> bool {
+        let mut publish = self.publish(out.message.topic.clone());
+        if out.retain {
+            publish = publish.retain();
+        }
+        publish
+            .send_at_most_once(out.message.payload.clone())
+            .is_ok()
+    }
+
+    fn send_at_least_once(&self, out: &Outgoing, _now: Instant) -> bool {
+        let Some(id) = out.packet_id else {
+            return false;
+        };
+        let mut publish = self
+            .publish(out.message.topic.clone())
+            .packet_id(id.get())
+            .dup(out.dup);
+        if out.retain {
+            publish = publish.retain();
+        }
+        publish
+            .send_at_least_once_no_block(out.message.payload.clone())
+            .is_ok()
+    }
+
+    async fn send_exactly_once(&self, out: &Outgoing, _now: Instant) -> bool {
+        let Some(id) = out.packet_id else {
+            return false;
+        };
+        let mut publish = self
+            .publish(out.message.topic.clone())
+            .packet_id(id.get())
+            .dup(out.dup);
+        if out.retain {
+            publish = publish.retain();
+        }
+        match publish.send_exactly_once(out.message.payload.clone()).await {
+            Ok(received) => received.release().await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    fn close(&self, _kick: Kick) {
+        // 3.1.1 has no server DISCONNECT: the network connection is closed.
+        v3::MqttSink::close(self);
+    }
+}
+
+pub(crate) async fn handshake(
+    ctx: Arc<ListenerContext>,
+    handshake: v3::Handshake,
+) -> Result<v3::HandshakeAck<Conn>, ConnError> {
+    let connect = handshake.packet().clone();
+    if connect.client_id.is_empty() && !connect.clean_session {
+        // [MQTT-3.1.3-8]: a persistent session needs a client id.
+        return Ok(handshake.identifier_rejected());
+    }
+    let client_id = if connect.client_id.is_empty() {
+        ctx.assign_client_id()
+    } else {
+        connect.client_id.clone()
+    };
+    let request = ConnectRequest {
+        client_id: client_id.to_string(),
+        username: connect.username.as_ref().map(|u| u.to_string()),
+        password: connect.password.as_ref().map(|p| p.to_vec()),
+        peer: peer_addr(handshake.io()),
+        listener: ctx.name.to_string(),
+    };
+    let principal = match ctx.admit(request).await {
+        Admission::Accepted(principal) => principal,
+        Admission::Busy => return Ok(handshake.service_unavailable()),
+        Admission::Refused(Refusal::BadCredentials) => return Ok(handshake.bad_username_or_pwd()),
+        Admission::Refused(Refusal::NotAuthorized) => return Ok(handshake.not_authorized()),
+        Admission::Refused(Refusal::Unavailable) => return Ok(handshake.service_unavailable()),
+    };
+    let will = match &connect.last_will {
+        Some(will) => {
+            if !crate::topic::valid_topic_name(&will.topic)
+                || !ctx.broker.auth.may_publish(&principal, &will.topic)
+            {
+                ctx.connections
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                return Ok(handshake.not_authorized());
+            }
+            Some(Will {
+                message: message(
+                    0,
+                    will.topic.clone(),
+                    will.message.clone(),
+                    will.qos,
+                    will.retain,
+                ),
+                delay: Duration::ZERO,
+            })
+        }
+        None => None,
+    };
+    let expiry = if connect.clean_session {
+        Some(Duration::ZERO)
+    } else {
+        Some(ctx.config.max_session_expiry)
+    };
+    let sink = handshake.sink();
+    let (conn, present) = ctx.open(
+        principal,
+        client_id,
+        connect.clean_session,
+        expiry,
+        will,
+        sink.clone(),
+    );
+    let session = conn.session.clone();
+    sink.publish_ack_cb(move |id, disconnected| {
+        if !disconnected {
+            session.acknowledged(id);
+        }
+    });
+    let keep_alive = if connect.keep_alive == 0 {
+        Seconds::ZERO
+    } else {
+        // [MQTT-3.1.2-24]: one and a half times the keep alive.
+        Seconds(connect.keep_alive.saturating_add(connect.keep_alive / 2))
+    };
+    Ok(handshake
+        .ack(conn, present)
+        .idle_timeout(keep_alive)
+        .max_send(Some(ctx.config.max_inflight)))
+}
+
+pub(crate) async fn publish(session: Session, publish: v3::Publish) -> Result<(), ConnError> {
+    let conn: &Conn = &session;
+    let payload = publish
+        .read_all()
+        .await
+        .map_err(|_| ConnError::Protocol("payload could not be read"))?;
+    let message = message(
+        conn.session.id,
+        publish.packet().topic.clone(),
+        payload,
+        publish.qos(),
+        publish.retain(),
+    );
+    match conn.publish(message).await {
+        // 3.1.1 has no negative acknowledgement: a refused publish is acknowledged and dropped.
+        PublishOutcome::Accepted | PublishOutcome::NotAuthorized => Ok(()),
+        PublishOutcome::TopicInvalid => Err(ConnError::Protocol("invalid topic name")),
+        PublishOutcome::Busy | PublishOutcome::Failed => Err(ConnError::Hook(
+            "the platform could not take the message".into(),
+        )),
+    }
+}
+
+pub(crate) async fn protocol(
+    session: Session,
+    message: v3::ProtocolMessage,
+) -> Result<v3::ProtocolMessageAck, ConnError> {
+    let conn: &Conn = &session;
+    Ok(match message {
+        v3::ProtocolMessage::Subscribe(mut subscribe) => {
+            let mut retained = Vec::new();
+            for mut sub in subscribe.iter_mut() {
+                let full = sub.topic().to_string();
+                let Ok(filter) = SubscriptionFilter::parse(&full, true) else {
+                    sub.fail();
+                    continue;
+                };
+                if !conn
+                    .broker()
+                    .auth
+                    .may_subscribe(&conn.principal, &filter.filter)
+                {
+                    conn.broker().metrics.denied.inc();
+                    sub.fail();
+                    continue;
+                }
+                let qos = crate::message::min_qos(sub.qos(), conn.listener.config.max_qos());
+                let opts = SubOptions::qos(qos);
+                let existed = conn
+                    .broker()
+                    .subscribe(&conn.session, &full, filter.clone(), opts);
+                if filter.group.is_none() && opts.wants_retained(existed) {
+                    retained.push((filter.filter, opts));
+                }
+                sub.confirm(qos);
+            }
+            deliver_retained_after_ack(conn, retained);
+            subscribe.ack()
+        }
+        v3::ProtocolMessage::Unsubscribe(unsubscribe) => {
+            for filter in unsubscribe.iter() {
+                conn.broker().unsubscribe(&conn.session, filter);
+            }
+            unsubscribe.ack()
+        }
+        v3::ProtocolMessage::Disconnect(disconnect) => {
+            conn.client_disconnected(true, None);
+            disconnect.ack()
+        }
+        v3::ProtocolMessage::PublishRelease(release) => release.ack(),
+        v3::ProtocolMessage::Ping(ping) => ping.ack(),
+    })
+}
+
+/// Retained messages follow the SUBACK: they are queued once the handler has returned.
+pub(crate) fn deliver_retained_after_ack(conn: &Conn, retained: Vec<(String, SubOptions)>) {
+    if retained.is_empty() {
+        return;
+    }
+    let broker = conn.broker().clone();
+    let session = conn.session.clone();
+    ntex::rt::spawn(async move {
+        for (filter, opts) in retained {
+            broker.deliver_retained(&session, &filter, opts);
+        }
+    });
+}
+
+pub(crate) async fn control(
+    session: Session,
+    control: Control<ConnError>,
+) -> Result<Option<v3::codec::Encoded>, ConnError> {
+    if let Control::Stop(reason) = control {
+        tracing::debug!(client_id = %session.session.client_id, ?reason, "connection closed");
+        session.finish();
+    }
+    Ok(None)
+}

@@ -1,0 +1,434 @@
+//! MQTT 5.0 connections.
+
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ntex::util::ByteString;
+use ntex_mqtt::{Control, QoS, v5};
+use v5::codec::{
+    ConnectAckReason, Disconnect, DisconnectReasonCode, PublishAckReason,
+    RetainHandling as WireRetain, SubscribeAckReason, UnsubscribeAckReason,
+};
+
+use super::v3::deliver_retained_after_ack;
+use super::{
+    Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, message, peer_addr,
+};
+use crate::auth::{ConnectRequest, Refusal};
+use crate::message::{Properties, min_qos};
+use crate::session::{Kick, Outgoing, RetainHandling, SubOptions, Will};
+use crate::topic::{SubscriptionFilter, valid_topic_name};
+
+pub(crate) type Session = v5::Session<Conn>;
+
+impl TryFrom<ConnError> for v5::PublishAck {
+    type Error = ConnError;
+
+    fn try_from(err: ConnError) -> Result<Self, ConnError> {
+        match err {
+            ConnError::Hook(reason) => {
+                Ok(v5::PublishAck::new(PublishAckReason::UnspecifiedError).reason(reason.into()))
+            }
+            other => Err(other),
+        }
+    }
+}
+
+fn properties(out: &Outgoing, now: Instant, p: &mut v5::codec::PublishProperties) {
+    p.message_expiry_interval = out.message.remaining_expiry(now);
+    p.subscription_ids.extend(out.sub_ids.iter().copied());
+    if let Some(props) = &out.message.properties {
+        p.is_utf8_payload = props.payload_is_utf8;
+        p.content_type.clone_from(&props.content_type);
+        p.response_topic.clone_from(&props.response_topic);
+        p.correlation_data.clone_from(&props.correlation_data);
+        p.user_properties.clone_from(&props.user_properties);
+    }
+}
+
+impl Outbound for v5::MqttSink {
+    fn is_ready(&self) -> bool {
+        v5::MqttSink::is_ready(self)
+    }
+
+    async fn ready(&self) -> bool {
+        v5::MqttSink::ready(self).await
+    }
+
+    fn send_at_most_once(&self, out: &Outgoing, now: Instant) -> bool {
+        self.publish(out.message.topic.clone())
+            .retain(out.retain)
+            .properties(|p| properties(out, now, p))
+            .send_at_most_once(out.message.payload.clone())
+            .is_ok()
+    }
+
+    fn send_at_least_once(&self, out: &Outgoing, now: Instant) -> bool {
+        let Some(id) = out.packet_id else {
+            return false;
+        };
+        self.publish(out.message.topic.clone())
+            .packet_id(id.get())
+            .dup(out.dup)
+            .retain(out.retain)
+            .properties(|p| properties(out, now, p))
+            .send_at_least_once_no_block(out.message.payload.clone())
+            .is_ok()
+    }
+
+    async fn send_exactly_once(&self, out: &Outgoing, now: Instant) -> bool {
+        let Some(id) = out.packet_id else {
+            return false;
+        };
+        let sent = self
+            .publish(out.message.topic.clone())
+            .packet_id(id.get())
+            .dup(out.dup)
+            .retain(out.retain)
+            .properties(|p| properties(out, now, p))
+            .send_exactly_once(out.message.payload.clone())
+            .await;
+        match sent {
+            Ok(received) => received.release().await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    fn close(&self, kick: Kick) {
+        let reason = match kick {
+            Kick::TakenOver => DisconnectReasonCode::SessionTakenOver,
+            Kick::ShuttingDown => DisconnectReasonCode::ServerShuttingDown,
+        };
+        self.close_with_reason(Disconnect::new(reason));
+    }
+}
+
+fn refuse(
+    handshake: v5::Handshake,
+    reason: ConnectAckReason,
+    text: &str,
+) -> v5::HandshakeAck<Conn> {
+    handshake.fail_with(v5::codec::ConnectAck {
+        reason_code: reason,
+        reason_string: Some(ByteString::from(text)),
+        ..Default::default()
+    })
+}
+
+fn expiry_from_secs(secs: u32, max: Duration) -> Duration {
+    Duration::from_secs(secs.into()).min(max)
+}
+
+pub(crate) async fn handshake(
+    ctx: Arc<ListenerContext>,
+    handshake: v5::Handshake,
+) -> Result<v5::HandshakeAck<Conn>, ConnError> {
+    let connect = handshake.packet().clone();
+    if connect.auth_method.is_some() {
+        return Ok(refuse(
+            handshake,
+            ConnectAckReason::BadAuthenticationMethod,
+            "enhanced authentication is not supported; use username and password",
+        ));
+    }
+    let assigned = connect.client_id.is_empty().then(|| ctx.assign_client_id());
+    let client_id = assigned
+        .clone()
+        .unwrap_or_else(|| connect.client_id.clone());
+    let request = ConnectRequest {
+        client_id: client_id.to_string(),
+        username: connect.username.as_ref().map(|u| u.to_string()),
+        password: connect.password.as_ref().map(|p| p.to_vec()),
+        peer: peer_addr(handshake.io()),
+        listener: ctx.name.to_string(),
+    };
+    let principal = match ctx.admit(request).await {
+        Admission::Accepted(principal) => principal,
+        Admission::Busy => {
+            return Ok(refuse(
+                handshake,
+                ConnectAckReason::ServerBusy,
+                "too many connections",
+            ));
+        }
+        Admission::Refused(Refusal::BadCredentials) => {
+            return Ok(refuse(
+                handshake,
+                ConnectAckReason::BadUserNameOrPassword,
+                "bad username or password",
+            ));
+        }
+        Admission::Refused(Refusal::NotAuthorized) => {
+            return Ok(refuse(
+                handshake,
+                ConnectAckReason::NotAuthorized,
+                "not authorized",
+            ));
+        }
+        Admission::Refused(Refusal::Unavailable) => {
+            return Ok(refuse(
+                handshake,
+                ConnectAckReason::ServerUnavailable,
+                "authentication unavailable",
+            ));
+        }
+    };
+    let max_expiry = ctx.config.max_session_expiry;
+    let will = match &connect.last_will {
+        Some(will) => {
+            let (valid, allowed) = (
+                valid_topic_name(&will.topic),
+                ctx.broker.auth.may_publish(&principal, &will.topic),
+            );
+            if !valid || !allowed {
+                ctx.connections
+                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                let (reason, text) = if valid {
+                    (ConnectAckReason::NotAuthorized, "will topic not authorized")
+                } else {
+                    (ConnectAckReason::TopicNameInvalid, "invalid will topic")
+                };
+                return Ok(refuse(handshake, reason, text));
+            }
+            let mut msg = message(
+                0,
+                will.topic.clone(),
+                will.message.clone(),
+                will.qos,
+                will.retain,
+            )
+            .with_expiry(will.message_expiry_interval);
+            let props = Properties {
+                payload_is_utf8: will.is_utf8_payload.unwrap_or(false),
+                content_type: will.content_type.clone(),
+                response_topic: will.response_topic.clone(),
+                correlation_data: will.correlation_data.clone(),
+                user_properties: will.user_properties.clone(),
+            };
+            if !props.is_empty() {
+                msg.properties = Some(Box::new(props));
+            }
+            Some(Will {
+                message: msg,
+                delay: Duration::from_secs(will.will_delay_interval_sec.unwrap_or(0).into()),
+            })
+        }
+        None => None,
+    };
+    let requested_expiry = connect.session_expiry_interval_secs;
+    let expiry = expiry_from_secs(requested_expiry, max_expiry);
+    let sink = handshake.sink();
+    let (conn, present) = ctx.open(
+        principal,
+        client_id,
+        connect.clean_start,
+        Some(expiry),
+        will,
+        sink.clone(),
+    );
+    let session = conn.session.clone();
+    sink.publish_ack_cb(move |ack, disconnected| {
+        if !disconnected {
+            session.acknowledged(ack.packet_id);
+        }
+    });
+    let max_keepalive = ctx.config.max_keepalive.max(1);
+    let keep_alive = if connect.keep_alive == 0 || connect.keep_alive > max_keepalive {
+        max_keepalive
+    } else {
+        connect.keep_alive
+    };
+    let config = ctx.config.clone();
+    Ok(handshake
+        .ack(conn)
+        .with(|ack| {
+            ack.session_present = present;
+            ack.assigned_client_id = assigned;
+            if u64::from(requested_expiry) > expiry.as_secs() {
+                ack.session_expiry_interval_secs = Some(expiry.as_secs() as u32);
+            }
+            // QoS 2 from 5.0 clients waits for an ntex-mqtt fix (see docs/broker.md).
+            ack.max_qos = min_qos(config.max_qos(), QoS::AtLeastOnce);
+            ack.receive_max =
+                NonZeroU16::new(config.receive_maximum.max(1)).unwrap_or(NonZeroU16::MIN);
+            ack.topic_alias_max = config.max_topic_alias;
+            ack.max_packet_size = Some(config.max_packet_size);
+            ack.retain_available = config.retain_available;
+            ack.wildcard_subscription_available = true;
+            ack.shared_subscription_available = true;
+            ack.subscription_identifiers_available = true;
+            if keep_alive != connect.keep_alive {
+                ack.server_keepalive_sec = Some(keep_alive);
+            }
+        })
+        // [MQTT-3.1.2-22]: one and a half times the keep alive.
+        .keep_alive(keep_alive.saturating_add(keep_alive / 2))
+        .max_send(Some(ctx.config.max_inflight)))
+}
+
+pub(crate) async fn publish(
+    session: Session,
+    publish: v5::Publish,
+) -> Result<v5::PublishAck, ConnError> {
+    let conn: &Conn = &session;
+    let packet = publish.packet().clone();
+    if !packet.properties.subscription_ids.is_empty() {
+        return Err(ConnError::Protocol(
+            "a PUBLISH from a client carries subscription identifiers",
+        ));
+    }
+    let payload = publish
+        .read_all()
+        .await
+        .map_err(|_| ConnError::Protocol("payload could not be read"))?;
+    let props = &packet.properties;
+    if props.is_utf8_payload && std::str::from_utf8(&payload).is_err() {
+        return Ok(publish
+            .ack()
+            .reason_code(PublishAckReason::PayloadFormatInvalid)
+            .reason("payload format indicator says UTF-8, payload is not".into()));
+    }
+    let mut msg = message(
+        conn.session.id,
+        packet.topic.clone(),
+        payload,
+        packet.qos,
+        packet.retain,
+    )
+    .with_expiry(props.message_expiry_interval);
+    let forwarded = Properties {
+        payload_is_utf8: props.is_utf8_payload,
+        content_type: props.content_type.clone(),
+        response_topic: props.response_topic.clone(),
+        correlation_data: props.correlation_data.clone(),
+        user_properties: props.user_properties.clone(),
+    };
+    if !forwarded.is_empty() {
+        msg.properties = Some(Box::new(forwarded));
+    }
+    let ack = publish.ack();
+    Ok(match conn.publish(msg).await {
+        PublishOutcome::Accepted => ack,
+        PublishOutcome::TopicInvalid => ack
+            .reason_code(PublishAckReason::TopicNameInvalid)
+            .reason("invalid topic name".into()),
+        PublishOutcome::NotAuthorized => ack
+            .reason_code(PublishAckReason::NotAuthorized)
+            .reason("not authorized to publish to this topic".into()),
+        PublishOutcome::Busy => ack
+            .reason_code(PublishAckReason::QuotaExceeded)
+            .reason("the platform is busy; retry later".into()),
+        PublishOutcome::Failed => ack
+            .reason_code(PublishAckReason::UnspecifiedError)
+            .reason("the platform could not take the message".into()),
+    })
+}
+
+fn retain_handling(wire: WireRetain) -> RetainHandling {
+    match wire {
+        WireRetain::AtSubscribe => RetainHandling::Always,
+        WireRetain::AtSubscribeNew => RetainHandling::IfNew,
+        WireRetain::NoAtSubscribe => RetainHandling::Never,
+    }
+}
+
+pub(crate) async fn protocol(
+    session: Session,
+    message: v5::ProtocolMessage,
+) -> Result<v5::ProtocolMessageAck, ConnError> {
+    let conn: &Conn = &session;
+    Ok(match message {
+        v5::ProtocolMessage::Subscribe(mut subscribe) => {
+            let shared_no_local = subscribe
+                .packet()
+                .topic_filters
+                .iter()
+                .any(|(f, o)| o.no_local && f.starts_with("$share/"));
+            if shared_no_local {
+                // [MQTT-3.8.3-4]
+                let msg = v5::ProtocolMessage::Subscribe(subscribe);
+                return Ok(msg.disconnect_with(
+                    Disconnect::new(DisconnectReasonCode::ProtocolError)
+                        .reason_string(Some("no local on a shared subscription".into())),
+                ));
+            }
+            let id = subscribe.packet().id;
+            let mut retained = Vec::new();
+            for mut sub in subscribe.iter_mut() {
+                let full = sub.topic().to_string();
+                let options = *sub.options();
+                let filter = match SubscriptionFilter::parse(&full, true) {
+                    Ok(filter) => filter,
+                    Err(_) => {
+                        sub.fail(SubscribeAckReason::TopicFilterInvalid);
+                        continue;
+                    }
+                };
+                if !conn
+                    .broker()
+                    .auth
+                    .may_subscribe(&conn.principal, &filter.filter)
+                {
+                    conn.broker().metrics.denied.inc();
+                    sub.fail(SubscribeAckReason::NotAuthorized);
+                    continue;
+                }
+                let qos = min_qos(options.qos, conn.listener.config.max_qos());
+                let opts = SubOptions {
+                    qos,
+                    no_local: options.no_local,
+                    retain_as_published: options.retain_as_published,
+                    retain_handling: retain_handling(options.retain_handling),
+                    id,
+                };
+                let existed = conn
+                    .broker()
+                    .subscribe(&conn.session, &full, filter.clone(), opts);
+                if filter.group.is_none() && opts.wants_retained(existed) {
+                    retained.push((filter.filter, opts));
+                }
+                sub.confirm(qos);
+            }
+            deliver_retained_after_ack(conn, retained);
+            subscribe.ack()
+        }
+        v5::ProtocolMessage::Unsubscribe(mut unsubscribe) => {
+            for mut item in unsubscribe.iter_mut() {
+                let filter = item.topic().to_string();
+                if conn.broker().unsubscribe(&conn.session, &filter) {
+                    item.success();
+                } else {
+                    item.fail(UnsubscribeAckReason::NoSubscriptionExisted);
+                }
+            }
+            unsubscribe.ack()
+        }
+        v5::ProtocolMessage::Disconnect(disconnect) => {
+            let packet = disconnect.packet();
+            let graceful = packet.reason_code != DisconnectReasonCode::DisconnectWithWillMessage;
+            let expiry = packet.session_expiry_interval_secs.map(|secs| {
+                Some(expiry_from_secs(
+                    secs,
+                    conn.listener.config.max_session_expiry,
+                ))
+            });
+            conn.client_disconnected(graceful, expiry);
+            disconnect.ack()
+        }
+        v5::ProtocolMessage::PublishRelease(release) => release.ack(),
+        v5::ProtocolMessage::Ping(ping) => ping.ack(),
+        auth @ v5::ProtocolMessage::Auth(_) => auth.ack(),
+    })
+}
+
+pub(crate) async fn control(
+    session: Session,
+    control: Control<ConnError>,
+) -> Result<Option<v5::codec::Encoded>, ConnError> {
+    if let Control::Stop(reason) = control {
+        tracing::debug!(client_id = %session.session.client_id, ?reason, "connection closed");
+        session.finish();
+    }
+    Ok(None)
+}

@@ -1,0 +1,115 @@
+//! Broker metrics, registered on the node's `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use aos_core::Metrics;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QosLabel {
+    pub qos: u8,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: String,
+}
+
+#[derive(Clone, Default)]
+pub struct BrokerMetrics {
+    pub connections: Family<ListenerLabel, Gauge>,
+    pub connections_accepted: Family<ListenerLabel, Counter>,
+    pub connections_refused: Family<ListenerLabel, Counter>,
+    pub sessions: Gauge,
+    pub subscriptions: Gauge,
+    pub retained: Gauge,
+    pub takeovers: Counter,
+    pub messages_received: Family<QosLabel, Counter>,
+    pub messages_sent: Family<QosLabel, Counter>,
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    /// Messages dropped because a session's queue was full.
+    pub dropped_queue_full: Counter,
+    /// Messages dropped because they expired before they could be sent.
+    pub dropped_expired: Counter,
+    /// Publishes and subscriptions refused by the ACL.
+    pub denied: Counter,
+}
+
+impl BrokerMetrics {
+    pub fn register(&self, metrics: &Metrics) {
+        let m = metrics;
+        m.register(
+            "broker_connections",
+            "Open MQTT connections, by listener",
+            self.connections.clone(),
+        );
+        m.register(
+            "broker_connections_accepted",
+            "MQTT connections accepted (CONNACK success), by listener",
+            self.connections_accepted.clone(),
+        );
+        m.register(
+            "broker_connections_refused",
+            "MQTT connections refused at CONNECT, by listener",
+            self.connections_refused.clone(),
+        );
+        m.register(
+            "broker_sessions",
+            "Sessions held (connected or not)",
+            self.sessions.clone(),
+        );
+        m.register(
+            "broker_subscriptions",
+            "Subscriptions held",
+            self.subscriptions.clone(),
+        );
+        m.register(
+            "broker_retained_messages",
+            "Retained messages held",
+            self.retained.clone(),
+        );
+        m.register(
+            "broker_session_takeovers",
+            "Sessions taken over by a new connection",
+            self.takeovers.clone(),
+        );
+        m.register(
+            "broker_messages_received",
+            "PUBLISH packets received, by QoS",
+            self.messages_received.clone(),
+        );
+        m.register(
+            "broker_messages_sent",
+            "PUBLISH packets sent, by QoS",
+            self.messages_sent.clone(),
+        );
+        m.register(
+            "broker_bytes_received",
+            "Payload bytes received",
+            self.bytes_received.clone(),
+        );
+        m.register(
+            "broker_bytes_sent",
+            "Payload bytes sent",
+            self.bytes_sent.clone(),
+        );
+        m.register(
+            "broker_dropped_queue_full",
+            "Messages dropped because a session queue was full",
+            self.dropped_queue_full.clone(),
+        );
+        m.register(
+            "broker_dropped_expired",
+            "Messages dropped because their message expiry passed",
+            self.dropped_expired.clone(),
+        );
+        m.register(
+            "broker_denied",
+            "Publishes and subscriptions refused by the ACL",
+            self.denied.clone(),
+        );
+    }
+}

@@ -1,0 +1,398 @@
+//! Sessions: what the broker keeps for a client id — subscriptions, the queue of messages waiting
+//! to be sent, the messages sent and not yet acknowledged, and the link to the live connection.
+//!
+//! A session outlives its connections when the client asks for it (clean session 0 in 3.1.1, a
+//! session expiry interval in 5.0). Delivery never blocks a publisher: a message for a session is
+//! appended to its queue (bounded by count and bytes; what does not fit is dropped and counted)
+//! and the connection's writer task, woken through the link, sends it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::{NonZeroU16, NonZeroU32};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ntex::util::ByteString;
+use ntex_mqtt::QoS;
+use tokio::sync::{Notify, oneshot};
+
+use crate::message::Message;
+use crate::topic::SubscriptionFilter;
+
+/// 5.0 retain handling of a subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetainHandling {
+    /// Send retained messages at every subscribe.
+    Always,
+    /// Send them only if the subscription did not exist yet.
+    IfNew,
+    /// Never send them.
+    Never,
+}
+
+/// The options a subscription was granted with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubOptions {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: RetainHandling,
+    pub id: Option<NonZeroU32>,
+}
+
+impl SubOptions {
+    /// Whether retained messages are sent for this subscribe, given whether the subscription
+    /// existed before (5.0 retain handling; 3.1.1 always sends them).
+    pub fn wants_retained(&self, existed: bool) -> bool {
+        match self.retain_handling {
+            RetainHandling::Always => true,
+            RetainHandling::IfNew => !existed,
+            RetainHandling::Never => false,
+        }
+    }
+
+    pub fn qos(qos: QoS) -> SubOptions {
+        SubOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::Always,
+            id: None,
+        }
+    }
+}
+
+/// A message on its way to one session.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub message: Arc<Message>,
+    /// The QoS it is delivered with (the lower of published and granted).
+    pub qos: QoS,
+    pub retain: bool,
+    /// 5.0 subscription identifiers of the matching subscriptions.
+    pub sub_ids: Vec<NonZeroU32>,
+    /// Set once the message has been sent with QoS 1 or 2; kept for a resend.
+    pub packet_id: Option<NonZeroU16>,
+    /// Whether it is a resend.
+    pub dup: bool,
+}
+
+impl Outgoing {
+    pub fn new(message: Arc<Message>, qos: QoS, retain: bool, sub_ids: Vec<NonZeroU32>) -> Self {
+        Outgoing {
+            message,
+            qos,
+            retain,
+            sub_ids,
+            packet_id: None,
+            dup: false,
+        }
+    }
+}
+
+/// Why a connection is closed by the broker rather than by its client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kick {
+    /// Another connection took the session over (same client id).
+    TakenOver,
+    /// The broker is stopping.
+    ShuttingDown,
+}
+
+/// The live connection of a session.
+pub struct Link {
+    pub generation: u64,
+    /// Wakes the connection's writer task when there is something to send.
+    pub wake: Arc<Notify>,
+    /// Asks the connection to close.
+    pub kick: Option<oneshot::Sender<Kick>>,
+}
+
+/// A will message and when to publish it.
+#[derive(Clone, Debug)]
+pub struct Will {
+    pub message: Message,
+    pub delay: Duration,
+}
+
+/// Bounds of a session's queue.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+/// What happened to a message offered to a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    Queued,
+    /// QoS 0 for a session that is not connected: not kept (MQTT allows this).
+    SkippedOffline,
+    /// The session's queue is full; the message is dropped.
+    Overflow,
+}
+
+#[derive(Default)]
+pub struct SessionState {
+    pub link: Option<Link>,
+    pub queue: VecDeque<Outgoing>,
+    queued_bytes: usize,
+    /// Sent with QoS 1/2 and not acknowledged yet, in send order.
+    pub inflight: VecDeque<Outgoing>,
+    next_packet_id: u16,
+    /// Subscriptions by their full filter (including any `$share/{group}/` prefix).
+    pub subscriptions: HashMap<String, (SubscriptionFilter, SubOptions)>,
+    /// Inbound QoS 2 packet ids received and not yet released (PUBREL) — exactly-once.
+    pub qos2_received: HashSet<NonZeroU16>,
+    /// How long the session outlives its connection; `None`: forever.
+    pub expiry: Option<Duration>,
+    pub disconnected_at: Option<Instant>,
+    pub will: Option<Will>,
+}
+
+impl SessionState {
+    fn next_packet_id(&mut self) -> NonZeroU16 {
+        loop {
+            self.next_packet_id = self.next_packet_id.wrapping_add(1);
+            if let Some(id) = NonZeroU16::new(self.next_packet_id)
+                && !self.inflight.iter().any(|o| o.packet_id == Some(id))
+            {
+                return id;
+            }
+        }
+    }
+
+    /// Whether the session has expired at `now` (only when disconnected).
+    pub fn expired(&self, now: Instant) -> bool {
+        match (self.disconnected_at, self.expiry) {
+            (Some(at), Some(expiry)) => now.duration_since(at) >= expiry,
+            _ => false,
+        }
+    }
+}
+
+pub struct Session {
+    /// Unique for the broker's lifetime (never reused), unlike client ids.
+    pub id: u64,
+    pub client_id: ByteString,
+    connected: AtomicBool,
+    state: Mutex<SessionState>,
+}
+
+impl Session {
+    pub fn new(id: u64, client_id: ByteString) -> Session {
+        Session {
+            id,
+            client_id,
+            connected: AtomicBool::new(false),
+            state: Mutex::new(SessionState::default()),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Attaches a new connection; returns the previous one, to be kicked.
+    pub fn attach(&self, link: Link) -> Option<Link> {
+        let mut state = self.lock();
+        let previous = state.link.replace(link);
+        state.disconnected_at = None;
+        // Unacknowledged messages are sent again first, flagged DUP, with their packet ids.
+        let resend: Vec<Outgoing> = state.inflight.drain(..).collect();
+        for mut out in resend.into_iter().rev() {
+            out.dup = true;
+            state.queued_bytes += out.message.weight();
+            state.queue.push_front(out);
+        }
+        self.connected.store(true, Ordering::Release);
+        previous
+    }
+
+    /// Detaches connection `generation` (a later connection may have taken over already).
+    /// Returns true if it was the session's current connection.
+    pub fn detach(&self, generation: u64) -> bool {
+        let mut state = self.lock();
+        if state
+            .link
+            .as_ref()
+            .is_some_and(|l| l.generation == generation)
+        {
+            state.link = None;
+            state.disconnected_at = Some(Instant::now());
+            self.connected.store(false, Ordering::Release);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Offers a message to the session.
+    pub fn enqueue(&self, out: Outgoing, limits: QueueLimits) -> Enqueued {
+        let mut state = self.lock();
+        if state.link.is_none() && out.qos == QoS::AtMostOnce {
+            return Enqueued::SkippedOffline;
+        }
+        let weight = out.message.weight();
+        if state.queue.len() >= limits.max_messages
+            || state.queued_bytes + weight > limits.max_bytes
+        {
+            return Enqueued::Overflow;
+        }
+        state.queued_bytes += weight;
+        state.queue.push_back(out);
+        if let Some(link) = &state.link {
+            link.wake.notify_one();
+        }
+        Enqueued::Queued
+    }
+
+    /// The next message to send. QoS 1/2 messages get a packet id and move to the in-flight list
+    /// (until acknowledged, or sent again after a reconnect); expired ones are dropped.
+    pub fn next_to_send(&self, now: Instant) -> Option<Outgoing> {
+        let mut state = self.lock();
+        loop {
+            let mut out = state.queue.pop_front()?;
+            state.queued_bytes = state.queued_bytes.saturating_sub(out.message.weight());
+            if out.message.is_expired(now) {
+                continue;
+            }
+            if out.qos != QoS::AtMostOnce {
+                if out.packet_id.is_none() {
+                    out.packet_id = Some(state.next_packet_id());
+                }
+                state.inflight.push_back(out.clone());
+            }
+            return Some(out);
+        }
+    }
+
+    /// The client acknowledged packet `id` (PUBACK, or PUBCOMP for QoS 2).
+    pub fn acknowledged(&self, id: NonZeroU16) {
+        let mut state = self.lock();
+        if let Some(pos) = state.inflight.iter().position(|o| o.packet_id == Some(id)) {
+            state.inflight.remove(pos);
+        }
+    }
+
+    /// Messages waiting and in flight.
+    pub fn backlog(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.queue.len(), state.inflight.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ntex::util::Bytes;
+
+    use super::*;
+
+    fn out(qos: QoS, payload: &'static str) -> Outgoing {
+        Outgoing::new(
+            Arc::new(Message::new(
+                "t",
+                Bytes::from_static(payload.as_bytes()),
+                qos,
+                false,
+            )),
+            qos,
+            false,
+            Vec::new(),
+        )
+    }
+
+    const ROOMY: QueueLimits = QueueLimits {
+        max_messages: 100,
+        max_bytes: 1 << 20,
+    };
+
+    fn link(generation: u64) -> Link {
+        Link {
+            generation,
+            wake: Arc::new(Notify::new()),
+            kick: None,
+        }
+    }
+
+    #[test]
+    fn offline_sessions_keep_qos1_but_not_qos0() {
+        let s = Session::new(1, "c".into());
+        assert_eq!(
+            s.enqueue(out(QoS::AtMostOnce, "a"), ROOMY),
+            Enqueued::SkippedOffline
+        );
+        assert_eq!(
+            s.enqueue(out(QoS::AtLeastOnce, "b"), ROOMY),
+            Enqueued::Queued
+        );
+        assert_eq!(s.backlog(), (1, 0));
+    }
+
+    #[test]
+    fn queues_are_bounded_by_count_and_bytes() {
+        let s = Session::new(1, "c".into());
+        s.attach(link(1));
+        let two = QueueLimits {
+            max_messages: 2,
+            max_bytes: 1 << 20,
+        };
+        assert_eq!(s.enqueue(out(QoS::AtMostOnce, "a"), two), Enqueued::Queued);
+        assert_eq!(s.enqueue(out(QoS::AtMostOnce, "b"), two), Enqueued::Queued);
+        assert_eq!(
+            s.enqueue(out(QoS::AtMostOnce, "c"), two),
+            Enqueued::Overflow
+        );
+        let small = QueueLimits {
+            max_messages: 100,
+            max_bytes: 5,
+        };
+        let s = Session::new(2, "d".into());
+        s.attach(link(1));
+        assert_eq!(
+            s.enqueue(out(QoS::AtMostOnce, "abc"), small),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            s.enqueue(out(QoS::AtMostOnce, "abc"), small),
+            Enqueued::Overflow
+        );
+    }
+
+    #[test]
+    fn unacknowledged_messages_are_resent_first_with_dup_and_their_ids() {
+        let s = Session::new(1, "c".into());
+        s.attach(link(1));
+        s.enqueue(out(QoS::AtLeastOnce, "one"), ROOMY);
+        s.enqueue(out(QoS::AtLeastOnce, "two"), ROOMY);
+        let now = Instant::now();
+        let first = s.next_to_send(now).expect("one");
+        let second = s.next_to_send(now).expect("two");
+        s.acknowledged(first.packet_id.expect("id"));
+        assert!(s.detach(1));
+        s.enqueue(out(QoS::AtLeastOnce, "three"), ROOMY);
+        assert!(s.attach(link(2)).is_none());
+        let again = s.next_to_send(now).expect("resend");
+        assert_eq!(again.packet_id, second.packet_id);
+        assert!(again.dup);
+        assert_eq!(&again.message.payload[..], b"two");
+        let next = s.next_to_send(now).expect("three");
+        assert!(!next.dup);
+        assert_ne!(next.packet_id, second.packet_id);
+    }
+
+    #[test]
+    fn a_stale_connection_cannot_detach_its_successor() {
+        let s = Session::new(1, "c".into());
+        s.attach(link(1));
+        assert!(s.attach(link(2)).is_some());
+        assert!(!s.detach(1));
+        assert!(s.is_connected());
+        assert!(s.detach(2));
+        assert!(!s.is_connected());
+    }
+}

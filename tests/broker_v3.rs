@@ -1,0 +1,354 @@
+//! The broker with MQTT 3.1.1 clients, through a real socket: what subscribers receive.
+
+mod common;
+
+use common::mqtt::{Client3, WAIT, options3};
+use common::{Aos, AosProcess};
+use rumqttc::{ConnectReturnCode, LastWill, QoS, SubscribeReasonCode};
+
+struct Broker {
+    process: AosProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start(env: &[(&str, &str)]) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut aos = Aos::new(dir.path(), &["run", "--roles", "broker"]);
+        for (k, v) in env {
+            aos = aos.env(k, v);
+        }
+        let mut process = aos.spawn();
+        process.wait_ready();
+        Broker { process, _dir: dir }
+    }
+
+    fn port(&self) -> u16 {
+        self.process.ports.mqtt
+    }
+}
+
+/// Asserts the next PUBLISH is `marker`: whatever a test expected *not* to arrive would have come
+/// before it (a session's messages arrive in order).
+async fn next_is_marker(client: &mut Client3, marker: &str) {
+    let p = client.publish_received().await;
+    assert_eq!(
+        p.topic, marker,
+        "received {p:?} where only the marker was expected"
+    );
+}
+
+#[tokio::test]
+async fn qos0_and_qos1_messages_reach_subscribers_with_their_payload() {
+    let broker = Broker::start(&[]);
+    let mut sub = Client3::start(broker.port(), "sub").await;
+    assert_eq!(
+        sub.subscribe("sensors/+/temp", QoS::AtLeastOnce).await,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    let mut publisher = Client3::start(broker.port(), "pub").await;
+    publisher
+        .publish("sensors/a/temp", QoS::AtMostOnce, false, b"21.5")
+        .await;
+    publisher
+        .publish_acked("sensors/b/temp", false, b"22.0")
+        .await;
+
+    let first = sub.publish_received().await;
+    assert_eq!(
+        (first.topic.as_str(), &first.payload[..]),
+        ("sensors/a/temp", &b"21.5"[..])
+    );
+    assert_eq!(first.qos, QoS::AtMostOnce);
+    assert!(!first.retain);
+    let second = sub.publish_received().await;
+    assert_eq!(
+        (second.topic.as_str(), &second.payload[..]),
+        ("sensors/b/temp", &b"22.0"[..])
+    );
+    assert_eq!(second.qos, QoS::AtLeastOnce);
+}
+
+#[tokio::test]
+async fn qos2_is_delivered_exactly_once_and_downgraded_to_the_granted_qos() {
+    let broker = Broker::start(&[]);
+    let mut q2 = Client3::start(broker.port(), "q2").await;
+    q2.subscribe("x/#", QoS::ExactlyOnce).await;
+    let mut q1 = Client3::start(broker.port(), "q1").await;
+    q1.subscribe("x/#", QoS::AtLeastOnce).await;
+    let publisher = Client3::start(broker.port(), "pub").await;
+    publisher
+        .publish("x/1", QoS::ExactlyOnce, false, b"once")
+        .await;
+    publisher
+        .publish("x/marker", QoS::AtMostOnce, false, b"")
+        .await;
+
+    let got = q2.publish_received().await;
+    assert_eq!((got.topic.as_str(), got.qos), ("x/1", QoS::ExactlyOnce));
+    next_is_marker(&mut q2, "x/marker").await;
+    let got = q1.publish_received().await;
+    assert_eq!((got.topic.as_str(), got.qos), ("x/1", QoS::AtLeastOnce));
+    next_is_marker(&mut q1, "x/marker").await;
+}
+
+#[tokio::test]
+async fn wildcards_follow_the_topic_rules() {
+    let broker = Broker::start(&[]);
+    let mut all = Client3::start(broker.port(), "all").await;
+    all.subscribe("#", QoS::AtMostOnce).await;
+    let mut sys = Client3::start(broker.port(), "sys").await;
+    sys.subscribe("$SYS/#", QoS::AtMostOnce).await;
+    let mut one_level = Client3::start(broker.port(), "one").await;
+    one_level.subscribe("a/+", QoS::AtMostOnce).await;
+
+    let publisher = Client3::start(broker.port(), "pub").await;
+    publisher
+        .publish("a/b/c", QoS::AtMostOnce, false, b"deep")
+        .await;
+    publisher
+        .publish("a/b", QoS::AtMostOnce, false, b"one")
+        .await;
+
+    assert_eq!(all.publish_received().await.topic, "a/b/c");
+    assert_eq!(all.publish_received().await.topic, "a/b");
+    // `a/+` skipped `a/b/c`.
+    assert_eq!(one_level.publish_received().await.topic, "a/b");
+}
+
+#[tokio::test]
+async fn overlapping_subscriptions_deliver_one_copy_at_the_highest_qos() {
+    let broker = Broker::start(&[]);
+    let mut sub = Client3::start(broker.port(), "sub").await;
+    sub.subscribe("o/#", QoS::AtMostOnce).await;
+    sub.subscribe("o/+", QoS::AtLeastOnce).await;
+    let publisher = Client3::start(broker.port(), "pub").await;
+    publisher
+        .publish("o/x", QoS::AtLeastOnce, false, b"1")
+        .await;
+    publisher
+        .publish("o/marker", QoS::AtMostOnce, false, b"")
+        .await;
+    let got = sub.publish_received().await;
+    assert_eq!((got.topic.as_str(), got.qos), ("o/x", QoS::AtLeastOnce));
+    next_is_marker(&mut sub, "o/marker").await;
+}
+
+#[tokio::test]
+async fn retained_messages_are_set_replaced_and_deleted() {
+    let broker = Broker::start(&[]);
+    let mut publisher = Client3::start(broker.port(), "pub").await;
+    publisher.publish_acked("r/state", true, b"v1").await;
+    publisher.publish_acked("r/state", true, b"v2").await;
+    publisher.publish_acked("r/gone", true, b"x").await;
+    publisher.publish_acked("r/gone", true, b"").await;
+
+    let mut late = Client3::start(broker.port(), "late").await;
+    late.subscribe("r/#", QoS::AtLeastOnce).await;
+    let got = late.publish_received().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("r/state", &b"v2"[..])
+    );
+    assert!(got.retain, "a retained message is flagged as such");
+    // A live message on the same topic is not flagged retained.
+    publisher.publish_acked("r/state", true, b"v3").await;
+    let live = late.publish_received().await;
+    assert_eq!(&live.payload[..], b"v3");
+    assert!(!live.retain);
+}
+
+#[tokio::test]
+async fn a_persistent_session_keeps_subscriptions_and_queues_while_offline() {
+    let broker = Broker::start(&[]);
+    let mut opts = options3(broker.port(), "keeper");
+    opts.set_clean_session(false);
+    let (mut keeper, ack) = Client3::connect(opts.clone()).await.expect("connect");
+    assert!(!ack.session_present);
+    keeper.subscribe("q/#", QoS::AtLeastOnce).await;
+    keeper.client.disconnect().await.expect("disconnect");
+    assert!(!keeper.closed().await.is_empty());
+    drop(keeper);
+
+    let mut publisher = Client3::start(broker.port(), "pub").await;
+    for i in 0..3 {
+        publisher
+            .publish_acked("q/x", false, format!("m{i}").as_bytes())
+            .await;
+    }
+    let (mut keeper, ack) = Client3::connect(opts).await.expect("reconnect");
+    assert!(ack.session_present, "the session was kept");
+    for i in 0..3 {
+        let got = keeper.publish_received().await;
+        assert_eq!(&got.payload[..], format!("m{i}").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn a_clean_session_forgets_the_previous_one() {
+    let broker = Broker::start(&[]);
+    let mut opts = options3(broker.port(), "forget");
+    opts.set_clean_session(false);
+    let (mut c, _) = Client3::connect(opts.clone()).await.expect("connect");
+    c.subscribe("f/#", QoS::AtLeastOnce).await;
+    c.client.disconnect().await.expect("disconnect");
+    c.closed().await;
+    drop(c);
+    opts.set_clean_session(true);
+    let (mut c, ack) = Client3::connect(opts).await.expect("connect clean");
+    assert!(!ack.session_present);
+    let publisher = Client3::start(broker.port(), "pub").await;
+    publisher
+        .publish("f/x", QoS::AtMostOnce, false, b"old subscription")
+        .await;
+    c.subscribe("marker", QoS::AtMostOnce).await;
+    publisher
+        .publish("marker", QoS::AtMostOnce, false, b"")
+        .await;
+    next_is_marker(&mut c, "marker").await;
+}
+
+#[tokio::test]
+async fn the_will_is_sent_when_a_client_vanishes_but_not_after_disconnect() {
+    let broker = Broker::start(&[]);
+    let mut watcher = Client3::start(broker.port(), "watcher").await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+
+    let mut polite = options3(broker.port(), "polite");
+    polite.set_last_will(LastWill::new(
+        "wills/polite",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (mut polite, _) = Client3::connect(polite).await.expect("connect");
+    polite.client.disconnect().await.expect("disconnect");
+    polite.closed().await;
+
+    let mut rude = options3(broker.port(), "rude");
+    rude.set_last_will(LastWill::new(
+        "wills/rude",
+        "vanished",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (rude, _) = Client3::connect(rude).await.expect("connect");
+    // Dropping the client aborts its event loop: the socket closes without DISCONNECT.
+    drop(rude);
+
+    let got = watcher.publish_received().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("wills/rude", &b"vanished"[..])
+    );
+}
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_client_id_takes_over() {
+    let broker = Broker::start(&[]);
+    let mut first = Client3::start(broker.port(), "twin").await;
+    let mut second = Client3::start(broker.port(), "twin").await;
+    let err = first.closed().await;
+    assert!(!err.is_empty());
+    second.subscribe("t", QoS::AtMostOnce).await;
+    second.publish("t", QoS::AtMostOnce, false, b"alive").await;
+    assert_eq!(second.publish_received().await.payload.as_ref(), b"alive");
+}
+
+#[tokio::test]
+async fn credentials_and_acl_are_enforced() {
+    // Password "secret" for user "dev" (argon2id, low cost for the test).
+    let hash = aos_auth_hash("secret");
+    let broker = Broker::start(&[
+        ("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false"),
+        (
+            "AOS_BROKER__AUTH__USERS",
+            &format!("[{{username=\"dev\",password_hash=\"{hash}\"}}]"),
+        ),
+        (
+            "AOS_BROKER__AUTH__ACL",
+            "[{permission=\"allow\",action=\"all\",topic=\"devices/%c/#\"}]",
+        ),
+        ("AOS_BROKER__AUTH__ACL_DEFAULT", "deny"),
+    ]);
+    let refused = Client3::connect(options3(broker.port(), "anon"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.contains("NotAuthorized"), "{refused}");
+
+    let mut wrong = options3(broker.port(), "d1");
+    wrong.set_credentials("dev", "wrong");
+    let refused = Client3::connect(wrong).await.err().expect("refused");
+    assert!(refused.contains("BadUserNamePassword"), "{refused}");
+
+    let mut good = options3(broker.port(), "d1");
+    good.set_credentials("dev", "secret");
+    let (mut d1, ack) = Client3::connect(good).await.expect("connect");
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    assert_eq!(
+        d1.subscribe("devices/d2/#", QoS::AtMostOnce).await,
+        vec![SubscribeReasonCode::Failure],
+        "another device's tree is refused"
+    );
+    assert_eq!(
+        d1.subscribe("devices/d1/#", QoS::AtMostOnce).await,
+        vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    );
+    // A refused publish is acknowledged and dropped (3.1.1 has no negative acknowledgement).
+    d1.publish_acked("devices/d2/cmd", false, b"nope").await;
+    d1.publish_acked("devices/d1/ok", false, b"yes").await;
+    assert_eq!(d1.publish_received().await.topic, "devices/d1/ok");
+}
+
+fn aos_auth_hash(password: &str) -> String {
+    aos_auth::password::hash_password(
+        password,
+        aos_auth::password::HashParams {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+        },
+    )
+    .expect("hash")
+}
+
+#[tokio::test]
+async fn a_malformed_packet_disconnects_only_its_sender() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = Broker::start(&[]);
+    let mut healthy = Client3::start(broker.port(), "healthy").await;
+    healthy.subscribe("h", QoS::AtMostOnce).await;
+
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", broker.port()))
+        .await
+        .expect("connect");
+    // CONNECT (3.1.1, clean session, keep alive 60, client id "bad").
+    raw.write_all(&[
+        0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 3, b'b', b'a', b'd',
+    ])
+    .await
+    .expect("write");
+    let mut connack = [0u8; 4];
+    raw.read_exact(&mut connack).await.expect("CONNACK");
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    // PUBLISH with QoS 3 is malformed.
+    raw.write_all(&[0x36, 5, 0, 1, b'h', 0, 1])
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, raw.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "the broker closed the malformed connection"
+    );
+
+    let publisher = Client3::start(broker.port(), "pub").await;
+    publisher
+        .publish("h", QoS::AtMostOnce, false, b"still here")
+        .await;
+    assert_eq!(
+        healthy.publish_received().await.payload.as_ref(),
+        b"still here"
+    );
+}

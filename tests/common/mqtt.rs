@@ -1,0 +1,254 @@
+//! MQTT test clients (rumqttc, an independent implementation) for 3.1.1 and 5.0, with helpers to
+//! wait for what a test expects to receive.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Longest a test waits for a packet it expects.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A 3.1.1 client whose event loop runs in a task, forwarding what arrives.
+pub struct Client3 {
+    pub client: rumqttc::AsyncClient,
+    rx: mpsc::UnboundedReceiver<Result<rumqttc::Packet, String>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Client3 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn options3(port: u16, id: &str) -> rumqttc::MqttOptions {
+    let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options
+}
+
+impl Client3 {
+    /// Connects; returns the client and its CONNACK, or the refusal.
+    pub async fn connect(
+        options: rumqttc::MqttOptions,
+    ) -> Result<(Client3, rumqttc::ConnAck), String> {
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(packet)) => {
+                        if tx.send(Ok(packet)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(rumqttc::Event::Outgoing(_)) => {}
+                    Err(err) => {
+                        let _ = tx.send(Err(err.to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        let connack = match tokio::time::timeout(WAIT, rx.recv()).await {
+            Ok(Some(Ok(rumqttc::Packet::ConnAck(ack)))) => ack,
+            Ok(Some(Ok(other))) => return Err(format!("expected CONNACK, got {other:?}")),
+            Ok(Some(Err(err))) => return Err(err),
+            Ok(None) => return Err("event loop ended".into()),
+            Err(_) => return Err("no CONNACK in time".into()),
+        };
+        Ok((Client3 { client, rx, task }, connack))
+    }
+
+    pub async fn start(port: u16, id: &str) -> Client3 {
+        Client3::connect(options3(port, id))
+            .await
+            .expect("connect")
+            .0
+    }
+
+    /// The next packet from the broker (or the connection error).
+    pub async fn next(&mut self) -> Result<rumqttc::Packet, String> {
+        match tokio::time::timeout(WAIT, self.rx.recv()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => Err("event loop ended".into()),
+            Err(_) => Err(format!("nothing received within {WAIT:?}")),
+        }
+    }
+
+    /// The next PUBLISH, skipping acknowledgements.
+    pub async fn publish_received(&mut self) -> rumqttc::Publish {
+        loop {
+            match self.next().await {
+                Ok(rumqttc::Packet::Publish(p)) => return p,
+                Ok(_) => {}
+                Err(err) => panic!("expected a PUBLISH: {err}"),
+            }
+        }
+    }
+
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: rumqttc::QoS,
+    ) -> Vec<rumqttc::SubscribeReasonCode> {
+        self.client.subscribe(filter, qos).await.expect("subscribe");
+        loop {
+            match self.next().await {
+                Ok(rumqttc::Packet::SubAck(ack)) => return ack.return_codes,
+                Ok(_) => {}
+                Err(err) => panic!("expected a SUBACK: {err}"),
+            }
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, qos: rumqttc::QoS, retain: bool, payload: &[u8]) {
+        self.client
+            .publish(topic, qos, retain, payload.to_vec())
+            .await
+            .expect("publish");
+    }
+
+    /// Publishes QoS 1 and waits for the PUBACK.
+    pub async fn publish_acked(&mut self, topic: &str, retain: bool, payload: &[u8]) {
+        self.publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload)
+            .await;
+        loop {
+            match self.next().await {
+                Ok(rumqttc::Packet::PubAck(_)) => return,
+                Ok(_) => {}
+                Err(err) => panic!("expected a PUBACK: {err}"),
+            }
+        }
+    }
+
+    /// Waits until the broker closes the connection; returns the error the client saw.
+    pub async fn closed(&mut self) -> String {
+        loop {
+            match self.next().await {
+                Ok(_) => {}
+                Err(err) => return err,
+            }
+        }
+    }
+}
+
+/// A 5.0 client whose event loop runs in a task.
+pub struct Client5 {
+    pub client: rumqttc::v5::AsyncClient,
+    rx: mpsc::UnboundedReceiver<Result<rumqttc::v5::mqttbytes::v5::Packet, String>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Client5 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn options5(port: u16, id: &str) -> rumqttc::v5::MqttOptions {
+    let mut options = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options
+}
+
+use rumqttc::v5::mqttbytes::v5::Packet as P5;
+
+impl Client5 {
+    pub async fn connect(
+        options: rumqttc::v5::MqttOptions,
+    ) -> Result<(Client5, rumqttc::v5::mqttbytes::v5::ConnAck), String> {
+        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 100);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::v5::Event::Incoming(packet)) => {
+                        if tx.send(Ok(packet)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(rumqttc::v5::Event::Outgoing(_)) => {}
+                    Err(err) => {
+                        let _ = tx.send(Err(format!("{err:?}")));
+                        return;
+                    }
+                }
+            }
+        });
+        let connack = match tokio::time::timeout(WAIT, rx.recv()).await {
+            Ok(Some(Ok(P5::ConnAck(ack)))) => ack,
+            Ok(Some(Ok(other))) => return Err(format!("expected CONNACK, got {other:?}")),
+            Ok(Some(Err(err))) => return Err(err),
+            Ok(None) => return Err("event loop ended".into()),
+            Err(_) => return Err("no CONNACK in time".into()),
+        };
+        Ok((Client5 { client, rx, task }, connack))
+    }
+
+    pub async fn start(port: u16, id: &str) -> Client5 {
+        Client5::connect(options5(port, id))
+            .await
+            .expect("connect")
+            .0
+    }
+
+    pub async fn next(&mut self) -> Result<P5, String> {
+        match tokio::time::timeout(WAIT, self.rx.recv()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => Err("event loop ended".into()),
+            Err(_) => Err(format!("nothing received within {WAIT:?}")),
+        }
+    }
+
+    pub async fn publish_received(&mut self) -> rumqttc::v5::mqttbytes::v5::Publish {
+        loop {
+            match self.next().await {
+                Ok(P5::Publish(p)) => return p,
+                Ok(_) => {}
+                Err(err) => panic!("expected a PUBLISH: {err}"),
+            }
+        }
+    }
+
+    pub async fn suback(&mut self) -> rumqttc::v5::mqttbytes::v5::SubAck {
+        loop {
+            match self.next().await {
+                Ok(P5::SubAck(ack)) => return ack,
+                Ok(_) => {}
+                Err(err) => panic!("expected a SUBACK: {err}"),
+            }
+        }
+    }
+
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: rumqttc::v5::mqttbytes::QoS,
+    ) -> rumqttc::v5::mqttbytes::v5::SubAck {
+        self.client.subscribe(filter, qos).await.expect("subscribe");
+        self.suback().await
+    }
+
+    pub async fn puback(&mut self) -> rumqttc::v5::mqttbytes::v5::PubAck {
+        loop {
+            match self.next().await {
+                Ok(P5::PubAck(ack)) => return ack,
+                Ok(_) => {}
+                Err(err) => panic!("expected a PUBACK: {err}"),
+            }
+        }
+    }
+
+    /// Waits for the broker to end the connection; returns the DISCONNECT it sent, if any.
+    pub async fn disconnected(&mut self) -> Option<rumqttc::v5::mqttbytes::v5::Disconnect> {
+        loop {
+            match self.next().await {
+                Ok(P5::Disconnect(d)) => return Some(d),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
