@@ -2,31 +2,9 @@
 
 mod common;
 
+use common::Broker;
 use common::mqtt::{Client3, WAIT, options3};
-use common::{Aos, AosProcess};
 use rumqttc::{ConnectReturnCode, LastWill, QoS, SubscribeReasonCode};
-
-struct Broker {
-    process: AosProcess,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start(env: &[(&str, &str)]) -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut aos = Aos::new(dir.path(), &["run", "--roles", "broker"]);
-        for (k, v) in env {
-            aos = aos.env(k, v);
-        }
-        let mut process = aos.spawn();
-        process.wait_ready();
-        Broker { process, _dir: dir }
-    }
-
-    fn port(&self) -> u16 {
-        self.process.ports.mqtt
-    }
-}
 
 /// Asserts the next PUBLISH is `marker`: whatever a test expected *not* to arrive would have come
 /// before it (a session's messages arrive in order).

@@ -241,3 +241,27 @@ impl Drop for AosProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A broker-only node in a temporary data directory, ready to accept MQTT clients.
+pub struct Broker {
+    pub process: AosProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    /// Starts `aos run --roles broker` with extra environment (`AOS_BROKER__…` settings).
+    pub fn start(env: &[(&str, &str)]) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut aos = Aos::new(dir.path(), &["run", "--roles", "broker"]);
+        for (k, v) in env {
+            aos = aos.env(k, v);
+        }
+        let mut process = aos.spawn();
+        process.wait_ready();
+        Broker { process, _dir: dir }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.process.ports.mqtt
+    }
+}

@@ -241,13 +241,14 @@ impl Client5 {
         }
     }
 
-    /// Waits for the broker to end the connection; returns the DISCONNECT it sent, if any.
-    pub async fn disconnected(&mut self) -> Option<rumqttc::v5::mqttbytes::v5::Disconnect> {
+    /// Waits for the connection to end; returns how (a broker DISCONNECT shows as
+    /// `ServerDisconnect { reason_code: … }`).
+    pub async fn disconnected(&mut self) -> String {
         loop {
             match self.next().await {
-                Ok(P5::Disconnect(d)) => return Some(d),
+                Ok(P5::Disconnect(d)) => return format!("ServerDisconnect {d:?}"),
                 Ok(_) => {}
-                Err(_) => return None,
+                Err(err) => return err,
             }
         }
     }

@@ -1,0 +1,360 @@
+//! The broker with MQTT 5.0 clients, through a real socket: what subscribers receive, and the
+//! reason codes of refusals.
+
+mod common;
+
+use bytes::Bytes;
+use common::Broker;
+use common::mqtt::{Client5, options5};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode, DisconnectReasonCode, Filter, LastWill, LastWillProperties, PubAckReason,
+    PublishProperties, RetainForwardRule, SubscribeProperties, SubscribeReasonCode,
+};
+
+async fn next_is_marker(client: &mut Client5, marker: &str) {
+    let p = client.publish_received().await;
+    assert_eq!(
+        p.topic,
+        marker.as_bytes(),
+        "received {p:?} where only the marker was expected"
+    );
+}
+
+#[tokio::test]
+async fn properties_pass_through_and_expiry_counts_down() {
+    let broker = Broker::start(&[]);
+    let mut sub = Client5::start(broker.port(), "sub").await;
+    sub.subscribe("p/#", QoS::AtLeastOnce).await;
+    let publisher = Client5::start(broker.port(), "pub").await;
+    let props = PublishProperties {
+        payload_format_indicator: Some(1),
+        message_expiry_interval: Some(3600),
+        response_topic: Some("p/reply".into()),
+        correlation_data: Some(Bytes::from_static(b"req-1")),
+        user_properties: vec![
+            ("site".into(), "north".into()),
+            ("site".into(), "south".into()),
+        ],
+        content_type: Some("application/json".into()),
+        ..Default::default()
+    };
+    publisher
+        .client
+        .publish_with_properties("p/x", QoS::AtLeastOnce, false, r#"{"t":1}"#, props)
+        .await
+        .expect("publish");
+    let got = sub.publish_received().await;
+    let p = got.properties.expect("properties");
+    assert_eq!(p.payload_format_indicator, Some(1));
+    assert_eq!(p.response_topic.as_deref(), Some("p/reply"));
+    assert_eq!(p.correlation_data.as_deref(), Some(&b"req-1"[..]));
+    assert_eq!(
+        p.user_properties,
+        vec![
+            ("site".into(), "north".into()),
+            ("site".into(), "south".into())
+        ],
+        "user properties keep their order"
+    );
+    assert_eq!(p.content_type.as_deref(), Some("application/json"));
+    let expiry = p.message_expiry_interval.expect("expiry forwarded");
+    assert!((3599..=3600).contains(&expiry), "{expiry}");
+}
+
+#[tokio::test]
+async fn no_local_subscriptions_skip_the_clients_own_messages() {
+    let broker = Broker::start(&[]);
+    let mut me = Client5::start(broker.port(), "me").await;
+    let mut filter = Filter::new("chat", QoS::AtMostOnce);
+    filter.nolocal = true;
+    me.client
+        .subscribe_many(vec![filter])
+        .await
+        .expect("subscribe");
+    me.suback().await;
+    me.client
+        .publish("chat", QoS::AtMostOnce, false, "mine")
+        .await
+        .expect("publish");
+    let other = Client5::start(broker.port(), "other").await;
+    other
+        .client
+        .publish("chat", QoS::AtMostOnce, false, "theirs")
+        .await
+        .expect("publish");
+    let got = me.publish_received().await;
+    assert_eq!(
+        &got.payload[..],
+        b"theirs",
+        "the client's own message was not delivered back"
+    );
+}
+
+#[tokio::test]
+async fn subscription_identifiers_come_back_with_each_match() {
+    let broker = Broker::start(&[]);
+    let mut sub = Client5::start(broker.port(), "sub").await;
+    let props = |id| SubscribeProperties {
+        id: Some(id),
+        user_properties: vec![],
+    };
+    sub.client
+        .subscribe_with_properties("ids/+", QoS::AtMostOnce, props(7))
+        .await
+        .expect("subscribe");
+    sub.suback().await;
+    sub.client
+        .subscribe_with_properties("ids/#", QoS::AtMostOnce, props(9))
+        .await
+        .expect("subscribe");
+    sub.suback().await;
+    let publisher = Client5::start(broker.port(), "pub").await;
+    publisher
+        .client
+        .publish("ids/a", QoS::AtMostOnce, false, "x")
+        .await
+        .expect("publish");
+    let got = sub.publish_received().await;
+    let mut ids = got.properties.expect("properties").subscription_identifiers;
+    ids.sort();
+    assert_eq!(ids, vec![7, 9], "one delivery carrying both identifiers");
+}
+
+#[tokio::test]
+async fn retain_handling_and_retain_as_published() {
+    let broker = Broker::start(&[]);
+    let mut publisher = Client5::start(broker.port(), "pub").await;
+    publisher
+        .client
+        .publish("rh/state", QoS::AtLeastOnce, true, "on")
+        .await
+        .expect("publish");
+    publisher.puback().await;
+
+    let mut never = Client5::start(broker.port(), "never").await;
+    let mut filter = Filter::new("rh/#", QoS::AtMostOnce);
+    filter.retain_forward_rule = RetainForwardRule::Never;
+    filter.preserve_retain = true;
+    never
+        .client
+        .subscribe_many(vec![filter])
+        .await
+        .expect("subscribe");
+    never.suback().await;
+    publisher
+        .client
+        .publish("rh/state", QoS::AtLeastOnce, true, "off")
+        .await
+        .expect("publish");
+    let got = never.publish_received().await;
+    assert_eq!(&got.payload[..], b"off", "no retained message at subscribe");
+    assert!(got.retain, "retain as published keeps the flag");
+
+    let mut always = Client5::start(broker.port(), "always").await;
+    always.subscribe("rh/#", QoS::AtMostOnce).await;
+    let got = always.publish_received().await;
+    assert_eq!((&got.payload[..], got.retain), (&b"off"[..], true));
+}
+
+#[tokio::test]
+async fn session_expiry_keeps_a_session_only_when_asked() {
+    let broker = Broker::start(&[]);
+    let mut opts = options5(broker.port(), "exp");
+    opts.set_clean_start(false);
+    opts.set_session_expiry_interval(Some(60));
+    let (mut c, ack) = Client5::connect(opts.clone()).await.expect("connect");
+    assert!(!ack.session_present);
+    c.subscribe("e/#", QoS::AtLeastOnce).await;
+    c.client.disconnect().await.expect("disconnect");
+    c.disconnected().await;
+    drop(c);
+
+    let mut publisher = Client5::start(broker.port(), "pub").await;
+    publisher
+        .client
+        .publish("e/1", QoS::AtLeastOnce, false, "while away")
+        .await
+        .expect("publish");
+    publisher.puback().await;
+
+    let (mut c, ack) = Client5::connect(opts).await.expect("reconnect");
+    assert!(ack.session_present);
+    assert_eq!(&c.publish_received().await.payload[..], b"while away");
+
+    // Without an expiry interval the session ends with the connection.
+    let mut short = options5(broker.port(), "short");
+    short.set_clean_start(false);
+    let (mut s, _) = Client5::connect(short.clone()).await.expect("connect");
+    s.subscribe("e/#", QoS::AtLeastOnce).await;
+    s.client.disconnect().await.expect("disconnect");
+    s.disconnected().await;
+    drop(s);
+    let (_, ack) = Client5::connect(short).await.expect("reconnect");
+    assert!(!ack.session_present);
+}
+
+#[tokio::test]
+async fn takeover_is_announced_with_reason_0x8e() {
+    let broker = Broker::start(&[]);
+    let mut first = Client5::start(broker.port(), "twin").await;
+    let _second = Client5::start(broker.port(), "twin").await;
+    let ended = first.disconnected().await;
+    assert!(
+        ended.contains(&format!("{:?}", DisconnectReasonCode::SessionTakenOver)),
+        "{ended}"
+    );
+}
+
+#[tokio::test]
+async fn shared_subscriptions_spread_messages_across_members() {
+    let broker = Broker::start(&[]);
+    let mut a = Client5::start(broker.port(), "a").await;
+    let mut b = Client5::start(broker.port(), "b").await;
+    for c in [&mut a, &mut b] {
+        let ack = c.subscribe("$share/workers/jobs/+", QoS::AtLeastOnce).await;
+        assert_eq!(
+            ack.return_codes,
+            vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+        );
+    }
+    let publisher = Client5::start(broker.port(), "pub").await;
+    let total = 20;
+    for i in 0..total {
+        publisher
+            .client
+            .publish("jobs/x", QoS::AtLeastOnce, false, format!("{i}"))
+            .await
+            .expect("publish");
+    }
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    while got_a.len() + got_b.len() < total {
+        tokio::select! {
+            p = a.publish_received() => got_a.push(p.payload),
+            p = b.publish_received() => got_b.push(p.payload),
+        }
+    }
+    assert!(
+        !got_a.is_empty() && !got_b.is_empty(),
+        "{} / {}",
+        got_a.len(),
+        got_b.len()
+    );
+    let mut all: Vec<Bytes> = got_a.into_iter().chain(got_b).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), total, "each message went to exactly one member");
+}
+
+#[tokio::test]
+async fn an_empty_client_id_gets_one_assigned_and_keep_alive_is_bounded() {
+    let broker = Broker::start(&[("AOS_BROKER__MAX_KEEPALIVE", "120")]);
+    let mut opts = options5(broker.port(), "");
+    opts.set_keep_alive(std::time::Duration::from_secs(1000));
+    let (_c, ack) = Client5::connect(opts).await.expect("connect");
+    let props = ack.properties.expect("CONNACK properties");
+    let assigned = props.assigned_client_identifier.expect("assigned id");
+    assert!(!assigned.is_empty());
+    assert_eq!(props.server_keep_alive, Some(120));
+}
+
+#[tokio::test]
+async fn refusals_carry_5_0_reason_codes() {
+    let broker = Broker::start(&[
+        ("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "true"),
+        (
+            "AOS_BROKER__AUTH__ACL",
+            "[{permission=\"deny\",action=\"all\",topic=\"locked/#\"}]",
+        ),
+    ]);
+    let mut c = Client5::start(broker.port(), "c").await;
+    let ack = c.subscribe("locked/x", QoS::AtMostOnce).await;
+    assert_eq!(ack.return_codes, vec![SubscribeReasonCode::NotAuthorized]);
+    c.client
+        .publish("locked/x", QoS::AtLeastOnce, false, "no")
+        .await
+        .expect("publish");
+    let puback = c.puback().await;
+    assert_eq!(puback.reason, PubAckReason::NotAuthorized);
+
+    let closed = Broker::start(&[("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")]);
+    let err = Client5::connect(options5(closed.port(), "anon"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains(&format!("{:?}", ConnectReturnCode::NotAuthorized)),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_will_with_a_delay_is_sent_only_after_the_delay() {
+    let broker = Broker::start(&[]);
+    let mut watcher = Client5::start(broker.port(), "watcher").await;
+    watcher.subscribe("w/#", QoS::AtLeastOnce).await;
+
+    let mut opts = options5(broker.port(), "delayed");
+    opts.set_session_expiry_interval(Some(60));
+    let props = LastWillProperties {
+        delay_interval: Some(1),
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: vec![],
+    };
+    opts.set_last_will(LastWill::new(
+        "w/delayed",
+        "late",
+        QoS::AtLeastOnce,
+        false,
+        Some(props),
+    ));
+    let (delayed, _) = Client5::connect(opts).await.expect("connect");
+    let dropped_at = std::time::Instant::now();
+    drop(delayed);
+    let got = watcher.publish_received().await;
+    assert_eq!(got.topic, &b"w/delayed"[..]);
+    assert!(
+        dropped_at.elapsed() >= std::time::Duration::from_millis(900),
+        "the will waited for its delay ({:?})",
+        dropped_at.elapsed()
+    );
+    next_is_marker_after(&mut watcher, broker.port()).await;
+}
+
+/// Publishes a marker from a fresh client and checks it is the next thing `watcher` gets.
+async fn next_is_marker_after(watcher: &mut Client5, port: u16) {
+    let publisher = Client5::start(port, "marker").await;
+    publisher
+        .client
+        .publish("w/marker", QoS::AtMostOnce, false, "")
+        .await
+        .expect("publish");
+    next_is_marker(watcher, "w/marker").await;
+}
+
+#[tokio::test]
+async fn an_oversize_packet_is_refused_with_0x95() {
+    let broker = Broker::start(&[("AOS_BROKER__MAX_PACKET_SIZE", "1024")]);
+    let mut big = Client5::start(broker.port(), "big").await;
+    big.client
+        .publish("t", QoS::AtMostOnce, false, vec![0u8; 4096])
+        .await
+        .expect("publish");
+    let ended = big.disconnected().await;
+    assert!(
+        ended.contains(&format!("{:?}", DisconnectReasonCode::PacketTooLarge)),
+        "{ended}"
+    );
+    // The broker still serves others.
+    let mut ok = Client5::start(broker.port(), "ok").await;
+    ok.subscribe("t", QoS::AtMostOnce).await;
+    ok.client
+        .publish("t", QoS::AtMostOnce, false, "small")
+        .await
+        .expect("publish");
+    assert_eq!(&ok.publish_received().await.payload[..], b"small");
+}
