@@ -358,3 +358,114 @@ async fn an_oversize_packet_is_refused_with_0x95() {
         .expect("publish");
     assert_eq!(&ok.publish_received().await.payload[..], b"small");
 }
+
+#[tokio::test]
+async fn qos2_from_5_0_clients_is_exactly_once_and_ids_are_reused() {
+    let broker = Broker::start(&[("AOS_BROKER__RECEIVE_MAXIMUM", "10")]);
+    let mut sub = Client5::start(broker.port(), "sub").await;
+    sub.subscribe("q2", QoS::ExactlyOnce).await;
+    let publisher = Client5::start(broker.port(), "pub").await;
+    // Far more QoS 2 publishes than the receive maximum: every packet id is freed after PUBREL.
+    let total = 50;
+    for i in 0..total {
+        publisher
+            .client
+            .publish("q2", QoS::ExactlyOnce, false, format!("{i}"))
+            .await
+            .expect("publish");
+    }
+    for i in 0..total {
+        let got = sub.publish_received().await;
+        assert_eq!(got.qos, QoS::ExactlyOnce);
+        assert_eq!(
+            got.payload,
+            format!("{i}").as_bytes(),
+            "in order, once each"
+        );
+    }
+    // The publisher is still connected and served.
+    publisher
+        .client
+        .publish("q2", QoS::AtMostOnce, false, "after")
+        .await
+        .expect("publish");
+    assert_eq!(&sub.publish_received().await.payload[..], b"after");
+}
+
+/// Reads one MQTT packet: (first byte, body).
+async fn read_packet(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let header = stream.read_u8().await.expect("header");
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let byte = stream.read_u8().await.expect("length");
+            len |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let mut body = vec![0; len];
+        stream.read_exact(&mut body).await.expect("body");
+        (header, body)
+    };
+    tokio::time::timeout(common::mqtt::WAIT, read)
+        .await
+        .expect("a packet in time")
+}
+
+#[tokio::test]
+async fn a_resent_qos2_publish_is_acknowledged_but_not_delivered_twice() {
+    use tokio::io::AsyncWriteExt;
+    let broker = Broker::start(&[]);
+    let mut sub = Client5::start(broker.port(), "sub").await;
+    sub.subscribe("dup", QoS::ExactlyOnce).await;
+
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", broker.port()))
+        .await
+        .expect("connect");
+    raw.write_all(&[
+        0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 3, b'r', b'a', b'w',
+    ])
+    .await
+    .expect("CONNECT");
+    let (header, body) = read_packet(&mut raw).await;
+    assert_eq!((header, body[1]), (0x20, 0), "CONNACK success");
+
+    let publish = [0x34, 10, 0, 3, b'd', b'u', b'p', 0, 1, 0, b'o', b'k'];
+    raw.write_all(&publish).await.expect("PUBLISH");
+    let (header, body) = read_packet(&mut raw).await;
+    assert_eq!((header, &body[..2]), (0x50, &[0, 1][..]), "PUBREC");
+    // The same message again, flagged DUP, before PUBREL.
+    let mut again = publish;
+    again[0] |= 0x08;
+    raw.write_all(&again).await.expect("PUBLISH DUP");
+    let (header, body) = read_packet(&mut raw).await;
+    assert_eq!(
+        (header, &body[..2]),
+        (0x50, &[0, 1][..]),
+        "PUBREC for the duplicate"
+    );
+    raw.write_all(&[0x62, 2, 0, 1]).await.expect("PUBREL");
+    let (header, body) = read_packet(&mut raw).await;
+    assert_eq!((header, &body[..2]), (0x70, &[0, 1][..]), "PUBCOMP");
+    assert!(body.len() == 2 || body[2] == 0, "PUBCOMP success");
+    // A PUBREL for an id that is not waiting is answered 0x92.
+    raw.write_all(&[0x62, 2, 0, 9]).await.expect("PUBREL");
+    let (header, body) = read_packet(&mut raw).await;
+    assert_eq!((header, &body[..3]), (0x70, &[0, 9, 0x92][..]));
+
+    assert_eq!(&sub.publish_received().await.payload[..], b"ok");
+    let marker = Client5::start(broker.port(), "marker").await;
+    marker
+        .client
+        .publish("dup", QoS::AtMostOnce, false, "marker")
+        .await
+        .expect("publish");
+    assert_eq!(
+        &sub.publish_received().await.payload[..],
+        b"marker",
+        "no second copy"
+    );
+}

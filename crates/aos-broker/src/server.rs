@@ -67,6 +67,7 @@ pub(crate) async fn start(
                         .control(fn_factory_with_config(async |s: c5::Session| {
                             Ok::<_, ConnError>(fn_service(move |m| c5::control(s.clone(), m)))
                         }))
+                        .middleware(c5::ExactlyOnce)
                         .publish(fn_factory_with_config(
                             async |s: c5::Session| {
                                 Ok::<_, ConnError>(fn_service(move |m| c5::publish(s.clone(), m)))

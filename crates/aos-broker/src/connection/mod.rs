@@ -149,6 +149,7 @@ impl ListenerContext {
                 disconnect_expiry: Cell::new(None),
                 closed,
                 finished: Cell::new(false),
+                exactly_once: Default::default(),
             },
             present,
         )
@@ -173,6 +174,8 @@ pub struct Conn {
     /// Tells the writer task that the connection is gone.
     closed: Arc<Notify>,
     finished: Cell<bool>,
+    /// 5.0 QoS 2 publishes in progress, handed to ntex-mqtt as QoS 1 (see `v5::ExactlyOnce`).
+    pub(crate) exactly_once: std::cell::RefCell<std::collections::HashSet<std::num::NonZeroU16>>,
 }
 
 impl Conn {
