@@ -9,7 +9,7 @@ use ntex::service::{fn_factory_with_config, fn_service};
 use ntex::time::Seconds;
 use ntex_mqtt::{MqttServer, MqttServiceConfig, QoS, v3, v5};
 
-use crate::connection::{ConnError, ListenerContext, v3 as c3, v5 as c5};
+use crate::connection::{ConnError, ListenerContext, SecondConnect, v3 as c3, v5 as c5};
 
 /// Time a client has to send its whole CONNECT after connecting.
 const CONNECT_TIMEOUT: Seconds = Seconds(10);
@@ -53,6 +53,7 @@ pub(crate) async fn start(
                         .control(fn_factory_with_config(async |s: c3::Session| {
                             Ok::<_, ConnError>(fn_service(move |m| c3::control(s.clone(), m)))
                         }))
+                        .middleware(SecondConnect)
                         .publish(fn_factory_with_config(
                             async |s: c3::Session| {
                                 Ok::<_, ConnError>(fn_service(move |m| c3::publish(s.clone(), m)))
@@ -68,6 +69,7 @@ pub(crate) async fn start(
                             Ok::<_, ConnError>(fn_service(move |m| c5::control(s.clone(), m)))
                         }))
                         .middleware(c5::ExactlyOnce)
+                        .middleware(SecondConnect)
                         .publish(fn_factory_with_config(
                             async |s: c5::Session| {
                                 Ok::<_, ConnError>(fn_service(move |m| c5::publish(s.clone(), m)))

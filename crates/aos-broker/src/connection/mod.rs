@@ -1,6 +1,7 @@
 //! One MQTT connection: what 3.1.1 and 5.0 share — admission, publish handling, the writer task
 //! that drains the session's queue into the socket, and clean-up when the connection ends.
 
+mod guard;
 pub(crate) mod v3;
 pub(crate) mod v5;
 
@@ -21,6 +22,8 @@ use crate::message::Message;
 use crate::metrics::{ListenerLabel, QosLabel};
 use crate::session::{Kick, Link, Outgoing, Session, Will};
 use crate::topic::valid_topic_name;
+
+pub(crate) use guard::SecondConnect;
 
 /// The error type of the connection services.
 #[derive(Debug)]

@@ -492,9 +492,17 @@ where
                         },
                     )))
                 };
-                if self.session.session.lock().qos2_received.contains(&id) {
-                    // A resend of a message already taken: acknowledge again, deliver nothing.
-                    return Ok(received(PublishAckReason::Success));
+                let waiting = {
+                    let state = self.session.session.lock();
+                    if state.qos2_received.contains(&id) {
+                        // A resend of a message already taken: acknowledge again, deliver nothing.
+                        return Ok(received(PublishAckReason::Success));
+                    }
+                    state.qos2_received.len()
+                };
+                // QoS 2 messages count against the receive maximum until PUBCOMP [MQTT-3.3.4-9].
+                if waiting >= usize::from(self.session.listener.config.receive_maximum) {
+                    return Err(ntex_mqtt::error::SpecViolation::Pub_3_3_4_7.into());
                 }
                 self.session.exactly_once.borrow_mut().insert(id);
                 publish.qos = QoS::AtLeastOnce;
