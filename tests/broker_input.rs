@@ -195,3 +195,79 @@ async fn a_silent_client_is_dropped_after_one_and_a_half_keep_alives_and_its_wil
     );
     assert_eq!(watcher.publish_received().await.payload.as_ref(), b"bye");
 }
+
+/// The value of an unlabelled counter on the node's `/metrics`.
+fn metric(broker: &Broker, name: &str) -> u64 {
+    let (_, text) = common::http_get(broker.process.ports.admin, "/metrics").expect("GET /metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_read_blocks_nobody_and_its_overflow_is_counted() {
+    let broker = Broker::start(&[
+        ("AOS_BROKER__MAX_QUEUED_MESSAGES", "100"),
+        ("AOS_BROKER__MAX_QUEUED_BYTES", "1000000"),
+    ]);
+    // A raw subscriber that never reads after its SUBACK.
+    let mut stalled = connected(&broker, 4, "stalled").await;
+    stalled
+        .write_all(&[0x82, 10, 0, 1, 0, 5, b'f', b'l', b'o', b'o', b'd', 0])
+        .await
+        .expect("SUBSCRIBE");
+    let (header, _) = read_packet(&mut stalled).await.expect("SUBACK");
+    assert_eq!(header, 0x90);
+
+    let mut healthy = Client3::start(broker.port(), "healthy").await;
+    healthy.subscribe("other", QoS::AtLeastOnce).await;
+    let mut publisher = Client3::start(broker.port(), "flooder").await;
+    let payload = vec![7u8; 1024];
+    for _ in 0..20_000 {
+        publisher
+            .publish("flood", QoS::AtMostOnce, false, &payload)
+            .await;
+    }
+    // The publisher is still acknowledged promptly, and others still get their messages.
+    publisher.publish_acked("other", false, b"unaffected").await;
+    assert_eq!(
+        healthy.publish_received().await.payload.as_ref(),
+        b"unaffected"
+    );
+    assert!(
+        metric(&broker, "aos_broker_dropped_queue_full_total") > 0,
+        "the stalled subscriber's overflow is counted"
+    );
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn max_connections_holds() {
+    let broker = Broker::start(&[("AOS_BROKER__MAX_CONNECTIONS", "2")]);
+    let _a = Client3::start(broker.port(), "a").await;
+    let b = Client3::start(broker.port(), "b").await;
+    let refused = Client3::connect(common::mqtt::options3(broker.port(), "c"))
+        .await
+        .err()
+        .expect("a third connection is refused");
+    assert!(refused.contains("ServiceUnavailable"), "{refused}");
+    let v5 = common::mqtt::Client5::connect(common::mqtt::options5(broker.port(), "c5"))
+        .await
+        .err()
+        .expect("refused for 5.0 too");
+    assert!(v5.contains("ServerBusy"), "{v5}");
+    // A slot frees once a client leaves.
+    drop(b);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if Client3::connect(common::mqtt::options3(broker.port(), "c"))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the slot never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

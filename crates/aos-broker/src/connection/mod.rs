@@ -300,49 +300,62 @@ async fn writer<S: Outbound>(
     mut kick: oneshot::Receiver<Kick>,
     closed: Arc<Notify>,
 ) {
-    // The sink has no credit until CONNACK is written: nothing goes out before it.
-    if !sink.ready().await {
-        return;
-    }
     loop {
-        while let Some(out) = session.next_to_send(Instant::now()) {
-            let sent = match out.qos {
-                QoS::AtMostOnce => sink.send_at_most_once(&out, Instant::now()),
-                QoS::AtLeastOnce => {
-                    (sink.is_ready() || sink.ready().await)
-                        && sink.send_at_least_once(&out, Instant::now())
-                }
-                QoS::ExactlyOnce => {
-                    let done = sink.send_exactly_once(&out, Instant::now()).await;
-                    if let (true, Some(id)) = (done, out.packet_id) {
-                        session.acknowledged(id);
-                    }
-                    done
-                }
-            };
-            if !sent {
-                // Gone: QoS 1/2 messages stay in flight for the next connection of the session.
-                return;
-            }
-            broker
-                .metrics
-                .messages_sent
-                .get_or_create(&QosLabel { qos: out.qos as u8 })
-                .inc();
-            broker
-                .metrics
-                .bytes_sent
-                .inc_by(out.message.payload.len() as u64);
-        }
+        // Wait until the client can take more: the sink has no credit before CONNACK is written,
+        // none while the client's receive maximum is used up, and none while its socket is full
+        // (a client that does not read). Meanwhile the session queue absorbs, then drops, what
+        // keeps coming — publishers never wait for a subscriber.
         tokio::select! {
-            _ = wake.notified() => {}
-            _ = closed.notified() => return,
+            biased;
             reason = &mut kick => {
                 if let Ok(reason) = reason {
                     sink.close(reason);
                 }
                 return;
             }
+            _ = closed.notified() => return,
+            ready = async { sink.is_ready() || sink.ready().await } => {
+                if !ready {
+                    return;
+                }
+            }
         }
+        let Some(out) = session.next_to_send(Instant::now()) else {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = closed.notified() => return,
+                reason = &mut kick => {
+                    if let Ok(reason) = reason {
+                        sink.close(reason);
+                    }
+                    return;
+                }
+            }
+            continue;
+        };
+        let sent = match out.qos {
+            QoS::AtMostOnce => sink.send_at_most_once(&out, Instant::now()),
+            QoS::AtLeastOnce => sink.send_at_least_once(&out, Instant::now()),
+            QoS::ExactlyOnce => {
+                let done = sink.send_exactly_once(&out, Instant::now()).await;
+                if let (true, Some(id)) = (done, out.packet_id) {
+                    session.acknowledged(id);
+                }
+                done
+            }
+        };
+        if !sent {
+            // Gone: QoS 1/2 messages stay in flight for the next connection of the session.
+            return;
+        }
+        broker
+            .metrics
+            .messages_sent
+            .get_or_create(&QosLabel { qos: out.qos as u8 })
+            .inc();
+        broker
+            .metrics
+            .bytes_sent
+            .inc_by(out.message.payload.len() as u64);
     }
 }
