@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ntex_mqtt::QoS;
@@ -6,19 +7,77 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
 
+/// How a listener carries MQTT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// MQTT over TCP.
+    #[default]
+    Tcp,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket (subprotocol `mqtt`).
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+/// Certificates of a TLS or WSS listener (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// CA certificates that client certificates are verified against; absent: clients are not
+    /// asked for certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: refuse clients without a valid certificate (otherwise it is optional).
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+/// An extra listener (`[[broker.listeners]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Names the listener in logs and metrics.
+    pub name: String,
+    pub bind: SocketAddr,
+    #[serde(default)]
+    pub transport: Transport,
+    /// Required for `tls` and `wss`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+    /// WebSocket path (`ws`, `wss`).
+    #[serde(default = "default_ws_path")]
+    pub path: String,
+    /// Connections this listener accepts (within the broker's `max_connections`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+}
+
+fn default_ws_path() -> String {
+    "/mqtt".into()
+}
+
 /// The `[broker]` configuration section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
-    /// Address of the MQTT (TCP) listener; it accepts 3.1.1 and 5.0 clients.
+    /// Address of the main MQTT (TCP) listener, named `mqtt`; it accepts 3.1.1 and 5.0 clients.
     pub listen: SocketAddr,
+    /// More listeners: TLS, WebSocket, more TCP ports.
+    pub listeners: Vec<ListenerConfig>,
     /// Threads serving MQTT connections; 0: one per CPU core.
     pub workers: usize,
     /// How long open connections may take to finish when the node stops.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// Open connections the broker accepts; beyond it CONNECT is refused (server unavailable /
-    /// server busy).
+    /// Open connections the broker accepts (all listeners); beyond it CONNECT is refused (server
+    /// unavailable / server busy).
     pub max_connections: usize,
     /// Largest packet accepted from a client, in bytes (5.0: announced in CONNACK). A larger
     /// packet disconnects the client.
@@ -52,6 +111,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            listeners: Vec::new(),
             workers: 0,
             drain_timeout: Duration::from_secs(5),
             max_connections: 100_000,

@@ -13,9 +13,10 @@ pub mod message;
 pub mod metrics;
 mod server;
 pub mod session;
+pub mod tls;
 pub mod topic;
 
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, ListenerConfig, TlsConfig, Transport};
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,65 @@ use crate::broker::{Broker, BrokerLimits};
 use crate::connection::ListenerContext;
 use crate::metrics::BrokerMetrics;
 use crate::session::{Kick, QueueLimits};
+
+/// Binds the main listener and every `[[broker.listeners]]` entry, loading TLS set-ups.
+fn bind_listeners(
+    broker: &Arc<Broker>,
+    config: &Arc<BrokerConfig>,
+) -> Result<Vec<server::Bound>, RoleError> {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let context = |name: &str, limit: Option<usize>| {
+        Arc::new(ListenerContext {
+            broker: broker.clone(),
+            config: config.clone(),
+            name: name.into(),
+            connections: connections.clone(),
+            listener_connections: AtomicUsize::new(0),
+            listener_limit: limit,
+        })
+    };
+    let mut bound = vec![server::Bound {
+        ctx: context("mqtt", None),
+        listener: bind_tcp(config.listen, "MQTT listener", "broker.listen")?,
+        transport: Transport::Tcp,
+        tls: None,
+        ws_path: "/mqtt".into(),
+    }];
+    for (i, listener) in config.listeners.iter().enumerate() {
+        let key = format!("broker.listeners[{i}]");
+        if bound.iter().any(|b| *b.ctx.name == *listener.name) {
+            return Err(RoleError::other(format!(
+                "{key}: the listener name `{}` is used twice; give each listener its own name",
+                listener.name
+            )));
+        }
+        let tls = match (listener.transport, &listener.tls) {
+            (Transport::Tls | Transport::Wss, Some(tls)) => Some(
+                tls::server_config(&listener.name, tls)
+                    .map_err(|e| RoleError::other(format!("{key}.tls: {e}")))?,
+            ),
+            (Transport::Tls | Transport::Wss, None) => {
+                return Err(RoleError::other(format!(
+                    "{key}: transport `{:?}` needs `tls = {{ cert = \"...\", key = \"...\" }}`",
+                    listener.transport
+                )));
+            }
+            _ => None,
+        };
+        bound.push(server::Bound {
+            ctx: context(&listener.name, listener.max_connections),
+            listener: bind_tcp(
+                listener.bind,
+                &format!("MQTT listener `{}`", listener.name),
+                &format!("{key}.bind"),
+            )?,
+            transport: listener.transport,
+            tls,
+            ws_path: listener.path.as_str().into(),
+        });
+    }
+    Ok(bound)
+}
 
 /// How often expired sessions are removed.
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
@@ -75,7 +135,6 @@ impl Role for BrokerRole {
 
     async fn start(&self, ctx: &RoleContext) -> Result<(), RoleError> {
         let config: BrokerConfig = ctx.settings.section("broker")?;
-        let listener = bind_tcp(config.listen, "MQTT listener", "broker.listen")?;
         let metrics = BrokerMetrics::default();
         metrics.register(&ctx.metrics);
         let auth = self
@@ -93,14 +152,22 @@ impl Role for BrokerRole {
             auth,
             metrics,
         ));
-        let listen = config.listen;
-        let listener_ctx = Arc::new(ListenerContext {
-            broker: broker.clone(),
-            config: Arc::new(config),
-            name: "mqtt".into(),
-            connections: Arc::new(AtomicUsize::new(0)),
-        });
-        let server = server::start(ctx, listener_ctx, listener).await?;
+        let config = Arc::new(config);
+        let listeners = bind_listeners(&broker, &config)?;
+        let addresses: Vec<String> = listeners
+            .iter()
+            .map(|b| {
+                format!(
+                    "{} {:?} {}",
+                    b.ctx.name,
+                    b.transport,
+                    b.listener
+                        .local_addr()
+                        .map_or(String::new(), |a| a.to_string())
+                )
+            })
+            .collect();
+        let server = server::start(ctx, listeners).await?;
         self.server.set(server);
 
         let stop = CancellationToken::new();
@@ -118,7 +185,7 @@ impl Role for BrokerRole {
         *self.sweeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop);
         *self.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker);
         self.health.set(HealthStatus::Healthy);
-        tracing::info!(%listen, "MQTT listener ready");
+        tracing::info!(listeners = ?addresses, "MQTT listeners ready");
         Ok(())
     }
 

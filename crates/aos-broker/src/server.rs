@@ -1,83 +1,224 @@
-//! The MQTT server on the node's network host: one listener serving 3.1.1 and 5.0.
+//! The MQTT server on the node's network host: every listener of the broker, each serving 3.1.1
+//! and 5.0 over TCP, TLS, WebSocket or WebSocket over TLS.
 
+use std::error::Error;
 use std::net::TcpListener;
 use std::sync::Arc;
 
 use aos_core::RoleContext;
 use aos_core::role::RoleError;
-use ntex::service::{fn_factory_with_config, fn_service};
+use ntex::http::{self, HttpService, Request, Response, h1};
+use ntex::io::{Filter, Io, Layer};
+use ntex::service::{Pipeline, ServiceFactory, chain_factory, fn_factory_with_config, fn_service};
 use ntex::time::Seconds;
-use ntex_mqtt::{MqttServer, MqttServiceConfig, QoS, v3, v5};
+use ntex::util::Ready;
+use ntex::{SharedCfg, ws};
+use ntex_mqtt::{MqttError, MqttServer, MqttServiceConfig, QoS, v3, v5};
+use ntex_tls::rustls::TlsAcceptor;
 
+use crate::config::Transport;
 use crate::connection::{ConnError, ListenerContext, SecondConnect, v3 as c3, v5 as c5};
 
 /// Time a client has to send its whole CONNECT after connecting.
 const CONNECT_TIMEOUT: Seconds = Seconds(10);
 
+type BoxError = Box<dyn Error>;
+
+/// A bound listener, ready to serve.
+pub(crate) struct Bound {
+    pub ctx: Arc<ListenerContext>,
+    pub listener: TcpListener,
+    pub transport: Transport,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub ws_path: Arc<str>,
+}
+
+/// The MQTT protocol on any transport (3.1.1 and 5.0 on the same listener).
+fn mqtt<F: Filter>(
+    ctx: Arc<ListenerContext>,
+) -> impl ServiceFactory<Io<F>, SharedCfg, Response = (), Error = MqttError<ConnError>, InitError = ()>
+{
+    let (h3, h5) = (ctx.clone(), ctx);
+    MqttServer::new()
+        .v3(
+            v3::MqttServer::new(fn_service(move |hs| c3::handshake(h3.clone(), hs)))
+                .protocol(fn_factory_with_config(async |s: c3::Session| {
+                    Ok::<_, ConnError>(fn_service(move |m| c3::protocol(s.clone(), m)))
+                }))
+                .control(fn_factory_with_config(async |s: c3::Session| {
+                    Ok::<_, ConnError>(fn_service(move |m| c3::control(s.clone(), m)))
+                }))
+                .middleware(SecondConnect)
+                .publish(fn_factory_with_config(async |s: c3::Session| {
+                    Ok::<_, ConnError>(fn_service(move |m| c3::publish(s.clone(), m)))
+                })),
+        )
+        .v5(
+            v5::MqttServer::new(fn_service(move |hs| c5::handshake(h5.clone(), hs)))
+                .protocol(fn_factory_with_config(async |s: c5::Session| {
+                    Ok::<_, ConnError>(fn_service(move |m| c5::protocol(s.clone(), m)))
+                }))
+                .control(fn_factory_with_config(async |s: c5::Session| {
+                    Ok::<_, ConnError>(fn_service(move |m| c5::control(s.clone(), m)))
+                }))
+                .middleware(c5::ExactlyOnce)
+                .middleware(SecondConnect)
+                .publish(fn_factory_with_config(async |s: c5::Session| {
+                    Ok::<_, ConnError>(fn_service(move |m| c5::publish(s.clone(), m)))
+                })),
+        )
+}
+
+/// Upgrades an HTTP request on `path` to a WebSocket carrying MQTT (subprotocol `mqtt`).
+fn ws_upgrade<F: Filter>(
+    path: Arc<str>,
+    max_frame: usize,
+) -> impl ServiceFactory<
+    (Request, Io<F>, h1::Codec),
+    SharedCfg,
+    Response = Io<Layer<ws::WsTransport, F>>,
+    Error = BoxError,
+    InitError = (),
+> {
+    fn_service(move |(req, io, codec): (Request, Io<F>, h1::Codec)| {
+        let path = path.clone();
+        async move {
+            if req.path() != &*path {
+                let response = Response::NotFound().finish().drop_body();
+                io.send(
+                    h1::Message::Item((response, http::body::BodySize::Empty)),
+                    &codec,
+                )
+                .await?;
+                return Err(BoxError::from(format!(
+                    "no WebSocket endpoint at {}",
+                    req.path()
+                )));
+            }
+            let mut response = ws::handshake(req.head()).map_err(BoxError::from)?;
+            let wants_mqtt = req
+                .headers()
+                .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|p| p.trim() == "mqtt"));
+            if wants_mqtt {
+                // Browsers require the chosen subprotocol to be echoed.
+                response.header(http::header::SEC_WEBSOCKET_PROTOCOL, "mqtt");
+            }
+            io.send(
+                h1::Message::Item((response.finish().drop_body(), http::body::BodySize::Empty)),
+                &codec,
+            )
+            .await?;
+            Ok(ws::WsTransport::create(
+                io,
+                ws::Codec::new().max_size(max_frame),
+            ))
+        }
+    })
+}
+
+/// MQTT over WebSocket: plain HTTP is answered 404, the upgrade on the path switches to MQTT.
+fn websocket<F: Filter>(
+    ctx: Arc<ListenerContext>,
+    path: Arc<str>,
+) -> impl ServiceFactory<Io<F>, SharedCfg, Response = (), Error = BoxError, InitError = ()> {
+    let max_frame = ctx.config.max_packet_size as usize + 16;
+    HttpService::new(|_req: Request| {
+        Ready::Ok::<_, std::io::Error>(Response::NotFound().body("MQTT over WebSocket only"))
+    })
+    .h1_control(fn_factory_with_config(async move |cfg: SharedCfg| {
+        let upgrade = Pipeline::new(
+            chain_factory(ws_upgrade(path.clone(), max_frame))
+                .and_then(chain_factory(mqtt(ctx.clone())).map_err(BoxError::from))
+                .create(cfg)
+                .await?,
+        );
+        Ok::<_, ()>(fn_service(move |msg: h1::Control<_, _>| {
+            let ack = match msg {
+                h1::Control::Upgrade(ctl) => {
+                    let upgrade = upgrade.clone();
+                    ctl.handle(move |req, io, codec| upgrade.call_static((req, io, codec)))
+                }
+                _ => msg.ack(),
+            };
+            async move { Ok::<_, std::io::Error>(ack) }
+        }))
+    }))
+    .map_err(BoxError::from)
+}
+
+fn service_config(ctx: &ListenerContext) -> SharedCfg {
+    let config = &ctx.config;
+    SharedCfg::new("MQTT")
+        .add(
+            MqttServiceConfig::new()
+                .set_max_qos(QoS::ExactlyOnce)
+                .set_max_size(config.max_packet_size)
+                .set_max_receive(config.receive_maximum)
+                .set_max_send(config.max_inflight)
+                .set_max_topic_alias(config.max_topic_alias)
+                .set_connect_timeout(CONNECT_TIMEOUT)
+                // A client may publish and close at once (mosquitto_pub does): still deliver.
+                .set_handle_qos_after_disconnect(Some(QoS::ExactlyOnce)),
+        )
+        .into()
+}
+
+/// Starts one ntex server with every listener.
 pub(crate) async fn start(
     ctx: &RoleContext,
-    listener_ctx: Arc<ListenerContext>,
-    listener: TcpListener,
+    listeners: Vec<Bound>,
 ) -> Result<ntex::server::Server, RoleError> {
-    let config = listener_ctx.config.clone();
+    let Some(first) = listeners.first() else {
+        return Err(RoleError::other("the broker has no listener"));
+    };
+    let config = first.ctx.config.clone();
     let workers = aos_core::net::worker_threads(config.workers);
     let drain = aos_core::net::ntex_seconds(config.drain_timeout);
-    let name = listener_ctx.name.to_string();
-    let service_config = ntex::SharedCfg::new("MQTT").add(
-        MqttServiceConfig::new()
-            .set_max_qos(QoS::ExactlyOnce)
-            .set_max_size(config.max_packet_size)
-            .set_max_receive(config.receive_maximum)
-            .set_max_send(config.max_inflight)
-            .set_max_topic_alias(config.max_topic_alias)
-            .set_connect_timeout(CONNECT_TIMEOUT)
-            // A client may publish and close at once (mosquitto_pub does): still deliver.
-            .set_handle_qos_after_disconnect(Some(QoS::ExactlyOnce)),
-    );
     ctx.net
         .run(move || -> std::io::Result<ntex::server::Server> {
-            Ok(ntex::server::build()
+            let mut builder = ntex::server::build()
                 .workers(workers)
                 .disable_signals()
-                .shutdown_timeout(drain)
-                .listen(&name, listener, async move |_| {
-                    let c3 = listener_ctx.clone();
-                    let c5 = listener_ctx.clone();
-                    MqttServer::new()
-                        .v3(v3::MqttServer::new(fn_service(move |hs| {
-                            c3::handshake(c3.clone(), hs)
-                        }))
-                        .protocol(fn_factory_with_config(async |s: c3::Session| {
-                            Ok::<_, ConnError>(fn_service(move |m| c3::protocol(s.clone(), m)))
-                        }))
-                        .control(fn_factory_with_config(async |s: c3::Session| {
-                            Ok::<_, ConnError>(fn_service(move |m| c3::control(s.clone(), m)))
-                        }))
-                        .middleware(SecondConnect)
-                        .publish(fn_factory_with_config(
-                            async |s: c3::Session| {
-                                Ok::<_, ConnError>(fn_service(move |m| c3::publish(s.clone(), m)))
-                            },
-                        )))
-                        .v5(v5::MqttServer::new(fn_service(move |hs| {
-                            c5::handshake(c5.clone(), hs)
-                        }))
-                        .protocol(fn_factory_with_config(async |s: c5::Session| {
-                            Ok::<_, ConnError>(fn_service(move |m| c5::protocol(s.clone(), m)))
-                        }))
-                        .control(fn_factory_with_config(async |s: c5::Session| {
-                            Ok::<_, ConnError>(fn_service(move |m| c5::control(s.clone(), m)))
-                        }))
-                        .middleware(c5::ExactlyOnce)
-                        .middleware(SecondConnect)
-                        .publish(fn_factory_with_config(
-                            async |s: c5::Session| {
-                                Ok::<_, ConnError>(fn_service(move |m| c5::publish(s.clone(), m)))
-                            },
-                        )))
-                })?
-                .config(&name, service_config)
-                .run())
+                .shutdown_timeout(drain);
+            for bound in listeners {
+                let name = bound.ctx.name.to_string();
+                let cfg = service_config(&bound.ctx);
+                let ctx = bound.ctx.clone();
+                let path = bound.ws_path.clone();
+                builder = match (bound.transport, bound.tls) {
+                    (Transport::Tcp, _) => {
+                        builder.listen(&name, bound.listener, async move |_| mqtt(ctx.clone()))?
+                    }
+                    (Transport::Ws, _) => {
+                        builder.listen(&name, bound.listener, async move |_| {
+                            websocket(ctx.clone(), path.clone())
+                        })?
+                    }
+                    (Transport::Tls, Some(tls)) => {
+                        builder.listen(&name, bound.listener, async move |_| {
+                            chain_factory(TlsAcceptor::new(tls.clone()))
+                                .map_err(MqttError::<ConnError>::from)
+                                .and_then(mqtt(ctx.clone()))
+                        })?
+                    }
+                    (Transport::Wss, Some(tls)) => {
+                        builder.listen(&name, bound.listener, async move |_| {
+                            chain_factory(TlsAcceptor::new(tls.clone()))
+                                .map_err(BoxError::from)
+                                .and_then(websocket(ctx.clone(), path.clone()))
+                        })?
+                    }
+                    (Transport::Tls | Transport::Wss, None) => {
+                        return Err(std::io::Error::other(format!(
+                            "listener `{name}` needs a [tls] section"
+                        )));
+                    }
+                };
+                builder = builder.config(&name, cfg);
+            }
+            Ok(builder.run())
         })
         .await
         .and_then(|r| r)

@@ -47,6 +47,9 @@ pub struct ListenerContext {
     pub name: Arc<str>,
     /// Open connections across all listeners of the broker.
     pub connections: Arc<AtomicUsize>,
+    /// Open connections of this listener, and its own limit.
+    pub listener_connections: AtomicUsize,
+    pub listener_limit: Option<usize>,
 }
 
 impl ListenerContext {
@@ -69,8 +72,11 @@ impl ListenerContext {
     /// Authenticates a CONNECT and reserves a connection slot.
     pub(crate) async fn admit(&self, request: ConnectRequest) -> Admission {
         let open = self.connections.fetch_add(1, Ordering::AcqRel);
-        if open >= self.config.max_connections {
-            self.connections.fetch_sub(1, Ordering::AcqRel);
+        let here = self.listener_connections.fetch_add(1, Ordering::AcqRel);
+        if open >= self.config.max_connections
+            || self.listener_limit.is_some_and(|limit| here >= limit)
+        {
+            self.release_slot();
             self.broker
                 .metrics
                 .connections_refused
@@ -81,7 +87,7 @@ impl ListenerContext {
         match self.broker.auth.authenticate(&request).await {
             Ok(principal) => Admission::Accepted(principal),
             Err(refusal) => {
-                self.connections.fetch_sub(1, Ordering::AcqRel);
+                self.release_slot();
                 self.broker
                     .metrics
                     .connections_refused
@@ -91,6 +97,12 @@ impl ListenerContext {
                 Admission::Refused(refusal)
             }
         }
+    }
+
+    /// Gives back a connection slot taken by `admit`.
+    pub(crate) fn release_slot(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+        self.listener_connections.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// A client id for a client that sent none.
@@ -199,7 +211,7 @@ impl Conn {
             return;
         }
         self.closed.notify_one();
-        self.listener.connections.fetch_sub(1, Ordering::AcqRel);
+        self.listener.release_slot();
         self.broker()
             .metrics
             .connections

@@ -106,8 +106,7 @@ pub(crate) async fn handshake(
             if !crate::topic::valid_topic_name(&will.topic)
                 || !ctx.broker.auth.may_publish(&principal, &will.topic)
             {
-                ctx.connections
-                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                ctx.release_slot();
                 return Ok(handshake.not_authorized());
             }
             Some(Will {

@@ -185,8 +185,7 @@ pub(crate) async fn handshake(
                 ctx.broker.auth.may_publish(&principal, &will.topic),
             );
             if !valid || !allowed {
-                ctx.connections
-                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                ctx.release_slot();
                 let (reason, text) = if valid {
                     (ConnectAckReason::NotAuthorized, "will topic not authorized")
                 } else {
