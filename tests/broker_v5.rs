@@ -469,3 +469,48 @@ async fn a_resent_qos2_publish_is_acknowledged_but_not_delivered_twice() {
         "no second copy"
     );
 }
+
+#[tokio::test]
+async fn messages_expire_while_they_wait() {
+    let broker = Broker::start(&[]);
+    let mut opts = options5(broker.port(), "away");
+    opts.set_clean_start(false);
+    opts.set_session_expiry_interval(Some(60));
+    let (mut away, _) = Client5::connect(opts.clone()).await.expect("connect");
+    away.subscribe("exp/#", QoS::AtLeastOnce).await;
+    away.client.disconnect().await.expect("disconnect");
+    away.disconnected().await;
+    drop(away);
+
+    let mut publisher = Client5::start(broker.port(), "pub").await;
+    let short = PublishProperties {
+        message_expiry_interval: Some(1),
+        ..Default::default()
+    };
+    publisher
+        .client
+        .publish_with_properties("exp/short", QoS::AtLeastOnce, false, "stale", short)
+        .await
+        .expect("publish");
+    publisher.puback().await;
+    publisher
+        .client
+        .publish("exp/long", QoS::AtLeastOnce, false, "fresh")
+        .await
+        .expect("publish");
+    publisher.puback().await;
+    // Let the short message's expiry pass: that time passing is what is tested.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (mut back, _) = Client5::connect(opts).await.expect("reconnect");
+    let got = back.publish_received().await;
+    assert_eq!(
+        &got.payload[..],
+        b"fresh",
+        "the expired message was dropped"
+    );
+    let (_, metrics) = common::http_get(broker.process.ports.admin, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("aos_broker_dropped_expired_total 1"),
+        "{metrics}"
+    );
+}

@@ -260,3 +260,16 @@ fn json_logs_are_one_object_per_line() {
     }
     assert!(stderr.contains("AOS node ready"), "{stderr}");
 }
+
+#[test]
+fn the_documented_example_configuration_is_valid() {
+    let dir = tempdir();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/aos.toml");
+    let (status, stdout, stderr) = Aos::new(
+        dir.path(),
+        &["--config", &example.display().to_string(), "config"],
+    )
+    .output();
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("[broker.auth]"), "{stdout}");
+}

@@ -251,14 +251,19 @@ impl Session {
         Enqueued::Queued
     }
 
-    /// The next message to send. QoS 1/2 messages get a packet id and move to the in-flight list
-    /// (until acknowledged, or sent again after a reconnect); expired ones are dropped.
-    pub fn next_to_send(&self, now: Instant) -> Option<Outgoing> {
+    /// The next message to send, and how many expired ones were dropped on the way. QoS 1/2
+    /// messages get a packet id and move to the in-flight list (until acknowledged, or sent again
+    /// after a reconnect).
+    pub fn next_to_send(&self, now: Instant) -> (Option<Outgoing>, usize) {
         let mut state = self.lock();
+        let mut expired = 0;
         loop {
-            let mut out = state.queue.pop_front()?;
+            let Some(mut out) = state.queue.pop_front() else {
+                return (None, expired);
+            };
             state.queued_bytes = state.queued_bytes.saturating_sub(out.message.weight());
             if out.message.is_expired(now) {
+                expired += 1;
                 continue;
             }
             if out.qos != QoS::AtMostOnce {
@@ -267,7 +272,7 @@ impl Session {
                 }
                 state.inflight.push_back(out.clone());
             }
-            return Some(out);
+            return (Some(out), expired);
         }
     }
 
@@ -370,17 +375,17 @@ mod tests {
         s.enqueue(out(QoS::AtLeastOnce, "one"), ROOMY);
         s.enqueue(out(QoS::AtLeastOnce, "two"), ROOMY);
         let now = Instant::now();
-        let first = s.next_to_send(now).expect("one");
-        let second = s.next_to_send(now).expect("two");
+        let first = s.next_to_send(now).0.expect("one");
+        let second = s.next_to_send(now).0.expect("two");
         s.acknowledged(first.packet_id.expect("id"));
         assert!(s.detach(1));
         s.enqueue(out(QoS::AtLeastOnce, "three"), ROOMY);
         assert!(s.attach(link(2)).is_none());
-        let again = s.next_to_send(now).expect("resend");
+        let again = s.next_to_send(now).0.expect("resend");
         assert_eq!(again.packet_id, second.packet_id);
         assert!(again.dup);
         assert_eq!(&again.message.payload[..], b"two");
-        let next = s.next_to_send(now).expect("three");
+        let next = s.next_to_send(now).0.expect("three");
         assert!(!next.dup);
         assert_ne!(next.packet_id, second.packet_id);
     }

@@ -332,7 +332,9 @@ async fn writer<S: Outbound>(
                 }
             }
         }
-        let Some(out) = session.next_to_send(Instant::now()) else {
+        let (next, expired) = session.next_to_send(Instant::now());
+        broker.metrics.dropped_expired.inc_by(expired as u64);
+        let Some(out) = next else {
             tokio::select! {
                 _ = wake.notified() => {}
                 _ = closed.notified() => return,
