@@ -202,3 +202,17 @@ async fn mqtt_over_websocket_on_the_configured_path() {
     assert_eq!(publish[0], 0x30);
     assert!(publish.ends_with(b"to the browser"), "{publish:?}");
 }
+
+#[tokio::test]
+async fn a_listener_limit_holds_while_other_listeners_accept() {
+    let port = free_port();
+    let listeners = format!(r#"[{{name="small",bind="127.0.0.1:{port}",max_connections=1}}]"#);
+    let broker = Broker::start(&[("AOS_BROKER__LISTENERS", &listeners)]);
+    let _first = Client3::start(port, "first").await;
+    let refused = Client3::connect(options3(port, "second"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.contains("ServiceUnavailable"), "{refused}");
+    Client3::start(broker.port(), "elsewhere").await;
+}

@@ -330,3 +330,25 @@ async fn a_malformed_packet_disconnects_only_its_sender() {
         b"still here"
     );
 }
+
+#[tokio::test]
+async fn unacknowledged_messages_are_resent_with_dup_after_reconnect() {
+    let broker = Broker::start(&[]);
+    let mut opts = options3(broker.port(), "slowpoke");
+    opts.set_clean_session(false);
+    opts.set_manual_acks(true);
+    let (mut c, _) = Client3::connect(opts.clone()).await.expect("connect");
+    c.subscribe("redo", QoS::AtLeastOnce).await;
+    let mut publisher = Client3::start(broker.port(), "pub").await;
+    publisher.publish_acked("redo", false, b"again").await;
+    let first = c.publish_received().await;
+    assert!(!first.dup);
+    // Never acknowledged: the connection goes away.
+    drop(c);
+    let (mut c, ack) = Client3::connect(opts).await.expect("reconnect");
+    assert!(ack.session_present);
+    let again = c.publish_received().await;
+    assert_eq!(again.payload.as_ref(), b"again");
+    assert!(again.dup, "a resend is flagged DUP");
+    assert_eq!(again.pkid, first.pkid, "with its packet identifier");
+}

@@ -514,3 +514,169 @@ async fn messages_expire_while_they_wait() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_message_larger_than_the_clients_maximum_is_skipped_not_fatal() {
+    let broker = Broker::start(&[]);
+    let mut opts = options5(broker.port(), "small");
+    opts.set_max_packet_size(Some(200));
+    let (mut small, _) = Client5::connect(opts).await.expect("connect");
+    small.subscribe("size/#", QoS::AtLeastOnce).await;
+    let publisher = Client5::start(broker.port(), "pub").await;
+    publisher
+        .client
+        .publish("size/big", QoS::AtLeastOnce, false, vec![0u8; 1000])
+        .await
+        .expect("publish");
+    publisher
+        .client
+        .publish("size/ok", QoS::AtLeastOnce, false, "fits")
+        .await
+        .expect("publish");
+    let got = small.publish_received().await;
+    assert_eq!(
+        got.topic,
+        &b"size/ok"[..],
+        "the oversize message was skipped"
+    );
+    let (_, metrics) = common::http_get(broker.process.ports.admin, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("aos_broker_dropped_oversize_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn topic_aliases_from_the_client_are_resolved() {
+    let broker = Broker::start(&[]);
+    let mut sub = Client5::start(broker.port(), "sub").await;
+    sub.subscribe("alias/#", QoS::AtMostOnce).await;
+    let mut opts = options5(broker.port(), "aliaser");
+    opts.set_topic_alias_max(Some(10));
+    let (publisher, _) = Client5::connect(opts).await.expect("connect");
+    let with_alias = || PublishProperties {
+        topic_alias: Some(3),
+        ..Default::default()
+    };
+    publisher
+        .client
+        .publish_with_properties(
+            "alias/long/topic/name",
+            QoS::AtMostOnce,
+            false,
+            "first",
+            with_alias(),
+        )
+        .await
+        .expect("publish");
+    publisher
+        .client
+        .publish_with_properties("", QoS::AtMostOnce, false, "second", with_alias())
+        .await
+        .expect("publish by alias");
+    for payload in ["first", "second"] {
+        let got = sub.publish_received().await;
+        assert_eq!(got.topic, &b"alias/long/topic/name"[..]);
+        assert_eq!(got.payload, payload.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn disconnect_with_reason_0x04_sends_the_will() {
+    use tokio::io::AsyncWriteExt;
+    let broker = Broker::start(&[]);
+    let mut watcher = Client5::start(broker.port(), "watcher").await;
+    watcher.subscribe("w4", QoS::AtMostOnce).await;
+    // CONNECT 5.0, clean start + will flag, keep alive 60, no properties, client id "x",
+    // will properties empty, will topic "w4", will payload "bye".
+    let body = [
+        0, 4, b'M', b'Q', b'T', b'T', 5, 0x06, 0, 60, 0, 0, 1, b'x', 0, 0, 2, b'w', b'4', 0, 3,
+        b'b', b'y', b'e',
+    ];
+    let mut connect = vec![0x10, body.len() as u8];
+    connect.extend_from_slice(&body);
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", broker.port()))
+        .await
+        .expect("connect");
+    raw.write_all(&connect).await.expect("CONNECT");
+    let (header, _) = read_packet(&mut raw).await;
+    assert_eq!(header, 0x20);
+    raw.write_all(&[0xE0, 1, 0x04])
+        .await
+        .expect("DISCONNECT 0x04");
+    assert_eq!(&watcher.publish_received().await.payload[..], b"bye");
+}
+
+#[tokio::test]
+async fn a_session_that_expires_before_the_will_delay_publishes_the_will_then() {
+    let broker = Broker::start(&[]);
+    let mut watcher = Client5::start(broker.port(), "watcher").await;
+    watcher.subscribe("ws/#", QoS::AtLeastOnce).await;
+    let mut opts = options5(broker.port(), "short-lived");
+    opts.set_session_expiry_interval(Some(1));
+    let props = LastWillProperties {
+        delay_interval: Some(3600),
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: vec![],
+    };
+    opts.set_last_will(LastWill::new(
+        "ws/expired",
+        "session over",
+        QoS::AtLeastOnce,
+        false,
+        Some(props),
+    ));
+    let (client, _) = Client5::connect(opts).await.expect("connect");
+    drop(client);
+    // The session (1 s) ends long before the will delay (1 h): the will goes out with it.
+    let got = watcher.publish_received().await;
+    assert_eq!(&got.payload[..], b"session over");
+}
+
+#[tokio::test]
+async fn retain_handling_1_sends_retained_messages_only_for_a_new_subscription() {
+    let broker = Broker::start(&[]);
+    let mut publisher = Client5::start(broker.port(), "pub").await;
+    publisher
+        .client
+        .publish("rh1/x", QoS::AtLeastOnce, true, "kept")
+        .await
+        .expect("publish");
+    publisher.puback().await;
+    let mut sub = Client5::start(broker.port(), "sub").await;
+    let new_only = || {
+        let mut filter = Filter::new("rh1/#", QoS::AtMostOnce);
+        filter.retain_forward_rule = RetainForwardRule::OnNewSubscribe;
+        vec![filter]
+    };
+    sub.client
+        .subscribe_many(new_only())
+        .await
+        .expect("subscribe");
+    sub.suback().await;
+    assert_eq!(
+        &sub.publish_received().await.payload[..],
+        b"kept",
+        "new subscription"
+    );
+    sub.client
+        .subscribe_many(new_only())
+        .await
+        .expect("subscribe again");
+    sub.suback().await;
+    next_is_marker_after_on(&mut sub, broker.port(), "rh1/marker").await;
+}
+
+async fn next_is_marker_after_on(watcher: &mut Client5, port: u16, topic: &str) {
+    let publisher = Client5::start(port, "marker").await;
+    publisher
+        .client
+        .publish(topic, QoS::AtMostOnce, false, "")
+        .await
+        .expect("publish");
+    next_is_marker(watcher, topic).await;
+}

@@ -34,6 +34,8 @@ pub struct BrokerMetrics {
     pub dropped_queue_full: Counter,
     /// Messages dropped because they expired before they could be sent.
     pub dropped_expired: Counter,
+    /// Messages dropped because they exceed the receiving client's maximum packet size.
+    pub dropped_oversize: Counter,
     /// Publishes and subscriptions refused by the ACL.
     pub denied: Counter,
 }
@@ -105,6 +107,11 @@ impl BrokerMetrics {
             "broker_dropped_expired",
             "Messages dropped because their message expiry passed",
             self.dropped_expired.clone(),
+        );
+        m.register(
+            "broker_dropped_oversize",
+            "Messages dropped because they exceed the receiving client's maximum packet size",
+            self.dropped_oversize.clone(),
         );
         m.register(
             "broker_denied",

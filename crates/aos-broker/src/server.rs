@@ -180,6 +180,9 @@ pub(crate) async fn start(
         .run(move || -> std::io::Result<ntex::server::Server> {
             let mut builder = ntex::server::build()
                 .workers(workers)
+                // Sockets are held before CONNECT too (for at most CONNECT_TIMEOUT): bound them,
+                // so a flood of idle connections waits in the backlog instead of in memory.
+                .maxconn(config.max_connections)
                 .disable_signals()
                 .shutdown_timeout(drain);
             for bound in listeners {

@@ -295,12 +295,32 @@ pub(crate) trait Outbound: 'static {
     fn is_ready(&self) -> bool;
     /// Waits until the client can take another QoS 1/2 message; false once the connection is gone.
     async fn ready(&self) -> bool;
-    fn send_at_most_once(&self, out: &Outgoing, now: Instant) -> bool;
+    fn send_at_most_once(&self, out: &Outgoing, now: Instant) -> SendOutcome;
     /// Sends without waiting for the PUBACK (the ack callback records it).
-    fn send_at_least_once(&self, out: &Outgoing, now: Instant) -> bool;
+    fn send_at_least_once(&self, out: &Outgoing, now: Instant) -> SendOutcome;
     /// Sends and completes the QoS 2 exchange (ntex-mqtt allows one at a time per connection).
-    async fn send_exactly_once(&self, out: &Outgoing, now: Instant) -> bool;
+    async fn send_exactly_once(&self, out: &Outgoing, now: Instant) -> SendOutcome;
     fn close(&self, kick: Kick);
+}
+
+/// What became of one message handed to a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendOutcome {
+    Sent,
+    /// It cannot be sent to this client (larger than the client's maximum packet size): dropped.
+    Unsendable,
+    /// The connection is gone.
+    Closed,
+}
+
+impl<T> From<Result<T, ntex_mqtt::error::SendPacketError>> for SendOutcome {
+    fn from(result: Result<T, ntex_mqtt::error::SendPacketError>) -> SendOutcome {
+        match result {
+            Ok(_) => SendOutcome::Sent,
+            Err(ntex_mqtt::error::SendPacketError::Encode(_)) => SendOutcome::Unsendable,
+            Err(_) => SendOutcome::Closed,
+        }
+    }
 }
 
 /// Drains the session's queue into the connection until it closes.
@@ -350,17 +370,24 @@ async fn writer<S: Outbound>(
         let sent = match out.qos {
             QoS::AtMostOnce => sink.send_at_most_once(&out, Instant::now()),
             QoS::AtLeastOnce => sink.send_at_least_once(&out, Instant::now()),
-            QoS::ExactlyOnce => {
-                let done = sink.send_exactly_once(&out, Instant::now()).await;
-                if let (true, Some(id)) = (done, out.packet_id) {
+            QoS::ExactlyOnce => sink.send_exactly_once(&out, Instant::now()).await,
+        };
+        match sent {
+            SendOutcome::Sent => {
+                if let (QoS::ExactlyOnce, Some(id)) = (out.qos, out.packet_id) {
                     session.acknowledged(id);
                 }
-                done
             }
-        };
-        if !sent {
+            SendOutcome::Unsendable => {
+                // Not for this client: forget it, and go on with the next.
+                if let Some(id) = out.packet_id {
+                    session.acknowledged(id);
+                }
+                broker.metrics.dropped_oversize.inc();
+                continue;
+            }
             // Gone: QoS 1/2 messages stay in flight for the next connection of the session.
-            return;
+            SendOutcome::Closed => return,
         }
         broker
             .metrics

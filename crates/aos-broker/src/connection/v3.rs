@@ -7,7 +7,8 @@ use ntex::time::Seconds;
 use ntex_mqtt::{Control, v3};
 
 use super::{
-    Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, message, peer_addr,
+    Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, message,
+    peer_addr,
 };
 use crate::auth::{ConnectRequest, Refusal};
 use crate::session::{Kick, Outgoing, SubOptions, Will};
@@ -24,19 +25,19 @@ impl Outbound for v3::MqttSink {
         v3::MqttSink::ready(self).await
     }
 
-    fn send_at_most_once(&self, out: &Outgoing, _now: Instant) -> bool {
+    fn send_at_most_once(&self, out: &Outgoing, _now: Instant) -> SendOutcome {
         let mut publish = self.publish(out.message.topic.clone());
         if out.retain {
             publish = publish.retain();
         }
         publish
             .send_at_most_once(out.message.payload.clone())
-            .is_ok()
+            .into()
     }
 
-    fn send_at_least_once(&self, out: &Outgoing, _now: Instant) -> bool {
+    fn send_at_least_once(&self, out: &Outgoing, _now: Instant) -> SendOutcome {
         let Some(id) = out.packet_id else {
-            return false;
+            return SendOutcome::Unsendable;
         };
         let mut publish = self
             .publish(out.message.topic.clone())
@@ -47,12 +48,12 @@ impl Outbound for v3::MqttSink {
         }
         publish
             .send_at_least_once_no_block(out.message.payload.clone())
-            .is_ok()
+            .into()
     }
 
-    async fn send_exactly_once(&self, out: &Outgoing, _now: Instant) -> bool {
+    async fn send_exactly_once(&self, out: &Outgoing, _now: Instant) -> SendOutcome {
         let Some(id) = out.packet_id else {
-            return false;
+            return SendOutcome::Unsendable;
         };
         let mut publish = self
             .publish(out.message.topic.clone())
@@ -62,8 +63,8 @@ impl Outbound for v3::MqttSink {
             publish = publish.retain();
         }
         match publish.send_exactly_once(out.message.payload.clone()).await {
-            Ok(received) => received.release().await.is_ok(),
-            Err(_) => false,
+            Ok(received) => received.release().await.into(),
+            Err(err) => Err::<(), _>(err).into(),
         }
     }
 

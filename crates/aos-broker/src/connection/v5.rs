@@ -16,7 +16,8 @@ use v5::codec::{
 
 use super::v3::deliver_retained_after_ack;
 use super::{
-    Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, message, peer_addr,
+    Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, message,
+    peer_addr,
 };
 use crate::auth::{ConnectRequest, Refusal};
 use crate::message::{Properties, min_qos};
@@ -59,17 +60,17 @@ impl Outbound for v5::MqttSink {
         v5::MqttSink::ready(self).await
     }
 
-    fn send_at_most_once(&self, out: &Outgoing, now: Instant) -> bool {
+    fn send_at_most_once(&self, out: &Outgoing, now: Instant) -> SendOutcome {
         self.publish(out.message.topic.clone())
             .retain(out.retain)
             .properties(|p| properties(out, now, p))
             .send_at_most_once(out.message.payload.clone())
-            .is_ok()
+            .into()
     }
 
-    fn send_at_least_once(&self, out: &Outgoing, now: Instant) -> bool {
+    fn send_at_least_once(&self, out: &Outgoing, now: Instant) -> SendOutcome {
         let Some(id) = out.packet_id else {
-            return false;
+            return SendOutcome::Unsendable;
         };
         self.publish(out.message.topic.clone())
             .packet_id(id.get())
@@ -77,12 +78,12 @@ impl Outbound for v5::MqttSink {
             .retain(out.retain)
             .properties(|p| properties(out, now, p))
             .send_at_least_once_no_block(out.message.payload.clone())
-            .is_ok()
+            .into()
     }
 
-    async fn send_exactly_once(&self, out: &Outgoing, now: Instant) -> bool {
+    async fn send_exactly_once(&self, out: &Outgoing, now: Instant) -> SendOutcome {
         let Some(id) = out.packet_id else {
-            return false;
+            return SendOutcome::Unsendable;
         };
         let sent = self
             .publish(out.message.topic.clone())
@@ -93,8 +94,8 @@ impl Outbound for v5::MqttSink {
             .send_exactly_once(out.message.payload.clone())
             .await;
         match sent {
-            Ok(received) => received.release().await.is_ok(),
-            Err(_) => false,
+            Ok(received) => received.release().await.into(),
+            Err(err) => Err::<(), _>(err).into(),
         }
     }
 
