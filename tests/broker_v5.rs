@@ -12,6 +12,19 @@ use rumqttc::v5::mqttbytes::v5::{
     PublishProperties, RetainForwardRule, SubscribeProperties, SubscribeReasonCode,
 };
 
+/// Will properties with only a will delay (seconds).
+fn will_delay(seconds: u32) -> LastWillProperties {
+    LastWillProperties {
+        delay_interval: Some(seconds),
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: vec![],
+    }
+}
+
 async fn next_is_marker(client: &mut Client5, marker: &str) {
     let p = client.publish_received().await;
     assert_eq!(
@@ -296,15 +309,7 @@ async fn a_will_with_a_delay_is_sent_only_after_the_delay() {
 
     let mut opts = options5(broker.port(), "delayed");
     opts.set_session_expiry_interval(Some(60));
-    let props = LastWillProperties {
-        delay_interval: Some(1),
-        payload_format_indicator: None,
-        message_expiry_interval: None,
-        content_type: None,
-        response_topic: None,
-        correlation_data: None,
-        user_properties: vec![],
-    };
+    let props = will_delay(1);
     opts.set_last_will(LastWill::new(
         "w/delayed",
         "late",
@@ -614,15 +619,7 @@ async fn a_session_that_expires_before_the_will_delay_publishes_the_will_then() 
     watcher.subscribe("ws/#", QoS::AtLeastOnce).await;
     let mut opts = options5(broker.port(), "short-lived");
     opts.set_session_expiry_interval(Some(1));
-    let props = LastWillProperties {
-        delay_interval: Some(3600),
-        payload_format_indicator: None,
-        message_expiry_interval: None,
-        content_type: None,
-        response_topic: None,
-        correlation_data: None,
-        user_properties: vec![],
-    };
+    let props = will_delay(3600);
     opts.set_last_will(LastWill::new(
         "ws/expired",
         "session over",

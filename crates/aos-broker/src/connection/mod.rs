@@ -76,27 +76,27 @@ impl ListenerContext {
         if open >= self.config.max_connections
             || self.listener_limit.is_some_and(|limit| here >= limit)
         {
-            self.release_slot();
-            self.broker
-                .metrics
-                .connections_refused
-                .get_or_create(&self.label())
-                .inc();
+            self.refused();
             return Admission::Busy;
         }
         match self.broker.auth.authenticate(&request).await {
             Ok(principal) => Admission::Accepted(principal),
             Err(refusal) => {
-                self.release_slot();
-                self.broker
-                    .metrics
-                    .connections_refused
-                    .get_or_create(&self.label())
-                    .inc();
+                self.refused();
                 tracing::info!(client_id = %request.client_id, user = ?request.username, ?refusal, "CONNECT refused");
                 Admission::Refused(refusal)
             }
         }
+    }
+
+    /// A CONNECT was refused: its slot is given back, and it is counted.
+    fn refused(&self) {
+        self.release_slot();
+        self.broker
+            .metrics
+            .connections_refused
+            .get_or_create(&self.label())
+            .inc();
     }
 
     /// Gives back a connection slot taken by `admit`.

@@ -16,6 +16,20 @@ use crate::topic::SubscriptionFilter;
 
 pub(crate) type Session = v3::Session<Conn>;
 
+/// A QoS 1/2 PUBLISH for `out`, with its packet id and flags (`None` without a packet id).
+fn acknowledged_publish(sink: &v3::MqttSink, out: &Outgoing) -> Option<v3::PublishBuilder> {
+    let id = out.packet_id?;
+    let publish = sink
+        .publish(out.message.topic.clone())
+        .packet_id(id.get())
+        .dup(out.dup);
+    Some(if out.retain {
+        publish.retain()
+    } else {
+        publish
+    })
+}
+
 impl Outbound for v3::MqttSink {
     fn is_ready(&self) -> bool {
         v3::MqttSink::is_ready(self)
@@ -36,32 +50,18 @@ impl Outbound for v3::MqttSink {
     }
 
     fn send_at_least_once(&self, out: &Outgoing, _now: Instant) -> SendOutcome {
-        let Some(id) = out.packet_id else {
-            return SendOutcome::Unsendable;
-        };
-        let mut publish = self
-            .publish(out.message.topic.clone())
-            .packet_id(id.get())
-            .dup(out.dup);
-        if out.retain {
-            publish = publish.retain();
+        match acknowledged_publish(self, out) {
+            Some(publish) => publish
+                .send_at_least_once_no_block(out.message.payload.clone())
+                .into(),
+            None => SendOutcome::Unsendable,
         }
-        publish
-            .send_at_least_once_no_block(out.message.payload.clone())
-            .into()
     }
 
     async fn send_exactly_once(&self, out: &Outgoing, _now: Instant) -> SendOutcome {
-        let Some(id) = out.packet_id else {
+        let Some(publish) = acknowledged_publish(self, out) else {
             return SendOutcome::Unsendable;
         };
-        let mut publish = self
-            .publish(out.message.topic.clone())
-            .packet_id(id.get())
-            .dup(out.dup);
-        if out.retain {
-            publish = publish.retain();
-        }
         match publish.send_exactly_once(out.message.payload.clone()).await {
             Ok(received) => received.release().await.into(),
             Err(err) => Err::<(), _>(err).into(),

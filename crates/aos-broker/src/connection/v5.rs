@@ -51,6 +51,23 @@ fn properties(out: &Outgoing, now: Instant, p: &mut v5::codec::PublishProperties
     }
 }
 
+/// A QoS 1/2 PUBLISH for `out`, with its packet id, flags and properties (`None` without a
+/// packet id).
+fn acknowledged_publish(
+    sink: &v5::MqttSink,
+    out: &Outgoing,
+    now: Instant,
+) -> Option<v5::PublishBuilder> {
+    let id = out.packet_id?;
+    Some(
+        sink.publish(out.message.topic.clone())
+            .packet_id(id.get())
+            .dup(out.dup)
+            .retain(out.retain)
+            .properties(|p| properties(out, now, p)),
+    )
+}
+
 impl Outbound for v5::MqttSink {
     fn is_ready(&self) -> bool {
         v5::MqttSink::is_ready(self)
@@ -69,31 +86,19 @@ impl Outbound for v5::MqttSink {
     }
 
     fn send_at_least_once(&self, out: &Outgoing, now: Instant) -> SendOutcome {
-        let Some(id) = out.packet_id else {
-            return SendOutcome::Unsendable;
-        };
-        self.publish(out.message.topic.clone())
-            .packet_id(id.get())
-            .dup(out.dup)
-            .retain(out.retain)
-            .properties(|p| properties(out, now, p))
-            .send_at_least_once_no_block(out.message.payload.clone())
-            .into()
+        match acknowledged_publish(self, out, now) {
+            Some(publish) => publish
+                .send_at_least_once_no_block(out.message.payload.clone())
+                .into(),
+            None => SendOutcome::Unsendable,
+        }
     }
 
     async fn send_exactly_once(&self, out: &Outgoing, now: Instant) -> SendOutcome {
-        let Some(id) = out.packet_id else {
+        let Some(publish) = acknowledged_publish(self, out, now) else {
             return SendOutcome::Unsendable;
         };
-        let sent = self
-            .publish(out.message.topic.clone())
-            .packet_id(id.get())
-            .dup(out.dup)
-            .retain(out.retain)
-            .properties(|p| properties(out, now, p))
-            .send_exactly_once(out.message.payload.clone())
-            .await;
-        match sent {
+        match publish.send_exactly_once(out.message.payload.clone()).await {
             Ok(received) => received.release().await.into(),
             Err(err) => Err::<(), _>(err).into(),
         }
