@@ -196,15 +196,6 @@ async fn a_silent_client_is_dropped_after_one_and_a_half_keep_alives_and_its_wil
     assert_eq!(watcher.publish_received().await.payload.as_ref(), b"bye");
 }
 
-/// The value of an unlabelled counter on the node's `/metrics`.
-fn metric(broker: &Broker, name: &str) -> u64 {
-    let (_, text) = common::http_get(broker.process.ports.admin, "/metrics").expect("GET /metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-}
-
 #[tokio::test]
 async fn a_subscriber_that_does_not_read_blocks_nobody_and_its_overflow_is_counted() {
     let broker = Broker::start(&[
@@ -236,7 +227,7 @@ async fn a_subscriber_that_does_not_read_blocks_nobody_and_its_overflow_is_count
         b"unaffected"
     );
     assert!(
-        metric(&broker, "aos_broker_dropped_queue_full_total") > 0,
+        broker.metric("aos_broker_dropped_queue_full_total") > 0,
         "the stalled subscriber's overflow is counted"
     );
     drop(stalled);

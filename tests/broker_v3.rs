@@ -154,6 +154,11 @@ async fn a_persistent_session_keeps_subscriptions_and_queues_while_offline() {
             .publish_acked("q/x", false, format!("m{i}").as_bytes())
             .await;
     }
+    assert_eq!(
+        broker.metric("aos_broker_queued_messages"),
+        3,
+        "waiting for the client"
+    );
     let (mut keeper, ack) = Client3::connect(opts).await.expect("reconnect");
     assert!(ack.session_present, "the session was kept");
     for i in 0..3 {

@@ -264,4 +264,13 @@ impl Broker {
     pub fn port(&self) -> u16 {
         self.process.ports.mqtt
     }
+
+    /// The value of an unlabelled metric on the node's `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, text) = http_get(self.process.ports.admin, "/metrics").expect("GET /metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    }
 }

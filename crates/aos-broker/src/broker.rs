@@ -198,7 +198,11 @@ impl Broker {
         sessions: &mut HashMap<ByteString, Arc<Session>>,
         client_id: &ByteString,
     ) -> Arc<Session> {
-        let session = Arc::new(Session::new(self.next_id(), client_id.clone()));
+        let session = Arc::new(Session::new(
+            self.next_id(),
+            client_id.clone(),
+            self.metrics.session_queues.clone(),
+        ));
         sessions.insert(client_id.clone(), session.clone());
         self.metrics.sessions.set(sessions.len() as i64);
         session
@@ -279,6 +283,7 @@ impl Broker {
             (subs, state.will.take(), state.link.take())
         };
         self.remove_subscriptions(session, &subscriptions);
+        session.discard();
         if let (Some(link), Some(kick)) = (link, kick)
             && let Some(tx) = link.kick
         {

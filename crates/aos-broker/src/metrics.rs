@@ -38,6 +38,8 @@ pub struct BrokerMetrics {
     pub dropped_oversize: Counter,
     /// Publishes and subscriptions refused by the ACL.
     pub denied: Counter,
+    /// Messages waiting in session queues, and sent but not yet acknowledged.
+    pub session_queues: crate::session::QueueGauges,
 }
 
 impl BrokerMetrics {
@@ -112,6 +114,16 @@ impl BrokerMetrics {
             "broker_dropped_oversize",
             "Messages dropped because they exceed the receiving client's maximum packet size",
             self.dropped_oversize.clone(),
+        );
+        m.register(
+            "broker_queued_messages",
+            "Messages waiting in session queues (all sessions)",
+            self.session_queues.queued.clone(),
+        );
+        m.register(
+            "broker_inflight_messages",
+            "QoS 1/2 messages sent and not yet acknowledged (all sessions)",
+            self.session_queues.inflight.clone(),
         );
         m.register(
             "broker_denied",

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use ntex::util::ByteString;
 use ntex_mqtt::QoS;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, oneshot};
 
 use crate::message::Message;
@@ -171,22 +172,41 @@ impl SessionState {
     }
 }
 
+/// Broker-wide gauges every session keeps current: messages waiting, and in flight.
+#[derive(Clone, Default)]
+pub struct QueueGauges {
+    pub queued: Gauge,
+    pub inflight: Gauge,
+}
+
 pub struct Session {
     /// Unique for the broker's lifetime (never reused), unlike client ids.
     pub id: u64,
     pub client_id: ByteString,
     connected: AtomicBool,
     state: Mutex<SessionState>,
+    gauges: QueueGauges,
 }
 
 impl Session {
-    pub fn new(id: u64, client_id: ByteString) -> Session {
+    pub fn new(id: u64, client_id: ByteString, gauges: QueueGauges) -> Session {
         Session {
             id,
             client_id,
             connected: AtomicBool::new(false),
             state: Mutex::new(SessionState::default()),
+            gauges,
         }
+    }
+
+    /// Drops everything the session holds (it has ended).
+    pub fn discard(&self) {
+        let mut state = self.lock();
+        self.gauges.queued.dec_by(state.queue.len() as i64);
+        self.gauges.inflight.dec_by(state.inflight.len() as i64);
+        state.queue.clear();
+        state.inflight.clear();
+        state.queued_bytes = 0;
     }
 
     pub fn lock(&self) -> MutexGuard<'_, SessionState> {
@@ -204,6 +224,8 @@ impl Session {
         state.disconnected_at = None;
         // Unacknowledged messages are sent again first, flagged DUP, with their packet ids.
         let resend: Vec<Outgoing> = state.inflight.drain(..).collect();
+        self.gauges.inflight.dec_by(resend.len() as i64);
+        self.gauges.queued.inc_by(resend.len() as i64);
         for mut out in resend.into_iter().rev() {
             out.dup = true;
             state.queued_bytes += out.message.weight();
@@ -245,6 +267,7 @@ impl Session {
         }
         state.queued_bytes += weight;
         state.queue.push_back(out);
+        self.gauges.queued.inc();
         if let Some(link) = &state.link {
             link.wake.notify_one();
         }
@@ -261,6 +284,7 @@ impl Session {
             let Some(mut out) = state.queue.pop_front() else {
                 return (None, expired);
             };
+            self.gauges.queued.dec();
             state.queued_bytes = state.queued_bytes.saturating_sub(out.message.weight());
             if out.message.is_expired(now) {
                 expired += 1;
@@ -271,6 +295,7 @@ impl Session {
                     out.packet_id = Some(state.next_packet_id());
                 }
                 state.inflight.push_back(out.clone());
+                self.gauges.inflight.inc();
             }
             return (Some(out), expired);
         }
@@ -281,6 +306,7 @@ impl Session {
         let mut state = self.lock();
         if let Some(pos) = state.inflight.iter().position(|o| o.packet_id == Some(id)) {
             state.inflight.remove(pos);
+            self.gauges.inflight.dec();
         }
     }
 
@@ -326,7 +352,7 @@ mod tests {
 
     #[test]
     fn offline_sessions_keep_qos1_but_not_qos0() {
-        let s = Session::new(1, "c".into());
+        let s = Session::new(1, "c".into(), QueueGauges::default());
         assert_eq!(
             s.enqueue(out(QoS::AtMostOnce, "a"), ROOMY),
             Enqueued::SkippedOffline
@@ -340,7 +366,7 @@ mod tests {
 
     #[test]
     fn queues_are_bounded_by_count_and_bytes() {
-        let s = Session::new(1, "c".into());
+        let s = Session::new(1, "c".into(), QueueGauges::default());
         s.attach(link(1));
         let two = QueueLimits {
             max_messages: 2,
@@ -356,7 +382,7 @@ mod tests {
             max_messages: 100,
             max_bytes: 5,
         };
-        let s = Session::new(2, "d".into());
+        let s = Session::new(2, "d".into(), QueueGauges::default());
         s.attach(link(1));
         assert_eq!(
             s.enqueue(out(QoS::AtMostOnce, "abc"), small),
@@ -370,7 +396,7 @@ mod tests {
 
     #[test]
     fn unacknowledged_messages_are_resent_first_with_dup_and_their_ids() {
-        let s = Session::new(1, "c".into());
+        let s = Session::new(1, "c".into(), QueueGauges::default());
         s.attach(link(1));
         s.enqueue(out(QoS::AtLeastOnce, "one"), ROOMY);
         s.enqueue(out(QoS::AtLeastOnce, "two"), ROOMY);
@@ -392,7 +418,7 @@ mod tests {
 
     #[test]
     fn a_stale_connection_cannot_detach_its_successor() {
-        let s = Session::new(1, "c".into());
+        let s = Session::new(1, "c".into(), QueueGauges::default());
         s.attach(link(1));
         assert!(s.attach(link(2)).is_some());
         assert!(!s.detach(1));
