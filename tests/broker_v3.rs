@@ -357,3 +357,49 @@ async fn unacknowledged_messages_are_resent_with_dup_after_reconnect() {
     assert!(again.dup, "a resend is flagged DUP");
     assert_eq!(again.pkid, first.pkid, "with its packet identifier");
 }
+
+#[tokio::test]
+async fn a_publishers_messages_arrive_in_the_order_it_sent_them() {
+    let broker = Broker::start(&[
+        ("AOS_BROKER__MAX_QUEUED_MESSAGES", "1000000"),
+        ("AOS_BROKER__MAX_QUEUED_BYTES", "1000000000"),
+    ]);
+    let mut sub = Client3::start(broker.port(), "sub").await;
+    sub.subscribe("seq/#", QoS::AtLeastOnce).await;
+    let mut publisher = Client3::start(broker.port(), "pub").await;
+    let total = 30_000u32;
+    for i in 0..total {
+        // Alternating QoS and two topics: the order holds per publisher and topic.
+        let qos = if i % 3 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        let topic = if i % 2 == 0 { "seq/a" } else { "seq/b" };
+        publisher.publish(topic, qos, false, &i.to_be_bytes()).await;
+    }
+    publisher.publish_acked("seq/end", false, b"").await;
+    let mut last = [None::<u32>; 2];
+    loop {
+        let p = sub.publish_received().await;
+        if p.topic == "seq/end" {
+            break;
+        }
+        let n = u32::from_be_bytes(p.payload[..4].try_into().expect("4 bytes"));
+        let slot = usize::from(p.topic == "seq/b");
+        if let Some(previous) = last[slot] {
+            assert!(
+                n > previous,
+                "{} arrived after {previous} on {}",
+                n,
+                p.topic
+            );
+        }
+        last[slot] = Some(n);
+    }
+    assert_eq!(
+        last,
+        [Some(total - 2), Some(total - 1)],
+        "nothing lost at the end"
+    );
+}

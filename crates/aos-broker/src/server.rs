@@ -17,7 +17,7 @@ use ntex_mqtt::{MqttError, MqttServer, MqttServiceConfig, QoS, v3, v5};
 use ntex_tls::rustls::TlsAcceptor;
 
 use crate::config::Transport;
-use crate::connection::{ConnError, ListenerContext, SecondConnect, v3 as c3, v5 as c5};
+use crate::connection::{ConnError, ConnectionGuard, ListenerContext, v3 as c3, v5 as c5};
 
 /// Time a client has to send its whole CONNECT after connecting.
 const CONNECT_TIMEOUT: Seconds = Seconds(10);
@@ -48,7 +48,7 @@ fn mqtt<F: Filter>(
                 .control(fn_factory_with_config(async |s: c3::Session| {
                     Ok::<_, ConnError>(fn_service(move |m| c3::control(s.clone(), m)))
                 }))
-                .middleware(SecondConnect)
+                .middleware(ConnectionGuard)
                 .publish(fn_factory_with_config(async |s: c3::Session| {
                     Ok::<_, ConnError>(fn_service(move |m| c3::publish(s.clone(), m)))
                 })),
@@ -62,7 +62,7 @@ fn mqtt<F: Filter>(
                     Ok::<_, ConnError>(fn_service(move |m| c5::control(s.clone(), m)))
                 }))
                 .middleware(c5::ExactlyOnce)
-                .middleware(SecondConnect)
+                .middleware(ConnectionGuard)
                 .publish(fn_factory_with_config(async |s: c5::Session| {
                     Ok::<_, ConnError>(fn_service(move |m| c5::publish(s.clone(), m)))
                 })),

@@ -1,52 +1,87 @@
-//! A dispatcher middleware for what ntex-mqtt 8.2.1 lets through: a second CONNECT on an open
-//! connection is a protocol violation ([MQTT-3.1.0-2]) and closes it (5.0: DISCONNECT 0x82).
+//! The outermost dispatcher middleware of every connection. It sees the client's packets in
+//! arrival order, and
+//!
+//! - closes the connection on a second CONNECT ([MQTT-3.1.0-2]; 5.0: DISCONNECT 0x82), which
+//!   ntex-mqtt 8.2.1 would silently ignore;
+//! - gives every PUBLISH its place in the arrival order (see [`super::order`]), settled once
+//!   the packet has been handled.
+
+use std::ops::Deref;
 
 use ntex::service::{Middleware, Service, ServiceCtx};
 use ntex_mqtt::ProtocolError;
 use ntex_mqtt::error::DispatcherError;
 use ntex_mqtt::{v3, v5};
 
-/// Recognises CONNECT among the packets of either protocol version.
-pub(crate) trait ConnectPacket {
+use super::Conn;
+use super::order::publish_key;
+
+/// What the guard needs to know of a packet of either protocol version.
+pub(crate) trait InboundPacket {
     fn is_connect(&self) -> bool;
+    /// The ordering key of a PUBLISH.
+    fn publish_key(&self) -> Option<u64>;
 }
 
-impl ConnectPacket for v3::codec::Decoded {
+impl InboundPacket for v3::codec::Decoded {
     fn is_connect(&self) -> bool {
         matches!(
             self,
             v3::codec::Decoded::Packet(v3::codec::Packet::Connect(_), _)
         )
     }
+
+    fn publish_key(&self) -> Option<u64> {
+        match self {
+            v3::codec::Decoded::Publish(p, payload, _) => {
+                Some(publish_key(&p.topic, None, p.payload_size, payload))
+            }
+            _ => None,
+        }
+    }
 }
 
-impl ConnectPacket for v5::codec::Decoded {
+impl InboundPacket for v5::codec::Decoded {
     fn is_connect(&self) -> bool {
         matches!(
             self,
             v5::codec::Decoded::Packet(v5::codec::Packet::Connect(_), _)
         )
     }
-}
 
-pub(crate) struct SecondConnect;
-
-impl<S, C> Middleware<S, C> for SecondConnect {
-    type Service = SecondConnectService<S>;
-
-    fn create(&self, inner: S, _: C) -> Self::Service {
-        SecondConnectService { inner }
+    fn publish_key(&self) -> Option<u64> {
+        match self {
+            v5::codec::Decoded::Publish(p, payload, _) => Some(publish_key(
+                &p.topic,
+                p.properties.topic_alias,
+                p.payload_size,
+                payload,
+            )),
+            _ => None,
+        }
     }
 }
 
-pub(crate) struct SecondConnectService<S> {
-    inner: S,
+pub(crate) struct ConnectionGuard;
+
+impl<S, St> Middleware<S, (ntex::SharedCfg, St)> for ConnectionGuard {
+    type Service = ConnectionGuardService<S, St>;
+
+    fn create(&self, inner: S, (_, session): (ntex::SharedCfg, St)) -> Self::Service {
+        ConnectionGuardService { inner, session }
+    }
 }
 
-impl<S, R, E> Service<R> for SecondConnectService<S>
+pub(crate) struct ConnectionGuardService<S, St> {
+    inner: S,
+    session: St,
+}
+
+impl<S, St, R, E> Service<R> for ConnectionGuardService<S, St>
 where
     S: Service<R, Error = DispatcherError<E>>,
-    R: ConnectPacket,
+    St: Deref<Target = Conn>,
+    R: InboundPacket,
 {
     type Response = S::Response;
     type Error = DispatcherError<E>;
@@ -65,6 +100,15 @@ where
                 "a second CONNECT on an open connection [MQTT-3.1.0-2]",
             )));
         }
-        ctx.call(&self.inner, request).await
+        // Runs in arrival order: nothing above awaits.
+        let ticket = request
+            .publish_key()
+            .map(|key| self.session.order.arrived(key));
+        let result = ctx.call(&self.inner, request).await;
+        if let Some(ticket) = ticket {
+            // Whatever happened to it (refused, a duplicate, an error), its place is released.
+            self.session.release(Some(ticket), None);
+        }
+        result
     }
 }

@@ -2,6 +2,7 @@
 //! that drains the session's queue into the socket, and clean-up when the connection ends.
 
 mod guard;
+mod order;
 pub(crate) mod v3;
 pub(crate) mod v5;
 
@@ -23,7 +24,7 @@ use crate::metrics::{ListenerLabel, QosLabel};
 use crate::session::{Kick, Link, Outgoing, Session, Will};
 use crate::topic::valid_topic_name;
 
-pub(crate) use guard::SecondConnect;
+pub(crate) use guard::ConnectionGuard;
 
 /// The error type of the connection services.
 #[derive(Debug)]
@@ -164,6 +165,7 @@ impl ListenerContext {
                 disconnect_expiry: Cell::new(None),
                 closed,
                 finished: Cell::new(false),
+                order: Default::default(),
                 exactly_once: Default::default(),
             },
             present,
@@ -189,6 +191,8 @@ pub struct Conn {
     /// Tells the writer task that the connection is gone.
     closed: Arc<Notify>,
     finished: Cell<bool>,
+    /// Keeps this client's publishes in arrival order (see `order`).
+    pub(crate) order: order::InboundOrder,
     /// 5.0 QoS 2 publishes in progress, handed to ntex-mqtt as QoS 1 (see `v5::ExactlyOnce`).
     pub(crate) exactly_once: std::cell::RefCell<std::collections::HashSet<std::num::NonZeroU16>>,
 }
@@ -225,8 +229,16 @@ impl Conn {
         );
     }
 
-    /// Checks and routes a PUBLISH from this client.
-    pub(crate) async fn publish(&self, message: Message) -> PublishOutcome {
+    /// Checks a PUBLISH from this client, hands it to the platform hook, and routes it in its
+    /// arrival order. `key` is its ordering key (see `order::publish_key`).
+    pub(crate) async fn publish(&self, key: u64, message: Message) -> PublishOutcome {
+        let ticket = self.order.claim(key);
+        let (outcome, accepted) = self.accept(message).await;
+        self.release(ticket, accepted);
+        outcome
+    }
+
+    async fn accept(&self, message: Message) -> (PublishOutcome, Option<Message>) {
         let metrics = &self.broker().metrics;
         metrics
             .messages_received
@@ -236,7 +248,7 @@ impl Conn {
             .inc();
         metrics.bytes_received.inc_by(message.payload.len() as u64);
         if !valid_topic_name(&message.topic) {
-            return PublishOutcome::TopicInvalid;
+            return (PublishOutcome::TopicInvalid, None);
         }
         if message.topic.starts_with("$SYS")
             || !self
@@ -245,19 +257,36 @@ impl Conn {
                 .may_publish(&self.principal, &message.topic)
         {
             metrics.denied.inc();
-            return PublishOutcome::NotAuthorized;
+            return (PublishOutcome::NotAuthorized, None);
         }
         if let Some(hook) = self.broker().hook()
             && let Err(err) = hook.accept(&self.principal, &message).await
         {
             tracing::warn!(client_id = %self.session.client_id, %err, "publish not taken by the platform");
-            return match err {
+            let outcome = match err {
                 HookError::Busy(_) => PublishOutcome::Busy,
                 HookError::Failed(_) => PublishOutcome::Failed,
             };
+            return (outcome, None);
         }
-        self.broker().publish(message);
-        PublishOutcome::Accepted
+        (PublishOutcome::Accepted, Some(message))
+    }
+
+    /// Finishes a publish's place in the arrival order (routing `message`, if any, once every
+    /// earlier publish is finished). Without a place, routes at once.
+    pub(crate) fn release(&self, ticket: Option<u64>, message: Option<Message>) {
+        match ticket {
+            Some(ticket) => {
+                for message in self.order.complete(ticket, message) {
+                    self.broker().publish(message);
+                }
+            }
+            None => {
+                if let Some(message) = message {
+                    self.broker().publish(message);
+                }
+            }
+        }
     }
 }
 

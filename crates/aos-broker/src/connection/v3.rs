@@ -161,14 +161,16 @@ pub(crate) async fn publish(session: Session, publish: v3::Publish) -> Result<()
         .read_all()
         .await
         .map_err(|_| ConnError::Protocol("payload could not be read"))?;
+    let packet = publish.packet();
+    let key = super::order::publish_key(&packet.topic, None, packet.payload_size, &payload);
     let message = message(
         conn.session.id,
-        publish.packet().topic.clone(),
+        packet.topic.clone(),
         payload,
         publish.qos(),
         publish.retain(),
     );
-    match conn.publish(message).await {
+    match conn.publish(key, message).await {
         // 3.1.1 has no negative acknowledgement: a refused publish is acknowledged and dropped.
         PublishOutcome::Accepted | PublishOutcome::NotAuthorized => Ok(()),
         PublishOutcome::TopicInvalid => Err(ConnError::Protocol("invalid topic name")),

@@ -318,8 +318,14 @@ pub(crate) async fn publish(
     if !forwarded.is_empty() {
         msg.properties = Some(Box::new(forwarded));
     }
+    let key = super::order::publish_key(
+        &packet.topic,
+        props.topic_alias,
+        packet.payload_size,
+        &msg.payload,
+    );
     let ack = publish.ack();
-    Ok(match conn.publish(msg).await {
+    Ok(match conn.publish(key, msg).await {
         PublishOutcome::Accepted => ack,
         PublishOutcome::TopicInvalid => ack
             .reason_code(PublishAckReason::TopicNameInvalid)
