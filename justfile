@@ -19,6 +19,10 @@ check-features:
     cargo check -p aos --no-default-features --features worker
     cargo check -p aos --no-default-features --features web
 
-# Benchmarks against Mosquitto (the load tool arrives with the benchmark issue).
+# Benchmarks: AOS against Mosquitto, same tool, same machine (~10 minutes; see docs/performance.md).
 bench:
     scripts/bench
+
+# A quick benchmark round (under a minute), to compare before and after a change.
+bench-quick:
+    scripts/bench --quick

@@ -119,7 +119,7 @@ impl Default for BrokerConfig {
             max_qos: 2,
             max_keepalive: 600,
             receive_maximum: 128,
-            max_inflight: 64,
+            max_inflight: 1000,
             max_topic_alias: 32,
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,
