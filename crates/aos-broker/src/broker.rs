@@ -452,12 +452,4 @@ impl Broker {
         }
         queued
     }
-
-    /// Number of retained messages.
-    pub fn retained_count(&self) -> usize {
-        self.retained
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
-    }
 }

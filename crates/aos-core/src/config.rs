@@ -166,15 +166,6 @@ impl Settings {
         })
     }
 
-    /// Defaults only, as if no file, environment or flag were given.
-    pub fn defaults() -> Settings {
-        Settings {
-            figment: Figment::new(),
-            core: CoreConfig::default(),
-            file: None,
-        }
-    }
-
     pub fn core(&self) -> &CoreConfig {
         &self.core
     }

@@ -47,11 +47,6 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<BusMessage> {
         self.rx.recv().await
     }
-
-    /// A message already waiting, without blocking.
-    pub fn try_next(&mut self) -> Option<BusMessage> {
-        self.rx.try_recv().ok()
-    }
 }
 
 #[async_trait]
