@@ -76,6 +76,14 @@ async fn closed(stream: &mut TcpStream) -> Option<u8> {
     reason
 }
 
+/// A 5.0 client sending `packet` is disconnected with an error reason code.
+async fn refused_with_disconnect(broker: &Broker, client_id: &str, packet: &[u8]) {
+    let mut v5 = connected(broker, 5, client_id).await;
+    v5.write_all(packet).await.expect("write");
+    let reason = closed(&mut v5).await.expect("a DISCONNECT");
+    assert!(reason >= 0x80, "reason {reason:#x}");
+}
+
 /// The broker still routes messages between well-behaved clients.
 async fn still_serving(broker: &Broker) {
     let mut sub = Client3::start(broker.port(), "still-sub").await;
@@ -133,24 +141,14 @@ async fn a_wildcard_in_a_publish_topic_closes_the_connection() {
         .expect("PUBLISH");
     closed(&mut v3).await;
 
-    let mut v5 = connected(&broker, 5, "wild5").await;
-    v5.write_all(&[0x30, 6, 0, 3, b'a', b'/', b'+', 0])
-        .await
-        .expect("PUBLISH");
-    let reason = closed(&mut v5).await.expect("a DISCONNECT");
-    assert!(reason >= 0x80, "reason {reason:#x}");
+    refused_with_disconnect(&broker, "wild5", &[0x30, 6, 0, 3, b'a', b'/', b'+', 0]).await;
     still_serving(&broker).await;
 }
 
 #[tokio::test]
 async fn invalid_utf8_in_a_topic_is_malformed() {
     let broker = Broker::start(&[]);
-    let mut v5 = connected(&broker, 5, "utf8").await;
-    v5.write_all(&[0x30, 6, 0, 3, b'a', 0xff, 0xfe, 0])
-        .await
-        .expect("PUBLISH");
-    let reason = closed(&mut v5).await.expect("a DISCONNECT");
-    assert!(reason >= 0x80, "reason {reason:#x}");
+    refused_with_disconnect(&broker, "utf8", &[0x30, 6, 0, 3, b'a', 0xff, 0xfe, 0]).await;
     still_serving(&broker).await;
 }
 

@@ -75,8 +75,6 @@ async fn wildcards_follow_the_topic_rules() {
     let broker = Broker::start(&[]);
     let mut all = Client3::start(broker.port(), "all").await;
     all.subscribe("#", QoS::AtMostOnce).await;
-    let mut sys = Client3::start(broker.port(), "sys").await;
-    sys.subscribe("$SYS/#", QoS::AtMostOnce).await;
     let mut one_level = Client3::start(broker.port(), "one").await;
     one_level.subscribe("a/+", QoS::AtMostOnce).await;
 
