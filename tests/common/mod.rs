@@ -144,6 +144,30 @@ impl Aos {
         }
     }
 
+    /// One more argument, which need not be UTF-8.
+    pub fn arg(mut self, arg: impl AsRef<std::ffi::OsStr>) -> Aos {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// Runs to completion with `input` on standard input; returns (status, stdout, stderr).
+    pub fn output_with_input(mut self, input: &str) -> (ExitStatus, String, String) {
+        use std::io::Write;
+        let mut child = self.cmd.stdin(Stdio::piped()).spawn().expect("spawn aos");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("run aos");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Runs to completion; returns (status, stdout, stderr).
     pub fn output(mut self) -> (ExitStatus, String, String) {
         let out = self.cmd.output().expect("run aos");

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::BytesMut;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,6 +76,20 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         subscribers: usize,
     },
+    /// N devices publishing telemetry JSON with K attributes to `aos/{device}/telemetry`,
+    /// measured until the platform has stored it: the counter `stored_counter` (stored rows,
+    /// one per attribute) is read from the node's Prometheus endpoint `metrics_url`.
+    Ingest {
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        #[arg(long, default_value_t = 3)]
+        attributes: usize,
+        /// The node's metrics endpoint, e.g. http://127.0.0.1:9090/metrics.
+        #[arg(long)]
+        metrics_url: String,
+        #[arg(long, default_value = "aos_ledger_rows_total")]
+        stored_counter: String,
+    },
     /// Open N idle connections and hold them.
     Connections {
         #[arg(long, default_value_t = 1000)]
@@ -94,6 +109,8 @@ struct Plan {
     /// Whether each subscriber sees each of its publishers' messages in order (not so for a
     /// shared subscription, whose members split them).
     ordered: bool,
+    /// Telemetry with this many attributes instead of timestamped binary payloads.
+    telemetry: Option<usize>,
 }
 
 impl Plan {
@@ -105,6 +122,7 @@ impl Plan {
                 publishers: (0..pairs).map(|i| format!("bench/p2p/{i}")).collect(),
                 fanout: 1,
                 ordered: true,
+                telemetry: None,
             },
             Scenario::Fanin { publishers, shared } => Plan {
                 name: "fanin",
@@ -118,6 +136,7 @@ impl Plan {
                     .collect(),
                 fanout: 1,
                 ordered: shared == 0,
+                telemetry: None,
             },
             Scenario::Fanout { subscribers } => Plan {
                 name: "fanout",
@@ -125,6 +144,21 @@ impl Plan {
                 publishers: vec!["bench/fanout".into()],
                 fanout: subscribers as u64,
                 ordered: true,
+                telemetry: None,
+            },
+            Scenario::Ingest {
+                devices,
+                attributes,
+                ..
+            } => Plan {
+                name: "ingest",
+                subscribers: Vec::new(),
+                publishers: (0..devices)
+                    .map(|i| format!("aos/bench-dev-{i}/telemetry"))
+                    .collect(),
+                fanout: 0,
+                ordered: false,
+                telemetry: Some(attributes),
             },
             Scenario::Connections { .. } => unreachable!("not a message scenario"),
         }
@@ -160,6 +194,11 @@ struct Report {
     broker_cpu_percent: Option<f64>,
     broker_rss_kib: Option<u64>,
     broker_rss_per_connection_bytes: Option<f64>,
+    /// Ingest: rows (one per attribute) stored per second in the window, the same as messages,
+    /// and how long after the last publish everything sent was stored (None: not within 60 s).
+    stored_rows_per_s: Option<f64>,
+    stored_messages_per_s: Option<f64>,
+    stored_all_after_s: Option<f64>,
 }
 
 fn print(report: &Report, json: bool) -> anyhow::Result<()> {
@@ -200,6 +239,16 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
     if let Some(per) = report.broker_rss_per_connection_bytes {
         println!("broker rss / conn   {per:.0} bytes");
     }
+    if let (Some(rows), Some(messages)) = (report.stored_rows_per_s, report.stored_messages_per_s) {
+        let after = report
+            .stored_all_after_s
+            .map_or("not within 60 s".into(), |s| {
+                format!("{s:.1} s after the last publish")
+            });
+        println!(
+            "stored              {messages:>12.0} msg/s  {rows:>10.0} rows/s  all stored {after}"
+        );
+    }
     Ok(())
 }
 
@@ -214,7 +263,6 @@ async fn main() -> anyhow::Result<()> {
         port: cli.port,
         protocol: cli.protocol,
     };
-    client::check_reachable(&target).await?;
     let report = match cli.scenario.clone() {
         Scenario::Connections { clients, hold } => connections(&cli, clients, hold).await?,
         scenario => messages(&cli, &target, &Plan::of(&scenario)).await?,
@@ -236,60 +284,226 @@ fn cpu_percent(
     )
 }
 
+/// Most QoS 1/2 messages a publisher keeps unacknowledged (as a device library would).
+const MAX_INFLIGHT: u64 = 1000;
+/// Most messages written in one go by a publisher at an unlimited rate.
+const BATCH: u64 = 64;
+
+/// Runs one subscriber until its connection ends: records every PUBLISH, acknowledges QoS 1/2.
+async fn subscriber(
+    mut connection: client::Connection,
+    received: Arc<Mutex<Received>>,
+    window: Arc<(AtomicU64, AtomicU64)>,
+    ordered: bool,
+) {
+    let protocol = connection.protocol;
+    let mut acks = BytesMut::new();
+    while let Ok(true) = connection.reader.fill().await {
+        let at = now_ns();
+        let w = (
+            window.0.load(Ordering::Relaxed),
+            window.1.load(Ordering::Relaxed),
+        );
+        {
+            let mut sink = received.lock().unwrap_or_else(|e| e.into_inner());
+            connection.reader.packets(|first, body| match first >> 4 {
+                client::kind::PUBLISH => {
+                    if let Some(p) = client::parse_publish(first, body, protocol) {
+                        sink.record(p.payload, at, w, ordered);
+                        match p.qos {
+                            1 => client::put_ack(&mut acks, client::kind::PUBACK, p.packet_id),
+                            2 => client::put_ack(&mut acks, client::kind::PUBREC, p.packet_id),
+                            _ => {}
+                        }
+                    }
+                }
+                client::kind::PUBREL => {
+                    if let Some(id) = client::ack_id(body) {
+                        client::put_ack(&mut acks, client::kind::PUBCOMP, id);
+                    }
+                }
+                _ => {}
+            });
+        }
+        if !acks.is_empty() {
+            if connection.writer.write_all(&acks).await.is_err() {
+                return;
+            }
+            acks.clear();
+        }
+    }
+}
+
+/// What a publisher is told: its topic, its share of the rate, and the run's clock.
+struct PublisherPlan {
+    id: u32,
+    topic: String,
+    qos: u8,
+    size: usize,
+    /// Telemetry with this many attributes instead of a timestamped binary payload.
+    telemetry: Option<usize>,
+    /// Messages per second for this publisher; 0: unlimited.
+    rate: f64,
+    start: u64,
+    to: u64,
+}
+
+/// Publishes until `plan.to`, paced to its rate, keeping at most MAX_INFLIGHT QoS 1/2 messages
+/// unacknowledged; `on_written(n, at)` counts messages once they are written to the socket.
+/// Returns the connection for a clean DISCONNECT, unless a write was left unfinished.
+async fn publisher(
+    mut connection: client::Connection,
+    plan: PublisherPlan,
+    on_written: impl Fn(u64, u64),
+) -> anyhow::Result<Option<client::Connection>> {
+    let protocol = connection.protocol;
+    let (mut seq, mut inflight, mut next_id) = (0u64, 0u64, 0u16);
+    let mut out = BytesMut::new();
+    loop {
+        let now = now_ns();
+        if now >= plan.to {
+            return Ok(Some(connection));
+        }
+        let due = if plan.rate > 0.0 {
+            (((now - plan.start) as f64 * plan.rate / 1e9) as u64).saturating_sub(seq)
+        } else {
+            BATCH
+        };
+        let room = if plan.qos > 0 {
+            MAX_INFLIGHT - inflight
+        } else {
+            u64::MAX
+        };
+        let n = due.min(room).min(BATCH * 16);
+        for _ in 0..n {
+            next_id = next_id.checked_add(1).unwrap_or(1);
+            let payload = match plan.telemetry {
+                Some(attributes) => stats::telemetry(seq, attributes),
+                None => stats::payload(plan.id, seq, plan.size),
+            };
+            client::put_publish(&mut out, protocol, &plan.topic, plan.qos, next_id, &payload);
+            seq += 1;
+        }
+        if plan.qos > 0 {
+            inflight += n;
+        }
+        if !out.is_empty() {
+            // A broker that stopped reading holds the write: give up at the end of the run.
+            let end = tokio::time::Instant::now() + Duration::from_nanos(plan.to - now);
+            match tokio::time::timeout_at(end, connection.writer.write_all(&out)).await {
+                Ok(written) => written?,
+                Err(_) => return Ok(None),
+            }
+            out.clear();
+            on_written(n, now_ns());
+        }
+        if plan.qos == 0 && plan.rate == 0.0 {
+            continue;
+        }
+        // Wait for acknowledgements, or for the next message to be due.
+        let next_due = if plan.rate > 0.0 {
+            plan.start + ((seq + 1) as f64 * 1e9 / plan.rate) as u64
+        } else {
+            plan.to
+        };
+        let wait = Duration::from_nanos(next_due.min(plan.to).saturating_sub(now_ns()));
+        let may_send = plan.qos == 0 || inflight < MAX_INFLIGHT;
+        tokio::select! {
+            open = connection.reader.fill() => {
+                if !open? {
+                    bail!("the broker closed the connection of publisher {}", plan.id);
+                }
+            }
+            _ = tokio::time::sleep(wait), if may_send || plan.rate == 0.0 => {}
+        }
+        connection.reader.packets(|first, body| {
+            let Some(id) = client::ack_id(body) else {
+                return;
+            };
+            match first >> 4 {
+                client::kind::PUBACK | client::kind::PUBCOMP => {
+                    inflight = inflight.saturating_sub(1)
+                }
+                client::kind::PUBREC => client::put_ack(&mut out, client::kind::PUBREL, id),
+                _ => {}
+            }
+        });
+    }
+}
+
+/// Where the ingest scenario reads how much the platform has stored.
+struct StoredCounter {
+    /// host:port and path of the metrics endpoint.
+    addr: String,
+    path: String,
+    counter: String,
+}
+
+impl StoredCounter {
+    fn of(scenario: &Scenario) -> anyhow::Result<Option<StoredCounter>> {
+        let Scenario::Ingest {
+            metrics_url,
+            stored_counter,
+            ..
+        } = scenario
+        else {
+            return Ok(None);
+        };
+        let rest = metrics_url
+            .strip_prefix("http://")
+            .context("--metrics-url must be an http:// URL")?;
+        let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
+        Ok(Some(StoredCounter {
+            addr: addr.to_string(),
+            path: format!("/{path}"),
+            counter: stored_counter.clone(),
+        }))
+    }
+
+    /// The counter's current value (a minimal HTTP/1.1 GET).
+    async fn read(&self) -> anyhow::Result<f64> {
+        let mut stream = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .with_context(|| format!("cannot reach the metrics endpoint {}", self.addr))?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.path, self.addr
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await?;
+        Ok(stats::counter_total(&body, &self.counter).unwrap_or(0.0))
+    }
+}
+
 async fn messages(cli: &Cli, target: &Target, plan: &Plan) -> anyhow::Result<Report> {
+    let stored = StoredCounter::of(&cli.scenario)?;
+    let stored_base = match &stored {
+        Some(counter) => counter.read().await?,
+        None => 0.0,
+    };
     let window = Arc::new((AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)));
     let connect_started = Instant::now();
     let mut receivers = Vec::new();
     let mut subscriber_tasks = Vec::new();
     for (i, filter) in plan.subscribers.iter().enumerate() {
+        let mut connection = client::Connection::open(target, &format!("bench-sub-{i}")).await?;
+        connection.subscribe(filter, cli.qos).await?;
         let received = Arc::new(Mutex::new(Received::default()));
-        let (sink, window, ordered) = (received.clone(), window.clone(), plan.ordered);
-        let connected = client::connect(
-            target,
-            &format!("bench-sub-{i}"),
-            Some((filter, cli.qos)),
-            move |traffic| {
-                if let client::Traffic::Received(payload) = traffic {
-                    let at = now_ns();
-                    let w = (
-                        window.0.load(Ordering::Relaxed),
-                        window.1.load(Ordering::Relaxed),
-                    );
-                    sink.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .record(payload, at, w, ordered);
-                }
-            },
-        )
-        .await?;
-        receivers.push(received);
-        subscriber_tasks.push(connected);
+        receivers.push(received.clone());
+        subscriber_tasks.push(tokio::spawn(subscriber(
+            connection,
+            received,
+            window.clone(),
+            plan.ordered,
+        )));
     }
-    // Messages count as sent once written to the network (not when handed to the client).
-    let sent_in_window = Arc::new(AtomicU64::new(0));
-    let mut publishers = Vec::new();
-    let mut written = Vec::new();
-    for (i, _) in plan.publishers.iter().enumerate() {
-        let count = Arc::new(AtomicU64::new(0));
-        let (mine, in_window, window) = (count.clone(), sent_in_window.clone(), window.clone());
-        publishers.push(
-            client::connect(target, &format!("bench-pub-{i}"), None, move |traffic| {
-                if let client::Traffic::Written = traffic {
-                    mine.fetch_add(1, Ordering::Relaxed);
-                    let now = now_ns();
-                    if now >= window.0.load(Ordering::Relaxed)
-                        && now < window.1.load(Ordering::Relaxed)
-                    {
-                        in_window.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-            .await?,
-        );
-        written.push(count);
+    let mut connections = Vec::new();
+    for i in 0..plan.publishers.len() {
+        connections.push(client::Connection::open(target, &format!("bench-pub-{i}")).await?);
     }
     let connect_time = connect_started.elapsed();
-    let connections = subscriber_tasks.len() + publishers.len();
+    let connection_count = subscriber_tasks.len() + connections.len();
 
     let start = now_ns();
     let (from, to) = (
@@ -298,90 +512,99 @@ async fn messages(cli: &Cli, target: &Target, plan: &Plan) -> anyhow::Result<Rep
     );
     window.0.store(from, Ordering::Relaxed);
     window.1.store(to, Ordering::Relaxed);
-    let per_publisher_rate = cli.rate as f64 / plan.publishers.len().max(1) as f64;
+    let sent_in_window = Arc::new(AtomicU64::new(0));
+    let rate = cli.rate as f64 / plan.publishers.len().max(1) as f64;
+    let mut written = Vec::new();
     let mut publish_tasks = Vec::new();
-    for (i, (connected, topic)) in publishers.iter().zip(&plan.publishers).enumerate() {
-        let client = match &connected.client {
-            client::Client::V311(c) => client::Client::V311(c.clone()),
-            client::Client::V5(c) => client::Client::V5(c.clone()),
-        };
-        let (topic, qos, size) = (topic.clone(), cli.qos, cli.size);
-        publish_tasks.push(tokio::spawn(async move {
-            let mut seq = 0u64;
-            loop {
-                let now = now_ns();
-                if now >= to {
-                    break;
-                }
-                if per_publisher_rate > 0.0 {
-                    let due = ((now - start) as f64 * per_publisher_rate / 1e9) as u64;
-                    if seq >= due {
-                        tokio::time::sleep(Duration::from_micros(200)).await;
-                        continue;
-                    }
-                }
-                if client
-                    .publish(&topic, qos, stats::payload(i as u32, seq, size))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                seq += 1;
+    for (i, (connection, topic)) in connections.into_iter().zip(&plan.publishers).enumerate() {
+        let count = Arc::new(AtomicU64::new(0));
+        written.push(count.clone());
+        let in_window = sent_in_window.clone();
+        let on_written = move |n: u64, at: u64| {
+            count.fetch_add(n, Ordering::Relaxed);
+            if at >= from && at < to {
+                in_window.fetch_add(n, Ordering::Relaxed);
             }
-        }));
+        };
+        let plan = PublisherPlan {
+            id: i as u32,
+            topic: topic.clone(),
+            qos: cli.qos,
+            size: cli.size,
+            telemetry: plan.telemetry,
+            rate,
+            start,
+            to,
+        };
+        publish_tasks.push(tokio::spawn(publisher(connection, plan, on_written)));
     }
 
     // Progress, and the broker's CPU over the measurement window.
+    let total_received = || -> u64 {
+        receivers
+            .iter()
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).total)
+            .sum()
+    };
     let mut before = None;
+    let mut stored_from = stored_base;
     let mut last_print = Instant::now();
     while now_ns() < to {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if before.is_none() && now_ns() >= from {
             before = cli.pid.and_then(stats::sample);
+            if let Some(counter) = &stored {
+                stored_from = counter.read().await?;
+            }
         }
         if !cli.json && last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
-            let received: u64 = receivers
-                .iter()
-                .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).total)
-                .sum();
             let sent: u64 = written.iter().map(|w| w.load(Ordering::Relaxed)).sum();
             eprint!(
                 "\r{:>5.1}s  sent {:>10}  received {:>10}",
                 (now_ns() - start) as f64 / 1e9,
                 sent,
-                received
+                total_received()
             );
         }
     }
     let after = cli.pid.and_then(stats::sample);
+    let stored_to = match &stored {
+        Some(counter) => counter.read().await?,
+        None => 0.0,
+    };
     if !cli.json {
         eprintln!();
     }
+    let mut publishers = Vec::new();
     for task in publish_tasks {
-        task.await.context("publisher task")?;
+        publishers.push(task.await.context("publisher task")??);
     }
-    // What was handed to a client but not written yet is not counted as sent.
     let sent_by: Vec<u64> = written.iter().map(|w| w.load(Ordering::Relaxed)).collect();
     // Let what is in flight arrive (for loss accounting), within a bound.
     let expected: u64 = sent_by.iter().sum::<u64>() * plan.fanout;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let received: u64 = receivers
-            .iter()
-            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).total)
-            .sum();
-        if received >= expected {
-            break;
-        }
+    while Instant::now() < deadline && total_received() < expected {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for connected in publishers.iter().chain(&subscriber_tasks) {
-        connected.client.disconnect().await;
+    let mut stored_all_after = None;
+    if let (Some(counter), Some(attributes)) = (&stored, plan.telemetry) {
+        let sent: u64 = written.iter().map(|w| w.load(Ordering::Relaxed)).sum();
+        let wanted = stored_base + (sent * attributes as u64) as f64;
+        let last_publish = Instant::now();
+        while last_publish.elapsed() < Duration::from_secs(60) {
+            if counter.read().await? >= wanted {
+                stored_all_after = Some(last_publish.elapsed().as_secs_f64());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
-    for connected in publishers.into_iter().chain(subscriber_tasks) {
-        connected.task.abort();
+    for connection in publishers.into_iter().flatten() {
+        connection.disconnect().await;
+    }
+    for task in subscriber_tasks {
+        task.abort();
     }
 
     let mut latencies = Vec::new();
@@ -428,11 +651,16 @@ async fn messages(cli: &Cli, target: &Target, plan: &Plan) -> anyhow::Result<Rep
         },
         lost,
         duplicated,
-        connections,
-        connections_per_s: connections as f64 / connect_time.as_secs_f64(),
+        connections: connection_count,
+        connections_per_s: connection_count as f64 / connect_time.as_secs_f64(),
         broker_cpu_percent: cpu_percent(before, after, cli.duration),
         broker_rss_kib: after.map(|a| a.rss_kib),
         broker_rss_per_connection_bytes: None,
+        stored_rows_per_s: stored.as_ref().map(|_| (stored_to - stored_from) / secs),
+        stored_messages_per_s: plan
+            .telemetry
+            .map(|k| (stored_to - stored_from) / secs / k.max(1) as f64),
+        stored_all_after_s: stored_all_after,
     })
 }
 

@@ -28,6 +28,36 @@ pub fn payload(publisher: u32, seq: u64, size: usize) -> Bytes {
     buf.freeze()
 }
 
+/// A device's telemetry message: JSON with a sequence number, a Unix time in milliseconds and
+/// `attributes` numeric values named `a0`, `a1`, ...
+pub fn telemetry(seq: u64, attributes: usize) -> Bytes {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut json = format!("{{\"seq\":{seq},\"ts\":{ts}");
+    for a in 0..attributes {
+        json.push_str(&format!(",\"a{a}\":{}.{}", 20 + a, seq % 10));
+    }
+    json.push('}');
+    Bytes::from(json)
+}
+
+/// The sum of every series of `counter` in a Prometheus text exposition.
+pub fn counter_total(exposition: &str, counter: &str) -> Option<f64> {
+    let mut found = None;
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(counter) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let value: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+        *found.get_or_insert(0.0) += value;
+    }
+    found
+}
+
 /// (publisher, sequence, send time) of a payload made by [`payload`].
 pub fn parse(payload: &[u8]) -> Option<(u32, u64, u64)> {
     let header = payload.get(..HEADER)?;
@@ -153,6 +183,17 @@ mod tests {
         }
         assert_eq!((r.lost, r.duplicates, r.total), (1, 1, 5));
         assert_eq!(r.missing_tail(&[7], [0].into_iter()), 2);
+    }
+
+    #[test]
+    fn telemetry_is_json_and_counters_are_summed() {
+        let t = telemetry(7, 3);
+        let v: serde_json::Value = serde_json::from_slice(&t).expect("JSON");
+        assert_eq!(v["seq"], 7);
+        assert_eq!(v["a2"], 22.7);
+        let exposition = "# TYPE rows counter\nrows_total{tenant=\"a\"} 5\nrows_total{tenant=\"b\"} 7\nrows_total_other 100\n";
+        assert_eq!(counter_total(exposition, "rows_total"), Some(12.0));
+        assert_eq!(counter_total(exposition, "missing"), None);
     }
 
     #[test]

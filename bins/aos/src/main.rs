@@ -1,6 +1,7 @@
 //! `aos`: the AOS binary. One process, the roles its configuration gives it.
 
 mod logging;
+mod manage;
 mod roles;
 mod run;
 
@@ -56,6 +57,18 @@ enum Command {
     Config,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(manage::TenantCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(manage::UserCommand),
+    /// Manage device classes.
+    #[command(subcommand)]
+    Class(manage::ClassCommand),
+    /// Manage devices and their credentials.
+    #[command(subcommand)]
+    Device(manage::DeviceCommand),
 }
 
 fn compiled_role_names() -> String {
@@ -107,10 +120,14 @@ fn main() -> ExitCode {
         Command::Config => print_config(&settings),
         Command::Migrate => with_logging(&settings, run::migrate),
         Command::Run { .. } => with_logging(&settings, run::run),
+        Command::Tenant(c) => manage::run(&settings, manage::Manage::Tenant(c)),
+        Command::User(c) => manage::run(&settings, manage::Manage::User(c)),
+        Command::Class(c) => manage::run(&settings, manage::Manage::Class(c)),
+        Command::Device(c) => manage::run(&settings, manage::Manage::Device(c)),
     }
 }
 
-fn fail(code: u8, err: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(code: u8, err: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {err}");
     ExitCode::from(code)
 }

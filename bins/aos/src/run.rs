@@ -19,7 +19,7 @@ use aos_storage::{Storage, StorageConfig, nodes};
 
 use crate::{EXIT_CONFIG, EXIT_FAILURE, effective_config, enabled_roles, roles};
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("aos")

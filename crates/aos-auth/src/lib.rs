@@ -1,6 +1,6 @@
 //! `aos-auth`: authentication and authorization.
 //!
-//! This first cut holds password hashing (argon2id, PHC strings); users, roles, permissions,
-//! tokens and device credentials arrive with the storage-and-auth issue.
+//! Password hashing (argon2id, PHC strings) and random secrets with their lookup hashes.
 
 pub mod password;
+pub mod secret;

@@ -6,6 +6,7 @@
 pub mod entity;
 pub mod migration;
 pub mod nodes;
+pub mod repo;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -74,6 +75,30 @@ pub enum StorageError {
     Migration(sea_orm::DbErr),
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
+    #[error("a {what} named `{name}` already exists: choose another name")]
+    Duplicate { what: &'static str, name: String },
+    #[error("no {what} `{key}` here: check the name (and the tenant)")]
+    NotFound { what: &'static str, key: String },
+    #[error("invalid {field}: it {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("not allowed: {0}")]
+    Forbidden(&'static str),
+}
+
+impl StorageError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> StorageError {
+        StorageError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn not_found(what: &'static str, key: impl Into<String>) -> StorageError {
+        StorageError::NotFound {
+            what,
+            key: key.into(),
+        }
+    }
 }
 
 /// A connection pool to the platform database.

@@ -1,6 +1,7 @@
 //! Schema migrations, applied in order on SQLite and PostgreSQL alike.
 
 mod m0001_nodes;
+mod m0002_platform;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -8,6 +9,9 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_nodes::Migration)]
+        vec![
+            Box::new(m0001_nodes::Migration),
+            Box::new(m0002_platform::Migration),
+        ]
     }
 }

@@ -1,0 +1,385 @@
+//! Command-line management for a newcomer before the web client exists: tenants, users, device
+//! classes, devices and their credentials, straight against the configured database.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use aos_auth::{password, secret};
+use aos_core::Settings;
+use aos_storage::repo::audit::{self, AuditEvent};
+use aos_storage::repo::classes::{self, NewClass};
+use aos_storage::repo::devices::{self, NewCredential, NewDevice};
+use aos_storage::repo::users::{self, NewUser};
+use aos_storage::repo::{Scope, tenants};
+use aos_storage::{Storage, StorageConfig};
+use clap::Subcommand;
+
+use crate::run::runtime;
+use crate::{EXIT_CONFIG, EXIT_FAILURE, fail};
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Add { name: String },
+    /// List tenants.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Create a user of a tenant (or, without --tenant, a system administrator). The password
+    /// is read from the first line of standard input with --password-stdin; otherwise one is
+    /// generated and printed once.
+    Add {
+        login: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Entity (of the tenant) the user is bound to.
+        #[arg(long)]
+        entity: Option<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the users of a tenant (or, without --tenant, the system administrators).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Set a user's password (from standard input with --password-stdin, else generated).
+    Passwd {
+        login: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClassCommand {
+    /// Create a device class in a tenant.
+    Add {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Devices of this class are gateways for child nodes.
+        #[arg(long)]
+        gateway: bool,
+    },
+    /// List the device classes of a tenant.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeviceCommand {
+    /// Register a device in a tenant.
+    Add {
+        /// The device's id: its MQTT client id and topic segment.
+        uid: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        class: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        entity: Option<String>,
+        /// The gateway (its id) this device is a child node of.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    /// List the devices of a tenant.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Give a device new MQTT credentials (replacing those of the same kind). Default: an
+    /// access token, generated and printed once. With --username: a username and a password
+    /// (from standard input with --password-stdin, else generated and printed once).
+    Credentials {
+        uid: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        username: Option<String>,
+        #[arg(long, requires = "username")]
+        password_stdin: bool,
+    },
+}
+
+/// What to manage.
+#[derive(Debug)]
+pub enum Manage {
+    Tenant(TenantCommand),
+    User(UserCommand),
+    Class(ClassCommand),
+    Device(DeviceCommand),
+}
+
+/// Runs one management command against the configured database (applying pending migrations
+/// first when `storage.migrate_on_start` is set, as a node would).
+pub fn run(settings: &Settings, command: Manage) -> ExitCode {
+    let config: StorageConfig = match settings.section("storage") {
+        Ok(c) => c,
+        Err(err) => return fail(EXIT_CONFIG, err),
+    };
+    let result = runtime()
+        .context("cannot start the runtime")
+        .and_then(|rt| {
+            rt.block_on(async {
+                let storage = Storage::connect(&config, &settings.core().node.data_dir).await?;
+                if config.migrate_on_start {
+                    storage.migrate().await?;
+                } else if !storage.pending_migrations().await?.is_empty() {
+                    bail!("the database needs migrations: run `aos migrate` first");
+                }
+                let result = execute(&storage, command).await;
+                storage.close().await.ok();
+                result
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(EXIT_FAILURE, format!("{err:#}")),
+    }
+}
+
+/// A password from standard input, or a generated one (printed once by the caller).
+fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if !from_stdin {
+        return Ok((secret::generate()[..24].to_string(), true));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.chars().count() < 8 {
+        bail!("the password must have at least 8 characters");
+    }
+    Ok((password, false))
+}
+
+fn cli_event(tenant: Option<i64>, action: &str, kind: &str, id: &str) -> AuditEvent {
+    AuditEvent {
+        tenant,
+        actor: "cli".into(),
+        action: action.into(),
+        object_kind: Some(kind.into()),
+        object_id: Some(id.into()),
+        success: true,
+        detail: serde_json::Value::Null,
+        ..Default::default()
+    }
+}
+
+async fn scope(storage: &Storage, tenant: &str) -> anyhow::Result<Scope> {
+    Ok(Scope::tenant(tenants::by_name(storage, tenant).await?.id))
+}
+
+async fn execute(storage: &Storage, command: Manage) -> anyhow::Result<()> {
+    match command {
+        Manage::Tenant(TenantCommand::Add { name }) => {
+            let tenant = tenants::create(storage, &name).await?;
+            audit::record(
+                storage,
+                cli_event(Some(tenant.id), "tenant.create", "tenant", &name),
+            )
+            .await?;
+            println!("tenant `{}` created (id {})", tenant.name, tenant.id);
+        }
+        Manage::Tenant(TenantCommand::List) => {
+            println!("{:<6} {:<32} created", "id", "name");
+            for t in tenants::list(storage).await? {
+                println!(
+                    "{:<6} {:<32} {}",
+                    t.id,
+                    t.name,
+                    t.created_at.format("%Y-%m-%dT%H:%M:%SZ")
+                );
+            }
+        }
+        Manage::User(UserCommand::Add {
+            login,
+            name,
+            tenant,
+            email,
+            entity,
+            password_stdin,
+        }) => {
+            let (password, generated) = new_password(password_stdin)?;
+            let new = NewUser {
+                name: name.unwrap_or_else(|| login.clone()),
+                login: login.clone(),
+                email,
+                entity,
+                password_hash: password::hash_password(&password, Default::default())?,
+            };
+            let (user, tenant_id) = match &tenant {
+                Some(t) => {
+                    let scope = scope(storage, t).await?;
+                    (
+                        users::create(storage, scope, new).await?,
+                        Some(scope.tenant),
+                    )
+                }
+                None => (users::create_platform(storage, new).await?, None),
+            };
+            audit::record(storage, cli_event(tenant_id, "user.create", "user", &login)).await?;
+            println!("user `{}` created", user.login);
+            if generated {
+                println!("password: {password}  (shown once: keep it now)");
+            }
+        }
+        Manage::User(UserCommand::List { tenant }) => {
+            let list = match &tenant {
+                Some(t) => users::list(storage, scope(storage, t).await?).await?,
+                None => users::list_platform(storage).await?,
+            };
+            println!("{:<24} {:<32} email", "login", "name");
+            for u in list {
+                println!(
+                    "{:<24} {:<32} {}",
+                    u.login,
+                    u.name,
+                    u.email.unwrap_or_default()
+                );
+            }
+        }
+        Manage::User(UserCommand::Passwd {
+            login,
+            password_stdin,
+        }) => {
+            let (password, generated) = new_password(password_stdin)?;
+            let hash = password::hash_password(&password, Default::default())?;
+            let user = users::by_login(storage, &login).await?;
+            users::set_password(storage, None, &login, hash).await?;
+            audit::record(
+                storage,
+                cli_event(user.tenant_id, "user.password", "user", &login),
+            )
+            .await?;
+            println!("password of `{login}` changed");
+            if generated {
+                println!("password: {password}  (shown once: keep it now)");
+            }
+        }
+        Manage::Class(ClassCommand::Add {
+            name,
+            tenant,
+            description,
+            gateway,
+        }) => {
+            let scope = scope(storage, &tenant).await?;
+            let class = classes::create(
+                storage,
+                scope,
+                NewClass {
+                    name,
+                    description,
+                    is_gateway: gateway,
+                    auto_register_children: false,
+                },
+            )
+            .await?;
+            println!("device class `{}` created in `{tenant}`", class.name);
+        }
+        Manage::Class(ClassCommand::List { tenant }) => {
+            println!("{:<32} {:<8} description", "name", "gateway");
+            for c in classes::list(storage, scope(storage, &tenant).await?).await? {
+                println!("{:<32} {:<8} {}", c.name, c.is_gateway, c.description);
+            }
+        }
+        Manage::Device(DeviceCommand::Add {
+            uid,
+            tenant,
+            class,
+            name,
+            entity,
+            gateway,
+        }) => {
+            let scope = scope(storage, &tenant).await?;
+            let device = devices::create(
+                storage,
+                scope,
+                NewDevice {
+                    name: name.unwrap_or_else(|| uid.clone()),
+                    uid: uid.clone(),
+                    class,
+                    entity,
+                    gateway,
+                },
+            )
+            .await?;
+            audit::record(
+                storage,
+                cli_event(Some(scope.tenant), "device.register", "device", &uid),
+            )
+            .await?;
+            println!(
+                "device `{}` registered in `{tenant}`; give it credentials with `aos device credentials {uid} --tenant {tenant}`",
+                device.uid
+            );
+        }
+        Manage::Device(DeviceCommand::List { tenant }) => {
+            println!("{:<32} {:<32} {:<8} last seen", "id", "name", "status");
+            for d in devices::list(storage, scope(storage, &tenant).await?).await? {
+                let seen = d
+                    .last_seen
+                    .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+                println!(
+                    "{:<32} {:<32} {:<8} {}",
+                    d.uid,
+                    d.name,
+                    d.status,
+                    seen.unwrap_or_else(|| "never".into())
+                );
+            }
+        }
+        Manage::Device(DeviceCommand::Credentials {
+            uid,
+            tenant,
+            username,
+            password_stdin,
+        }) => {
+            let scope = scope(storage, &tenant).await?;
+            let (credential, shown) = match username {
+                Some(username) => {
+                    let (password, generated) = new_password(password_stdin)?;
+                    let hash = password::hash_password(&password, Default::default())?;
+                    let shown = generated.then(|| format!("password: {password}"));
+                    (NewCredential::Password { username, hash }, shown)
+                }
+                None => {
+                    let token = secret::generate();
+                    let lookup = secret::lookup_hash(&token);
+                    (
+                        NewCredential::Token { lookup },
+                        Some(format!("access token: {token}")),
+                    )
+                }
+            };
+            let row = devices::set_credential(storage, scope, &uid, credential).await?;
+            let mut event = cli_event(Some(scope.tenant), "device.credential", "device", &uid);
+            event.detail = serde_json::json!({ "kind": row.kind });
+            audit::record(storage, event).await?;
+            println!(
+                "new {} credential for `{uid}` (earlier ones of that kind are revoked)",
+                row.kind
+            );
+            if let Some(shown) = shown {
+                println!("{shown}  (shown once: keep it now)");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! A command group of a device class: named commands with their parameters.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "command_group")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    #[sea_orm(unique_key = "command_group_name")]
+    pub class_id: i64,
+    #[sea_orm(unique_key = "command_group_name")]
+    pub name: String,
+    /// [{"name": ..., "parameters": {...}}]
+    pub commands: Json,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::device_class::Entity",
+        from = "Column::ClassId",
+        to = "super::device_class::Column::Id",
+        on_delete = "Cascade"
+    )]
+    Class,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

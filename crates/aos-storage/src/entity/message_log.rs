@@ -1,0 +1,47 @@
+//! Every raw inbound and outbound message and its lifecycle.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "message_log")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    #[sea_orm(indexed)]
+    pub tenant_id: i64,
+    #[sea_orm(indexed)]
+    pub device_id: Option<i64>,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// `received`, `processing`, `processed`, `failed` or `archived`.
+    #[sea_orm(indexed)]
+    pub status: String,
+    pub error: Option<String>,
+    /// Identifies a message across redeliveries (idempotent processing).
+    #[sea_orm(unique)]
+    pub message_key: String,
+    #[sea_orm(indexed)]
+    pub received_at: ChronoDateTimeUtc,
+    pub processed_at: Option<ChronoDateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::tenant::Entity",
+        from = "Column::TenantId",
+        to = "super::tenant::Column::Id",
+        on_delete = "Cascade"
+    )]
+    Tenant,
+    #[sea_orm(
+        belongs_to = "super::device::Entity",
+        from = "Column::DeviceId",
+        to = "super::device::Column::Id",
+        on_delete = "SetNull"
+    )]
+    Device,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

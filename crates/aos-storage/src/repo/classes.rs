@@ -1,0 +1,79 @@
+//! Device classes of a tenant.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder,
+};
+
+use super::{Scope, check_name, duplicate};
+use crate::entity::device_class;
+use crate::{Storage, StorageError};
+
+/// A class to create.
+#[derive(Clone, Debug, Default)]
+pub struct NewClass {
+    pub name: String,
+    pub description: String,
+    pub is_gateway: bool,
+    pub auto_register_children: bool,
+}
+
+pub async fn create(
+    storage: &Storage,
+    scope: Scope,
+    new: NewClass,
+) -> Result<device_class::Model, StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden(
+            "customers cannot create device classes",
+        ));
+    }
+    check_name("class name", &new.name)?;
+    if new.description.chars().count() > 4096 {
+        return Err(StorageError::invalid(
+            "description",
+            "is longer than 4096 characters",
+        ));
+    }
+    device_class::ActiveModel {
+        tenant_id: Set(scope.tenant),
+        name: Set(new.name.clone()),
+        description: Set(new.description),
+        format_id: Set(None),
+        outbound_format_id: Set(None),
+        is_gateway: Set(new.is_gateway),
+        auto_register_children: Set(new.auto_register_children),
+        provisioning_key_hash: Set(None),
+        created_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(storage.db())
+    .await
+    .map_err(duplicate("device class", &new.name))
+}
+
+pub async fn list(
+    storage: &Storage,
+    scope: Scope,
+) -> Result<Vec<device_class::Model>, StorageError> {
+    Ok(device_class::Entity::find()
+        .filter(device_class::Column::TenantId.eq(scope.tenant))
+        .order_by_asc(device_class::Column::Name)
+        .all(storage.db())
+        .await?)
+}
+
+/// The class called `name` in the scope's tenant.
+pub async fn by_name(
+    db: &impl ConnectionTrait,
+    scope: Scope,
+    name: &str,
+) -> Result<device_class::Model, StorageError> {
+    device_class::Entity::find()
+        .filter(device_class::Column::TenantId.eq(scope.tenant))
+        .filter(device_class::Column::Name.eq(name))
+        .one(db)
+        .await?
+        .ok_or_else(|| StorageError::not_found("device class", name))
+}

@@ -1,0 +1,178 @@
+//! Devices of a tenant and their credentials.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, TransactionTrait,
+};
+
+use super::{Scope, bound_entity, check_identifier, check_name, classes, duplicate};
+use crate::entity::{device, device_credential};
+use crate::{Storage, StorageError};
+
+/// A device to create, its references given by name.
+#[derive(Clone, Debug, Default)]
+pub struct NewDevice {
+    /// The device's id on the wire (MQTT client id and topic segment).
+    pub uid: String,
+    pub name: String,
+    pub class: String,
+    pub entity: Option<String>,
+    /// The gateway (its uid) this device is a child node of.
+    pub gateway: Option<String>,
+}
+
+/// Creates a device in the scope's tenant (a customer's devices are bound to its entity).
+pub async fn create(
+    storage: &Storage,
+    scope: Scope,
+    new: NewDevice,
+) -> Result<device::Model, StorageError> {
+    check_identifier("device id", &new.uid)?;
+    check_name("device name", &new.name)?;
+    let txn = storage.db().begin().await?;
+    let class = classes::by_name(&txn, scope, &new.class).await?;
+    let entity = bound_entity(&txn, scope, new.entity.as_deref()).await?;
+    let gateway = match &new.gateway {
+        None => None,
+        Some(uid) => Some(get_in(&txn, scope, uid).await?.id),
+    };
+    let device = device::ActiveModel {
+        tenant_id: Set(scope.tenant),
+        entity_id: Set(entity),
+        class_id: Set(class.id),
+        uid: Set(new.uid.clone()),
+        name: Set(new.name),
+        gateway_id: Set(gateway),
+        format_id: Set(None),
+        status: Set("offline".into()),
+        last_seen: Set(None),
+        disabled: Set(false),
+        created_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await
+    .map_err(duplicate("device", &new.uid))?;
+    txn.commit().await?;
+    Ok(device)
+}
+
+/// The devices the scope may see.
+pub async fn list(storage: &Storage, scope: Scope) -> Result<Vec<device::Model>, StorageError> {
+    Ok(visible(scope)
+        .order_by_asc(device::Column::Uid)
+        .all(storage.db())
+        .await?)
+}
+
+fn visible(scope: Scope) -> sea_orm::Select<device::Entity> {
+    let query = device::Entity::find().filter(device::Column::TenantId.eq(scope.tenant));
+    match scope.customer {
+        Some(entity) => query.filter(device::Column::EntityId.eq(entity)),
+        None => query,
+    }
+}
+
+async fn get_in(
+    db: &impl ConnectionTrait,
+    scope: Scope,
+    uid: &str,
+) -> Result<device::Model, StorageError> {
+    // A device of another tenant or customer is indistinguishable from one that does not exist.
+    visible(scope)
+        .filter(device::Column::Uid.eq(uid))
+        .one(db)
+        .await?
+        .ok_or_else(|| StorageError::not_found("device", uid))
+}
+
+/// The device `uid`, if the scope may see it.
+pub async fn get(
+    storage: &Storage,
+    scope: Scope,
+    uid: &str,
+) -> Result<device::Model, StorageError> {
+    get_in(storage.db(), scope, uid).await
+}
+
+/// A credential to give a device (secrets already hashed by `aos-auth`).
+#[derive(Clone, Debug)]
+pub enum NewCredential {
+    /// MQTT username and argon2id password hash.
+    Password { username: String, hash: String },
+    /// SHA-256 (hex) of an access token.
+    Token { lookup: String },
+    /// SHA-256 fingerprint (hex) of a client certificate.
+    Certificate { fingerprint: String },
+}
+
+/// Gives the device a credential, revoking the ones of the same kind it had.
+pub async fn set_credential(
+    storage: &Storage,
+    scope: Scope,
+    uid: &str,
+    credential: NewCredential,
+) -> Result<device_credential::Model, StorageError> {
+    let txn = storage.db().begin().await?;
+    let device = get_in(&txn, scope, uid).await?;
+    let kind = match &credential {
+        NewCredential::Password { username, .. } => {
+            check_identifier("MQTT username", username)?;
+            "password"
+        }
+        NewCredential::Token { .. } => "token",
+        NewCredential::Certificate { .. } => "certificate",
+    };
+    let now = Utc::now();
+    device_credential::Entity::delete_many()
+        .filter(device_credential::Column::DeviceId.eq(device.id))
+        .filter(device_credential::Column::Kind.eq(kind))
+        .exec(&txn)
+        .await?;
+    let mut row = device_credential::ActiveModel {
+        device_id: Set(device.id),
+        kind: Set(kind.into()),
+        username: Set(None),
+        secret_hash: Set(None),
+        cert_fingerprint: Set(None),
+        token_lookup: Set(None),
+        created_at: Set(now),
+        revoked_at: Set(None),
+        ..Default::default()
+    };
+    let taken = match credential {
+        NewCredential::Password { username, hash } => {
+            row.username = Set(Some(username.clone()));
+            row.secret_hash = Set(Some(hash));
+            username
+        }
+        NewCredential::Token { lookup } => {
+            row.token_lookup = Set(Some(lookup));
+            "this token".into()
+        }
+        NewCredential::Certificate { fingerprint } => {
+            row.cert_fingerprint = Set(Some(fingerprint.clone()));
+            fingerprint
+        }
+    };
+    let row = row
+        .insert(&txn)
+        .await
+        .map_err(duplicate("device credential", &taken))?;
+    txn.commit().await?;
+    Ok(row)
+}
+
+/// The credentials of a device the scope may see.
+pub async fn credentials(
+    storage: &Storage,
+    scope: Scope,
+    uid: &str,
+) -> Result<Vec<device_credential::Model>, StorageError> {
+    let device = get(storage, scope, uid).await?;
+    Ok(device_credential::Entity::find()
+        .filter(device_credential::Column::DeviceId.eq(device.id))
+        .all(storage.db())
+        .await?)
+}

@@ -1,0 +1,38 @@
+//! Tenants: platform-level (who may manage them is the permission check's business).
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+};
+
+use super::{check_name, duplicate};
+use crate::entity::tenant;
+use crate::{Storage, StorageError};
+
+pub async fn create(storage: &Storage, name: &str) -> Result<tenant::Model, StorageError> {
+    check_name("tenant name", name)?;
+    tenant::ActiveModel {
+        name: Set(name.to_string()),
+        disabled: Set(false),
+        created_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(storage.db())
+    .await
+    .map_err(duplicate("tenant", name))
+}
+
+pub async fn list(storage: &Storage) -> Result<Vec<tenant::Model>, StorageError> {
+    Ok(tenant::Entity::find()
+        .order_by_asc(tenant::Column::Name)
+        .all(storage.db())
+        .await?)
+}
+
+pub async fn by_name(storage: &Storage, name: &str) -> Result<tenant::Model, StorageError> {
+    tenant::Entity::find()
+        .filter(tenant::Column::Name.eq(name))
+        .one(storage.db())
+        .await?
+        .ok_or_else(|| StorageError::not_found("tenant", name))
+}

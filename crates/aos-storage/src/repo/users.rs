@@ -1,0 +1,139 @@
+//! Users: of a tenant (optionally bound to one of its entities), or of the platform.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder,
+};
+
+use super::{Scope, bound_entity, check_identifier, check_name, duplicate};
+use crate::entity::app_user;
+use crate::{Storage, StorageError};
+
+/// A user to create. `password_hash` is an argon2id PHC string (see `aos-auth`).
+#[derive(Clone, Debug, Default)]
+pub struct NewUser {
+    pub login: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub password_hash: String,
+    /// Name of the entity (of the same tenant) the user is bound to.
+    pub entity: Option<String>,
+}
+
+fn check(new: &NewUser) -> Result<(), StorageError> {
+    check_identifier("login", &new.login)?;
+    check_name("name", &new.name)?;
+    if let Some(email) = &new.email {
+        check_name("email", email)?;
+        if !email.contains('@') {
+            return Err(StorageError::invalid("email", "is not an e-mail address"));
+        }
+    }
+    Ok(())
+}
+
+async fn insert(
+    storage: &Storage,
+    tenant: Option<i64>,
+    entity: Option<i64>,
+    new: NewUser,
+) -> Result<app_user::Model, StorageError> {
+    let now = Utc::now();
+    app_user::ActiveModel {
+        tenant_id: Set(tenant),
+        entity_id: Set(entity),
+        login: Set(new.login.clone()),
+        name: Set(new.name),
+        email: Set(new.email),
+        phone: Set(None),
+        password_hash: Set(new.password_hash),
+        disabled: Set(false),
+        locked: Set(false),
+        created_at: Set(now),
+        password_changed_at: Set(now),
+        ..Default::default()
+    }
+    .insert(storage.db())
+    .await
+    .map_err(duplicate("user", &new.login))
+}
+
+/// Creates a user of the scope's tenant. A customer-bound scope creates users of its entity.
+pub async fn create(
+    storage: &Storage,
+    scope: Scope,
+    new: NewUser,
+) -> Result<app_user::Model, StorageError> {
+    check(&new)?;
+    let entity = bound_entity(storage.db(), scope, new.entity.as_deref()).await?;
+    insert(storage, Some(scope.tenant), entity, new).await
+}
+
+/// Creates a platform user (no tenant): a system administrator.
+pub async fn create_platform(
+    storage: &Storage,
+    new: NewUser,
+) -> Result<app_user::Model, StorageError> {
+    check(&new)?;
+    if new.entity.is_some() {
+        return Err(StorageError::invalid(
+            "entity",
+            "platform users belong to no entity",
+        ));
+    }
+    insert(storage, None, None, new).await
+}
+
+/// The users the scope may see: its tenant's (a customer: its entity's).
+pub async fn list(storage: &Storage, scope: Scope) -> Result<Vec<app_user::Model>, StorageError> {
+    let mut query = app_user::Entity::find().filter(app_user::Column::TenantId.eq(scope.tenant));
+    if let Some(entity) = scope.customer {
+        query = query.filter(app_user::Column::EntityId.eq(entity));
+    }
+    Ok(query
+        .order_by_asc(app_user::Column::Login)
+        .all(storage.db())
+        .await?)
+}
+
+/// Platform users (system administrators).
+pub async fn list_platform(storage: &Storage) -> Result<Vec<app_user::Model>, StorageError> {
+    Ok(app_user::Entity::find()
+        .filter(app_user::Column::TenantId.is_null())
+        .order_by_asc(app_user::Column::Login)
+        .all(storage.db())
+        .await?)
+}
+
+/// The user with this login, whatever its tenant (signing in is how the tenant is found).
+pub async fn by_login(storage: &Storage, login: &str) -> Result<app_user::Model, StorageError> {
+    app_user::Entity::find()
+        .filter(app_user::Column::Login.eq(login))
+        .one(storage.db())
+        .await?
+        .ok_or_else(|| StorageError::not_found("user", login))
+}
+
+/// Sets a user's password hash. `scope` None: a platform-level change (the CLI, a system
+/// administrator); otherwise the user must be visible in the scope.
+pub async fn set_password(
+    storage: &Storage,
+    scope: Option<Scope>,
+    login: &str,
+    password_hash: String,
+) -> Result<(), StorageError> {
+    let user = by_login(storage, login).await?;
+    if let Some(scope) = scope
+        && (user.tenant_id != Some(scope.tenant)
+            || scope.customer.is_some_and(|c| user.entity_id != Some(c)))
+    {
+        // Indistinguishable from a user that does not exist.
+        return Err(StorageError::not_found("user", login));
+    }
+    let mut user = user.into_active_model();
+    user.password_hash = Set(password_hash);
+    user.password_changed_at = Set(Utc::now());
+    user.update(storage.db()).await?;
+    Ok(())
+}

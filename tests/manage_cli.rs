@@ -1,0 +1,156 @@
+//! `aos tenant|user|class|device`: what a newcomer does before the web client exists, and the
+//! clear errors for duplicates, unknown references and bad input.
+
+mod common;
+
+use std::path::Path;
+
+use common::Aos;
+
+/// Runs `aos ARGS` in `dir`; returns (exit code, stdout, stderr).
+fn aos(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let (status, out, err) = Aos::new(dir, args).output();
+    (status.code().unwrap_or(-1), out, err)
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let (code, out, err) = aos(dir, args);
+    assert_eq!(code, 0, "aos {args:?} failed: {err}");
+    out
+}
+
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let (code, out, err) = aos(dir, args);
+    assert_eq!(code, 1, "aos {args:?} should fail: {out}");
+    err
+}
+
+#[test]
+fn a_newcomer_sets_up_a_tenant_a_class_a_device_and_its_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    assert!(ok(d, &["tenant", "add", "acme"]).contains("tenant `acme` created"));
+    ok(d, &["class", "add", "thermometer", "--tenant", "acme"]);
+    ok(
+        d,
+        &[
+            "device",
+            "add",
+            "t-1",
+            "--tenant",
+            "acme",
+            "--class",
+            "thermometer",
+        ],
+    );
+    let listed = ok(d, &["device", "list", "--tenant", "acme"]);
+    assert!(
+        listed.contains("t-1") && listed.contains("offline"),
+        "{listed}"
+    );
+
+    let token = ok(d, &["device", "credentials", "t-1", "--tenant", "acme"]);
+    let token = token
+        .lines()
+        .find_map(|l| l.strip_prefix("access token: "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the token is printed once");
+    assert_eq!(token.len(), 64);
+
+    let (status, out, err) = Aos::new(
+        d,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--tenant",
+            "acme",
+            "--password-stdin",
+        ],
+    )
+    .output_with_input("correct horse battery\n");
+    assert!(status.success(), "{err}");
+    assert!(
+        !out.contains("password:"),
+        "a given password is not echoed: {out}"
+    );
+    let generated = ok(d, &["user", "add", "root"]);
+    assert!(
+        generated.contains("password: "),
+        "a generated password is shown once: {generated}"
+    );
+    assert!(ok(d, &["user", "list", "--tenant", "acme"]).contains("alice"));
+    let admins = ok(d, &["user", "list"]);
+    assert!(
+        admins.contains("root") && !admins.contains("alice"),
+        "{admins}"
+    );
+    ok(d, &["user", "passwd", "alice"]);
+}
+
+#[test]
+fn duplicates_unknown_references_and_bad_input_get_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    ok(d, &["tenant", "add", "acme"]);
+    ok(d, &["class", "add", "sensor", "--tenant", "acme"]);
+    ok(
+        d,
+        &[
+            "device", "add", "s-1", "--tenant", "acme", "--class", "sensor",
+        ],
+    );
+
+    let err = fails(d, &["tenant", "add", "acme"]);
+    assert!(
+        err.contains("a tenant named `acme` already exists"),
+        "{err}"
+    );
+    let err = fails(
+        d,
+        &[
+            "device", "add", "s-1", "--tenant", "acme", "--class", "sensor",
+        ],
+    );
+    assert!(err.contains("a device named `s-1` already exists"), "{err}");
+    let err = fails(
+        d,
+        &[
+            "device", "add", "s-2", "--tenant", "acme", "--class", "nope",
+        ],
+    );
+    assert!(err.contains("no device class `nope`"), "{err}");
+    let err = fails(d, &["class", "list", "--tenant", "initech"]);
+    assert!(err.contains("no tenant `initech`"), "{err}");
+    let err = fails(
+        d,
+        &[
+            "device", "add", "a/b", "--tenant", "acme", "--class", "sensor",
+        ],
+    );
+    assert!(err.contains("invalid device id"), "{err}");
+    let long = "x".repeat(200);
+    let err = fails(d, &["tenant", "add", &long]);
+    assert!(err.contains("longer than 128"), "{err}");
+    let (status, _, err) = Aos::new(
+        d,
+        &["user", "add", "bob", "--tenant", "acme", "--password-stdin"],
+    )
+    .output_with_input("short\n");
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("at least 8 characters"), "{err}");
+
+    // Not UTF-8: refused by the argument parser, nothing written.
+    use std::os::unix::ffi::OsStrExt;
+    let (status, _, err) = Aos::new(d, &["tenant", "add"])
+        .arg(std::ffi::OsStr::from_bytes(b"bad\xff"))
+        .output();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("UTF-8"), "{err}");
+    // Everything that failed left the data as it was.
+    let tenants = ok(d, &["tenant", "list"]);
+    assert_eq!(tenants.lines().count(), 2, "{tenants}");
+    let devices = ok(d, &["device", "list", "--tenant", "acme"]);
+    assert_eq!(devices.lines().count(), 2, "{devices}");
+    assert!(ok(d, &["user", "list", "--tenant", "acme"]).lines().count() == 1);
+}
