@@ -5,18 +5,12 @@ mod common;
 
 use std::path::Path;
 
-use common::Aos;
+use common::{Aos, cli_ok as ok};
 
 /// Runs `aos ARGS` in `dir`; returns (exit code, stdout, stderr).
 fn aos(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let (status, out, err) = Aos::new(dir, args).output();
     (status.code().unwrap_or(-1), out, err)
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let (code, out, err) = aos(dir, args);
-    assert_eq!(code, 0, "aos {args:?} failed: {err}");
-    out
 }
 
 fn fails(dir: &Path, args: &[&str]) -> String {

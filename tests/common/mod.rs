@@ -179,6 +179,14 @@ impl Aos {
     }
 }
 
+/// Runs the management command `aos ARGS` with `dir` as data directory; returns its output and
+/// fails the test when it does not succeed.
+pub fn cli_ok(dir: &Path, args: &[&str]) -> String {
+    let (status, out, err) = Aos::new(dir, args).output();
+    assert!(status.success(), "aos {args:?} failed: {err}");
+    out
+}
+
 /// A minimal HTTP/1.1 GET; returns (status, body).
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;

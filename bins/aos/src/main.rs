@@ -173,6 +173,10 @@ fn effective_config(settings: &Settings) -> Result<toml::Table, aos_core::config
     if let Ok(value) = toml::Value::try_from(storage) {
         table.insert("storage".into(), value);
     }
+    let auth: aos_auth::AuthSettings = settings.section("auth")?;
+    if let Ok(value) = toml::Value::try_from(auth) {
+        table.insert("auth".into(), value);
+    }
     for role in roles::compiled() {
         table.insert(
             role.kind.as_str().into(),

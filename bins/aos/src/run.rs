@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use aos_auth::devices::StorageDeviceDirectory;
+use aos_core::access::Devices;
 use aos_core::admin::AdminServer;
 use aos_core::bus::MemoryBus;
 use aos_core::extensions::Extensions;
@@ -16,6 +18,7 @@ use aos_core::queue::disk::DiskQueueConfig;
 use aos_core::queue::{DiskQueue, WorkQueue};
 use aos_core::{Metrics, Node, NodeInfo, Settings};
 use aos_storage::{Storage, StorageConfig, nodes};
+use tokio_util::sync::CancellationToken;
 
 use crate::{EXIT_CONFIG, EXIT_FAILURE, effective_config, enabled_roles, roles};
 
@@ -183,8 +186,36 @@ async fn run_node(
         }
     };
 
+    let auth: aos_auth::AuthSettings = match settings.section("auth") {
+        Ok(auth) => auth,
+        Err(err) => {
+            close(&queue, storage, &net).await;
+            return exit(EXIT_CONFIG, err);
+        }
+    };
+    let watching = CancellationToken::new();
+    let devices = match StorageDeviceDirectory::start(
+        storage.clone(),
+        auth.credential_poll,
+        watching.clone(),
+    )
+    .await
+    {
+        Ok(devices) => devices,
+        Err(err) => {
+            close(&queue, storage, &net).await;
+            return exit(
+                EXIT_FAILURE,
+                format!("cannot read device credentials: {err}"),
+            );
+        }
+    };
+    // Stops watching the credential change log when the node is done, whichever way it ends.
+    let _watching = watching.clone().drop_guard();
+
     let extensions = Extensions::default();
     extensions.insert(Arc::new(storage.clone()));
+    extensions.insert(Arc::new(Devices(devices)));
     let compiled = roles::compiled();
     let info = NodeInfo::new(
         id,
@@ -248,6 +279,7 @@ async fn run_node(
         tracing::warn!(%err, "could not record the node stop in the database");
     }
     admin.stop().await;
+    watching.cancel();
     if let Err(err) = storage.close().await {
         tracing::warn!(%err, "closing the database failed");
     }

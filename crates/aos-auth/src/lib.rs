@@ -1,6 +1,30 @@
 //! `aos-auth`: authentication and authorization.
 //!
-//! Password hashing (argon2id, PHC strings) and random secrets with their lookup hashes.
+//! Password hashing (argon2id, PHC strings), random secrets with their lookup hashes, and the
+//! device directory that serves the broker's device logins from storage.
 
+pub mod devices;
 pub mod password;
 pub mod secret;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The `[auth]` configuration section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// How often every node reads the credential change log: the longest a device keeps a live
+    /// session (and a cached login) after its credentials changed.
+    #[serde(with = "humantime_serde")]
+    pub credential_poll: Duration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            credential_poll: Duration::from_secs(2),
+        }
+    }
+}

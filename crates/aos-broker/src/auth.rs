@@ -1,9 +1,13 @@
 //! The broker's authentication and authorization seam: every CONNECT, SUBSCRIBE and PUBLISH asks
 //! an [`Authenticator`]. [`ConfigAuthenticator`] serves it from configuration (anonymous access,
-//! static users with argon2 hashes, ordered ACL rules); the platform's device credentials plug in
-//! through the same trait.
+//! static users with argon2 hashes, ordered ACL rules) and, given the platform's
+//! [`DeviceDirectory`], from the devices' stored credentials: a device may publish and subscribe
+//! only under its own topic tree `aos/{device id}/#`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aos_core::access::{DeviceDirectory, DeviceRefusal};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -26,6 +30,8 @@ pub struct ConnectRequest {
 pub struct Principal {
     pub client_id: String,
     pub username: Option<String>,
+    /// The device's id, when the client signed in with device credentials.
+    pub device: Option<String>,
 }
 
 /// Why a CONNECT is refused (mapped to the 3.1.1 return code / 5.0 reason code).
@@ -106,14 +112,31 @@ impl Default for AuthConfig {
     }
 }
 
-/// [`Authenticator`] served by configuration.
+/// [`Authenticator`] served by configuration, and by the platform's device directory if given.
 pub struct ConfigAuthenticator {
     config: AuthConfig,
+    devices: Option<Arc<dyn DeviceDirectory>>,
+}
+
+/// The topic tree of a device: everything it may publish and subscribe to.
+pub fn device_tree(uid: &str) -> String {
+    format!("aos/{uid}/#")
 }
 
 impl ConfigAuthenticator {
     pub fn new(config: AuthConfig) -> Self {
-        ConfigAuthenticator { config }
+        ConfigAuthenticator {
+            config,
+            devices: None,
+        }
+    }
+
+    /// Devices sign in with their stored credentials; other usernames with the configured ones.
+    pub fn with_devices(config: AuthConfig, devices: Arc<dyn DeviceDirectory>) -> Self {
+        ConfigAuthenticator {
+            config,
+            devices: Some(devices),
+        }
     }
 
     fn decide(
@@ -198,9 +221,10 @@ pub fn filters_overlap(a: &str, b: &str) -> bool {
 #[async_trait]
 impl Authenticator for ConfigAuthenticator {
     async fn authenticate(&self, request: &ConnectRequest) -> Result<Principal, Refusal> {
-        let principal = Principal {
+        let mut principal = Principal {
             client_id: request.client_id.clone(),
             username: request.username.clone(),
+            device: None,
         };
         let Some(username) = &request.username else {
             return if self.config.allow_anonymous {
@@ -209,6 +233,22 @@ impl Authenticator for ConfigAuthenticator {
                 Err(Refusal::NotAuthorized)
             };
         };
+        if let Some(devices) = &self.devices {
+            let password = request.password.as_deref().unwrap_or_default();
+            match devices
+                .authenticate(&request.client_id, username, password)
+                .await
+            {
+                Ok(Some(device)) => {
+                    principal.device = Some(device.uid);
+                    return Ok(principal);
+                }
+                Ok(None) => {}
+                Err(DeviceRefusal::BadCredentials) => return Err(Refusal::BadCredentials),
+                Err(DeviceRefusal::NotAuthorized) => return Err(Refusal::NotAuthorized),
+                Err(DeviceRefusal::Unavailable) => return Err(Refusal::Unavailable),
+            }
+        }
         let Some(user) = self.config.users.iter().find(|u| &u.username == username) else {
             return Err(Refusal::BadCredentials);
         };
@@ -228,10 +268,16 @@ impl Authenticator for ConfigAuthenticator {
     }
 
     fn may_publish(&self, who: &Principal, topic: &str) -> bool {
+        if let Some(uid) = &who.device {
+            return matches(&device_tree(uid), topic);
+        }
         self.decide(who, Action::Publish, |filter, _| matches(filter, topic))
     }
 
     fn may_subscribe(&self, who: &Principal, requested: &str) -> bool {
+        if let Some(uid) = &who.device {
+            return filter_covers(&device_tree(uid), requested);
+        }
         self.decide(
             who,
             Action::Subscribe,
@@ -251,6 +297,7 @@ mod tests {
         Principal {
             client_id: client.into(),
             username: user.map(String::from),
+            device: None,
         }
     }
 

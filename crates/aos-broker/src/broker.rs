@@ -335,9 +335,15 @@ impl Broker {
     pub fn kick_all(&self, kick: Kick) {
         let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
         for session in sessions {
-            if let Some(tx) = session.lock().link.as_mut().and_then(|l| l.kick.take()) {
-                let _ = tx.send(kick);
-            }
+            kick_session(&session, kick);
+        }
+    }
+
+    /// Closes the live connection of `client_id`, if it has one.
+    pub fn kick_client(&self, client_id: &str, kick: Kick) {
+        let session = self.sessions().get(client_id).cloned();
+        if let Some(session) = session {
+            kick_session(&session, kick);
         }
     }
 
@@ -451,5 +457,11 @@ impl Broker {
             self.count(result);
         }
         queued
+    }
+}
+
+fn kick_session(session: &Session, kick: Kick) {
+    if let Some(tx) = session.lock().link.as_mut().and_then(|l| l.kick.take()) {
+        let _ = tx.send(kick);
     }
 }

@@ -22,6 +22,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aos_core::access::Devices;
 use aos_core::net::{ServerSlot, bind_tcp};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use async_trait::async_trait;
@@ -137,10 +138,15 @@ impl Role for BrokerRole {
         let config: BrokerConfig = ctx.settings.section("broker")?;
         let metrics = BrokerMetrics::default();
         metrics.register(&ctx.metrics);
-        let auth = self
-            .authenticator
-            .clone()
-            .unwrap_or_else(|| Arc::new(ConfigAuthenticator::new(config.auth.clone())));
+        let devices = ctx.extensions.get::<Devices>();
+        let auth: Arc<dyn Authenticator> = match (&self.authenticator, &devices) {
+            (Some(auth), _) => auth.clone(),
+            (None, Some(devices)) => Arc::new(ConfigAuthenticator::with_devices(
+                config.auth.clone(),
+                devices.0.clone(),
+            )),
+            (None, None) => Arc::new(ConfigAuthenticator::new(config.auth.clone())),
+        };
         let broker = Arc::new(Broker::new(
             BrokerLimits {
                 queue: QueueLimits {
@@ -182,6 +188,13 @@ impl Role for BrokerRole {
                 }
             }
         });
+        if let Some(devices) = devices {
+            tokio::spawn(close_revoked(
+                broker.clone(),
+                devices.0.revocations(),
+                stop.clone(),
+            ));
+        }
         *self.sweeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop);
         *self.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker);
         self.health.set(HealthStatus::Healthy);
@@ -209,5 +222,26 @@ impl Role for BrokerRole {
 
     fn health(&self) -> Health {
         self.health.get()
+    }
+}
+
+/// Closes the live session of every device whose credentials change, until `stop`.
+async fn close_revoked(
+    broker: Arc<Broker>,
+    mut revoked: tokio::sync::broadcast::Receiver<String>,
+    stop: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            uid = revoked.recv() => match uid {
+                Ok(uid) => broker.kick_client(&uid, Kick::Revoked),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "credential changes came faster than sessions were closed; some may stay open until their next CONNECT");
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
     }
 }

@@ -98,6 +98,8 @@ pub enum Kick {
     TakenOver,
     /// The broker is stopping.
     ShuttingDown,
+    /// The client's credentials were changed or revoked.
+    Revoked,
 }
 
 /// The live connection of a session.

@@ -1,7 +1,7 @@
 //! Layered configuration: built-in defaults ← config file ← `AOS_*` environment ← command line.
 //!
 //! `aos-core` owns the sections every node has (`node`, `log`, `admin`, `queue`); each role crate
-//! owns its own section (`broker`, `worker`, `web`, `storage`) and extracts it through
+//! owns its own section (`broker`, `worker`, `web`, `storage`, `auth`) and extracts it through
 //! [`Settings::section`], so a slim build still accepts — but does not interpret — the sections
 //! of roles it does not contain.
 
@@ -201,6 +201,8 @@ pub struct CoreConfig {
     pub queue: QueueConfig,
     #[serde(skip_serializing)]
     pub storage: IgnoredAny,
+    #[serde(skip_serializing)]
+    pub auth: IgnoredAny,
     #[serde(skip_serializing)]
     pub broker: IgnoredAny,
     #[serde(skip_serializing)]

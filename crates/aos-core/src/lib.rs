@@ -8,6 +8,7 @@
 //!   (key-value store with TTL and compare-and-set);
 //! - [`metrics`], [`admin`] (the per-node admin HTTP listener) and [`net`] (hosting ntex servers).
 
+pub mod access;
 pub mod admin;
 pub mod bus;
 pub mod config;

@@ -108,6 +108,7 @@ impl Outbound for v5::MqttSink {
         let reason = match kick {
             Kick::TakenOver => DisconnectReasonCode::SessionTakenOver,
             Kick::ShuttingDown => DisconnectReasonCode::ServerShuttingDown,
+            Kick::Revoked => DisconnectReasonCode::NotAuthorized,
         };
         self.close_with_reason(Disconnect::new(reason));
     }

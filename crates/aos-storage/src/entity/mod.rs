@@ -11,6 +11,7 @@ pub mod class_function;
 pub mod command;
 pub mod command_batch;
 pub mod command_group;
+pub mod credential_change;
 pub mod device;
 pub mod device_class;
 pub mod device_credential;

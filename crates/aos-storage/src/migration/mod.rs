@@ -2,6 +2,7 @@
 
 mod m0001_nodes;
 mod m0002_platform;
+mod m0003_credential_changes;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -12,6 +13,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_nodes::Migration),
             Box::new(m0002_platform::Migration),
+            Box::new(m0003_credential_changes::Migration),
         ]
     }
 }

@@ -3,11 +3,11 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use super::{Scope, bound_entity, check_identifier, check_name, classes, duplicate};
-use crate::entity::{device, device_credential};
+use crate::entity::{credential_change, device, device_credential};
 use crate::{Storage, StorageError};
 
 /// A device to create, its references given by name.
@@ -160,6 +160,14 @@ pub async fn set_credential(
         .insert(&txn)
         .await
         .map_err(duplicate("device credential", &taken))?;
+    // Every node drops cached logins of this device and closes its live session.
+    credential_change::ActiveModel {
+        device_uid: Set(device.uid.clone()),
+        at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
     txn.commit().await?;
     Ok(row)
 }
@@ -175,4 +183,92 @@ pub async fn credentials(
         .filter(device_credential::Column::DeviceId.eq(device.id))
         .all(storage.db())
         .await?)
+}
+
+/// What a device logs in with: found by MQTT username (a password credential) or by device id
+/// (an access token). Platform-wide: a device authenticates before any tenant is known.
+#[derive(Clone, Debug)]
+pub struct DeviceLogin {
+    pub uid: String,
+    pub tenant: i64,
+    pub disabled: bool,
+    pub secret: LoginSecret,
+}
+
+#[derive(Clone, Debug)]
+pub enum LoginSecret {
+    /// argon2id hash of the password.
+    PasswordHash(String),
+    /// SHA-256 (hex) of the access token.
+    TokenLookup(String),
+}
+
+/// The login of `username`: a password credential's username, else a device id with a token.
+pub async fn login(storage: &Storage, username: &str) -> Result<Option<DeviceLogin>, StorageError> {
+    let db = storage.db();
+    let by_username = device_credential::Entity::find()
+        .filter(device_credential::Column::Kind.eq("password"))
+        .filter(device_credential::Column::Username.eq(username))
+        .filter(device_credential::Column::RevokedAt.is_null())
+        .one(db)
+        .await?;
+    if let Some(credential) = by_username
+        && let Some(hash) = credential.secret_hash
+        && let Some(device) = device::Entity::find_by_id(credential.device_id)
+            .one(db)
+            .await?
+    {
+        return Ok(Some(DeviceLogin {
+            uid: device.uid,
+            tenant: device.tenant_id,
+            disabled: device.disabled,
+            secret: LoginSecret::PasswordHash(hash),
+        }));
+    }
+    let Some(device) = device::Entity::find()
+        .filter(device::Column::Uid.eq(username))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let token = device_credential::Entity::find()
+        .filter(device_credential::Column::DeviceId.eq(device.id))
+        .filter(device_credential::Column::Kind.eq("token"))
+        .filter(device_credential::Column::RevokedAt.is_null())
+        .one(db)
+        .await?;
+    Ok(token
+        .and_then(|t| t.token_lookup)
+        .map(|lookup| DeviceLogin {
+            uid: device.uid,
+            tenant: device.tenant_id,
+            disabled: device.disabled,
+            secret: LoginSecret::TokenLookup(lookup),
+        }))
+}
+
+/// The newest entry of the credential change log (0 when empty).
+pub async fn last_credential_change(storage: &Storage) -> Result<i64, StorageError> {
+    Ok(credential_change::Entity::find()
+        .order_by_desc(credential_change::Column::Id)
+        .one(storage.db())
+        .await?
+        .map_or(0, |c| c.id))
+}
+
+/// Entries of the credential change log after `after`: (id, device uid), oldest first.
+pub async fn credential_changes_since(
+    storage: &Storage,
+    after: i64,
+) -> Result<Vec<(i64, String)>, StorageError> {
+    Ok(credential_change::Entity::find()
+        .filter(credential_change::Column::Id.gt(after))
+        .order_by_asc(credential_change::Column::Id)
+        .limit(1000)
+        .all(storage.db())
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c.device_uid))
+        .collect())
 }

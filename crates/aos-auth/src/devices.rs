@@ -1,0 +1,153 @@
+//! The device directory served from storage (the `aos_core::access` seam): device credentials
+//! checked against their hashes with a cache, and a watcher of the credential change log that
+//! drops cached entries and tells the broker which devices' live sessions to close — whichever
+//! process (the API, the CLI, another node) made the change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aos_core::access::{DeviceDirectory, DeviceIdentity, DeviceRefusal};
+use aos_storage::repo::devices::{self, DeviceLogin, LoginSecret};
+use aos_storage::{Storage, StorageError};
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::{password, secret};
+
+/// How long a successful check is reused without asking storage (changes end it sooner).
+const CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// (username, client id, SHA-256 of the password): a cached successful CONNECT.
+type CacheKey = (String, String, [u8; 32]);
+
+pub struct StorageDeviceDirectory {
+    storage: Storage,
+    cache: Mutex<HashMap<CacheKey, (DeviceIdentity, Instant)>>,
+    revoked: broadcast::Sender<String>,
+}
+
+impl StorageDeviceDirectory {
+    /// Starts the directory, reading the change log every `poll` until `stop` is cancelled.
+    pub async fn start(
+        storage: Storage,
+        poll: Duration,
+        stop: CancellationToken,
+    ) -> Result<Arc<StorageDeviceDirectory>, StorageError> {
+        let mut last = devices::last_credential_change(&storage).await?;
+        let (revoked, _) = broadcast::channel(1024);
+        let directory = Arc::new(StorageDeviceDirectory {
+            storage,
+            cache: Mutex::new(HashMap::new()),
+            revoked,
+        });
+        let watched = Arc::downgrade(&directory);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(poll);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(directory) = watched.upgrade() else {
+                    return;
+                };
+                match devices::credential_changes_since(&directory.storage, last).await {
+                    Ok(changes) => {
+                        for (id, uid) in changes {
+                            last = id;
+                            directory.forget(&uid);
+                            tracing::info!(device = %uid, "device credentials changed: cached logins dropped, live session closed");
+                            let _ = directory.revoked.send(uid);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot read the credential change log; retrying")
+                    }
+                }
+            }
+        });
+        Ok(directory)
+    }
+
+    fn forget(&self, uid: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (identity, _)| identity.uid != uid);
+    }
+
+    async fn verify(login: &DeviceLogin, password: &[u8]) -> Result<bool, DeviceRefusal> {
+        let Ok(password) = std::str::from_utf8(password) else {
+            return Ok(false);
+        };
+        match &login.secret {
+            LoginSecret::TokenLookup(lookup) => Ok(secret::lookup_hash(password) == *lookup),
+            LoginSecret::PasswordHash(hash) => {
+                let (password, hash) = (password.to_string(), hash.clone());
+                // argon2 is deliberately slow: keep it off the connection threads.
+                tokio::task::spawn_blocking(move || {
+                    password::verify_password(&password, &hash).unwrap_or(false)
+                })
+                .await
+                .map_err(|_| DeviceRefusal::Unavailable)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl DeviceDirectory for StorageDeviceDirectory {
+    async fn authenticate(
+        &self,
+        client_id: &str,
+        username: &str,
+        password: &[u8],
+    ) -> Result<Option<DeviceIdentity>, DeviceRefusal> {
+        let key: CacheKey = (
+            username.to_string(),
+            client_id.to_string(),
+            Sha256::digest(password).into(),
+        );
+        if let Some((identity, at)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(Some(identity.clone()));
+        }
+        let login = devices::login(&self.storage, username)
+            .await
+            .map_err(|err| {
+                tracing::warn!(%err, "cannot check device credentials");
+                DeviceRefusal::Unavailable
+            })?;
+        let Some(login) = login else {
+            return Ok(None);
+        };
+        if !Self::verify(&login, password).await? {
+            return Err(DeviceRefusal::BadCredentials);
+        }
+        // A device connects as itself: its client id is its id.
+        if login.disabled || login.uid != client_id {
+            return Err(DeviceRefusal::NotAuthorized);
+        }
+        let identity = DeviceIdentity {
+            uid: login.uid,
+            tenant: login.tenant,
+        };
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, (identity.clone(), Instant::now()));
+        Ok(Some(identity))
+    }
+
+    fn revocations(&self) -> broadcast::Receiver<String> {
+        self.revoked.subscribe()
+    }
+}

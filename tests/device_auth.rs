@@ -1,0 +1,196 @@
+//! Devices authenticate with the credentials the platform stores (an MQTT username + password,
+//! or an access token), publish and subscribe only under their own topic tree, and a change of
+//! credentials — made by another process, the CLI — closes the live session and refuses the old
+//! secret on the next CONNECT.
+
+mod common;
+
+use std::path::Path;
+
+use common::mqtt::{Client3, Client5, options3, options5};
+use common::{Aos, cli_ok};
+use rumqttc::QoS;
+
+const PASSWORD: &str = "first password";
+
+/// A tenant with two devices: `dev-1` (username `dev-1-user` and PASSWORD) and `dev-2` (a
+/// token, returned).
+fn provision(dir: &Path) -> String {
+    cli_ok(dir, &["tenant", "add", "acme"]);
+    cli_ok(dir, &["class", "add", "sensor", "--tenant", "acme"]);
+    for uid in ["dev-1", "dev-2"] {
+        cli_ok(
+            dir,
+            &[
+                "device", "add", uid, "--tenant", "acme", "--class", "sensor",
+            ],
+        );
+    }
+    set_password(dir, PASSWORD);
+    let out = cli_ok(dir, &["device", "credentials", "dev-2", "--tenant", "acme"]);
+    out.lines()
+        .find_map(|l| l.strip_prefix("access token: "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("token printed")
+        .to_string()
+}
+
+fn set_password(dir: &Path, password: &str) {
+    let (status, _, err) = Aos::new(
+        dir,
+        &[
+            "device",
+            "credentials",
+            "dev-1",
+            "--tenant",
+            "acme",
+            "--username",
+            "dev-1-user",
+            "--password-stdin",
+        ],
+    )
+    .output_with_input(&format!("{password}\n"));
+    assert!(status.success(), "{err}");
+}
+
+fn start_node(dir: &Path) -> common::AosProcess {
+    let mut node = Aos::new(dir, &["run", "--roles", "broker"])
+        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")
+        .env("AOS_AUTH__CREDENTIAL_POLL", "200ms")
+        .spawn();
+    node.wait_ready();
+    node
+}
+
+fn with_password(port: u16, client_id: &str, user: &str, password: &str) -> rumqttc::MqttOptions {
+    let mut options = options3(port, client_id);
+    options.set_credentials(user, password);
+    options
+}
+
+/// Asserts the CONNECT is refused with the return code named `code`.
+async fn assert_refused(options: rumqttc::MqttOptions, code: &str) {
+    let credentials = options.credentials();
+    match Client3::connect(options).await {
+        Ok(_) => panic!("{credentials:?} must be refused"),
+        Err(refused) => assert!(refused.contains(code), "{credentials:?}: {refused}"),
+    }
+}
+
+#[tokio::test]
+async fn devices_sign_in_with_stored_credentials_and_stay_in_their_topic_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = provision(dir.path());
+    let node = start_node(dir.path());
+    let port = node.ports.mqtt;
+
+    // Wrong password, unknown user, anonymous, or someone else's client id: refused.
+    let cases = [
+        (
+            with_password(port, "dev-1", "dev-1-user", "wrong"),
+            "BadUserNamePassword",
+        ),
+        (
+            with_password(port, "dev-1", "nobody", PASSWORD),
+            "BadUserNamePassword",
+        ),
+        (options3(port, "dev-1"), "NotAuthorized"),
+        (
+            with_password(port, "dev-2", "dev-1-user", PASSWORD),
+            "NotAuthorized",
+        ),
+    ];
+    for (options, code) in cases {
+        assert_refused(options, code).await;
+    }
+
+    // dev-1 (password) talks in its own tree; dev-2 (token, over 5.0) cannot reach it.
+    let (mut dev1, _) = Client3::connect(with_password(port, "dev-1", "dev-1-user", PASSWORD))
+        .await
+        .expect("dev-1 signs in");
+    let codes = dev1.subscribe("aos/dev-1/commands", QoS::AtLeastOnce).await;
+    assert_eq!(
+        codes,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    let codes = dev1.subscribe("aos/dev-2/#", QoS::AtLeastOnce).await;
+    assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Failure]);
+    let codes = dev1.subscribe("#", QoS::AtLeastOnce).await;
+    assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Failure]);
+
+    let mut options = options5(port, "dev-2");
+    options.set_credentials("dev-2", token.as_str());
+    let (mut dev2, _) = Client5::connect(options)
+        .await
+        .expect("dev-2 signs in with its token");
+    let ack = dev2
+        .subscribe(
+            "aos/dev-2/commands",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        )
+        .await;
+    assert_eq!(ack.return_codes.len(), 1);
+    dev2.client
+        .publish(
+            "aos/dev-1/commands",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            "intrude",
+        )
+        .await
+        .expect("publish");
+    let puback = dev2.puback().await;
+    assert_eq!(
+        puback.reason,
+        rumqttc::v5::mqttbytes::v5::PubAckReason::NotAuthorized
+    );
+    dev2.client
+        .publish(
+            "aos/dev-2/telemetry",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            "{}",
+        )
+        .await
+        .expect("publish");
+    assert_eq!(
+        dev2.puback().await.reason,
+        rumqttc::v5::mqttbytes::v5::PubAckReason::Success
+    );
+    // dev-1 never saw the intrusion; its own publish reaches its own subscription.
+    dev1.publish_acked("aos/dev-1/commands", false, b"mine")
+        .await;
+    assert_eq!(&dev1.publish_received().await.payload[..], b"mine");
+}
+
+#[tokio::test]
+async fn changed_credentials_close_the_live_session_and_refuse_the_old_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    provision(dir.path());
+    let node = start_node(dir.path());
+    let port = node.ports.mqtt;
+    let (mut dev1, _) = Client3::connect(with_password(port, "dev-1", "dev-1-user", PASSWORD))
+        .await
+        .expect("dev-1 signs in");
+
+    // Another process (the CLI) gives dev-1 a new password: its session is closed.
+    set_password(dir.path(), "second password");
+    let closed = dev1.closed().await;
+    assert!(
+        !closed.contains("nothing received"),
+        "the session must be closed: {closed}"
+    );
+    assert_refused(
+        with_password(port, "dev-1", "dev-1-user", PASSWORD),
+        "BadUserNamePassword",
+    )
+    .await;
+    Client3::connect(with_password(
+        port,
+        "dev-1",
+        "dev-1-user",
+        "second password",
+    ))
+    .await
+    .expect("the new password works");
+}
