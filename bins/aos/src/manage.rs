@@ -10,6 +10,7 @@ use aos_core::Settings;
 use aos_storage::repo::audit::{self, AuditEvent};
 use aos_storage::repo::classes::{self, NewClass};
 use aos_storage::repo::devices::{self, NewCredential, NewDevice};
+use aos_storage::repo::roles;
 use aos_storage::repo::users::{self, NewUser};
 use aos_storage::repo::{Scope, tenants};
 use aos_storage::{Storage, StorageConfig};
@@ -42,6 +43,10 @@ pub enum UserCommand {
         /// Entity (of the tenant) the user is bound to.
         #[arg(long)]
         entity: Option<String>,
+        /// A role to give the user (repeatable): system administrator, tenant administrator,
+        /// operator, viewer, customer, or a role of the tenant.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
         #[arg(long)]
         password_stdin: bool,
     },
@@ -141,6 +146,7 @@ pub fn run(settings: &Settings, command: Manage) -> ExitCode {
                 } else if !storage.pending_migrations().await?.is_empty() {
                     bail!("the database needs migrations: run `aos migrate` first");
                 }
+                aos_auth::bootstrap::ensure_roles(&storage).await?;
                 let result = execute(&storage, command).await;
                 storage.close().await.ok();
                 result
@@ -214,6 +220,7 @@ async fn execute(storage: &Storage, command: Manage) -> anyhow::Result<()> {
             tenant,
             email,
             entity,
+            roles,
             password_stdin,
         }) => {
             let (password, generated) = new_password(password_stdin)?;
@@ -222,6 +229,7 @@ async fn execute(storage: &Storage, command: Manage) -> anyhow::Result<()> {
                 login: login.clone(),
                 email,
                 entity,
+                roles,
                 password_hash: password::hash_password(&password, Default::default())?,
             };
             let (user, tenant_id) = match &tenant {
@@ -245,13 +253,19 @@ async fn execute(storage: &Storage, command: Manage) -> anyhow::Result<()> {
                 Some(t) => users::list(storage, scope(storage, t).await?).await?,
                 None => users::list_platform(storage).await?,
             };
-            println!("{:<24} {:<32} email", "login", "name");
+            println!("{:<24} {:<32} {:<32} roles", "login", "name", "email");
             for u in list {
+                let roles: Vec<String> = roles::of_user(storage, u.id)
+                    .await?
+                    .into_iter()
+                    .map(|r| r.name)
+                    .collect();
                 println!(
-                    "{:<24} {:<32} {}",
+                    "{:<24} {:<32} {:<32} {}",
                     u.login,
                     u.name,
-                    u.email.unwrap_or_default()
+                    u.email.unwrap_or_default(),
+                    roles.join(", ")
                 );
             }
         }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use aos_auth::bootstrap::FirstAdmin;
 use aos_auth::devices::StorageDeviceDirectory;
 use aos_core::access::Devices;
 use aos_core::admin::AdminServer;
@@ -186,6 +187,24 @@ async fn run_node(
         }
     };
 
+    match aos_auth::bootstrap::first_admin(&storage, std::env::var("AOS_ADMIN_PASSWORD").ok()).await
+    {
+        // On standard output: standard error carries the logs (JSON lines, with --log-format json).
+        Ok(Some(FirstAdmin::Generated(password))) => println!(
+            "first start: created the system administrator `{}` with password {password}  (shown once: keep it now, or change it with `aos user passwd {}`)",
+            aos_auth::bootstrap::FIRST_ADMIN,
+            aos_auth::bootstrap::FIRST_ADMIN
+        ),
+        Ok(Some(FirstAdmin::Given)) => tracing::info!(
+            "first start: created the system administrator `{}` with the password of AOS_ADMIN_PASSWORD",
+            aos_auth::bootstrap::FIRST_ADMIN
+        ),
+        Ok(None) => {}
+        Err(err) => {
+            close(&queue, storage, &net).await;
+            return exit(EXIT_FAILURE, err);
+        }
+    }
     let auth: aos_auth::AuthSettings = match settings.section("auth") {
         Ok(auth) => auth,
         Err(err) => {

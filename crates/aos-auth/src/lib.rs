@@ -1,10 +1,14 @@
 //! `aos-auth`: authentication and authorization.
 //!
-//! Password hashing (argon2id, PHC strings), random secrets with their lookup hashes, and the
-//! device directory that serves the broker's device logins from storage.
+//! Password hashing (argon2id, PHC strings), random secrets with their lookup hashes, roles and
+//! the one permission check, the first start's administrator, and the device directory that
+//! serves the broker's device logins from storage.
 
+pub mod accounts;
+pub mod bootstrap;
 pub mod devices;
 pub mod password;
+pub mod permissions;
 pub mod secret;
 
 use std::time::Duration;

@@ -96,3 +96,33 @@ impl PostgresTestDb {
         }
     }
 }
+
+/// Defines each named `async fn(&Storage)` case as two tests: one on a new SQLite database, one
+/// on a new PostgreSQL schema (skipped loudly when PostgreSQL is unreachable outside CI). Both
+/// are migrated first. Use at the top level of a test crate.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let db = $crate::testing::sqlite().await;
+                    db.storage.migrate().await.expect("migrate");
+                    super::$name(&db.storage).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(db) = $crate::testing::postgres().await else { return };
+                    db.storage.migrate().await.expect("migrate");
+                    super::$name(&db.storage).await;
+                    db.drop_schema().await;
+                }
+            )*
+        }
+    };
+}

@@ -9,34 +9,7 @@ use aos_storage::repo::{Scope, tenants};
 use aos_storage::{Storage, StorageError};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
 
-/// Runs `case` on a new SQLite database and on a new PostgreSQL schema.
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let db = aos_storage::testing::sqlite().await;
-                    db.storage.migrate().await.expect("migrate");
-                    super::$name(&db.storage).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(db) = aos_storage::testing::postgres().await else { return };
-                    db.storage.migrate().await.expect("migrate");
-                    super::$name(&db.storage).await;
-                    db.drop_schema().await;
-                }
-            )*
-        }
-    };
-}
-
-on_both!(
+aos_storage::on_both_databases!(
     tenants_see_only_their_own_devices,
     customers_see_only_their_entity,
     duplicates_and_unknown_references_are_clear_errors,

@@ -5,7 +5,9 @@
 pub mod audit;
 pub mod classes;
 pub mod devices;
+pub mod roles;
 pub mod tenants;
+pub mod tokens;
 pub mod users;
 
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, SqlErr};

@@ -3,11 +3,11 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder,
+    QueryOrder, TransactionTrait,
 };
 
-use super::{Scope, bound_entity, check_identifier, check_name, duplicate};
-use crate::entity::app_user;
+use super::{Scope, bound_entity, check_identifier, check_name, duplicate, roles};
+use crate::entity::{app_user, org_entity};
 use crate::{Storage, StorageError};
 
 /// A user to create. `password_hash` is an argon2id PHC string (see `aos-auth`).
@@ -19,6 +19,8 @@ pub struct NewUser {
     pub password_hash: String,
     /// Name of the entity (of the same tenant) the user is bound to.
     pub entity: Option<String>,
+    /// Names of the roles to give the user (built-in, or of its tenant).
+    pub roles: Vec<String>,
 }
 
 fn check(new: &NewUser) -> Result<(), StorageError> {
@@ -40,7 +42,9 @@ async fn insert(
     new: NewUser,
 ) -> Result<app_user::Model, StorageError> {
     let now = Utc::now();
-    app_user::ActiveModel {
+    // The user and its roles, or nothing.
+    let txn = storage.db().begin().await?;
+    let user = app_user::ActiveModel {
         tenant_id: Set(tenant),
         entity_id: Set(entity),
         login: Set(new.login.clone()),
@@ -54,9 +58,14 @@ async fn insert(
         password_changed_at: Set(now),
         ..Default::default()
     }
-    .insert(storage.db())
+    .insert(&txn)
     .await
-    .map_err(duplicate("user", &new.login))
+    .map_err(duplicate("user", &new.login))?;
+    for role in &new.roles {
+        roles::assign_in(&txn, &user, role).await?;
+    }
+    txn.commit().await?;
+    Ok(user)
 }
 
 /// Creates a user of the scope's tenant. A customer-bound scope creates users of its entity.
@@ -104,6 +113,30 @@ pub async fn list_platform(storage: &Storage) -> Result<Vec<app_user::Model>, St
         .order_by_asc(app_user::Column::Login)
         .all(storage.db())
         .await?)
+}
+
+/// The customer entity a user is bound to (None for users of internal units, or of none):
+/// such a user sees only its customer's devices and data.
+pub async fn customer_of(
+    storage: &Storage,
+    user: &app_user::Model,
+) -> Result<Option<i64>, StorageError> {
+    let (Some(_), Some(entity)) = (user.tenant_id, user.entity_id) else {
+        return Ok(None);
+    };
+    Ok(org_entity::Entity::find_by_id(entity)
+        .one(storage.db())
+        .await?
+        .filter(|e| e.kind == "customer")
+        .map(|e| e.id))
+}
+
+/// The user with this id, whatever its tenant (the id comes from a verified token or session).
+pub async fn by_id(storage: &Storage, id: i64) -> Result<app_user::Model, StorageError> {
+    app_user::Entity::find_by_id(id)
+        .one(storage.db())
+        .await?
+        .ok_or_else(|| StorageError::not_found("user", id.to_string()))
 }
 
 /// The user with this login, whatever its tenant (signing in is how the tenant is found).

@@ -1,0 +1,451 @@
+//! Signing in: a short-lived JWT access token and a rotating, revocable refresh token (stored
+//! hashed); sign-out, password change and administrator reset; failed sign-ins throttled per
+//! account and per client address; every outcome in the audit log.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aos_storage::entity::app_user;
+use aos_storage::repo::audit::{self, AuditEvent};
+use aos_storage::repo::{roles, tokens, users};
+use aos_storage::{Storage, StorageError};
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::password::{self, HashParams, PasswordError};
+use crate::permissions::{Access, Denied, Grants, ObjectKind, Operation, Subject, authorize};
+use crate::secret;
+
+/// Sign-in parameters (part of the `[auth]` section).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignInSettings {
+    /// Lifetime of an access token.
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    /// Lifetime of a refresh token (each refresh issues a new one).
+    #[serde(with = "humantime_serde")]
+    pub refresh_ttl: Duration,
+    /// Failed sign-ins of one account, within `failure_window`, before it is held back.
+    pub max_failures: u32,
+    /// Failed sign-ins from one client address, within `failure_window`, before it is held back.
+    pub max_failures_per_address: u32,
+    /// How long failures count, and how long a held-back account or address waits.
+    #[serde(with = "humantime_serde")]
+    pub failure_window: Duration,
+    /// argon2id memory (KiB), iterations and lanes for new password hashes.
+    pub hash_memory_kib: u32,
+    pub hash_iterations: u32,
+    pub hash_parallelism: u32,
+}
+
+impl Default for SignInSettings {
+    fn default() -> Self {
+        let hash = HashParams::default();
+        SignInSettings {
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_failures: 5,
+            max_failures_per_address: 20,
+            failure_window: Duration::from_secs(15 * 60),
+            hash_memory_kib: hash.memory_kib,
+            hash_iterations: hash.iterations,
+            hash_parallelism: hash.parallelism,
+        }
+    }
+}
+
+impl SignInSettings {
+    pub fn hash_params(&self) -> HashParams {
+        HashParams {
+            memory_kib: self.hash_memory_kib,
+            iterations: self.hash_iterations,
+            parallelism: self.hash_parallelism,
+        }
+    }
+}
+
+/// What a successful sign-in or refresh returns.
+#[derive(Clone, Debug, Serialize)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Seconds the access token is valid.
+    pub expires_in: u64,
+}
+
+/// The claims of an access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user's login.
+    pub sub: String,
+    pub uid: i64,
+    pub tenant: Option<i64>,
+    pub customer: Option<i64>,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error("wrong login or password")]
+    BadCredentials,
+    #[error("too many failed sign-ins: try again in {} s", retry_after.as_secs().max(1))]
+    Throttled { retry_after: Duration },
+    #[error("this account is disabled or locked: ask an administrator")]
+    Disabled,
+    #[error("the token is invalid or has expired: sign in again")]
+    InvalidToken,
+    #[error("the new password must have at least 8 characters")]
+    WeakPassword,
+    #[error("not allowed: {0}")]
+    Denied(#[from] Denied),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+}
+
+/// Failed attempts of one key (an account or an address).
+struct Failures {
+    count: u32,
+    since: Instant,
+}
+
+/// Failed sign-ins per account and per address, within a window. Per node: a cluster's nodes
+/// each count their own (the load balancer keeps a client on one node).
+struct Throttle {
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+impl Throttle {
+    fn retry_after(&self, key: &str, max: u32, window: Duration) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let f = failures.get(key)?;
+        let elapsed = f.since.elapsed();
+        (f.count >= max && elapsed < window).then(|| window - elapsed)
+    }
+
+    fn failed(&self, key: String, window: Duration) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() > 100_000 {
+            failures.retain(|_, f| f.since.elapsed() < window);
+        }
+        let f = failures.entry(key).or_insert(Failures {
+            count: 0,
+            since: Instant::now(),
+        });
+        if f.since.elapsed() >= window {
+            *f = Failures {
+                count: 0,
+                since: Instant::now(),
+            };
+        }
+        f.count += 1;
+    }
+
+    fn clear(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// Users' sign-in, tokens and passwords.
+pub struct Accounts {
+    storage: Storage,
+    settings: SignInSettings,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    throttle: Throttle,
+    /// Verified against when the login is unknown, so both cases take as long.
+    decoy_hash: String,
+}
+
+fn event(user: Option<&app_user::Model>, login: &str, action: &str, success: bool) -> AuditEvent {
+    AuditEvent {
+        tenant: user.and_then(|u| u.tenant_id),
+        actor: format!("user:{login}"),
+        action: action.into(),
+        object_kind: Some("user".into()),
+        object_id: Some(login.into()),
+        success,
+        detail: serde_json::Value::Null,
+        ..Default::default()
+    }
+}
+
+async fn hash(password: String, params: HashParams) -> Result<String, PasswordError> {
+    tokio::task::spawn_blocking(move || password::hash_password(&password, params))
+        .await
+        .map_err(|e| PasswordError::Hash(e.to_string()))?
+}
+
+async fn verify(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || password::verify_password(&password, &hash))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false)
+}
+
+impl Accounts {
+    /// `key` signs access tokens (HS256): at least 32 bytes, the same on every node.
+    pub async fn new(
+        storage: Storage,
+        settings: SignInSettings,
+        key: &[u8],
+    ) -> Result<Accounts, SignInError> {
+        let decoy_hash = hash(secret::generate(), settings.hash_params()).await?;
+        Ok(Accounts {
+            storage,
+            encoding: EncodingKey::from_secret(key),
+            decoding: DecodingKey::from_secret(key),
+            settings,
+            throttle: Throttle {
+                failures: Mutex::new(HashMap::new()),
+            },
+            decoy_hash,
+        })
+    }
+
+    /// Signs `login` in with `password` from `client`.
+    pub async fn sign_in(
+        &self,
+        login: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Tokens, SignInError> {
+        let window = self.settings.failure_window;
+        let account_key = format!("login:{login}");
+        let address_key = client.map(|a| format!("addr:{a}"));
+        let held = self
+            .throttle
+            .retry_after(&account_key, self.settings.max_failures, window)
+            .or_else(|| {
+                address_key.as_deref().and_then(|k| {
+                    self.throttle
+                        .retry_after(k, self.settings.max_failures_per_address, window)
+                })
+            });
+        if let Some(retry_after) = held {
+            let mut refused = event(None, login, "sign_in.throttled", false);
+            refused.client_addr = client.map(|a| a.to_string());
+            audit::record(&self.storage, refused).await?;
+            return Err(SignInError::Throttled { retry_after });
+        }
+        let user = match users::by_login(&self.storage, login).await {
+            Ok(user) => Some(user),
+            Err(StorageError::NotFound { .. }) => None,
+            Err(err) => return Err(err.into()),
+        };
+        let hash = user
+            .as_ref()
+            .map_or(self.decoy_hash.clone(), |u| u.password_hash.clone());
+        let verified = verify(password.to_string(), hash).await && user.is_some();
+        let mut record = event(user.as_ref(), login, "sign_in", verified);
+        record.client_addr = client.map(|a| a.to_string());
+        audit::record(&self.storage, record).await?;
+        let Some(user) = user.filter(|_| verified) else {
+            self.throttle.failed(account_key, window);
+            if let Some(key) = address_key {
+                self.throttle.failed(key, window);
+            }
+            return Err(SignInError::BadCredentials);
+        };
+        if user.disabled || user.locked {
+            return Err(SignInError::Disabled);
+        }
+        self.throttle.clear(&account_key);
+        let refresh = secret::generate();
+        tokens::insert(
+            &self.storage,
+            user.id,
+            secret::lookup_hash(&refresh),
+            secret::generate(),
+            self.refresh_expiry(),
+        )
+        .await?;
+        self.tokens_for(&user, refresh).await
+    }
+
+    fn refresh_expiry(&self) -> chrono::DateTime<Utc> {
+        Utc::now()
+            + chrono::Duration::from_std(self.settings.refresh_ttl)
+                .unwrap_or(chrono::Duration::days(30))
+    }
+
+    async fn tokens_for(
+        &self,
+        user: &app_user::Model,
+        refresh: String,
+    ) -> Result<Tokens, SignInError> {
+        let now = Utc::now().timestamp();
+        let ttl = self.settings.access_ttl.as_secs();
+        let claims = Claims {
+            sub: user.login.clone(),
+            uid: user.id,
+            tenant: user.tenant_id,
+            customer: users::customer_of(&self.storage, user).await?,
+            iat: now,
+            exp: now + ttl as i64,
+        };
+        let access_token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+                .map_err(|_| SignInError::InvalidToken)?;
+        Ok(Tokens {
+            access_token,
+            refresh_token: refresh,
+            expires_in: ttl,
+        })
+    }
+
+    /// Trades a refresh token for new tokens. The old refresh token stops working; presenting it
+    /// again revokes every token issued from the same sign-in.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens, SignInError> {
+        let Some(old) = tokens::by_hash(&self.storage, &secret::lookup_hash(refresh_token)).await?
+        else {
+            return Err(SignInError::InvalidToken);
+        };
+        if old.revoked_at.is_some() {
+            let revoked = tokens::revoke_family(&self.storage, &old.family).await?;
+            let mut reuse = event(None, "?", "token.reuse", false);
+            reuse.actor = format!("user-id:{}", old.user_id);
+            reuse.detail = serde_json::json!({ "revoked": revoked });
+            audit::record(&self.storage, reuse).await?;
+            return Err(SignInError::InvalidToken);
+        }
+        if old.expires_at < Utc::now() {
+            return Err(SignInError::InvalidToken);
+        }
+        let user = users::by_id(&self.storage, old.user_id).await?;
+        if user.disabled || user.locked {
+            return Err(SignInError::Disabled);
+        }
+        let refresh = secret::generate();
+        tokens::rotate(
+            &self.storage,
+            &old,
+            secret::lookup_hash(&refresh),
+            self.refresh_expiry(),
+        )
+        .await?
+        .ok_or(SignInError::InvalidToken)?;
+        self.tokens_for(&user, refresh).await
+    }
+
+    /// Revokes the refresh token (and its family): the session ends.
+    pub async fn sign_out(&self, refresh_token: &str) -> Result<(), SignInError> {
+        let Some(token) =
+            tokens::by_hash(&self.storage, &secret::lookup_hash(refresh_token)).await?
+        else {
+            return Err(SignInError::InvalidToken);
+        };
+        tokens::revoke_family(&self.storage, &token.family).await?;
+        let user = users::by_id(&self.storage, token.user_id).await?;
+        audit::record(
+            &self.storage,
+            event(Some(&user), &user.login, "sign_out", true),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Checks an access token's signature and expiry.
+    pub fn verify(&self, access_token: &str) -> Result<Claims, SignInError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<Claims>(access_token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|_| SignInError::InvalidToken)
+    }
+
+    /// The permission subject of a verified token: the user's current roles (a disabled user's
+    /// tokens stop working at once).
+    pub async fn subject(&self, claims: &Claims) -> Result<Subject, SignInError> {
+        let user = users::by_id(&self.storage, claims.uid)
+            .await
+            .map_err(|_| SignInError::InvalidToken)?;
+        if user.disabled || user.locked {
+            return Err(SignInError::Disabled);
+        }
+        let mut grants = Grants::default();
+        for role in roles::of_user(&self.storage, user.id).await? {
+            let levels = serde_json::from_value(role.permissions).unwrap_or_default();
+            let actions = serde_json::from_value(role.actions).unwrap_or_default();
+            grants.merge(&Grants { levels, actions });
+        }
+        Ok(Subject {
+            customer: users::customer_of(&self.storage, &user).await?,
+            login: user.login,
+            tenant: user.tenant_id,
+            grants,
+        })
+    }
+
+    /// The signed-in user changes its own password; every refresh token of it is revoked.
+    pub async fn change_password(
+        &self,
+        login: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<(), SignInError> {
+        let user = users::by_login(&self.storage, login)
+            .await
+            .map_err(|_| SignInError::BadCredentials)?;
+        if !verify(old.to_string(), user.password_hash.clone()).await {
+            audit::record(
+                &self.storage,
+                event(Some(&user), login, "user.password", false),
+            )
+            .await?;
+            return Err(SignInError::BadCredentials);
+        }
+        self.set_password(&user, new, None).await?;
+        audit::record(
+            &self.storage,
+            event(Some(&user), login, "user.password", true),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// An administrator sets a new, generated password for `login` (returned to hand over).
+    pub async fn reset_password(
+        &self,
+        admin: &Subject,
+        login: &str,
+    ) -> Result<String, SignInError> {
+        let user = users::by_login(&self.storage, login).await?;
+        let access = authorize(admin, ObjectKind::Users, Operation::Update, user.tenant_id)?;
+        let password = secret::generate()[..24].to_string();
+        self.set_password(&user, &password, Some(access)).await?;
+        let mut record = event(Some(&user), login, "user.password_reset", true);
+        record.actor = format!("user:{}", admin.login);
+        audit::record(&self.storage, record).await?;
+        Ok(password)
+    }
+
+    async fn set_password(
+        &self,
+        user: &app_user::Model,
+        new: &str,
+        access: Option<Access>,
+    ) -> Result<(), SignInError> {
+        if new.chars().count() < 8 {
+            return Err(SignInError::WeakPassword);
+        }
+        let scope = match access {
+            Some(Access::Tenant(scope)) => Some(scope),
+            _ => None,
+        };
+        let hashed = hash(new.to_string(), self.settings.hash_params()).await?;
+        users::set_password(&self.storage, scope, &user.login, hashed).await?;
+        tokens::revoke_user(&self.storage, user.id).await?;
+        Ok(())
+    }
+}
