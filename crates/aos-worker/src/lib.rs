@@ -1,14 +1,18 @@
-//! `aos-worker`: the worker role — it consumes the acquisition queue.
+//! `aos-worker`: the worker role — it consumes the acquisition queue and runs scheduled jobs.
 //!
 //! This first cut runs the consumers (pull a batch, process, acknowledge; stop after the batch in
-//! hand) with an empty processing step; decoding into platform messages, interpreters, the ledger,
-//! workflows and commands arrive with the worker issue.
+//! hand) with an empty processing step, and the retention job (see `jobs`); decoding into
+//! platform messages, interpreters, the ledger, workflows and commands arrive with the worker
+//! issue.
+
+pub mod jobs;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aos_core::queue::{QueueOptions, WorkQueue};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
+use aos_storage::Storage;
 use async_trait::async_trait;
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
@@ -29,6 +33,15 @@ pub struct WorkerConfig {
     /// How long an idle consumer waits for items in one pull.
     #[serde(with = "humantime_serde")]
     pub poll_wait: Duration,
+    /// Ledger rows older than this are deleted ("0s": kept forever).
+    #[serde(with = "humantime_serde")]
+    pub ledger_retention: Duration,
+    /// Message-log entries older than this are deleted ("0s": kept forever).
+    #[serde(with = "humantime_serde")]
+    pub message_log_retention: Duration,
+    /// How often the retention job runs (on one worker of the cluster per period).
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -37,12 +50,16 @@ impl Default for WorkerConfig {
             consumers: 2,
             batch_size: 256,
             poll_wait: Duration::from_secs(1),
+            ledger_retention: Duration::from_secs(365 * 24 * 3600),
+            message_log_retention: Duration::from_secs(90 * 24 * 3600),
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }
 
 struct Running {
     stop: CancellationToken,
+    /// The consumers and the scheduled jobs.
     consumers: Vec<JoinHandle<()>>,
 }
 
@@ -120,7 +137,7 @@ impl Role for WorkerRole {
             self.processed.clone(),
         );
         let stop = CancellationToken::new();
-        let consumers = (0..config.consumers.max(1))
+        let mut consumers: Vec<JoinHandle<()>> = (0..config.consumers.max(1))
             .map(|_| {
                 tokio::spawn(consume(
                     ctx.queue.clone(),
@@ -131,6 +148,20 @@ impl Role for WorkerRole {
                 ))
             })
             .collect();
+        if let Some(storage) = ctx.extensions.get::<Storage>() {
+            let keep = |age: Duration| (!age.is_zero()).then_some(age);
+            consumers.push(tokio::spawn(jobs::retention_job(
+                (*storage).clone(),
+                ctx.kv.clone(),
+                ctx.node.id.clone(),
+                jobs::Retention {
+                    ledger: keep(config.ledger_retention),
+                    messages: keep(config.message_log_retention),
+                    every: config.retention_interval.max(Duration::from_millis(100)),
+                },
+                stop.clone(),
+            )));
+        }
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { stop, consumers });
         self.health.set(HealthStatus::Healthy);
         tracing::info!(

@@ -1,0 +1,75 @@
+//! Retention: ledger rows and message-log entries older than their configured age are deleted,
+//! in bounded batches so that ingest keeps flowing while old data goes.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+
+use crate::entity::{ledger, message_log};
+use crate::{Storage, StorageError};
+
+/// Rows deleted per statement.
+const BATCH: u64 = 5_000;
+
+/// What one pruning pass deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub ledger_rows: u64,
+    pub messages: u64,
+}
+
+/// Deletes ledger rows with a timestamp before `ledger_before` and message-log entries received
+/// before `messages_before` (None: keep forever).
+pub async fn prune(
+    storage: &Storage,
+    ledger_before: Option<DateTime<Utc>>,
+    messages_before: Option<DateTime<Utc>>,
+) -> Result<Pruned, StorageError> {
+    let mut pruned = Pruned::default();
+    if let Some(cutoff) = ledger_before {
+        pruned.ledger_rows = delete_before::<ledger::Entity>(
+            storage,
+            ledger::Column::Id,
+            ledger::Column::Ts,
+            cutoff,
+        )
+        .await?;
+    }
+    if let Some(cutoff) = messages_before {
+        pruned.messages = delete_before::<message_log::Entity>(
+            storage,
+            message_log::Column::Id,
+            message_log::Column::ReceivedAt,
+            cutoff,
+        )
+        .await?;
+    }
+    Ok(pruned)
+}
+
+/// Deletes the rows of `E` whose `time` is before `cutoff`, BATCH ids at a time.
+async fn delete_before<E: EntityTrait>(
+    storage: &Storage,
+    id: E::Column,
+    time: E::Column,
+    cutoff: DateTime<Utc>,
+) -> Result<u64, StorageError> {
+    let mut deleted = 0;
+    loop {
+        let ids: Vec<i64> = E::find()
+            .select_only()
+            .column(id)
+            .filter(time.lt(cutoff))
+            .limit(BATCH)
+            .into_tuple()
+            .all(storage.db())
+            .await?;
+        if ids.is_empty() {
+            return Ok(deleted);
+        }
+        deleted += E::delete_many()
+            .filter(id.is_in(ids))
+            .exec(storage.db())
+            .await?
+            .rows_affected;
+    }
+}
