@@ -96,17 +96,14 @@ fn duplicates_unknown_references_and_bad_input_get_clear_errors() {
     );
 
     let err = fails(d, &["tenant", "add", "acme"]);
-    assert!(
-        err.contains("a tenant named `acme` already exists"),
-        "{err}"
-    );
+    assert!(err.contains("tenant `acme` already exists"), "{err}");
     let err = fails(
         d,
         &[
             "device", "add", "s-1", "--tenant", "acme", "--class", "sensor",
         ],
     );
-    assert!(err.contains("a device named `s-1` already exists"), "{err}");
+    assert!(err.contains("device `s-1` already exists"), "{err}");
     let err = fails(
         d,
         &[
@@ -147,4 +144,67 @@ fn duplicates_unknown_references_and_bad_input_get_clear_errors() {
     let devices = ok(d, &["device", "list", "--tenant", "acme"]);
     assert_eq!(devices.lines().count(), 2, "{devices}");
     assert!(ok(d, &["user", "list", "--tenant", "acme"]).lines().count() == 1);
+}
+
+#[test]
+fn customers_are_entities_that_users_and_devices_are_bound_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    ok(d, &["tenant", "add", "acme"]);
+    ok(d, &["class", "add", "sensor", "--tenant", "acme"]);
+    ok(
+        d,
+        &["entity", "add", "north", "--tenant", "acme", "--customer"],
+    );
+    ok(d, &["entity", "add", "sales", "--tenant", "acme"]);
+    ok(
+        d,
+        &[
+            "entity",
+            "add",
+            "sales-east",
+            "--tenant",
+            "acme",
+            "--parent",
+            "sales",
+        ],
+    );
+    let listed = ok(d, &["entity", "list", "--tenant", "acme"]);
+    assert!(
+        listed.contains("north") && listed.contains("customer"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("sales-east") && listed.contains("unit"),
+        "{listed}"
+    );
+    ok(
+        d,
+        &[
+            "user", "add", "nina", "--tenant", "acme", "--entity", "north", "--role", "customer",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "device", "add", "n-1", "--tenant", "acme", "--class", "sensor", "--entity", "north",
+        ],
+    );
+
+    let err = fails(d, &["entity", "add", "north", "--tenant", "acme"]);
+    assert!(err.contains("entity `north` already exists"), "{err}");
+    let err = fails(
+        d,
+        &[
+            "entity", "add", "x", "--tenant", "acme", "--parent", "nowhere",
+        ],
+    );
+    assert!(err.contains("no entity `nowhere`"), "{err}");
+    let err = fails(
+        d,
+        &[
+            "user", "add", "ned", "--tenant", "acme", "--entity", "south",
+        ],
+    );
+    assert!(err.contains("no entity `south`"), "{err}");
 }

@@ -60,6 +60,9 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(manage::TenantCommand),
+    /// Manage entities (internal units and customers) of a tenant.
+    #[command(subcommand)]
+    Entity(manage::EntityCommand),
     /// Manage users.
     #[command(subcommand)]
     User(manage::UserCommand),
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Migrate => with_logging(&settings, run::migrate),
         Command::Run { .. } => with_logging(&settings, run::run),
         Command::Tenant(c) => manage::run(&settings, manage::Manage::Tenant(c)),
+        Command::Entity(c) => manage::run(&settings, manage::Manage::Entity(c)),
         Command::User(c) => manage::run(&settings, manage::Manage::User(c)),
         Command::Class(c) => manage::run(&settings, manage::Manage::Class(c)),
         Command::Device(c) => manage::run(&settings, manage::Manage::Device(c)),

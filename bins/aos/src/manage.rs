@@ -10,6 +10,7 @@ use aos_core::Settings;
 use aos_storage::repo::audit::{self, AuditEvent};
 use aos_storage::repo::classes::{self, NewClass};
 use aos_storage::repo::devices::{self, NewCredential, NewDevice};
+use aos_storage::repo::entities::{self, EntityKind};
 use aos_storage::repo::roles;
 use aos_storage::repo::users::{self, NewUser};
 use aos_storage::repo::{Scope, tenants};
@@ -25,6 +26,27 @@ pub enum TenantCommand {
     Add { name: String },
     /// List tenants.
     List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EntityCommand {
+    /// Create an entity of a tenant: an internal unit, or with --customer a customer (whose
+    /// users see only its own devices and data).
+    Add {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        customer: bool,
+        /// The entity this one belongs to.
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// List the entities of a tenant.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,6 +146,7 @@ pub enum DeviceCommand {
 #[derive(Debug)]
 pub enum Manage {
     Tenant(TenantCommand),
+    Entity(EntityCommand),
     User(UserCommand),
     Class(ClassCommand),
     Device(DeviceCommand),
@@ -246,6 +269,27 @@ async fn execute(storage: &Storage, command: Manage) -> anyhow::Result<()> {
             println!("user `{}` created", user.login);
             if generated {
                 println!("password: {password}  (shown once: keep it now)");
+            }
+        }
+        Manage::Entity(EntityCommand::Add {
+            name,
+            tenant,
+            customer,
+            parent,
+        }) => {
+            let scope = scope(storage, &tenant).await?;
+            let kind = if customer {
+                EntityKind::Customer
+            } else {
+                EntityKind::Unit
+            };
+            let entity = entities::create(storage, scope, &name, kind, parent.as_deref()).await?;
+            println!("{} `{}` created in `{tenant}`", entity.kind, entity.name);
+        }
+        Manage::Entity(EntityCommand::List { tenant }) => {
+            println!("{:<32} kind", "name");
+            for e in entities::list(storage, scope(storage, &tenant).await?).await? {
+                println!("{:<32} {}", e.name, e.kind);
             }
         }
         Manage::User(UserCommand::List { tenant }) => {

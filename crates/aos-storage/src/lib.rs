@@ -75,7 +75,7 @@ pub enum StorageError {
     Migration(sea_orm::DbErr),
     #[error("database error: {0}")]
     Db(#[from] sea_orm::DbErr),
-    #[error("a {what} named `{name}` already exists: choose another name")]
+    #[error("{what} `{name}` already exists: choose another name")]
     Duplicate { what: &'static str, name: String },
     #[error("no {what} `{key}` here: check the name (and the tenant)")]
     NotFound { what: &'static str, key: String },

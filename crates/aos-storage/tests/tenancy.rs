@@ -220,7 +220,7 @@ async fn duplicates_and_unknown_references_are_clear_errors(storage: &Storage) {
         .expect_err("duplicate tenant");
     assert_eq!(
         err.to_string(),
-        "a tenant named `acme` already exists: choose another name"
+        "tenant `acme` already exists: choose another name"
     );
     let again = NewClass {
         name: "sensor".into(),

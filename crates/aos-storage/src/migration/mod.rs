@@ -3,6 +3,7 @@
 mod m0001_nodes;
 mod m0002_platform;
 mod m0003_credential_changes;
+mod m0004_entity_names;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_nodes::Migration),
             Box::new(m0002_platform::Migration),
             Box::new(m0003_credential_changes::Migration),
+            Box::new(m0004_entity_names::Migration),
         ]
     }
 }

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod classes;
 pub mod devices;
+pub mod entities;
 pub mod retention;
 pub mod roles;
 pub mod tenants;
