@@ -311,10 +311,11 @@ impl Accounts {
         else {
             return Err(SignInError::InvalidToken);
         };
+        let user = users::by_id(&self.storage, old.user_id).await?;
         if old.revoked_at.is_some() {
+            // A rotated-away or signed-out token again: a replay. End the whole sign-in.
             let revoked = tokens::revoke_family(&self.storage, &old.family).await?;
-            let mut reuse = event(None, "?", "token.reuse", false);
-            reuse.actor = format!("user-id:{}", old.user_id);
+            let mut reuse = event(Some(&user), &user.login, "token.reuse", false);
             reuse.detail = serde_json::json!({ "revoked": revoked });
             audit::record(&self.storage, reuse).await?;
             return Err(SignInError::InvalidToken);
@@ -322,7 +323,6 @@ impl Accounts {
         if old.expires_at < Utc::now() {
             return Err(SignInError::InvalidToken);
         }
-        let user = users::by_id(&self.storage, old.user_id).await?;
         if user.disabled || user.locked {
             return Err(SignInError::Disabled);
         }

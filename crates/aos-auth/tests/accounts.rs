@@ -141,6 +141,16 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family(storage: &Storage
         accounts.refresh("garbage").await,
         Err(SignInError::InvalidToken)
     ));
+    let tenant = tenants::by_name(storage, "acme").await.expect("acme").id;
+    let events = audit::recent(storage, Some(tenant), 20)
+        .await
+        .expect("audit");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "token.reuse" && e.actor == "user:olga"),
+        "a replay is audited against its user"
+    );
 }
 
 async fn failed_sign_ins_are_throttled_per_account_and_per_address(storage: &Storage) {
