@@ -194,3 +194,68 @@ async fn changed_credentials_close_the_live_session_and_refuse_the_old_secret() 
     .await
     .expect("the new password works");
 }
+
+#[tokio::test]
+async fn a_class_provisioning_key_registers_unknown_devices_on_first_connect() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    provision(dir.path());
+    let out = cli_ok(
+        dir.path(),
+        &["class", "provisioning", "sensor", "--tenant", "acme"],
+    );
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("provisioning key: "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("key printed")
+        .to_string();
+    let node = start_node(dir.path());
+    let port = node.ports.mqtt;
+
+    assert_refused(
+        with_password(port, "new-1", "provision", "wrong key"),
+        "BadUserNamePassword",
+    )
+    .await;
+    let (mut fresh, _) = Client3::connect(with_password(port, "new-1", "provision", &key))
+        .await
+        .expect("an unknown device registers itself");
+    fresh
+        .publish_acked("aos/new-1/telemetry", false, b"{}")
+        .await;
+    let codes = fresh.subscribe("aos/dev-1/#", QoS::AtLeastOnce).await;
+    assert_eq!(
+        codes,
+        vec![rumqttc::SubscribeReasonCode::Failure],
+        "only its own tree"
+    );
+    let devices = cli_ok(dir.path(), &["device", "list", "--tenant", "acme"]);
+    assert!(devices.contains("new-1"), "{devices}");
+    // The key cannot take over a device with credentials of its own, nor register an invalid id.
+    for id in ["dev-1", "bad/id"] {
+        assert_refused(with_password(port, id, "provision", &key), "NotAuthorized").await;
+    }
+    // The registered device comes back with the key.
+    drop(fresh);
+    Client3::connect(with_password(port, "new-1", "provision", &key))
+        .await
+        .expect("the registered device signs in again");
+
+    // Switched off: a new device with the old key is refused.
+    cli_ok(
+        dir.path(),
+        &[
+            "class",
+            "provisioning",
+            "sensor",
+            "--tenant",
+            "acme",
+            "--off",
+        ],
+    );
+    assert_refused(
+        with_password(port, "new-2", "provision", &key),
+        "BadUserNamePassword",
+    )
+    .await;
+}

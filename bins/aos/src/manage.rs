@@ -103,6 +103,16 @@ pub enum ClassCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Let unknown devices register themselves in a class: a new provisioning key, printed once
+    /// (devices connect with the MQTT username `provision`, the key as password, and their id as
+    /// client id). With --off, auto-registration is switched off again (the default).
+    Provisioning {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        off: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -355,6 +365,26 @@ async fn execute(storage: &Storage, command: Manage) -> anyhow::Result<()> {
             println!("{:<32} {:<8} description", "name", "gateway");
             for c in classes::list(storage, scope(storage, &tenant).await?).await? {
                 println!("{:<32} {:<8} {}", c.name, c.is_gateway, c.description);
+            }
+        }
+        Manage::Class(ClassCommand::Provisioning { name, tenant, off }) => {
+            let scope = scope(storage, &tenant).await?;
+            let key = (!off).then(secret::generate);
+            classes::set_provisioning_key(
+                storage,
+                scope,
+                &name,
+                key.as_deref().map(secret::lookup_hash),
+            )
+            .await?;
+            let mut event = cli_event(Some(scope.tenant), "class.provisioning", "class", &name);
+            event.detail = serde_json::json!({ "enabled": key.is_some() });
+            audit::record(storage, event).await?;
+            match key {
+                Some(key) => println!(
+                    "auto-registration on for `{name}` (earlier keys no longer work)\nprovisioning key: {key}  (shown once: keep it now)"
+                ),
+                None => println!("auto-registration off for `{name}`"),
             }
         }
         Manage::Device(DeviceCommand::Add {

@@ -2,8 +2,8 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder,
 };
 
 use super::{Scope, check_name, duplicate};
@@ -76,4 +76,36 @@ pub async fn by_name(
         .one(db)
         .await?
         .ok_or_else(|| StorageError::not_found("device class", name))
+}
+
+/// Sets (Some: the SHA-256 of a new key) or clears the class's provisioning key. With a key,
+/// unknown devices that present it are registered in this class on their first CONNECT.
+pub async fn set_provisioning_key(
+    storage: &Storage,
+    scope: Scope,
+    name: &str,
+    key_lookup: Option<String>,
+) -> Result<(), StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden(
+            "customers cannot change device classes",
+        ));
+    }
+    let class = by_name(storage.db(), scope, name).await?;
+    let mut class = class.into_active_model();
+    class.provisioning_key_hash = Set(key_lookup);
+    class.update(storage.db()).await?;
+    Ok(())
+}
+
+/// The class whose provisioning key has this SHA-256, whatever its tenant (the key is how a
+/// new device finds its tenant).
+pub async fn by_provisioning_key(
+    storage: &Storage,
+    key_lookup: &str,
+) -> Result<Option<device_class::Model>, StorageError> {
+    Ok(device_class::Entity::find()
+        .filter(device_class::Column::ProvisioningKeyHash.eq(key_lookup))
+        .one(storage.db())
+        .await?)
 }
