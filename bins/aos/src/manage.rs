@@ -194,7 +194,7 @@ pub fn run(settings: &Settings, command: Manage) -> ExitCode {
 /// A password from standard input, or a generated one (printed once by the caller).
 fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     if !from_stdin {
-        return Ok((secret::generate()[..24].to_string(), true));
+        return Ok((password::generate(), true));
     }
     let mut line = String::new();
     std::io::stdin()
@@ -202,8 +202,11 @@ fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
         .read_line(&mut line)
         .context("cannot read the password from standard input")?;
     let password = line.trim_end_matches(['\r', '\n']).to_string();
-    if password.chars().count() < 8 {
-        bail!("the password must have at least 8 characters");
+    if !password::long_enough(&password) {
+        bail!(
+            "the password must have at least {} characters",
+            password::MIN_CHARS
+        );
     }
     Ok((password, false))
 }

@@ -99,7 +99,10 @@ pub enum SignInError {
     Disabled,
     #[error("the token is invalid or has expired: sign in again")]
     InvalidToken,
-    #[error("the new password must have at least 8 characters")]
+    #[error(
+        "the new password must have at least {} characters",
+        password::MIN_CHARS
+    )]
     WeakPassword,
     #[error("not allowed: {0}")]
     Denied(#[from] Denied),
@@ -179,17 +182,9 @@ fn event(user: Option<&app_user::Model>, login: &str, action: &str, success: boo
     }
 }
 
-async fn hash(password: String, params: HashParams) -> Result<String, PasswordError> {
-    tokio::task::spawn_blocking(move || password::hash_password(&password, params))
-        .await
-        .map_err(|e| PasswordError::Hash(e.to_string()))?
-}
-
 async fn verify(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || password::verify_password(&password, &hash))
+    password::verify_off_thread(password, hash)
         .await
-        .ok()
-        .and_then(Result::ok)
         .unwrap_or(false)
 }
 
@@ -200,7 +195,8 @@ impl Accounts {
         settings: SignInSettings,
         key: &[u8],
     ) -> Result<Accounts, SignInError> {
-        let decoy_hash = hash(secret::generate(), settings.hash_params()).await?;
+        let decoy_hash =
+            password::hash_off_thread(secret::generate(), settings.hash_params()).await?;
         Ok(Accounts {
             storage,
             encoding: EncodingKey::from_secret(key),
@@ -422,7 +418,7 @@ impl Accounts {
     ) -> Result<String, SignInError> {
         let user = users::by_login(&self.storage, login).await?;
         let access = authorize(admin, ObjectKind::Users, Operation::Update, user.tenant_id)?;
-        let password = secret::generate()[..24].to_string();
+        let password = password::generate();
         self.set_password(&user, &password, Some(access)).await?;
         let mut record = event(Some(&user), login, "user.password_reset", true);
         record.actor = format!("user:{}", admin.login);
@@ -436,14 +432,15 @@ impl Accounts {
         new: &str,
         access: Option<Access>,
     ) -> Result<(), SignInError> {
-        if new.chars().count() < 8 {
+        if !password::long_enough(new) {
             return Err(SignInError::WeakPassword);
         }
         let scope = match access {
             Some(Access::Tenant(scope)) => Some(scope),
             _ => None,
         };
-        let hashed = hash(new.to_string(), self.settings.hash_params()).await?;
+        let hashed =
+            password::hash_off_thread(new.to_string(), self.settings.hash_params()).await?;
         users::set_password(&self.storage, scope, &user.login, hashed).await?;
         tokens::revoke_user(&self.storage, user.id).await?;
         Ok(())

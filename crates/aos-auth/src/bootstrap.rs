@@ -8,7 +8,6 @@ use aos_storage::{Storage, StorageError};
 
 use crate::password::{self, HashParams};
 use crate::permissions::builtin_roles;
-use crate::secret;
 
 /// The login of the administrator created on the first start.
 pub const FIRST_ADMIN: &str = "admin";
@@ -19,7 +18,10 @@ pub enum BootstrapError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Password(#[from] password::PasswordError),
-    #[error("AOS_ADMIN_PASSWORD must have at least 8 characters")]
+    #[error(
+        "AOS_ADMIN_PASSWORD must have at least {} characters",
+        password::MIN_CHARS
+    )]
     WeakPassword,
 }
 
@@ -59,18 +61,14 @@ pub async fn first_admin(
         return Ok(None);
     }
     let (password, first) = match admin_password {
-        Some(p) if p.chars().count() < 8 => return Err(BootstrapError::WeakPassword),
+        Some(p) if !password::long_enough(&p) => return Err(BootstrapError::WeakPassword),
         Some(p) => (p, FirstAdmin::Given),
         None => {
-            let p = secret::generate()[..24].to_string();
+            let p = password::generate();
             (p.clone(), FirstAdmin::Generated(p))
         }
     };
-    let hash = tokio::task::spawn_blocking(move || {
-        password::hash_password(&password, HashParams::default())
-    })
-    .await
-    .map_err(|e| password::PasswordError::Hash(e.to_string()))??;
+    let hash = password::hash_off_thread(password, HashParams::default()).await?;
     users::create_platform(
         storage,
         NewUser {

@@ -137,7 +137,7 @@ impl StorageDeviceDirectory {
         };
         // The key speaks only for devices of its class that have no credentials of their own:
         // it cannot take over a device that signs in with a password or token.
-        let own_credentials = devices::credentials(&self.storage, scope, &device.uid)
+        let own_credentials = devices::credentials_of(&self.storage, &device)
             .await
             .map_err(unavailable)?;
         if device.class_id != class.id || device.disabled || !own_credentials.is_empty() {
@@ -156,13 +156,11 @@ impl StorageDeviceDirectory {
         match &login.secret {
             LoginSecret::TokenLookup(lookup) => Ok(secret::lookup_hash(password) == *lookup),
             LoginSecret::PasswordHash(hash) => {
-                let (password, hash) = (password.to_string(), hash.clone());
-                // argon2 is deliberately slow: keep it off the connection threads.
-                tokio::task::spawn_blocking(move || {
-                    password::verify_password(&password, &hash).unwrap_or(false)
-                })
-                .await
-                .map_err(|_| DeviceRefusal::Unavailable)
+                match password::verify_off_thread(password.to_string(), hash.clone()).await {
+                    Ok(verified) => Ok(verified),
+                    Err(password::PasswordError::MalformedHash(_)) => Ok(false),
+                    Err(_) => Err(DeviceRefusal::Unavailable),
+                }
             }
         }
     }

@@ -56,6 +56,37 @@ pub fn hash_password(password: &str, params: HashParams) -> Result<String, Passw
         .to_string())
 }
 
+/// The fewest characters a password may have.
+pub const MIN_CHARS: usize = 8;
+
+/// Whether `password` is long enough to be accepted.
+pub fn long_enough(password: &str) -> bool {
+    password.chars().count() >= MIN_CHARS
+}
+
+/// A new random password (96 bits, as 24 hex characters), to be shown once.
+pub fn generate() -> String {
+    crate::secret::generate()[..24].to_string()
+}
+
+/// [`hash_password`] on a blocking thread: argon2 is deliberately slow, so it stays off the
+/// async threads.
+pub async fn hash_off_thread(
+    password: String,
+    params: HashParams,
+) -> Result<String, PasswordError> {
+    tokio::task::spawn_blocking(move || hash_password(&password, params))
+        .await
+        .map_err(|e| PasswordError::Hash(e.to_string()))?
+}
+
+/// [`verify_password`] on a blocking thread (a failed task is a [`PasswordError::Hash`]).
+pub async fn verify_off_thread(password: String, hash: String) -> Result<bool, PasswordError> {
+    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .map_err(|e| PasswordError::Hash(e.to_string()))?
+}
+
 /// Whether `password` matches `hash` (with the parameters recorded in the hash).
 pub fn verify_password(password: &str, hash: &str) -> Result<bool, PasswordError> {
     let parsed =

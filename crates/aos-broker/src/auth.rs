@@ -252,18 +252,15 @@ impl Authenticator for ConfigAuthenticator {
         let Some(user) = self.config.users.iter().find(|u| &u.username == username) else {
             return Err(Refusal::BadCredentials);
         };
-        let password = request.password.clone().unwrap_or_default();
-        let hash = user.password_hash.clone();
-        // argon2 is deliberately slow: keep it off the connection threads.
-        let verified = tokio::task::spawn_blocking(move || {
-            let password = String::from_utf8(password).ok()?;
-            aos_auth::password::verify_password(&password, &hash).ok()
-        })
-        .await
-        .map_err(|_| Refusal::Unavailable)?;
+        let Ok(password) = String::from_utf8(request.password.clone().unwrap_or_default()) else {
+            return Err(Refusal::BadCredentials);
+        };
+        let verified =
+            aos_auth::password::verify_off_thread(password, user.password_hash.clone()).await;
         match verified {
-            Some(true) => Ok(principal),
-            Some(false) | None => Err(Refusal::BadCredentials),
+            Ok(true) => Ok(principal),
+            Err(aos_auth::password::PasswordError::Hash(_)) => Err(Refusal::Unavailable),
+            Ok(false) | Err(_) => Err(Refusal::BadCredentials),
         }
     }
 

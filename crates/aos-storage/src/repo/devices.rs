@@ -179,6 +179,14 @@ pub async fn credentials(
     uid: &str,
 ) -> Result<Vec<device_credential::Model>, StorageError> {
     let device = get(storage, scope, uid).await?;
+    credentials_of(storage, &device).await
+}
+
+/// The credentials of a device already in hand.
+pub async fn credentials_of(
+    storage: &Storage,
+    device: &device::Model,
+) -> Result<Vec<device_credential::Model>, StorageError> {
     Ok(device_credential::Entity::find()
         .filter(device_credential::Column::DeviceId.eq(device.id))
         .all(storage.db())
