@@ -3,76 +3,23 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::mqtt::{Client3, options3};
+use common::pki::{Pki, tls_listener};
 use common::{Broker, free_port};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rumqttc::{QoS, TlsConfiguration, Transport};
+use rumqttc::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`.
-struct Pki {
-    ca: String,
-    client_cert: String,
-    client_key: String,
-}
-
-fn pki(dir: &Path) -> Pki {
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
-    let server_key = KeyPair::generate().expect("key");
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .expect("params")
-        .signed_by(&server_key, &ca)
-        .expect("server cert");
-    let client_key = KeyPair::generate().expect("key");
-    let client = CertificateParams::new(vec!["device-1".to_string()])
-        .expect("params")
-        .signed_by(&client_key, &ca)
-        .expect("client cert");
-    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
-    std::fs::write(dir.join("server.pem"), server.pem()).expect("write");
-    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).expect("write");
-    Pki {
-        ca: ca.pem(),
-        client_cert: client.pem(),
-        client_key: client_key.serialize_pem(),
-    }
-}
-
-fn tls_client(port: u16, id: &str, pki: &Pki, with_cert: bool) -> rumqttc::MqttOptions {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut options = options3(port, id);
-    options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-        ca: pki.ca.clone().into_bytes(),
-        alpn: None,
-        client_auth: with_cert.then(|| {
-            (
-                pki.client_cert.clone().into_bytes(),
-                pki.client_key.clone().into_bytes(),
-            )
-        }),
-    }));
-    options
-}
 
 #[tokio::test]
 async fn a_tls_listener_serves_mqtt_and_shares_subscribers_with_tcp() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki(dir.path());
+    let pki = Pki::new(dir.path());
     let port = free_port();
-    let listeners = format!(
-        r#"[{{name="secure",bind="127.0.0.1:{port}",transport="tls",tls={{cert="{0}/server.pem",key="{0}/server.key"}}}}]"#,
-        dir.path().display()
-    );
+    let listeners = tls_listener(dir.path(), port, false, false);
     let broker = Broker::start(&[("AOS_BROKER__LISTENERS", &listeners)]);
     let mut plain = Client3::start(broker.port(), "plain").await;
     plain.subscribe("mixed", QoS::AtLeastOnce).await;
-    let (mut secure, _) = Client3::connect(tls_client(port, "secure", &pki, false))
+    let (mut secure, _) = Client3::connect(pki.options(port, "secure", None))
         .await
         .expect("TLS connect");
     secure.publish_acked("mixed", false, b"over tls").await;
@@ -82,22 +29,20 @@ async fn a_tls_listener_serves_mqtt_and_shares_subscribers_with_tcp() {
 #[tokio::test]
 async fn client_certificates_are_required_when_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = pki(dir.path());
+    let pki = Pki::new(dir.path());
     let port = free_port();
-    let listeners = format!(
-        r#"[{{name="mtls",bind="127.0.0.1:{port}",transport="tls",tls={{cert="{0}/server.pem",key="{0}/server.key",client_ca="{0}/ca.pem",require_client_cert=true}}}}]"#,
-        dir.path().display()
-    );
+    let listeners = tls_listener(dir.path(), port, true, true);
     let broker = Broker::start(&[("AOS_BROKER__LISTENERS", &listeners)]);
     assert!(
-        Client3::connect(tls_client(port, "anonymous", &pki, false))
+        Client3::connect(pki.options(port, "anonymous", None))
             .await
             .is_err(),
         "no client certificate, no connection"
     );
-    let (mut with_cert, _) = Client3::connect(tls_client(port, "device-1", &pki, true))
-        .await
-        .expect("connect with a client certificate");
+    let (mut with_cert, _) =
+        Client3::connect(pki.options(port, "device-1", Some(&pki.client("device-1"))))
+            .await
+            .expect("connect with a client certificate");
     with_cert.subscribe("m", QoS::AtMostOnce).await;
     let publisher = Client3::start(broker.port(), "pub").await;
     publisher.publish("m", QoS::AtMostOnce, false, b"hi").await;

@@ -1,14 +1,15 @@
 //! Devices authenticate with the credentials the platform stores (an MQTT username + password,
-//! or an access token), publish and subscribe only under their own topic tree, and a change of
-//! credentials — made by another process, the CLI — closes the live session and refuses the old
-//! secret on the next CONNECT.
+//! an access token, or a client certificate on a TLS listener), publish and subscribe only under
+//! their own topic tree, and a change of credentials — made by another process, the CLI — closes
+//! the live session and refuses the old secret on the next CONNECT.
 
 mod common;
 
 use std::path::Path;
 
 use common::mqtt::{Client3, Client5, options3, options5};
-use common::{Aos, cli_ok};
+use common::pki::{ClientCert, Pki, tls_listener};
+use common::{Aos, cli_ok, free_port};
 use rumqttc::QoS;
 
 const PASSWORD: &str = "first password";
@@ -54,10 +55,17 @@ fn set_password(dir: &Path, password: &str) {
 }
 
 fn start_node(dir: &Path) -> common::AosProcess {
+    start_node_with(dir, &[])
+}
+
+fn start_node_with(dir: &Path, env: &[(&str, &str)]) -> common::AosProcess {
     let mut node = Aos::new(dir, &["run", "--roles", "broker"])
         .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")
-        .env("AOS_AUTH__CREDENTIAL_POLL", "200ms")
-        .spawn();
+        .env("AOS_AUTH__CREDENTIAL_POLL", "200ms");
+    for (key, value) in env {
+        node = node.env(key, value);
+    }
+    let mut node = node.spawn();
     node.wait_ready();
     node
 }
@@ -258,4 +266,79 @@ async fn a_class_provisioning_key_registers_unknown_devices_on_first_connect() {
         "BadUserNamePassword",
     )
     .await;
+}
+
+/// Registers `cert` as the client certificate of `uid` through the CLI.
+fn register_certificate(dir: &Path, uid: &str, cert: &ClientCert) {
+    let path = dir.join(format!("{uid}-client.pem"));
+    std::fs::write(&path, &cert.cert).expect("write");
+    let path = path.display().to_string();
+    let out = cli_ok(
+        dir,
+        &[
+            "device",
+            "credentials",
+            uid,
+            "--tenant",
+            "acme",
+            "--certificate",
+            &path,
+        ],
+    );
+    assert!(out.contains("certificate SHA-256: "), "{out}");
+}
+
+#[tokio::test]
+async fn a_registered_client_certificate_names_its_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    provision(dir.path());
+    let pki = Pki::new(dir.path());
+    let dev1_cert = pki.client("dev-1");
+    register_certificate(dir.path(), "dev-1", &dev1_cert);
+    let tls_port = free_port();
+    // Client certificates are optional on this listener: identity comes from a registered one.
+    let listeners = tls_listener(dir.path(), tls_port, true, false);
+    let _node = start_node_with(dir.path(), &[("AOS_BROKER__LISTENERS", &listeners)]);
+
+    // With its certificate and no username, dev-1 is dev-1 (anonymous clients are refused here).
+    let (mut dev1, _) = Client3::connect(pki.options(tls_port, "dev-1", Some(&dev1_cert)))
+        .await
+        .expect("the certificate signs dev-1 in");
+    let codes = dev1.subscribe("aos/dev-1/commands", QoS::AtLeastOnce).await;
+    assert_eq!(
+        codes,
+        vec![rumqttc::SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    let codes = dev1.subscribe("aos/dev-2/#", QoS::AtLeastOnce).await;
+    assert_eq!(codes, vec![rumqttc::SubscribeReasonCode::Failure]);
+
+    // The certificate speaks for dev-1 only; a valid but unregistered one for nobody.
+    assert_refused(
+        pki.options(tls_port, "dev-2", Some(&dev1_cert)),
+        "NotAuthorized",
+    )
+    .await;
+    let stranger = pki.client("stranger");
+    assert_refused(
+        pki.options(tls_port, "stranger", Some(&stranger)),
+        "NotAuthorized",
+    )
+    .await;
+
+    // A new certificate for dev-1 closes the session of the old one and refuses it afterwards.
+    let renewed = pki.client("dev-1 renewed");
+    register_certificate(dir.path(), "dev-1", &renewed);
+    let closed = dev1.closed().await;
+    assert!(
+        !closed.contains("nothing received"),
+        "the session must be closed: {closed}"
+    );
+    assert_refused(
+        pki.options(tls_port, "dev-1", Some(&dev1_cert)),
+        "NotAuthorized",
+    )
+    .await;
+    Client3::connect(pki.options(tls_port, "dev-1", Some(&renewed)))
+        .await
+        .expect("the renewed certificate works");
 }

@@ -208,3 +208,128 @@ fn customers_are_entities_that_users_and_devices_are_bound_to() {
     );
     assert!(err.contains("no entity `south`"), "{err}");
 }
+
+fn installer_line(listed: &str) -> &str {
+    listed
+        .lines()
+        .find(|l| l.starts_with("installer"))
+        .unwrap_or_else(|| panic!("installer listed: {listed}"))
+}
+
+#[test]
+fn a_tenant_defines_its_own_roles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    ok(d, &["tenant", "add", "acme"]);
+    let add = [
+        "role",
+        "add",
+        "installer",
+        "--tenant",
+        "acme",
+        "--grant",
+        "devices=manage",
+        "--grant",
+        "classes=view",
+        "--action",
+        "lock",
+    ];
+    assert!(ok(d, &add).contains("role `installer` created"));
+    let listed = ok(d, &["role", "list", "--tenant", "acme"]);
+    let line = installer_line(&listed);
+    assert!(
+        line.contains("devices=manage") && line.contains("classes=view") && line.contains("lock"),
+        "{line}"
+    );
+    assert!(
+        listed.contains("operator"),
+        "built-in roles are listed: {listed}"
+    );
+    assert!(!listed.contains("system administrator"), "{listed}");
+    ok(
+        d,
+        &[
+            "role",
+            "set",
+            "installer",
+            "--tenant",
+            "acme",
+            "--grant",
+            "devices=full",
+        ],
+    );
+    let listed = ok(d, &["role", "list", "--tenant", "acme"]);
+    let line = installer_line(&listed);
+    assert!(
+        line.contains("devices=full") && !line.contains("classes=view"),
+        "{line}"
+    );
+    ok(
+        d,
+        &[
+            "user",
+            "add",
+            "ian",
+            "--tenant",
+            "acme",
+            "--role",
+            "installer",
+        ],
+    );
+    assert!(ok(d, &["user", "list", "--tenant", "acme"]).contains("installer"));
+
+    for (args, expected) in [
+        (&add[..], "role `installer` already exists"),
+        (
+            &[
+                "role",
+                "add",
+                "operator",
+                "--tenant",
+                "acme",
+                "--grant",
+                "devices=view",
+            ][..],
+            "built-in role `operator` already exists",
+        ),
+        (
+            &[
+                "role",
+                "add",
+                "x",
+                "--tenant",
+                "acme",
+                "--grant",
+                "gadgets=view",
+            ][..],
+            "unknown object kind `gadgets`",
+        ),
+        (
+            &[
+                "role",
+                "add",
+                "x",
+                "--tenant",
+                "acme",
+                "--grant",
+                "tenants=full",
+            ][..],
+            "belongs to the platform",
+        ),
+        (
+            &[
+                "role",
+                "set",
+                "operator",
+                "--tenant",
+                "acme",
+                "--grant",
+                "devices=full",
+            ][..],
+            "built-in roles cannot be changed",
+        ),
+    ] {
+        let err = fails(d, args);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}

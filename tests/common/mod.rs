@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different part of these helpers
 
 pub mod mqtt;
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

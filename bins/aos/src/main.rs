@@ -72,6 +72,12 @@ enum Command {
     /// Manage devices and their credentials.
     #[command(subcommand)]
     Device(manage::DeviceCommand),
+    /// Manage the roles of a tenant.
+    #[command(subcommand)]
+    Role(manage::RoleCommand),
+    /// Manage API keys (how applications sign in over MQTT).
+    #[command(subcommand)]
+    Apikey(manage::ApiKeyCommand),
 }
 
 fn compiled_role_names() -> String {
@@ -128,6 +134,8 @@ fn main() -> ExitCode {
         Command::User(c) => manage::run(&settings, manage::Manage::User(c)),
         Command::Class(c) => manage::run(&settings, manage::Manage::Class(c)),
         Command::Device(c) => manage::run(&settings, manage::Manage::Device(c)),
+        Command::Role(c) => manage::run(&settings, manage::Manage::Role(c)),
+        Command::Apikey(c) => manage::run(&settings, manage::Manage::ApiKey(c)),
     }
 }
 

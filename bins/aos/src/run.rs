@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use aos_auth::bootstrap::FirstAdmin;
-use aos_auth::devices::StorageDeviceDirectory;
-use aos_core::access::Devices;
+use aos_auth::clients::StorageClientDirectory;
+use aos_core::access::Clients;
 use aos_core::admin::AdminServer;
 use aos_core::bus::MemoryBus;
 use aos_core::extensions::Extensions;
@@ -213,19 +213,19 @@ async fn run_node(
         }
     };
     let watching = CancellationToken::new();
-    let devices = match StorageDeviceDirectory::start(
+    let clients = match StorageClientDirectory::start(
         storage.clone(),
         auth.credential_poll,
         watching.clone(),
     )
     .await
     {
-        Ok(devices) => devices,
+        Ok(clients) => clients,
         Err(err) => {
             close(&queue, storage, &net).await;
             return exit(
                 EXIT_FAILURE,
-                format!("cannot read device credentials: {err}"),
+                format!("cannot read the credential change log: {err}"),
             );
         }
     };
@@ -234,7 +234,7 @@ async fn run_node(
 
     let extensions = Extensions::default();
     extensions.insert(Arc::new(storage.clone()));
-    extensions.insert(Arc::new(Devices(devices)));
+    extensions.insert(Arc::new(Clients(clients)));
     let compiled = roles::compiled();
     let info = NodeInfo::new(
         id,

@@ -371,9 +371,7 @@ impl Accounts {
         }
         let mut grants = Grants::default();
         for role in roles::of_user(&self.storage, user.id).await? {
-            let levels = serde_json::from_value(role.permissions).unwrap_or_default();
-            let actions = serde_json::from_value(role.actions).unwrap_or_default();
-            grants.merge(&Grants { levels, actions });
+            grants.merge(&Grants::from_stored(role.permissions, role.actions));
         }
         Ok(Subject {
             customer: users::customer_of(&self.storage, &user).await?,

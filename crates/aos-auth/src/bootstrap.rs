@@ -37,15 +37,7 @@ pub enum FirstAdmin {
 pub async fn ensure_roles(storage: &Storage) -> Result<(), StorageError> {
     let roles: Vec<(&str, RoleGrants)> = builtin_roles()
         .into_iter()
-        .map(|(name, grants)| {
-            (
-                name,
-                RoleGrants {
-                    permissions: serde_json::to_value(&grants.levels).unwrap_or_default(),
-                    actions: serde_json::to_value(&grants.actions).unwrap_or_default(),
-                },
-            )
-        })
+        .map(|(name, grants)| (name, grants.stored()))
         .collect();
     roles::ensure_builtin(storage, &roles).await
 }

@@ -1,12 +1,12 @@
 //! `aos-auth`: authentication and authorization.
 //!
 //! Password hashing (argon2id, PHC strings), random secrets with their lookup hashes, roles and
-//! the one permission check, the first start's administrator, and the device directory that
-//! serves the broker's device logins from storage.
+//! the one permission check, the first start's administrator, and the client directory that
+//! serves the broker's device and API-key logins from storage.
 
 pub mod accounts;
 pub mod bootstrap;
-pub mod devices;
+pub mod clients;
 pub mod password;
 pub mod permissions;
 pub mod secret;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use aos_storage::repo::Scope;
+use aos_storage::repo::roles::RoleGrants;
 use serde::{Deserialize, Serialize};
 
 /// The kinds of objects permissions are given for.
@@ -115,6 +116,61 @@ impl Grants {
         self.actions.extend(other.actions.iter().copied());
     }
 
+    /// Grants as `kind=level` pairs (`devices=manage`) and action names (`lock`), for a role of a
+    /// tenant (platform kinds are not grantable there).
+    pub fn parse_tenant_role(levels: &[String], actions: &[String]) -> Result<Grants, String> {
+        let mut grants = Grants::default();
+        for pair in levels {
+            let Some((kind, level)) = pair.split_once('=') else {
+                return Err(format!(
+                    "`{pair}` is not KIND=LEVEL (for example devices=manage)"
+                ));
+            };
+            let kind: ObjectKind = named(kind, "object kind", ObjectKind::ALL.iter())?;
+            if kind.is_platform() {
+                return Err(format!(
+                    "`{}` belongs to the platform: a tenant's role cannot grant it",
+                    kind.name()
+                ));
+            }
+            let level: Level = named(
+                level,
+                "level",
+                [Level::None, Level::View, Level::Manage, Level::Full].iter(),
+            )?;
+            grants.levels.insert(kind, level);
+        }
+        for action in actions {
+            grants.actions.insert(named(
+                action,
+                "action",
+                [
+                    AdvancedAction::Validate,
+                    AdvancedAction::Lock,
+                    AdvancedAction::Disable,
+                ]
+                .iter(),
+            )?);
+        }
+        Ok(grants)
+    }
+
+    /// The grants as storage keeps them (JSON).
+    pub fn stored(&self) -> RoleGrants {
+        RoleGrants {
+            permissions: serde_json::to_value(&self.levels).unwrap_or_default(),
+            actions: serde_json::to_value(&self.actions).unwrap_or_default(),
+        }
+    }
+
+    /// The grants a stored role holds (what cannot be read grants nothing).
+    pub fn from_stored(permissions: serde_json::Value, actions: serde_json::Value) -> Grants {
+        Grants {
+            levels: serde_json::from_value(permissions).unwrap_or_default(),
+            actions: serde_json::from_value(actions).unwrap_or_default(),
+        }
+    }
+
     fn with(levels: &[(Level, &[ObjectKind])], actions: &[AdvancedAction]) -> Grants {
         let mut grants = Grants::default();
         for (level, kinds) in levels {
@@ -124,6 +180,30 @@ impl Grants {
         }
         grants.actions = actions.iter().copied().collect();
         grants
+    }
+}
+
+/// One of `known` by its (serde) name, or an error listing them all.
+fn named<'a, T>(name: &str, what: &str, known: impl Iterator<Item = &'a T>) -> Result<T, String>
+where
+    T: Serialize + serde::de::DeserializeOwned + 'a,
+{
+    serde_json::from_value(serde_json::Value::String(name.trim().to_string())).map_err(|_| {
+        let names: Vec<String> = known
+            .filter_map(|k| serde_json::to_value(k).ok())
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
+        format!("unknown {what} `{name}`: use one of {}", names.join(", "))
+    })
+}
+
+impl ObjectKind {
+    /// The kind's name, as in `kind=level` grants and stored roles.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
     }
 }
 
@@ -404,5 +484,38 @@ mod tests {
         assert_eq!(json["levels"]["devices"], "manage");
         let back: Grants = serde_json::from_value(json).expect("deserialize");
         assert_eq!(back, grants);
+    }
+
+    #[test]
+    fn tenant_roles_are_parsed_with_clear_errors() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let grants = Grants::parse_tenant_role(
+            &strings(&["devices=manage", "classes=view"]),
+            &strings(&["lock"]),
+        )
+        .expect("valid");
+        assert_eq!(grants.level(ObjectKind::Devices), Level::Manage);
+        assert_eq!(grants.level(ObjectKind::Classes), Level::View);
+        assert_eq!(grants.level(ObjectKind::Users), Level::None);
+        assert!(grants.actions.contains(&AdvancedAction::Lock));
+        let stored = grants.stored();
+        assert_eq!(
+            Grants::from_stored(stored.permissions, stored.actions),
+            grants
+        );
+        let error = |levels: &[&str], actions: &[&str]| {
+            Grants::parse_tenant_role(&strings(levels), &strings(actions)).expect_err("invalid")
+        };
+        assert!(
+            error(&["gadgets=view"], &[])
+                .contains("unknown object kind `gadgets`: use one of tenants, entities")
+        );
+        assert!(error(&["devices"], &[]).contains("is not KIND=LEVEL"));
+        assert!(error(&["devices=most"], &[]).contains("unknown level `most`"));
+        assert!(error(&["nodes=view"], &[]).contains("belongs to the platform"));
+        assert!(
+            error(&[], &["fly"])
+                .contains("unknown action `fly`: use one of validate, lock, disable")
+        );
     }
 }

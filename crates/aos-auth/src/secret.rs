@@ -18,6 +18,24 @@ pub fn lookup_hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// The SHA-256 of a certificate's DER bytes, as hex: how a client certificate names a device.
+pub fn certificate_fingerprint(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// The fingerprint of the first certificate in a PEM file (`None` when it holds none).
+pub fn certificate_fingerprint_pem(pem: &[u8]) -> Option<String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let cert = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    Some(certificate_fingerprint(&cert))
+}
+
+/// The key's first characters, shown in lists to tell keys apart (not enough to guess it).
+pub fn shown_prefix(secret: &str) -> String {
+    secret.chars().take(8).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,10 @@ use std::time::Duration;
 use aos_auth::accounts::{Accounts, SignInError, SignInSettings};
 use aos_auth::bootstrap::ensure_roles;
 use aos_auth::password::{HashParams, hash_password};
-use aos_auth::permissions::{Level, ObjectKind};
+use aos_auth::permissions::{Access, Grants, Level, ObjectKind, Operation, authorize};
 use aos_storage::Storage;
 use aos_storage::repo::audit;
+use aos_storage::repo::roles;
 use aos_storage::repo::users::{self, NewUser};
 use aos_storage::repo::{Scope, tenants};
 
@@ -17,6 +18,7 @@ aos_storage::on_both_databases!(
     refresh_tokens_rotate_and_a_replay_revokes_the_family,
     failed_sign_ins_are_throttled_per_account_and_per_address,
     password_change_and_reset_revoke_sessions,
+    a_tenants_own_role_decides_its_users_permissions,
 );
 
 const FAST: HashParams = HashParams {
@@ -260,4 +262,70 @@ async fn password_change_and_reset_revoke_sessions(storage: &Storage) {
         .await
         .expect("reset password works");
     assert!(accounts.sign_in("gus", "password1", None).await.is_err());
+}
+
+async fn a_tenants_own_role_decides_its_users_permissions(storage: &Storage) {
+    let accounts = accounts(storage, SignInSettings::default()).await;
+    let acme = Scope::tenant(tenants::by_name(storage, "acme").await.expect("acme").id);
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let installer = Grants::parse_tenant_role(&strings(&["devices=manage"]), &[]).expect("grants");
+    roles::create(storage, acme, "installer", installer.stored())
+        .await
+        .expect("role");
+    users::create(
+        storage,
+        acme,
+        NewUser {
+            login: "ian".into(),
+            name: "Ian".into(),
+            password_hash: hash_password("password1", FAST).expect("hash"),
+            roles: vec!["installer".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("user with the tenant's role");
+    let tokens = accounts
+        .sign_in("ian", "password1", addr(9))
+        .await
+        .expect("sign in");
+    let claims = accounts.verify(&tokens.access_token).expect("valid");
+    let subject = accounts.subject(&claims).await.expect("subject");
+    assert_eq!(
+        authorize(&subject, ObjectKind::Devices, Operation::Update, None),
+        Ok(Access::Tenant(acme))
+    );
+    assert!(authorize(&subject, ObjectKind::Devices, Operation::Delete, None).is_err());
+    assert!(authorize(&subject, ObjectKind::Classes, Operation::View, None).is_err());
+
+    // Changed grants apply to the very next request.
+    let wider = Grants::parse_tenant_role(&strings(&["devices=full", "classes=view"]), &[])
+        .expect("grants");
+    roles::update(storage, acme, "installer", wider.stored())
+        .await
+        .expect("update");
+    let subject = accounts.subject(&claims).await.expect("subject");
+    assert!(authorize(&subject, ObjectKind::Devices, Operation::Delete, None).is_ok());
+    assert!(authorize(&subject, ObjectKind::Classes, Operation::View, None).is_ok());
+
+    // Another tenant's user cannot be given acme's role.
+    let globex = Scope::tenant(
+        tenants::by_name(storage, "globex")
+            .await
+            .expect("globex")
+            .id,
+    );
+    let taken = users::create(
+        storage,
+        globex,
+        NewUser {
+            login: "gina".into(),
+            name: "Gina".into(),
+            password_hash: hash_password("password1", FAST).expect("hash"),
+            roles: vec!["installer".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(taken.is_err(), "acme's role is unknown in globex");
 }

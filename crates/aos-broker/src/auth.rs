@@ -1,13 +1,14 @@
 //! The broker's authentication and authorization seam: every CONNECT, SUBSCRIBE and PUBLISH asks
 //! an [`Authenticator`]. [`ConfigAuthenticator`] serves it from configuration (anonymous access,
 //! static users with argon2 hashes, ordered ACL rules) and, given the platform's
-//! [`DeviceDirectory`], from the devices' stored credentials: a device may publish and subscribe
-//! only under its own topic tree `aos/{device id}/#`.
+//! [`ClientDirectory`], from stored credentials: a device may publish and subscribe only under
+//! its own topic tree `aos/{device id}/#`; an application with an API key only where its grants
+//! say.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use aos_core::access::{DeviceDirectory, DeviceRefusal};
+use aos_core::access::{ClientCredentials, ClientDirectory, ClientRefusal, Identity};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,8 @@ pub struct ConnectRequest {
     pub username: Option<String>,
     pub password: Option<Vec<u8>>,
     pub peer: Option<SocketAddr>,
+    /// SHA-256 (hex) of the client certificate the TLS listener verified.
+    pub certificate: Option<String>,
     /// The listener's name.
     pub listener: String,
 }
@@ -30,8 +33,17 @@ pub struct ConnectRequest {
 pub struct Principal {
     pub client_id: String,
     pub username: Option<String>,
-    /// The device's id, when the client signed in with device credentials.
-    pub device: Option<String>,
+    /// Who the platform knows the client as (a device, an application with an API key); `None`
+    /// for anonymous clients and the broker's configured users.
+    pub identity: Option<Identity>,
+}
+
+impl Principal {
+    /// The tenant whose messages alone reach this client (devices and applications); `None`:
+    /// every message its subscriptions match.
+    pub fn tenant(&self) -> Option<i64> {
+        self.identity.as_ref().map(Identity::tenant)
+    }
 }
 
 /// Why a CONNECT is refused (mapped to the 3.1.1 return code / 5.0 reason code).
@@ -115,7 +127,7 @@ impl Default for AuthConfig {
 /// [`Authenticator`] served by configuration, and by the platform's device directory if given.
 pub struct ConfigAuthenticator {
     config: AuthConfig,
-    devices: Option<Arc<dyn DeviceDirectory>>,
+    clients: Option<Arc<dyn ClientDirectory>>,
 }
 
 /// The topic tree of a device: everything it may publish and subscribe to.
@@ -127,15 +139,16 @@ impl ConfigAuthenticator {
     pub fn new(config: AuthConfig) -> Self {
         ConfigAuthenticator {
             config,
-            devices: None,
+            clients: None,
         }
     }
 
-    /// Devices sign in with their stored credentials; other usernames with the configured ones.
-    pub fn with_devices(config: AuthConfig, devices: Arc<dyn DeviceDirectory>) -> Self {
+    /// Devices and applications sign in with their stored credentials; other usernames with the
+    /// configured ones.
+    pub fn with_clients(config: AuthConfig, clients: Arc<dyn ClientDirectory>) -> Self {
         ConfigAuthenticator {
             config,
-            devices: Some(devices),
+            clients: Some(clients),
         }
     }
 
@@ -224,8 +237,26 @@ impl Authenticator for ConfigAuthenticator {
         let mut principal = Principal {
             client_id: request.client_id.clone(),
             username: request.username.clone(),
-            device: None,
+            identity: None,
         };
+        if let Some(clients) = &self.clients {
+            let credentials = ClientCredentials {
+                client_id: &request.client_id,
+                username: request.username.as_deref(),
+                password: request.password.as_deref().unwrap_or_default(),
+                certificate: request.certificate.as_deref(),
+            };
+            match clients.authenticate(credentials).await {
+                Ok(Some(identity)) => {
+                    principal.identity = Some(identity);
+                    return Ok(principal);
+                }
+                Ok(None) => {}
+                Err(ClientRefusal::BadCredentials) => return Err(Refusal::BadCredentials),
+                Err(ClientRefusal::NotAuthorized) => return Err(Refusal::NotAuthorized),
+                Err(ClientRefusal::Unavailable) => return Err(Refusal::Unavailable),
+            }
+        }
         let Some(username) = &request.username else {
             return if self.config.allow_anonymous {
                 Ok(principal)
@@ -233,22 +264,6 @@ impl Authenticator for ConfigAuthenticator {
                 Err(Refusal::NotAuthorized)
             };
         };
-        if let Some(devices) = &self.devices {
-            let password = request.password.as_deref().unwrap_or_default();
-            match devices
-                .authenticate(&request.client_id, username, password)
-                .await
-            {
-                Ok(Some(device)) => {
-                    principal.device = Some(device.uid);
-                    return Ok(principal);
-                }
-                Ok(None) => {}
-                Err(DeviceRefusal::BadCredentials) => return Err(Refusal::BadCredentials),
-                Err(DeviceRefusal::NotAuthorized) => return Err(Refusal::NotAuthorized),
-                Err(DeviceRefusal::Unavailable) => return Err(Refusal::Unavailable),
-            }
-        }
         let Some(user) = self.config.users.iter().find(|u| &u.username == username) else {
             return Err(Refusal::BadCredentials);
         };
@@ -265,24 +280,30 @@ impl Authenticator for ConfigAuthenticator {
     }
 
     fn may_publish(&self, who: &Principal, topic: &str) -> bool {
-        if let Some(uid) = &who.device {
-            return matches(&device_tree(uid), topic);
+        match &who.identity {
+            Some(Identity::Device { uid, .. }) => matches(&device_tree(uid), topic),
+            Some(Identity::Application { grants, .. }) => grants
+                .iter()
+                .any(|g| g.publish && matches(&g.filter, topic)),
+            None => self.decide(who, Action::Publish, |filter, _| matches(filter, topic)),
         }
-        self.decide(who, Action::Publish, |filter, _| matches(filter, topic))
     }
 
     fn may_subscribe(&self, who: &Principal, requested: &str) -> bool {
-        if let Some(uid) = &who.device {
-            return filter_covers(&device_tree(uid), requested);
+        match &who.identity {
+            Some(Identity::Device { uid, .. }) => filter_covers(&device_tree(uid), requested),
+            Some(Identity::Application { grants, .. }) => grants
+                .iter()
+                .any(|g| g.subscribe && filter_covers(&g.filter, requested)),
+            None => self.decide(
+                who,
+                Action::Subscribe,
+                |filter, permission| match permission {
+                    Permission::Allow => filter_covers(filter, requested),
+                    Permission::Deny => filters_overlap(filter, requested),
+                },
+            ),
         }
-        self.decide(
-            who,
-            Action::Subscribe,
-            |filter, permission| match permission {
-                Permission::Allow => filter_covers(filter, requested),
-                Permission::Deny => filters_overlap(filter, requested),
-            },
-        )
     }
 }
 
@@ -294,7 +315,7 @@ mod tests {
         Principal {
             client_id: client.into(),
             username: user.map(String::from),
-            device: None,
+            identity: None,
         }
     }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use aos_core::access::{Identity, Revoked};
 use async_trait::async_trait;
 use ntex::util::ByteString;
 use ntex_mqtt::QoS;
@@ -79,13 +80,14 @@ pub struct Broker {
 /// QoS and every subscription identifier (MQTT 3.1.1 §3.3.5, 5.0 §3.3.4).
 struct Deliveries<'a> {
     origin: u64,
+    tenant: Option<i64>,
     plain: HashMap<u64, (&'a SessionKey, QoS, bool, Vec<NonZeroU32>)>,
     shared: Vec<(&'a SessionKey, &'a SubOptions)>,
 }
 
 impl<'a> MatchSink<'a, SessionKey, SubOptions> for Deliveries<'a> {
     fn subscriber(&mut self, key: &'a SessionKey, opts: &'a SubOptions) {
-        if opts.no_local && key.0.id == self.origin {
+        if (opts.no_local && key.0.id == self.origin) || !key.0.receives(self.tenant) {
             return;
         }
         let entry = self
@@ -99,9 +101,10 @@ impl<'a> MatchSink<'a, SessionKey, SubOptions> for Deliveries<'a> {
 
     fn group(&mut self, group: &'a SharedGroup<SessionKey, SubOptions>) {
         // Prefer a connected member; a disconnected one still queues QoS 1/2 for later.
+        let tenant = self.tenant;
         if let Some(pick) = group
-            .pick(|k| k.0.is_connected())
-            .or_else(|| group.pick(|_| true))
+            .pick(|k| k.0.receives(tenant) && k.0.is_connected())
+            .or_else(|| group.pick(|k| k.0.receives(tenant)))
         {
             self.shared.push(pick);
         }
@@ -152,6 +155,7 @@ impl Broker {
     pub fn connect(
         &self,
         client_id: &ByteString,
+        identity: Option<&Identity>,
         clean_start: bool,
         expiry: Option<Duration>,
         will: Option<Will>,
@@ -161,15 +165,23 @@ impl Broker {
         let mut sessions = self.sessions();
         let existing = sessions.get(client_id).cloned();
         let (session, present) = match existing {
-            Some(old) if !clean_start && !old.lock().expired(now) => (old, true),
+            // A session is resumed only by whoever opened it: another identity (another tenant's
+            // device, say) must not inherit its subscriptions and queued messages.
+            Some(old)
+                if !clean_start
+                    && !old.lock().expired(now)
+                    && old.identity.as_ref() == identity =>
+            {
+                (old, true)
+            }
             Some(old) => {
                 sessions.remove(client_id);
                 drop(sessions);
                 self.end_session(&old, Some(Kick::TakenOver));
                 sessions = self.sessions();
-                (self.new_session(&mut sessions, client_id), false)
+                (self.new_session(&mut sessions, client_id, identity), false)
             }
-            None => (self.new_session(&mut sessions, client_id), false),
+            None => (self.new_session(&mut sessions, client_id, identity), false),
         };
         drop(sessions);
         let previous_will = {
@@ -197,10 +209,12 @@ impl Broker {
         &self,
         sessions: &mut HashMap<ByteString, Arc<Session>>,
         client_id: &ByteString,
+        identity: Option<&Identity>,
     ) -> Arc<Session> {
         let session = Arc::new(Session::new(
             self.next_id(),
             client_id.clone(),
+            identity.cloned(),
             self.metrics.session_queues.clone(),
         ));
         sessions.insert(client_id.clone(), session.clone());
@@ -339,11 +353,20 @@ impl Broker {
         }
     }
 
-    /// Closes the live connection of `client_id`, if it has one.
-    pub fn kick_client(&self, client_id: &str, kick: Kick) {
-        let session = self.sessions().get(client_id).cloned();
-        if let Some(session) = session {
-            kick_session(&session, kick);
+    /// Closes the live connections opened with credentials that were changed or revoked.
+    pub fn kick_revoked(&self, revoked: &Revoked) {
+        let sessions: Vec<Arc<Session>> = self
+            .sessions()
+            .values()
+            .filter(|s| {
+                s.identity
+                    .as_ref()
+                    .is_some_and(|i| i.is_revoked_by(revoked))
+            })
+            .cloned()
+            .collect();
+        for session in sessions {
+            kick_session(&session, Kick::Revoked);
         }
     }
 
@@ -393,7 +416,9 @@ impl Broker {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .filter(|m| matches(filter, &m.topic) && !m.is_expired(now))
+            .filter(|m| {
+                matches(filter, &m.topic) && !m.is_expired(now) && session.receives(m.tenant)
+            })
             .cloned()
             .collect();
         for message in retained {
@@ -430,6 +455,7 @@ impl Broker {
         let tree = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
         let mut deliveries = Deliveries {
             origin: message.origin,
+            tenant: message.tenant,
             plain: HashMap::new(),
             shared: Vec::new(),
         };

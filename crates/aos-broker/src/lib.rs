@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aos_core::access::Devices;
+use aos_core::access::{Clients, Revoked};
 use aos_core::net::{ServerSlot, bind_tcp};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use async_trait::async_trait;
@@ -138,12 +138,12 @@ impl Role for BrokerRole {
         let config: BrokerConfig = ctx.settings.section("broker")?;
         let metrics = BrokerMetrics::default();
         metrics.register(&ctx.metrics);
-        let devices = ctx.extensions.get::<Devices>();
-        let auth: Arc<dyn Authenticator> = match (&self.authenticator, &devices) {
+        let clients = ctx.extensions.get::<Clients>();
+        let auth: Arc<dyn Authenticator> = match (&self.authenticator, &clients) {
             (Some(auth), _) => auth.clone(),
-            (None, Some(devices)) => Arc::new(ConfigAuthenticator::with_devices(
+            (None, Some(clients)) => Arc::new(ConfigAuthenticator::with_clients(
                 config.auth.clone(),
-                devices.0.clone(),
+                clients.0.clone(),
             )),
             (None, None) => Arc::new(ConfigAuthenticator::new(config.auth.clone())),
         };
@@ -188,10 +188,10 @@ impl Role for BrokerRole {
                 }
             }
         });
-        if let Some(devices) = devices {
+        if let Some(clients) = clients {
             tokio::spawn(close_revoked(
                 broker.clone(),
-                devices.0.revocations(),
+                clients.0.revocations(),
                 stop.clone(),
             ));
         }
@@ -228,15 +228,15 @@ impl Role for BrokerRole {
 /// Closes the live session of every device whose credentials change, until `stop`.
 async fn close_revoked(
     broker: Arc<Broker>,
-    mut revoked: tokio::sync::broadcast::Receiver<String>,
+    mut revoked: tokio::sync::broadcast::Receiver<Revoked>,
     stop: CancellationToken,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            uid = revoked.recv() => match uid {
-                Ok(uid) => broker.kick_client(&uid, Kick::Revoked),
+            next = revoked.recv() => match next {
+                Ok(revoked) => broker.kick_revoked(&revoked),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "credential changes came faster than sessions were closed; some may stay open until their next CONNECT");
                 }

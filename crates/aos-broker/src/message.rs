@@ -36,6 +36,9 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The publishing session (for no-local); 0 for messages the broker itself publishes.
     pub origin: u64,
+    /// The publisher's tenant (a device or an application of it): only that tenant's clients
+    /// receive the message. `None`: the platform's (configured users, the broker itself).
+    pub tenant: Option<i64>,
 }
 
 impl Message {
@@ -48,6 +51,7 @@ impl Message {
             properties: None,
             expires_at: None,
             origin: 0,
+            tenant: None,
         }
     }
 

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use aos_core::access::Identity;
 use ntex::util::ByteString;
 use ntex_mqtt::QoS;
 use prometheus_client::metrics::gauge::Gauge;
@@ -185,19 +186,37 @@ pub struct Session {
     /// Unique for the broker's lifetime (never reused), unlike client ids.
     pub id: u64,
     pub client_id: ByteString,
+    /// Who opened the session (a device or application of a tenant); it is resumed only by the
+    /// same identity.
+    pub identity: Option<Identity>,
     connected: AtomicBool,
     state: Mutex<SessionState>,
     gauges: QueueGauges,
 }
 
 impl Session {
-    pub fn new(id: u64, client_id: ByteString, gauges: QueueGauges) -> Session {
+    pub fn new(
+        id: u64,
+        client_id: ByteString,
+        identity: Option<Identity>,
+        gauges: QueueGauges,
+    ) -> Session {
         Session {
             id,
             client_id,
+            identity,
             connected: AtomicBool::new(false),
             state: Mutex::new(SessionState::default()),
             gauges,
+        }
+    }
+
+    /// Whether a message of `tenant` may reach this session: a tenant's clients receive only
+    /// their tenant's messages and the platform's.
+    pub fn receives(&self, tenant: Option<i64>) -> bool {
+        match (&self.identity, tenant) {
+            (Some(identity), Some(tenant)) => identity.tenant() == tenant,
+            _ => true,
         }
     }
 
@@ -348,7 +367,7 @@ mod tests {
 
     #[test]
     fn offline_sessions_keep_qos1_but_not_qos0() {
-        let s = Session::new(1, "c".into(), QueueGauges::default());
+        let s = Session::new(1, "c".into(), None, QueueGauges::default());
         assert_eq!(
             s.enqueue(out(QoS::AtMostOnce, "a"), ROOMY),
             Enqueued::SkippedOffline
@@ -363,7 +382,7 @@ mod tests {
 
     #[test]
     fn queues_are_bounded_by_count_and_bytes() {
-        let s = Session::new(1, "c".into(), QueueGauges::default());
+        let s = Session::new(1, "c".into(), None, QueueGauges::default());
         s.attach(link(1));
         let two = QueueLimits {
             max_messages: 2,
@@ -379,7 +398,7 @@ mod tests {
             max_messages: 100,
             max_bytes: 5,
         };
-        let s = Session::new(2, "d".into(), QueueGauges::default());
+        let s = Session::new(2, "d".into(), None, QueueGauges::default());
         s.attach(link(1));
         assert_eq!(
             s.enqueue(out(QoS::AtMostOnce, "abc"), small),
@@ -393,7 +412,7 @@ mod tests {
 
     #[test]
     fn unacknowledged_messages_are_resent_first_with_dup_and_their_ids() {
-        let s = Session::new(1, "c".into(), QueueGauges::default());
+        let s = Session::new(1, "c".into(), None, QueueGauges::default());
         s.attach(link(1));
         s.enqueue(out(QoS::AtLeastOnce, "one"), ROOMY);
         s.enqueue(out(QoS::AtLeastOnce, "two"), ROOMY);
@@ -415,7 +434,7 @@ mod tests {
 
     #[test]
     fn a_stale_connection_cannot_detach_its_successor() {
-        let s = Session::new(1, "c".into(), QueueGauges::default());
+        let s = Session::new(1, "c".into(), None, QueueGauges::default());
         s.attach(link(1));
         assert!(s.attach(link(2)).is_some());
         assert!(!s.detach(1));

@@ -9,25 +9,11 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Longest topic (in bytes) the protocol can encode.
-pub const MAX_TOPIC_LEN: usize = 65535;
+pub use aos_core::topic::{MAX_TOPIC_LEN, valid_topic_filter};
 
 /// A valid topic name for PUBLISH: non-empty, no wildcards, no NUL.
 pub fn valid_topic_name(topic: &str) -> bool {
     !topic.is_empty() && topic.len() <= MAX_TOPIC_LEN && !topic.contains(['+', '#', '\0'])
-}
-
-/// A valid (non-shared) topic filter.
-pub fn valid_topic_filter(filter: &str) -> bool {
-    if filter.is_empty() || filter.len() > MAX_TOPIC_LEN || filter.contains('\0') {
-        return false;
-    }
-    let levels: Vec<&str> = filter.split('/').collect();
-    levels.iter().enumerate().all(|(i, level)| match *level {
-        "+" => true,
-        "#" => i + 1 == levels.len(),
-        other => !other.contains(['+', '#']),
-    })
 }
 
 /// A subscription's filter, possibly shared among a group (`$share/{group}/{filter}`).

@@ -21,6 +21,7 @@ pub mod net;
 pub mod node;
 pub mod queue;
 pub mod role;
+pub mod topic;
 
 pub use bus::{Bus, BusMessage, Subscription};
 pub use config::Settings;

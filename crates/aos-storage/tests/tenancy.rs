@@ -1,9 +1,12 @@
 //! Tenant scoping, customers, duplicates, unknown references and invalid input, on SQLite and
 //! PostgreSQL alike: a query made for one tenant (or customer) never reads or changes another's.
 
+use aos_core::access::{Revoked, TopicGrant};
 use aos_storage::entity::{device, org_entity};
+use aos_storage::repo::api_keys::{self, NewApiKey};
 use aos_storage::repo::classes::{self, NewClass};
 use aos_storage::repo::devices::{self, NewCredential, NewDevice};
+use aos_storage::repo::roles::{self, RoleGrants};
 use aos_storage::repo::users::{self, NewUser};
 use aos_storage::repo::{Scope, tenants};
 use aos_storage::{Storage, StorageError};
@@ -15,6 +18,7 @@ aos_storage::on_both_databases!(
     duplicates_and_unknown_references_are_clear_errors,
     invalid_input_is_refused_and_writes_nothing,
     credentials_are_replaced_and_scoped,
+    roles_and_api_keys_belong_to_their_tenant,
 );
 
 /// Two tenants, each with a class `sensor` and a device.
@@ -349,4 +353,113 @@ async fn credentials_are_replaced_and_scoped(storage: &Storage) {
             .len(),
         1
     );
+}
+
+fn grants(devices: &str) -> RoleGrants {
+    RoleGrants {
+        permissions: serde_json::json!({ "devices": devices }),
+        actions: serde_json::json!([]),
+    }
+}
+
+fn key(name: &str, hash: &str, filter: &str) -> NewApiKey {
+    NewApiKey {
+        name: name.into(),
+        prefix: hash[..4].into(),
+        key_hash: hash.into(),
+        grants: vec![TopicGrant {
+            filter: filter.into(),
+            publish: false,
+            subscribe: true,
+        }],
+        expires_at: None,
+    }
+}
+
+async fn roles_and_api_keys_belong_to_their_tenant(storage: &Storage) {
+    let (a, b) = two_tenants(storage).await;
+    let builtin = [
+        ("operator", grants("manage")),
+        ("system administrator", grants("full")),
+    ];
+    roles::ensure_builtin(storage, &builtin)
+        .await
+        .expect("built-in roles");
+    roles::create(storage, a, "installer", grants("manage"))
+        .await
+        .expect("a role of acme");
+    roles::create(storage, b, "installer", grants("view"))
+        .await
+        .expect("names are per tenant");
+    for name in ["installer", "operator"] {
+        assert!(
+            matches!(
+                roles::create(storage, a, name, grants("full")).await,
+                Err(StorageError::Duplicate { .. })
+            ),
+            "{name}"
+        );
+    }
+    // Changing globex's role leaves acme's alone; built-in roles cannot be changed.
+    roles::update(storage, b, "installer", grants("full"))
+        .await
+        .expect("update");
+    assert!(matches!(
+        roles::update(storage, a, "operator", grants("full")).await,
+        Err(StorageError::Forbidden(_))
+    ));
+    assert!(is_not_found(
+        roles::update(storage, a, "nobody", grants("full")).await
+    ));
+    let listed = roles::list(storage, a).await.expect("list");
+    let installer: Vec<_> = listed.iter().filter(|r| r.name == "installer").collect();
+    assert_eq!(installer.len(), 1);
+    assert_eq!(installer[0].permissions["devices"], "manage");
+    assert!(listed.iter().all(|r| r.name != "system administrator"));
+    assert!(listed.iter().any(|r| r.name == "operator" && r.builtin));
+    let customer = Scope::customer(a.tenant, customer(storage, a, "c1").await);
+    assert!(matches!(
+        roles::create(storage, customer, "mine", grants("view")).await,
+        Err(StorageError::Forbidden(_))
+    ));
+
+    // API keys: names per tenant, valid filters only, revocation scoped and logged.
+    let acme_key = api_keys::create(storage, a, key("app", "hash-acme", "aos/+/telemetry"))
+        .await
+        .expect("key");
+    api_keys::create(storage, b, key("app", "hash-globex", "#"))
+        .await
+        .expect("names are per tenant");
+    assert!(matches!(
+        api_keys::create(storage, a, key("app", "hash-other", "#")).await,
+        Err(StorageError::Duplicate { .. })
+    ));
+    assert!(matches!(
+        api_keys::create(storage, a, key("bad", "hash-bad", "a/#/b")).await,
+        Err(StorageError::Invalid { .. })
+    ));
+    assert!(matches!(
+        api_keys::create(storage, customer, key("c", "hash-c", "#")).await,
+        Err(StorageError::Forbidden(_))
+    ));
+    let before = devices::last_credential_change(storage).await.expect("log");
+    let revoked = api_keys::revoke(storage, b, "app").await.expect("revoke");
+    assert!(
+        api_keys::by_hash(storage, "hash-globex")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    let live = api_keys::by_hash(storage, "hash-acme")
+        .await
+        .expect("lookup");
+    assert_eq!(live.map(|k| k.id), Some(acme_key.id));
+    let changes = devices::credential_changes_since(storage, before)
+        .await
+        .expect("log");
+    assert_eq!(
+        changes.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+        vec![Revoked::ApiKey(revoked.id)]
+    );
+    assert!(is_not_found(api_keys::revoke(storage, b, "nope").await));
 }

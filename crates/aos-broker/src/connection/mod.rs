@@ -126,6 +126,7 @@ impl ListenerContext {
         let (kick_tx, kick_rx) = oneshot::channel();
         let (session, present) = self.broker.connect(
             &client_id,
+            principal.identity.as_ref(),
             clean_start,
             expiry,
             will,
@@ -176,6 +177,13 @@ impl ListenerContext {
 /// The client's address, if the transport has one.
 pub(crate) fn peer_addr(io: &ntex::io::IoBoxed) -> Option<SocketAddr> {
     io.query::<ntex::io::types::PeerAddr>().get().map(|a| a.0)
+}
+
+/// The fingerprint of the client certificate a TLS listener verified, if the client sent one.
+pub(crate) fn peer_certificate(io: &ntex::io::IoBoxed) -> Option<String> {
+    io.query::<ntex_tls::rustls::PeerCert<'static>>()
+        .as_ref()
+        .map(|cert| aos_auth::secret::certificate_fingerprint(&cert.0))
 }
 
 /// Per-connection state (the ntex-mqtt session state).
@@ -306,9 +314,10 @@ pub(crate) enum PublishOutcome {
     Failed,
 }
 
-/// Builds the broker-side message from a client's PUBLISH (or will).
+/// Builds the broker-side message from a client's PUBLISH (or will, whose origin is 0).
 pub(crate) fn message(
     origin: u64,
+    publisher: &Principal,
     topic: ByteString,
     payload: Bytes,
     qos: QoS,
@@ -316,6 +325,7 @@ pub(crate) fn message(
 ) -> Message {
     let mut message = Message::new(topic, payload, qos, retain);
     message.origin = origin;
+    message.tenant = publisher.tenant();
     message
 }
 

@@ -8,7 +8,7 @@ use ntex_mqtt::{Control, v3};
 
 use super::{
     Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, message,
-    peer_addr,
+    peer_addr, peer_certificate,
 };
 use crate::auth::{ConnectRequest, Refusal};
 use crate::session::{Kick, Outgoing, SubOptions, Will};
@@ -93,6 +93,7 @@ pub(crate) async fn handshake(
         username: connect.username.as_ref().map(|u| u.to_string()),
         password: connect.password.as_ref().map(|p| p.to_vec()),
         peer: peer_addr(handshake.io()),
+        certificate: peer_certificate(handshake.io()),
         listener: ctx.name.to_string(),
     };
     let principal = match ctx.admit(request).await {
@@ -113,6 +114,7 @@ pub(crate) async fn handshake(
             Some(Will {
                 message: message(
                     0,
+                    &principal,
                     will.topic.clone(),
                     will.message.clone(),
                     will.qos,
@@ -165,6 +167,7 @@ pub(crate) async fn publish(session: Session, publish: v3::Publish) -> Result<()
     let key = super::order::publish_key(&packet.topic, None, packet.payload_size, &payload);
     let message = message(
         conn.session.id,
+        &conn.principal,
         packet.topic.clone(),
         payload,
         publish.qos(),

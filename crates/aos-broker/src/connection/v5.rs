@@ -17,7 +17,7 @@ use v5::codec::{
 use super::v3::deliver_retained_after_ack;
 use super::{
     Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, message,
-    peer_addr,
+    peer_addr, peer_certificate,
 };
 use crate::auth::{ConnectRequest, Refusal};
 use crate::message::{Properties, min_qos};
@@ -151,6 +151,7 @@ pub(crate) async fn handshake(
         username: connect.username.as_ref().map(|u| u.to_string()),
         password: connect.password.as_ref().map(|p| p.to_vec()),
         peer: peer_addr(handshake.io()),
+        certificate: peer_certificate(handshake.io()),
         listener: ctx.name.to_string(),
     };
     let principal = match ctx.admit(request).await {
@@ -202,6 +203,7 @@ pub(crate) async fn handshake(
             }
             let mut msg = message(
                 0,
+                &principal,
                 will.topic.clone(),
                 will.message.clone(),
                 will.qos,
@@ -303,6 +305,7 @@ pub(crate) async fn publish(
     };
     let mut msg = message(
         conn.session.id,
+        &conn.principal,
         packet.topic.clone(),
         payload,
         qos,

@@ -4,6 +4,7 @@ mod m0001_nodes;
 mod m0002_platform;
 mod m0003_credential_changes;
 mod m0004_entity_names;
+mod m0005_api_keys;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_platform::Migration),
             Box::new(m0003_credential_changes::Migration),
             Box::new(m0004_entity_names::Migration),
+            Box::new(m0005_api_keys::Migration),
         ]
     }
 }

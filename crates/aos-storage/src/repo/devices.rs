@@ -1,5 +1,6 @@
 //! Devices of a tenant and their credentials.
 
+use aos_core::access::Revoked;
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
@@ -122,7 +123,19 @@ pub async fn set_credential(
             "password"
         }
         NewCredential::Token { .. } => "token",
-        NewCredential::Certificate { .. } => "certificate",
+        NewCredential::Certificate { fingerprint } => {
+            if fingerprint.len() != 64
+                || !fingerprint
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+            {
+                return Err(StorageError::invalid(
+                    "certificate fingerprint",
+                    "must be the SHA-256 of the certificate in 64 lowercase hex digits",
+                ));
+            }
+            "certificate"
+        }
     };
     let now = Utc::now();
     device_credential::Entity::delete_many()
@@ -209,6 +222,34 @@ pub enum LoginSecret {
     PasswordHash(String),
     /// SHA-256 (hex) of the access token.
     TokenLookup(String),
+    /// A client certificate the TLS listener verified: nothing more to check.
+    Certificate,
+}
+
+/// The device whose client certificate has the SHA-256 fingerprint `fingerprint` (hex).
+pub async fn login_by_certificate(
+    storage: &Storage,
+    fingerprint: &str,
+) -> Result<Option<DeviceLogin>, StorageError> {
+    let db = storage.db();
+    let credential = device_credential::Entity::find()
+        .filter(device_credential::Column::Kind.eq("certificate"))
+        .filter(device_credential::Column::CertFingerprint.eq(fingerprint))
+        .filter(device_credential::Column::RevokedAt.is_null())
+        .one(db)
+        .await?;
+    let Some(credential) = credential else {
+        return Ok(None);
+    };
+    Ok(device::Entity::find_by_id(credential.device_id)
+        .one(db)
+        .await?
+        .map(|device| DeviceLogin {
+            uid: device.uid,
+            tenant: device.tenant_id,
+            disabled: device.disabled,
+            secret: LoginSecret::Certificate,
+        }))
 }
 
 /// The login of `username`: a password credential's username, else a device id with a token.
@@ -265,11 +306,11 @@ pub async fn last_credential_change(storage: &Storage) -> Result<i64, StorageErr
         .map_or(0, |c| c.id))
 }
 
-/// Entries of the credential change log after `after`: (id, device uid), oldest first.
+/// Entries of the credential change log after `after`: (id, what changed), oldest first.
 pub async fn credential_changes_since(
     storage: &Storage,
     after: i64,
-) -> Result<Vec<(i64, String)>, StorageError> {
+) -> Result<Vec<(i64, Revoked)>, StorageError> {
     Ok(credential_change::Entity::find()
         .filter(credential_change::Column::Id.gt(after))
         .order_by_asc(credential_change::Column::Id)
@@ -277,6 +318,12 @@ pub async fn credential_changes_since(
         .all(storage.db())
         .await?
         .into_iter()
-        .map(|c| (c.id, c.device_uid))
+        .map(|c| {
+            let revoked = match c.api_key_id {
+                Some(key) => Revoked::ApiKey(key),
+                None => Revoked::Device(c.device_uid),
+            };
+            (c.id, revoked)
+        })
         .collect())
 }

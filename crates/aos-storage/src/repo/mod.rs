@@ -2,6 +2,7 @@
 //! made for one tenant cannot see or change another tenant's rows, and a customer-bound scope
 //! sees only its own entity's devices and data.
 
+pub mod api_keys;
 pub mod audit;
 pub mod classes;
 pub mod devices;

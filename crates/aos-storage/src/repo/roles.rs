@@ -6,7 +6,7 @@ use sea_orm::{
     IntoActiveModel, QueryFilter, QueryOrder, TransactionTrait,
 };
 
-use super::check_name;
+use super::{Scope, check_name, duplicate};
 use crate::entity::{app_user, role, user_role};
 use crate::{Storage, StorageError};
 
@@ -57,6 +57,89 @@ pub async fn ensure_builtin(
     Ok(())
 }
 
+/// Creates a role of the scope's tenant. Its name may not be a built-in role's (users are given
+/// roles by name).
+pub async fn create(
+    storage: &Storage,
+    scope: Scope,
+    name: &str,
+    grants: RoleGrants,
+) -> Result<role::Model, StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden("customers cannot create roles"));
+    }
+    check_name("role name", name)?;
+    let txn = storage.db().begin().await?;
+    let builtin = role::Entity::find()
+        .filter(role::Column::TenantId.is_null())
+        .filter(role::Column::Name.eq(name))
+        .one(&txn)
+        .await?;
+    if builtin.is_some() {
+        return Err(StorageError::Duplicate {
+            what: "built-in role",
+            name: name.to_string(),
+        });
+    }
+    let role = role::ActiveModel {
+        tenant_id: Set(Some(scope.tenant)),
+        name: Set(name.to_string()),
+        builtin: Set(false),
+        permissions: Set(grants.permissions),
+        actions: Set(grants.actions),
+        created_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await
+    .map_err(duplicate("role", name))?;
+    txn.commit().await?;
+    Ok(role)
+}
+
+/// Replaces the grants of a role of the scope's tenant (built-in roles cannot be changed); its
+/// users have the new grants from their next request.
+pub async fn update(
+    storage: &Storage,
+    scope: Scope,
+    name: &str,
+    grants: RoleGrants,
+) -> Result<role::Model, StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden("customers cannot change roles"));
+    }
+    let role = role::Entity::find()
+        .filter(builtin_or_of(Some(scope.tenant)))
+        .filter(role::Column::Name.eq(name))
+        .one(storage.db())
+        .await?
+        .ok_or_else(|| StorageError::not_found("role", name))?;
+    if role.builtin {
+        return Err(StorageError::Forbidden(
+            "built-in roles cannot be changed: create a role of the tenant instead",
+        ));
+    }
+    let mut role = role.into_active_model();
+    role.permissions = Set(grants.permissions);
+    role.actions = Set(grants.actions);
+    Ok(role.update(storage.db()).await?)
+}
+
+/// The roles the scope's users may be given: the built-in ones (but the platform's), then the
+/// tenant's own.
+pub async fn list(storage: &Storage, scope: Scope) -> Result<Vec<role::Model>, StorageError> {
+    let roles = role::Entity::find()
+        .filter(builtin_or_of(Some(scope.tenant)))
+        .order_by_desc(role::Column::Builtin)
+        .order_by_asc(role::Column::Name)
+        .all(storage.db())
+        .await?;
+    Ok(roles
+        .into_iter()
+        .filter(|r| r.tenant_id.is_some() || r.name != SYSTEM_ADMINISTRATOR)
+        .collect())
+}
+
 /// Gives the user `login` the role `name`: a built-in role, or one of the user's tenant.
 pub async fn assign(storage: &Storage, login: &str, name: &str) -> Result<(), StorageError> {
     let txn = storage.db().begin().await?;
@@ -77,13 +160,9 @@ pub(crate) async fn assign_in(
     name: &str,
 ) -> Result<(), StorageError> {
     check_name("role name", name)?;
-    let mut tenant = Condition::any().add(role::Column::TenantId.is_null());
-    if let Some(t) = user.tenant_id {
-        tenant = tenant.add(role::Column::TenantId.eq(t));
-    }
     let role = role::Entity::find()
         .filter(role::Column::Name.eq(name))
-        .filter(tenant)
+        .filter(builtin_or_of(user.tenant_id))
         .one(db)
         .await?
         .ok_or_else(|| StorageError::not_found("role", name))?;
@@ -107,6 +186,15 @@ pub(crate) async fn assign_in(
         .await?;
     }
     Ok(())
+}
+
+/// Built-in roles, and those of `tenant`.
+fn builtin_or_of(tenant: Option<i64>) -> Condition {
+    let roles = Condition::any().add(role::Column::TenantId.is_null());
+    match tenant {
+        Some(t) => roles.add(role::Column::TenantId.eq(t)),
+        None => roles,
+    }
 }
 
 /// The built-in role of platform users.

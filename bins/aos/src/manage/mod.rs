@@ -1,5 +1,10 @@
 //! Command-line management for a newcomer before the web client exists: tenants, users, device
-//! classes, devices and their credentials, straight against the configured database.
+//! classes, devices and their credentials, roles and API keys, straight against the configured
+//! database.
+
+mod access;
+
+pub use access::{ApiKeyCommand, RoleCommand};
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -140,15 +145,19 @@ pub enum DeviceCommand {
     },
     /// Give a device new MQTT credentials (replacing those of the same kind). Default: an
     /// access token, generated and printed once. With --username: a username and a password
-    /// (from standard input with --password-stdin, else generated and printed once).
+    /// (from standard input with --password-stdin, else generated and printed once). With
+    /// --certificate: the device's client certificate (PEM), which then names the device on
+    /// TLS listeners that verify client certificates.
     Credentials {
         uid: String,
         #[arg(long)]
         tenant: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "certificate")]
         username: Option<String>,
         #[arg(long, requires = "username")]
         password_stdin: bool,
+        #[arg(long, value_name = "PEM_FILE")]
+        certificate: Option<std::path::PathBuf>,
     },
 }
 
@@ -160,6 +169,8 @@ pub enum Manage {
     User(UserCommand),
     Class(ClassCommand),
     Device(DeviceCommand),
+    Role(RoleCommand),
+    ApiKey(ApiKeyCommand),
 }
 
 /// Runs one management command against the configured database (applying pending migrations
@@ -441,16 +452,25 @@ async fn execute(storage: &Storage, command: Manage) -> anyhow::Result<()> {
             tenant,
             username,
             password_stdin,
+            certificate,
         }) => {
             let scope = scope(storage, &tenant).await?;
-            let (credential, shown) = match username {
-                Some(username) => {
+            let (credential, shown) = match (username, certificate) {
+                (_, Some(path)) => {
+                    let pem = std::fs::read(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let fingerprint = secret::certificate_fingerprint_pem(&pem)
+                        .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
+                    let shown = format!("certificate SHA-256: {fingerprint}");
+                    (NewCredential::Certificate { fingerprint }, Some(shown))
+                }
+                (Some(username), None) => {
                     let (password, generated) = new_password(password_stdin)?;
                     let hash = password::hash_password(&password, Default::default())?;
                     let shown = generated.then(|| format!("password: {password}"));
                     (NewCredential::Password { username, hash }, shown)
                 }
-                None => {
+                (None, None) => {
                     let token = secret::generate();
                     let lookup = secret::lookup_hash(&token);
                     (
@@ -467,10 +487,14 @@ async fn execute(storage: &Storage, command: Manage) -> anyhow::Result<()> {
                 "new {} credential for `{uid}` (earlier ones of that kind are revoked)",
                 row.kind
             );
-            if let Some(shown) = shown {
-                println!("{shown}  (shown once: keep it now)");
+            match (row.kind.as_str(), shown) {
+                ("certificate", Some(shown)) => println!("{shown}"),
+                (_, Some(shown)) => println!("{shown}  (shown once: keep it now)"),
+                (_, None) => {}
             }
         }
+        Manage::Role(command) => access::roles(storage, command).await?,
+        Manage::ApiKey(command) => access::api_keys(storage, command).await?,
     }
     Ok(())
 }
