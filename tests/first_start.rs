@@ -94,3 +94,47 @@ fn users_get_roles_and_unknown_roles_are_refused() {
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("invalid role"), "{err}");
 }
+
+#[test]
+fn password_hashing_follows_the_configured_argon2_parameters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = Aos::new(dir.path(), &["run", "--roles", "broker"])
+        .env("AOS_AUTH__SIGN_IN__HASH_MEMORY_KIB", "8192")
+        .env("AOS_AUTH__SIGN_IN__HASH_ITERATIONS", "3")
+        .spawn();
+    node.wait_ready();
+    node.signal(libc::SIGTERM);
+    assert!(
+        node.wait_exit(common::PATIENCE)
+            .is_some_and(|s| s.success())
+    );
+    let hash = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+            let storage = aos_storage::Storage::connect(
+                &aos_storage::StorageConfig::default(),
+                &dir.path().join("data"),
+            )
+            .await
+            .expect("database");
+            aos_storage::entity::app_user::Entity::find()
+                .filter(aos_storage::entity::app_user::Column::Login.eq("admin"))
+                .one(storage.db())
+                .await
+                .expect("query")
+                .expect("admin")
+                .password_hash
+        });
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(hash.contains("m=8192,t=3,p=1"), "{hash}");
+
+    // Parameters argon2 refuses stop start-up and management commands, naming the keys.
+    for args in [&["run", "--roles", "broker"][..], &["tenant", "list"][..]] {
+        let (status, _, err) = Aos::new(dir.path(), args)
+            .env("AOS_AUTH__SIGN_IN__HASH_MEMORY_KIB", "1")
+            .output();
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("auth.sign_in"), "{args:?}: {err}");
+    }
+}

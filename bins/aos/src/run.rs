@@ -187,8 +187,20 @@ async fn run_node(
         }
     };
 
-    match aos_auth::bootstrap::first_admin(&storage, std::env::var("AOS_ADMIN_PASSWORD").ok()).await
-    {
+    let auth: aos_auth::AuthSettings = match settings.section("auth") {
+        Ok(auth) => auth,
+        Err(err) => {
+            close(&queue, storage, &net).await;
+            return exit(EXIT_CONFIG, err);
+        }
+    };
+    if let Err(err) = auth.check() {
+        close(&queue, storage, &net).await;
+        return exit(EXIT_CONFIG, err);
+    }
+    let admin_password = std::env::var("AOS_ADMIN_PASSWORD").ok();
+    let hashing = auth.sign_in.hash_params();
+    match aos_auth::bootstrap::first_admin(&storage, admin_password, hashing).await {
         // On standard output: standard error carries the logs (JSON lines, with --log-format json).
         Ok(Some(FirstAdmin::Generated(password))) => println!(
             "first start: created the system administrator `{}` with password {password}  (shown once: keep it now, or change it with `aos user passwd {}`)",
@@ -205,13 +217,6 @@ async fn run_node(
             return exit(EXIT_FAILURE, err);
         }
     }
-    let auth: aos_auth::AuthSettings = match settings.section("auth") {
-        Ok(auth) => auth,
-        Err(err) => {
-            close(&queue, storage, &net).await;
-            return exit(EXIT_CONFIG, err);
-        }
-    };
     let watching = CancellationToken::new();
     let clients = match StorageClientDirectory::start(
         storage.clone(),

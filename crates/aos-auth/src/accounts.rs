@@ -19,7 +19,7 @@ use crate::password::{self, HashParams, PasswordError};
 use crate::permissions::{Access, Denied, Grants, ObjectKind, Operation, Subject, authorize};
 use crate::secret;
 
-/// Sign-in parameters (part of the `[auth]` section).
+/// Sign-in parameters (`[auth.sign_in]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SignInSettings {

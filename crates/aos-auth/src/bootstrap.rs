@@ -43,10 +43,11 @@ pub async fn ensure_roles(storage: &Storage) -> Result<(), StorageError> {
 }
 
 /// When the platform has no system administrator yet, creates `admin` with `admin_password`
-/// (or a generated one, returned to be shown once).
+/// (or a generated one, returned to be shown once), hashed with `params`.
 pub async fn first_admin(
     storage: &Storage,
     admin_password: Option<String>,
+    params: HashParams,
 ) -> Result<Option<FirstAdmin>, BootstrapError> {
     ensure_roles(storage).await?;
     if !users::list_platform(storage).await?.is_empty() {
@@ -60,7 +61,7 @@ pub async fn first_admin(
             (p.clone(), FirstAdmin::Generated(p))
         }
     };
-    let hash = password::hash_off_thread(password, HashParams::default()).await?;
+    let hash = password::hash_off_thread(password, params).await?;
     users::create_platform(
         storage,
         NewUser {

@@ -23,12 +23,28 @@ pub struct AuthSettings {
     /// session (and a cached login) after its credentials changed.
     #[serde(with = "humantime_serde")]
     pub credential_poll: Duration,
+    /// People's sign-in: token lifetimes, throttling, password hashing (`[auth.sign_in]`).
+    pub sign_in: accounts::SignInSettings,
+}
+
+impl AuthSettings {
+    /// Refuses settings that cannot work (argon2 parameters out of range), naming the key.
+    pub fn check(&self) -> Result<(), String> {
+        password::hash_password("a check", self.sign_in.hash_params())
+            .map(drop)
+            .map_err(|e| {
+                format!(
+                    "auth.sign_in: hash_memory_kib, hash_iterations and hash_parallelism do not make argon2id parameters: {e}"
+                )
+            })
+    }
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
         AuthSettings {
             credential_poll: Duration::from_secs(2),
+            sign_in: accounts::SignInSettings::default(),
         }
     }
 }

@@ -10,7 +10,8 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use aos_auth::{password, secret};
+use aos_auth::password::HashParams;
+use aos_auth::{AuthSettings, password, secret};
 use aos_core::Settings;
 use aos_storage::repo::audit::{self, AuditEvent};
 use aos_storage::repo::classes::{self, NewClass};
@@ -180,6 +181,13 @@ pub fn run(settings: &Settings, command: Manage) -> ExitCode {
         Ok(c) => c,
         Err(err) => return fail(EXIT_CONFIG, err),
     };
+    let auth: AuthSettings = match settings.section("auth") {
+        Ok(auth) => auth,
+        Err(err) => return fail(EXIT_CONFIG, err),
+    };
+    if let Err(err) = auth.check() {
+        return fail(EXIT_CONFIG, err);
+    }
     let result = runtime()
         .context("cannot start the runtime")
         .and_then(|rt| {
@@ -191,7 +199,7 @@ pub fn run(settings: &Settings, command: Manage) -> ExitCode {
                     bail!("the database needs migrations: run `aos migrate` first");
                 }
                 aos_auth::bootstrap::ensure_roles(&storage).await?;
-                let result = execute(&storage, command).await;
+                let result = execute(&storage, command, auth.sign_in.hash_params()).await;
                 storage.close().await.ok();
                 result
             })
@@ -239,7 +247,8 @@ async fn scope(storage: &Storage, tenant: &str) -> anyhow::Result<Scope> {
     Ok(Scope::tenant(tenants::by_name(storage, tenant).await?.id))
 }
 
-async fn execute(storage: &Storage, command: Manage) -> anyhow::Result<()> {
+/// Runs `command`; new passwords are hashed with `hashing`.
+async fn execute(storage: &Storage, command: Manage, hashing: HashParams) -> anyhow::Result<()> {
     match command {
         Manage::Tenant(TenantCommand::Add { name }) => {
             let tenant = tenants::create(storage, &name).await?;
@@ -277,7 +286,7 @@ async fn execute(storage: &Storage, command: Manage) -> anyhow::Result<()> {
                 email,
                 entity,
                 roles,
-                password_hash: password::hash_password(&password, Default::default())?,
+                password_hash: password::hash_password(&password, hashing)?,
             };
             let (user, tenant_id) = match &tenant {
                 Some(t) => {
@@ -342,7 +351,7 @@ async fn execute(storage: &Storage, command: Manage) -> anyhow::Result<()> {
             password_stdin,
         }) => {
             let (password, generated) = new_password(password_stdin)?;
-            let hash = password::hash_password(&password, Default::default())?;
+            let hash = password::hash_password(&password, hashing)?;
             let user = users::by_login(storage, &login).await?;
             users::set_password(storage, None, &login, hash).await?;
             audit::record(
@@ -466,7 +475,7 @@ async fn execute(storage: &Storage, command: Manage) -> anyhow::Result<()> {
                 }
                 (Some(username), None) => {
                     let (password, generated) = new_password(password_stdin)?;
-                    let hash = password::hash_password(&password, Default::default())?;
+                    let hash = password::hash_password(&password, hashing)?;
                     let shown = generated.then(|| format!("password: {password}"));
                     (NewCredential::Password { username, hash }, shown)
                 }
