@@ -5,6 +5,7 @@
 //! messages ([`broker`]), access control ([`auth`]) and the per-connection glue
 //! (`connection`). It runs as a role of the `aos` binary, or embedded through [`BrokerRole`].
 
+pub mod acquisition;
 pub mod auth;
 pub mod broker;
 mod config;
@@ -23,11 +24,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aos_core::access::{Clients, Revoked};
+use aos_core::acquisition::ACQUISITION_QUEUE;
+
 use aos_core::net::{ServerSlot, bind_tcp};
+use aos_core::queue::QueueOptions;
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use crate::acquisition::AcquisitionHook;
 use crate::auth::{Authenticator, ConfigAuthenticator};
 use crate::broker::{Broker, BrokerLimits};
 use crate::connection::ListenerContext;
@@ -158,6 +163,24 @@ impl Role for BrokerRole {
             auth,
             metrics,
         ));
+        if clients.is_some() {
+            // On the platform (devices sign in from storage), device messages go to the workers.
+            let queue_config = &ctx.settings.core().queue;
+            ctx.queue
+                .declare(
+                    ACQUISITION_QUEUE,
+                    QueueOptions {
+                        visibility_timeout: queue_config.visibility_timeout,
+                        max_attempts: queue_config.max_attempts,
+                    },
+                )
+                .await
+                .map_err(RoleError::other)?;
+            broker.set_hook(Arc::new(AcquisitionHook::new(
+                ctx.queue.clone(),
+                &ctx.node.id,
+            )));
+        }
         let config = Arc::new(config);
         let listeners = bind_listeners(&broker, &config)?;
         let addresses: Vec<String> = listeners

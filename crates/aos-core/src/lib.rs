@@ -9,6 +9,7 @@
 //! - [`metrics`], [`admin`] (the per-node admin HTTP listener) and [`net`] (hosting ntex servers).
 
 pub mod access;
+pub mod acquisition;
 pub mod admin;
 pub mod bus;
 pub mod config;

@@ -1,26 +1,28 @@
 //! `aos-worker`: the worker role — it consumes the acquisition queue and runs scheduled jobs.
 //!
-//! This first cut runs the consumers (pull a batch, process, acknowledge; stop after the batch in
-//! hand) with an empty processing step, and the retention job (see `jobs`); decoding into
-//! platform messages, interpreters, the ledger, workflows and commands arrive with the worker
-//! issue.
+//! Consumers pull a batch of device messages, run it through the [`pipeline`] (topic → device,
+//! payload → platform message ([`pms`]) through its [`formats`], then message log, ledger and
+//! latest values in one transaction) and acknowledge it; a batch that cannot be written is given
+//! back and delivered again (after `queue.max_attempts` deliveries it waits in the dead letters).
+//! Scheduled jobs (see [`jobs`]) run on one worker of the cluster per period.
 
+pub mod formats;
 pub mod jobs;
+pub mod pipeline;
+pub mod pms;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aos_core::acquisition::ACQUISITION_QUEUE;
 use aos_core::queue::{QueueOptions, WorkQueue};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use aos_storage::Storage;
 use async_trait::async_trait;
-use prometheus_client::metrics::counter::Counter;
+use pipeline::{Pipeline, PipelineMetrics};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// The queue the broker hands device messages to.
-pub const ACQUISITION_QUEUE: &str = "acquisition";
 
 /// The `[worker]` configuration section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,7 +70,7 @@ struct Running {
 pub struct WorkerRole {
     running: Mutex<Option<Running>>,
     health: Arc<HealthCell>,
-    processed: Counter,
+    metrics: PipelineMetrics,
 }
 
 impl WorkerRole {
@@ -77,12 +79,15 @@ impl WorkerRole {
     }
 }
 
+/// How long a batch that could not be written waits before it is delivered again.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
 /// Pulls, processes and acknowledges batches until `stop`; the batch in hand is finished first.
 async fn consume(
     queue: Arc<dyn WorkQueue>,
+    pipeline: Arc<Pipeline>,
     config: WorkerConfig,
     stop: CancellationToken,
-    processed: Counter,
     health: Arc<HealthCell>,
 ) {
     loop {
@@ -90,22 +95,44 @@ async fn consume(
             _ = stop.cancelled() => return,
             pulled = queue.pull(ACQUISITION_QUEUE, config.batch_size, config.poll_wait) => pulled,
         };
-        match pulled {
-            Ok(batch) if batch.is_empty() => {}
-            Ok(batch) => {
-                let ids: Vec<u64> = batch.iter().map(|d| d.id).collect();
-                processed.inc_by(ids.len() as u64);
-                if let Err(err) = queue.ack(ACQUISITION_QUEUE, &ids).await {
-                    tracing::warn!(%err, "acknowledging a batch failed; it will be delivered again");
-                }
-                health.set(HealthStatus::Healthy);
-            }
+        let batch = match pulled {
+            Ok(batch) if batch.is_empty() => continue,
+            Ok(batch) => batch,
             Err(err) => {
                 tracing::error!(%err, "pulling from the acquisition queue failed");
                 health.set_with_detail(HealthStatus::Degraded, err.to_string());
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(RETRY_DELAY) => {}
+                }
+                continue;
+            }
+        };
+        let span = tracing::info_span!("batch", size = batch.len());
+        let processed = {
+            let _entered = span.enter();
+            pipeline.process(&batch)
+        }
+        .await;
+        match processed {
+            Ok(()) => {
+                let ids: Vec<u64> = batch.iter().map(|d| d.id).collect();
+                if let Err(err) = queue.ack(ACQUISITION_QUEUE, &ids).await {
+                    // Stored already: the redelivery will write nothing twice.
+                    tracing::warn!(%err, "acknowledging a batch failed; it will be delivered again");
+                }
+                health.set(HealthStatus::Healthy);
+            }
+            Err(err) => {
+                tracing::error!(%err, size = batch.len(), "a batch could not be stored; it will be delivered again");
+                health.set_with_detail(HealthStatus::Degraded, err.to_string());
+                for delivery in &batch {
+                    if let Err(err) = queue
+                        .nack(ACQUISITION_QUEUE, delivery.id, RETRY_DELAY)
+                        .await
+                    {
+                        tracing::warn!(%err, "giving a message back failed; it returns after the visibility timeout");
+                    }
                 }
             }
         }
@@ -131,37 +158,50 @@ impl Role for WorkerRole {
             )
             .await
             .map_err(RoleError::other)?;
+        let storage = ctx
+            .extensions
+            .get::<Storage>()
+            .ok_or_else(|| RoleError::other("the worker role needs the platform's storage"))?;
         ctx.metrics.register(
             "worker_processed_messages",
-            "Messages taken from the acquisition queue and processed",
-            self.processed.clone(),
+            "Device messages processed and stored",
+            self.metrics.processed.clone(),
         );
+        ctx.metrics.register(
+            "worker_failed_messages",
+            "Device messages logged as failed (unknown device, bad topic, undecodable payload)",
+            self.metrics.failed.clone(),
+        );
+        ctx.metrics.register(
+            "ledger_rows",
+            "Ledger rows written (one per attribute value)",
+            self.metrics.ledger_rows.clone(),
+        );
+        let pipeline = Arc::new(Pipeline::new((*storage).clone(), self.metrics.clone()));
         let stop = CancellationToken::new();
         let mut consumers: Vec<JoinHandle<()>> = (0..config.consumers.max(1))
             .map(|_| {
                 tokio::spawn(consume(
                     ctx.queue.clone(),
+                    pipeline.clone(),
                     config.clone(),
                     stop.clone(),
-                    self.processed.clone(),
                     self.health.clone(),
                 ))
             })
             .collect();
-        if let Some(storage) = ctx.extensions.get::<Storage>() {
-            let keep = |age: Duration| (!age.is_zero()).then_some(age);
-            consumers.push(tokio::spawn(jobs::retention_job(
-                (*storage).clone(),
-                ctx.kv.clone(),
-                ctx.node.id.clone(),
-                jobs::Retention {
-                    ledger: keep(config.ledger_retention),
-                    messages: keep(config.message_log_retention),
-                    every: config.retention_interval.max(Duration::from_millis(100)),
-                },
-                stop.clone(),
-            )));
-        }
+        let keep = |age: Duration| (!age.is_zero()).then_some(age);
+        consumers.push(tokio::spawn(jobs::retention_job(
+            (*storage).clone(),
+            ctx.kv.clone(),
+            ctx.node.id.clone(),
+            jobs::Retention {
+                ledger: keep(config.ledger_retention),
+                messages: keep(config.message_log_retention),
+                every: config.retention_interval.max(Duration::from_millis(100)),
+            },
+            stop.clone(),
+        )));
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { stop, consumers });
         self.health.set(HealthStatus::Healthy);
         tracing::info!(

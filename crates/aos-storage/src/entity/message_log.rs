@@ -23,6 +23,8 @@ pub struct Model {
     pub message_key: String,
     #[sea_orm(indexed)]
     pub received_at: ChronoDateTimeUtc,
+    /// When a worker took it up.
+    pub started_at: Option<ChronoDateTimeUtc>,
     pub processed_at: Option<ChronoDateTimeUtc>,
 }
 

@@ -5,6 +5,7 @@ mod m0002_platform;
 mod m0003_credential_changes;
 mod m0004_entity_names;
 mod m0005_api_keys;
+mod m0006_acquisition;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_credential_changes::Migration),
             Box::new(m0004_entity_names::Migration),
             Box::new(m0005_api_keys::Migration),
+            Box::new(m0006_acquisition::Migration),
         ]
     }
 }

@@ -327,3 +327,33 @@ pub async fn credential_changes_since(
         })
         .collect())
 }
+
+/// What the acquisition pipeline needs of a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRef {
+    pub id: i64,
+    pub uid: String,
+    pub tenant: i64,
+    pub class: i64,
+    /// The gateway (its row id) this device is a child node of.
+    pub gateway: Option<i64>,
+}
+
+/// The devices with these ids (platform-wide: device ids are unique; callers check the tenant).
+pub async fn refs_by_uid(storage: &Storage, uids: &[&str]) -> Result<Vec<DeviceRef>, StorageError> {
+    let mut refs = Vec::with_capacity(uids.len());
+    for chunk in uids.chunks(1000) {
+        let found = device::Entity::find()
+            .filter(device::Column::Uid.is_in(chunk.iter().copied()))
+            .all(storage.db())
+            .await?;
+        refs.extend(found.into_iter().map(|d| DeviceRef {
+            id: d.id,
+            uid: d.uid,
+            tenant: d.tenant_id,
+            class: d.class_id,
+            gateway: d.gateway_id,
+        }));
+    }
+    Ok(refs)
+}

@@ -1,0 +1,118 @@
+//! Recording device messages is idempotent and keeps the newest value, on SQLite and PostgreSQL:
+//! a redelivered batch writes no second log entry or ledger row, and a late, older value does not
+//! replace the latest one.
+
+use aos_storage::Storage;
+use aos_storage::entity::{latest_value, ledger, message_log};
+use aos_storage::repo::classes::{self, NewClass};
+use aos_storage::repo::devices::{self, NewDevice};
+use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
+use aos_storage::repo::{Scope, tenants};
+use chrono::{Duration, Utc};
+use sea_orm::{EntityTrait, PaginatorTrait};
+
+aos_storage::on_both_databases!(a_redelivered_batch_writes_nothing_twice);
+
+async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
+    let scope = Scope::tenant(tenants::create(storage, "acme").await.expect("tenant").id);
+    classes::create(
+        storage,
+        scope,
+        NewClass {
+            name: "sensor".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("class");
+    let device = devices::create(
+        storage,
+        scope,
+        NewDevice {
+            uid: "d-1".into(),
+            name: "d-1".into(),
+            class: "sensor".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("device");
+    let now = Utc::now();
+    let message = |key: &str, error: Option<&str>| LoggedMessage {
+        key: key.into(),
+        tenant: scope.tenant,
+        device: Some(device.id),
+        topic: "aos/d-1/telemetry".into(),
+        payload: b"{}".to_vec(),
+        received_at: now,
+        started_at: now,
+        processed_at: now,
+        error: error.map(String::from),
+    };
+    let reading = |key: &str, attribute: &str, age_s: i64, value: serde_json::Value| Reading {
+        message: key.into(),
+        tenant: scope.tenant,
+        device: device.id,
+        attribute: attribute.into(),
+        ts: now - Duration::seconds(age_s),
+        value,
+        level: None,
+    };
+    let messages = vec![
+        message("k1", None),
+        message("k2", None),
+        message("k3", Some("invalid JSON")),
+    ];
+    let readings = vec![
+        reading("k1", "temperature", 10, serde_json::json!(20.5)),
+        reading("k1", "temperature", 5, serde_json::json!(21.0)),
+        reading("k1", "door", 5, serde_json::json!("open")),
+        reading("k2", "temperature", 0, serde_json::json!(22.0)),
+    ];
+    let first = ingest::record(storage, &messages, &readings)
+        .await
+        .expect("record");
+    assert_eq!(
+        first,
+        Recorded {
+            messages: 3,
+            ledger_rows: 4
+        }
+    );
+    let again = ingest::record(storage, &messages, &readings)
+        .await
+        .expect("record again");
+    assert_eq!(again, Recorded::default(), "a redelivery adds nothing");
+    assert_eq!(
+        message_log::Entity::find()
+            .count(storage.db())
+            .await
+            .expect("count"),
+        3
+    );
+    assert_eq!(
+        ledger::Entity::find()
+            .count(storage.db())
+            .await
+            .expect("count"),
+        4
+    );
+
+    // A late message with an older temperature goes to the ledger, not to the latest value.
+    let late = vec![message("k4", None)];
+    let old = vec![reading("k4", "temperature", 60, serde_json::json!(-5.0))];
+    let recorded = ingest::record(storage, &late, &old).await.expect("late");
+    assert_eq!(recorded.ledger_rows, 1);
+    let latest = latest_value::Entity::find_by_id((device.id, "temperature".to_string()))
+        .one(storage.db())
+        .await
+        .expect("query")
+        .expect("latest");
+    assert_eq!(latest.value_num, Some(22.0));
+    let door = latest_value::Entity::find_by_id((device.id, "door".to_string()))
+        .one(storage.db())
+        .await
+        .expect("query")
+        .expect("latest");
+    assert_eq!(door.value_json, Some(serde_json::json!("open")));
+}

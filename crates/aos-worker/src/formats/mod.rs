@@ -1,0 +1,3 @@
+//! Message formats: how a payload becomes platform-message samples.
+
+pub mod json;

@@ -1,0 +1,200 @@
+//! The acquisition pipeline: a batch of device messages from the queue becomes message-log
+//! entries, ledger rows and latest values, written in one transaction before the batch is
+//! acknowledged. A message that cannot be understood (unknown device, bad topic, a payload that
+//! does not decode) is logged `failed` with the reason; the others of its batch go on.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aos_core::acquisition::Acquired;
+use aos_core::queue::Delivery;
+use aos_storage::repo::devices::{self, DeviceRef};
+use aos_storage::repo::ingest::{self, LoggedMessage, Reading};
+use aos_storage::{Storage, StorageError};
+use chrono::{DateTime, TimeZone, Utc};
+use prometheus_client::metrics::counter::Counter;
+use sea_orm::DbBackend;
+
+use crate::formats::json;
+use crate::pms::{self, MessageKind};
+
+/// How long a device looked up by id is reused (a device's tenant and gateway rarely change).
+const DEVICE_TTL: Duration = Duration::from_secs(60);
+
+/// Counters of the pipeline (registered by the worker role).
+#[derive(Clone, Default)]
+pub struct PipelineMetrics {
+    pub processed: Counter,
+    pub failed: Counter,
+    pub ledger_rows: Counter,
+}
+
+pub struct Pipeline {
+    storage: Storage,
+    devices: Mutex<HashMap<String, (DeviceRef, Instant)>>,
+    /// SQLite takes one writer at a time: its batches are written one after the other.
+    serial_writes: Option<tokio::sync::Mutex<()>>,
+    pub metrics: PipelineMetrics,
+}
+
+/// What happened to one message.
+type Interpreted = Result<(i64, Vec<pms::Sample>), (Option<i64>, String)>;
+
+impl Pipeline {
+    pub fn new(storage: Storage, metrics: PipelineMetrics) -> Pipeline {
+        let serial = storage.db().get_database_backend() == DbBackend::Sqlite;
+        Pipeline {
+            storage,
+            devices: Mutex::new(HashMap::new()),
+            serial_writes: serial.then(|| tokio::sync::Mutex::new(())),
+            metrics,
+        }
+    }
+
+    /// Processes a batch; `Err` means nothing of it was written (it is to be delivered again).
+    pub async fn process(&self, batch: &[Delivery]) -> Result<(), StorageError> {
+        let started = Utc::now();
+        let envelopes: Vec<Acquired> = batch
+            .iter()
+            .filter_map(|d| match Acquired::decode(d.payload.clone()) {
+                Ok(envelope) => Some(envelope),
+                Err(err) => {
+                    // Nothing names its tenant or device: it cannot even be logged.
+                    tracing::error!(id = d.id, %err, "dropped an unreadable queue item");
+                    self.metrics.failed.inc();
+                    None
+                }
+            })
+            .collect();
+        let routes: Vec<Result<pms::Route, String>> = envelopes
+            .iter()
+            .map(|e| pms::route(&e.device, &e.topic))
+            .collect();
+        let mut wanted: Vec<&str> = Vec::new();
+        for (envelope, route) in envelopes.iter().zip(&routes) {
+            wanted.push(&envelope.device);
+            if let Ok(route) = route {
+                wanted.push(&route.device);
+            }
+        }
+        let known = self.devices(&wanted).await?;
+        let mut messages = Vec::with_capacity(envelopes.len());
+        let mut readings = Vec::new();
+        for (envelope, route) in envelopes.into_iter().zip(routes) {
+            let received = Utc
+                .timestamp_millis_opt(envelope.received_at_ms)
+                .single()
+                .unwrap_or(started);
+            let (device, error) = match interpret(&envelope, route, &known, received) {
+                Ok((device, samples)) => {
+                    readings.extend(samples.into_iter().map(|s| Reading {
+                        message: envelope.key.clone(),
+                        tenant: envelope.tenant,
+                        device,
+                        attribute: s.attribute,
+                        ts: s.ts,
+                        value: s.value,
+                        level: None,
+                    }));
+                    (Some(device), None)
+                }
+                Err((device, reason)) => (device, Some(reason)),
+            };
+            if let Some(reason) = &error {
+                tracing::info!(key = %envelope.key, device = %envelope.device, topic = %envelope.topic, %reason, "device message failed");
+            }
+            messages.push(LoggedMessage {
+                key: envelope.key,
+                tenant: envelope.tenant,
+                device,
+                topic: envelope.topic,
+                payload: envelope.payload.to_vec(),
+                received_at: received,
+                started_at: started,
+                processed_at: Utc::now(),
+                error,
+            });
+        }
+        let recorded = match &self.serial_writes {
+            Some(lock) => {
+                let _turn = lock.lock().await;
+                ingest::record(&self.storage, &messages, &readings).await?
+            }
+            None => ingest::record(&self.storage, &messages, &readings).await?,
+        };
+        let failed = messages.iter().filter(|m| m.error.is_some()).count() as u64;
+        self.metrics.failed.inc_by(failed);
+        self.metrics
+            .processed
+            .inc_by(messages.len() as u64 - failed);
+        self.metrics.ledger_rows.inc_by(recorded.ledger_rows);
+        Ok(())
+    }
+
+    /// The devices named (those that exist), from the cache or storage.
+    async fn devices(&self, uids: &[&str]) -> Result<HashMap<String, DeviceRef>, StorageError> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+            for uid in uids {
+                match cache.get(*uid) {
+                    Some((device, at)) if at.elapsed() < DEVICE_TTL => {
+                        found.insert(uid.to_string(), device.clone());
+                    }
+                    _ => missing.push(*uid),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            missing.dedup();
+            let loaded = devices::refs_by_uid(&self.storage, &missing).await?;
+            let mut cache = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+            for device in loaded {
+                cache.insert(device.uid.clone(), (device.clone(), Instant::now()));
+                found.insert(device.uid.clone(), device);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The device a message is about and its samples, or why it failed.
+fn interpret(
+    envelope: &Acquired,
+    route: Result<pms::Route, String>,
+    known: &HashMap<String, DeviceRef>,
+    received: DateTime<Utc>,
+) -> Interpreted {
+    // The publisher was signed in as a device of this tenant when the broker took the message.
+    let publisher = known
+        .get(&envelope.device)
+        .filter(|d| d.tenant == envelope.tenant)
+        .ok_or_else(|| (None, format!("unknown device `{}`", envelope.device)))?;
+    let route = route.map_err(|reason| (Some(publisher.id), reason))?;
+    let device = match &route.gateway {
+        None => publisher,
+        Some(_) => known
+            .get(&route.device)
+            .filter(|d| d.tenant == envelope.tenant && d.gateway == Some(publisher.id))
+            .ok_or_else(|| {
+                (
+                    Some(publisher.id),
+                    format!(
+                        "`{}` is not a child node of gateway `{}`",
+                        route.device, envelope.device
+                    ),
+                )
+            })?,
+    };
+    let samples = match route.kind {
+        MessageKind::Telemetry | MessageKind::Attributes | MessageKind::Events => {
+            json::decode(&envelope.payload, received).map_err(|reason| (Some(device.id), reason))?
+        }
+        // Command replies update command status (the commands part of the worker).
+        MessageKind::CommandReply => Vec::new(),
+    };
+    Ok((device.id, samples))
+}
