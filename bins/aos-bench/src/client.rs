@@ -24,6 +24,9 @@ pub struct Target {
     pub host: String,
     pub port: u16,
     pub protocol: Protocol,
+    /// Sent in every CONNECT, when given.
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 /// Keep alive announced in CONNECT: longer than any run, so no PINGREQ is needed.
@@ -229,12 +232,24 @@ impl Connection {
         put_packet(&mut out, 0x10, |b| {
             put_str(b, "MQTT");
             b.put_u8(if v5 { 5 } else { 4 });
-            b.put_u8(0x02); // clean session / clean start
+            // Clean session / clean start, and the username and password flags.
+            let credentials = match (&target.username, &target.password) {
+                (Some(_), Some(_)) => 0xc0,
+                (Some(_), None) => 0x80,
+                _ => 0,
+            };
+            b.put_u8(0x02 | credentials);
             b.put_u16(KEEP_ALIVE_SECS);
             if v5 {
                 b.put_u8(0);
             }
             put_str(b, client_id);
+            if let Some(username) = &target.username {
+                put_str(b, username);
+                if let Some(password) = &target.password {
+                    put_str(b, password);
+                }
+            }
         });
         connection.writer.write_all(&out).await?;
         let connack = connection

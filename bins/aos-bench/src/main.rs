@@ -47,6 +47,12 @@ struct Cli {
     /// Time before measuring (traffic flows, nothing is counted).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
+    /// Username for every CONNECT (for AOS devices: `provision`, with a class's provisioning key
+    /// as password, registers the ingest scenario's devices on their first connection).
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long)]
+    password: Option<String>,
     /// Broker process id, to report its CPU and memory.
     #[arg(long)]
     pid: Option<u32>,
@@ -262,6 +268,8 @@ async fn main() -> anyhow::Result<()> {
         host: cli.host.clone(),
         port: cli.port,
         protocol: cli.protocol,
+        username: cli.username.clone(),
+        password: cli.password.clone(),
     };
     let report = match cli.scenario.clone() {
         Scenario::Connections { clients, hold } => connections(&cli, clients, hold).await?,
@@ -499,8 +507,13 @@ async fn messages(cli: &Cli, target: &Target, plan: &Plan) -> anyhow::Result<Rep
         )));
     }
     let mut connections = Vec::new();
-    for i in 0..plan.publishers.len() {
-        connections.push(client::Connection::open(target, &format!("bench-pub-{i}")).await?);
+    for (i, topic) in plan.publishers.iter().enumerate() {
+        // A device signs in as itself: its client id is its topic segment.
+        let client_id = match plan.telemetry {
+            Some(_) => topic.split('/').nth(1).unwrap_or(topic).to_string(),
+            None => format!("bench-pub-{i}"),
+        };
+        connections.push(client::Connection::open(target, &client_id).await?);
     }
     let connect_time = connect_started.elapsed();
     let connection_count = subscriber_tasks.len() + connections.len();
@@ -547,11 +560,13 @@ async fn messages(cli: &Cli, target: &Target, plan: &Plan) -> anyhow::Result<Rep
             .sum()
     };
     let mut before = None;
+    let mut window_started = false;
     let mut stored_from = stored_base;
     let mut last_print = Instant::now();
     while now_ns() < to {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if before.is_none() && now_ns() >= from {
+        if !window_started && now_ns() >= from {
+            window_started = true;
             before = cli.pid.and_then(stats::sample);
             if let Some(counter) = &stored {
                 stored_from = counter.read().await?;

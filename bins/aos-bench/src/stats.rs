@@ -28,13 +28,14 @@ pub fn payload(publisher: u32, seq: u64, size: usize) -> Bytes {
     buf.freeze()
 }
 
-/// A device's telemetry message: JSON with a sequence number, a Unix time in milliseconds and
+/// A device's telemetry message: JSON with a Unix time in milliseconds (`ts`) and
 /// `attributes` numeric values named `a0`, `a1`, ...
 pub fn telemetry(seq: u64, attributes: usize) -> Bytes {
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let mut json = format!("{{\"seq\":{seq},\"ts\":{ts}");
+    // One ledger row per attribute: the sequence number only varies the values.
+    let mut json = format!("{{\"ts\":{ts}");
     for a in 0..attributes {
         json.push_str(&format!(",\"a{a}\":{}.{}", 20 + a, seq % 10));
     }

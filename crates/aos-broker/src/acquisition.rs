@@ -40,7 +40,8 @@ impl PublishHook for AcquisitionHook {
         };
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let envelope = Acquired {
-            key: format!("{}{n:x}", self.key_prefix),
+            // Zero-padded: keys of one node run sort in arrival order (appends to the index).
+            key: format!("{}{n:016x}", self.key_prefix),
             tenant: *tenant,
             device: uid.clone(),
             topic: message.topic.to_string(),

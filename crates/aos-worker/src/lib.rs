@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aos_core::acquisition::ACQUISITION_QUEUE;
-use aos_core::queue::{QueueOptions, WorkQueue};
+use aos_core::queue::{Delivery, QueueOptions, WorkQueue};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use aos_storage::Storage;
 use async_trait::async_trait;
@@ -35,6 +35,10 @@ pub struct WorkerConfig {
     /// How long an idle consumer waits for items in one pull.
     #[serde(with = "humantime_serde")]
     pub poll_wait: Duration,
+    /// Once a batch has its first message, how long to wait for more before processing it (few
+    /// large transactions store far more than many small ones).
+    #[serde(with = "humantime_serde")]
+    pub batch_linger: Duration,
     /// Ledger rows older than this are deleted ("0s": kept forever).
     #[serde(with = "humantime_serde")]
     pub ledger_retention: Duration,
@@ -50,8 +54,9 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             consumers: 2,
-            batch_size: 256,
+            batch_size: 1000,
             poll_wait: Duration::from_secs(1),
+            batch_linger: Duration::from_millis(20),
             ledger_retention: Duration::from_secs(365 * 24 * 3600),
             message_log_retention: Duration::from_secs(90 * 24 * 3600),
             retention_interval: Duration::from_secs(3600),
@@ -82,6 +87,30 @@ impl WorkerRole {
 /// How long a batch that could not be written waits before it is delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// Adds what arrives within the linger time to a batch, up to the batch size.
+async fn top_up(
+    queue: &dyn WorkQueue,
+    mut batch: Vec<Delivery>,
+    config: &WorkerConfig,
+) -> Vec<Delivery> {
+    let deadline = tokio::time::Instant::now() + config.batch_linger;
+    while batch.len() < config.batch_size {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match queue
+            .pull(ACQUISITION_QUEUE, config.batch_size - batch.len(), left)
+            .await
+        {
+            Ok(more) if !more.is_empty() => batch.extend(more),
+            // Nothing more in time, or a pull error (the next pull reports it): go with what is in hand.
+            _ => break,
+        }
+    }
+    batch
+}
+
 /// Pulls, processes and acknowledges batches until `stop`; the batch in hand is finished first.
 async fn consume(
     queue: Arc<dyn WorkQueue>,
@@ -97,7 +126,7 @@ async fn consume(
         };
         let batch = match pulled {
             Ok(batch) if batch.is_empty() => continue,
-            Ok(batch) => batch,
+            Ok(batch) => top_up(queue.as_ref(), batch, &config).await,
             Err(err) => {
                 tracing::error!(%err, "pulling from the acquisition queue failed");
                 health.set_with_detail(HealthStatus::Degraded, err.to_string());

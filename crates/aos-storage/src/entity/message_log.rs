@@ -1,4 +1,5 @@
-//! Every raw inbound and outbound message and its lifecycle.
+//! Every raw inbound and outbound message and its lifecycle. Indexed by (tenant_id, received_at)
+//! and (device_id, received_at) (migration m0007).
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -6,22 +7,19 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    #[sea_orm(indexed)]
     pub tenant_id: i64,
-    #[sea_orm(indexed)]
     pub device_id: Option<i64>,
     /// `inbound` or `outbound`.
     pub direction: String,
     pub topic: String,
     pub payload: Vec<u8>,
-    /// `received`, `processing`, `processed`, `failed` or `archived`.
-    #[sea_orm(indexed)]
+    /// `processed` or `failed` (inbound); `archived` once archived.
     pub status: String,
     pub error: Option<String>,
     /// Identifies a message across redeliveries (idempotent processing).
     #[sea_orm(unique)]
     pub message_key: String,
-    #[sea_orm(indexed)]
+    /// When the broker accepted it.
     pub received_at: ChronoDateTimeUtc,
     /// When a worker took it up.
     pub started_at: Option<ChronoDateTimeUtc>,

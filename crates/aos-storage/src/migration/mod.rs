@@ -6,6 +6,7 @@ mod m0003_credential_changes;
 mod m0004_entity_names;
 mod m0005_api_keys;
 mod m0006_acquisition;
+mod m0007_message_log_indexes;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_entity_names::Migration),
             Box::new(m0005_api_keys::Migration),
             Box::new(m0006_acquisition::Migration),
+            Box::new(m0007_message_log_indexes::Migration),
         ]
     }
 }
