@@ -1,17 +1,17 @@
-//! The worker's retention job deletes ledger rows older than `worker.ledger_retention` and keeps
-//! the rest.
+//! The worker's retention job deletes ledger rows older than `worker.ledger_retention` and
+//! message-log entries older than `worker.message_log_retention`, and keeps the rest.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use aos_storage::entity::{device, ledger};
+use aos_storage::entity::{device, ledger, message_log};
 use aos_storage::{Storage, StorageConfig};
 use common::{Aos, cli_ok};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 #[tokio::test]
-async fn old_ledger_rows_are_deleted_and_recent_ones_kept() {
+async fn old_ledger_rows_and_log_entries_are_deleted_and_recent_ones_kept() {
     let dir = tempfile::tempdir().expect("tempdir");
     cli_ok(dir.path(), &["tenant", "add", "acme"]);
     cli_ok(dir.path(), &["class", "add", "sensor", "--tenant", "acme"]);
@@ -48,20 +48,44 @@ async fn old_ledger_rows_are_deleted_and_recent_ones_kept() {
         .await
         .expect("ledger row");
     }
+    for age_hours in [72, 30, 1] {
+        message_log::ActiveModel {
+            tenant_id: Set(dev.tenant_id),
+            device_id: Set(Some(dev.id)),
+            direction: Set("inbound".into()),
+            topic: Set("aos/t-1/telemetry".into()),
+            payload: Set(b"{}".to_vec()),
+            status: Set("processed".into()),
+            error: Set(None),
+            message_key: Set(format!("old-{age_hours}")),
+            received_at: Set(now - chrono::Duration::hours(age_hours)),
+            started_at: Set(None),
+            processed_at: Set(None),
+            ..Default::default()
+        }
+        .insert(storage.db())
+        .await
+        .expect("message-log entry");
+    }
 
     let mut node = Aos::new(dir.path(), &["run", "--roles", "worker"])
         .env("AOS_WORKER__LEDGER_RETENTION", "1day")
+        .env("AOS_WORKER__MESSAGE_LOG_RETENTION", "1day")
         .env("AOS_WORKER__RETENTION_INTERVAL", "200ms")
         .spawn();
     node.wait_ready();
     let deadline = Instant::now() + common::PATIENCE;
-    let kept = loop {
+    let (kept, messages) = loop {
         let rows = ledger::Entity::find()
             .all(storage.db())
             .await
             .expect("ledger");
-        if rows.len() <= 2 || Instant::now() > deadline {
-            break rows;
+        let messages = message_log::Entity::find()
+            .all(storage.db())
+            .await
+            .expect("message log");
+        if (rows.len() <= 2 && messages.len() <= 1) || Instant::now() > deadline {
+            break (rows, messages);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -72,6 +96,12 @@ async fn old_ledger_rows_are_deleted_and_recent_ones_kept() {
         [3.0, 4.0],
         "only the rows younger than a day remain: {}",
         node.stderr()
+    );
+    let keys: Vec<&str> = messages.iter().map(|m| m.message_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["old-1"],
+        "only the entries younger than a day remain"
     );
     storage.close().await.ok();
 }

@@ -23,6 +23,7 @@ use pipeline::{Pipeline, PipelineMetrics};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// The `[worker]` configuration section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,31 +139,27 @@ async fn consume(
             }
         };
         let span = tracing::info_span!("batch", size = batch.len());
-        let processed = {
-            let _entered = span.enter();
-            pipeline.process(&batch)
+        let retry = pipeline.process(&batch).instrument(span).await;
+        let done: Vec<u64> = batch
+            .iter()
+            .map(|d| d.id)
+            .filter(|id| !retry.contains(id))
+            .collect();
+        if let Err(err) = queue.ack(ACQUISITION_QUEUE, &done).await {
+            // Stored already: the redelivery will write nothing twice.
+            tracing::warn!(%err, "acknowledging a batch failed; it will be delivered again");
         }
-        .await;
-        match processed {
-            Ok(()) => {
-                let ids: Vec<u64> = batch.iter().map(|d| d.id).collect();
-                if let Err(err) = queue.ack(ACQUISITION_QUEUE, &ids).await {
-                    // Stored already: the redelivery will write nothing twice.
-                    tracing::warn!(%err, "acknowledging a batch failed; it will be delivered again");
-                }
-                health.set(HealthStatus::Healthy);
-            }
-            Err(err) => {
-                tracing::error!(%err, size = batch.len(), "a batch could not be stored; it will be delivered again");
-                health.set_with_detail(HealthStatus::Degraded, err.to_string());
-                for delivery in &batch {
-                    if let Err(err) = queue
-                        .nack(ACQUISITION_QUEUE, delivery.id, RETRY_DELAY)
-                        .await
-                    {
-                        tracing::warn!(%err, "giving a message back failed; it returns after the visibility timeout");
-                    }
-                }
+        if retry.is_empty() {
+            health.set(HealthStatus::Healthy);
+        } else {
+            health.set_with_detail(
+                HealthStatus::Degraded,
+                format!("{} messages could not be stored", retry.len()),
+            );
+        }
+        for id in retry {
+            if let Err(err) = queue.nack(ACQUISITION_QUEUE, id, RETRY_DELAY).await {
+                tracing::warn!(%err, "giving a message back failed; it returns after the visibility timeout");
             }
         }
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aos_core::acquisition::Acquired;
 use aos_core::queue::Delivery;
 use aos_storage::repo::devices::{self, DeviceRef};
-use aos_storage::repo::ingest::{self, LoggedMessage, Reading};
+use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
 use aos_storage::{Storage, StorageError};
 use chrono::{DateTime, TimeZone, Utc};
 use prometheus_client::metrics::counter::Counter;
@@ -52,13 +52,15 @@ impl Pipeline {
         }
     }
 
-    /// Processes a batch; `Err` means nothing of it was written (it is to be delivered again).
-    pub async fn process(&self, batch: &[Delivery]) -> Result<(), StorageError> {
+    /// Processes a batch; returns the ids of the deliveries that could not be stored (to be
+    /// delivered again). When the batch cannot be stored as a whole, its messages are stored one
+    /// by one, so that one message storage refuses does not hold back the others.
+    pub async fn process(&self, batch: &[Delivery]) -> Vec<u64> {
         let started = Utc::now();
-        let envelopes: Vec<Acquired> = batch
+        let envelopes: Vec<(u64, Acquired)> = batch
             .iter()
             .filter_map(|d| match Acquired::decode(d.payload.clone()) {
-                Ok(envelope) => Some(envelope),
+                Ok(envelope) => Some((d.id, envelope)),
                 Err(err) => {
                     // Nothing names its tenant or device: it cannot even be logged.
                     tracing::error!(id = d.id, %err, "dropped an unreadable queue item");
@@ -69,26 +71,34 @@ impl Pipeline {
             .collect();
         let routes: Vec<Result<pms::Route, String>> = envelopes
             .iter()
-            .map(|e| pms::route(&e.device, &e.topic))
+            .map(|(_, e)| pms::route(&e.device, &e.topic))
             .collect();
         let mut wanted: Vec<&str> = Vec::new();
-        for (envelope, route) in envelopes.iter().zip(&routes) {
+        for ((_, envelope), route) in envelopes.iter().zip(&routes) {
             wanted.push(&envelope.device);
             if let Ok(route) = route {
                 wanted.push(&route.device);
             }
         }
-        let known = self.devices(&wanted).await?;
+        let known = match self.devices(&wanted).await {
+            Ok(known) => known,
+            Err(err) => {
+                tracing::error!(%err, "cannot look devices up; the batch will be delivered again");
+                return batch.iter().map(|d| d.id).collect();
+            }
+        };
+        let mut ids = Vec::with_capacity(envelopes.len());
         let mut messages = Vec::with_capacity(envelopes.len());
-        let mut readings = Vec::new();
-        for (envelope, route) in envelopes.into_iter().zip(routes) {
+        let mut readings: Vec<Vec<Reading>> = Vec::with_capacity(envelopes.len());
+        for ((id, envelope), route) in envelopes.into_iter().zip(routes) {
             let received = Utc
                 .timestamp_millis_opt(envelope.received_at_ms)
                 .single()
                 .unwrap_or(started);
+            let mut samples_of_message = Vec::new();
             let (device, error) = match interpret(&envelope, route, &known, received) {
                 Ok((device, samples)) => {
-                    readings.extend(samples.into_iter().map(|s| Reading {
+                    samples_of_message.extend(samples.into_iter().map(|s| Reading {
                         message: envelope.key.clone(),
                         tenant: envelope.tenant,
                         device,
@@ -104,6 +114,8 @@ impl Pipeline {
             if let Some(reason) = &error {
                 tracing::info!(key = %envelope.key, device = %envelope.device, topic = %envelope.topic, %reason, "device message failed");
             }
+            ids.push(id);
+            readings.push(samples_of_message);
             messages.push(LoggedMessage {
                 key: envelope.key,
                 tenant: envelope.tenant,
@@ -116,20 +128,46 @@ impl Pipeline {
                 error,
             });
         }
-        let recorded = match &self.serial_writes {
-            Some(lock) => {
-                let _turn = lock.lock().await;
-                ingest::record(&self.storage, &messages, &readings).await?
+        let all: Vec<Reading> = readings.iter().flatten().cloned().collect();
+        let mut retry = Vec::new();
+        match self.store(&messages, &all).await {
+            Ok(recorded) => self.count(&messages, recorded),
+            Err(err) => {
+                tracing::warn!(%err, size = messages.len(), "the batch could not be stored; storing its messages one by one");
+                for ((id, message), readings) in ids.into_iter().zip(&messages).zip(&readings) {
+                    match self.store(std::slice::from_ref(message), readings).await {
+                        Ok(recorded) => self.count(std::slice::from_ref(message), recorded),
+                        Err(err) => {
+                            tracing::error!(key = %message.key, %err, "a message could not be stored; it will be delivered again");
+                            retry.push(id);
+                        }
+                    }
+                }
             }
-            None => ingest::record(&self.storage, &messages, &readings).await?,
+        }
+        retry
+    }
+
+    /// Writes messages and readings (one writer at a time on SQLite).
+    async fn store(
+        &self,
+        messages: &[LoggedMessage],
+        readings: &[Reading],
+    ) -> Result<Recorded, StorageError> {
+        let _turn = match &self.serial_writes {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
         };
+        ingest::record(&self.storage, messages, readings).await
+    }
+
+    fn count(&self, messages: &[LoggedMessage], recorded: Recorded) {
         let failed = messages.iter().filter(|m| m.error.is_some()).count() as u64;
         self.metrics.failed.inc_by(failed);
         self.metrics
             .processed
             .inc_by(messages.len() as u64 - failed);
         self.metrics.ledger_rows.inc_by(recorded.ledger_rows);
-        Ok(())
     }
 
     /// The devices named (those that exist), from the cache or storage.

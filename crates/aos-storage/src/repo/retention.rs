@@ -2,9 +2,10 @@
 //! in bounded batches so that ingest keeps flowing while old data goes.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::sea_query::IntoCondition;
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
 
-use crate::entity::{ledger, message_log};
+use crate::entity::{ledger, message_log, tenant};
 use crate::{Storage, StorageError};
 
 /// Rows deleted per statement.
@@ -26,39 +27,41 @@ pub async fn prune(
 ) -> Result<Pruned, StorageError> {
     let mut pruned = Pruned::default();
     if let Some(cutoff) = ledger_before {
-        pruned.ledger_rows = delete_before::<ledger::Entity>(
-            storage,
-            ledger::Column::Id,
-            ledger::Column::Ts,
-            cutoff,
-        )
-        .await?;
+        let old = ledger::Column::Ts.lt(cutoff);
+        pruned.ledger_rows =
+            delete_where::<ledger::Entity>(storage, ledger::Column::Id, old).await?;
     }
     if let Some(cutoff) = messages_before {
-        pruned.messages = delete_before::<message_log::Entity>(
-            storage,
-            message_log::Column::Id,
-            message_log::Column::ReceivedAt,
-            cutoff,
-        )
-        .await?;
+        // Tenant by tenant: the log's time index leads with the tenant.
+        let tenants: Vec<i64> = tenant::Entity::find()
+            .select_only()
+            .column(tenant::Column::Id)
+            .into_tuple()
+            .all(storage.db())
+            .await?;
+        for id in tenants {
+            let old = Condition::all()
+                .add(message_log::Column::TenantId.eq(id))
+                .add(message_log::Column::ReceivedAt.lt(cutoff));
+            pruned.messages +=
+                delete_where::<message_log::Entity>(storage, message_log::Column::Id, old).await?;
+        }
     }
     Ok(pruned)
 }
 
-/// Deletes the rows of `E` whose `time` is before `cutoff`, BATCH ids at a time.
-async fn delete_before<E: EntityTrait>(
+/// Deletes the rows of `E` that meet `old`, BATCH ids at a time.
+async fn delete_where<E: EntityTrait>(
     storage: &Storage,
     id: E::Column,
-    time: E::Column,
-    cutoff: DateTime<Utc>,
+    old: impl IntoCondition + Clone,
 ) -> Result<u64, StorageError> {
     let mut deleted = 0;
     loop {
         let ids: Vec<i64> = E::find()
             .select_only()
             .column(id)
-            .filter(time.lt(cutoff))
+            .filter(old.clone())
             .limit(BATCH)
             .into_tuple()
             .all(storage.db())
