@@ -190,7 +190,15 @@ mod tests {
     fn telemetry_is_json_and_counters_are_summed() {
         let t = telemetry(7, 3);
         let v: serde_json::Value = serde_json::from_slice(&t).expect("JSON");
-        assert_eq!(v["seq"], 7);
+        // Only the timestamp besides the attributes: one ledger row per attribute.
+        let keys: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(keys.len(), 4, "{keys:?}");
+        assert!(v["ts"].is_u64());
         assert_eq!(v["a2"], 22.7);
         let exposition = "# TYPE rows counter\nrows_total{tenant=\"a\"} 5\nrows_total{tenant=\"b\"} 7\nrows_total_other 100\n";
         assert_eq!(counter_total(exposition, "rows_total"), Some(12.0));
