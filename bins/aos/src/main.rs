@@ -83,6 +83,9 @@ enum Command {
     /// Manage API keys (how applications sign in over MQTT).
     #[command(subcommand)]
     Apikey(manage::ApiKeyCommand),
+    /// Manage message formats (how devices' payloads are read).
+    #[command(subcommand)]
+    Format(manage::FormatCommand),
 }
 
 fn compiled_role_names() -> String {
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
         Command::Device(c) => manage::run(&settings, manage::Manage::Device(c)),
         Command::Role(c) => manage::run(&settings, manage::Manage::Role(c)),
         Command::Apikey(c) => manage::run(&settings, manage::Manage::ApiKey(c)),
+        Command::Format(c) => manage::run(&settings, manage::Manage::Format(c)),
     }
 }
 

@@ -1,12 +1,11 @@
 //! `aos-worker`: the worker role — it consumes the acquisition queue and runs scheduled jobs.
 //!
 //! Consumers pull a batch of device messages, run it through the [`pipeline`] (topic → device,
-//! payload → platform message ([`pms`]) through its [`formats`], then message log, ledger and
-//! latest values in one transaction) and acknowledge it; a batch that cannot be written is given
+//! payload → platform message ([`pms`]) through the device's format (`aos-formats`), then
+//! message log, ledger and latest values in one transaction) and acknowledge it; a batch that cannot be written is given
 //! back and delivered again (after `queue.max_attempts` deliveries it waits in the dead letters).
 //! Scheduled jobs (see [`jobs`]) run on one worker of the cluster per period.
 
-pub mod formats;
 pub mod jobs;
 pub mod pipeline;
 pub mod pms;

@@ -4,23 +4,28 @@
 //! does not decode) is logged `failed` with the reason; the others of its batch go on.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aos_core::acquisition::Acquired;
 use aos_core::queue::Delivery;
+use aos_formats::{Format, FormatSpec, Sample};
 use aos_storage::repo::devices::{self, DeviceRef};
+use aos_storage::repo::formats;
 use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
 use aos_storage::{Storage, StorageError};
 use chrono::{DateTime, TimeZone, Utc};
 use prometheus_client::metrics::counter::Counter;
 use sea_orm::DbBackend;
 
-use crate::formats::json;
 use crate::pms::{self, MessageKind};
 
-/// How long a device looked up by id is reused (a device's tenant and gateway rarely change).
-const DEVICE_TTL: Duration = Duration::from_secs(60);
+/// How long a device or format looked up is reused (they rarely change; a change applies within
+/// this time).
+const LOOKUP_TTL: Duration = Duration::from_secs(60);
+
+/// A compiled format, or why its stored definition cannot be used.
+type Compiled = Arc<Result<Format, String>>;
 
 /// Counters of the pipeline (registered by the worker role).
 #[derive(Clone, Default)]
@@ -33,13 +38,14 @@ pub struct PipelineMetrics {
 pub struct Pipeline {
     storage: Storage,
     devices: Mutex<HashMap<String, (DeviceRef, Instant)>>,
+    formats: Mutex<HashMap<i64, (Compiled, Instant)>>,
     /// SQLite takes one writer at a time: its batches are written one after the other.
     serial_writes: Option<tokio::sync::Mutex<()>>,
     pub metrics: PipelineMetrics,
 }
 
 /// What happened to one message.
-type Interpreted = Result<(i64, Vec<pms::Sample>), (Option<i64>, String)>;
+type Interpreted = Result<(i64, Vec<Sample>), (Option<i64>, String)>;
 
 impl Pipeline {
     pub fn new(storage: Storage, metrics: PipelineMetrics) -> Pipeline {
@@ -47,6 +53,7 @@ impl Pipeline {
         Pipeline {
             storage,
             devices: Mutex::new(HashMap::new()),
+            formats: Mutex::new(HashMap::new()),
             serial_writes: serial.then(|| tokio::sync::Mutex::new(())),
             metrics,
         }
@@ -87,6 +94,13 @@ impl Pipeline {
                 return batch.iter().map(|d| d.id).collect();
             }
         };
+        let formats = match self.formats(known.values().filter_map(|d| d.format)).await {
+            Ok(formats) => formats,
+            Err(err) => {
+                tracing::error!(%err, "cannot look formats up; the batch will be delivered again");
+                return batch.iter().map(|d| d.id).collect();
+            }
+        };
         let mut ids = Vec::with_capacity(envelopes.len());
         let mut messages = Vec::with_capacity(envelopes.len());
         let mut readings: Vec<Vec<Reading>> = Vec::with_capacity(envelopes.len());
@@ -96,7 +110,7 @@ impl Pipeline {
                 .single()
                 .unwrap_or(started);
             let mut samples_of_message = Vec::new();
-            let (device, error) = match interpret(&envelope, route, &known, received) {
+            let (device, error) = match interpret(&envelope, route, &known, &formats, received) {
                 Ok((device, samples)) => {
                     samples_of_message.extend(samples.into_iter().map(|s| Reading {
                         message: envelope.key.clone(),
@@ -170,6 +184,49 @@ impl Pipeline {
         self.metrics.ledger_rows.inc_by(recorded.ledger_rows);
     }
 
+    /// The formats with these ids, compiled, from the cache or storage.
+    async fn formats(
+        &self,
+        ids: impl Iterator<Item = i64>,
+    ) -> Result<HashMap<i64, Compiled>, StorageError> {
+        let mut found = HashMap::new();
+        for id in ids {
+            if found.contains_key(&id) {
+                continue;
+            }
+            let cached = self
+                .formats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .filter(|(_, at)| at.elapsed() < LOOKUP_TTL)
+                .map(|(compiled, _)| compiled.clone());
+            let compiled = match cached {
+                Some(compiled) => compiled,
+                None => {
+                    let compiled = Arc::new(match formats::by_id(&self.storage, id).await? {
+                        Some(stored) => Format::compile(&FormatSpec {
+                            kind: &stored.kind,
+                            proto_text: stored.proto_text.as_deref(),
+                            proto_message: stored.proto_message.as_deref(),
+                            json_schema: stored.json_schema.as_ref(),
+                            mapping: Some(&stored.mapping),
+                        })
+                        .map_err(|e| format!("format `{}` cannot be used: {e}", stored.name)),
+                        None => Err(format!("format {id} no longer exists")),
+                    });
+                    self.formats
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, (compiled.clone(), Instant::now()));
+                    compiled
+                }
+            };
+            found.insert(id, compiled);
+        }
+        Ok(found)
+    }
+
     /// The devices named (those that exist), from the cache or storage.
     async fn devices(&self, uids: &[&str]) -> Result<HashMap<String, DeviceRef>, StorageError> {
         let mut found = HashMap::new();
@@ -178,7 +235,7 @@ impl Pipeline {
             let cache = self.devices.lock().unwrap_or_else(|e| e.into_inner());
             for uid in uids {
                 match cache.get(*uid) {
-                    Some((device, at)) if at.elapsed() < DEVICE_TTL => {
+                    Some((device, at)) if at.elapsed() < LOOKUP_TTL => {
                         found.insert(uid.to_string(), device.clone());
                     }
                     _ => missing.push(*uid),
@@ -199,11 +256,13 @@ impl Pipeline {
     }
 }
 
-/// The device a message is about and its samples, or why it failed.
+/// The device a message is about and its samples, or why it failed. The publisher's format
+/// decodes the payload (a gateway's format speaks for its children too).
 fn interpret(
     envelope: &Acquired,
     route: Result<pms::Route, String>,
     known: &HashMap<String, DeviceRef>,
+    formats: &HashMap<i64, Compiled>,
     received: DateTime<Utc>,
 ) -> Interpreted {
     // The publisher was signed in as a device of this tenant when the broker took the message.
@@ -227,9 +286,18 @@ fn interpret(
                 )
             })?,
     };
+    let failed = |reason: String| (Some(device.id), reason);
     let samples = match route.kind {
         MessageKind::Telemetry | MessageKind::Attributes | MessageKind::Events => {
-            json::decode(&envelope.payload, received).map_err(|reason| (Some(device.id), reason))?
+            match publisher.format.and_then(|id| formats.get(&id)) {
+                Some(compiled) => match compiled.as_ref() {
+                    Ok(format) => format.decode(&envelope.payload, received),
+                    Err(unusable) => Err(unusable.clone()),
+                },
+                None => aos_formats::json::parse(&envelope.payload)
+                    .and_then(|value| aos_formats::json::samples(&value, received)),
+            }
+            .map_err(failed)?
         }
         // Command replies update command status (the commands part of the worker).
         MessageKind::CommandReply => Vec::new(),

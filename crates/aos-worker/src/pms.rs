@@ -1,7 +1,6 @@
 //! The platform message (PMS): what every device message becomes, whatever format it arrived in
-//! — the device it is about, what kind of message it is, and its timestamped attribute values.
-
-use chrono::{DateTime, Utc};
+//! — the device it is about and what kind of message it is (its [`Route`], from the topic), and
+//! its timestamped attribute values (`aos_formats::Sample`, from the payload).
 
 /// What a device message carries, from the last level of its topic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,23 +50,6 @@ pub fn route(publisher: &str, topic: &str) -> Result<Route, String> {
         }),
         _ => Err(unknown()),
     }
-}
-
-/// One attribute value at one time.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    pub attribute: String,
-    pub ts: DateTime<Utc>,
-    pub value: serde_json::Value,
-}
-
-/// A device message in the platform's own terms.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PlatformMessage {
-    pub route: Route,
-    /// The topic it arrived on.
-    pub source: String,
-    pub samples: Vec<Sample>,
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! database.
 
 mod access;
+mod formats;
 
 pub use access::{ApiKeyCommand, RoleCommand};
+pub use formats::FormatCommand;
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -119,6 +121,17 @@ pub enum ClassCommand {
         #[arg(long)]
         off: bool,
     },
+    /// Set the message format the class's devices send (see `aos format`); --none: JSON read
+    /// as is (the default).
+    Format {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, required_unless_present = "none")]
+        format: Option<String>,
+        #[arg(long, conflicts_with = "format")]
+        none: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,6 +151,9 @@ pub enum DeviceCommand {
         /// The gateway (its id) this device is a child node of.
         #[arg(long)]
         gateway: Option<String>,
+        /// A message format of its own instead of its class's.
+        #[arg(long)]
+        format: Option<String>,
     },
     /// List the devices of a tenant.
     List {
@@ -172,6 +188,7 @@ pub enum Manage {
     Device(DeviceCommand),
     Role(RoleCommand),
     ApiKey(ApiKeyCommand),
+    Format(FormatCommand),
 }
 
 /// Runs one management command against the configured database (applying pending migrations
@@ -417,6 +434,7 @@ async fn execute(storage: &Storage, command: Manage, hashing: HashParams) -> any
             name,
             entity,
             gateway,
+            format,
         }) => {
             let scope = scope(storage, &tenant).await?;
             let device = devices::create(
@@ -428,6 +446,7 @@ async fn execute(storage: &Storage, command: Manage, hashing: HashParams) -> any
                     class,
                     entity,
                     gateway,
+                    format,
                 },
             )
             .await?;
@@ -504,6 +523,13 @@ async fn execute(storage: &Storage, command: Manage, hashing: HashParams) -> any
         }
         Manage::Role(command) => access::roles(storage, command).await?,
         Manage::ApiKey(command) => access::api_keys(storage, command).await?,
+        Manage::Format(command) => formats::formats(storage, command).await?,
+        Manage::Class(ClassCommand::Format {
+            name,
+            tenant,
+            format,
+            none: _,
+        }) => formats::class_format(storage, &name, &tenant, format).await?,
     }
     Ok(())
 }

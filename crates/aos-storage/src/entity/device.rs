@@ -58,4 +58,10 @@ pub enum Relation {
     Gateway,
 }
 
+impl Related<super::device_class::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Class.def()
+    }
+}
+
 impl ActiveModelBehavior for ActiveModel {}

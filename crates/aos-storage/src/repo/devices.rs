@@ -8,7 +8,7 @@ use sea_orm::{
 };
 
 use super::{Scope, bound_entity, check_identifier, check_name, classes, duplicate};
-use crate::entity::{credential_change, device, device_credential};
+use crate::entity::{credential_change, device, device_class, device_credential};
 use crate::{Storage, StorageError};
 
 /// A device to create, its references given by name.
@@ -21,6 +21,8 @@ pub struct NewDevice {
     pub entity: Option<String>,
     /// The gateway (its uid) this device is a child node of.
     pub gateway: Option<String>,
+    /// An inbound format of its own, instead of its class's.
+    pub format: Option<String>,
 }
 
 /// Creates a device in the scope's tenant (a customer's devices are bound to its entity).
@@ -38,6 +40,10 @@ pub async fn create(
         None => None,
         Some(uid) => Some(get_in(&txn, scope, uid).await?.id),
     };
+    let format = match &new.format {
+        None => None,
+        Some(name) => Some(super::formats::by_name(&txn, scope, name).await?.id),
+    };
     let device = device::ActiveModel {
         tenant_id: Set(scope.tenant),
         entity_id: Set(entity),
@@ -45,7 +51,7 @@ pub async fn create(
         uid: Set(new.uid.clone()),
         name: Set(new.name),
         gateway_id: Set(gateway),
-        format_id: Set(None),
+        format_id: Set(format),
         status: Set("offline".into()),
         last_seen: Set(None),
         disabled: Set(false),
@@ -337,6 +343,8 @@ pub struct DeviceRef {
     pub class: i64,
     /// The gateway (its row id) this device is a child node of.
     pub gateway: Option<i64>,
+    /// Its inbound format: its own, else its class's; `None`: JSON read as is.
+    pub format: Option<i64>,
 }
 
 /// The devices with these ids (platform-wide: device ids are unique; callers check the tenant).
@@ -345,14 +353,16 @@ pub async fn refs_by_uid(storage: &Storage, uids: &[&str]) -> Result<Vec<DeviceR
     for chunk in uids.chunks(1000) {
         let found = device::Entity::find()
             .filter(device::Column::Uid.is_in(chunk.iter().copied()))
+            .find_also_related(device_class::Entity)
             .all(storage.db())
             .await?;
-        refs.extend(found.into_iter().map(|d| DeviceRef {
+        refs.extend(found.into_iter().map(|(d, class)| DeviceRef {
             id: d.id,
             uid: d.uid,
             tenant: d.tenant_id,
             class: d.class_id,
             gateway: d.gateway_id,
+            format: d.format_id.or(class.and_then(|c| c.format_id)),
         }));
     }
     Ok(refs)

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod classes;
 pub mod devices;
 pub mod entities;
+pub mod formats;
 pub mod ingest;
 pub mod retention;
 pub mod roles;

@@ -1,0 +1,244 @@
+//! `aos-formats`: how a device's payload becomes platform-message samples — JSON, XML, Protobuf
+//! (a `.proto` text compiled at run time) or the platform's own form — with an optional JSON
+//! Schema the decoded payload must satisfy and an optional mapping of payload fields to
+//! attributes. Used by the worker to decode and by the CLI and API to check a format when it is
+//! saved.
+
+pub mod json;
+pub mod mapping;
+pub mod protobuf;
+pub mod xml;
+
+use chrono::{DateTime, TimeZone, Utc};
+use prost_reflect::MessageDescriptor;
+use serde_json::Value;
+
+use mapping::Mapping;
+
+/// Why a payload could not be decoded (the message is logged `failed` with it).
+pub type DecodeError = String;
+
+/// Longest attribute name accepted.
+pub const MAX_ATTRIBUTE: usize = 128;
+
+/// One attribute value at one time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub attribute: String,
+    pub ts: DateTime<Utc>,
+    pub value: Value,
+}
+
+/// The kinds of format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Json,
+    Xml,
+    Protobuf,
+    /// The platform's own JSON form, `{"ts": …, "values": {…}}` (or an array of them): no
+    /// conversion, no mapping.
+    Pms,
+}
+
+impl Kind {
+    pub const NAMES: [&str; 4] = ["json", "xml", "protobuf", "pms"];
+
+    pub fn parse(name: &str) -> Result<Kind, String> {
+        match name {
+            "json" => Ok(Kind::Json),
+            "xml" => Ok(Kind::Xml),
+            "protobuf" => Ok(Kind::Protobuf),
+            "pms" => Ok(Kind::Pms),
+            other => Err(format!(
+                "unknown format kind `{other}`: use one of {}",
+                Kind::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// A format as stored (see the `message_format` table).
+#[derive(Clone, Debug, Default)]
+pub struct FormatSpec<'a> {
+    pub kind: &'a str,
+    pub proto_text: Option<&'a str>,
+    pub proto_message: Option<&'a str>,
+    pub json_schema: Option<&'a Value>,
+    pub mapping: Option<&'a Value>,
+}
+
+/// A format ready to decode payloads.
+pub struct Format {
+    kind: Kind,
+    proto: Option<MessageDescriptor>,
+    schema: Option<jsonschema::Validator>,
+    mapping: Option<Mapping>,
+}
+
+impl Format {
+    /// Compiles a stored format; the error says which part is wrong.
+    pub fn compile(spec: &FormatSpec) -> Result<Format, String> {
+        let kind = Kind::parse(spec.kind)?;
+        let proto = match (kind, spec.proto_text, spec.proto_message) {
+            (Kind::Protobuf, Some(text), Some(message)) => Some(protobuf::compile(text, message)?),
+            (Kind::Protobuf, _, _) => {
+                return Err("a protobuf format needs its .proto text and the message name".into());
+            }
+            (_, None, None) => None,
+            _ => return Err("only a protobuf format takes a .proto text and message".into()),
+        };
+        let schema = match spec.json_schema {
+            Some(schema) => Some(
+                jsonschema::validator_for(schema)
+                    .map_err(|e| format!("the JSON Schema is not valid: {e}"))?,
+            ),
+            None => None,
+        };
+        let mapping = match spec.mapping {
+            Some(mapping) => Mapping::parse(mapping)?,
+            None => None,
+        };
+        if kind == Kind::Pms && (mapping.is_some() || schema.is_some()) {
+            return Err("a pms format is read as is: it takes no mapping or schema".into());
+        }
+        Ok(Format {
+            kind,
+            proto,
+            schema,
+            mapping,
+        })
+    }
+
+    /// The samples of one payload; `received` stamps values that carry no time of their own.
+    pub fn decode(
+        &self,
+        payload: &[u8],
+        received: DateTime<Utc>,
+    ) -> Result<Vec<Sample>, DecodeError> {
+        let value = match (self.kind, &self.proto) {
+            (Kind::Pms, _) => return json::pms(&json::parse(payload)?, received),
+            (Kind::Json, _) => json::parse(payload)?,
+            (Kind::Xml, _) => xml::to_value(payload)?,
+            (Kind::Protobuf, Some(message)) => protobuf::to_value(message, payload)?,
+            (Kind::Protobuf, None) => return Err("the protobuf format has no message".into()),
+        };
+        if let Some(schema) = &self.schema {
+            let problems: Vec<String> = schema
+                .iter_errors(&value)
+                .take(3)
+                .map(|e| format!("{} (at `{}`)", e, e.instance_path))
+                .collect();
+            if !problems.is_empty() {
+                return Err(format!(
+                    "the payload does not match the format's JSON Schema: {}",
+                    problems.join("; ")
+                ));
+            }
+        }
+        match &self.mapping {
+            Some(mapping) => mapping.apply(&value, received),
+            None => json::samples(&value, received),
+        }
+    }
+}
+
+/// A device timestamp: milliseconds since the epoch, or an RFC 3339 time.
+pub fn timestamp(value: &Value) -> Result<DateTime<Utc>, DecodeError> {
+    let parsed = match value {
+        Value::Number(n) => n
+            .as_i64()
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        format!("`ts` must be milliseconds since the epoch or an RFC 3339 time, not {value}")
+    })
+}
+
+/// Checks an attribute name: 1 to MAX_ATTRIBUTE printable characters.
+pub fn check_attribute(name: &str) -> Result<(), DecodeError> {
+    if name.is_empty() || name.chars().count() > MAX_ATTRIBUTE || name.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "attribute names must have 1 to {MAX_ATTRIBUTE} printable characters (got {name:?})"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn received() -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(0).single().expect("time")
+    }
+
+    #[test]
+    fn mappings_and_schemas_apply_to_any_kind() {
+        let mapping = serde_json::json!({"ts": "/time", "attributes": {"temperature": "/data/t"}});
+        let schema = serde_json::json!({"type": "object", "required": ["data"]});
+        let format = Format::compile(&FormatSpec {
+            kind: "xml",
+            mapping: Some(&mapping),
+            json_schema: Some(&schema),
+            ..Default::default()
+        })
+        .expect("compiles");
+        let samples = format
+            .decode(
+                b"<m><time>5000</time><data><t>21.5</t></data></m>",
+                received(),
+            )
+            .expect("decodes");
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].attribute, "temperature");
+        assert_eq!(samples[0].value, serde_json::json!(21.5));
+        assert_eq!(samples[0].ts.timestamp_millis(), 5000);
+        let refused = format.decode(b"<m><t>1</t></m>", received()).unwrap_err();
+        assert!(
+            refused.contains("does not match the format's JSON Schema"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn formats_that_cannot_work_are_refused_when_saved() {
+        let compile = |spec: FormatSpec| Format::compile(&spec).err().unwrap_or_default();
+        assert!(
+            compile(FormatSpec {
+                kind: "yaml",
+                ..Default::default()
+            })
+            .contains("unknown format kind")
+        );
+        assert!(
+            compile(FormatSpec {
+                kind: "protobuf",
+                ..Default::default()
+            })
+            .contains("needs its .proto")
+        );
+        let bad_schema = serde_json::json!({"type": 12});
+        assert!(
+            compile(FormatSpec {
+                kind: "json",
+                json_schema: Some(&bad_schema),
+                ..Default::default()
+            })
+            .contains("JSON Schema is not valid")
+        );
+        let bad_mapping = serde_json::json!({"attributes": {"t": "data.t"}});
+        assert!(
+            compile(FormatSpec {
+                kind: "json",
+                mapping: Some(&bad_mapping),
+                ..Default::default()
+            })
+            .contains("not a JSON pointer")
+        );
+    }
+}

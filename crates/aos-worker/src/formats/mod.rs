@@ -1,3 +1,0 @@
-//! Message formats: how a payload becomes platform-message samples.
-
-pub mod json;
