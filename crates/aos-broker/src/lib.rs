@@ -27,7 +27,6 @@ use aos_core::access::{Clients, Revoked};
 use aos_core::acquisition::ACQUISITION_QUEUE;
 
 use aos_core::net::{ServerSlot, bind_tcp};
-use aos_core::queue::QueueOptions;
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
@@ -165,15 +164,8 @@ impl Role for BrokerRole {
         ));
         if clients.is_some() {
             // On the platform (devices sign in from storage), device messages go to the workers.
-            let queue_config = &ctx.settings.core().queue;
             ctx.queue
-                .declare(
-                    ACQUISITION_QUEUE,
-                    QueueOptions {
-                        visibility_timeout: queue_config.visibility_timeout,
-                        max_attempts: queue_config.max_attempts,
-                    },
-                )
+                .declare(ACQUISITION_QUEUE, ctx.settings.core().queue.options())
                 .await
                 .map_err(RoleError::other)?;
             broker.set_hook(Arc::new(AcquisitionHook::new(

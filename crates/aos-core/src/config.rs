@@ -330,6 +330,16 @@ pub struct QueueConfig {
     pub max_bytes: u64,
 }
 
+impl QueueConfig {
+    /// The options queues are declared with (the defaults of `[queue]`).
+    pub fn options(&self) -> crate::queue::QueueOptions {
+        crate::queue::QueueOptions {
+            visibility_timeout: self.visibility_timeout,
+            max_attempts: self.max_attempts,
+        }
+    }
+}
+
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {

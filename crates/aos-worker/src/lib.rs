@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aos_core::acquisition::ACQUISITION_QUEUE;
-use aos_core::queue::{Delivery, QueueOptions, WorkQueue};
+use aos_core::queue::{Delivery, WorkQueue};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use aos_storage::Storage;
 use async_trait::async_trait;
@@ -172,15 +172,8 @@ impl Role for WorkerRole {
 
     async fn start(&self, ctx: &RoleContext) -> Result<(), RoleError> {
         let config: WorkerConfig = ctx.settings.section("worker")?;
-        let queue_config = &ctx.settings.core().queue;
         ctx.queue
-            .declare(
-                ACQUISITION_QUEUE,
-                QueueOptions {
-                    visibility_timeout: queue_config.visibility_timeout,
-                    max_attempts: queue_config.max_attempts,
-                },
-            )
+            .declare(ACQUISITION_QUEUE, ctx.settings.core().queue.options())
             .await
             .map_err(RoleError::other)?;
         let storage = ctx
