@@ -109,15 +109,29 @@ impl Format {
         })
     }
 
+    /// What devices without a format send: JSON, read as is.
+    pub fn plain_json() -> Format {
+        Format {
+            kind: Kind::Json,
+            proto: None,
+            schema: None,
+            mapping: None,
+        }
+    }
+
     /// The samples of one payload; `received` stamps values that carry no time of their own.
     pub fn decode(
         &self,
         payload: &[u8],
         received: DateTime<Utc>,
     ) -> Result<Vec<Sample>, DecodeError> {
+        self.samples(&self.read(payload)?, received)
+    }
+
+    /// A payload decoded into JSON (checked against the format's schema, if any).
+    pub fn read(&self, payload: &[u8]) -> Result<Value, DecodeError> {
         let value = match (self.kind, &self.proto) {
-            (Kind::Pms, _) => return json::pms(&json::parse(payload)?, received),
-            (Kind::Json, _) => json::parse(payload)?,
+            (Kind::Pms | Kind::Json, _) => json::parse(payload)?,
             (Kind::Xml, _) => xml::to_value(payload)?,
             (Kind::Protobuf, Some(message)) => protobuf::to_value(message, payload)?,
             (Kind::Protobuf, None) => return Err("the protobuf format has no message".into()),
@@ -135,9 +149,19 @@ impl Format {
                 ));
             }
         }
-        match &self.mapping {
-            Some(mapping) => mapping.apply(&value, received),
-            None => json::samples(&value, received),
+        Ok(value)
+    }
+
+    /// The samples of a decoded payload (or of one child node's part of a gateway's payload).
+    pub fn samples(
+        &self,
+        value: &Value,
+        received: DateTime<Utc>,
+    ) -> Result<Vec<Sample>, DecodeError> {
+        match (&self.mapping, self.kind) {
+            (_, Kind::Pms) => json::pms(value, received),
+            (Some(mapping), _) => mapping.apply(value, received),
+            (None, _) => json::samples(value, received),
         }
     }
 }

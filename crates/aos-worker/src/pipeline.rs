@@ -4,12 +4,13 @@
 //! does not decode) is logged `failed` with the reason; the others of its batch go on.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use aos_core::acquisition::Acquired;
 use aos_core::queue::Delivery;
 use aos_formats::{Format, FormatSpec, Sample};
+use aos_storage::repo::audit::{self, AuditEvent};
 use aos_storage::repo::devices::{self, DeviceRef};
 use aos_storage::repo::formats;
 use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
@@ -44,8 +45,13 @@ pub struct Pipeline {
     pub metrics: PipelineMetrics,
 }
 
-/// What happened to one message.
-type Interpreted = Result<(i64, Vec<Sample>), (Option<i64>, String)>;
+/// What one message gave: the device it is logged under and the samples of each device it is
+/// about (several for a gateway's message about its children), or why it failed (and the device
+/// to log that under).
+type Interpreted = Result<(i64, Vec<(i64, Vec<Sample>)>), (Option<i64>, String)>;
+
+/// What devices without a format send: JSON, read as is.
+static PLAIN_JSON: LazyLock<Format> = LazyLock::new(Format::plain_json);
 
 impl Pipeline {
     pub fn new(storage: Storage, metrics: PipelineMetrics) -> Pipeline {
@@ -87,7 +93,7 @@ impl Pipeline {
                 wanted.push(&route.device);
             }
         }
-        let known = match self.devices(&wanted).await {
+        let mut known = match self.devices(&wanted).await {
             Ok(known) => known,
             Err(err) => {
                 tracing::error!(%err, "cannot look devices up; the batch will be delivered again");
@@ -110,18 +116,23 @@ impl Pipeline {
                 .single()
                 .unwrap_or(started);
             let mut samples_of_message = Vec::new();
-            let (device, error) = match interpret(&envelope, route, &known, &formats, received) {
-                Ok((device, samples)) => {
-                    samples_of_message.extend(samples.into_iter().map(|s| Reading {
-                        message: envelope.key.clone(),
-                        tenant: envelope.tenant,
-                        device,
-                        attribute: s.attribute,
-                        ts: s.ts,
-                        value: s.value,
-                        level: None,
-                    }));
-                    (Some(device), None)
+            let interpreted = self
+                .interpret(&envelope, route, &mut known, &formats, received)
+                .await;
+            let (device, error) = match interpreted {
+                Ok((logged_under, parts)) => {
+                    for (device, samples) in parts {
+                        samples_of_message.extend(samples.into_iter().map(|s| Reading {
+                            message: envelope.key.clone(),
+                            tenant: envelope.tenant,
+                            device,
+                            attribute: s.attribute,
+                            ts: s.ts,
+                            value: s.value,
+                            level: None,
+                        }));
+                    }
+                    (Some(logged_under), None)
                 }
                 Err((device, reason)) => (device, Some(reason)),
             };
@@ -182,6 +193,121 @@ impl Pipeline {
             .processed
             .inc_by(messages.len() as u64 - failed);
         self.metrics.ledger_rows.inc_by(recorded.ledger_rows);
+    }
+
+    /// The devices a message is about and their samples, or why it failed. The publisher's
+    /// format decodes the payload (a gateway's speaks for its children): on a child node's topic
+    /// for that child, and on a gateway's own topic as `{"nodes": {"child id": …}}` for several.
+    async fn interpret(
+        &self,
+        envelope: &Acquired,
+        route: Result<pms::Route, String>,
+        known: &mut HashMap<String, DeviceRef>,
+        formats: &HashMap<i64, Compiled>,
+        received: DateTime<Utc>,
+    ) -> Interpreted {
+        // The publisher was signed in as a device of this tenant when the broker took the message.
+        let publisher = known
+            .get(&envelope.device)
+            .filter(|d| d.tenant == envelope.tenant)
+            .cloned()
+            .ok_or_else(|| (None, format!("unknown device `{}`", envelope.device)))?;
+        let failed = |reason: String| (Some(publisher.id), reason);
+        let route = route.map_err(failed)?;
+        let format: &Format = match publisher.format.and_then(|id| formats.get(&id)) {
+            Some(compiled) => compiled.as_ref().as_ref().map_err(|e| failed(e.clone()))?,
+            None => &PLAIN_JSON,
+        };
+        if route.gateway.is_some() {
+            let child = self
+                .child(&publisher, &route.device, known)
+                .await
+                .map_err(failed)?;
+            let samples = match route.kind {
+                // Command replies update command status (the commands part of the worker).
+                MessageKind::CommandReply => Vec::new(),
+                _ => format
+                    .decode(&envelope.payload, received)
+                    .map_err(|reason| (Some(child.id), reason))?,
+            };
+            return Ok((child.id, vec![(child.id, samples)]));
+        }
+        if route.kind == MessageKind::CommandReply {
+            return Ok((publisher.id, Vec::new()));
+        }
+        let value = format.read(&envelope.payload).map_err(failed)?;
+        let nodes = value.get("nodes").and_then(serde_json::Value::as_object);
+        match nodes {
+            Some(nodes) if publisher.is_gateway => {
+                let mut parts = Vec::with_capacity(nodes.len());
+                for (uid, part) in nodes {
+                    let child = self.child(&publisher, uid, known).await.map_err(failed)?;
+                    let samples = format
+                        .samples(part, received)
+                        .map_err(|reason| failed(format!("node `{uid}`: {reason}")))?;
+                    parts.push((child.id, samples));
+                }
+                Ok((publisher.id, parts))
+            }
+            _ => {
+                let samples = format.samples(&value, received).map_err(failed)?;
+                Ok((publisher.id, vec![(publisher.id, samples)]))
+            }
+        }
+    }
+
+    /// A child node of `gateway`: a known one, or one registered now when the gateway's class
+    /// registers unknown children (audited).
+    async fn child(
+        &self,
+        gateway: &DeviceRef,
+        uid: &str,
+        known: &mut HashMap<String, DeviceRef>,
+    ) -> Result<DeviceRef, String> {
+        let not_a_child = || format!("`{uid}` is not a child node of gateway `{}`", gateway.uid);
+        if !known.contains_key(uid) {
+            let found = self
+                .devices(&[uid])
+                .await
+                .map_err(|e| format!("cannot look child node `{uid}` up: {e}"))?;
+            known.extend(found);
+        }
+        if let Some(child) = known.get(uid) {
+            return if child.tenant == gateway.tenant && child.gateway == Some(gateway.id) {
+                Ok(child.clone())
+            } else {
+                Err(not_a_child())
+            };
+        }
+        if gateway.child_class.is_none() {
+            return Err(format!(
+                "{} (its class does not register unknown children)",
+                not_a_child()
+            ));
+        }
+        let child = devices::register_child(&self.storage, gateway, uid)
+            .await
+            .map_err(|e| format!("cannot register child node `{uid}`: {e}"))?;
+        let registered = AuditEvent {
+            tenant: Some(gateway.tenant),
+            actor: format!("device:{}", gateway.uid),
+            action: "device.register".into(),
+            object_kind: Some("device".into()),
+            object_id: Some(uid.to_string()),
+            success: true,
+            detail: serde_json::json!({ "gateway": gateway.uid }),
+            ..Default::default()
+        };
+        if let Err(err) = audit::record(&self.storage, registered).await {
+            tracing::warn!(%err, device = %uid, "the registration of a child node was not audited");
+        }
+        tracing::info!(device = %uid, gateway = %gateway.uid, "child node registered by its gateway");
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_string(), (child.clone(), Instant::now()));
+        known.insert(uid.to_string(), child.clone());
+        Ok(child)
     }
 
     /// The formats with these ids, compiled, from the cache or storage.
@@ -254,53 +380,4 @@ impl Pipeline {
         }
         Ok(found)
     }
-}
-
-/// The device a message is about and its samples, or why it failed. The publisher's format
-/// decodes the payload (a gateway's format speaks for its children too).
-fn interpret(
-    envelope: &Acquired,
-    route: Result<pms::Route, String>,
-    known: &HashMap<String, DeviceRef>,
-    formats: &HashMap<i64, Compiled>,
-    received: DateTime<Utc>,
-) -> Interpreted {
-    // The publisher was signed in as a device of this tenant when the broker took the message.
-    let publisher = known
-        .get(&envelope.device)
-        .filter(|d| d.tenant == envelope.tenant)
-        .ok_or_else(|| (None, format!("unknown device `{}`", envelope.device)))?;
-    let route = route.map_err(|reason| (Some(publisher.id), reason))?;
-    let device = match &route.gateway {
-        None => publisher,
-        Some(_) => known
-            .get(&route.device)
-            .filter(|d| d.tenant == envelope.tenant && d.gateway == Some(publisher.id))
-            .ok_or_else(|| {
-                (
-                    Some(publisher.id),
-                    format!(
-                        "`{}` is not a child node of gateway `{}`",
-                        route.device, envelope.device
-                    ),
-                )
-            })?,
-    };
-    let failed = |reason: String| (Some(device.id), reason);
-    let samples = match route.kind {
-        MessageKind::Telemetry | MessageKind::Attributes | MessageKind::Events => {
-            match publisher.format.and_then(|id| formats.get(&id)) {
-                Some(compiled) => match compiled.as_ref() {
-                    Ok(format) => format.decode(&envelope.payload, received),
-                    Err(unusable) => Err(unusable.clone()),
-                },
-                None => aos_formats::json::parse(&envelope.payload)
-                    .and_then(|value| aos_formats::json::samples(&value, received)),
-            }
-            .map_err(failed)?
-        }
-        // Command replies update command status (the commands part of the worker).
-        MessageKind::CommandReply => Vec::new(),
-    };
-    Ok((device.id, samples))
 }

@@ -121,6 +121,17 @@ pub enum ClassCommand {
         #[arg(long)]
         off: bool,
     },
+    /// Let the gateways of a gateway class register unknown child nodes (in class --class) when
+    /// they send data for them; --off: only registered children are accepted (the default).
+    Children {
+        name: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, required_unless_present = "off")]
+        class: Option<String>,
+        #[arg(long, conflicts_with = "class")]
+        off: bool,
+    },
     /// Set the message format the class's devices send (see `aos format`); --none: JSON read
     /// as is (the default).
     Format {
@@ -524,6 +535,24 @@ async fn execute(storage: &Storage, command: Manage, hashing: HashParams) -> any
         Manage::Role(command) => access::roles(storage, command).await?,
         Manage::ApiKey(command) => access::api_keys(storage, command).await?,
         Manage::Format(command) => formats::formats(storage, command).await?,
+        Manage::Class(ClassCommand::Children {
+            name,
+            tenant,
+            class,
+            off: _,
+        }) => {
+            let scope = scope(storage, &tenant).await?;
+            classes::set_children(storage, scope, &name, class.as_deref()).await?;
+            let mut event = cli_event(Some(scope.tenant), "class.children", "class", &name);
+            event.detail = serde_json::json!({ "child_class": class });
+            audit::record(storage, event).await?;
+            match class {
+                Some(class) => println!(
+                    "gateways of `{name}` register unknown child nodes in `{class}` (within a minute on running workers)"
+                ),
+                None => println!("gateways of `{name}` send data for registered child nodes only"),
+            }
+        }
         Manage::Class(ClassCommand::Format {
             name,
             tenant,

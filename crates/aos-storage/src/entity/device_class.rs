@@ -16,8 +16,10 @@ pub struct Model {
     /// Outbound (command) message format.
     pub outbound_format_id: Option<i64>,
     pub is_gateway: bool,
-    /// A gateway of this class may register unknown child nodes.
+    /// A gateway of this class may register unknown child nodes...
     pub auto_register_children: bool,
+    /// ...in this class (migration m0008).
+    pub child_class_id: Option<i64>,
     /// SHA-256 of the provisioning key that lets unknown devices register (NULL: off).
     pub provisioning_key_hash: Option<String>,
     pub created_at: ChronoDateTimeUtc,

@@ -7,6 +7,7 @@ mod m0004_entity_names;
 mod m0005_api_keys;
 mod m0006_acquisition;
 mod m0007_message_log_indexes;
+mod m0008_child_class;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_api_keys::Migration),
             Box::new(m0006_acquisition::Migration),
             Box::new(m0007_message_log_indexes::Migration),
+            Box::new(m0008_child_class::Migration),
         ]
     }
 }

@@ -44,6 +44,7 @@ pub async fn create(
         outbound_format_id: Set(None),
         is_gateway: Set(new.is_gateway),
         auto_register_children: Set(new.auto_register_children),
+        child_class_id: Set(None),
         provisioning_key_hash: Set(None),
         created_at: Set(Utc::now()),
         ..Default::default()
@@ -94,6 +95,37 @@ pub async fn set_provisioning_key(
     let class = by_name(storage.db(), scope, name).await?;
     let mut class = class.into_active_model();
     class.provisioning_key_hash = Set(key_lookup);
+    class.update(storage.db()).await?;
+    Ok(())
+}
+
+/// Lets the gateways of class `gateway` register unknown child nodes in class `children`
+/// (`None`: they may not, the default).
+pub async fn set_children(
+    storage: &Storage,
+    scope: Scope,
+    gateway: &str,
+    children: Option<&str>,
+) -> Result<(), StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden(
+            "customers cannot change device classes",
+        ));
+    }
+    let class = by_name(storage.db(), scope, gateway).await?;
+    if !class.is_gateway {
+        return Err(StorageError::invalid(
+            "class",
+            format!("`{gateway}` is not a gateway class (create it with --gateway)"),
+        ));
+    }
+    let children = match children {
+        Some(name) => Some(by_name(storage.db(), scope, name).await?.id),
+        None => None,
+    };
+    let mut class = class.into_active_model();
+    class.auto_register_children = Set(children.is_some());
+    class.child_class_id = Set(children);
     class.update(storage.db()).await?;
     Ok(())
 }

@@ -345,6 +345,62 @@ pub struct DeviceRef {
     pub gateway: Option<i64>,
     /// Its inbound format: its own, else its class's; `None`: JSON read as is.
     pub format: Option<i64>,
+    pub is_gateway: bool,
+    /// For a gateway whose class registers unknown child nodes: their class.
+    pub child_class: Option<i64>,
+    pub entity: Option<i64>,
+}
+
+fn device_ref(d: device::Model, class: Option<&device_class::Model>) -> DeviceRef {
+    DeviceRef {
+        id: d.id,
+        uid: d.uid,
+        tenant: d.tenant_id,
+        class: d.class_id,
+        gateway: d.gateway_id,
+        format: d.format_id.or(class.and_then(|c| c.format_id)),
+        is_gateway: class.is_some_and(|c| c.is_gateway),
+        child_class: class
+            .filter(|c| c.auto_register_children)
+            .and_then(|c| c.child_class_id),
+        entity: d.entity_id,
+    }
+}
+
+/// Registers `uid` as a child node of `gateway` (whose class registers children in
+/// `gateway.child_class`), in the gateway's tenant and entity. Audited by the caller.
+pub async fn register_child(
+    storage: &Storage,
+    gateway: &DeviceRef,
+    uid: &str,
+) -> Result<DeviceRef, StorageError> {
+    let Some(class) = gateway.child_class else {
+        return Err(StorageError::Forbidden(
+            "this gateway's class does not register child nodes",
+        ));
+    };
+    check_identifier("device id", uid)?;
+    let created = device::ActiveModel {
+        tenant_id: Set(gateway.tenant),
+        entity_id: Set(gateway.entity),
+        class_id: Set(class),
+        uid: Set(uid.to_string()),
+        name: Set(uid.to_string()),
+        gateway_id: Set(Some(gateway.id)),
+        format_id: Set(None),
+        status: Set("offline".into()),
+        last_seen: Set(None),
+        disabled: Set(false),
+        created_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(storage.db())
+    .await
+    .map_err(duplicate("device", uid))?;
+    let class = device_class::Entity::find_by_id(class)
+        .one(storage.db())
+        .await?;
+    Ok(device_ref(created, class.as_ref()))
 }
 
 /// The devices with these ids (platform-wide: device ids are unique; callers check the tenant).
@@ -356,14 +412,11 @@ pub async fn refs_by_uid(storage: &Storage, uids: &[&str]) -> Result<Vec<DeviceR
             .find_also_related(device_class::Entity)
             .all(storage.db())
             .await?;
-        refs.extend(found.into_iter().map(|(d, class)| DeviceRef {
-            id: d.id,
-            uid: d.uid,
-            tenant: d.tenant_id,
-            class: d.class_id,
-            gateway: d.gateway_id,
-            format: d.format_id.or(class.and_then(|c| c.format_id)),
-        }));
+        refs.extend(
+            found
+                .into_iter()
+                .map(|(d, class)| device_ref(d, class.as_ref())),
+        );
     }
     Ok(refs)
 }
