@@ -86,6 +86,12 @@ enum Command {
     /// Manage message formats (how devices' payloads are read).
     #[command(subcommand)]
     Format(manage::FormatCommand),
+    /// Manage interpreters (value maps, expressions and levels of attributes).
+    #[command(subcommand)]
+    Interpreter(manage::InterpreterCommand),
+    /// List, acknowledge and clear events (alarms).
+    #[command(subcommand)]
+    Event(manage::EventCommand),
 }
 
 fn compiled_role_names() -> String {
@@ -145,6 +151,8 @@ fn main() -> ExitCode {
         Command::Role(c) => manage::run(&settings, manage::Manage::Role(c)),
         Command::Apikey(c) => manage::run(&settings, manage::Manage::ApiKey(c)),
         Command::Format(c) => manage::run(&settings, manage::Manage::Format(c)),
+        Command::Interpreter(c) => manage::run(&settings, manage::Manage::Interpreter(c)),
+        Command::Event(c) => manage::run(&settings, manage::Manage::Event(c)),
     }
 }
 

@@ -1,9 +1,11 @@
 //! `aos-formats`: how a device's payload becomes platform-message samples — JSON, XML, Protobuf
 //! (a `.proto` text compiled at run time) or the platform's own form — with an optional JSON
 //! Schema the decoded payload must satisfy and an optional mapping of payload fields to
-//! attributes. Used by the worker to decode and by the CLI and API to check a format when it is
-//! saved.
+//! attributes; and how samples are then interpreted ([`interpret`]: value maps, expressions,
+//! levels). Used by the worker to decode and interpret, and by the CLI and API to check formats
+//! and interpreters when they are saved.
 
+pub mod interpret;
 pub mod json;
 pub mod mapping;
 pub mod protobuf;

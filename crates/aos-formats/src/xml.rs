@@ -184,7 +184,7 @@ mod tests {
         for bad in [&b"<m><t>1</m>"[..], b"<m>", b"not xml at all", b"</m>"] {
             assert!(to_value(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
-        let deep = "<a>".repeat(40) + &"</a>".repeat(40);
+        let deep = format!("{}{}", "<a>".repeat(40), "</a>".repeat(40));
         assert!(to_value(deep.as_bytes()).unwrap_err().contains("deeper"));
     }
 }

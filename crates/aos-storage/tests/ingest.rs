@@ -3,7 +3,7 @@
 //! replace the latest one.
 
 use aos_storage::Storage;
-use aos_storage::entity::{latest_value, ledger, message_log};
+use aos_storage::entity::{event, latest_value, ledger, message_log};
 use aos_storage::repo::classes::{self, NewClass};
 use aos_storage::repo::devices::{self, NewDevice};
 use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
@@ -11,7 +11,10 @@ use aos_storage::repo::{Scope, tenants};
 use chrono::{Duration, Utc};
 use sea_orm::{EntityTrait, PaginatorTrait};
 
-aos_storage::on_both_databases!(a_redelivered_batch_writes_nothing_twice);
+aos_storage::on_both_databases!(
+    a_redelivered_batch_writes_nothing_twice,
+    level_changes_raise_events_once,
+);
 
 async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
     let scope = Scope::tenant(tenants::create(storage, "acme").await.expect("tenant").id);
@@ -56,6 +59,7 @@ async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
         attribute: attribute.into(),
         ts: now - Duration::seconds(age_s),
         value,
+        raw: None,
         level: None,
     };
     let messages = vec![
@@ -76,7 +80,8 @@ async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
         first,
         Recorded {
             messages: 3,
-            ledger_rows: 4
+            ledger_rows: 4,
+            events: 0
         }
     );
     let again = ingest::record(storage, &messages, &readings)
@@ -115,4 +120,79 @@ async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
         .expect("query")
         .expect("latest");
     assert_eq!(door.value_json, Some(serde_json::json!("open")));
+}
+
+async fn level_changes_raise_events_once(storage: &Storage) {
+    let scope = Scope::tenant(tenants::create(storage, "acme").await.expect("tenant").id);
+    let class = NewClass {
+        name: "sensor".into(),
+        ..Default::default()
+    };
+    classes::create(storage, scope, class).await.expect("class");
+    let new = NewDevice {
+        uid: "d-1".into(),
+        name: "d-1".into(),
+        class: "sensor".into(),
+        ..Default::default()
+    };
+    let device = devices::create(storage, scope, new).await.expect("device");
+    let now = Utc::now();
+    let step = |key: &str, age_s: i64, level: &str| {
+        let message = LoggedMessage {
+            key: key.into(),
+            tenant: scope.tenant,
+            device: Some(device.id),
+            topic: "aos/d-1/telemetry".into(),
+            payload: b"{}".to_vec(),
+            received_at: now,
+            started_at: now,
+            processed_at: now,
+            error: None,
+        };
+        let reading = Reading {
+            message: key.into(),
+            tenant: scope.tenant,
+            device: device.id,
+            attribute: "temperature".into(),
+            ts: now - Duration::seconds(age_s),
+            value: serde_json::json!(1),
+            raw: None,
+            level: Some(level.into()),
+        };
+        (vec![message], vec![reading])
+    };
+    let (m, r) = step("w", 30, "warning");
+    assert_eq!(
+        ingest::record(storage, &m, &r)
+            .await
+            .expect("record")
+            .events,
+        1
+    );
+    assert_eq!(
+        ingest::record(storage, &m, &r).await.expect("again").events,
+        0,
+        "redelivered"
+    );
+    let (m, r) = step("late", 60, "faulty");
+    assert_eq!(
+        ingest::record(storage, &m, &r).await.expect("late").events,
+        0,
+        "older than the latest"
+    );
+    let (m, r) = step("n", 0, "normal");
+    assert_eq!(
+        ingest::record(storage, &m, &r)
+            .await
+            .expect("normal")
+            .events,
+        0
+    );
+    let events = event::Entity::find()
+        .all(storage.db())
+        .await
+        .expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].level, "warning");
+    assert!(events[0].cleared_at.is_some(), "back to normal clears it");
 }

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use aos_core::acquisition::Acquired;
 use aos_core::queue::Delivery;
+use aos_formats::interpret::{self, InterpreterSpec, TenantInterpreters};
 use aos_formats::{Format, FormatSpec, Sample};
 use aos_storage::repo::audit::{self, AuditEvent};
 use aos_storage::repo::devices::{self, DeviceRef};
-use aos_storage::repo::formats;
 use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
+use aos_storage::repo::{Scope, formats, interpreters};
 use aos_storage::{Storage, StorageError};
 use chrono::{DateTime, TimeZone, Utc};
 use prometheus_client::metrics::counter::Counter;
@@ -40,6 +41,8 @@ pub struct Pipeline {
     storage: Storage,
     devices: Mutex<HashMap<String, (DeviceRef, Instant)>>,
     formats: Mutex<HashMap<i64, (Compiled, Instant)>>,
+    interpreters: Mutex<HashMap<i64, (Arc<TenantInterpreters>, Instant)>>,
+    engine: interpret::Engine,
     /// SQLite takes one writer at a time: its batches are written one after the other.
     serial_writes: Option<tokio::sync::Mutex<()>>,
     pub metrics: PipelineMetrics,
@@ -48,7 +51,7 @@ pub struct Pipeline {
 /// What one message gave: the device it is logged under and the samples of each device it is
 /// about (several for a gateway's message about its children), or why it failed (and the device
 /// to log that under).
-type Interpreted = Result<(i64, Vec<(i64, Vec<Sample>)>), (Option<i64>, String)>;
+type Interpreted = Result<(i64, Vec<(DeviceRef, Vec<Sample>)>), (Option<i64>, String)>;
 
 /// What devices without a format send: JSON, read as is.
 static PLAIN_JSON: LazyLock<Format> = LazyLock::new(Format::plain_json);
@@ -60,6 +63,8 @@ impl Pipeline {
             storage,
             devices: Mutex::new(HashMap::new()),
             formats: Mutex::new(HashMap::new()),
+            interpreters: Mutex::new(HashMap::new()),
+            engine: interpret::engine(),
             serial_writes: serial.then(|| tokio::sync::Mutex::new(())),
             metrics,
         }
@@ -107,6 +112,21 @@ impl Pipeline {
                 return batch.iter().map(|d| d.id).collect();
             }
         };
+        let mut tenants: Vec<i64> = envelopes.iter().map(|(_, e)| e.tenant).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let mut interpreters = HashMap::new();
+        for tenant in tenants {
+            match self.interpreters(tenant).await {
+                Ok(found) => {
+                    interpreters.insert(tenant, found);
+                }
+                Err(err) => {
+                    tracing::error!(%err, "cannot look interpreters up; the batch will be delivered again");
+                    return batch.iter().map(|d| d.id).collect();
+                }
+            }
+        }
         let mut ids = Vec::with_capacity(envelopes.len());
         let mut messages = Vec::with_capacity(envelopes.len());
         let mut readings: Vec<Vec<Reading>> = Vec::with_capacity(envelopes.len());
@@ -115,26 +135,18 @@ impl Pipeline {
                 .timestamp_millis_opt(envelope.received_at_ms)
                 .single()
                 .unwrap_or(started);
-            let mut samples_of_message = Vec::new();
             let interpreted = self
                 .interpret(&envelope, route, &mut known, &formats, received)
-                .await;
-            let (device, error) = match interpreted {
-                Ok((logged_under, parts)) => {
-                    for (device, samples) in parts {
-                        samples_of_message.extend(samples.into_iter().map(|s| Reading {
-                            message: envelope.key.clone(),
-                            tenant: envelope.tenant,
-                            device,
-                            attribute: s.attribute,
-                            ts: s.ts,
-                            value: s.value,
-                            level: None,
-                        }));
-                    }
-                    (Some(logged_under), None)
-                }
-                Err((device, reason)) => (device, Some(reason)),
+                .await
+                .and_then(|(logged_under, parts)| {
+                    let rules = interpreters.get(&envelope.tenant);
+                    self.readings(&envelope, parts, rules.map(|r| r.as_ref()))
+                        .map(|readings| (logged_under, readings))
+                        .map_err(|reason| (Some(logged_under), reason))
+                });
+            let (device, error, samples_of_message) = match interpreted {
+                Ok((logged_under, readings)) => (Some(logged_under), None, readings),
+                Err((device, reason)) => (device, Some(reason), Vec::new()),
             };
             if let Some(reason) = &error {
                 tracing::info!(key = %envelope.key, device = %envelope.device, topic = %envelope.topic, %reason, "device message failed");
@@ -230,7 +242,7 @@ impl Pipeline {
                     .decode(&envelope.payload, received)
                     .map_err(|reason| (Some(child.id), reason))?,
             };
-            return Ok((child.id, vec![(child.id, samples)]));
+            return Ok((child.id, vec![(child, samples)]));
         }
         if route.kind == MessageKind::CommandReply {
             return Ok((publisher.id, Vec::new()));
@@ -245,13 +257,13 @@ impl Pipeline {
                     let samples = format
                         .samples(part, received)
                         .map_err(|reason| failed(format!("node `{uid}`: {reason}")))?;
-                    parts.push((child.id, samples));
+                    parts.push((child, samples));
                 }
                 Ok((publisher.id, parts))
             }
             _ => {
                 let samples = format.samples(&value, received).map_err(failed)?;
-                Ok((publisher.id, vec![(publisher.id, samples)]))
+                Ok((publisher.id, vec![(publisher, samples)]))
             }
         }
     }
@@ -308,6 +320,74 @@ impl Pipeline {
             .insert(uid.to_string(), (child.clone(), Instant::now()));
         known.insert(uid.to_string(), child.clone());
         Ok(child)
+    }
+
+    /// The readings of a message's samples, each through its attribute's interpreter (the
+    /// device's class's, else the tenant's), if any.
+    fn readings(
+        &self,
+        envelope: &Acquired,
+        parts: Vec<(DeviceRef, Vec<Sample>)>,
+        rules: Option<&TenantInterpreters>,
+    ) -> Result<Vec<Reading>, String> {
+        let mut readings = Vec::new();
+        for (device, samples) in parts {
+            for sample in samples {
+                let (value, raw, level) =
+                    match rules.and_then(|r| r.find(device.class, &sample.attribute)) {
+                        None => (sample.value, None, None),
+                        Some(Err(unusable)) => return Err(unusable.clone()),
+                        Some(Ok(interpreter)) => {
+                            let done = interpreter
+                                .apply(&self.engine, &sample.value)
+                                .map_err(|e| format!("`{}`: {e}", sample.attribute))?;
+                            (done.value, done.raw, done.level)
+                        }
+                    };
+                readings.push(Reading {
+                    message: envelope.key.clone(),
+                    tenant: envelope.tenant,
+                    device: device.id,
+                    attribute: sample.attribute,
+                    ts: sample.ts,
+                    value,
+                    raw,
+                    level,
+                });
+            }
+        }
+        Ok(readings)
+    }
+
+    /// The interpreters of a tenant, compiled, from the cache or storage.
+    async fn interpreters(&self, tenant: i64) -> Result<Arc<TenantInterpreters>, StorageError> {
+        let cached = self
+            .interpreters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&tenant)
+            .filter(|(_, at)| at.elapsed() < LOOKUP_TTL)
+            .map(|(rules, _)| rules.clone());
+        if let Some(rules) = cached {
+            return Ok(rules);
+        }
+        let stored = interpreters::list(&self.storage, Scope::tenant(tenant)).await?;
+        let specs = stored
+            .iter()
+            .filter(|i| i.enabled)
+            .map(|i| InterpreterSpec {
+                class: i.class_id,
+                attribute: &i.attribute,
+                value_map: i.value_map.as_ref(),
+                expression: i.expression.as_deref(),
+                levels: i.levels.as_ref(),
+            });
+        let rules = Arc::new(TenantInterpreters::compile(&self.engine, specs));
+        self.interpreters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant, (rules.clone(), Instant::now()));
+        Ok(rules)
     }
 
     /// The formats with these ids, compiled, from the cache or storage.

@@ -4,9 +4,11 @@
 
 mod access;
 mod formats;
+mod interpreters;
 
 pub use access::{ApiKeyCommand, RoleCommand};
 pub use formats::FormatCommand;
+pub use interpreters::{EventCommand, InterpreterCommand};
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -200,6 +202,8 @@ pub enum Manage {
     Role(RoleCommand),
     ApiKey(ApiKeyCommand),
     Format(FormatCommand),
+    Interpreter(InterpreterCommand),
+    Event(EventCommand),
 }
 
 /// Runs one management command against the configured database (applying pending migrations
@@ -535,6 +539,8 @@ async fn execute(storage: &Storage, command: Manage, hashing: HashParams) -> any
         Manage::Role(command) => access::roles(storage, command).await?,
         Manage::ApiKey(command) => access::api_keys(storage, command).await?,
         Manage::Format(command) => formats::formats(storage, command).await?,
+        Manage::Interpreter(command) => interpreters::interpreters(storage, command).await?,
+        Manage::Event(command) => interpreters::events(storage, command).await?,
         Manage::Class(ClassCommand::Children {
             name,
             tenant,

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
-    TransactionTrait, TryInsertResult,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QuerySelect, TransactionTrait, TryInsertResult,
 };
 
-use crate::entity::{latest_value, ledger, message_log};
+use crate::entity::{event, latest_value, ledger, message_log};
 use crate::{Storage, StorageError};
 
 /// Rows per INSERT statement (SQLite takes at most 32,766 bound values in one).
@@ -43,8 +43,13 @@ pub struct Reading {
     pub attribute: String,
     pub ts: DateTime<Utc>,
     pub value: serde_json::Value,
+    /// The value as it arrived, when an interpreter changed it.
+    pub raw: Option<serde_json::Value>,
     pub level: Option<String>,
 }
+
+/// The level of values no range names: reaching it clears the attribute's events.
+pub const NORMAL_LEVEL: &str = "normal";
 
 impl Reading {
     /// Numbers go to `value_num` (aggregatable), everything else to `value_json`.
@@ -62,6 +67,8 @@ pub struct Recorded {
     /// Message-log entries written (a redelivered message's entry exists already).
     pub messages: u64,
     pub ledger_rows: u64,
+    /// Events raised by level changes.
+    pub events: u64,
 }
 
 /// Records a batch: message-log entries, ledger rows and latest values, all or nothing.
@@ -91,7 +98,7 @@ pub async fn record(
                 ts: Set(r.ts),
                 value_num: Set(num),
                 value_json: Set(json),
-                raw: Set(None),
+                raw: Set(r.raw.clone()),
                 level: Set(r.level.clone()),
                 message_id: Set(ids.get(&r.message).copied()),
                 ..Default::default()
@@ -109,6 +116,7 @@ pub async fn record(
         );
     }
     let latest = newest_per_attribute(readings);
+    recorded.events = raise_events(&txn, &latest).await?;
     for chunk in latest.chunks(ROWS_PER_STATEMENT) {
         let rows = chunk.iter().map(|r| {
             let (num, json) = r.columns();
@@ -145,6 +153,70 @@ pub async fn record(
     }
     txn.commit().await?;
     Ok(recorded)
+}
+
+/// Raises an event for every attribute whose level changes to one other than normal, and clears
+/// the attribute's open events when it changes (a redelivered message changes nothing: the
+/// latest value already has its level).
+async fn raise_events(db: &impl ConnectionTrait, latest: &[&Reading]) -> Result<u64, StorageError> {
+    let leveled: Vec<&&Reading> = latest.iter().filter(|r| r.level.is_some()).collect();
+    if leveled.is_empty() {
+        return Ok(0);
+    }
+    let mut devices: Vec<i64> = leveled.iter().map(|r| r.device).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    let mut stored: HashMap<(i64, String), (DateTime<Utc>, Option<String>)> = HashMap::new();
+    for chunk in devices.chunks(ROWS_PER_STATEMENT) {
+        let rows = latest_value::Entity::find()
+            .filter(latest_value::Column::DeviceId.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?;
+        stored.extend(
+            rows.into_iter()
+                .map(|r| ((r.device_id, r.attribute), (r.ts, r.level))),
+        );
+    }
+    let now = Utc::now();
+    let mut raised = 0;
+    for r in leveled {
+        let before = stored.get(&(r.device, r.attribute.clone()));
+        let previous = match before {
+            // A late, older value does not change the current level.
+            Some((ts, _)) if *ts > r.ts => continue,
+            Some((_, level)) => level.as_deref().unwrap_or(NORMAL_LEVEL),
+            None => NORMAL_LEVEL,
+        };
+        let level = r.level.as_deref().unwrap_or(NORMAL_LEVEL);
+        if level == previous {
+            continue;
+        }
+        event::Entity::update_many()
+            .col_expr(event::Column::ClearedAt, Expr::value(now))
+            .filter(event::Column::DeviceId.eq(r.device))
+            .filter(event::Column::Attribute.eq(r.attribute.clone()))
+            .filter(event::Column::ClearedAt.is_null())
+            .exec(db)
+            .await?;
+        if level != NORMAL_LEVEL {
+            event::ActiveModel {
+                tenant_id: Set(r.tenant),
+                device_id: Set(r.device),
+                attribute: Set(Some(r.attribute.clone())),
+                level: Set(level.to_string()),
+                message: Set(format!("{} is {level} ({})", r.attribute, r.value)),
+                raised_at: Set(r.ts),
+                acknowledged_at: Set(None),
+                acknowledged_by: Set(None),
+                cleared_at: Set(None),
+                ..Default::default()
+            }
+            .insert(db)
+            .await?;
+            raised += 1;
+        }
+    }
+    Ok(raised)
 }
 
 /// Rows an `INSERT … ON CONFLICT DO NOTHING` added.

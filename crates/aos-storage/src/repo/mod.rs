@@ -9,6 +9,7 @@ pub mod devices;
 pub mod entities;
 pub mod formats;
 pub mod ingest;
+pub mod interpreters;
 pub mod retention;
 pub mod roles;
 pub mod tenants;

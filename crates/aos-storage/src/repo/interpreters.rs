@@ -1,0 +1,120 @@
+//! Interpreters of a tenant's attributes (checked by the worker's compiler before they are
+//! saved), and the events their levels raise.
+
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, TryIntoModel,
+};
+
+use super::{Scope, check_name, classes};
+use crate::entity::{event, interpreter};
+use crate::{Storage, StorageError};
+
+/// An interpreter to create.
+#[derive(Clone, Debug, Default)]
+pub struct NewInterpreter {
+    pub attribute: String,
+    /// The class it applies to; `None`: every class of the tenant.
+    pub class: Option<String>,
+    pub value_map: Option<serde_json::Value>,
+    pub expression: Option<String>,
+    pub levels: Option<serde_json::Value>,
+}
+
+/// Creates (or replaces) the interpreter of an attribute for a class or the whole tenant.
+pub async fn save(
+    storage: &Storage,
+    scope: Scope,
+    new: NewInterpreter,
+) -> Result<interpreter::Model, StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden(
+            "customers cannot change interpreters",
+        ));
+    }
+    check_name("attribute", &new.attribute)?;
+    let class = match &new.class {
+        Some(name) => Some(classes::by_name(storage.db(), scope, name).await?.id),
+        None => None,
+    };
+    let existing = interpreter::Entity::find()
+        .filter(interpreter::Column::TenantId.eq(scope.tenant))
+        .filter(interpreter::Column::Attribute.eq(&new.attribute))
+        .filter(match class {
+            Some(id) => interpreter::Column::ClassId.eq(id),
+            None => interpreter::Column::ClassId.is_null(),
+        })
+        .one(storage.db())
+        .await?;
+    let mut row = match existing {
+        Some(row) => row.into_active_model(),
+        None => interpreter::ActiveModel {
+            tenant_id: Set(scope.tenant),
+            class_id: Set(class),
+            attribute: Set(new.attribute),
+            ..Default::default()
+        },
+    };
+    row.value_map = Set(new.value_map);
+    row.expression = Set(new.expression);
+    row.levels = Set(new.levels);
+    row.enabled = Set(true);
+    Ok(row.save(storage.db()).await?.try_into_model()?)
+}
+
+pub async fn list(
+    storage: &Storage,
+    scope: Scope,
+) -> Result<Vec<interpreter::Model>, StorageError> {
+    Ok(interpreter::Entity::find()
+        .filter(interpreter::Column::TenantId.eq(scope.tenant))
+        .order_by_asc(interpreter::Column::Attribute)
+        .all(storage.db())
+        .await?)
+}
+
+/// The events of the scope's devices, newest first (a customer sees its own devices' only).
+pub async fn events(
+    storage: &Storage,
+    scope: Scope,
+    limit: u64,
+) -> Result<Vec<event::Model>, StorageError> {
+    let visible = super::devices::list(storage, scope).await?;
+    let ids: Vec<i64> = visible.iter().map(|d| d.id).collect();
+    Ok(event::Entity::find()
+        .filter(event::Column::TenantId.eq(scope.tenant))
+        .filter(event::Column::DeviceId.is_in(ids))
+        .order_by_desc(event::Column::RaisedAt)
+        .limit(limit)
+        .all(storage.db())
+        .await?)
+}
+
+/// Acknowledges (`clear` false) or clears an event of the scope's devices.
+pub async fn settle(
+    storage: &Storage,
+    scope: Scope,
+    id: i64,
+    by: &str,
+    clear: bool,
+) -> Result<event::Model, StorageError> {
+    let event = event::Entity::find_by_id(id)
+        .filter(event::Column::TenantId.eq(scope.tenant))
+        .one(storage.db())
+        .await?
+        .ok_or_else(|| StorageError::not_found("event", id.to_string()))?;
+    // A customer may settle only its own devices' events.
+    let visible = super::devices::list(storage, scope).await?;
+    if !visible.iter().any(|d| d.id == event.device_id) {
+        return Err(StorageError::not_found("event", id.to_string()));
+    }
+    let now = chrono::Utc::now();
+    let mut row = event.into_active_model();
+    if clear {
+        row.cleared_at = Set(Some(now));
+    } else {
+        row.acknowledged_at = Set(Some(now));
+        row.acknowledged_by = Set(Some(by.to_string()));
+    }
+    Ok(row.update(storage.db()).await?)
+}

@@ -1,0 +1,190 @@
+//! Interpreters through the real interfaces: set with the CLI, applied to what a device
+//! publishes over MQTT (a value map, an expression, levels), and level changes raising and
+//! clearing events that the CLI lists, acknowledges and clears.
+
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use aos_storage::entity::{latest_value, ledger, message_log};
+use aos_storage::{Storage, StorageConfig};
+use common::mqtt::{Client5, options5};
+use common::{Aos, cli_ok};
+use rumqttc::v5::mqttbytes::QoS;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+fn setup(dir: &Path) -> String {
+    cli_ok(dir, &["tenant", "add", "acme"]);
+    cli_ok(dir, &["class", "add", "sensor", "--tenant", "acme"]);
+    cli_ok(
+        dir,
+        &[
+            "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
+        ],
+    );
+    cli_ok(
+        dir,
+        &[
+            "interpreter",
+            "set",
+            "temperature",
+            "--tenant",
+            "acme",
+            "--class",
+            "sensor",
+            "--expression",
+            "value / 10.0",
+            "--level",
+            "warning:30:50",
+            "--level",
+            "faulty:50:",
+        ],
+    );
+    cli_ok(
+        dir,
+        &[
+            "interpreter",
+            "set",
+            "door",
+            "--tenant",
+            "acme",
+            "--map",
+            "1=open",
+            "--map",
+            "0=closed",
+        ],
+    );
+    let out = cli_ok(dir, &["device", "credentials", "d-1", "--tenant", "acme"]);
+    out.lines()
+        .find_map(|l| l.strip_prefix("access token: "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("token")
+        .to_string()
+}
+
+/// The CLI's event list as (level, acknowledged, cleared) per line, oldest first.
+fn events(dir: &Path) -> Vec<(String, String, String, String)> {
+    let listed = cli_ok(dir, &["event", "list", "--tenant", "acme"]);
+    let mut rows: Vec<(String, String, String, String)> = listed
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (
+                f[0].to_string(),
+                f[1].to_string(),
+                f[3].to_string(),
+                f[4].to_string(),
+            )
+        })
+        .collect();
+    rows.reverse();
+    rows
+}
+
+#[tokio::test]
+async fn values_are_interpreted_and_level_changes_raise_and_clear_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let token = setup(d);
+    let (status, _, err) = Aos::new(
+        d,
+        &[
+            "interpreter",
+            "set",
+            "x",
+            "--tenant",
+            "acme",
+            "--expression",
+            "value +",
+        ],
+    )
+    .output();
+    assert!(
+        !status.success() && err.contains("does not compile"),
+        "{err}"
+    );
+
+    let mut node = Aos::new(d, &["run"])
+        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")
+        .spawn();
+    node.wait_ready();
+    let mut options = options5(node.ports.mqtt, "d-1");
+    options.set_credentials("d-1", token.as_str());
+    let (mut dev, _) = Client5::connect(options).await.expect("signs in");
+    let storage = Storage::connect(&StorageConfig::default(), &d.join("data"))
+        .await
+        .expect("database");
+    let steps = [
+        r#"{"ts": 1796032800000, "values": {"temperature": 215, "door": 1}}"#,
+        r#"{"ts": 1796032860000, "values": {"temperature": 350}}"#,
+        r#"{"ts": 1796032920000, "values": {"temperature": 550}}"#,
+        r#"{"ts": 1796032980000, "values": {"temperature": 200}}"#,
+    ];
+    let mut seen = Vec::new();
+    for (i, payload) in steps.iter().enumerate() {
+        dev.client
+            .publish("aos/d-1/telemetry", QoS::AtLeastOnce, false, *payload)
+            .await
+            .expect("publish");
+        dev.puback().await;
+        let deadline = Instant::now() + common::PATIENCE;
+        while message_log::Entity::find()
+            .count(storage.db())
+            .await
+            .expect("count")
+            < i as u64 + 1
+        {
+            assert!(Instant::now() < deadline, "message {i} logged in time");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        seen.push(events(d));
+    }
+    // 21.5: normal, no event; 35: warning raised; 55: warning cleared, faulty raised; 20: cleared.
+    assert!(seen[0].is_empty(), "{seen:?}");
+    assert_eq!(seen[1].len(), 1);
+    assert_eq!(
+        (seen[1][0].1.as_str(), seen[1][0].3.as_str()),
+        ("warning", "false")
+    );
+    assert_eq!(seen[2].len(), 2);
+    assert_eq!(
+        (seen[2][0].1.as_str(), seen[2][0].3.as_str()),
+        ("warning", "true")
+    );
+    assert_eq!(
+        (seen[2][1].1.as_str(), seen[2][1].3.as_str()),
+        ("faulty", "false")
+    );
+    assert!(seen[3].iter().all(|e| e.3 == "true"), "{seen:?}");
+
+    let temperature = latest_value::Entity::find()
+        .filter(latest_value::Column::Attribute.eq("temperature"))
+        .one(storage.db())
+        .await
+        .expect("query")
+        .expect("latest");
+    assert_eq!(
+        (temperature.value_num, temperature.level.as_deref()),
+        (Some(20.0), Some("normal"))
+    );
+    let door = ledger::Entity::find()
+        .filter(ledger::Column::Attribute.eq("door"))
+        .one(storage.db())
+        .await
+        .expect("query")
+        .expect("door");
+    assert_eq!(door.value_json, Some(serde_json::json!("open")));
+    assert_eq!(
+        door.raw,
+        Some(serde_json::json!(1)),
+        "the raw value is kept"
+    );
+
+    let first = seen[1][0].0.clone();
+    assert!(cli_ok(d, &["event", "ack", &first, "--tenant", "acme"]).contains("acknowledged"));
+    assert_eq!(events(d)[0].2, "true");
+    let (status, _, err) = Aos::new(d, &["event", "ack", "999", "--tenant", "acme"]).output();
+    assert!(!status.success() && err.contains("no event `999`"), "{err}");
+}
