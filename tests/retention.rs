@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use aos_storage::entity::{device, ledger, message_log};
+use aos_storage::entity::{device, latest_value, ledger, message_log};
 use aos_storage::{Storage, StorageConfig};
 use common::{Aos, cli_ok};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
@@ -48,6 +48,19 @@ async fn old_ledger_rows_and_log_entries_are_deleted_and_recent_ones_kept() {
         .await
         .expect("ledger row");
     }
+    // The pipeline keeps a latest value for every series it writes; retention goes by series.
+    latest_value::ActiveModel {
+        device_id: Set(dev.id),
+        attribute: Set("temperature".into()),
+        tenant_id: Set(dev.tenant_id),
+        ts: Set(now),
+        value_num: Set(Some(4.0)),
+        value_json: Set(None),
+        level: Set(None),
+    }
+    .insert(storage.db())
+    .await
+    .expect("latest value");
     for age_hours in [72, 30, 1] {
         message_log::ActiveModel {
             tenant_id: Set(dev.tenant_id),

@@ -8,6 +8,7 @@ mod m0005_api_keys;
 mod m0006_acquisition;
 mod m0007_message_log_indexes;
 mod m0008_child_class;
+mod m0009_ledger_retention_by_series;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_acquisition::Migration),
             Box::new(m0007_message_log_indexes::Migration),
             Box::new(m0008_child_class::Migration),
+            Box::new(m0009_ledger_retention_by_series::Migration),
         ]
     }
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::IntoCondition;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
 
-use crate::entity::{ledger, message_log, tenant};
+use crate::entity::{latest_value, ledger, message_log, tenant};
 use crate::{Storage, StorageError};
 
 /// Rows deleted per statement.
@@ -27,9 +27,23 @@ pub async fn prune(
 ) -> Result<Pruned, StorageError> {
     let mut pruned = Pruned::default();
     if let Some(cutoff) = ledger_before {
-        let old = ledger::Column::Ts.lt(cutoff);
-        pruned.ledger_rows =
-            delete_where::<ledger::Entity>(storage, ledger::Column::Id, old).await?;
+        // Series by series: the ledger's index leads with (device, attribute), and every series
+        // has its latest value.
+        let series: Vec<(i64, String)> = latest_value::Entity::find()
+            .select_only()
+            .column(latest_value::Column::DeviceId)
+            .column(latest_value::Column::Attribute)
+            .into_tuple()
+            .all(storage.db())
+            .await?;
+        for (device, attribute) in series {
+            let old = Condition::all()
+                .add(ledger::Column::DeviceId.eq(device))
+                .add(ledger::Column::Attribute.eq(attribute))
+                .add(ledger::Column::Ts.lt(cutoff));
+            pruned.ledger_rows +=
+                delete_where::<ledger::Entity>(storage, ledger::Column::Id, old).await?;
+        }
     }
     if let Some(cutoff) = messages_before {
         // Tenant by tenant: the log's time index leads with the tenant.
