@@ -144,6 +144,13 @@ async fn api_keys_reach_only_their_grants_and_their_tenant() {
         "globex's reading never reached acme"
     );
 
+    // Nobody but the device takes over a device's session (its client id is the device id).
+    let refused = Client5::connect(application(port, "globex-1", &acme_key))
+        .await
+        .err()
+        .expect("another identity cannot take a device's client id");
+    assert!(refused.contains("NotAuthorized"), "{refused}");
+
     // A command from acme's application to globex's device (the filter is granted) is not
     // delivered: globex's device receives its own tenant's command first.
     globex_dev

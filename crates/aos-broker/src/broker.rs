@@ -353,6 +353,17 @@ impl Broker {
         }
     }
 
+    /// Whether `client_id` has a session opened by a device other than `identity`.
+    pub fn is_device_session_of_another(
+        &self,
+        client_id: &str,
+        identity: Option<&Identity>,
+    ) -> bool {
+        self.sessions().get(client_id).is_some_and(|s| {
+            matches!(s.identity, Some(Identity::Device { .. })) && s.identity.as_ref() != identity
+        })
+    }
+
     /// Closes the live connections opened with credentials that were changed or revoked.
     pub fn kick_revoked(&self, revoked: &Revoked) {
         let sessions: Vec<Arc<Session>> = self

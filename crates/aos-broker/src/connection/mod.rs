@@ -80,7 +80,24 @@ impl ListenerContext {
             self.refused();
             return Admission::Busy;
         }
-        match self.broker.auth.authenticate(&request).await {
+        let authenticated = self
+            .broker
+            .auth
+            .authenticate(&request)
+            .await
+            .and_then(|principal| {
+                // A device's session (its client id is its id) is taken over by that device only:
+                // nobody else may disconnect it or inherit its messages.
+                if self
+                    .broker
+                    .is_device_session_of_another(&request.client_id, principal.identity.as_ref())
+                {
+                    Err(Refusal::NotAuthorized)
+                } else {
+                    Ok(principal)
+                }
+            });
+        match authenticated {
             Ok(principal) => Admission::Accepted(principal),
             Err(refusal) => {
                 self.refused();
