@@ -8,18 +8,10 @@ mod common;
 use std::path::Path;
 
 use common::mqtt::{Client3, Client5, options3, options5};
+use common::platform::{access_token, printed};
 use common::{Aos, cli_ok};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{PubAckReason, SubscribeReasonCode};
-
-/// The value printed after `prefix` on a line of `out`.
-fn printed(out: &str, prefix: &str) -> String {
-    out.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("`{prefix}` printed in {out}"))
-        .to_string()
-}
 
 /// Tenant `tenant` with a device `uid` (returns its access token) and an API key `app` with the
 /// given extra arguments (returns the key).
@@ -37,8 +29,7 @@ fn tenant_with_device_and_key(
             "device", "add", uid, "--tenant", tenant, "--class", "sensor",
         ],
     );
-    let out = cli_ok(dir, &["device", "credentials", uid, "--tenant", tenant]);
-    let token = printed(&out, "access token: ");
+    let token = access_token(dir, uid, tenant);
     let mut args = vec!["apikey", "add", "app", "--tenant", tenant];
     args.extend_from_slice(key_args);
     let key = printed(&cli_ok(dir, &args), "key: ");

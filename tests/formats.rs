@@ -6,14 +6,13 @@
 mod common;
 
 use std::path::Path;
-use std::time::Instant;
 
 use aos_storage::entity::{device, ledger, message_log};
-use aos_storage::{Storage, StorageConfig};
 use common::mqtt::{Client5, options5};
+use common::platform::{access_token, storage, wait_logged};
 use common::{Aos, cli_ok};
 use rumqttc::v5::mqttbytes::QoS;
-use sea_orm::{EntityTrait, PaginatorTrait};
+use sea_orm::EntityTrait;
 
 const PROTO: &str = r#"
 syntax = "proto3";
@@ -83,13 +82,7 @@ fn provision(dir: &Path) -> Vec<(String, String)> {
             dir,
             &["device", "add", &uid, "--tenant", "acme", "--class", &class],
         );
-        let out = cli_ok(dir, &["device", "credentials", &uid, "--tenant", "acme"]);
-        let token = out
-            .lines()
-            .find_map(|l| l.strip_prefix("access token: "))
-            .and_then(|l| l.split_whitespace().next())
-            .expect("token")
-            .to_string();
+        let token = access_token(dir, &uid, "acme");
         devices.push((uid, token));
     }
     devices
@@ -144,19 +137,8 @@ async fn xml_protobuf_and_checked_json_become_mapped_values() {
         client.puback().await;
     }
 
-    let storage = Storage::connect(&StorageConfig::default(), &dir.path().join("data"))
-        .await
-        .expect("database");
-    let deadline = Instant::now() + common::PATIENCE;
-    while message_log::Entity::find()
-        .count(storage.db())
-        .await
-        .expect("count")
-        < 4
-    {
-        assert!(Instant::now() < deadline, "4 messages logged in time");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let storage = storage(dir.path()).await;
+    wait_logged(&storage, 4).await;
     let uids: std::collections::HashMap<i64, String> = device::Entity::find()
         .all(storage.db())
         .await

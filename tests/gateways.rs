@@ -5,24 +5,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Instant;
 
 use aos_storage::entity::{device, ledger, message_log};
-use aos_storage::{Storage, StorageConfig};
 use common::mqtt::{Client5, options5};
+use common::platform::{access_token, storage, wait_logged};
 use common::{Aos, cli_ok};
 use rumqttc::v5::mqttbytes::QoS;
-use sea_orm::{EntityTrait, PaginatorTrait};
-
-fn token(dir: &Path, uid: &str) -> String {
-    let out = cli_ok(dir, &["device", "credentials", uid, "--tenant", "acme"]);
-    out.lines()
-        .find_map(|l| l.strip_prefix("access token: "))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("token")
-        .to_string()
-}
+use sea_orm::EntityTrait;
 
 #[tokio::test]
 async fn gateways_report_for_their_children_and_register_new_ones_when_allowed() {
@@ -71,8 +60,8 @@ async fn gateways_report_for_their_children_and_register_new_ones_when_allowed()
             "closed-1",
         ],
     );
-    let open_token = token(d, "open-1");
-    let closed_token = token(d, "closed-1");
+    let open_token = access_token(d, "open-1", "acme");
+    let closed_token = access_token(d, "closed-1", "acme");
 
     let mut node = Aos::new(d, &["run"])
         .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")
@@ -122,19 +111,8 @@ async fn gateways_report_for_their_children_and_register_new_ones_when_allowed()
         client.puback().await;
     }
 
-    let storage = Storage::connect(&StorageConfig::default(), &d.join("data"))
-        .await
-        .expect("database");
-    let deadline = Instant::now() + common::PATIENCE;
-    while message_log::Entity::find()
-        .count(storage.db())
-        .await
-        .expect("count")
-        < 5
-    {
-        assert!(Instant::now() < deadline, "5 messages logged in time");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let storage = storage(d).await;
+    wait_logged(&storage, 5).await;
     let devices = device::Entity::find()
         .all(storage.db())
         .await

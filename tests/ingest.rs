@@ -7,15 +7,14 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Instant;
 
 use aos_storage::entity::{latest_value, ledger, message_log};
-use aos_storage::{Storage, StorageConfig};
 use common::mqtt::{Client5, options5};
+use common::platform::{access_token, storage, wait_logged};
 use common::{Aos, AosProcess, cli_ok};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 /// Tenant `acme` with device `d-1`; returns its access token.
 fn provision(dir: &Path) -> String {
@@ -27,12 +26,7 @@ fn provision(dir: &Path) -> String {
             "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
         ],
     );
-    let out = cli_ok(dir, &["device", "credentials", "d-1", "--tenant", "acme"]);
-    out.lines()
-        .find_map(|l| l.strip_prefix("access token: "))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("token printed")
-        .to_string()
+    access_token(dir, "d-1", "acme")
 }
 
 fn start(dir: &Path) -> AosProcess {
@@ -47,31 +41,6 @@ async fn device(port: u16, token: &str) -> Client5 {
     let mut options = options5(port, "d-1");
     options.set_credentials("d-1", token);
     Client5::connect(options).await.expect("d-1 signs in").0
-}
-
-async fn storage(dir: &Path) -> Storage {
-    Storage::connect(&StorageConfig::default(), &dir.join("data"))
-        .await
-        .expect("database")
-}
-
-/// Waits (polling, with a deadline) until the message log holds `count` entries.
-async fn logged(storage: &Storage, count: u64) {
-    let deadline = Instant::now() + common::PATIENCE;
-    loop {
-        let n = message_log::Entity::find()
-            .count(storage.db())
-            .await
-            .expect("count");
-        if n >= count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{n} of {count} messages logged in time"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
@@ -99,7 +68,7 @@ async fn json_telemetry_lands_in_the_ledger_and_bad_payloads_fail_alone() {
         assert_eq!(dev.puback().await.reason, PubAckReason::Success);
     }
     let storage = storage(dir.path()).await;
-    logged(&storage, 4).await;
+    wait_logged(&storage, 4).await;
 
     let log = message_log::Entity::find()
         .order_by_asc(message_log::Column::Id)
@@ -203,7 +172,7 @@ async fn a_killed_node_loses_no_acknowledged_message_and_stores_none_twice() {
 
     let _restarted = start(dir.path());
     let storage = storage(dir.path()).await;
-    logged(&storage, MESSAGES).await;
+    wait_logged(&storage, MESSAGES).await;
     let rows = ledger::Entity::find()
         .filter(ledger::Column::Attribute.eq("seq"))
         .all(storage.db())

@@ -5,14 +5,13 @@
 mod common;
 
 use std::path::Path;
-use std::time::Instant;
 
-use aos_storage::entity::{latest_value, ledger, message_log};
-use aos_storage::{Storage, StorageConfig};
+use aos_storage::entity::{latest_value, ledger};
 use common::mqtt::{Client5, options5};
+use common::platform::{access_token, storage, wait_logged};
 use common::{Aos, cli_ok};
 use rumqttc::v5::mqttbytes::QoS;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 fn setup(dir: &Path) -> String {
     cli_ok(dir, &["tenant", "add", "acme"]);
@@ -55,12 +54,7 @@ fn setup(dir: &Path) -> String {
             "0=closed",
         ],
     );
-    let out = cli_ok(dir, &["device", "credentials", "d-1", "--tenant", "acme"]);
-    out.lines()
-        .find_map(|l| l.strip_prefix("access token: "))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("token")
-        .to_string()
+    access_token(dir, "d-1", "acme")
 }
 
 /// The CLI's event list as (level, acknowledged, cleared) per line, oldest first.
@@ -113,9 +107,7 @@ async fn values_are_interpreted_and_level_changes_raise_and_clear_events() {
     let mut options = options5(node.ports.mqtt, "d-1");
     options.set_credentials("d-1", token.as_str());
     let (mut dev, _) = Client5::connect(options).await.expect("signs in");
-    let storage = Storage::connect(&StorageConfig::default(), &d.join("data"))
-        .await
-        .expect("database");
+    let storage = storage(d).await;
     let steps = [
         r#"{"ts": 1796032800000, "values": {"temperature": 215, "door": 1}}"#,
         r#"{"ts": 1796032860000, "values": {"temperature": 350}}"#,
@@ -129,16 +121,7 @@ async fn values_are_interpreted_and_level_changes_raise_and_clear_events() {
             .await
             .expect("publish");
         dev.puback().await;
-        let deadline = Instant::now() + common::PATIENCE;
-        while message_log::Entity::find()
-            .count(storage.db())
-            .await
-            .expect("count")
-            < i as u64 + 1
-        {
-            assert!(Instant::now() < deadline, "message {i} logged in time");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        wait_logged(&storage, i as u64 + 1).await;
         seen.push(events(d));
     }
     // 21.5: normal, no event; 35: warning raised; 55: warning cleared, faulty raised; 20: cleared.

@@ -5,6 +5,7 @@
 
 pub mod mqtt;
 pub mod pki;
+pub mod platform;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

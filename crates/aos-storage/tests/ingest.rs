@@ -3,7 +3,7 @@
 //! replace the latest one.
 
 use aos_storage::Storage;
-use aos_storage::entity::{event, latest_value, ledger, message_log};
+use aos_storage::entity::{device, event, latest_value, ledger, message_log};
 use aos_storage::repo::classes::{self, NewClass};
 use aos_storage::repo::devices::{self, NewDevice};
 use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
@@ -16,7 +16,8 @@ aos_storage::on_both_databases!(
     level_changes_raise_events_once,
 );
 
-async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
+/// Tenant `acme` with a class `sensor` and its device `d-1`.
+async fn acme_with_one_device(storage: &Storage) -> (Scope, device::Model) {
     let scope = Scope::tenant(tenants::create(storage, "acme").await.expect("tenant").id);
     classes::create(
         storage,
@@ -40,6 +41,11 @@ async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
     )
     .await
     .expect("device");
+    (scope, device)
+}
+
+async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
+    let (scope, device) = acme_with_one_device(storage).await;
     let now = Utc::now();
     let message = |key: &str, error: Option<&str>| LoggedMessage {
         key: key.into(),
@@ -123,19 +129,7 @@ async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
 }
 
 async fn level_changes_raise_events_once(storage: &Storage) {
-    let scope = Scope::tenant(tenants::create(storage, "acme").await.expect("tenant").id);
-    let class = NewClass {
-        name: "sensor".into(),
-        ..Default::default()
-    };
-    classes::create(storage, scope, class).await.expect("class");
-    let new = NewDevice {
-        uid: "d-1".into(),
-        name: "d-1".into(),
-        class: "sensor".into(),
-        ..Default::default()
-    };
-    let device = devices::create(storage, scope, new).await.expect("device");
+    let (scope, device) = acme_with_one_device(storage).await;
     let now = Utc::now();
     let step = |key: &str, age_s: i64, level: &str| {
         let message = LoggedMessage {
