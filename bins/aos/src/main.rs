@@ -92,6 +92,9 @@ enum Command {
     /// List, acknowledge and clear events (alarms).
     #[command(subcommand)]
     Event(manage::EventCommand),
+    /// Send commands to devices (one, or a batch for devices and classes) and follow them.
+    #[command(subcommand, name = "command")]
+    Commands(manage::CommandCommand),
 }
 
 fn compiled_role_names() -> String {
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
         Command::Format(c) => manage::run(&settings, manage::Manage::Format(c)),
         Command::Interpreter(c) => manage::run(&settings, manage::Manage::Interpreter(c)),
         Command::Event(c) => manage::run(&settings, manage::Manage::Event(c)),
+        Command::Commands(c) => manage::run(&settings, manage::Manage::Command(c)),
     }
 }
 

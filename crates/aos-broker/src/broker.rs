@@ -8,13 +8,15 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use aos_core::access::{Identity, Revoked};
+use aos_core::commands::{Presence, PresenceChange};
 use async_trait::async_trait;
 use ntex::util::ByteString;
 use ntex_mqtt::QoS;
+use tokio::sync::mpsc;
 
 use crate::auth::{Authenticator, Principal};
 use crate::message::{Message, min_qos};
@@ -74,6 +76,8 @@ pub struct Broker {
     sessions: Mutex<HashMap<ByteString, Arc<Session>>>,
     subscriptions: RwLock<SubscriptionTree<SessionKey, SubOptions>>,
     retained: RwLock<HashMap<ByteString, Arc<Message>>>,
+    /// Where devices connecting and disconnecting are reported (on the platform).
+    pub(crate) presence: OnceLock<mpsc::UnboundedSender<Presence>>,
 }
 
 /// Collects, per session, one delivery for all its matching subscriptions: the highest granted
@@ -111,7 +115,7 @@ impl<'a> MatchSink<'a, SessionKey, SubOptions> for Deliveries<'a> {
     }
 }
 
-fn max_qos(a: QoS, b: QoS) -> QoS {
+pub(crate) fn max_qos(a: QoS, b: QoS) -> QoS {
     if (a as u8) >= (b as u8) { a } else { b }
 }
 
@@ -130,6 +134,7 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(SubscriptionTree::default()),
             retained: RwLock::new(HashMap::new()),
+            presence: OnceLock::new(),
         }
     }
 
@@ -144,6 +149,11 @@ impl Broker {
 
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The session of `client_id`, if this node holds one.
+    pub fn session(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.sessions().get(client_id).cloned()
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<ByteString, Arc<Session>>> {
@@ -189,6 +199,7 @@ impl Broker {
             state.expiry = expiry.map(|e| e.min(self.limits.max_session_expiry));
             std::mem::replace(&mut state.will, will)
         };
+        self.presence_changed(identity, PresenceChange::Connected);
         if let Some(previous) = session.attach(link) {
             self.metrics.takeovers.inc();
             if let Some(kick) = previous.kick {
@@ -235,6 +246,7 @@ impl Broker {
         if !session.detach(generation) {
             return;
         }
+        self.presence_changed(session.identity.as_ref(), PresenceChange::Disconnected);
         let (will, expiry) = {
             let mut state = session.lock();
             if let Some(expiry) = expiry {
@@ -404,6 +416,7 @@ impl Broker {
             .lock()
             .subscriptions
             .insert(full_filter.to_string(), (filter, opts));
+        self.presence_changed(session.identity.as_ref(), PresenceChange::Subscribed);
         existed
     }
 

@@ -8,6 +8,7 @@
 pub mod acquisition;
 pub mod auth;
 pub mod broker;
+pub mod commands;
 mod config;
 mod connection;
 pub mod message;
@@ -162,6 +163,7 @@ impl Role for BrokerRole {
             auth,
             metrics,
         ));
+        let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         if clients.is_some() {
             // On the platform (devices sign in from storage), device messages go to the workers.
             ctx.queue
@@ -172,6 +174,8 @@ impl Role for BrokerRole {
                 ctx.queue.clone(),
                 &ctx.node.id,
             )));
+            // ...and commands come back from them, with devices' presence going to them.
+            broker.report_presence(presence_tx);
         }
         let config = Arc::new(config);
         let listeners = bind_listeners(&broker, &config)?;
@@ -203,6 +207,15 @@ impl Role for BrokerRole {
                 }
             }
         });
+        if clients.is_some() {
+            tokio::spawn(commands::serve(
+                broker.clone(),
+                ctx.bus.clone(),
+                ctx.node.id.clone(),
+                presence_rx,
+                stop.clone(),
+            ));
+        }
         if let Some(clients) = clients {
             tokio::spawn(close_revoked(
                 broker.clone(),

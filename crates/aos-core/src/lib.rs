@@ -12,6 +12,7 @@ pub mod access;
 pub mod acquisition;
 pub mod admin;
 pub mod bus;
+pub mod commands;
 pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;

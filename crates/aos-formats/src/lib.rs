@@ -5,6 +5,7 @@
 //! levels). Used by the worker to decode and interpret, and by the CLI and API to check formats
 //! and interpreters when they are saved.
 
+pub mod command;
 pub mod interpret;
 pub mod json;
 pub mod mapping;

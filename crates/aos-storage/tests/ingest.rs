@@ -79,7 +79,7 @@ async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
         reading("k1", "door", 5, serde_json::json!("open")),
         reading("k2", "temperature", 0, serde_json::json!(22.0)),
     ];
-    let first = ingest::record(storage, &messages, &readings)
+    let first = ingest::record(storage, &messages, &readings, &[])
         .await
         .expect("record");
     assert_eq!(
@@ -90,7 +90,7 @@ async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
             events: 0
         }
     );
-    let again = ingest::record(storage, &messages, &readings)
+    let again = ingest::record(storage, &messages, &readings, &[])
         .await
         .expect("record again");
     assert_eq!(again, Recorded::default(), "a redelivery adds nothing");
@@ -112,7 +112,9 @@ async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
     // A late message with an older temperature goes to the ledger, not to the latest value.
     let late = vec![message("k4", None)];
     let old = vec![reading("k4", "temperature", 60, serde_json::json!(-5.0))];
-    let recorded = ingest::record(storage, &late, &old).await.expect("late");
+    let recorded = ingest::record(storage, &late, &old, &[])
+        .await
+        .expect("late");
     assert_eq!(recorded.ledger_rows, 1);
     let latest = latest_value::Entity::find_by_id((device.id, "temperature".to_string()))
         .one(storage.db())
@@ -157,26 +159,32 @@ async fn level_changes_raise_events_once(storage: &Storage) {
     };
     let (m, r) = step("w", 30, "warning");
     assert_eq!(
-        ingest::record(storage, &m, &r)
+        ingest::record(storage, &m, &r, &[])
             .await
             .expect("record")
             .events,
         1
     );
     assert_eq!(
-        ingest::record(storage, &m, &r).await.expect("again").events,
+        ingest::record(storage, &m, &r, &[])
+            .await
+            .expect("again")
+            .events,
         0,
         "redelivered"
     );
     let (m, r) = step("late", 60, "faulty");
     assert_eq!(
-        ingest::record(storage, &m, &r).await.expect("late").events,
+        ingest::record(storage, &m, &r, &[])
+            .await
+            .expect("late")
+            .events,
         0,
         "older than the latest"
     );
     let (m, r) = step("n", 0, "normal");
     assert_eq!(
-        ingest::record(storage, &m, &r)
+        ingest::record(storage, &m, &r, &[])
             .await
             .expect("normal")
             .events,

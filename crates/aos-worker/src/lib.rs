@@ -4,8 +4,11 @@
 //! payload → platform message ([`pms`]) through the device's format (`aos-formats`), then
 //! message log, ledger and latest values in one transaction) and acknowledge it; a batch that cannot be written is given
 //! back and delivered again (after `queue.max_attempts` deliveries it waits in the dead letters).
-//! Scheduled jobs (see [`jobs`]) run on one worker of the cluster per period.
+//! Commands go out through the broker nodes ([`commands`]), and scheduled jobs (see [`jobs`])
+//! run on one worker of the cluster per period.
 
+pub mod commands;
+pub mod formats;
 pub mod jobs;
 pub mod pipeline;
 pub mod pms;
@@ -18,6 +21,7 @@ use aos_core::queue::{Delivery, WorkQueue};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use aos_storage::Storage;
 use async_trait::async_trait;
+use commands::{CommandMetrics, Dispatcher};
 use pipeline::{Pipeline, PipelineMetrics};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -76,6 +80,7 @@ pub struct WorkerRole {
     running: Mutex<Option<Running>>,
     health: Arc<HealthCell>,
     metrics: PipelineMetrics,
+    command_metrics: CommandMetrics,
 }
 
 impl WorkerRole {
@@ -195,7 +200,32 @@ impl Role for WorkerRole {
             "Ledger rows written (one per attribute value)",
             self.metrics.ledger_rows.clone(),
         );
+        for (name, help, counter) in [
+            (
+                "commands_offered",
+                "Commands offered to the broker nodes",
+                &self.command_metrics.offered,
+            ),
+            (
+                "commands_sent",
+                "Commands handed to their device's session",
+                &self.command_metrics.sent,
+            ),
+            (
+                "commands_expired",
+                "Commands expired before their device acknowledged them",
+                &self.command_metrics.expired,
+            ),
+        ] {
+            ctx.metrics.register(name, help, counter.clone());
+        }
         let pipeline = Arc::new(Pipeline::new((*storage).clone(), self.metrics.clone()));
+        let dispatcher = Arc::new(Dispatcher::new(
+            (*storage).clone(),
+            ctx.bus.clone(),
+            pipeline.formats(),
+            self.command_metrics.clone(),
+        ));
         let stop = CancellationToken::new();
         let mut consumers: Vec<JoinHandle<()>> = (0..config.consumers.max(1))
             .map(|_| {
@@ -208,6 +238,12 @@ impl Role for WorkerRole {
                 ))
             })
             .collect();
+        consumers.push(tokio::spawn(commands::run(
+            dispatcher,
+            ctx.kv.clone(),
+            ctx.node.id.clone(),
+            stop.clone(),
+        )));
         let keep = |age: Duration| (!age.is_zero()).then_some(age);
         consumers.push(tokio::spawn(jobs::retention_job(
             (*storage).clone(),

@@ -5,29 +5,24 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aos_core::acquisition::Acquired;
 use aos_core::queue::Delivery;
 use aos_formats::interpret::{self, InterpreterSpec, TenantInterpreters};
-use aos_formats::{Format, FormatSpec, Sample};
+use aos_formats::{Format, Sample, command};
 use aos_storage::repo::audit::{self, AuditEvent};
+use aos_storage::repo::commands::Reply;
 use aos_storage::repo::devices::{self, DeviceRef};
 use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
-use aos_storage::repo::{Scope, formats, interpreters};
+use aos_storage::repo::{Scope, interpreters};
 use aos_storage::{Storage, StorageError};
 use chrono::{DateTime, TimeZone, Utc};
 use prometheus_client::metrics::counter::Counter;
 use sea_orm::DbBackend;
 
+use crate::formats::{Compiled, FormatCache, LOOKUP_TTL};
 use crate::pms::{self, MessageKind};
-
-/// How long a device or format looked up is reused (they rarely change; a change applies within
-/// this time).
-const LOOKUP_TTL: Duration = Duration::from_secs(60);
-
-/// A compiled format, or why its stored definition cannot be used.
-type Compiled = Arc<Result<Format, String>>;
 
 /// Counters of the pipeline (registered by the worker role).
 #[derive(Clone, Default)]
@@ -40,7 +35,7 @@ pub struct PipelineMetrics {
 pub struct Pipeline {
     storage: Storage,
     devices: Mutex<HashMap<String, (DeviceRef, Instant)>>,
-    formats: Mutex<HashMap<i64, (Compiled, Instant)>>,
+    formats: Arc<FormatCache>,
     interpreters: Mutex<HashMap<i64, (Arc<TenantInterpreters>, Instant)>>,
     engine: interpret::Engine,
     /// SQLite takes one writer at a time: its batches are written one after the other.
@@ -48,10 +43,19 @@ pub struct Pipeline {
     pub metrics: PipelineMetrics,
 }
 
-/// What one message gave: the device it is logged under and the samples of each device it is
-/// about (several for a gateway's message about its children), or why it failed (and the device
-/// to log that under).
-type Interpreted = Result<(i64, Vec<(DeviceRef, Vec<Sample>)>), (Option<i64>, String)>;
+/// What one message gave.
+struct Understood {
+    /// The device it is logged under.
+    logged_under: i64,
+    /// The samples of each device it is about (several for a gateway's message about its
+    /// children).
+    parts: Vec<(DeviceRef, Vec<Sample>)>,
+    /// A device's reply to a command.
+    reply: Option<Reply>,
+}
+
+/// What one message gave, or why it failed (and the device to log that under).
+type Interpreted = Result<Understood, (Option<i64>, String)>;
 
 /// What devices without a format send: JSON, read as is.
 static PLAIN_JSON: LazyLock<Format> = LazyLock::new(Format::plain_json);
@@ -60,14 +64,19 @@ impl Pipeline {
     pub fn new(storage: Storage, metrics: PipelineMetrics) -> Pipeline {
         let serial = storage.db().get_database_backend() == DbBackend::Sqlite;
         Pipeline {
+            formats: Arc::new(FormatCache::new(storage.clone())),
             storage,
             devices: Mutex::new(HashMap::new()),
-            formats: Mutex::new(HashMap::new()),
             interpreters: Mutex::new(HashMap::new()),
             engine: interpret::engine(),
             serial_writes: serial.then(|| tokio::sync::Mutex::new(())),
             metrics,
         }
+    }
+
+    /// The compiled formats it uses (shared with whoever else writes or reads device payloads).
+    pub fn formats(&self) -> Arc<FormatCache> {
+        self.formats.clone()
     }
 
     /// Processes a batch; returns the ids of the deliveries that could not be stored (to be
@@ -105,7 +114,11 @@ impl Pipeline {
                 return batch.iter().map(|d| d.id).collect();
             }
         };
-        let formats = match self.formats(known.values().filter_map(|d| d.format)).await {
+        let formats = match self
+            .formats
+            .get(known.values().filter_map(|d| d.format))
+            .await
+        {
             Ok(formats) => formats,
             Err(err) => {
                 tracing::error!(%err, "cannot look formats up; the batch will be delivered again");
@@ -130,6 +143,7 @@ impl Pipeline {
         let mut ids = Vec::with_capacity(envelopes.len());
         let mut messages = Vec::with_capacity(envelopes.len());
         let mut readings: Vec<Vec<Reading>> = Vec::with_capacity(envelopes.len());
+        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(envelopes.len());
         for ((id, envelope), route) in envelopes.into_iter().zip(routes) {
             let received = Utc
                 .timestamp_millis_opt(envelope.received_at_ms)
@@ -138,21 +152,23 @@ impl Pipeline {
             let interpreted = self
                 .interpret(&envelope, route, &mut known, &formats, received)
                 .await
-                .and_then(|(logged_under, parts)| {
+                .and_then(|understood| {
                     let rules = interpreters.get(&envelope.tenant);
-                    self.readings(&envelope, parts, rules.map(|r| r.as_ref()))
-                        .map(|readings| (logged_under, readings))
+                    let logged_under = understood.logged_under;
+                    self.readings(&envelope, understood.parts, rules.map(|r| r.as_ref()))
+                        .map(|readings| (logged_under, readings, understood.reply))
                         .map_err(|reason| (Some(logged_under), reason))
                 });
-            let (device, error, samples_of_message) = match interpreted {
-                Ok((logged_under, readings)) => (Some(logged_under), None, readings),
-                Err((device, reason)) => (device, Some(reason), Vec::new()),
+            let (device, error, samples_of_message, reply) = match interpreted {
+                Ok((logged_under, readings, reply)) => (Some(logged_under), None, readings, reply),
+                Err((device, reason)) => (device, Some(reason), Vec::new(), None),
             };
             if let Some(reason) = &error {
                 tracing::info!(key = %envelope.key, device = %envelope.device, topic = %envelope.topic, %reason, "device message failed");
             }
             ids.push(id);
             readings.push(samples_of_message);
+            replies.push(reply);
             messages.push(LoggedMessage {
                 key: envelope.key,
                 tenant: envelope.tenant,
@@ -166,13 +182,18 @@ impl Pipeline {
             });
         }
         let all: Vec<Reading> = readings.iter().flatten().cloned().collect();
+        let all_replies: Vec<Reply> = replies.iter().flatten().cloned().collect();
         let mut retry = Vec::new();
-        match self.store(&messages, &all).await {
+        match self.store(&messages, &all, &all_replies).await {
             Ok(recorded) => self.count(&messages, recorded),
             Err(err) => {
                 tracing::warn!(%err, size = messages.len(), "the batch could not be stored; storing its messages one by one");
-                for ((id, message), readings) in ids.into_iter().zip(&messages).zip(&readings) {
-                    match self.store(std::slice::from_ref(message), readings).await {
+                let each = ids.into_iter().zip(&messages).zip(&readings).zip(&replies);
+                for (((id, message), readings), reply) in each {
+                    let stored = self
+                        .store(std::slice::from_ref(message), readings, reply.as_slice())
+                        .await;
+                    match stored {
                         Ok(recorded) => self.count(std::slice::from_ref(message), recorded),
                         Err(err) => {
                             tracing::error!(key = %message.key, %err, "a message could not be stored; it will be delivered again");
@@ -190,12 +211,13 @@ impl Pipeline {
         &self,
         messages: &[LoggedMessage],
         readings: &[Reading],
+        replies: &[Reply],
     ) -> Result<Recorded, StorageError> {
         let _turn = match &self.serial_writes {
             Some(lock) => Some(lock.lock().await),
             None => None,
         };
-        ingest::record(&self.storage, messages, readings).await
+        ingest::record(&self.storage, messages, readings, replies).await
     }
 
     fn count(&self, messages: &[LoggedMessage], recorded: Recorded) {
@@ -226,26 +248,40 @@ impl Pipeline {
             .ok_or_else(|| (None, format!("unknown device `{}`", envelope.device)))?;
         let failed = |reason: String| (Some(publisher.id), reason);
         let route = route.map_err(failed)?;
-        let format: &Format = match publisher.format.and_then(|id| formats.get(&id)) {
-            Some(compiled) => compiled.as_ref().as_ref().map_err(|e| failed(e.clone()))?,
-            None => &PLAIN_JSON,
+        let own_format = match publisher.format.and_then(|id| formats.get(&id)) {
+            Some(compiled) => Some(compiled.as_ref().as_ref().map_err(|e| failed(e.clone()))?),
+            None => None,
         };
-        if route.gateway.is_some() {
-            let child = self
+        let format: &Format = own_format.unwrap_or(&PLAIN_JSON);
+        let about = match &route.gateway {
+            Some(_) => self
                 .child(&publisher, &route.device, known)
                 .await
-                .map_err(failed)?;
-            let samples = match route.kind {
-                // Command replies update command status (the commands part of the worker).
-                MessageKind::CommandReply => Vec::new(),
-                _ => format
-                    .decode(&envelope.payload, received)
-                    .map_err(|reason| (Some(child.id), reason))?,
-            };
-            return Ok((child.id, vec![(child, samples)]));
-        }
+                .map_err(failed)?,
+            None => publisher.clone(),
+        };
         if route.kind == MessageKind::CommandReply {
-            return Ok((publisher.id, Vec::new()));
+            let (command, error) = command::read_reply(own_format, &envelope.payload)
+                .map_err(|reason| (Some(about.id), reason))?;
+            return Ok(Understood {
+                logged_under: about.id,
+                parts: Vec::new(),
+                reply: Some(Reply {
+                    device: about.id,
+                    command,
+                    error,
+                }),
+            });
+        }
+        if route.gateway.is_some() {
+            let samples = format
+                .decode(&envelope.payload, received)
+                .map_err(|reason| (Some(about.id), reason))?;
+            return Ok(Understood {
+                logged_under: about.id,
+                parts: vec![(about, samples)],
+                reply: None,
+            });
         }
         let value = format.read(&envelope.payload).map_err(failed)?;
         let nodes = value.get("nodes").and_then(serde_json::Value::as_object);
@@ -259,11 +295,19 @@ impl Pipeline {
                         .map_err(|reason| failed(format!("node `{uid}`: {reason}")))?;
                     parts.push((child, samples));
                 }
-                Ok((publisher.id, parts))
+                Ok(Understood {
+                    logged_under: publisher.id,
+                    parts,
+                    reply: None,
+                })
             }
             _ => {
                 let samples = format.samples(&value, received).map_err(failed)?;
-                Ok((publisher.id, vec![(publisher, samples)]))
+                Ok(Understood {
+                    logged_under: publisher.id,
+                    parts: vec![(publisher, samples)],
+                    reply: None,
+                })
             }
         }
     }
@@ -388,49 +432,6 @@ impl Pipeline {
             .unwrap_or_else(|e| e.into_inner())
             .insert(tenant, (rules.clone(), Instant::now()));
         Ok(rules)
-    }
-
-    /// The formats with these ids, compiled, from the cache or storage.
-    async fn formats(
-        &self,
-        ids: impl Iterator<Item = i64>,
-    ) -> Result<HashMap<i64, Compiled>, StorageError> {
-        let mut found = HashMap::new();
-        for id in ids {
-            if found.contains_key(&id) {
-                continue;
-            }
-            let cached = self
-                .formats
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&id)
-                .filter(|(_, at)| at.elapsed() < LOOKUP_TTL)
-                .map(|(compiled, _)| compiled.clone());
-            let compiled = match cached {
-                Some(compiled) => compiled,
-                None => {
-                    let compiled = Arc::new(match formats::by_id(&self.storage, id).await? {
-                        Some(stored) => Format::compile(&FormatSpec {
-                            kind: &stored.kind,
-                            proto_text: stored.proto_text.as_deref(),
-                            proto_message: stored.proto_message.as_deref(),
-                            json_schema: stored.json_schema.as_ref(),
-                            mapping: Some(&stored.mapping),
-                        })
-                        .map_err(|e| format!("format `{}` cannot be used: {e}", stored.name)),
-                        None => Err(format!("format {id} no longer exists")),
-                    });
-                    self.formats
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(id, (compiled.clone(), Instant::now()));
-                    compiled
-                }
-            };
-            found.insert(id, compiled);
-        }
-        Ok(found)
     }
 
     /// The devices named (those that exist), from the cache or storage.

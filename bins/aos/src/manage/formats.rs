@@ -13,9 +13,10 @@ use super::{cli_event, scope};
 
 #[derive(Subcommand, Debug)]
 pub enum FormatCommand {
-    /// Create an inbound message format of a tenant. It is checked now (the .proto text
-    /// compiles and names the message, the JSON Schema is valid, the mapping reads); give it to
-    /// a class with `aos class format`.
+    /// Create a message format of a tenant: how devices' payloads are read, or with --outbound
+    /// how commands to them are written. It is checked now (the .proto text compiles and names
+    /// the message, the JSON Schema is valid, the mapping reads); give it to a class with
+    /// `aos class format`.
     Add {
         name: String,
         #[arg(long)]
@@ -39,6 +40,10 @@ pub enum FormatCommand {
         /// The JSON pointer of the device's timestamp (ms since the epoch or RFC 3339).
         #[arg(long, value_name = "POINTER", requires = "map")]
         ts: Option<String>,
+        /// A format commands are written in ({"id", "name", "parameters"} as JSON, XML of the same
+        /// shape, or the Protobuf message filled from it); it takes no schema or mapping.
+        #[arg(long, conflicts_with_all = ["schema", "map"])]
+        outbound: bool,
     },
     /// List the formats of a tenant.
     List {
@@ -81,6 +86,7 @@ pub async fn formats(storage: &Storage, command: FormatCommand) -> anyhow::Resul
             schema,
             map,
             ts,
+            outbound,
         } => {
             let scope = scope(storage, &tenant).await?;
             let proto_text = proto.as_deref().map(read).transpose()?;
@@ -107,26 +113,29 @@ pub async fn formats(storage: &Storage, command: FormatCommand) -> anyhow::Resul
                 proto_message: message,
                 json_schema,
                 mapping,
+                outbound,
             };
             formats::create(storage, scope, new).await?;
             let mut event = cli_event(Some(scope.tenant), "format.create", "format", &name);
-            event.detail = serde_json::json!({ "kind": kind });
+            event.detail = serde_json::json!({ "kind": kind, "outbound": outbound });
             audit::record(storage, event).await?;
+            let flag = if outbound { " --outbound" } else { "" };
             println!(
-                "format `{name}` ({kind}) created in `{tenant}`; give it to a class with `aos class format CLASS --tenant {tenant} --format {name}`"
+                "format `{name}` ({kind}) created in `{tenant}`; give it to a class with `aos class format CLASS --tenant {tenant} --format {name}{flag}`"
             );
         }
         FormatCommand::List { tenant } => {
             println!(
-                "{:<32} {:<9} {:<7} {:<7} message",
-                "name", "kind", "schema", "mapping"
+                "{:<32} {:<9} {:<9} {:<7} {:<7} message",
+                "name", "kind", "direction", "schema", "mapping"
             );
             for f in formats::list(storage, scope(storage, &tenant).await?).await? {
                 let mapped = f.mapping.as_object().is_some_and(|m| !m.is_empty());
                 println!(
-                    "{:<32} {:<9} {:<7} {:<7} {}",
+                    "{:<32} {:<9} {:<9} {:<7} {:<7} {}",
                     f.name,
                     f.kind,
+                    f.direction,
                     f.json_schema.is_some(),
                     mapped,
                     f.proto_message.unwrap_or_default()
@@ -137,23 +146,28 @@ pub async fn formats(storage: &Storage, command: FormatCommand) -> anyhow::Resul
     Ok(())
 }
 
-/// `aos class format`: sets or clears the format of a class's devices.
+/// `aos class format`: sets or clears the format of a class's devices (or of their commands).
 pub async fn class_format(
     storage: &Storage,
     class: &str,
     tenant: &str,
     format: Option<String>,
+    outbound: bool,
 ) -> anyhow::Result<()> {
     let scope = scope(storage, tenant).await?;
-    formats::set_class_format(storage, scope, class, format.as_deref()).await?;
+    formats::set_class_format(storage, scope, class, format.as_deref(), outbound).await?;
     let mut event = cli_event(Some(scope.tenant), "class.format", "class", class);
-    event.detail = serde_json::json!({ "format": format });
+    event.detail = serde_json::json!({ "format": format, "outbound": outbound });
     audit::record(storage, event).await?;
-    match format {
-        Some(format) => {
+    match (format, outbound) {
+        (Some(format), false) => {
             println!("devices of `{class}` send `{format}` (within a minute on running workers)")
         }
-        None => println!("devices of `{class}` send JSON read as is"),
+        (Some(format), true) => println!(
+            "commands to devices of `{class}` are written in `{format}` (within a minute on running workers)"
+        ),
+        (None, false) => println!("devices of `{class}` send JSON read as is"),
+        (None, true) => println!("commands to devices of `{class}` are written as JSON"),
     }
     Ok(())
 }

@@ -3,10 +3,12 @@
 //! database.
 
 mod access;
+mod commands;
 mod formats;
 mod interpreters;
 
 pub use access::{ApiKeyCommand, RoleCommand};
+pub use commands::CommandCommand;
 pub use formats::FormatCommand;
 pub use interpreters::{EventCommand, InterpreterCommand};
 
@@ -134,8 +136,8 @@ pub enum ClassCommand {
         #[arg(long, conflicts_with = "class")]
         off: bool,
     },
-    /// Set the message format the class's devices send (see `aos format`); --none: JSON read
-    /// as is (the default).
+    /// Set the message format the class's devices send (see `aos format`), or with --outbound
+    /// the one their commands are written in; --none: JSON (the default).
     Format {
         name: String,
         #[arg(long)]
@@ -144,6 +146,8 @@ pub enum ClassCommand {
         format: Option<String>,
         #[arg(long, conflicts_with = "format")]
         none: bool,
+        #[arg(long)]
+        outbound: bool,
     },
 }
 
@@ -204,6 +208,7 @@ pub enum Manage {
     Format(FormatCommand),
     Interpreter(InterpreterCommand),
     Event(EventCommand),
+    Command(CommandCommand),
 }
 
 /// Runs one management command against the configured database (applying pending migrations
@@ -564,7 +569,9 @@ async fn execute(storage: &Storage, command: Manage, hashing: HashParams) -> any
             tenant,
             format,
             none: _,
-        }) => formats::class_format(storage, &name, &tenant, format).await?,
+            outbound,
+        }) => formats::class_format(storage, &name, &tenant, format, outbound).await?,
+        Manage::Command(command) => commands::commands(storage, command).await?,
     }
     Ok(())
 }

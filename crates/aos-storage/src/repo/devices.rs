@@ -2,6 +2,7 @@
 
 use aos_core::access::Revoked;
 use chrono::Utc;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
@@ -10,6 +11,10 @@ use sea_orm::{
 use super::{Scope, bound_entity, check_identifier, check_name, classes, duplicate};
 use crate::entity::{credential_change, device, device_class, device_credential};
 use crate::{Storage, StorageError};
+
+/// A device's status while it (or the gateway it is reached through) is connected.
+pub const ONLINE: &str = "online";
+pub const OFFLINE: &str = "offline";
 
 /// A device to create, its references given by name.
 #[derive(Clone, Debug, Default)]
@@ -42,7 +47,16 @@ pub async fn create(
     };
     let format = match &new.format {
         None => None,
-        Some(name) => Some(super::formats::by_name(&txn, scope, name).await?.id),
+        Some(name) => {
+            let found = super::formats::by_name(&txn, scope, name).await?;
+            if found.direction != super::formats::INBOUND {
+                return Err(StorageError::invalid(
+                    "format",
+                    format!("`{name}` writes commands; a device's own format reads its payloads"),
+                ));
+            }
+            Some(found.id)
+        }
     };
     let device = device::ActiveModel {
         tenant_id: Set(scope.tenant),
@@ -52,7 +66,7 @@ pub async fn create(
         name: Set(new.name),
         gateway_id: Set(gateway),
         format_id: Set(format),
-        status: Set("offline".into()),
+        status: Set(OFFLINE.into()),
         last_seen: Set(None),
         disabled: Set(false),
         created_at: Set(Utc::now()),
@@ -61,6 +75,7 @@ pub async fn create(
     .insert(&txn)
     .await
     .map_err(duplicate("device", &new.uid))?;
+    super::commands::queue_for_new_device(&txn, &device).await?;
     txn.commit().await?;
     Ok(device)
 }
@@ -73,7 +88,7 @@ pub async fn list(storage: &Storage, scope: Scope) -> Result<Vec<device::Model>,
         .await?)
 }
 
-fn visible(scope: Scope) -> sea_orm::Select<device::Entity> {
+pub(crate) fn visible(scope: Scope) -> sea_orm::Select<device::Entity> {
     let query = device::Entity::find().filter(device::Column::TenantId.eq(scope.tenant));
     match scope.customer {
         Some(entity) => query.filter(device::Column::EntityId.eq(entity)),
@@ -81,7 +96,7 @@ fn visible(scope: Scope) -> sea_orm::Select<device::Entity> {
     }
 }
 
-async fn get_in(
+pub(crate) async fn get_in(
     db: &impl ConnectionTrait,
     scope: Scope,
     uid: &str,
@@ -380,6 +395,7 @@ pub async fn register_child(
         ));
     };
     check_identifier("device id", uid)?;
+    let txn = storage.db().begin().await?;
     let created = device::ActiveModel {
         tenant_id: Set(gateway.tenant),
         entity_id: Set(gateway.entity),
@@ -388,18 +404,18 @@ pub async fn register_child(
         name: Set(uid.to_string()),
         gateway_id: Set(Some(gateway.id)),
         format_id: Set(None),
-        status: Set("offline".into()),
+        status: Set(OFFLINE.into()),
         last_seen: Set(None),
         disabled: Set(false),
         created_at: Set(Utc::now()),
         ..Default::default()
     }
-    .insert(storage.db())
+    .insert(&txn)
     .await
     .map_err(duplicate("device", uid))?;
-    let class = device_class::Entity::find_by_id(class)
-        .one(storage.db())
-        .await?;
+    super::commands::queue_for_new_device(&txn, &created).await?;
+    let class = device_class::Entity::find_by_id(class).one(&txn).await?;
+    txn.commit().await?;
     Ok(device_ref(created, class.as_ref()))
 }
 
@@ -419,4 +435,34 @@ pub async fn refs_by_uid(storage: &Storage, uids: &[&str]) -> Result<Vec<DeviceR
         );
     }
     Ok(refs)
+}
+
+/// Records that device `uid` connected or disconnected at `at`: its status, and that of the
+/// child nodes reached through it, and when it was last seen. Returns the device (`None`: no
+/// such device any more).
+pub async fn set_presence(
+    storage: &Storage,
+    uid: &str,
+    connected: bool,
+    at: chrono::DateTime<Utc>,
+) -> Result<Option<device::Model>, StorageError> {
+    let Some(found) = device::Entity::find()
+        .filter(device::Column::Uid.eq(uid))
+        .one(storage.db())
+        .await?
+    else {
+        return Ok(None);
+    };
+    let status = if connected { ONLINE } else { OFFLINE };
+    device::Entity::update_many()
+        .col_expr(device::Column::Status, Expr::value(status))
+        .col_expr(device::Column::LastSeen, Expr::value(at))
+        .filter(
+            device::Column::Id
+                .eq(found.id)
+                .or(device::Column::GatewayId.eq(found.id)),
+        )
+        .exec(storage.db())
+        .await?;
+    Ok(Some(found))
 }

@@ -14,7 +14,7 @@ use crate::{Storage, StorageError};
 /// Longest `.proto` text or JSON Schema accepted (they are read on every worker).
 pub const MAX_SCHEMA_BYTES: usize = 256 * 1024;
 
-/// An inbound format to create.
+/// A format to create.
 #[derive(Clone, Debug, Default)]
 pub struct NewFormat {
     pub name: String,
@@ -25,7 +25,12 @@ pub struct NewFormat {
     pub json_schema: Option<serde_json::Value>,
     /// Attribute → JSON pointer mapping (`{}`: none).
     pub mapping: serde_json::Value,
+    /// How commands are written (`true`), rather than how payloads are read.
+    pub outbound: bool,
 }
+
+pub const INBOUND: &str = "inbound";
+pub const OUTBOUND: &str = "outbound";
 
 pub async fn create(
     storage: &Storage,
@@ -49,7 +54,7 @@ pub async fn create(
         tenant_id: Set(scope.tenant),
         name: Set(new.name.clone()),
         kind: Set(new.kind),
-        direction: Set("inbound".into()),
+        direction: Set(if new.outbound { OUTBOUND } else { INBOUND }.into()),
         proto_text: Set(new.proto_text),
         proto_message: Set(new.proto_message),
         json_schema: Set(new.json_schema),
@@ -97,26 +102,45 @@ pub async fn by_id(
         .await?)
 }
 
-/// Sets (or, with `None`, clears) the inbound format of a class's devices.
+/// Sets (or, with `None`, clears) the inbound format of a class's devices, or with `outbound`
+/// the format their commands are written in.
 pub async fn set_class_format(
     storage: &Storage,
     scope: Scope,
     class: &str,
     format: Option<&str>,
+    outbound: bool,
 ) -> Result<(), StorageError> {
     if scope.customer.is_some() {
         return Err(StorageError::Forbidden(
             "customers cannot change device classes",
         ));
     }
+    let wanted = if outbound { OUTBOUND } else { INBOUND };
     let format = match format {
-        Some(name) => Some(by_name(storage.db(), scope, name).await?.id),
+        Some(name) => {
+            let found = by_name(storage.db(), scope, name).await?;
+            if found.direction != wanted {
+                return Err(StorageError::invalid(
+                    "format",
+                    format!(
+                        "`{name}` is an {} format; this needs an {wanted} one",
+                        found.direction
+                    ),
+                ));
+            }
+            Some(found.id)
+        }
         None => None,
     };
     let mut class = classes::by_name(storage.db(), scope, class)
         .await?
         .into_active_model();
-    class.format_id = Set(format);
+    if outbound {
+        class.outbound_format_id = Set(format);
+    } else {
+        class.format_id = Set(format);
+    }
     class.update(storage.db()).await?;
     Ok(())
 }

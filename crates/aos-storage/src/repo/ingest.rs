@@ -10,6 +10,7 @@ use sea_orm::{
     QuerySelect, TransactionTrait, TryInsertResult,
 };
 
+use super::commands::{self, Reply};
 use crate::entity::{event, latest_value, ledger, message_log};
 use crate::{Storage, StorageError};
 
@@ -71,11 +72,13 @@ pub struct Recorded {
     pub events: u64,
 }
 
-/// Records a batch: message-log entries, ledger rows and latest values, all or nothing.
+/// Records a batch: message-log entries, ledger rows, latest values and the commands devices
+/// replied to, all or nothing.
 pub async fn record(
     storage: &Storage,
     messages: &[LoggedMessage],
     readings: &[Reading],
+    replies: &[Reply],
 ) -> Result<Recorded, StorageError> {
     let txn = storage.db().begin().await?;
     let mut recorded = Recorded::default();
@@ -151,6 +154,7 @@ pub async fn record(
             .exec_without_returning(&txn)
             .await?;
     }
+    commands::settle(&txn, replies).await?;
     txn.commit().await?;
     Ok(recorded)
 }

@@ -5,6 +5,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod classes;
+pub mod commands;
 pub mod devices;
 pub mod entities;
 pub mod formats;

@@ -1,0 +1,262 @@
+//! Commands on their way out (their life is in `aos_storage::repo::commands`), and devices'
+//! presence. Workers offer the queued commands of online devices to the broker nodes over the bus
+//! (the node holding the device's session delivers and says so), mark them `sent`, expire them,
+//! and keep each device's status and last-seen time from the brokers' presence reports.
+//!
+//! A command is offered when its device subscribes (it has just connected), and otherwise by the
+//! worker holding the dispatch lease once a `TICK` — again only after `REOFFER` if it still is
+//! not sent (the device did not subscribe to its command topic, or a bus message was lost).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aos_core::commands::{
+    self, CommandDelivery, CommandSent, DELIVER_SUBJECT, PRESENCE_PATTERN, Presence,
+    PresenceChange, SENT_SUBJECT,
+};
+use aos_core::{Bus, Kv, Subscription};
+use aos_formats::command;
+use aos_storage::Storage;
+use aos_storage::repo::commands::{self as stored, Deliverable};
+use aos_storage::repo::devices;
+use chrono::{TimeZone, Utc};
+use prometheus_client::metrics::counter::Counter;
+use tokio_util::sync::CancellationToken;
+
+use crate::formats::FormatCache;
+use crate::jobs::take_lease;
+
+/// How often queued commands are looked at (and expired ones marked).
+const TICK: Duration = Duration::from_secs(1);
+/// How long an offered command that was not sent waits before it is offered again.
+const REOFFER: Duration = Duration::from_secs(30);
+/// Commands offered per look.
+const PER_LOOK: u64 = 500;
+/// Queue groups: each report is handled by one worker of the cluster.
+const SENT_GROUP: &str = "workers.commands";
+const PRESENCE_GROUP: &str = "workers.presence";
+
+/// Counters of commands (registered by the worker role).
+#[derive(Clone, Default)]
+pub struct CommandMetrics {
+    pub offered: Counter,
+    pub sent: Counter,
+    pub expired: Counter,
+}
+
+pub struct Dispatcher {
+    storage: Storage,
+    bus: Arc<dyn Bus>,
+    formats: Arc<FormatCache>,
+    metrics: CommandMetrics,
+    /// Commands this worker offered and when.
+    offered: Mutex<HashMap<i64, Instant>>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        storage: Storage,
+        bus: Arc<dyn Bus>,
+        formats: Arc<FormatCache>,
+        metrics: CommandMetrics,
+    ) -> Dispatcher {
+        Dispatcher {
+            storage,
+            bus,
+            formats,
+            metrics,
+            offered: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn offered(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Instant>> {
+        self.offered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Offers the deliverable commands (through `session` only, if given; `again`: even those
+    /// offered a moment ago).
+    async fn offer(&self, session: Option<&str>, again: bool) {
+        let pending = match stored::deliverable(&self.storage, session, PER_LOOK).await {
+            Ok(pending) => pending,
+            Err(err) => {
+                tracing::warn!(%err, "cannot look queued commands up");
+                return;
+            }
+        };
+        let pending: Vec<Deliverable> = {
+            let mut offered = self.offered();
+            offered.retain(|_, at| at.elapsed() < REOFFER);
+            pending
+                .into_iter()
+                .filter(|c| again || !offered.contains_key(&c.id))
+                .collect()
+        };
+        if pending.is_empty() {
+            return;
+        }
+        let formats = match self
+            .formats
+            .get(pending.iter().filter_map(|c| c.format))
+            .await
+        {
+            Ok(formats) => formats,
+            Err(err) => {
+                tracing::warn!(%err, "cannot look outbound formats up");
+                return;
+            }
+        };
+        for pending in pending {
+            let format = match pending.format.and_then(|id| formats.get(&id)) {
+                None => Ok(None),
+                Some(compiled) => compiled.as_ref().as_ref().map(Some).map_err(Clone::clone),
+            };
+            let payload = format.and_then(|format| {
+                command::encode(format, pending.id, &pending.name, &pending.parameters)
+            });
+            let payload = match payload {
+                Ok(payload) => payload,
+                Err(reason) => {
+                    tracing::info!(id = pending.id, device = %pending.device, %reason, "command cannot be written for its device");
+                    if let Err(err) =
+                        stored::mark_undeliverable(&self.storage, pending.id, &reason).await
+                    {
+                        tracing::warn!(%err, id = pending.id, "cannot mark a command failed");
+                    }
+                    continue;
+                }
+            };
+            let (session, topic) = match &pending.gateway {
+                Some(gateway) => (
+                    gateway.clone(),
+                    format!("aos/{gateway}/nodes/{}/commands", pending.device),
+                ),
+                None => (
+                    pending.device.clone(),
+                    format!("aos/{}/commands", pending.device),
+                ),
+            };
+            let delivery = CommandDelivery {
+                id: pending.id,
+                tenant: pending.tenant,
+                session,
+                topic,
+                payload,
+            };
+            match self
+                .bus
+                .publish(DELIVER_SUBJECT, commands::encode(&delivery))
+                .await
+            {
+                Ok(()) => {
+                    self.metrics.offered.inc();
+                    self.offered().insert(pending.id, Instant::now());
+                }
+                Err(err) => tracing::warn!(%err, id = pending.id, "cannot offer a command"),
+            }
+        }
+    }
+
+    async fn sent(&self, report: &[u8]) {
+        let sent: CommandSent = match commands::decode(report) {
+            Ok(sent) => sent,
+            Err(err) => {
+                tracing::warn!(%err, "ignored a malformed command report");
+                return;
+            }
+        };
+        match stored::mark_sent(&self.storage, sent.id).await {
+            Ok(true) => {
+                self.metrics.sent.inc();
+            }
+            Ok(false) => {}
+            Err(err) => tracing::warn!(%err, id = sent.id, "cannot mark a command sent"),
+        }
+        self.offered().remove(&sent.id);
+    }
+
+    async fn presence(&self, report: &[u8]) {
+        let presence: Presence = match commands::decode(report) {
+            Ok(presence) => presence,
+            Err(err) => {
+                tracing::warn!(%err, "ignored a malformed presence report");
+                return;
+            }
+        };
+        let at = Utc
+            .timestamp_millis_opt(presence.at_ms)
+            .single()
+            .unwrap_or_else(Utc::now);
+        let connected = presence.change != PresenceChange::Disconnected;
+        if presence.change != PresenceChange::Subscribed
+            && let Err(err) =
+                devices::set_presence(&self.storage, &presence.device, connected, at).await
+        {
+            tracing::warn!(%err, device = %presence.device, "cannot record a device's presence");
+        }
+        if presence.change == PresenceChange::Subscribed {
+            self.offer(Some(&presence.device), true).await;
+        }
+    }
+
+    async fn tick(&self) {
+        match stored::expire(&self.storage).await {
+            Ok(0) => {}
+            Ok(expired) => {
+                tracing::info!(expired, "commands expired");
+                self.metrics.expired.inc_by(expired);
+            }
+            Err(err) => tracing::warn!(%err, "cannot expire commands"),
+        }
+        self.offer(None, false).await;
+    }
+}
+
+async fn listen(bus: &dyn Bus, pattern: &str, group: &str) -> Option<Subscription> {
+    match bus.queue_subscribe(pattern, group).await {
+        Ok(subscription) => Some(subscription),
+        Err(err) => {
+            tracing::error!(%err, pattern, "cannot subscribe; commands stay queued");
+            None
+        }
+    }
+}
+
+/// Dispatches commands and records presence until `stop`.
+pub async fn run(
+    dispatcher: Arc<Dispatcher>,
+    kv: Arc<dyn Kv>,
+    node: String,
+    stop: CancellationToken,
+) {
+    let bus = dispatcher.bus.clone();
+    let (Some(mut sent), Some(mut presence)) = (
+        listen(bus.as_ref(), SENT_SUBJECT, SENT_GROUP).await,
+        listen(bus.as_ref(), PRESENCE_PATTERN, PRESENCE_GROUP).await,
+    ) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            report = sent.next() => match report {
+                Some(report) => dispatcher.sent(&report.payload).await,
+                None => return,
+            },
+            report = presence.next() => match report {
+                Some(report) => dispatcher.presence(&report.payload).await,
+                None => return,
+            },
+            _ = tick.tick() => {
+                // One worker of the cluster looks per tick.
+                match take_lease(kv.as_ref(), "jobs/commands", &node, TICK.mul_f64(0.9)).await {
+                    Ok(true) => dispatcher.tick().await,
+                    Ok(false) => {}
+                    Err(err) => tracing::warn!(%err, "cannot take the command dispatch lease"),
+                }
+            }
+        }
+    }
+}
