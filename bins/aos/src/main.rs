@@ -95,6 +95,9 @@ enum Command {
     /// Send commands to devices (one, or a batch for devices and classes) and follow them.
     #[command(subcommand, name = "command")]
     Commands(manage::CommandCommand),
+    /// Manage workflows (import, export, enable, disable, run) and see their runs.
+    #[command(subcommand)]
+    Workflow(manage::WorkflowCommand),
 }
 
 fn compiled_role_names() -> String {
@@ -157,6 +160,7 @@ fn main() -> ExitCode {
         Command::Interpreter(c) => manage::run(&settings, manage::Manage::Interpreter(c)),
         Command::Event(c) => manage::run(&settings, manage::Manage::Event(c)),
         Command::Commands(c) => manage::run(&settings, manage::Manage::Command(c)),
+        Command::Workflow(c) => manage::run(&settings, manage::Manage::Workflow(c)),
     }
 }
 

@@ -67,6 +67,7 @@ async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
         value,
         raw: None,
         level: None,
+        watched: false,
     };
     let messages = vec![
         message("k1", None),
@@ -87,7 +88,8 @@ async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
         Recorded {
             messages: 3,
             ledger_rows: 4,
-            events: 0
+            events: 0,
+            changes: Vec::new(),
         }
     );
     let again = ingest::record(storage, &messages, &readings, &[])
@@ -154,6 +156,7 @@ async fn level_changes_raise_events_once(storage: &Storage) {
             value: serde_json::json!(1),
             raw: None,
             level: Some(level.into()),
+            watched: false,
         };
         (vec![message], vec![reading])
     };
@@ -183,13 +186,18 @@ async fn level_changes_raise_events_once(storage: &Storage) {
         "older than the latest"
     );
     let (m, r) = step("n", 0, "normal");
+    let back = ingest::record(storage, &m, &r, &[]).await.expect("normal");
+    assert_eq!(back.events, 0);
+    // What workflows are told: the level it left and the value it replaced.
+    assert_eq!(back.changes.len(), 1);
     assert_eq!(
-        ingest::record(storage, &m, &r, &[])
-            .await
-            .expect("normal")
-            .events,
-        0
+        (
+            back.changes[0].previous_level.as_str(),
+            back.changes[0].level.as_str()
+        ),
+        ("warning", "normal")
     );
+    assert_eq!(back.changes[0].previous, Some(serde_json::json!(1.0)));
     let events = event::Entity::find()
         .all(storage.db())
         .await

@@ -1,7 +1,8 @@
 //! Commands on their way out (their life is in `aos_storage::repo::commands`), and devices'
 //! presence. Workers offer the queued commands of online devices to the broker nodes over the bus
 //! (the node holding the device's session delivers and says so), mark them `sent`, expire them,
-//! and keep each device's status and last-seen time from the brokers' presence reports.
+//! and keep each device's status and last-seen time from the brokers' presence reports (starting
+//! the workflows of devices connecting, disconnecting and first seen).
 //!
 //! A command is offered when its device subscribes (it has just connected), and otherwise by the
 //! worker holding the dispatch lease once a `TICK` — again only after `REOFFER` if it still is
@@ -20,12 +21,14 @@ use aos_formats::command;
 use aos_storage::Storage;
 use aos_storage::repo::commands::{self as stored, Deliverable};
 use aos_storage::repo::devices;
+use aos_workflows::{DeviceEvent, DeviceFacts};
 use chrono::{TimeZone, Utc};
 use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 
 use crate::formats::FormatCache;
 use crate::jobs::take_lease;
+use crate::workflows::Triggers;
 
 /// How often queued commands are looked at (and expired ones marked).
 const TICK: Duration = Duration::from_secs(1);
@@ -49,6 +52,7 @@ pub struct Dispatcher {
     storage: Storage,
     bus: Arc<dyn Bus>,
     formats: Arc<FormatCache>,
+    triggers: Arc<Triggers>,
     metrics: CommandMetrics,
     /// Commands this worker offered and when.
     offered: Mutex<HashMap<i64, Instant>>,
@@ -59,12 +63,14 @@ impl Dispatcher {
         storage: Storage,
         bus: Arc<dyn Bus>,
         formats: Arc<FormatCache>,
+        triggers: Arc<Triggers>,
         metrics: CommandMetrics,
     ) -> Dispatcher {
         Dispatcher {
             storage,
             bus,
             formats,
+            triggers,
             metrics,
             offered: Mutex::new(HashMap::new()),
         }
@@ -187,16 +193,44 @@ impl Dispatcher {
             .timestamp_millis_opt(presence.at_ms)
             .single()
             .unwrap_or_else(Utc::now);
-        let connected = presence.change != PresenceChange::Disconnected;
-        if presence.change != PresenceChange::Subscribed
-            && let Err(err) =
-                devices::set_presence(&self.storage, &presence.device, connected, at).await
+        let event = match presence.change {
+            PresenceChange::Subscribed => {
+                self.offer(Some(&presence.device), true).await;
+                return;
+            }
+            PresenceChange::Connected => DeviceEvent::Connected,
+            PresenceChange::Disconnected => DeviceEvent::Disconnected,
+        };
+        let connected = presence.change == PresenceChange::Connected;
+        let device = match devices::set_presence(&self.storage, &presence.device, connected, at)
+            .await
         {
-            tracing::warn!(%err, device = %presence.device, "cannot record a device's presence");
-        }
-        if presence.change == PresenceChange::Subscribed {
-            self.offer(Some(&presence.device), true).await;
-        }
+            Ok(Some(device)) => device,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(%err, device = %presence.device, "cannot record a device's presence");
+                return;
+            }
+        };
+        // Its first connection is when a device is first seen.
+        let first = (connected && device.last_seen.is_none()).then_some(DeviceEvent::Registered);
+        let workflows = match self.triggers.of(device.tenant_id).await {
+            Ok(workflows) => workflows,
+            Err(err) => {
+                tracing::warn!(%err, "cannot look workflows up for a device's presence");
+                return;
+            }
+        };
+        let facts = DeviceFacts {
+            uid: &device.uid,
+            class: device.class_id,
+        };
+        let runs = [Some(event), first]
+            .into_iter()
+            .flatten()
+            .flat_map(|event| workflows.on_device(facts, event, presence.at_ms))
+            .collect();
+        self.triggers.start(runs).await;
     }
 
     async fn tick(&self) {

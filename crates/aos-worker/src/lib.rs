@@ -4,14 +4,16 @@
 //! payload → platform message ([`pms`]) through the device's format (`aos-formats`), then
 //! message log, ledger and latest values in one transaction) and acknowledge it; a batch that cannot be written is given
 //! back and delivered again (after `queue.max_attempts` deliveries it waits in the dead letters).
-//! Commands go out through the broker nodes ([`commands`]), and scheduled jobs (see [`jobs`])
-//! run on one worker of the cluster per period.
+//! Stored messages, level changes and devices' presence start workflows ([`workflows`], run from
+//! a durable queue; scheduled ones too), commands go out through the broker nodes
+//! ([`commands`]), and scheduled jobs (see [`jobs`]) run on one worker of the cluster per period.
 
 pub mod commands;
 pub mod formats;
 pub mod jobs;
 pub mod pipeline;
 pub mod pms;
+pub mod workflows;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +22,7 @@ use aos_core::acquisition::ACQUISITION_QUEUE;
 use aos_core::queue::{Delivery, WorkQueue};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use aos_storage::Storage;
+use aos_workflows::WORKFLOW_QUEUE;
 use async_trait::async_trait;
 use commands::{CommandMetrics, Dispatcher};
 use pipeline::{Pipeline, PipelineMetrics};
@@ -27,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use workflows::{Triggers, WorkflowMetrics};
 
 /// The `[worker]` configuration section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +56,11 @@ pub struct WorkerConfig {
     /// How often the retention job runs (on one worker of the cluster per period).
     #[serde(with = "humantime_serde")]
     pub retention_interval: Duration,
+    /// Concurrent runners of queued workflow runs.
+    pub workflow_consumers: usize,
+    /// The longest one workflow run may take; then it stops and is logged `timeout`.
+    #[serde(with = "humantime_serde")]
+    pub workflow_timeout: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -64,6 +73,8 @@ impl Default for WorkerConfig {
             ledger_retention: Duration::from_secs(365 * 24 * 3600),
             message_log_retention: Duration::from_secs(90 * 24 * 3600),
             retention_interval: Duration::from_secs(3600),
+            workflow_consumers: 2,
+            workflow_timeout: aos_workflows::run::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -81,6 +92,7 @@ pub struct WorkerRole {
     health: Arc<HealthCell>,
     metrics: PipelineMetrics,
     command_metrics: CommandMetrics,
+    workflow_metrics: WorkflowMetrics,
 }
 
 impl WorkerRole {
@@ -177,10 +189,12 @@ impl Role for WorkerRole {
 
     async fn start(&self, ctx: &RoleContext) -> Result<(), RoleError> {
         let config: WorkerConfig = ctx.settings.section("worker")?;
-        ctx.queue
-            .declare(ACQUISITION_QUEUE, ctx.settings.core().queue.options())
-            .await
-            .map_err(RoleError::other)?;
+        for queue in [ACQUISITION_QUEUE, WORKFLOW_QUEUE] {
+            ctx.queue
+                .declare(queue, ctx.settings.core().queue.options())
+                .await
+                .map_err(RoleError::other)?;
+        }
         let storage = ctx
             .extensions
             .get::<Storage>()
@@ -216,14 +230,42 @@ impl Role for WorkerRole {
                 "Commands expired before their device acknowledged them",
                 &self.command_metrics.expired,
             ),
+            (
+                "workflow_runs_started",
+                "Workflow runs queued by their triggers",
+                &self.workflow_metrics.started,
+            ),
+            (
+                "workflow_runs_succeeded",
+                "Workflow runs that ended ok",
+                &self.workflow_metrics.succeeded,
+            ),
+            (
+                "workflow_runs_failed",
+                "Workflow runs that failed or timed out",
+                &self.workflow_metrics.failed,
+            ),
+            (
+                "workflow_runs_lost",
+                "Workflow runs that could not be queued",
+                &self.workflow_metrics.lost,
+            ),
         ] {
             ctx.metrics.register(name, help, counter.clone());
         }
-        let pipeline = Arc::new(Pipeline::new((*storage).clone(), self.metrics.clone()));
+        let triggers = Arc::new(Triggers::new(
+            (*storage).clone(),
+            ctx.queue.clone(),
+            self.workflow_metrics.clone(),
+        ));
+        let pipeline = Arc::new(
+            Pipeline::new((*storage).clone(), self.metrics.clone()).with_triggers(triggers.clone()),
+        );
         let dispatcher = Arc::new(Dispatcher::new(
             (*storage).clone(),
             ctx.bus.clone(),
             pipeline.formats(),
+            triggers.clone(),
             self.command_metrics.clone(),
         ));
         let stop = CancellationToken::new();
@@ -238,6 +280,23 @@ impl Role for WorkerRole {
                 ))
             })
             .collect();
+        for _ in 0..config.workflow_consumers.max(1) {
+            consumers.push(tokio::spawn(workflows::consume(
+                ctx.queue.clone(),
+                (*storage).clone(),
+                config.workflow_timeout,
+                config.poll_wait,
+                self.workflow_metrics.clone(),
+                stop.clone(),
+            )));
+        }
+        consumers.push(tokio::spawn(workflows::schedules(
+            (*storage).clone(),
+            triggers,
+            ctx.kv.clone(),
+            ctx.node.id.clone(),
+            stop.clone(),
+        )));
         consumers.push(tokio::spawn(commands::run(
             dispatcher,
             ctx.kv.clone(),

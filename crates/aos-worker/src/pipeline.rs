@@ -17,12 +17,14 @@ use aos_storage::repo::devices::{self, DeviceRef};
 use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
 use aos_storage::repo::{Scope, interpreters};
 use aos_storage::{Storage, StorageError};
+use aos_workflows::{DeviceEvent, DeviceFacts, TenantWorkflows};
 use chrono::{DateTime, TimeZone, Utc};
 use prometheus_client::metrics::counter::Counter;
 use sea_orm::DbBackend;
 
 use crate::formats::{Compiled, FormatCache, LOOKUP_TTL};
 use crate::pms::{self, MessageKind};
+use crate::workflows::Triggers;
 
 /// Counters of the pipeline (registered by the worker role).
 #[derive(Clone, Default)]
@@ -38,6 +40,9 @@ pub struct Pipeline {
     formats: Arc<FormatCache>,
     interpreters: Mutex<HashMap<i64, (Arc<TenantInterpreters>, Instant)>>,
     engine: interpret::Engine,
+    /// Starts the workflows stored messages trigger (none: no workflows, as in tests of
+    /// storage alone).
+    triggers: Option<Arc<Triggers>>,
     /// SQLite takes one writer at a time: its batches are written one after the other.
     serial_writes: Option<tokio::sync::Mutex<()>>,
     pub metrics: PipelineMetrics,
@@ -70,8 +75,15 @@ impl Pipeline {
             interpreters: Mutex::new(HashMap::new()),
             engine: interpret::engine(),
             serial_writes: serial.then(|| tokio::sync::Mutex::new(())),
+            triggers: None,
             metrics,
         }
+    }
+
+    /// Starts the workflows that stored messages trigger.
+    pub fn with_triggers(mut self, triggers: Arc<Triggers>) -> Pipeline {
+        self.triggers = Some(triggers);
+        self
     }
 
     /// The compiled formats it uses (shared with whoever else writes or reads device payloads).
@@ -129,13 +141,19 @@ impl Pipeline {
         tenants.sort_unstable();
         tenants.dedup();
         let mut interpreters = HashMap::new();
+        let mut automations = HashMap::new();
         for tenant in tenants {
-            match self.interpreters(tenant).await {
-                Ok(found) => {
-                    interpreters.insert(tenant, found);
+            let found = match &self.triggers {
+                Some(triggers) => triggers.of(tenant).await.map(Some),
+                None => Ok(None),
+            };
+            match (self.interpreters(tenant).await, found) {
+                (Ok(rules), Ok(workflows)) => {
+                    interpreters.insert(tenant, rules);
+                    automations.extend(workflows.map(|w| (tenant, w)));
                 }
-                Err(err) => {
-                    tracing::error!(%err, "cannot look interpreters up; the batch will be delivered again");
+                (Err(err), _) | (_, Err(err)) => {
+                    tracing::error!(%err, "cannot look interpreters or workflows up; the batch will be delivered again");
                     return batch.iter().map(|d| d.id).collect();
                 }
             }
@@ -144,7 +162,9 @@ impl Pipeline {
         let mut messages = Vec::with_capacity(envelopes.len());
         let mut readings: Vec<Vec<Reading>> = Vec::with_capacity(envelopes.len());
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(envelopes.len());
+        let mut kinds = Vec::with_capacity(envelopes.len());
         for ((id, envelope), route) in envelopes.into_iter().zip(routes) {
+            kinds.push(route.as_ref().ok().map(|r| r.kind));
             let received = Utc
                 .timestamp_millis_opt(envelope.received_at_ms)
                 .single()
@@ -153,9 +173,10 @@ impl Pipeline {
                 .interpret(&envelope, route, &mut known, &formats, received)
                 .await
                 .and_then(|understood| {
-                    let rules = interpreters.get(&envelope.tenant);
+                    let rules = interpreters.get(&envelope.tenant).map(|r| r.as_ref());
+                    let watch = automations.get(&envelope.tenant).map(|w| w.as_ref());
                     let logged_under = understood.logged_under;
-                    self.readings(&envelope, understood.parts, rules.map(|r| r.as_ref()))
+                    self.readings(&envelope, understood.parts, rules, watch)
                         .map(|readings| (logged_under, readings, understood.reply))
                         .map_err(|reason| (Some(logged_under), reason))
                 });
@@ -184,24 +205,82 @@ impl Pipeline {
         let all: Vec<Reading> = readings.iter().flatten().cloned().collect();
         let all_replies: Vec<Reply> = replies.iter().flatten().cloned().collect();
         let mut retry = Vec::new();
+        let mut stored = vec![true; messages.len()];
+        let mut changes = Vec::new();
         match self.store(&messages, &all, &all_replies).await {
-            Ok(recorded) => self.count(&messages, recorded),
+            Ok(recorded) => {
+                self.count(&messages, &recorded);
+                changes = recorded.changes;
+            }
             Err(err) => {
                 tracing::warn!(%err, size = messages.len(), "the batch could not be stored; storing its messages one by one");
                 let each = ids.into_iter().zip(&messages).zip(&readings).zip(&replies);
-                for (((id, message), readings), reply) in each {
-                    let stored = self
+                for (i, (((id, message), readings), reply)) in each.enumerate() {
+                    let one = self
                         .store(std::slice::from_ref(message), readings, reply.as_slice())
                         .await;
-                    match stored {
-                        Ok(recorded) => self.count(std::slice::from_ref(message), recorded),
+                    match one {
+                        Ok(recorded) => {
+                            self.count(std::slice::from_ref(message), &recorded);
+                            changes.extend(recorded.changes);
+                        }
                         Err(err) => {
                             tracing::error!(key = %message.key, %err, "a message could not be stored; it will be delivered again");
+                            stored[i] = false;
                             retry.push(id);
                         }
                     }
                 }
             }
+        }
+        if let Some(triggers) = &self.triggers {
+            let mut runs = Vec::new();
+            let devices: HashMap<i64, &DeviceRef> = known.values().map(|d| (d.id, d)).collect();
+            let facts = |id: i64| {
+                devices.get(&id).map(|d| DeviceFacts {
+                    uid: &d.uid,
+                    class: d.class,
+                })
+            };
+            let each = messages.iter().zip(&readings).zip(&kinds).zip(&stored);
+            for (((message, readings), kind), stored) in each {
+                let (Some(workflows), Some(kind), true, None) = (
+                    automations.get(&message.tenant),
+                    kind.and_then(MessageKind::name),
+                    *stored,
+                    &message.error,
+                ) else {
+                    continue;
+                };
+                let mut by_device: Vec<(i64, serde_json::Map<String, serde_json::Value>)> =
+                    Vec::new();
+                for r in readings {
+                    match by_device.iter_mut().find(|(d, _)| *d == r.device) {
+                        Some((_, values)) => {
+                            values.insert(r.attribute.clone(), r.value.clone());
+                        }
+                        None => by_device.push((
+                            r.device,
+                            [(r.attribute.clone(), r.value.clone())]
+                                .into_iter()
+                                .collect(),
+                        )),
+                    }
+                }
+                for (device, values) in by_device {
+                    if let Some(facts) = facts(device) {
+                        runs.extend(workflows.on_message(&message.key, facts, kind, &values));
+                    }
+                }
+            }
+            for change in &changes {
+                if let (Some(workflows), Some(facts)) =
+                    (automations.get(&change.tenant), facts(change.device))
+                {
+                    runs.extend(workflows.on_change(change, facts));
+                }
+            }
+            triggers.start(runs).await;
         }
         retry
     }
@@ -220,7 +299,7 @@ impl Pipeline {
         ingest::record(&self.storage, messages, readings, replies).await
     }
 
-    fn count(&self, messages: &[LoggedMessage], recorded: Recorded) {
+    fn count(&self, messages: &[LoggedMessage], recorded: &Recorded) {
         let failed = messages.iter().filter(|m| m.error.is_some()).count() as u64;
         self.metrics.failed.inc_by(failed);
         self.metrics
@@ -358,6 +437,21 @@ impl Pipeline {
             tracing::warn!(%err, device = %uid, "the registration of a child node was not audited");
         }
         tracing::info!(device = %uid, gateway = %gateway.uid, "child node registered by its gateway");
+        if let Some(triggers) = &self.triggers {
+            match triggers.of(gateway.tenant).await {
+                Ok(workflows) => {
+                    let facts = DeviceFacts {
+                        uid: &child.uid,
+                        class: child.class,
+                    };
+                    let at = Utc::now().timestamp_millis();
+                    triggers
+                        .start(workflows.on_device(facts, DeviceEvent::Registered, at))
+                        .await;
+                }
+                Err(err) => tracing::warn!(%err, "cannot look workflows up for a registration"),
+            }
+        }
         self.devices
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -373,6 +467,7 @@ impl Pipeline {
         envelope: &Acquired,
         parts: Vec<(DeviceRef, Vec<Sample>)>,
         rules: Option<&TenantInterpreters>,
+        watch: Option<&TenantWorkflows>,
     ) -> Result<Vec<Reading>, String> {
         let mut readings = Vec::new();
         for (device, samples) in parts {
@@ -392,6 +487,7 @@ impl Pipeline {
                     message: envelope.key.clone(),
                     tenant: envelope.tenant,
                     device: device.id,
+                    watched: watch.is_some_and(|w| w.watches(&sample.attribute)),
                     attribute: sample.attribute,
                     ts: sample.ts,
                     value,

@@ -21,6 +21,18 @@ pub struct Route {
     pub kind: MessageKind,
 }
 
+impl MessageKind {
+    /// The name of a data message's kind (`None` for command replies).
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            MessageKind::Telemetry => Some("telemetry"),
+            MessageKind::Attributes => Some("attributes"),
+            MessageKind::Events => Some("events"),
+            MessageKind::CommandReply => None,
+        }
+    }
+}
+
 fn kind(rest: &[&str]) -> Option<MessageKind> {
     match rest {
         ["telemetry"] => Some(MessageKind::Telemetry),

@@ -6,11 +6,13 @@ mod access;
 mod commands;
 mod formats;
 mod interpreters;
+mod workflows;
 
 pub use access::{ApiKeyCommand, RoleCommand};
 pub use commands::CommandCommand;
 pub use formats::FormatCommand;
 pub use interpreters::{EventCommand, InterpreterCommand};
+pub use workflows::WorkflowCommand;
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -209,6 +211,7 @@ pub enum Manage {
     Interpreter(InterpreterCommand),
     Event(EventCommand),
     Command(CommandCommand),
+    Workflow(WorkflowCommand),
 }
 
 /// Runs one management command against the configured database (applying pending migrations
@@ -572,6 +575,7 @@ async fn execute(storage: &Storage, command: Manage, hashing: HashParams) -> any
             outbound,
         }) => formats::class_format(storage, &name, &tenant, format, outbound).await?,
         Manage::Command(command) => commands::commands(storage, command).await?,
+        Manage::Workflow(command) => workflows::workflows(storage, command).await?,
     }
     Ok(())
 }

@@ -47,6 +47,8 @@ pub struct Reading {
     /// The value as it arrived, when an interpreter changed it.
     pub raw: Option<serde_json::Value>,
     pub level: Option<String>,
+    /// Report its change from the stored latest value (a workflow watches a threshold on it).
+    pub watched: bool,
 }
 
 /// The level of values no range names: reaching it clears the attribute's events.
@@ -63,13 +65,38 @@ impl Reading {
 }
 
 /// What a batch added.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recorded {
     /// Message-log entries written (a redelivered message's entry exists already).
     pub messages: u64,
     pub ledger_rows: u64,
     /// Events raised by level changes.
     pub events: u64,
+    /// The new latest values whose level changed, or that are watched, with what they replace.
+    pub changes: Vec<Change>,
+}
+
+/// A device attribute's new latest value and the one it replaced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// The key of the message it came from.
+    pub message: String,
+    pub tenant: i64,
+    pub device: i64,
+    pub attribute: String,
+    pub ts: DateTime<Utc>,
+    pub value: serde_json::Value,
+    /// The level now and before (`normal` when there was none).
+    pub level: String,
+    pub previous_level: String,
+    /// The value before, if there was one.
+    pub previous: Option<serde_json::Value>,
+}
+
+impl Change {
+    pub fn level_changed(&self) -> bool {
+        self.level != self.previous_level
+    }
 }
 
 /// Records a batch: message-log entries, ledger rows, latest values and the commands devices
@@ -119,7 +146,8 @@ pub async fn record(
         );
     }
     let latest = newest_per_attribute(readings);
-    recorded.events = raise_events(&txn, &latest).await?;
+    recorded.changes = changes(&txn, &latest).await?;
+    recorded.events = raise_events(&txn, &recorded.changes).await?;
     for chunk in latest.chunks(ROWS_PER_STATEMENT) {
         let rows = chunk.iter().map(|r| {
             let (num, json) = r.columns();
@@ -159,18 +187,24 @@ pub async fn record(
     Ok(recorded)
 }
 
-/// Raises an event for every attribute whose level changes to one other than normal, and clears
-/// the attribute's open events when it changes (a redelivered message changes nothing: the
-/// latest value already has its level).
-async fn raise_events(db: &impl ConnectionTrait, latest: &[&Reading]) -> Result<u64, StorageError> {
-    let leveled: Vec<&&Reading> = latest.iter().filter(|r| r.level.is_some()).collect();
-    if leveled.is_empty() {
-        return Ok(0);
+/// The changes the newest readings of leveled or watched attributes make to the stored latest
+/// values (a redelivered message changes nothing: the latest value already is it; a late, older
+/// value changes nothing either).
+async fn changes(
+    db: &impl ConnectionTrait,
+    latest: &[&Reading],
+) -> Result<Vec<Change>, StorageError> {
+    let wanted: Vec<&&Reading> = latest
+        .iter()
+        .filter(|r| r.level.is_some() || r.watched)
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
     }
-    let mut devices: Vec<i64> = leveled.iter().map(|r| r.device).collect();
+    let mut devices: Vec<i64> = wanted.iter().map(|r| r.device).collect();
     devices.sort_unstable();
     devices.dedup();
-    let mut stored: HashMap<(i64, String), (DateTime<Utc>, Option<String>)> = HashMap::new();
+    let mut stored: HashMap<(i64, String), latest_value::Model> = HashMap::new();
     for chunk in devices.chunks(ROWS_PER_STATEMENT) {
         let rows = latest_value::Entity::find()
             .filter(latest_value::Column::DeviceId.is_in(chunk.iter().copied()))
@@ -178,38 +212,64 @@ async fn raise_events(db: &impl ConnectionTrait, latest: &[&Reading]) -> Result<
             .await?;
         stored.extend(
             rows.into_iter()
-                .map(|r| ((r.device_id, r.attribute), (r.ts, r.level))),
+                .map(|r| ((r.device_id, r.attribute.clone()), r)),
         );
     }
-    let now = Utc::now();
-    let mut raised = 0;
-    for r in leveled {
+    let mut changes = Vec::new();
+    for r in wanted {
         let before = stored.get(&(r.device, r.attribute.clone()));
-        let previous = match before {
-            // A late, older value does not change the current level.
-            Some((ts, _)) if *ts > r.ts => continue,
-            Some((_, level)) => level.as_deref().unwrap_or(NORMAL_LEVEL),
-            None => NORMAL_LEVEL,
-        };
-        let level = r.level.as_deref().unwrap_or(NORMAL_LEVEL);
-        if level == previous {
+        if before.is_some_and(|b| b.ts >= r.ts) {
             continue;
         }
+        let previous_level = before
+            .and_then(|b| b.level.clone())
+            .unwrap_or_else(|| NORMAL_LEVEL.to_string());
+        // An attribute without levels keeps the one it had (none: normal).
+        let level = r.level.clone().unwrap_or_else(|| previous_level.clone());
+        changes.push(Change {
+            message: r.message.clone(),
+            tenant: r.tenant,
+            device: r.device,
+            attribute: r.attribute.clone(),
+            ts: r.ts,
+            value: r.value.clone(),
+            level,
+            previous_level,
+            previous: before.and_then(|b| {
+                b.value_num
+                    .and_then(serde_json::Number::from_f64)
+                    .map(serde_json::Value::Number)
+                    .or_else(|| b.value_json.clone())
+            }),
+        });
+    }
+    Ok(changes)
+}
+
+/// Raises an event for every attribute whose level changes to one other than normal, and clears
+/// the attribute's open events when it changes.
+async fn raise_events(db: &impl ConnectionTrait, changes: &[Change]) -> Result<u64, StorageError> {
+    let now = Utc::now();
+    let mut raised = 0;
+    for change in changes.iter().filter(|c| c.level_changed()) {
         event::Entity::update_many()
             .col_expr(event::Column::ClearedAt, Expr::value(now))
-            .filter(event::Column::DeviceId.eq(r.device))
-            .filter(event::Column::Attribute.eq(r.attribute.clone()))
+            .filter(event::Column::DeviceId.eq(change.device))
+            .filter(event::Column::Attribute.eq(change.attribute.clone()))
             .filter(event::Column::ClearedAt.is_null())
             .exec(db)
             .await?;
-        if level != NORMAL_LEVEL {
+        if change.level != NORMAL_LEVEL {
             event::ActiveModel {
-                tenant_id: Set(r.tenant),
-                device_id: Set(r.device),
-                attribute: Set(Some(r.attribute.clone())),
-                level: Set(level.to_string()),
-                message: Set(format!("{} is {level} ({})", r.attribute, r.value)),
-                raised_at: Set(r.ts),
+                tenant_id: Set(change.tenant),
+                device_id: Set(change.device),
+                attribute: Set(Some(change.attribute.clone())),
+                level: Set(change.level.clone()),
+                message: Set(format!(
+                    "{} is {} ({})",
+                    change.attribute, change.level, change.value
+                )),
+                raised_at: Set(change.ts),
                 acknowledged_at: Set(None),
                 acknowledged_by: Set(None),
                 cleared_at: Set(None),

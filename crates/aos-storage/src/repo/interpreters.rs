@@ -1,5 +1,5 @@
 //! Interpreters of a tenant's attributes (checked by the worker's compiler before they are
-//! saved), and the events their levels raise.
+//! saved), and the events their levels (or workflows) raise.
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
@@ -7,7 +7,7 @@ use sea_orm::{
 };
 
 use super::{Scope, check_name, classes};
-use crate::entity::{event, interpreter};
+use crate::entity::{device, event, interpreter};
 use crate::{Storage, StorageError};
 
 /// An interpreter to create.
@@ -117,4 +117,48 @@ pub async fn settle(
         row.acknowledged_by = Set(Some(by.to_string()));
     }
     Ok(row.update(storage.db()).await?)
+}
+
+/// Raises an event for a device (a workflow's doing).
+pub async fn raise(
+    storage: &Storage,
+    device: &device::Model,
+    attribute: Option<&str>,
+    level: &str,
+    message: &str,
+) -> Result<event::Model, StorageError> {
+    check_name("event level", level)?;
+    Ok(event::ActiveModel {
+        tenant_id: Set(device.tenant_id),
+        device_id: Set(device.id),
+        attribute: Set(attribute.map(String::from)),
+        level: Set(level.to_string()),
+        message: Set(message.chars().take(1000).collect()),
+        raised_at: Set(chrono::Utc::now()),
+        acknowledged_at: Set(None),
+        acknowledged_by: Set(None),
+        cleared_at: Set(None),
+        ..Default::default()
+    }
+    .insert(storage.db())
+    .await?)
+}
+
+/// Clears a device's open events (of one attribute, if given); returns how many.
+pub async fn clear_open(
+    storage: &Storage,
+    device: &device::Model,
+    attribute: Option<&str>,
+) -> Result<u64, StorageError> {
+    let mut query = event::Entity::update_many()
+        .col_expr(
+            event::Column::ClearedAt,
+            sea_orm::sea_query::Expr::value(chrono::Utc::now()),
+        )
+        .filter(event::Column::DeviceId.eq(device.id))
+        .filter(event::Column::ClearedAt.is_null());
+    if let Some(attribute) = attribute {
+        query = query.filter(event::Column::Attribute.eq(attribute));
+    }
+    Ok(query.exec(storage.db()).await?.rows_affected)
 }

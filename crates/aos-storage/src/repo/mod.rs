@@ -16,6 +16,7 @@ pub mod roles;
 pub mod tenants;
 pub mod tokens;
 pub mod users;
+pub mod workflows;
 
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, SqlErr};
 
