@@ -1,5 +1,6 @@
 //! The worker's retention job deletes ledger rows older than `worker.ledger_retention` and
-//! message-log entries older than `worker.message_log_retention`, and keeps the rest.
+//! message-log entries older than `worker.message_log_retention`, and keeps the rest; before,
+//! it archives entries older than `worker.message_log_archive_after` to JSON-lines files.
 
 mod common;
 
@@ -61,13 +62,13 @@ async fn old_ledger_rows_and_log_entries_are_deleted_and_recent_ones_kept() {
     .insert(storage.db())
     .await
     .expect("latest value");
-    for age_hours in [72, 30, 1] {
+    for age_hours in [72, 30, 13, 1] {
         message_log::ActiveModel {
             tenant_id: Set(dev.tenant_id),
             device_id: Set(Some(dev.id)),
             direction: Set("inbound".into()),
             topic: Set("aos/t-1/telemetry".into()),
-            payload: Set(b"{}".to_vec()),
+            payload: Set(format!("{{\"age\": {age_hours}}}").into_bytes()),
             status: Set("processed".into()),
             error: Set(None),
             message_key: Set(format!("old-{age_hours}")),
@@ -85,6 +86,7 @@ async fn old_ledger_rows_and_log_entries_are_deleted_and_recent_ones_kept() {
         .env("AOS_WORKER__LEDGER_RETENTION", "1day")
         .env("AOS_WORKER__MESSAGE_LOG_RETENTION", "1day")
         .env("AOS_WORKER__RETENTION_INTERVAL", "200ms")
+        .env("AOS_WORKER__MESSAGE_LOG_ARCHIVE_AFTER", "12h")
         .spawn();
     node.wait_ready();
     let deadline = Instant::now() + common::PATIENCE;
@@ -97,7 +99,8 @@ async fn old_ledger_rows_and_log_entries_are_deleted_and_recent_ones_kept() {
             .all(storage.db())
             .await
             .expect("message log");
-        if (rows.len() <= 2 && messages.len() <= 1) || Instant::now() > deadline {
+        let archived = messages.iter().any(|m| m.status == "archived");
+        if (rows.len() <= 2 && messages.len() <= 2 && archived) || Instant::now() > deadline {
             break (rows, messages);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -110,11 +113,43 @@ async fn old_ledger_rows_and_log_entries_are_deleted_and_recent_ones_kept() {
         "only the rows younger than a day remain: {}",
         node.stderr()
     );
-    let keys: Vec<&str> = messages.iter().map(|m| m.message_key.as_str()).collect();
+    let kept: Vec<(&str, &str, usize)> = messages
+        .iter()
+        .map(|m| (m.message_key.as_str(), m.status.as_str(), m.payload.len()))
+        .collect();
     assert_eq!(
-        keys,
-        ["old-1"],
-        "only the entries younger than a day remain"
+        kept,
+        [("old-13", "archived", 0), ("old-1", "processed", 10)],
+        "only the entries younger than a day remain; those older than 12 hours are archived"
+    );
+    // Every entry older than 12 hours is in the archive, payload and all, before it is deleted.
+    let mut archived: Vec<serde_json::Value> = Vec::new();
+    for file in std::fs::read_dir(dir.path().join("data/archive")).expect("archive dir") {
+        let path = file.expect("entry").path();
+        assert!(path.to_string_lossy().contains("message-log-"), "{path:?}");
+        let text = std::fs::read_to_string(&path).expect("read");
+        archived.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line")),
+        );
+    }
+    archived.sort_by_key(|a| a["key"].as_str().map(String::from));
+    let summary: Vec<(String, String)> = archived
+        .iter()
+        .map(|a| {
+            (
+                a["key"].as_str().unwrap_or("").to_string(),
+                a["payload"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("old-13".to_string(), r#"{"age": 13}"#.to_string()),
+            ("old-30".to_string(), r#"{"age": 30}"#.to_string()),
+            ("old-72".to_string(), r#"{"age": 72}"#.to_string()),
+        ]
     );
     storage.close().await.ok();
 }

@@ -26,8 +26,8 @@ use chrono::{TimeZone, Utc};
 use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 
-use crate::formats::FormatCache;
 use crate::jobs::take_lease;
+use crate::lookups::FormatCache;
 use crate::workflows::Triggers;
 
 /// How often queued commands are looked at (and expired ones marked).

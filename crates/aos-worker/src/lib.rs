@@ -9,8 +9,8 @@
 //! ([`commands`]), and scheduled jobs (see [`jobs`]) run on one worker of the cluster per period.
 
 pub mod commands;
-pub mod formats;
 pub mod jobs;
+pub mod lookups;
 pub mod pipeline;
 pub mod pms;
 pub mod workflows;
@@ -56,6 +56,12 @@ pub struct WorkerConfig {
     /// How often the retention job runs (on one worker of the cluster per period).
     #[serde(with = "humantime_serde")]
     pub retention_interval: Duration,
+    /// Message-log entries older than this are archived by the retention job ("0s": never).
+    #[serde(with = "humantime_serde")]
+    pub message_log_archive_after: Duration,
+    /// Where archived message-log entries are written (default: `archive` in the data
+    /// directory; in a cluster, a directory every worker shares).
+    pub archive_dir: Option<std::path::PathBuf>,
     /// Concurrent runners of queued workflow runs.
     pub workflow_consumers: usize,
     /// The longest one workflow run may take; then it stops and is logged `timeout`.
@@ -73,6 +79,8 @@ impl Default for WorkerConfig {
             ledger_retention: Duration::from_secs(365 * 24 * 3600),
             message_log_retention: Duration::from_secs(90 * 24 * 3600),
             retention_interval: Duration::from_secs(3600),
+            message_log_archive_after: Duration::from_secs(30 * 24 * 3600),
+            archive_dir: None,
             workflow_consumers: 2,
             workflow_timeout: aos_workflows::run::DEFAULT_TIMEOUT,
         }
@@ -311,6 +319,13 @@ impl Role for WorkerRole {
             jobs::Retention {
                 ledger: keep(config.ledger_retention),
                 messages: keep(config.message_log_retention),
+                archive: keep(config.message_log_archive_after).map(|after| jobs::Archive {
+                    after,
+                    dir: config
+                        .archive_dir
+                        .clone()
+                        .unwrap_or_else(|| ctx.settings.core().node.data_dir.join("archive")),
+                }),
                 every: config.retention_interval.max(Duration::from_millis(100)),
             },
             stop.clone(),

@@ -4,8 +4,7 @@
 //! does not decode) is logged `failed` with the reason; the others of its batch go on.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, LazyLock};
 
 use aos_core::acquisition::Acquired;
 use aos_core::queue::Delivery;
@@ -22,7 +21,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use prometheus_client::metrics::counter::Counter;
 use sea_orm::DbBackend;
 
-use crate::formats::{Compiled, FormatCache, LOOKUP_TTL};
+use crate::lookups::{Cached, Compiled, FormatCache};
 use crate::pms::{self, MessageKind};
 use crate::workflows::Triggers;
 
@@ -36,9 +35,9 @@ pub struct PipelineMetrics {
 
 pub struct Pipeline {
     storage: Storage,
-    devices: Mutex<HashMap<String, (DeviceRef, Instant)>>,
+    devices: Cached<String, DeviceRef>,
     formats: Arc<FormatCache>,
-    interpreters: Mutex<HashMap<i64, (Arc<TenantInterpreters>, Instant)>>,
+    interpreters: Cached<i64, Arc<TenantInterpreters>>,
     engine: interpret::Engine,
     /// Starts the workflows stored messages trigger (none: no workflows, as in tests of
     /// storage alone).
@@ -71,8 +70,8 @@ impl Pipeline {
         Pipeline {
             formats: Arc::new(FormatCache::new(storage.clone())),
             storage,
-            devices: Mutex::new(HashMap::new()),
-            interpreters: Mutex::new(HashMap::new()),
+            devices: Cached::default(),
+            interpreters: Cached::default(),
             engine: interpret::engine(),
             serial_writes: serial.then(|| tokio::sync::Mutex::new(())),
             triggers: None,
@@ -150,7 +149,8 @@ impl Pipeline {
             match (self.interpreters(tenant).await, found) {
                 (Ok(rules), Ok(workflows)) => {
                     interpreters.insert(tenant, rules);
-                    automations.extend(workflows.map(|w| (tenant, w)));
+                    // Tenants without workflows cost nothing more per message.
+                    automations.extend(workflows.filter(|w| !w.is_empty()).map(|w| (tenant, w)));
                 }
                 (Err(err), _) | (_, Err(err)) => {
                     tracing::error!(%err, "cannot look interpreters or workflows up; the batch will be delivered again");
@@ -234,53 +234,14 @@ impl Pipeline {
             }
         }
         if let Some(triggers) = &self.triggers {
-            let mut runs = Vec::new();
-            let devices: HashMap<i64, &DeviceRef> = known.values().map(|d| (d.id, d)).collect();
-            let facts = |id: i64| {
-                devices.get(&id).map(|d| DeviceFacts {
-                    uid: &d.uid,
-                    class: d.class,
-                })
+            let happened = Happened {
+                messages: &messages,
+                readings: &readings,
+                kinds: &kinds,
+                stored: &stored,
+                changes: &changes,
             };
-            let each = messages.iter().zip(&readings).zip(&kinds).zip(&stored);
-            for (((message, readings), kind), stored) in each {
-                let (Some(workflows), Some(kind), true, None) = (
-                    automations.get(&message.tenant),
-                    kind.and_then(MessageKind::name),
-                    *stored,
-                    &message.error,
-                ) else {
-                    continue;
-                };
-                let mut by_device: Vec<(i64, serde_json::Map<String, serde_json::Value>)> =
-                    Vec::new();
-                for r in readings {
-                    match by_device.iter_mut().find(|(d, _)| *d == r.device) {
-                        Some((_, values)) => {
-                            values.insert(r.attribute.clone(), r.value.clone());
-                        }
-                        None => by_device.push((
-                            r.device,
-                            [(r.attribute.clone(), r.value.clone())]
-                                .into_iter()
-                                .collect(),
-                        )),
-                    }
-                }
-                for (device, values) in by_device {
-                    if let Some(facts) = facts(device) {
-                        runs.extend(workflows.on_message(&message.key, facts, kind, &values));
-                    }
-                }
-            }
-            for change in &changes {
-                if let (Some(workflows), Some(facts)) =
-                    (automations.get(&change.tenant), facts(change.device))
-                {
-                    runs.extend(workflows.on_change(change, facts));
-                }
-            }
-            triggers.start(runs).await;
+            triggers.start(happened.runs(&automations, &known)).await;
         }
         retry
     }
@@ -452,10 +413,7 @@ impl Pipeline {
                 Err(err) => tracing::warn!(%err, "cannot look workflows up for a registration"),
             }
         }
-        self.devices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(uid.to_string(), (child.clone(), Instant::now()));
+        self.devices.put(uid.to_string(), child.clone());
         known.insert(uid.to_string(), child.clone());
         Ok(child)
     }
@@ -501,14 +459,7 @@ impl Pipeline {
 
     /// The interpreters of a tenant, compiled, from the cache or storage.
     async fn interpreters(&self, tenant: i64) -> Result<Arc<TenantInterpreters>, StorageError> {
-        let cached = self
-            .interpreters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&tenant)
-            .filter(|(_, at)| at.elapsed() < LOOKUP_TTL)
-            .map(|(rules, _)| rules.clone());
-        if let Some(rules) = cached {
+        if let Some(rules) = self.interpreters.get(&tenant) {
             return Ok(rules);
         }
         let stored = interpreters::list(&self.storage, Scope::tenant(tenant)).await?;
@@ -523,10 +474,7 @@ impl Pipeline {
                 levels: i.levels.as_ref(),
             });
         let rules = Arc::new(TenantInterpreters::compile(&self.engine, specs));
-        self.interpreters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(tenant, (rules.clone(), Instant::now()));
+        self.interpreters.put(tenant, rules.clone());
         Ok(rules)
     }
 
@@ -534,27 +482,97 @@ impl Pipeline {
     async fn devices(&self, uids: &[&str]) -> Result<HashMap<String, DeviceRef>, StorageError> {
         let mut found = HashMap::new();
         let mut missing = Vec::new();
-        {
-            let cache = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-            for uid in uids {
-                match cache.get(*uid) {
-                    Some((device, at)) if at.elapsed() < LOOKUP_TTL => {
-                        found.insert(uid.to_string(), device.clone());
-                    }
-                    _ => missing.push(*uid),
+        for uid in uids {
+            match self.devices.get(*uid) {
+                Some(device) => {
+                    found.insert(uid.to_string(), device);
                 }
+                None => missing.push(*uid),
             }
         }
         if !missing.is_empty() {
             missing.sort_unstable();
             missing.dedup();
             let loaded = devices::refs_by_uid(&self.storage, &missing).await?;
-            let mut cache = self.devices.lock().unwrap_or_else(|e| e.into_inner());
             for device in loaded {
-                cache.insert(device.uid.clone(), (device.clone(), Instant::now()));
+                self.devices.put(device.uid.clone(), device.clone());
                 found.insert(device.uid.clone(), device);
             }
         }
         Ok(found)
+    }
+}
+
+/// What a processed batch did, for the workflows it starts.
+struct Happened<'a> {
+    messages: &'a [LoggedMessage],
+    readings: &'a [Vec<Reading>],
+    kinds: &'a [Option<MessageKind>],
+    /// Which messages were stored.
+    stored: &'a [bool],
+    changes: &'a [ingest::Change],
+}
+
+impl Happened<'_> {
+    /// The workflow runs the stored messages and the latest-value changes start.
+    fn runs(
+        &self,
+        automations: &HashMap<i64, Arc<TenantWorkflows>>,
+        known: &HashMap<String, DeviceRef>,
+    ) -> Vec<aos_workflows::Triggered> {
+        let mut runs = Vec::new();
+        if automations.is_empty() {
+            return runs;
+        }
+        let devices: HashMap<i64, &DeviceRef> = known.values().map(|d| (d.id, d)).collect();
+        let facts = |id: i64| {
+            devices.get(&id).map(|d| DeviceFacts {
+                uid: &d.uid,
+                class: d.class,
+            })
+        };
+        let each = self
+            .messages
+            .iter()
+            .zip(self.readings)
+            .zip(self.kinds)
+            .zip(self.stored);
+        for (((message, readings), kind), stored) in each {
+            let (Some(workflows), Some(kind), true, None) = (
+                automations.get(&message.tenant),
+                kind.and_then(MessageKind::name),
+                *stored,
+                &message.error,
+            ) else {
+                continue;
+            };
+            let mut by_device: Vec<(i64, serde_json::Map<String, serde_json::Value>)> = Vec::new();
+            for r in readings {
+                match by_device.iter_mut().find(|(d, _)| *d == r.device) {
+                    Some((_, values)) => {
+                        values.insert(r.attribute.clone(), r.value.clone());
+                    }
+                    None => by_device.push((
+                        r.device,
+                        [(r.attribute.clone(), r.value.clone())]
+                            .into_iter()
+                            .collect(),
+                    )),
+                }
+            }
+            for (device, values) in by_device {
+                if let Some(facts) = facts(device) {
+                    runs.extend(workflows.on_message(&message.key, facts, kind, &values));
+                }
+            }
+        }
+        for change in self.changes {
+            if let (Some(workflows), Some(facts)) =
+                (automations.get(&change.tenant), facts(change.device))
+            {
+                runs.extend(workflows.on_change(change, facts));
+            }
+        }
+        runs
     }
 }

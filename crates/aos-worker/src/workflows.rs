@@ -4,8 +4,8 @@
 //! scheduled ones — on one worker of the cluster per second, through a lease.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use aos_core::Kv;
 use aos_core::queue::{Delivery, WorkQueue};
@@ -19,8 +19,8 @@ use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::formats::LOOKUP_TTL;
 use crate::jobs::take_lease;
+use crate::lookups::Cached;
 
 /// Counters of workflows (registered by the worker role).
 #[derive(Clone, Default)]
@@ -37,7 +37,7 @@ pub struct Triggers {
     storage: Storage,
     queue: Arc<dyn WorkQueue>,
     engine: Engine,
-    cache: Mutex<HashMap<i64, (Arc<TenantWorkflows>, Instant)>>,
+    cache: Cached<i64, Arc<TenantWorkflows>>,
     metrics: WorkflowMetrics,
 }
 
@@ -47,21 +47,14 @@ impl Triggers {
             storage,
             queue,
             engine: interpret::engine(),
-            cache: Mutex::new(HashMap::new()),
+            cache: Cached::default(),
             metrics,
         }
     }
 
     /// The enabled workflows of a tenant (cached for a minute).
     pub async fn of(&self, tenant: i64) -> Result<Arc<TenantWorkflows>, StorageError> {
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&tenant)
-            .filter(|(_, at)| at.elapsed() < LOOKUP_TTL)
-            .map(|(found, _)| found.clone());
-        if let Some(found) = cached {
+        if let Some(found) = self.cache.get(&tenant) {
             return Ok(found);
         }
         let stored = workflows::enabled(&self.storage, Some(tenant)).await?;
@@ -75,10 +68,7 @@ impl Triggers {
                 .collect()
         };
         let found = Arc::new(TenantWorkflows::new(&self.engine, stored, names));
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(tenant, (found.clone(), Instant::now()));
+        self.cache.put(tenant, found.clone());
         Ok(found)
     }
 

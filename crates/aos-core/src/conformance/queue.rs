@@ -6,7 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{PATIENCE, unique};
-use crate::queue::{QueueDepth, QueueError, QueueOptions, WorkQueue, dead_letter_queue};
+use crate::queue::{
+    QueueDepth, QueueError, QueueOptions, WorkQueue, dead_letter_queue, replay_dead_letters,
+};
 
 /// Visibility timeout used by the cases: short, so redelivery is observable quickly.
 const VISIBILITY: Duration = Duration::from_millis(400);
@@ -28,6 +30,7 @@ macro_rules! work_queue_conformance {
                 nack_makes_an_item_visible_again,
                 nack_with_a_delay_holds_the_item_back,
                 items_dead_letter_after_max_attempts,
+                dead_letters_can_be_browsed_replayed_and_dropped,
                 depth_counts_items_by_state,
                 undeclared_and_invalid_queues_are_refused,
                 competing_consumers_never_share_an_item,
@@ -188,6 +191,55 @@ pub async fn items_dead_letter_after_max_attempts(queue: &dyn WorkQueue) {
         .expect("ack dead letter");
     let main = queue.pull(&q, 1, VISIBILITY * 2).await.expect("pull");
     assert!(main.is_empty(), "a dead-lettered item left its queue");
+}
+
+pub async fn dead_letters_can_be_browsed_replayed_and_dropped(queue: &dyn WorkQueue) {
+    let q = declared(queue, "replay", 1).await;
+    queue.push_batch(&q, payloads(3)).await.expect("push");
+    let got = queue.pull(&q, 3, PATIENCE).await.expect("pull");
+    assert_eq!(got.len(), 3);
+    for item in &got {
+        queue.nack(&q, item.id, Duration::ZERO).await.expect("nack");
+    }
+    let dead = dead_letter_queue(&q);
+    // Moving to the dead letters is a durable write of its own: wait until all three are there.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let browsed = loop {
+        let browsed = queue.browse(&dead, 10).await.expect("browse");
+        if browsed.len() == 3 || tokio::time::Instant::now() > deadline {
+            break browsed;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let seen: Vec<&Bytes> = browsed.iter().map(|d| &d.payload).collect();
+    assert_eq!(seen, payloads(3).iter().collect::<Vec<_>>(), "oldest first");
+    assert_eq!(
+        queue.browse(&dead, 10).await.expect("browse again").len(),
+        3,
+        "browsing delivers nothing"
+    );
+    assert_eq!(queue.browse(&dead, 1).await.expect("browse one").len(), 1);
+    let replayed = replay_dead_letters(queue, &q, &[browsed[1].id, 999_999_999])
+        .await
+        .expect("replay");
+    assert_eq!(replayed, 1, "unknown ids are skipped");
+    let again = queue.pull(&q, 3, PATIENCE).await.expect("pull replayed");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].payload, Bytes::from("item-1"));
+    assert_eq!(again[0].attempt, 1, "a replayed item starts afresh");
+    assert!(
+        queue.browse(&q, 10).await.expect("browse").is_empty(),
+        "items in flight are not browsed"
+    );
+    queue.ack(&dead, &[browsed[0].id]).await.expect("drop");
+    let left: Vec<Bytes> = queue
+        .browse(&dead, 10)
+        .await
+        .expect("browse")
+        .into_iter()
+        .map(|d| d.payload)
+        .collect();
+    assert_eq!(left, vec![Bytes::from("item-2")]);
 }
 
 pub async fn depth_counts_items_by_state(queue: &dyn WorkQueue) {

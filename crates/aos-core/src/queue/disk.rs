@@ -1017,6 +1017,28 @@ impl WorkQueue for DiskQueue {
         Ok(state.queue(queue)?.depth)
     }
 
+    async fn browse(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, QueueError> {
+        let mut state = self.shared.lock();
+        state.queue(queue)?;
+        state.reap(queue, Instant::now(), self.metrics());
+        let q = state.queue(queue)?;
+        let mut waiting: Vec<(&u64, &Item)> = q
+            .items
+            .iter()
+            .filter(|(_, item)| !matches!(item.state, ItemState::InFlight(_)))
+            .collect();
+        waiting.sort_unstable_by_key(|(id, _)| **id);
+        Ok(waiting
+            .into_iter()
+            .take(max)
+            .map(|(id, item)| Delivery {
+                id: *id,
+                payload: item.payload.clone(),
+                attempt: item.attempts,
+            })
+            .collect())
+    }
+
     async fn flush(&self) -> Result<(), QueueError> {
         let (done, rx) = oneshot::channel();
         self.shared.lock().send(WriteReq {

@@ -80,6 +80,29 @@ pub fn dead_letter_queue(queue: &str) -> String {
     format!("{queue}.dead")
 }
 
+/// Gives the dead letters `ids` of `queue` another chance: each is pushed to `queue` again (as
+/// a new item, attempts from zero) and then dropped from the dead-letter queue. Returns how many
+/// were found and replayed. A crash between the two steps leaves an item in both queues — a
+/// redelivery, which consumers take in their stride.
+pub async fn replay_dead_letters(
+    backend: &dyn WorkQueue,
+    queue: &str,
+    ids: &[u64],
+) -> Result<usize, QueueError> {
+    let dead = dead_letter_queue(queue);
+    let waiting = backend.browse(&dead, usize::MAX).await?;
+    let chosen: Vec<&Delivery> = waiting.iter().filter(|d| ids.contains(&d.id)).collect();
+    if chosen.is_empty() {
+        return Ok(0);
+    }
+    backend
+        .push_batch(queue, chosen.iter().map(|d| d.payload.clone()).collect())
+        .await?;
+    let replayed: Vec<u64> = chosen.iter().map(|d| d.id).collect();
+    backend.ack(&dead, &replayed).await?;
+    Ok(replayed.len())
+}
+
 pub fn validate_queue_name(name: &str) -> Result<(), QueueError> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -109,12 +132,17 @@ pub trait WorkQueue: Send + Sync + 'static {
         wait: Duration,
     ) -> Result<Vec<Delivery>, QueueError>;
     /// Acknowledges delivered items: they are done and never delivered again. Unknown ids are
-    /// ignored (an item may already have been acknowledged).
+    /// ignored (an item may already have been acknowledged). Waiting items may be acknowledged
+    /// too, without a delivery: that is how an operator drops a dead letter.
     async fn ack(&self, queue: &str, ids: &[u64]) -> Result<(), QueueError>;
     /// Gives a delivered item back, visible again after `delay`.
     async fn nack(&self, queue: &str, id: u64, delay: Duration) -> Result<(), QueueError>;
     /// How many items the queue holds, by state.
     async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError>;
+    /// Up to `max` of the queue's waiting items (ready or delayed; not those in flight), oldest
+    /// first, without delivering them: what an operator looks at in a dead-letter queue.
+    /// `attempt` says how often each was delivered.
+    async fn browse(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, QueueError>;
     /// Makes every write so far durable (used on shutdown).
     async fn flush(&self) -> Result<(), QueueError>;
     /// Flushes, then refuses further use (node shutdown).

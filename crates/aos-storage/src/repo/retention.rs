@@ -1,9 +1,10 @@
 //! Retention: ledger rows and message-log entries older than their configured age are deleted,
-//! in bounded batches so that ingest keeps flowing while old data goes.
+//! in bounded batches so that ingest keeps flowing while old data goes; before that, message-log
+//! entries may be archived (their payload leaves the log for the worker's archive files).
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::IntoCondition;
-use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::sea_query::{Expr, IntoCondition};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::entity::{latest_value, ledger, message_log, tenant};
 use crate::{Storage, StorageError};
@@ -47,13 +48,7 @@ pub async fn prune(
     }
     if let Some(cutoff) = messages_before {
         // Tenant by tenant: the log's time index leads with the tenant.
-        let tenants: Vec<i64> = tenant::Entity::find()
-            .select_only()
-            .column(tenant::Column::Id)
-            .into_tuple()
-            .all(storage.db())
-            .await?;
-        for id in tenants {
+        for id in tenant_ids(storage).await? {
             let old = Condition::all()
                 .add(message_log::Column::TenantId.eq(id))
                 .add(message_log::Column::ReceivedAt.lt(cutoff));
@@ -89,4 +84,46 @@ async fn delete_where<E: EntityTrait>(
             .await?
             .rows_affected;
     }
+}
+
+/// The status of message-log entries whose payload has gone to the archive.
+pub const ARCHIVED: &str = "archived";
+
+/// Up to `limit` message-log entries of `tenant` received before `before` and not archived yet,
+/// oldest first.
+pub async fn to_archive(
+    storage: &Storage,
+    tenant: i64,
+    before: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<message_log::Model>, StorageError> {
+    Ok(message_log::Entity::find()
+        .filter(message_log::Column::TenantId.eq(tenant))
+        .filter(message_log::Column::ReceivedAt.lt(before))
+        .filter(message_log::Column::Status.ne(ARCHIVED))
+        .order_by_asc(message_log::Column::Id)
+        .limit(limit)
+        .all(storage.db())
+        .await?)
+}
+
+/// Marks entries archived, dropping their payload from the log (the archive holds it).
+pub async fn mark_archived(storage: &Storage, ids: &[i64]) -> Result<u64, StorageError> {
+    Ok(message_log::Entity::update_many()
+        .col_expr(message_log::Column::Status, Expr::value(ARCHIVED))
+        .col_expr(message_log::Column::Payload, Expr::value(Vec::<u8>::new()))
+        .filter(message_log::Column::Id.is_in(ids.iter().copied()))
+        .exec(storage.db())
+        .await?
+        .rows_affected)
+}
+
+/// The ids of every tenant (jobs go tenant by tenant, along the log's index).
+pub async fn tenant_ids(storage: &Storage) -> Result<Vec<i64>, StorageError> {
+    Ok(tenant::Entity::find()
+        .select_only()
+        .column(tenant::Column::Id)
+        .into_tuple()
+        .all(storage.db())
+        .await?)
 }

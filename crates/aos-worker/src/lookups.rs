@@ -1,7 +1,9 @@
-//! Message formats compiled once and reused: the pipeline reads inbound payloads with them, the
-//! command dispatcher writes commands with them.
+//! What the worker looks up in storage and reuses for a while (devices, compiled formats,
+//! interpreters, workflows): they rarely change, and a change applies within [`LOOKUP_TTL`].
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,23 +11,58 @@ use aos_formats::{Format, FormatSpec};
 use aos_storage::repo::formats;
 use aos_storage::{Storage, StorageError};
 
-/// How long a device, format or interpreter looked up is reused (they rarely change; a change
-/// applies within this time).
+/// How long a device, format, interpreter or workflow looked up is reused.
 pub const LOOKUP_TTL: Duration = Duration::from_secs(60);
 
 /// A compiled format, or why its stored definition cannot be used.
 pub type Compiled = Arc<Result<Format, String>>;
 
+/// Values kept for [`LOOKUP_TTL`] after they were looked up.
+pub struct Cached<K, V> {
+    entries: Mutex<HashMap<K, (V, Instant)>>,
+}
+
+impl<K: Eq + Hash, V: Clone> Default for Cached<K, V> {
+    fn default() -> Self {
+        Cached {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> Cached<K, V> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<K, (V, Instant)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The value of `key`, if it was looked up less than [`LOOKUP_TTL`] ago.
+    pub fn get<Q: Eq + Hash + ?Sized>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        self.entries()
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < LOOKUP_TTL)
+            .map(|(value, _)| value.clone())
+    }
+
+    pub fn put(&self, key: K, value: V) {
+        self.entries().insert(key, (value, Instant::now()));
+    }
+}
+
+/// Message formats compiled once and reused: the pipeline reads inbound payloads with them, the
+/// command dispatcher writes commands with them.
 pub struct FormatCache {
     storage: Storage,
-    entries: Mutex<HashMap<i64, (Compiled, Instant)>>,
+    entries: Cached<i64, Compiled>,
 }
 
 impl FormatCache {
     pub fn new(storage: Storage) -> FormatCache {
         FormatCache {
             storage,
-            entries: Mutex::new(HashMap::new()),
+            entries: Cached::default(),
         }
     }
 
@@ -39,14 +76,7 @@ impl FormatCache {
             if found.contains_key(&id) {
                 continue;
             }
-            let cached = self
-                .entries
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&id)
-                .filter(|(_, at)| at.elapsed() < LOOKUP_TTL)
-                .map(|(compiled, _)| compiled.clone());
-            let compiled = match cached {
+            let compiled = match self.entries.get(&id) {
                 Some(compiled) => compiled,
                 None => {
                     let compiled = Arc::new(match formats::by_id(&self.storage, id).await? {
@@ -60,10 +90,7 @@ impl FormatCache {
                         .map_err(|e| format!("format `{}` cannot be used: {e}", stored.name)),
                         None => Err(format!("format {id} no longer exists")),
                     });
-                    self.entries
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(id, (compiled.clone(), Instant::now()));
+                    self.entries.put(id, compiled.clone());
                     compiled
                 }
             };
