@@ -175,7 +175,9 @@ async fn devices_sign_in_with_stored_credentials_and_stay_in_their_topic_tree() 
 async fn changed_credentials_close_the_live_session_and_refuse_the_old_secret() {
     let dir = tempfile::tempdir().expect("tempdir");
     provision(dir.path());
-    let node = start_node(dir.path());
+    // Changes are read every 3 s: a device reconnecting right after its change signs in before
+    // the node has read it.
+    let node = start_node_with(dir.path(), &[("AOS_AUTH__CREDENTIAL_POLL", "3s")]);
     let port = node.ports.mqtt;
     let (mut dev1, _) = Client3::connect(with_password(port, "dev-1", "dev-1-user", PASSWORD))
         .await
@@ -201,6 +203,32 @@ async fn changed_credentials_close_the_live_session_and_refuse_the_old_secret() 
     ))
     .await
     .expect("the new password works");
+
+    // A connection signed in with new credentials stays, even when the node reads the change
+    // after it: dev-1 connects right after its change, then dev-2's later change closes dev-2's
+    // session — by then the node has read both — and dev-1 is still served.
+    let token = cli_ok(
+        dir.path(),
+        &["device", "credentials", "dev-2", "--tenant", "acme"],
+    );
+    let token = common::platform::printed(&token, "access token: ");
+    let (mut dev2, _) = Client3::connect(with_password(port, "dev-2", "dev-2", &token))
+        .await
+        .expect("dev-2 signs in");
+    set_password(dir.path(), "third password");
+    let (mut fresh, _) =
+        Client3::connect(with_password(port, "dev-1", "dev-1-user", "third password"))
+            .await
+            .expect("the newest password works");
+    cli_ok(
+        dir.path(),
+        &["device", "credentials", "dev-2", "--tenant", "acme"],
+    );
+    let closed = dev2.closed().await;
+    assert!(!closed.contains("nothing received"), "{closed}");
+    fresh
+        .publish_acked("aos/dev-1/telemetry", false, b"{\"t\": 1}")
+        .await;
 }
 
 #[tokio::test]

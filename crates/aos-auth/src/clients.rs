@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aos_core::access::{ClientCredentials, ClientDirectory, ClientRefusal, Identity, Revoked};
+use aos_core::access::{
+    ClientCredentials, ClientDirectory, ClientRefusal, Identity, Revocation, Revoked,
+};
 use aos_storage::repo::audit::{self, AuditEvent};
 use aos_storage::repo::devices::{self, DeviceLogin, LoginSecret, NewDevice};
 use aos_storage::repo::{Scope, api_keys, classes};
@@ -42,7 +44,7 @@ type CacheKey = (Option<String>, String, Option<String>, [u8; 32]);
 pub struct StorageClientDirectory {
     storage: Storage,
     cache: Mutex<HashMap<CacheKey, (Identity, Instant)>>,
-    revoked: broadcast::Sender<Revoked>,
+    revoked: broadcast::Sender<Revocation>,
 }
 
 impl StorageClientDirectory {
@@ -74,7 +76,7 @@ impl StorageClientDirectory {
                     Ok(changes) => {
                         for (id, revoked) in changes {
                             last = id;
-                            directory.forget(&revoked);
+                            directory.forget(&revoked.revoked);
                             tracing::info!(
                                 ?revoked,
                                 "credentials changed: cached logins dropped, live sessions closed"
@@ -276,7 +278,7 @@ impl ClientDirectory for StorageClientDirectory {
         Ok(Some(identity))
     }
 
-    fn revocations(&self) -> broadcast::Receiver<Revoked> {
+    fn revocations(&self) -> broadcast::Receiver<Revocation> {
         self.revoked.subscribe()
     }
 }

@@ -36,6 +36,8 @@ pub struct Principal {
     /// Who the platform knows the client as (a device, an application with an API key); `None`
     /// for anonymous clients and the broker's configured users.
     pub identity: Option<Identity>,
+    /// When authentication began (milliseconds since the Unix epoch; set by the listener).
+    pub signed_in_at_ms: i64,
 }
 
 impl Principal {
@@ -238,6 +240,7 @@ impl Authenticator for ConfigAuthenticator {
             client_id: request.client_id.clone(),
             username: request.username.clone(),
             identity: None,
+            signed_in_at_ms: 0,
         };
         if let Some(clients) = &self.clients {
             let credentials = ClientCredentials {
@@ -316,6 +319,7 @@ mod tests {
             client_id: client.into(),
             username: user.map(String::from),
             identity: None,
+            signed_in_at_ms: 0,
         }
     }
 

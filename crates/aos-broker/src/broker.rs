@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use aos_core::access::{Identity, Revoked};
+use aos_core::access::{Identity, Revocation};
 use aos_core::commands::{Presence, PresenceChange};
 use async_trait::async_trait;
 use ntex::util::ByteString;
@@ -376,15 +376,20 @@ impl Broker {
         })
     }
 
-    /// Closes the live connections opened with credentials that were changed or revoked.
-    pub fn kick_revoked(&self, revoked: &Revoked) {
+    /// Closes the live connections opened with credentials that were changed or revoked (those
+    /// signed in before the change; later ones used the new credentials).
+    pub fn kick_revoked(&self, revocation: &Revocation) {
         let sessions: Vec<Arc<Session>> = self
             .sessions()
             .values()
             .filter(|s| {
                 s.identity
                     .as_ref()
-                    .is_some_and(|i| i.is_revoked_by(revoked))
+                    .is_some_and(|i| i.is_revoked_by(&revocation.revoked))
+                    && s.lock()
+                        .link
+                        .as_ref()
+                        .is_some_and(|l| l.signed_in_at_ms <= revocation.at_ms)
             })
             .cloned()
             .collect();

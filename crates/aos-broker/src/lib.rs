@@ -24,7 +24,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aos_core::access::{Clients, Revoked};
+use aos_core::access::{Clients, Revocation};
 use aos_core::acquisition::ACQUISITION_QUEUE;
 
 use aos_core::net::{ServerSlot, bind_tcp};
@@ -256,7 +256,7 @@ impl Role for BrokerRole {
 /// Closes the live session of every device whose credentials change, until `stop`.
 async fn close_revoked(
     broker: Arc<Broker>,
-    mut revoked: tokio::sync::broadcast::Receiver<Revoked>,
+    mut revoked: tokio::sync::broadcast::Receiver<Revocation>,
     stop: CancellationToken,
 ) {
     use tokio::sync::broadcast::error::RecvError;

@@ -106,6 +106,9 @@ pub enum Kick {
 /// The live connection of a session.
 pub struct Link {
     pub generation: u64,
+    /// When its CONNECT began to be authenticated (milliseconds since the Unix epoch): a
+    /// credential change after it closes the connection, one before it does not.
+    pub signed_in_at_ms: i64,
     /// Wakes the connection's writer task when there is something to send.
     pub wake: Arc<Notify>,
     /// Asks the connection to close.
@@ -360,6 +363,7 @@ mod tests {
     fn link(generation: u64) -> Link {
         Link {
             generation,
+            signed_in_at_ms: 0,
             wake: Arc::new(Notify::new()),
             kick: None,
         }

@@ -83,6 +83,15 @@ pub enum Revoked {
     ApiKey(i64),
 }
 
+/// A revocation and when it was made: connections authenticated after it used the new
+/// credentials, and stay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub revoked: Revoked,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
 #[async_trait]
 pub trait ClientDirectory: Send + Sync + 'static {
     /// Checks a CONNECT's credentials. `Ok(None)`: they belong to nobody the platform knows, so
@@ -93,7 +102,7 @@ pub trait ClientDirectory: Send + Sync + 'static {
     ) -> Result<Option<Identity>, ClientRefusal>;
 
     /// Credentials that changed or were revoked, as they happen.
-    fn revocations(&self) -> broadcast::Receiver<Revoked>;
+    fn revocations(&self) -> broadcast::Receiver<Revocation>;
 }
 
 /// The node's client directory, as a node extension.

@@ -458,7 +458,10 @@ async fn roles_and_api_keys_belong_to_their_tenant(storage: &Storage) {
         .await
         .expect("log");
     assert_eq!(
-        changes.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+        changes
+            .into_iter()
+            .map(|(_, r)| r.revoked)
+            .collect::<Vec<_>>(),
         vec![Revoked::ApiKey(revoked.id)]
     );
     assert!(is_not_found(api_keys::revoke(storage, b, "nope").await));

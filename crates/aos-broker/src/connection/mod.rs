@@ -80,23 +80,25 @@ impl ListenerContext {
             self.refused();
             return Admission::Busy;
         }
-        let authenticated = self
-            .broker
-            .auth
-            .authenticate(&request)
-            .await
-            .and_then(|principal| {
-                // A device's session (its client id is its id) is taken over by that device only:
-                // nobody else may disconnect it or inherit its messages.
-                if self
-                    .broker
-                    .is_device_session_of_another(&request.client_id, principal.identity.as_ref())
-                {
-                    Err(Refusal::NotAuthorized)
-                } else {
-                    Ok(principal)
-                }
-            });
+        let signed_in_at_ms = crate::commands::now_ms();
+        let authenticated =
+            self.broker
+                .auth
+                .authenticate(&request)
+                .await
+                .and_then(|mut principal| {
+                    principal.signed_in_at_ms = signed_in_at_ms;
+                    // A device's session (its client id is its id) is taken over by that device only:
+                    // nobody else may disconnect it or inherit its messages.
+                    if self.broker.is_device_session_of_another(
+                        &request.client_id,
+                        principal.identity.as_ref(),
+                    ) {
+                        Err(Refusal::NotAuthorized)
+                    } else {
+                        Ok(principal)
+                    }
+                });
         match authenticated {
             Ok(principal) => Admission::Accepted(principal),
             Err(refusal) => {
@@ -149,6 +151,7 @@ impl ListenerContext {
             will,
             Link {
                 generation,
+                signed_in_at_ms: principal.signed_in_at_ms,
                 wake: wake.clone(),
                 kick: Some(kick_tx),
             },

@@ -1,6 +1,6 @@
 //! Devices of a tenant and their credentials.
 
-use aos_core::access::Revoked;
+use aos_core::access::{Revocation, Revoked};
 use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
@@ -327,11 +327,12 @@ pub async fn last_credential_change(storage: &Storage) -> Result<i64, StorageErr
         .map_or(0, |c| c.id))
 }
 
-/// Entries of the credential change log after `after`: (id, what changed), oldest first.
+/// Entries of the credential change log after `after`: (id, what changed and when), oldest
+/// first.
 pub async fn credential_changes_since(
     storage: &Storage,
     after: i64,
-) -> Result<Vec<(i64, Revoked)>, StorageError> {
+) -> Result<Vec<(i64, Revocation)>, StorageError> {
     Ok(credential_change::Entity::find()
         .filter(credential_change::Column::Id.gt(after))
         .order_by_asc(credential_change::Column::Id)
@@ -344,7 +345,8 @@ pub async fn credential_changes_since(
                 Some(key) => Revoked::ApiKey(key),
                 None => Revoked::Device(c.device_uid),
             };
-            (c.id, revoked)
+            let at_ms = c.at.timestamp_millis();
+            (c.id, Revocation { revoked, at_ms })
         })
         .collect())
 }
