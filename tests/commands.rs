@@ -110,8 +110,7 @@ async fn wait_status(storage: &Storage, id: i64, status: &str) -> command::Model
     }
 }
 
-/// Connects device `uid` (its access token made before the node started: a credential change
-/// closes the device's sessions) and subscribes it to `filter`.
+/// Connects device `uid` with its access token and subscribes it to `filter`.
 async fn device(port: u16, tokens: &HashMap<&str, String>, uid: &str, filter: &str) -> Client5 {
     let token = &tokens[uid];
     let mut options = options5(port, uid);
