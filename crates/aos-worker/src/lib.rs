@@ -301,6 +301,7 @@ impl Role for WorkerRole {
         consumers.push(tokio::spawn(workflows::schedules(
             (*storage).clone(),
             triggers,
+            config.workflow_timeout,
             ctx.kv.clone(),
             ctx.node.id.clone(),
             stop.clone(),

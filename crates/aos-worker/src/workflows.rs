@@ -189,10 +189,12 @@ const MAX_CATCH_UP: usize = 10;
 
 /// Starts scheduled workflows until `stop`: every second, on the worker holding the lease, each
 /// enabled schedule's runs due since the previous look are queued (keyed by their time, so a
-/// run due once is queued once even when the lease moves).
+/// run due once is queued once even when the lease moves); runs left `running` for over twice
+/// `timeout` (their worker crashed) are logged failed.
 pub async fn schedules(
     storage: Storage,
     triggers: Arc<Triggers>,
+    timeout: Duration,
     kv: Arc<dyn Kv>,
     node: String,
     stop: CancellationToken,
@@ -258,6 +260,12 @@ pub async fn schedules(
             }
         }
         triggers.start(due).await;
+        // Runs a crashed worker left `running` are logged failed once well overdue.
+        if let Ok(age) = chrono::Duration::from_std(timeout * 2)
+            && let Err(err) = workflows::fail_interrupted(&storage, now - age).await
+        {
+            tracing::warn!(%err, "cannot close interrupted workflow runs");
+        }
         last = now;
     }
 }

@@ -88,6 +88,34 @@ async fn a_happening_runs_a_workflow_once(storage: &Storage) {
             .expect("count"),
         3
     );
+    // A run its worker never finished (a crash) is logged failed once it is overdue.
+    workflows::claim_run(storage, &stored, Some("lost"), chrono::Utc::now())
+        .await
+        .expect("claimed");
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(
+        workflows::fail_interrupted(storage, later)
+            .await
+            .expect("swept"),
+        1
+    );
+    assert_eq!(
+        workflows::fail_interrupted(storage, later)
+            .await
+            .expect("swept"),
+        0
+    );
+    let newest = workflows::runs(storage, scope, "reset", 1)
+        .await
+        .expect("runs");
+    assert_eq!(newest[0].result, "failed");
+    assert!(
+        newest[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("interrupted")
+    );
     // Saving again by name replaces it.
     let (_, created) = workflows::save(
         storage,

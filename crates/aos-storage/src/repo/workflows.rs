@@ -3,7 +3,7 @@
 //! the second delivery finds its run claimed and does nothing.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, QuerySelect, SqlErr,
@@ -165,6 +165,36 @@ pub async fn finish_run(
         .exec(storage.db())
         .await?;
     Ok(())
+}
+
+/// Logs as failed the runs still `running` that started before `before`: their worker stopped
+/// during the run (a crash). Returns how many.
+pub async fn fail_interrupted(
+    storage: &Storage,
+    before: DateTime<Utc>,
+) -> Result<u64, StorageError> {
+    let stale = workflow_run::Column::Result
+        .eq(RUNNING)
+        .and(workflow_run::Column::StartedAt.lt(before));
+    // Looked for first: on SQLite a read does not contend with the ingest's writes.
+    if workflow_run::Entity::find()
+        .filter(stale.clone())
+        .one(storage.db())
+        .await?
+        .is_none()
+    {
+        return Ok(0);
+    }
+    Ok(workflow_run::Entity::update_many()
+        .col_expr(workflow_run::Column::Result, Expr::value("failed"))
+        .col_expr(
+            workflow_run::Column::Error,
+            Expr::value("interrupted: the worker stopped during the run"),
+        )
+        .filter(stale)
+        .exec(storage.db())
+        .await?
+        .rows_affected)
 }
 
 /// The newest runs of a workflow.
