@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use aos_auth::accounts::Accounts;
 use aos_auth::bootstrap::FirstAdmin;
 use aos_auth::clients::StorageClientDirectory;
+use aos_auth::secret;
 use aos_core::access::Clients;
 use aos_core::admin::AdminServer;
 use aos_core::bus::MemoryBus;
@@ -237,9 +239,23 @@ async fn run_node(
     // Stops watching the credential change log when the node is done, whichever way it ends.
     let _watching = watching.clone().drop_guard();
 
+    let accounts = match secret::token_key(auth.token_key.as_deref(), &core.node.data_dir) {
+        Ok(key) => Accounts::new(storage.clone(), auth.sign_in.clone(), &key)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(err) => Err(err),
+    };
+    let accounts = match accounts {
+        Ok(accounts) => accounts,
+        Err(err) => {
+            close(&queue, storage, &net).await;
+            return exit(EXIT_CONFIG, format!("cannot set up sign-in: {err}"));
+        }
+    };
     let extensions = Extensions::default();
     extensions.insert(Arc::new(storage.clone()));
     extensions.insert(Arc::new(Clients(clients)));
+    extensions.insert(Arc::new(accounts));
     let compiled = roles::compiled();
     let info = NodeInfo::new(
         id,

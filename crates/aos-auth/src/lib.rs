@@ -25,6 +25,9 @@ pub struct AuthSettings {
     pub credential_poll: Duration,
     /// People's sign-in: token lifetimes, throttling, password hashing (`[auth.sign_in]`).
     pub sign_in: accounts::SignInSettings,
+    /// The key that signs access tokens (hex, at least 32 bytes), the same on every node of a
+    /// cluster. Unset: a key generated on first start and kept in `DATA_DIR/token.key`.
+    pub token_key: Option<String>,
 }
 
 impl AuthSettings {
@@ -45,6 +48,7 @@ impl Default for AuthSettings {
         AuthSettings {
             credential_poll: Duration::from_secs(2),
             sign_in: accounts::SignInSettings::default(),
+            token_key: None,
         }
     }
 }

@@ -53,3 +53,49 @@ mod tests {
         );
     }
 }
+
+/// Shortest token-signing key accepted, in bytes.
+pub const MIN_TOKEN_KEY: usize = 32;
+
+/// The key that signs access tokens: `configured` (hex), else the one kept in
+/// `data_dir/token.key`, created there (owner-only) on first use.
+pub fn token_key(configured: Option<&str>, data_dir: &std::path::Path) -> Result<Vec<u8>, String> {
+    let parse = |hex_key: &str, source: &str| {
+        let key = hex::decode(hex_key.trim()).map_err(|e| {
+            format!("{source} is not hex ({e}): generate one with `openssl rand -hex 32`")
+        })?;
+        if key.len() < MIN_TOKEN_KEY {
+            return Err(format!(
+                "{source} has {} bytes; it needs at least {MIN_TOKEN_KEY}",
+                key.len()
+            ));
+        }
+        Ok(key)
+    };
+    if let Some(key) = configured {
+        return parse(key, "auth.token_key (AOS_AUTH__TOKEN_KEY)");
+    }
+    let path = data_dir.join("token.key");
+    let shown = path.display().to_string();
+    match std::fs::read_to_string(&path) {
+        Ok(stored) => parse(&stored, &shown),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let key = generate();
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot create {shown}: {e}"))?;
+            file.write_all(key.as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| format!("cannot write {shown}: {e}"))?;
+            parse(&key, &shown)
+        }
+        Err(err) => Err(format!("cannot read {shown}: {err}")),
+    }
+}

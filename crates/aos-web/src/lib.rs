@@ -1,16 +1,23 @@
 //! `aos-web`: the web role — the REST API and the web client.
 //!
-//! This first cut serves the listener with the node's version under `/api/version` and a landing
-//! page; the API and the client arrive with the web issue.
+//! It serves the REST API under `/api` ([`api`]: so far sign-in, tokens and the caller; every
+//! error in one JSON shape), the node's version under `/api/version`, and a landing page; the
+//! rest of the API and the web client arrive with the web issue.
+
+pub mod api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aos_auth::accounts::Accounts;
 use aos_core::NodeInfo;
 use aos_core::net::{ServerSlot, bind_tcp};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
+use aos_storage::Storage;
 use async_trait::async_trait;
+
+use crate::api::Api;
 use ntex::web::{self, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
 
@@ -76,14 +83,28 @@ impl Role for WebRole {
         let drain =
             ntex::time::Seconds(config.drain_timeout.as_secs().clamp(1, u16::MAX as u64) as u16);
         let node = ctx.node.clone();
+        let (Some(storage), Some(accounts)) = (
+            ctx.extensions.get::<Storage>(),
+            ctx.extensions.get::<Accounts>(),
+        ) else {
+            return Err(RoleError::other(
+                "the web role needs the platform's storage and accounts",
+            ));
+        };
+        let api = Arc::new(Api {
+            storage: (*storage).clone(),
+            accounts,
+        });
         let server = ctx
             .net
             .run(move || -> std::io::Result<ntex::server::Server> {
                 Ok(HttpServer::new(async move || {
                     App::new()
                         .state(node.clone())
+                        .state(api.clone())
                         .route("/", web::get().to(landing))
                         .route("/api/version", web::get().to(version))
+                        .configure(api::configure)
                 })
                 .workers(workers)
                 .disable_signals()

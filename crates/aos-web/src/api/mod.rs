@@ -1,0 +1,196 @@
+//! The REST API under `/api`: JSON in and out, one error shape for every failure
+//! (`{"error": {"code", "message", "field"}}` with the matching HTTP status), request bodies
+//! bounded, callers named by `Authorization: Bearer` access tokens.
+
+mod auth;
+
+use std::sync::Arc;
+
+use aos_auth::accounts::{Accounts, SignInError};
+use aos_auth::permissions::Subject;
+use aos_storage::Storage;
+use ntex::http::StatusCode;
+use ntex::http::error::PayloadError as BodyError;
+use ntex::util::Bytes;
+use ntex::web::error::{DefaultError, PayloadError};
+use ntex::web::{self, FromRequest, HttpRequest, HttpResponse, WebResponseError};
+use serde::de::DeserializeOwned;
+
+/// Largest request body accepted (JSON documents, not uploads).
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// What the API handlers share.
+pub struct Api {
+    pub storage: Storage,
+    pub accounts: Arc<Accounts>,
+}
+
+pub type ApiState = web::types::State<Arc<Api>>;
+
+/// Routes of the API.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.state(web::types::PayloadConfig::new(MAX_BODY)).service(
+        web::scope("/api")
+            .configure(auth::configure)
+            .default_service(web::to(unknown_route)),
+    );
+}
+
+async fn unknown_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no API operation {} {}", req.method(), req.path()),
+    ))
+}
+
+/// An API failure, as the client sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// The request field that was wrong, when one was.
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> ApiError {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    fn internal(err: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%err, "API request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not complete the request; it is logged",
+        )
+    }
+}
+
+impl WebResponseError<DefaultError> for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self, _: &HttpRequest) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.header("www-authenticate", "Bearer");
+        }
+        response.json(&serde_json::json!({
+            "error": { "code": self.code, "message": self.message, "field": self.field }
+        }))
+    }
+}
+
+impl From<SignInError> for ApiError {
+    fn from(err: SignInError) -> ApiError {
+        let (status, code) = match &err {
+            SignInError::BadCredentials | SignInError::InvalidToken => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
+            SignInError::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "throttled"),
+            SignInError::Disabled | SignInError::Denied(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            SignInError::WeakPassword => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            SignInError::Storage(_) | SignInError::Password(_) => return ApiError::internal(err),
+        };
+        ApiError::new(status, code, err.to_string())
+    }
+}
+
+/// A JSON request body, read up to [`MAX_BODY`] and parsed strictly (types checked, unknown
+/// fields refused where the type says so), every failure a 4xx in the API's shape.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, Err: web::ErrorRenderer> FromRequest<Err> for Json<T> {
+    type Error = ApiError;
+
+    async fn from_request(
+        req: &HttpRequest,
+        payload: &mut ntex::http::Payload,
+    ) -> Result<Json<T>, ApiError> {
+        let body = <Bytes as FromRequest<Err>>::from_request(req, payload)
+            .await
+            .map_err(|err| match err {
+                PayloadError::Payload(BodyError::Overflow) => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the request body is over {MAX_BODY} bytes"),
+                ),
+                other => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("the request body could not be read: {other}"),
+                ),
+            })?;
+        parse(&body).map(Json)
+    }
+}
+
+/// Reads a JSON document; a syntax error is 400, a document of the wrong shape 422 naming the
+/// field when serde names one.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|err| {
+        let message = err.to_string();
+        match err.classify() {
+            serde_json::error::Category::Data => {
+                let mut error =
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message.clone());
+                if let Some(field) = message.split('`').nth(1) {
+                    error = error.field(field);
+                }
+                error
+            }
+            _ => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the request body is not JSON: {message}"),
+            ),
+        }
+    })
+}
+
+/// The signed-in user making a request (from `Authorization: Bearer ACCESS_TOKEN`).
+pub struct Caller(pub Subject);
+
+impl<Err: web::ErrorRenderer> FromRequest<Err> for Caller {
+    type Error = ApiError;
+
+    async fn from_request(
+        req: &HttpRequest,
+        _: &mut ntex::http::Payload,
+    ) -> Result<Caller, ApiError> {
+        let api = req
+            .app_state::<Arc<Api>>()
+            .ok_or_else(|| ApiError::internal("the API state is missing"))?;
+        let token = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "sign in first: send `Authorization: Bearer ACCESS_TOKEN` (POST /api/auth/sign-in)",
+                )
+            })?;
+        let claims = api.accounts.verify(token.trim())?;
+        Ok(Caller(api.accounts.subject(&claims).await?))
+    }
+}

@@ -1,0 +1,204 @@
+//! The REST API's foundation through HTTP on the node's port: sign-in, who the caller is,
+//! refresh with rotation, sign-out; every failure — wrong credentials, no or a bad token,
+//! malformed JSON, unknown fields, wrong types, an oversize body, an unknown route — a 4xx in one
+//! JSON shape, and the node serving on; tokens stay valid across a restart (the signing key is
+//! kept in the data directory, owner-only).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::Aos;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "a long admin password";
+
+/// (status, JSON body) of a request to the node's HTTP port.
+fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build();
+    let agent = ureq::Agent::new_with_config(config);
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = match body {
+        Some(body) => agent.run(
+            request
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .expect("request"),
+        ),
+        None => agent.run(request.body(()).expect("request")),
+    }
+    .expect("HTTP");
+    let status = response.status().as_u16();
+    let text = response.into_body().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn start(dir: &std::path::Path) -> common::AosProcess {
+    let mut node = Aos::new(dir, &["run"])
+        .env("AOS_ADMIN_PASSWORD", PASSWORD)
+        .spawn();
+    node.wait_ready();
+    node
+}
+
+/// Asserts a refusal: `status`, the error shape, and its code.
+fn refused((status, body): (u16, Value), want: u16, code: &str) -> Value {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], json!(code), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body["error"].clone()
+}
+
+#[test]
+fn sign_in_tokens_and_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = start(dir.path());
+    let port = node.ports.http;
+    let sign_in = |login: &str, password: &str| {
+        call(
+            port,
+            "POST",
+            "/api/auth/sign-in",
+            None,
+            Some(&json!({"login": login, "password": password}).to_string()),
+        )
+    };
+
+    let (status, tokens) = sign_in("admin", PASSWORD);
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"]
+        .as_str()
+        .expect("access token")
+        .to_string();
+    let refresh = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_string();
+    let (status, me) = call(port, "GET", "/api/me", Some(&access), None);
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        (me["login"].clone(), me["tenant"].clone()),
+        (json!("admin"), Value::Null)
+    );
+
+    refused(sign_in("admin", "wrong password"), 401, "unauthorized");
+    refused(sign_in("nobody", PASSWORD), 401, "unauthorized");
+    refused(
+        call(port, "GET", "/api/me", None, None),
+        401,
+        "unauthorized",
+    );
+    refused(
+        call(port, "GET", "/api/me", Some("not-a-token"), None),
+        401,
+        "unauthorized",
+    );
+    refused(
+        call(
+            port,
+            "POST",
+            "/api/auth/sign-in",
+            None,
+            Some("{\"login\": "),
+        ),
+        400,
+        "malformed_json",
+    );
+    let unknown = refused(
+        call(
+            port,
+            "POST",
+            "/api/auth/sign-in",
+            None,
+            Some(&json!({"login": "admin", "password": PASSWORD, "otp": 1}).to_string()),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(unknown["field"], json!("otp"));
+    refused(
+        call(
+            port,
+            "POST",
+            "/api/auth/sign-in",
+            None,
+            Some(&json!({"login": "admin", "password": 5}).to_string()),
+        ),
+        422,
+        "invalid",
+    );
+    let oversize = json!({"login": "admin", "password": "x".repeat(300 * 1024)}).to_string();
+    refused(
+        call(port, "POST", "/api/auth/sign-in", None, Some(&oversize)),
+        413,
+        "too_large",
+    );
+    refused(
+        call(port, "GET", "/api/nothing-here", Some(&access), None),
+        404,
+        "not_found",
+    );
+
+    // Refresh rotates: the new pair works, the spent refresh token is refused.
+    let body = json!({"refresh_token": refresh}).to_string();
+    let (status, rotated) = call(port, "POST", "/api/auth/refresh", None, Some(&body));
+    assert_eq!(status, 200, "{rotated}");
+    refused(
+        call(port, "POST", "/api/auth/refresh", None, Some(&body)),
+        401,
+        "unauthorized",
+    );
+    let fresh = sign_in("admin", PASSWORD).1;
+    let fresh_refresh = json!({"refresh_token": fresh["refresh_token"]}).to_string();
+    let (status, _) = call(
+        port,
+        "POST",
+        "/api/auth/sign-out",
+        None,
+        Some(&fresh_refresh),
+    );
+    assert_eq!(status, 204);
+    refused(
+        call(
+            port,
+            "POST",
+            "/api/auth/refresh",
+            None,
+            Some(&fresh_refresh),
+        ),
+        401,
+        "unauthorized",
+    );
+    let (status, version) = call(port, "GET", "/api/version", None, None);
+    assert_eq!(status, 200, "served on after every refusal: {version}");
+
+    // The signing key is kept, owner-only: a token outlives a restart.
+    let key = dir.path().join("data/token.key");
+    let mode = std::fs::metadata(&key)
+        .expect("token.key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    drop(node);
+    let node = start(dir.path());
+    let (status, me) = call(node.ports.http, "GET", "/api/me", Some(&access), None);
+    assert_eq!(status, 200, "{me}");
+}
