@@ -202,3 +202,199 @@ fn sign_in_tokens_and_clear_errors() {
     let (status, me) = call(node.ports.http, "GET", "/api/me", Some(&access), None);
     assert_eq!(status, 200, "{me}");
 }
+
+#[test]
+fn commands_and_dead_letters_through_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    common::cli_ok(d, &["tenant", "add", "acme"]);
+    common::cli_ok(d, &["class", "add", "sensor", "--tenant", "acme"]);
+    common::cli_ok(
+        d,
+        &[
+            "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
+        ],
+    );
+    let out = common::cli_ok(
+        d,
+        &[
+            "user", "add", "olga", "--tenant", "acme", "--role", "operator",
+        ],
+    );
+    let olga_password = common::platform::printed(&out, "password: ");
+    let node = start(d);
+    let port = node.ports.http;
+    let token = |login: &str, password: &str| {
+        let (status, tokens) = call(
+            port,
+            "POST",
+            "/api/auth/sign-in",
+            None,
+            Some(&json!({"login": login, "password": password}).to_string()),
+        );
+        assert_eq!(status, 200, "{tokens}");
+        tokens["access_token"].as_str().expect("token").to_string()
+    };
+    let admin = token("admin", PASSWORD);
+    let olga = token("olga", &olga_password);
+
+    // A system administrator names the tenant; a tenant's user acts in its own.
+    let send =
+        json!({"name": "reboot", "parameters": {"delay": 5}, "expires_in": "1h"}).to_string();
+    let missing = refused(
+        call(
+            port,
+            "POST",
+            "/api/devices/d-1/commands",
+            Some(&admin),
+            Some(&send),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(missing["field"], json!("tenant"));
+    let (status, created) = call(
+        port,
+        "POST",
+        "/api/devices/d-1/commands?tenant=acme",
+        Some(&admin),
+        Some(&send),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (created["status"].clone(), created["device"].clone()),
+        (json!("queued"), json!("d-1"))
+    );
+    assert_eq!(created["parameters"], json!({"delay": 5}));
+    let (status, by_olga) = call(
+        port,
+        "POST",
+        "/api/devices/d-1/commands",
+        Some(&olga),
+        Some(&json!({"name": "blink"}).to_string()),
+    );
+    assert_eq!(status, 201, "{by_olga}");
+    let (status, one) = call(
+        port,
+        "GET",
+        &format!("/api/commands/{}", by_olga["id"]),
+        Some(&olga),
+        None,
+    );
+    assert_eq!((status, one["name"].clone()), (200, json!("blink")));
+    let (status, listed) = call(
+        port,
+        "GET",
+        "/api/commands?device=d-1&status=queued",
+        Some(&olga),
+        None,
+    );
+    assert_eq!(status, 200, "{listed}");
+    let names: Vec<&Value> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| &c["name"])
+        .collect();
+    assert_eq!(names, [&json!("blink"), &json!("reboot")], "newest first");
+
+    refused(
+        call(
+            port,
+            "POST",
+            "/api/devices/nope/commands",
+            Some(&olga),
+            Some(&send),
+        ),
+        404,
+        "not_found",
+    );
+    refused(
+        call(port, "GET", "/api/commands/999999", Some(&olga), None),
+        404,
+        "not_found",
+    );
+    refused(
+        call(port, "GET", "/api/commands/abc", Some(&olga), None),
+        404,
+        "not_found",
+    );
+    let bad = refused(
+        call(port, "GET", "/api/commands?status=lost", Some(&olga), None),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("status"));
+    let bad = refused(
+        call(port, "GET", "/api/commands?limit=0", Some(&olga), None),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("limit"));
+    refused(
+        call(port, "GET", "/api/commands?color=red", Some(&olga), None),
+        422,
+        "invalid",
+    );
+    let bad = refused(
+        call(
+            port,
+            "POST",
+            "/api/devices/d-1/commands",
+            Some(&olga),
+            Some(&json!({"name": "x", "expires_in": "soon"}).to_string()),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("expires_in"));
+    refused(
+        call(
+            port,
+            "POST",
+            "/api/devices/d-1/commands",
+            Some(&olga),
+            Some(&json!({"name": "x", "parameters": [1]}).to_string()),
+        ),
+        422,
+        "invalid",
+    );
+
+    // Dead letters: the platform's administrators look and replay; tenant users may not.
+    let (status, dead) = call(
+        port,
+        "GET",
+        "/api/queues/acquisition/dead",
+        Some(&admin),
+        None,
+    );
+    assert_eq!((status, dead["items"].clone()), (200, json!([])), "{dead}");
+    let (status, replayed) = call(
+        port,
+        "POST",
+        "/api/queues/acquisition/dead/replay",
+        Some(&admin),
+        Some(&json!({"ids": [12345]}).to_string()),
+    );
+    assert_eq!(
+        (status, replayed["replayed"].clone()),
+        (200, json!(0)),
+        "{replayed}"
+    );
+    refused(
+        call(
+            port,
+            "GET",
+            "/api/queues/acquisition/dead",
+            Some(&olga),
+            None,
+        ),
+        403,
+        "forbidden",
+    );
+    refused(
+        call(port, "GET", "/api/queues/nothing/dead", Some(&admin), None),
+        404,
+        "not_found",
+    );
+}

@@ -94,6 +94,7 @@ impl Role for WebRole {
         let api = Arc::new(Api {
             storage: (*storage).clone(),
             accounts,
+            queue: ctx.queue.clone(),
         });
         let server = ctx
             .net

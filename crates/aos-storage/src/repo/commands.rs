@@ -255,6 +255,23 @@ pub async fn list(
         .collect())
 }
 
+/// The command `id`, if the scope may see it.
+pub async fn get(storage: &Storage, scope: Scope, id: i64) -> Result<CommandRow, StorageError> {
+    let mut query = command::Entity::find_by_id(id)
+        .filter(command::Column::TenantId.eq(scope.tenant))
+        .find_also_related(device::Entity);
+    if let Some(entity) = scope.customer {
+        query = query.filter(device::Column::EntityId.eq(entity));
+    }
+    match query.one(storage.db()).await? {
+        Some((command, Some(device))) => Ok(CommandRow {
+            command,
+            device: device.uid,
+        }),
+        _ => Err(StorageError::not_found("command", id.to_string())),
+    }
+}
+
 /// A queued command whose device (or the gateway it is reached through) is online.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Deliverable {

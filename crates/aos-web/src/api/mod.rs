@@ -3,12 +3,16 @@
 //! bounded, callers named by `Authorization: Bearer` access tokens.
 
 mod auth;
+mod commands;
+mod queues;
 
 use std::sync::Arc;
 
 use aos_auth::accounts::{Accounts, SignInError};
-use aos_auth::permissions::Subject;
-use aos_storage::Storage;
+use aos_auth::permissions::{Access, Denied, ObjectKind, Operation, Subject, authorize};
+use aos_core::WorkQueue;
+use aos_storage::repo::{Scope, tenants};
+use aos_storage::{Storage, StorageError};
 use ntex::http::StatusCode;
 use ntex::http::error::PayloadError as BodyError;
 use ntex::util::Bytes;
@@ -23,6 +27,8 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub struct Api {
     pub storage: Storage,
     pub accounts: Arc<Accounts>,
+    /// The node's work queues (their dead letters are looked at and replayed).
+    pub queue: Arc<dyn WorkQueue>,
 }
 
 pub type ApiState = web::types::State<Arc<Api>>;
@@ -32,6 +38,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.state(web::types::PayloadConfig::new(MAX_BODY)).service(
         web::scope("/api")
             .configure(auth::configure)
+            .configure(commands::configure)
+            .configure(queues::configure)
             .default_service(web::to(unknown_route)),
     );
 }
@@ -97,6 +105,41 @@ impl WebResponseError<DefaultError> for ApiError {
         response.json(&serde_json::json!({
             "error": { "code": self.code, "message": self.message, "field": self.field }
         }))
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(err: StorageError) -> ApiError {
+        match &err {
+            StorageError::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string())
+            }
+            StorageError::Duplicate { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", err.to_string())
+            }
+            StorageError::Invalid { field, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", err.to_string())
+                    .field(*field)
+            }
+            StorageError::Forbidden(_) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", err.to_string())
+            }
+            _ => ApiError::internal(err),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> ApiError {
+        match denied {
+            Denied::NoTenant => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "say which tenant this is for: add ?tenant=NAME",
+            )
+            .field("tenant"),
+            other => ApiError::new(StatusCode::FORBIDDEN, "forbidden", other.to_string()),
+        }
     }
 }
 
@@ -167,8 +210,82 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// A query string, parsed strictly like a body (unknown parameters refused).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, Err: web::ErrorRenderer> FromRequest<Err> for Query<T> {
+    type Error = ApiError;
+
+    async fn from_request(
+        req: &HttpRequest,
+        _: &mut ntex::http::Payload,
+    ) -> Result<Query<T>, ApiError> {
+        serde_urlencoded::from_str(req.query_string())
+            .map(Query)
+            .map_err(|err| {
+                let message = err.to_string();
+                let mut error = ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    format!("the query string is not valid: {message}"),
+                );
+                if let Some(field) = message.split('`').nth(1) {
+                    error = error.field(field);
+                }
+                error
+            })
+    }
+}
+
+/// Checks a list's `limit` (1 to 1,000; default 50).
+pub fn limit(given: Option<u64>) -> Result<u64, ApiError> {
+    match given.unwrap_or(50) {
+        n @ 1..=1000 => Ok(n),
+        n => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("limit must be 1 to 1000, not {n}"),
+        )
+        .field("limit")),
+    }
+}
+
 /// The signed-in user making a request (from `Authorization: Bearer ACCESS_TOKEN`).
 pub struct Caller(pub Subject);
+
+impl Caller {
+    /// The scope the caller may do `operation` on `kind` in: its own tenant, or for a platform
+    /// user the tenant the request names (`?tenant=NAME`).
+    pub async fn scope(
+        &self,
+        api: &Api,
+        kind: ObjectKind,
+        operation: Operation,
+        tenant: Option<&str>,
+    ) -> Result<Scope, ApiError> {
+        let named = match (self.0.tenant, tenant) {
+            (None, Some(name)) => Some(
+                tenants::by_name(&api.storage, name)
+                    .await
+                    .map_err(|e| ApiError::from(e).field("tenant"))?
+                    .id,
+            ),
+            _ => None,
+        };
+        match authorize(&self.0, kind, operation, named)? {
+            Access::Tenant(scope) => Ok(scope),
+            Access::Platform => Err(ApiError::internal(
+                "a tenant kind was authorized as platform",
+            )),
+        }
+    }
+
+    /// Checks a platform operation (system administrators only).
+    pub fn platform(&self, kind: ObjectKind, operation: Operation) -> Result<(), ApiError> {
+        authorize(&self.0, kind, operation, None)?;
+        Ok(())
+    }
+}
 
 impl<Err: web::ErrorRenderer> FromRequest<Err> for Caller {
     type Error = ApiError;

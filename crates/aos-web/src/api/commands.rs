@@ -1,0 +1,163 @@
+//! Commands to devices: send one, list them, follow one's status.
+
+use aos_auth::permissions::{ObjectKind, Operation};
+use aos_storage::repo::commands::{self, CommandFilter, CommandRow, NewCommand};
+use chrono::Utc;
+use ntex::http::StatusCode;
+use ntex::web::{self, HttpResponse};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState, Caller, Json, Query, limit};
+
+/// How long a command waits for its device unless the request says.
+const DEFAULT_EXPIRY: &str = "1d";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/devices/{uid}/commands", web::post().to(send))
+        .route("/commands", web::get().to(list))
+        .route("/commands/{id}", web::get().to(get));
+}
+
+/// `?tenant=NAME` (for system administrators).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InTenant {
+    tenant: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Send {
+    name: String,
+    #[serde(default = "no_parameters")]
+    parameters: Value,
+    /// How long it may wait for the device: `30s`, `1h`, `2days` (default 1d).
+    expires_in: Option<String>,
+}
+
+fn no_parameters() -> Value {
+    json!({})
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    tenant: Option<String>,
+    device: Option<String>,
+    status: Option<String>,
+    batch: Option<i64>,
+    limit: Option<u64>,
+}
+
+fn command_json(row: &CommandRow) -> Value {
+    let c = &row.command;
+    json!({
+        "id": c.id,
+        "device": row.device,
+        "name": c.name,
+        "parameters": c.payload,
+        "status": c.status,
+        "error": c.error,
+        "batch": c.batch_id,
+        "created_at": c.created_at,
+        "sent_at": c.sent_at,
+        "acknowledged_at": c.acknowledged_at,
+        "expires_at": c.expires_at,
+    })
+}
+
+/// `POST /api/devices/{uid}/commands {"name", "parameters", "expires_in"}` → 201, the command
+/// (queued; sent once the device is connected and subscribed).
+async fn send(
+    api: ApiState,
+    caller: Caller,
+    uid: web::types::Path<String>,
+    query: Query<InTenant>,
+    body: Json<Send>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = caller
+        .scope(
+            &api,
+            ObjectKind::Commands,
+            Operation::Create,
+            query.0.tenant.as_deref(),
+        )
+        .await?;
+    let body = body.0;
+    let expires_in = body.expires_in.as_deref().unwrap_or(DEFAULT_EXPIRY);
+    let expiry = humantime::parse_duration(expires_in)
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("`{expires_in}` is not a duration (30s, 1h, 2days)"),
+            )
+            .field("expires_in")
+        })?;
+    let new = NewCommand {
+        name: body.name,
+        parameters: body.parameters,
+        expires_at: Some(Utc::now() + expiry),
+    };
+    let created = commands::create(&api.storage, scope, &uid, &new).await?;
+    let row = CommandRow {
+        command: created,
+        device: uid.into_inner(),
+    };
+    Ok(HttpResponse::Created().json(&command_json(&row)))
+}
+
+/// `GET /api/commands?device=&status=&batch=&limit=` → the newest first.
+async fn list(
+    api: ApiState,
+    caller: Caller,
+    query: Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.0;
+    let scope = caller
+        .scope(
+            &api,
+            ObjectKind::Commands,
+            Operation::View,
+            query.tenant.as_deref(),
+        )
+        .await?;
+    let filter = CommandFilter {
+        device: query.device,
+        status: query.status,
+        batch: query.batch,
+        limit: limit(query.limit)?,
+    };
+    let rows = commands::list(&api.storage, scope, &filter).await?;
+    let items: Vec<Value> = rows.iter().map(command_json).collect();
+    Ok(HttpResponse::Ok().json(&json!({ "items": items })))
+}
+
+/// `GET /api/commands/{id}` → the command and its status.
+async fn get(
+    api: ApiState,
+    caller: Caller,
+    id: web::types::Path<String>,
+    query: Query<InTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = caller
+        .scope(
+            &api,
+            ObjectKind::Commands,
+            Operation::View,
+            query.0.tenant.as_deref(),
+        )
+        .await?;
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no command `{}`", id.as_str()),
+        )
+    })?;
+    let row = commands::get(&api.storage, scope, id).await?;
+    Ok(HttpResponse::Ok().json(&command_json(&row)))
+}
