@@ -36,24 +36,6 @@ pub fn shown_prefix(secret: &str) -> String {
     secret.chars().take(8).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_random_and_hashes_stable() {
-        let (a, b) = (generate(), generate());
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, b);
-        assert_eq!(lookup_hash(&a), lookup_hash(&a));
-        assert_ne!(lookup_hash(&a), lookup_hash(&b));
-        assert_eq!(
-            lookup_hash("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
-}
-
 /// Shortest token-signing key accepted, in bytes.
 pub const MIN_TOKEN_KEY: usize = 32;
 
@@ -97,5 +79,23 @@ pub fn token_key(configured: Option<&str>, data_dir: &std::path::Path) -> Result
             parse(&key, &shown)
         }
         Err(err) => Err(format!("cannot read {shown}: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_random_and_hashes_stable() {
+        let (a, b) = (generate(), generate());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert_eq!(lookup_hash(&a), lookup_hash(&a));
+        assert_ne!(lookup_hash(&a), lookup_hash(&b));
+        assert_eq!(
+            lookup_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }
