@@ -398,3 +398,104 @@ fn commands_and_dead_letters_through_the_api() {
         "not_found",
     );
 }
+
+#[tokio::test]
+async fn events_are_listed_acknowledged_and_cleared() {
+    use aos_storage::entity::{device, event};
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    common::cli_ok(d, &["tenant", "add", "acme"]);
+    common::cli_ok(d, &["class", "add", "sensor", "--tenant", "acme"]);
+    common::cli_ok(
+        d,
+        &[
+            "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
+        ],
+    );
+    let out = common::cli_ok(
+        d,
+        &[
+            "user", "add", "olga", "--tenant", "acme", "--role", "operator",
+        ],
+    );
+    let olga_password = common::platform::printed(&out, "password: ");
+    // An alarm as a level change raises it (see tests/interpreters.rs for that path).
+    let storage = common::platform::storage(d).await;
+    let dev = device::Entity::find()
+        .filter(device::Column::Uid.eq("d-1"))
+        .one(storage.db())
+        .await
+        .expect("query")
+        .expect("device");
+    let raised = event::ActiveModel {
+        tenant_id: Set(dev.tenant_id),
+        device_id: Set(dev.id),
+        attribute: Set(Some("temperature".into())),
+        level: Set("faulty".into()),
+        message: Set("temperature is faulty (55)".into()),
+        raised_at: Set(chrono::Utc::now()),
+        acknowledged_at: Set(None),
+        acknowledged_by: Set(None),
+        cleared_at: Set(None),
+        ..Default::default()
+    }
+    .insert(storage.db())
+    .await
+    .expect("event");
+    let node = start(d);
+    let port = node.ports.http;
+    let (_, tokens) = call(
+        port,
+        "POST",
+        "/api/auth/sign-in",
+        None,
+        Some(&json!({"login": "olga", "password": olga_password}).to_string()),
+    );
+    let olga = tokens["access_token"].as_str().expect("token").to_string();
+
+    let (status, open) = call(
+        port,
+        "GET",
+        "/api/events?open=true&device=d-1",
+        Some(&olga),
+        None,
+    );
+    assert_eq!(status, 200, "{open}");
+    assert_eq!(open["items"][0]["id"], json!(raised.id));
+    assert_eq!(open["items"][0]["level"], json!("faulty"));
+    let path = |what: &str| format!("/api/events/{}/{what}", raised.id);
+    let (status, acked) = call(port, "POST", &path("acknowledge"), Some(&olga), None);
+    assert_eq!(status, 200, "{acked}");
+    assert_eq!(acked["acknowledged_by"], json!("user:olga"));
+    let (status, cleared) = call(port, "POST", &path("clear"), Some(&olga), None);
+    assert_eq!(status, 200, "{cleared}");
+    assert!(cleared["cleared_at"].is_string(), "{cleared}");
+    let (_, open) = call(port, "GET", "/api/events?open=true", Some(&olga), None);
+    assert_eq!(open["items"], json!([]));
+    let (_, closed) = call(port, "GET", "/api/events?open=false", Some(&olga), None);
+    assert_eq!(closed["items"].as_array().map(Vec::len), Some(1));
+    refused(
+        call(port, "POST", "/api/events/999999/clear", Some(&olga), None),
+        404,
+        "not_found",
+    );
+    refused(
+        call(port, "POST", "/api/events/x/acknowledge", Some(&olga), None),
+        404,
+        "not_found",
+    );
+    let bad = refused(
+        call(port, "GET", "/api/events?open=maybe", Some(&olga), None),
+        422,
+        "invalid",
+    );
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("query string"),
+        "{bad}"
+    );
+}

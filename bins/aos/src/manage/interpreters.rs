@@ -175,7 +175,11 @@ pub async fn events(storage: &Storage, command: EventCommand) -> anyhow::Result<
                 "{:<6} {:<10} {:<21} {:<6} {:<8} message",
                 "id", "level", "raised", "acked", "cleared"
             );
-            for e in interpreters::events(storage, scope, limit).await? {
+            let filter = interpreters::EventFilter {
+                limit,
+                ..Default::default()
+            };
+            for (e, _) in interpreters::events(storage, scope, &filter).await? {
                 println!(
                     "{:<6} {:<10} {:<21} {:<6} {:<8} {}",
                     e.id,

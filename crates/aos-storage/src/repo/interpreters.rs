@@ -73,21 +73,46 @@ pub async fn list(
         .await?)
 }
 
-/// The events of the scope's devices, newest first (a customer sees its own devices' only).
+/// Which events to list.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    /// Of this device only.
+    pub device: Option<String>,
+    /// Only those not cleared yet (`true`), or only cleared ones (`false`).
+    pub open: Option<bool>,
+    pub limit: u64,
+}
+
+/// The events of the scope's devices, newest first (a customer sees its own devices' only),
+/// each with its device's id.
 pub async fn events(
     storage: &Storage,
     scope: Scope,
-    limit: u64,
-) -> Result<Vec<event::Model>, StorageError> {
-    let visible = super::devices::list(storage, scope).await?;
-    let ids: Vec<i64> = visible.iter().map(|d| d.id).collect();
-    Ok(event::Entity::find()
+    filter: &EventFilter,
+) -> Result<Vec<(event::Model, String)>, StorageError> {
+    let mut query = event::Entity::find()
         .filter(event::Column::TenantId.eq(scope.tenant))
-        .filter(event::Column::DeviceId.is_in(ids))
+        .find_also_related(device::Entity);
+    if let Some(entity) = scope.customer {
+        query = query.filter(device::Column::EntityId.eq(entity));
+    }
+    if let Some(uid) = &filter.device {
+        query = query.filter(device::Column::Uid.eq(uid.as_str()));
+    }
+    query = match filter.open {
+        Some(true) => query.filter(event::Column::ClearedAt.is_null()),
+        Some(false) => query.filter(event::Column::ClearedAt.is_not_null()),
+        None => query,
+    };
+    Ok(query
         .order_by_desc(event::Column::RaisedAt)
-        .limit(limit)
+        .order_by_desc(event::Column::Id)
+        .limit(filter.limit.clamp(1, 1000))
         .all(storage.db())
-        .await?)
+        .await?
+        .into_iter()
+        .filter_map(|(e, d)| Some((e, d?.uid)))
+        .collect())
 }
 
 /// Acknowledges (`clear` false) or clears an event of the scope's devices.

@@ -8,7 +8,7 @@ use ntex::web::{self, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, Caller, Json, Query, limit};
+use super::{ApiError, ApiState, Caller, InTenant, Json, Query, limit, object_id};
 
 /// How long a command waits for its device unless the request says.
 const DEFAULT_EXPIRY: &str = "1d";
@@ -17,13 +17,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/devices/{uid}/commands", web::post().to(send))
         .route("/commands", web::get().to(list))
         .route("/commands/{id}", web::get().to(get));
-}
-
-/// `?tenant=NAME` (for system administrators).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InTenant {
-    tenant: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -151,13 +144,6 @@ async fn get(
             query.0.tenant.as_deref(),
         )
         .await?;
-    let id: i64 = id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no command `{}`", id.as_str()),
-        )
-    })?;
-    let row = commands::get(&api.storage, scope, id).await?;
+    let row = commands::get(&api.storage, scope, object_id(&id, "command")?).await?;
     Ok(HttpResponse::Ok().json(&command_json(&row)))
 }

@@ -4,6 +4,7 @@
 
 mod auth;
 mod commands;
+mod events;
 mod queues;
 
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api")
             .configure(auth::configure)
             .configure(commands::configure)
+            .configure(events::configure)
             .configure(queues::configure)
             .default_service(web::to(unknown_route)),
     );
@@ -235,6 +237,24 @@ impl<T: DeserializeOwned, Err: web::ErrorRenderer> FromRequest<Err> for Query<T>
                 error
             })
     }
+}
+
+/// `?tenant=NAME`: the tenant a system administrator acts in.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InTenant {
+    pub tenant: Option<String>,
+}
+
+/// The numeric id in a path; anything else names nothing (404).
+pub fn object_id(text: &str, what: &str) -> Result<i64, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {what} `{text}`"),
+        )
+    })
 }
 
 /// Checks a list's `limit` (1 to 1,000; default 50).
