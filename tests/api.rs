@@ -499,3 +499,184 @@ async fn events_are_listed_acknowledged_and_cleared() {
         "{bad}"
     );
 }
+
+#[tokio::test]
+async fn workflows_through_the_api() {
+    use aos_storage::entity::latest_value;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    common::cli_ok(d, &["tenant", "add", "acme"]);
+    common::cli_ok(d, &["class", "add", "sensor", "--tenant", "acme"]);
+    common::cli_ok(
+        d,
+        &[
+            "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
+        ],
+    );
+    let out = common::cli_ok(
+        d,
+        &[
+            "user", "add", "olga", "--tenant", "acme", "--role", "operator",
+        ],
+    );
+    let olga_password = common::platform::printed(&out, "password: ");
+    let node = start(d);
+    let port = node.ports.http;
+    let token = |login: &str, password: &str| {
+        let (_, tokens) = call(
+            port,
+            "POST",
+            "/api/auth/sign-in",
+            None,
+            Some(&json!({"login": login, "password": password}).to_string()),
+        );
+        tokens["access_token"].as_str().expect("token").to_string()
+    };
+    let admin = token("admin", PASSWORD);
+    let olga = token("olga", &olga_password);
+    let document = json!({
+        "name": "by-hand",
+        "enabled": true,
+        "trigger": {"kind": "manual"},
+        "actions": [{"save": {"attribute": "api_run", "value": "=answer * 2"}}]
+    });
+    let import = |body: &Value, token: &str| {
+        call(
+            port,
+            "POST",
+            "/api/workflows?tenant=acme",
+            Some(token),
+            Some(&body.to_string()),
+        )
+    };
+    let (status, created) = import(&document, &admin);
+    assert_eq!(status, 201, "{created}");
+    let (status, _) = import(&document, &admin);
+    assert_eq!(status, 200, "the same name replaces it");
+    let (status, exported) = call(
+        port,
+        "GET",
+        "/api/workflows/by-hand?tenant=acme",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(exported, document);
+    refused(import(&document, &olga), 403, "forbidden");
+    let bad = refused(
+        import(
+            &json!({"name": "x", "trigger": {"kind": "schedule", "cron": "never"}, "actions": []}),
+            &admin,
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("trigger"));
+    let bad = refused(
+        import(
+            &json!({"name": "x", "trigger": {"kind": "manual"}, "actions": [{"assign": {"name": "v", "expression": "1 +"}}]}),
+            &admin,
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("actions"));
+    refused(
+        import(
+            &json!({"name": "x", "trigger": {"kind": "manual"}, "actions": [], "owner": "me"}),
+            &admin,
+        ),
+        422,
+        "invalid",
+    );
+
+    // Run now: queued for the workers, logged, and its effect stored.
+    let run = json!({"variables": {"device": "d-1", "answer": 21}}).to_string();
+    let (status, _) = call(
+        port,
+        "POST",
+        "/api/workflows/by-hand/run?tenant=acme",
+        Some(&admin),
+        Some(&run),
+    );
+    assert_eq!(status, 202);
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let runs = loop {
+        let (_, runs) = call(
+            port,
+            "GET",
+            "/api/workflows/by-hand/runs?tenant=acme",
+            Some(&admin),
+            None,
+        );
+        if runs["items"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["result"] != json!("running")))
+        {
+            break runs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{runs}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(runs["items"][0]["result"], json!("ok"), "{runs}");
+    let storage = common::platform::storage(d).await;
+    let saved = latest_value::Entity::find()
+        .filter(latest_value::Column::Attribute.eq("api_run"))
+        .one(storage.db())
+        .await
+        .expect("query")
+        .expect("saved");
+    assert_eq!(saved.value_num, Some(42.0));
+
+    let (status, off) = call(
+        port,
+        "POST",
+        "/api/workflows/by-hand/disable?tenant=acme",
+        Some(&admin),
+        None,
+    );
+    assert_eq!((status, off["enabled"].clone()), (200, json!(false)));
+    let (status, listed) = call(
+        port,
+        "GET",
+        "/api/workflows?tenant=acme",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(
+        (status, listed["items"].as_array().map(Vec::len)),
+        (200, Some(1))
+    );
+    let (status, _) = call(
+        port,
+        "DELETE",
+        "/api/workflows/by-hand?tenant=acme",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(status, 204);
+    refused(
+        call(
+            port,
+            "GET",
+            "/api/workflows/by-hand?tenant=acme",
+            Some(&admin),
+            None,
+        ),
+        404,
+        "not_found",
+    );
+    refused(
+        call(
+            port,
+            "POST",
+            "/api/workflows/nope/run?tenant=acme",
+            Some(&admin),
+            Some("{}"),
+        ),
+        404,
+        "not_found",
+    );
+}

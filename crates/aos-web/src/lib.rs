@@ -17,6 +17,8 @@ use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleEr
 use aos_storage::Storage;
 use async_trait::async_trait;
 
+use aos_workflows::WORKFLOW_QUEUE;
+
 use crate::api::Api;
 use ntex::web::{self, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
@@ -91,6 +93,11 @@ impl Role for WebRole {
                 "the web role needs the platform's storage and accounts",
             ));
         };
+        // Runs started from the API wait there for a worker (of this node or another).
+        ctx.queue
+            .declare(WORKFLOW_QUEUE, ctx.settings.core().queue.options())
+            .await
+            .map_err(RoleError::other)?;
         let api = Arc::new(Api {
             storage: (*storage).clone(),
             accounts,

@@ -212,3 +212,15 @@ pub async fn runs(
         .all(storage.db())
         .await?)
 }
+
+/// Deletes a workflow and its run log.
+pub async fn delete(storage: &Storage, scope: Scope, name: &str) -> Result<(), StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden("customers cannot change workflows"));
+    }
+    let found = by_name(storage, scope, name).await?;
+    workflow::Entity::delete_by_id(found.id)
+        .exec(storage.db())
+        .await?;
+    Ok(())
+}

@@ -6,6 +6,7 @@ mod auth;
 mod commands;
 mod events;
 mod queues;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(commands::configure)
             .configure(events::configure)
             .configure(queues::configure)
+            .configure(workflows::configure)
             .default_service(web::to(unknown_route)),
     );
 }
