@@ -360,6 +360,51 @@ fn commands_and_dead_letters_through_the_api() {
         "invalid",
     );
 
+    // A batch for a whole class.
+    let batch = json!({"name": "fw-2", "command": {"name": "upgrade", "parameters": {"v": "2"}},
+                       "classes": ["sensor"], "include_future": true})
+    .to_string();
+    let (status, made) = call(
+        port,
+        "POST",
+        "/api/command-batches",
+        Some(&olga),
+        Some(&batch),
+    );
+    assert_eq!((status, made["queued"].clone()), (201, json!(1)), "{made}");
+    let (_, in_batch) = call(
+        port,
+        "GET",
+        &format!("/api/commands?batch={}", made["batch"]),
+        Some(&olga),
+        None,
+    );
+    assert_eq!(in_batch["items"][0]["name"], json!("upgrade"));
+    let nothing = json!({"name": "x", "command": {"name": "y"}}).to_string();
+    refused(
+        call(
+            port,
+            "POST",
+            "/api/command-batches",
+            Some(&olga),
+            Some(&nothing),
+        ),
+        422,
+        "invalid",
+    );
+    let unknown = json!({"name": "x", "command": {"name": "y"}, "classes": ["nope"]}).to_string();
+    refused(
+        call(
+            port,
+            "POST",
+            "/api/command-batches",
+            Some(&olga),
+            Some(&unknown),
+        ),
+        404,
+        "not_found",
+    );
+
     // Dead letters: the platform's administrators look and replay; tenant users may not.
     let (status, dead) = call(
         port,
@@ -678,5 +723,51 @@ async fn workflows_through_the_api() {
         ),
         404,
         "not_found",
+    );
+}
+
+#[tokio::test]
+async fn a_command_sent_through_the_api_reaches_the_connected_device() {
+    use common::mqtt::{Client5, options5};
+    use rumqttc::v5::mqttbytes::QoS;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    common::cli_ok(d, &["tenant", "add", "acme"]);
+    common::cli_ok(d, &["class", "add", "sensor", "--tenant", "acme"]);
+    common::cli_ok(
+        d,
+        &[
+            "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
+        ],
+    );
+    let device_token = common::platform::access_token(d, "d-1", "acme");
+    let node = start(d);
+    let mut options = options5(node.ports.mqtt, "d-1");
+    options.set_credentials("d-1", device_token.as_str());
+    let (mut device, _) = Client5::connect(options).await.expect("signs in");
+    device.subscribe("aos/d-1/commands", QoS::AtLeastOnce).await;
+    let port = node.ports.http;
+    let (_, tokens) = call(
+        port,
+        "POST",
+        "/api/auth/sign-in",
+        None,
+        Some(&json!({"login": "admin", "password": PASSWORD}).to_string()),
+    );
+    let admin = tokens["access_token"].as_str().expect("token").to_string();
+    let (status, created) = call(
+        port,
+        "POST",
+        "/api/devices/d-1/commands?tenant=acme",
+        Some(&admin),
+        Some(&json!({"name": "blink", "parameters": {"times": 3}}).to_string()),
+    );
+    assert_eq!(status, 201, "{created}");
+    let got: Value =
+        serde_json::from_slice(&device.publish_received().await.payload).expect("json");
+    assert_eq!(
+        got,
+        json!({"id": created["id"], "name": "blink", "parameters": {"times": 3}})
     );
 }

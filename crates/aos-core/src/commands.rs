@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// Commands offered to the broker nodes ([`CommandDelivery`]).
 pub const DELIVER_SUBJECT: &str = "commands.deliver";
+/// Commands just created for a device (its id as the payload): offer them now rather than at
+/// the next look.
+pub const CREATED_SUBJECT: &str = "commands.created";
 /// Commands a broker node handed to the device's session ([`CommandSent`]).
 pub const SENT_SUBJECT: &str = "commands.sent";
 /// Devices connecting, subscribing and disconnecting ([`Presence`]).

@@ -102,6 +102,7 @@ impl Role for WebRole {
             storage: (*storage).clone(),
             accounts,
             queue: ctx.queue.clone(),
+            bus: ctx.bus.clone(),
         });
         let server = ctx
             .net

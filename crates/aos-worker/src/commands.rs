@@ -4,17 +4,18 @@
 //! and keep each device's status and last-seen time from the brokers' presence reports (starting
 //! the workflows of devices connecting, disconnecting and first seen).
 //!
-//! A command is offered when its device subscribes (it has just connected), and otherwise by the
-//! worker holding the dispatch lease once a `TICK` — again only after `REOFFER` if it still is
-//! not sent (the device did not subscribe to its command topic, or a bus message was lost).
+//! A command is offered when it is created through the API (`commands.created`), when its device
+//! subscribes (it has just connected), and otherwise by the worker holding the dispatch lease
+//! once a `TICK` — again only after `REOFFER` if it still is not sent (the device did not
+//! subscribe to its command topic, or a bus message was lost).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aos_core::commands::{
-    self, CommandDelivery, CommandSent, DELIVER_SUBJECT, PRESENCE_PATTERN, Presence,
-    PresenceChange, SENT_SUBJECT,
+    self, CREATED_SUBJECT, CommandDelivery, CommandSent, DELIVER_SUBJECT, PRESENCE_PATTERN,
+    Presence, PresenceChange, SENT_SUBJECT,
 };
 use aos_core::{Bus, Kv, Subscription};
 use aos_formats::command;
@@ -264,9 +265,10 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let bus = dispatcher.bus.clone();
-    let (Some(mut sent), Some(mut presence)) = (
+    let (Some(mut sent), Some(mut presence), Some(mut created)) = (
         listen(bus.as_ref(), SENT_SUBJECT, SENT_GROUP).await,
         listen(bus.as_ref(), PRESENCE_PATTERN, PRESENCE_GROUP).await,
+        listen(bus.as_ref(), CREATED_SUBJECT, SENT_GROUP).await,
     ) else {
         return;
     };
@@ -281,6 +283,13 @@ pub async fn run(
             },
             report = presence.next() => match report {
                 Some(report) => dispatcher.presence(&report.payload).await,
+                None => return,
+            },
+            report = created.next() => match report {
+                Some(report) => {
+                    let device = String::from_utf8_lossy(&report.payload);
+                    dispatcher.offer(Some(&device), false).await;
+                }
                 None => return,
             },
             _ = tick.tick() => {

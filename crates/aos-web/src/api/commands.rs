@@ -1,7 +1,8 @@
 //! Commands to devices: send one, list them, follow one's status.
 
 use aos_auth::permissions::{ObjectKind, Operation};
-use aos_storage::repo::commands::{self, CommandFilter, CommandRow, NewCommand};
+use aos_core::commands::CREATED_SUBJECT;
+use aos_storage::repo::commands::{self, BatchTarget, CommandFilter, CommandRow, NewCommand};
 use chrono::Utc;
 use ntex::http::StatusCode;
 use ntex::web::{self, HttpResponse};
@@ -15,6 +16,7 @@ const DEFAULT_EXPIRY: &str = "1d";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/devices/{uid}/commands", web::post().to(send))
+        .route("/command-batches", web::post().to(batch))
         .route("/commands", web::get().to(list))
         .route("/commands/{id}", web::get().to(get));
 }
@@ -27,6 +29,41 @@ struct Send {
     parameters: Value,
     /// How long it may wait for the device: `30s`, `1h`, `2days` (default 1d).
     expires_in: Option<String>,
+}
+
+impl Send {
+    fn command(self) -> Result<NewCommand, ApiError> {
+        let expires_in = self.expires_in.as_deref().unwrap_or(DEFAULT_EXPIRY);
+        let expiry = humantime::parse_duration(expires_in)
+            .ok()
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    format!("`{expires_in}` is not a duration (30s, 1h, 2days)"),
+                )
+                .field("expires_in")
+            })?;
+        Ok(NewCommand {
+            name: self.name,
+            parameters: self.parameters,
+            expires_at: Some(Utc::now() + expiry),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    name: String,
+    command: Send,
+    #[serde(default)]
+    devices: Vec<String>,
+    #[serde(default)]
+    classes: Vec<String>,
+    #[serde(default)]
+    include_future: bool,
 }
 
 fn no_parameters() -> Value {
@@ -77,30 +114,50 @@ async fn send(
             query.0.tenant.as_deref(),
         )
         .await?;
-    let body = body.0;
-    let expires_in = body.expires_in.as_deref().unwrap_or(DEFAULT_EXPIRY);
-    let expiry = humantime::parse_duration(expires_in)
-        .ok()
-        .and_then(|d| chrono::Duration::from_std(d).ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid",
-                format!("`{expires_in}` is not a duration (30s, 1h, 2days)"),
-            )
-            .field("expires_in")
-        })?;
-    let new = NewCommand {
-        name: body.name,
-        parameters: body.parameters,
-        expires_at: Some(Utc::now() + expiry),
-    };
+    let new = body.0.command()?;
     let created = commands::create(&api.storage, scope, &uid, &new).await?;
+    // The workers offer it now rather than at their next look.
+    if let Err(err) = api
+        .bus
+        .publish(CREATED_SUBJECT, uid.as_str().to_string().into())
+        .await
+    {
+        tracing::warn!(%err, "cannot tell the workers about a new command; it goes within a second");
+    }
     let row = CommandRow {
         command: created,
         device: uid.into_inner(),
     };
     Ok(HttpResponse::Created().json(&command_json(&row)))
+}
+
+/// `POST /api/command-batches {"name", "command": {…}, "devices": […], "classes": […],
+/// "include_future"}` → 201 `{"batch", "queued"}`: the command queued for every device named
+/// and every device of the classes named (and, with `include_future`, those registered later).
+async fn batch(
+    api: ApiState,
+    caller: Caller,
+    query: Query<InTenant>,
+    body: Json<Batch>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = caller
+        .scope(
+            &api,
+            ObjectKind::Commands,
+            Operation::Create,
+            query.0.tenant.as_deref(),
+        )
+        .await?;
+    let body = body.0;
+    let new = body.command.command()?;
+    let target = BatchTarget {
+        devices: body.devices,
+        classes: body.classes,
+        include_future: body.include_future,
+    };
+    let (created, queued) =
+        commands::create_batch(&api.storage, scope, &body.name, &new, &target).await?;
+    Ok(HttpResponse::Created().json(&json!({ "batch": created.id, "queued": queued })))
 }
 
 /// `GET /api/commands?device=&status=&batch=&limit=` → the newest first.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use aos_auth::accounts::{Accounts, SignInError};
 use aos_auth::permissions::{Access, Denied, ObjectKind, Operation, Subject, authorize};
-use aos_core::WorkQueue;
+use aos_core::{Bus, WorkQueue};
 use aos_storage::repo::{Scope, tenants};
 use aos_storage::{Storage, StorageError};
 use ntex::http::StatusCode;
@@ -31,6 +31,8 @@ pub struct Api {
     pub accounts: Arc<Accounts>,
     /// The node's work queues (their dead letters are looked at and replayed).
     pub queue: Arc<dyn WorkQueue>,
+    /// Tells the workers about new commands.
+    pub bus: Arc<dyn Bus>,
 }
 
 pub type ApiState = web::types::State<Arc<Api>>;
