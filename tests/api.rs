@@ -145,7 +145,7 @@ fn sign_in_tokens_and_clear_errors() {
         422,
         "invalid",
     );
-    let oversize = json!({"login": "admin", "password": "x".repeat(300 * 1024)}).to_string();
+    let oversize = json!({"login": "admin", "password": "x".repeat(1024 * 1024)}).to_string();
     refused(
         call(port, "POST", "/api/auth/sign-in", None, Some(&oversize)),
         413,

@@ -16,14 +16,15 @@ use aos_core::{Bus, WorkQueue};
 use aos_storage::repo::{Scope, tenants};
 use aos_storage::{Storage, StorageError};
 use ntex::http::StatusCode;
-use ntex::http::error::PayloadError as BodyError;
-use ntex::util::Bytes;
-use ntex::web::error::{DefaultError, PayloadError};
+use ntex::web::error::DefaultError;
 use ntex::web::{self, FromRequest, HttpRequest, HttpResponse, WebResponseError};
 use serde::de::DeserializeOwned;
 
 /// Largest request body accepted (JSON documents, not uploads).
 pub const MAX_BODY: usize = 256 * 1024;
+/// How much of an oversize body is still read (and dropped) so that the client, which is still
+/// sending, gets its 413 answer instead of a broken connection; beyond it the connection goes.
+const DRAINED: usize = 16 * MAX_BODY;
 
 /// What the API handlers share.
 pub struct Api {
@@ -39,7 +40,7 @@ pub type ApiState = web::types::State<Arc<Api>>;
 
 /// Routes of the API.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.state(web::types::PayloadConfig::new(MAX_BODY)).service(
+    cfg.service(
         web::scope("/api")
             .configure(auth::configure)
             .configure(commands::configure)
@@ -175,20 +176,42 @@ impl<T: DeserializeOwned, Err: web::ErrorRenderer> FromRequest<Err> for Json<T> 
         req: &HttpRequest,
         payload: &mut ntex::http::Payload,
     ) -> Result<Json<T>, ApiError> {
-        let body = <Bytes as FromRequest<Err>>::from_request(req, payload)
-            .await
-            .map_err(|err| match err {
-                PayloadError::Payload(BodyError::Overflow) => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("the request body is over {MAX_BODY} bytes"),
-                ),
-                other => ApiError::new(
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the request body is over {MAX_BODY} bytes"),
+            )
+        };
+        let announced = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if announced.is_some_and(|n| n > DRAINED) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        let mut received = 0;
+        while let Some(chunk) = ntex::util::stream_recv(payload).await {
+            let chunk = chunk.map_err(|err| {
+                ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "bad_body",
-                    format!("the request body could not be read: {other}"),
-                ),
+                    format!("the request body could not be read: {err}"),
+                )
             })?;
+            received += chunk.len();
+            if received > DRAINED {
+                return Err(too_large());
+            }
+            if received <= MAX_BODY {
+                body.extend_from_slice(&chunk);
+            }
+        }
+        if received > MAX_BODY {
+            return Err(too_large());
+        }
         parse(&body).map(Json)
     }
 }
