@@ -54,6 +54,34 @@ fn start(dir: &std::path::Path) -> common::AosProcess {
     node
 }
 
+/// Tenant `acme` with class `sensor`, device `d-1` and the operator `olga`; returns olga's
+/// password.
+fn acme(dir: &std::path::Path) -> String {
+    common::cli_ok(dir, &["tenant", "add", "acme"]);
+    common::cli_ok(dir, &["class", "add", "sensor", "--tenant", "acme"]);
+    common::cli_ok(
+        dir,
+        &[
+            "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
+        ],
+    );
+    let out = common::cli_ok(
+        dir,
+        &[
+            "user", "add", "olga", "--tenant", "acme", "--role", "operator",
+        ],
+    );
+    common::platform::printed(&out, "password: ")
+}
+
+/// An access token for `login`.
+fn access_token(port: u16, login: &str, password: &str) -> String {
+    let body = json!({"login": login, "password": password}).to_string();
+    let (status, tokens) = call(port, "POST", "/api/auth/sign-in", None, Some(&body));
+    assert_eq!(status, 200, "{tokens}");
+    tokens["access_token"].as_str().expect("token").to_string()
+}
+
 /// Asserts a refusal: `status`, the error shape, and its code.
 fn refused((status, body): (u16, Value), want: u16, code: &str) -> Value {
     assert_eq!(status, want, "{body}");
@@ -207,34 +235,10 @@ fn sign_in_tokens_and_clear_errors() {
 fn commands_and_dead_letters_through_the_api() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    common::cli_ok(d, &["tenant", "add", "acme"]);
-    common::cli_ok(d, &["class", "add", "sensor", "--tenant", "acme"]);
-    common::cli_ok(
-        d,
-        &[
-            "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
-        ],
-    );
-    let out = common::cli_ok(
-        d,
-        &[
-            "user", "add", "olga", "--tenant", "acme", "--role", "operator",
-        ],
-    );
-    let olga_password = common::platform::printed(&out, "password: ");
+    let olga_password = acme(d);
     let node = start(d);
     let port = node.ports.http;
-    let token = |login: &str, password: &str| {
-        let (status, tokens) = call(
-            port,
-            "POST",
-            "/api/auth/sign-in",
-            None,
-            Some(&json!({"login": login, "password": password}).to_string()),
-        );
-        assert_eq!(status, 200, "{tokens}");
-        tokens["access_token"].as_str().expect("token").to_string()
-    };
+    let token = |login: &str, password: &str| access_token(port, login, password);
     let admin = token("admin", PASSWORD);
     let olga = token("olga", &olga_password);
 
@@ -451,21 +455,7 @@ async fn events_are_listed_acknowledged_and_cleared() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    common::cli_ok(d, &["tenant", "add", "acme"]);
-    common::cli_ok(d, &["class", "add", "sensor", "--tenant", "acme"]);
-    common::cli_ok(
-        d,
-        &[
-            "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
-        ],
-    );
-    let out = common::cli_ok(
-        d,
-        &[
-            "user", "add", "olga", "--tenant", "acme", "--role", "operator",
-        ],
-    );
-    let olga_password = common::platform::printed(&out, "password: ");
+    let olga_password = acme(d);
     // An alarm as a level change raises it (see tests/interpreters.rs for that path).
     let storage = common::platform::storage(d).await;
     let dev = device::Entity::find()
@@ -491,14 +481,7 @@ async fn events_are_listed_acknowledged_and_cleared() {
     .expect("event");
     let node = start(d);
     let port = node.ports.http;
-    let (_, tokens) = call(
-        port,
-        "POST",
-        "/api/auth/sign-in",
-        None,
-        Some(&json!({"login": "olga", "password": olga_password}).to_string()),
-    );
-    let olga = tokens["access_token"].as_str().expect("token").to_string();
+    let olga = access_token(port, "olga", &olga_password);
 
     let (status, open) = call(
         port,
@@ -552,33 +535,10 @@ async fn workflows_through_the_api() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    common::cli_ok(d, &["tenant", "add", "acme"]);
-    common::cli_ok(d, &["class", "add", "sensor", "--tenant", "acme"]);
-    common::cli_ok(
-        d,
-        &[
-            "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
-        ],
-    );
-    let out = common::cli_ok(
-        d,
-        &[
-            "user", "add", "olga", "--tenant", "acme", "--role", "operator",
-        ],
-    );
-    let olga_password = common::platform::printed(&out, "password: ");
+    let olga_password = acme(d);
     let node = start(d);
     let port = node.ports.http;
-    let token = |login: &str, password: &str| {
-        let (_, tokens) = call(
-            port,
-            "POST",
-            "/api/auth/sign-in",
-            None,
-            Some(&json!({"login": login, "password": password}).to_string()),
-        );
-        tokens["access_token"].as_str().expect("token").to_string()
-    };
+    let token = |login: &str, password: &str| access_token(port, login, password);
     let admin = token("admin", PASSWORD);
     let olga = token("olga", &olga_password);
     let document = json!({
@@ -733,14 +693,7 @@ async fn a_command_sent_through_the_api_reaches_the_connected_device() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    common::cli_ok(d, &["tenant", "add", "acme"]);
-    common::cli_ok(d, &["class", "add", "sensor", "--tenant", "acme"]);
-    common::cli_ok(
-        d,
-        &[
-            "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
-        ],
-    );
+    acme(d);
     let device_token = common::platform::access_token(d, "d-1", "acme");
     let node = start(d);
     let mut options = options5(node.ports.mqtt, "d-1");
@@ -748,14 +701,7 @@ async fn a_command_sent_through_the_api_reaches_the_connected_device() {
     let (mut device, _) = Client5::connect(options).await.expect("signs in");
     device.subscribe("aos/d-1/commands", QoS::AtLeastOnce).await;
     let port = node.ports.http;
-    let (_, tokens) = call(
-        port,
-        "POST",
-        "/api/auth/sign-in",
-        None,
-        Some(&json!({"login": "admin", "password": PASSWORD}).to_string()),
-    );
-    let admin = tokens["access_token"].as_str().expect("token").to_string();
+    let admin = access_token(port, "admin", PASSWORD);
     let (status, created) = call(
         port,
         "POST",
