@@ -716,4 +716,114 @@ async fn a_command_sent_through_the_api_reaches_the_connected_device() {
         got,
         json!({"id": created["id"], "name": "blink", "parameters": {"times": 3}})
     );
+    // The device is online, and what it publishes is its latest value.
+    device
+        .client
+        .publish(
+            "aos/d-1/telemetry",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"t": 21.5}"#,
+        )
+        .await
+        .expect("publish");
+    device.puback().await;
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let shown = loop {
+        let (status, shown) = call(
+            port,
+            "GET",
+            "/api/devices/d-1?tenant=acme",
+            Some(&admin),
+            None,
+        );
+        assert_eq!(status, 200, "{shown}");
+        if shown["latest"].as_array().is_some_and(|l| !l.is_empty()) {
+            break shown;
+        }
+        assert!(std::time::Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(shown["status"], json!("online"));
+    assert_eq!(shown["latest"][0]["attribute"], json!("t"));
+    assert_eq!(shown["latest"][0]["value"], json!(21.5));
+}
+
+#[test]
+fn devices_are_registered_listed_and_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let olga_password = acme(d);
+    let node = start(d);
+    let port = node.ports.http;
+    let olga = access_token(port, "olga", &olga_password);
+    let create = |body: Value| {
+        call(
+            port,
+            "POST",
+            "/api/devices",
+            Some(&olga),
+            Some(&body.to_string()),
+        )
+    };
+
+    let (status, made) = create(json!({"uid": "pump-7", "name": "Pump 7", "class": "sensor"}));
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(
+        (made["uid"].clone(), made["status"].clone()),
+        (json!("pump-7"), json!("offline"))
+    );
+    refused(
+        create(json!({"uid": "pump-7", "class": "sensor"})),
+        409,
+        "conflict",
+    );
+    let bad = refused(
+        create(json!({"uid": "a/b", "class": "sensor"})),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("device id"));
+    refused(
+        create(json!({"uid": "x-1", "class": "nope"})),
+        404,
+        "not_found",
+    );
+    refused(create(json!({"uid": "x-1"})), 422, "invalid");
+
+    let (status, all) = call(port, "GET", "/api/devices", Some(&olga), None);
+    assert_eq!((status, all["total"].clone()), (200, json!(2)), "{all}");
+    let (_, found) = call(
+        port,
+        "GET",
+        "/api/devices?search=ump&status=offline",
+        Some(&olga),
+        None,
+    );
+    assert_eq!(found["items"].as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(found["items"][0]["name"], json!("Pump 7"));
+    let (_, paged) = call(
+        port,
+        "GET",
+        "/api/devices?limit=1&offset=1",
+        Some(&olga),
+        None,
+    );
+    assert_eq!(
+        (paged["total"].clone(), paged["items"][0]["uid"].clone()),
+        (json!(2), json!("pump-7"))
+    );
+    let bad = refused(
+        call(port, "GET", "/api/devices?status=broken", Some(&olga), None),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("status"));
+    refused(
+        call(port, "GET", "/api/devices/nope", Some(&olga), None),
+        404,
+        "not_found",
+    );
+    let (status, one) = call(port, "GET", "/api/devices/pump-7", Some(&olga), None);
+    assert_eq!((status, one["latest"].clone()), (200, json!([])));
 }

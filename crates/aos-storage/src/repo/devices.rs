@@ -468,3 +468,66 @@ pub async fn set_presence(
         .await?;
     Ok(Some(found))
 }
+
+/// Which devices to list.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceQuery {
+    /// Of this class (by name).
+    pub class: Option<String>,
+    /// `online` or `offline`.
+    pub status: Option<String>,
+    /// Part of the device's id or name.
+    pub search: Option<String>,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+/// A page of the devices the scope may see, by id, and how many match in all.
+pub async fn search(
+    storage: &Storage,
+    scope: Scope,
+    query: &DeviceQuery,
+) -> Result<(Vec<device::Model>, u64), StorageError> {
+    use sea_orm::PaginatorTrait;
+    let mut select = visible(scope);
+    if let Some(class) = &query.class {
+        select = select.filter(
+            device::Column::ClassId.eq(classes::by_name(storage.db(), scope, class).await?.id),
+        );
+    }
+    if let Some(status) = &query.status {
+        if status != ONLINE && status != OFFLINE {
+            return Err(StorageError::invalid("status", "must be online or offline"));
+        }
+        select = select.filter(device::Column::Status.eq(status.as_str()));
+    }
+    if let Some(text) = query.search.as_deref().filter(|t| !t.is_empty()) {
+        let pattern = format!("%{}%", text.replace(['%', '_'], ""));
+        select = select.filter(
+            device::Column::Uid
+                .like(pattern.as_str())
+                .or(device::Column::Name.like(pattern.as_str())),
+        );
+    }
+    let total = select.clone().count(storage.db()).await?;
+    let page = select
+        .order_by_asc(device::Column::Uid)
+        .limit(query.limit)
+        .offset(query.offset)
+        .all(storage.db())
+        .await?;
+    Ok((page, total))
+}
+
+/// A device's latest value of each attribute.
+pub async fn latest_values(
+    storage: &Storage,
+    device: &device::Model,
+) -> Result<Vec<crate::entity::latest_value::Model>, StorageError> {
+    use crate::entity::latest_value;
+    Ok(latest_value::Entity::find()
+        .filter(latest_value::Column::DeviceId.eq(device.id))
+        .order_by_asc(latest_value::Column::Attribute)
+        .all(storage.db())
+        .await?)
+}

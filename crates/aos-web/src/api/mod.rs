@@ -4,6 +4,7 @@
 
 mod auth;
 mod commands;
+mod devices;
 mod events;
 mod queues;
 mod workflows;
@@ -44,6 +45,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api")
             .configure(auth::configure)
             .configure(commands::configure)
+            .configure(devices::configure)
             .configure(events::configure)
             .configure(queues::configure)
             .configure(workflows::configure)
