@@ -72,16 +72,10 @@ impl Broker {
                 tenant: *tenant,
                 node: String::new(),
                 change,
-                at_ms: now_ms(),
+                at_ms: chrono::Utc::now().timestamp_millis(),
             });
         }
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Serves commands and reports presence over the bus until `stop`.

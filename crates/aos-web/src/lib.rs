@@ -1,8 +1,9 @@
 //! `aos-web`: the web role — the REST API and the web client.
 //!
-//! It serves the REST API under `/api` ([`api`]: so far sign-in, tokens and the caller; every
-//! error in one JSON shape), the node's version under `/api/version`, and a landing page; the
-//! rest of the API and the web client arrive with the web issue.
+//! It serves the REST API under `/api` ([`api`]: so far sign-in and tokens, devices, commands,
+//! events, workflows and dead letters; every error in one JSON shape), the node's version under
+//! `/api/version`, and a landing page; the rest of the API and the web client arrive with the
+//! web issue.
 
 pub mod api;
 

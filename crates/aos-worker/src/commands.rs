@@ -38,7 +38,7 @@ const REOFFER: Duration = Duration::from_secs(30);
 /// Commands offered per look.
 const PER_LOOK: u64 = 500;
 /// Queue groups: each report is handled by one worker of the cluster.
-const SENT_GROUP: &str = "workers.commands";
+const COMMANDS_GROUP: &str = "workers.commands";
 const PRESENCE_GROUP: &str = "workers.presence";
 
 /// Counters of commands (registered by the worker role).
@@ -266,9 +266,9 @@ pub async fn run(
 ) {
     let bus = dispatcher.bus.clone();
     let (Some(mut sent), Some(mut presence), Some(mut created)) = (
-        listen(bus.as_ref(), SENT_SUBJECT, SENT_GROUP).await,
+        listen(bus.as_ref(), SENT_SUBJECT, COMMANDS_GROUP).await,
         listen(bus.as_ref(), PRESENCE_PATTERN, PRESENCE_GROUP).await,
-        listen(bus.as_ref(), CREATED_SUBJECT, SENT_GROUP).await,
+        listen(bus.as_ref(), CREATED_SUBJECT, COMMANDS_GROUP).await,
     ) else {
         return;
     };

@@ -293,33 +293,36 @@ impl Pipeline {
             None => None,
         };
         let format: &Format = own_format.unwrap_or(&PLAIN_JSON);
-        let about = match &route.gateway {
-            Some(_) => self
-                .child(&publisher, &route.device, known)
-                .await
-                .map_err(failed)?,
-            None => publisher.clone(),
+        // A gateway's message on a child node's topic is about that child.
+        let child = match &route.gateway {
+            Some(_) => Some(
+                self.child(&publisher, &route.device, known)
+                    .await
+                    .map_err(failed)?,
+            ),
+            None => None,
         };
+        let about = child.as_ref().map_or(publisher.id, |c| c.id);
         if route.kind == MessageKind::CommandReply {
             let (command, error) = command::read_reply(own_format, &envelope.payload)
-                .map_err(|reason| (Some(about.id), reason))?;
+                .map_err(|reason| (Some(about), reason))?;
             return Ok(Understood {
-                logged_under: about.id,
+                logged_under: about,
                 parts: Vec::new(),
                 reply: Some(Reply {
-                    device: about.id,
+                    device: about,
                     command,
                     error,
                 }),
             });
         }
-        if route.gateway.is_some() {
+        if let Some(child) = child {
             let samples = format
                 .decode(&envelope.payload, received)
-                .map_err(|reason| (Some(about.id), reason))?;
+                .map_err(|reason| (Some(about), reason))?;
             return Ok(Understood {
-                logged_under: about.id,
-                parts: vec![(about, samples)],
+                logged_under: about,
+                parts: vec![(child, samples)],
                 reply: None,
             });
         }

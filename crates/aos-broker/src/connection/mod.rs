@@ -80,7 +80,7 @@ impl ListenerContext {
             self.refused();
             return Admission::Busy;
         }
-        let signed_in_at_ms = crate::commands::now_ms();
+        let signed_in_at_ms = chrono::Utc::now().timestamp_millis();
         let authenticated =
             self.broker
                 .auth
