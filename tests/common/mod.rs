@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of these helpers
 
+pub mod api;
 pub mod mqtt;
 pub mod pki;
 pub mod platform;

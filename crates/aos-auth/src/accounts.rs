@@ -189,6 +189,11 @@ async fn verify(password: String, hash: String) -> bool {
 }
 
 impl Accounts {
+    /// The argon2id parameters new passwords are hashed with.
+    pub fn hash_params(&self) -> HashParams {
+        self.settings.hash_params()
+    }
+
     /// `key` signs access tokens (HS256): at least 32 bytes, the same on every node.
     pub async fn new(
         storage: Storage,

@@ -9,6 +9,7 @@ use aos_auth::password::{HashParams, hash_password};
 use aos_auth::permissions::{Access, Grants, Level, ObjectKind, Operation, authorize};
 use aos_storage::Storage;
 use aos_storage::repo::audit;
+use aos_storage::repo::paging::Page;
 use aos_storage::repo::roles;
 use aos_storage::repo::users::{self, NewUser};
 use aos_storage::repo::{Scope, tenants};
@@ -99,7 +100,7 @@ async fn signing_in_gives_tokens_that_carry_the_users_roles(storage: &Storage) {
             .expect_err("refused");
         assert_eq!(err.to_string(), "wrong login or password");
     }
-    let events = audit::recent(storage, subject.tenant, 10)
+    let (events, _) = audit::search(storage, subject.tenant, &newest(10))
         .await
         .expect("audit");
     assert!(events.iter().any(|e| e.action == "sign_in" && e.success));
@@ -144,7 +145,7 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family(storage: &Storage
         Err(SignInError::InvalidToken)
     ));
     let tenant = tenants::by_name(storage, "acme").await.expect("acme").id;
-    let events = audit::recent(storage, Some(tenant), 20)
+    let (events, _) = audit::search(storage, Some(tenant), &newest(20))
         .await
         .expect("audit");
     assert!(
@@ -328,4 +329,12 @@ async fn a_tenants_own_role_decides_its_users_permissions(storage: &Storage) {
     )
     .await;
     assert!(taken.is_err(), "acme's role is unknown in globex");
+}
+
+/// The newest `limit` entries of a list.
+fn newest(limit: u64) -> Page {
+    Page {
+        limit,
+        ..Page::default()
+    }
 }

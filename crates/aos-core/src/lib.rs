@@ -18,6 +18,7 @@ pub mod config;
 pub mod conformance;
 pub mod extensions;
 pub mod kv;
+pub mod live;
 pub mod metrics;
 pub mod net;
 pub mod node;

@@ -120,6 +120,33 @@ pub struct NodeHealth {
     pub roles: Vec<RoleHealth>,
 }
 
+/// What a node's registration holds (under [`registration_key`]): what it is, how it is, when
+/// that was read.
+#[derive(Debug, Serialize)]
+pub struct Registration<'a> {
+    #[serde(flatten)]
+    pub info: &'a NodeInfo,
+    pub health: NodeHealth,
+    /// RFC 3339, UTC.
+    pub at: String,
+}
+
+fn health_of(state: NodeState, roles: &[Arc<dyn Role>]) -> NodeHealth {
+    let roles: Vec<RoleHealth> = roles
+        .iter()
+        .map(|role| RoleHealth {
+            role: role.kind(),
+            health: role.health(),
+        })
+        .collect();
+    let ready = state == NodeState::Running && roles.iter().all(|r| r.health.is_ready());
+    NodeHealth {
+        state,
+        ready,
+        roles,
+    }
+}
+
 pub struct Node {
     ctx: RoleContext,
     roles: Vec<Arc<dyn Role>>,
@@ -204,24 +231,32 @@ impl Node {
         Ok(())
     }
 
-    /// Registers the node in the key-value store and renews the registration until shutdown.
+    /// Registers the node in the key-value store and renews the registration, with the node's
+    /// current health, until shutdown: what every node's web role shows of the cluster.
     fn spawn_heartbeat(&self) {
         let ctx = self.ctx.clone();
+        let roles = self.roles.clone();
         tokio::spawn(async move {
             let key = registration_key(&ctx.node.id);
-            let body = match serde_json::to_vec(&*ctx.node) {
-                Ok(body) => Bytes::from(body),
-                Err(err) => {
-                    tracing::error!(%err, "cannot encode the node registration");
-                    return;
-                }
-            };
             let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
             loop {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => break,
                     _ = tick.tick() => {
-                        if let Err(err) = ctx.kv.put(&key, body.clone(), Some(HEARTBEAT_INTERVAL * 3)).await {
+                        // The heartbeat runs while the node runs.
+                        let registration = Registration {
+                            info: &ctx.node,
+                            health: health_of(NodeState::Running, &roles),
+                            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                        };
+                        let body = match serde_json::to_vec(&registration) {
+                            Ok(body) => Bytes::from(body),
+                            Err(err) => {
+                                tracing::error!(%err, "cannot encode the node registration");
+                                break;
+                            }
+                        };
+                        if let Err(err) = ctx.kv.put(&key, body, Some(HEARTBEAT_INTERVAL * 3)).await {
                             tracing::warn!(%err, "node heartbeat failed");
                         }
                     }
@@ -279,21 +314,7 @@ impl Node {
 
     /// The node's and each role's health; ready when running and every role serves.
     pub fn health(&self) -> NodeHealth {
-        let state = self.state();
-        let roles: Vec<RoleHealth> = self
-            .roles
-            .iter()
-            .map(|role| RoleHealth {
-                role: role.kind(),
-                health: role.health(),
-            })
-            .collect();
-        let ready = state == NodeState::Running && roles.iter().all(|r| r.health.is_ready());
-        NodeHealth {
-            state,
-            ready,
-            roles,
-        }
+        health_of(self.state(), &self.roles)
     }
 
     /// Alive unless a role has failed.

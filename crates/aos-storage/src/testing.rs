@@ -126,3 +126,36 @@ macro_rules! on_both_databases {
         }
     };
 }
+
+/// Tenant `acme` with a class `sensor` and its device `d-1`: where most storage tests start.
+pub async fn acme_with_one_device(
+    storage: &Storage,
+) -> (crate::repo::Scope, crate::entity::device::Model) {
+    use crate::repo::classes::{self, NewClass};
+    use crate::repo::devices::{self, NewDevice};
+    use crate::repo::{Scope, tenants};
+    let scope = Scope::tenant(tenants::create(storage, "acme").await.expect("tenant").id);
+    classes::create(
+        storage,
+        scope,
+        NewClass {
+            name: "sensor".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("class");
+    let device = devices::create(
+        storage,
+        scope,
+        NewDevice {
+            uid: "d-1".into(),
+            name: "d-1".into(),
+            class: "sensor".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("device");
+    (scope, device)
+}

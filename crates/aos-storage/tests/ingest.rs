@@ -3,11 +3,9 @@
 //! replace the latest one.
 
 use aos_storage::Storage;
-use aos_storage::entity::{device, event, latest_value, ledger, message_log};
-use aos_storage::repo::classes::{self, NewClass};
-use aos_storage::repo::devices::{self, NewDevice};
+use aos_storage::entity::{event, latest_value, ledger, message_log};
 use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
-use aos_storage::repo::{Scope, tenants};
+use aos_storage::testing::acme_with_one_device;
 use chrono::{Duration, Utc};
 use sea_orm::{EntityTrait, PaginatorTrait};
 
@@ -15,34 +13,6 @@ aos_storage::on_both_databases!(
     a_redelivered_batch_writes_nothing_twice,
     level_changes_raise_events_once,
 );
-
-/// Tenant `acme` with a class `sensor` and its device `d-1`.
-async fn acme_with_one_device(storage: &Storage) -> (Scope, device::Model) {
-    let scope = Scope::tenant(tenants::create(storage, "acme").await.expect("tenant").id);
-    classes::create(
-        storage,
-        scope,
-        NewClass {
-            name: "sensor".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("class");
-    let device = devices::create(
-        storage,
-        scope,
-        NewDevice {
-            uid: "d-1".into(),
-            name: "d-1".into(),
-            class: "sensor".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("device");
-    (scope, device)
-}
 
 async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
     let (scope, device) = acme_with_one_device(storage).await;

@@ -6,6 +6,9 @@
 //! web issue.
 
 pub mod api;
+mod client;
+mod live;
+mod security;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +38,9 @@ pub struct WebConfig {
     /// How long open requests may take to finish when the node stops.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Origins (`https://app.example.com`, or `*`) whose pages may call the API from the
+    /// browser (CORS). Empty: none but AOS's own pages.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for WebConfig {
@@ -43,6 +49,7 @@ impl Default for WebConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             workers: 0,
             drain_timeout: Duration::from_secs(5),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -52,6 +59,8 @@ impl Default for WebConfig {
 pub struct WebRole {
     server: ServerSlot,
     health: HealthCell,
+    /// Ends the live-update feed when the role stops.
+    live: tokio_util::sync::CancellationToken,
 }
 
 impl WebRole {
@@ -65,12 +74,6 @@ async fn version(node: web::types::State<Arc<NodeInfo>>) -> HttpResponse {
         "version": node.version,
         "node": node.id,
     }))
-}
-
-async fn landing() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(include_str!("landing.html"))
 }
 
 #[async_trait]
@@ -104,16 +107,24 @@ impl Role for WebRole {
             accounts,
             queue: ctx.queue.clone(),
             bus: ctx.bus.clone(),
+            kv: ctx.kv.clone(),
         });
+        let hub = live::LiveHub::start(ctx.bus.clone(), ctx.kv.clone(), self.live.clone())
+            .await
+            .map_err(RoleError::other)?;
+        let guard = security::Guard::new(config.cors_origins.clone(), false);
         let server = ctx
             .net
             .run(move || -> std::io::Result<ntex::server::Server> {
                 Ok(HttpServer::new(async move || {
                     App::new()
+                        .middleware(guard.clone())
                         .state(node.clone())
                         .state(api.clone())
-                        .route("/", web::get().to(landing))
+                        .state(hub.clone())
+                        .configure(client::configure)
                         .route("/api/version", web::get().to(version))
+                        .route("/api/live", web::get().to(live::live))
                         .configure(api::configure)
                 })
                 .workers(workers)
@@ -133,6 +144,7 @@ impl Role for WebRole {
 
     async fn stop(&self) -> Result<(), RoleError> {
         self.health.set(HealthStatus::Stopping);
+        self.live.cancel();
         self.server.stop().await;
         self.health.set(HealthStatus::Stopped);
         Ok(())

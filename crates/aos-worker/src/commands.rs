@@ -17,6 +17,7 @@ use aos_core::commands::{
     self, CREATED_SUBJECT, CommandDelivery, CommandSent, DELIVER_SUBJECT, PRESENCE_PATTERN,
     Presence, PresenceChange, SENT_SUBJECT,
 };
+use aos_core::live::{LiveKind, LiveUpdate};
 use aos_core::{Bus, Kv, Subscription};
 use aos_formats::command;
 use aos_storage::Storage;
@@ -25,9 +26,11 @@ use aos_storage::repo::devices;
 use aos_workflows::{DeviceEvent, DeviceFacts};
 use chrono::{TimeZone, Utc};
 use prometheus_client::metrics::counter::Counter;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::take_lease;
+use crate::live::LiveFeed;
 use crate::lookups::FormatCache;
 use crate::workflows::Triggers;
 
@@ -54,6 +57,7 @@ pub struct Dispatcher {
     bus: Arc<dyn Bus>,
     formats: Arc<FormatCache>,
     triggers: Arc<Triggers>,
+    live: Arc<LiveFeed>,
     metrics: CommandMetrics,
     /// Commands this worker offered and when.
     offered: Mutex<HashMap<i64, Instant>>,
@@ -65,6 +69,7 @@ impl Dispatcher {
         bus: Arc<dyn Bus>,
         formats: Arc<FormatCache>,
         triggers: Arc<Triggers>,
+        live: Arc<LiveFeed>,
         metrics: CommandMetrics,
     ) -> Dispatcher {
         Dispatcher {
@@ -72,6 +77,7 @@ impl Dispatcher {
             bus,
             formats,
             triggers,
+            live,
             metrics,
             offered: Mutex::new(HashMap::new()),
         }
@@ -173,10 +179,22 @@ impl Dispatcher {
             }
         };
         match stored::mark_sent(&self.storage, sent.id).await {
-            Ok(true) => {
+            Ok(Some(command)) => {
                 self.metrics.sent.inc();
+                let update = LiveUpdate {
+                    kind: LiveKind::Command,
+                    device: command.device,
+                    data: json!({
+                        "id": command.command.id,
+                        "status": command.command.status,
+                        "at": command.command.sent_at,
+                    }),
+                };
+                self.live
+                    .publish(command.command.tenant_id, vec![update])
+                    .await;
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(err) => tracing::warn!(%err, id = sent.id, "cannot mark a command sent"),
         }
         self.offered().remove(&sent.id);
@@ -213,6 +231,15 @@ impl Dispatcher {
                 return;
             }
         };
+        let update = LiveUpdate {
+            kind: LiveKind::Device,
+            device: device.uid.clone(),
+            data: json!({
+                "status": if connected { devices::ONLINE } else { devices::OFFLINE },
+                "at": at,
+            }),
+        };
+        self.live.publish(device.tenant_id, vec![update]).await;
         // Its first connection is when a device is first seen.
         let first = (connected && device.last_seen.is_none()).then_some(DeviceEvent::Registered);
         let workflows = match self.triggers.of(device.tenant_id).await {

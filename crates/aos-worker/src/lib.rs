@@ -10,6 +10,7 @@
 
 pub mod commands;
 pub mod jobs;
+pub mod live;
 pub mod lookups;
 pub mod pipeline;
 pub mod pms;
@@ -25,6 +26,7 @@ use aos_storage::Storage;
 use aos_workflows::WORKFLOW_QUEUE;
 use async_trait::async_trait;
 use commands::{CommandMetrics, Dispatcher};
+use live::LiveFeed;
 use pipeline::{Pipeline, PipelineMetrics};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -266,14 +268,18 @@ impl Role for WorkerRole {
             ctx.queue.clone(),
             self.workflow_metrics.clone(),
         ));
+        let live = Arc::new(LiveFeed::new(ctx.bus.clone(), ctx.kv.clone()));
         let pipeline = Arc::new(
-            Pipeline::new((*storage).clone(), self.metrics.clone()).with_triggers(triggers.clone()),
+            Pipeline::new((*storage).clone(), self.metrics.clone())
+                .with_triggers(triggers.clone())
+                .with_live(live.clone()),
         );
         let dispatcher = Arc::new(Dispatcher::new(
             (*storage).clone(),
             ctx.bus.clone(),
             pipeline.formats(),
             triggers.clone(),
+            live,
             self.command_metrics.clone(),
         ));
         let stop = CancellationToken::new();

@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use aos_core::acquisition::Acquired;
+use aos_core::live::{LiveKind, LiveUpdate};
 use aos_core::queue::Delivery;
 use aos_formats::interpret::{self, InterpreterSpec, TenantInterpreters};
 use aos_formats::{Format, Sample, command};
 use aos_storage::repo::audit::{self, AuditEvent};
-use aos_storage::repo::commands::Reply;
+use aos_storage::repo::commands::{self as stored_commands, Reply};
 use aos_storage::repo::devices::{self, DeviceRef};
 use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
 use aos_storage::repo::{Scope, interpreters};
@@ -20,7 +21,9 @@ use aos_workflows::{DeviceEvent, DeviceFacts, TenantWorkflows};
 use chrono::{DateTime, TimeZone, Utc};
 use prometheus_client::metrics::counter::Counter;
 use sea_orm::DbBackend;
+use serde_json::json;
 
+use crate::live::LiveFeed;
 use crate::lookups::{Cached, Compiled, FormatCache};
 use crate::pms::{self, MessageKind};
 use crate::workflows::Triggers;
@@ -42,6 +45,8 @@ pub struct Pipeline {
     /// Starts the workflows stored messages trigger (none: no workflows, as in tests of
     /// storage alone).
     triggers: Option<Arc<Triggers>>,
+    /// Tells people watching about stored values, events and command replies.
+    live: Option<Arc<LiveFeed>>,
     /// SQLite takes one writer at a time: its batches are written one after the other.
     serial_writes: Option<tokio::sync::Mutex<()>>,
     pub metrics: PipelineMetrics,
@@ -75,8 +80,15 @@ impl Pipeline {
             engine: interpret::engine(),
             serial_writes: serial.then(|| tokio::sync::Mutex::new(())),
             triggers: None,
+            live: None,
             metrics,
         }
+    }
+
+    /// Publishes live updates of what it stores.
+    pub fn with_live(mut self, live: Arc<LiveFeed>) -> Pipeline {
+        self.live = Some(live);
+        self
     }
 
     /// Starts the workflows that stored messages trigger.
@@ -233,14 +245,17 @@ impl Pipeline {
                 }
             }
         }
+        let happened = Happened {
+            messages: &messages,
+            readings: &readings,
+            kinds: &kinds,
+            stored: &stored,
+            changes: &changes,
+        };
+        if let Some(live) = &self.live {
+            happened.publish_live(live, &replies, &known).await;
+        }
         if let Some(triggers) = &self.triggers {
-            let happened = Happened {
-                messages: &messages,
-                readings: &readings,
-                kinds: &kinds,
-                stored: &stored,
-                changes: &changes,
-            };
             triggers.start(happened.runs(&automations, &known)).await;
         }
         retry
@@ -517,6 +532,91 @@ struct Happened<'a> {
 }
 
 impl Happened<'_> {
+    /// Live updates of the stored messages' values, the events their level changes raised and
+    /// the command replies they settled, per watched tenant.
+    async fn publish_live(
+        &self,
+        live: &LiveFeed,
+        replies: &[Option<Reply>],
+        known: &HashMap<String, DeviceRef>,
+    ) {
+        let mut tenants: Vec<i64> = self
+            .messages
+            .iter()
+            .zip(self.stored)
+            .filter(|(m, stored)| **stored && m.error.is_none())
+            .map(|(m, _)| m.tenant)
+            .collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        if tenants.is_empty() {
+            return;
+        }
+        let uids: HashMap<i64, &str> = known.values().map(|d| (d.id, d.uid.as_str())).collect();
+        for tenant in tenants {
+            if !live.watched(tenant).await {
+                continue;
+            }
+            let mut updates = Vec::new();
+            let each = self
+                .messages
+                .iter()
+                .zip(self.readings)
+                .zip(replies)
+                .zip(self.stored);
+            for (((message, readings), reply), stored) in each {
+                if message.tenant != tenant || !*stored || message.error.is_some() {
+                    continue;
+                }
+                for r in readings {
+                    if let Some(uid) = uids.get(&r.device) {
+                        updates.push(LiveUpdate {
+                            kind: LiveKind::Value,
+                            device: uid.to_string(),
+                            data: json!({
+                                "attribute": r.attribute,
+                                "ts": r.ts,
+                                "value": r.value,
+                                "level": r.level,
+                            }),
+                        });
+                    }
+                }
+                if let Some((reply, uid)) =
+                    reply.as_ref().and_then(|r| Some((r, uids.get(&r.device)?)))
+                {
+                    updates.push(LiveUpdate {
+                        kind: LiveKind::Command,
+                        device: uid.to_string(),
+                        data: json!({
+                            "id": reply.command,
+                            "status": if reply.error.is_some() { stored_commands::FAILED } else { stored_commands::ACKNOWLEDGED },
+                            "error": reply.error,
+                            "at": message.processed_at,
+                        }),
+                    });
+                }
+            }
+            for change in self.changes {
+                let raised = change.level_changed() && change.level != ingest::NORMAL_LEVEL;
+                if let (true, true, Some(uid)) =
+                    (change.tenant == tenant, raised, uids.get(&change.device))
+                {
+                    updates.push(LiveUpdate {
+                        kind: LiveKind::Event,
+                        device: uid.to_string(),
+                        data: json!({
+                            "attribute": change.attribute,
+                            "level": change.level,
+                            "raised_at": change.ts,
+                        }),
+                    });
+                }
+            }
+            live.publish(tenant, updates).await;
+        }
+    }
+
     /// The workflow runs the stored messages and the latest-value changes start.
     fn runs(
         &self,

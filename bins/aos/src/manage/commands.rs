@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use aos_storage::Storage;
 use aos_storage::repo::audit;
 use aos_storage::repo::commands::{self, BatchTarget, CommandFilter, NewCommand};
+use aos_storage::repo::paging::Page;
 use clap::{Args, Subcommand};
 
 use super::{cli_event, scope};
@@ -151,13 +152,16 @@ pub async fn commands(storage: &Storage, command: CommandCommand) -> anyhow::Res
                 device,
                 status,
                 batch,
-                limit,
+                page: Page {
+                    limit: limit.clamp(1, 1000),
+                    ..Page::default()
+                },
             };
             println!(
                 "{:<8} {:<24} {:<20} {:<13} {:<25} error",
                 "id", "device", "name", "status", "created"
             );
-            for row in commands::list(storage, scope, &filter).await? {
+            for row in commands::list(storage, scope, &filter).await?.0 {
                 let c = row.command;
                 println!(
                     "{:<8} {:<24} {:<20} {:<13} {:<25} {}",

@@ -6,6 +6,7 @@ use aos_formats::interpret::{self, Interpreter};
 use aos_storage::Storage;
 use aos_storage::repo::audit;
 use aos_storage::repo::interpreters::{self, NewInterpreter};
+use aos_storage::repo::paging::Page;
 use clap::Subcommand;
 
 use super::{cli_event, scope};
@@ -176,10 +177,13 @@ pub async fn events(storage: &Storage, command: EventCommand) -> anyhow::Result<
                 "id", "level", "raised", "acked", "cleared"
             );
             let filter = interpreters::EventFilter {
-                limit,
+                page: Page {
+                    limit: limit.clamp(1, 1000),
+                    ..Page::default()
+                },
                 ..Default::default()
             };
-            for (e, _) in interpreters::events(storage, scope, &filter).await? {
+            for (e, _) in interpreters::events(storage, scope, &filter).await?.0 {
                 println!(
                     "{:<6} {:<10} {:<21} {:<6} {:<8} {}",
                     e.id,

@@ -1,11 +1,9 @@
 //! The audit log of security events.
 
 use chrono::Utc;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Order, QueryFilter};
 
+use super::paging::{self, Page};
 use crate::entity::audit_log;
 use crate::{Storage, StorageError};
 
@@ -42,19 +40,29 @@ pub async fn record(storage: &Storage, event: AuditEvent) -> Result<(), StorageE
     Ok(())
 }
 
-/// The newest `limit` events of a tenant (None: platform events), newest first.
-pub async fn recent(
+/// What audit lists sort by.
+pub const SORT_FIELDS: [&str; 2] = ["at", "action"];
+
+/// A page of a tenant's events (None: the platform's), newest first unless sorted, and how
+/// many there are.
+pub async fn search(
     storage: &Storage,
     tenant: Option<i64>,
-    limit: u64,
-) -> Result<Vec<audit_log::Model>, StorageError> {
+    page: &Page,
+) -> Result<(Vec<audit_log::Model>, u64), StorageError> {
     let query = match tenant {
         Some(id) => audit_log::Entity::find().filter(audit_log::Column::TenantId.eq(id)),
         None => audit_log::Entity::find().filter(audit_log::Column::TenantId.is_null()),
     };
-    Ok(query
-        .order_by_desc(audit_log::Column::Id)
-        .limit(limit)
-        .all(storage.db())
-        .await?)
+    let query = paging::ordered(
+        query,
+        page,
+        &[
+            (SORT_FIELDS[0], audit_log::Column::At),
+            (SORT_FIELDS[1], audit_log::Column::Action),
+        ],
+        (audit_log::Column::Id, Order::Desc),
+        audit_log::Column::Id,
+    )?;
+    paging::fetch(storage.db(), query, page).await
 }

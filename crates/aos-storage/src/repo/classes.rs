@@ -141,3 +141,23 @@ pub async fn by_provisioning_key(
         .one(storage.db())
         .await?)
 }
+
+/// How many devices each class of the scope has (classes without devices are absent).
+pub async fn device_counts(
+    storage: &Storage,
+    scope: Scope,
+) -> Result<std::collections::HashMap<i64, u64>, StorageError> {
+    use sea_orm::QuerySelect;
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    Ok(super::devices::visible(scope)
+        .select_only()
+        .column(crate::entity::device::Column::ClassId)
+        .column_as(Expr::col(crate::entity::device::Column::Id).count(), "n")
+        .group_by(crate::entity::device::Column::ClassId)
+        .into_tuple::<(i64, i64)>()
+        .all(storage.db())
+        .await?
+        .into_iter()
+        .map(|(class, n)| (class, u64::try_from(n).unwrap_or(0)))
+        .collect())
+}

@@ -6,11 +6,12 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Order,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde_json::{Value, json};
 
+use super::paging::{self, Page};
 use super::{Scope, check_name, classes, devices};
 use crate::entity::{command, command_batch, device, device_class};
 use crate::{Storage, StorageError};
@@ -209,15 +210,18 @@ pub struct CommandFilter {
     pub device: Option<String>,
     pub status: Option<String>,
     pub batch: Option<i64>,
-    pub limit: u64,
+    pub page: Page,
 }
 
-/// The newest commands the scope may see.
+/// What command lists sort by.
+pub const SORT_FIELDS: [&str; 3] = ["created_at", "name", "status"];
+
+/// A page of the commands the scope may see, newest first unless sorted, and how many match.
 pub async fn list(
     storage: &Storage,
     scope: Scope,
     filter: &CommandFilter,
-) -> Result<Vec<CommandRow>, StorageError> {
+) -> Result<(Vec<CommandRow>, u64), StorageError> {
     if let Some(status) = &filter.status
         && !STATUSES.contains(&status.as_str())
     {
@@ -241,18 +245,30 @@ pub async fn list(
     if let Some(batch) = filter.batch {
         query = query.filter(command::Column::BatchId.eq(batch));
     }
-    let rows = query
-        .order_by_desc(command::Column::Id)
-        .limit(filter.limit.clamp(1, 1000))
-        .all(storage.db())
-        .await?;
-    Ok(rows
+    let total = query.clone().count(storage.db()).await?;
+    let rows = paging::ordered(
+        query,
+        &filter.page,
+        &[
+            (SORT_FIELDS[0], command::Column::CreatedAt),
+            (SORT_FIELDS[1], command::Column::Name),
+            (SORT_FIELDS[2], command::Column::Status),
+        ],
+        (command::Column::Id, Order::Desc),
+        command::Column::Id,
+    )?
+    .limit(filter.page.limit)
+    .offset(filter.page.offset)
+    .all(storage.db())
+    .await?;
+    let page = rows
         .into_iter()
         .map(|(command, device)| CommandRow {
             command,
             device: device.map(|d| d.uid).unwrap_or_default(),
         })
-        .collect())
+        .collect();
+    Ok((page, total))
 }
 
 /// The command `id`, if the scope may see it.
@@ -366,8 +382,8 @@ pub async fn deliverable(
         .collect())
 }
 
-/// Marks a command sent (if it was still queued).
-pub async fn mark_sent(storage: &Storage, id: i64) -> Result<bool, StorageError> {
+/// Marks a command sent (if it was still queued); returns it then.
+pub async fn mark_sent(storage: &Storage, id: i64) -> Result<Option<CommandRow>, StorageError> {
     let updated = command::Entity::update_many()
         .col_expr(command::Column::Status, Expr::value(SENT))
         .col_expr(command::Column::SentAt, Expr::value(Utc::now()))
@@ -375,7 +391,17 @@ pub async fn mark_sent(storage: &Storage, id: i64) -> Result<bool, StorageError>
         .filter(command::Column::Status.eq(QUEUED))
         .exec(storage.db())
         .await?;
-    Ok(updated.rows_affected > 0)
+    if updated.rows_affected == 0 {
+        return Ok(None);
+    }
+    Ok(command::Entity::find_by_id(id)
+        .find_also_related(device::Entity)
+        .one(storage.db())
+        .await?
+        .map(|(command, device)| CommandRow {
+            command,
+            device: device.map(|d| d.uid).unwrap_or_default(),
+        }))
 }
 
 /// Marks a command failed before it reached its device (it cannot be put in its format).

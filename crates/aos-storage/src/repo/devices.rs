@@ -4,10 +4,11 @@ use aos_core::access::{Revocation, Revoked};
 use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Order,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
+use super::paging::{self, Page};
 use super::{Scope, bound_entity, check_identifier, check_name, classes, duplicate};
 use crate::entity::{credential_change, device, device_class, device_credential};
 use crate::{Storage, StorageError};
@@ -478,17 +479,18 @@ pub struct DeviceQuery {
     pub status: Option<String>,
     /// Part of the device's id or name.
     pub search: Option<String>,
-    pub limit: u64,
-    pub offset: u64,
+    pub page: Page,
 }
 
-/// A page of the devices the scope may see, by id, and how many match in all.
+/// What device lists sort by.
+pub const SORT_FIELDS: [&str; 5] = ["uid", "name", "status", "last_seen", "created_at"];
+
+/// A page of the devices the scope may see (by id unless sorted), and how many match in all.
 pub async fn search(
     storage: &Storage,
     scope: Scope,
     query: &DeviceQuery,
 ) -> Result<(Vec<device::Model>, u64), StorageError> {
-    use sea_orm::PaginatorTrait;
     let mut select = visible(scope);
     if let Some(class) = &query.class {
         select = select.filter(
@@ -509,14 +511,20 @@ pub async fn search(
                 .or(device::Column::Name.like(pattern.as_str())),
         );
     }
-    let total = select.clone().count(storage.db()).await?;
-    let page = select
-        .order_by_asc(device::Column::Uid)
-        .limit(query.limit)
-        .offset(query.offset)
-        .all(storage.db())
-        .await?;
-    Ok((page, total))
+    let select = paging::ordered(
+        select,
+        &query.page,
+        &[
+            (SORT_FIELDS[0], device::Column::Uid),
+            (SORT_FIELDS[1], device::Column::Name),
+            (SORT_FIELDS[2], device::Column::Status),
+            (SORT_FIELDS[3], device::Column::LastSeen),
+            (SORT_FIELDS[4], device::Column::CreatedAt),
+        ],
+        (device::Column::Uid, Order::Asc),
+        device::Column::Id,
+    )?;
+    paging::fetch(storage.db(), select, &query.page).await
 }
 
 /// A device's latest value of each attribute.

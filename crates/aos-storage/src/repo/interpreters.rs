@@ -2,10 +2,11 @@
 //! saved), and the events their levels (or workflows) raise.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, TryIntoModel,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, Order,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TryIntoModel,
 };
 
+use super::paging::{self, Page};
 use super::{Scope, check_name, classes};
 use crate::entity::{device, event, interpreter};
 use crate::{Storage, StorageError};
@@ -80,16 +81,19 @@ pub struct EventFilter {
     pub device: Option<String>,
     /// Only those not cleared yet (`true`), or only cleared ones (`false`).
     pub open: Option<bool>,
-    pub limit: u64,
+    pub page: Page,
 }
 
-/// The events of the scope's devices, newest first (a customer sees its own devices' only),
-/// each with its device's id.
+/// What event lists sort by.
+pub const EVENT_SORT_FIELDS: [&str; 3] = ["raised_at", "level", "attribute"];
+
+/// A page of the events of the scope's devices, newest first unless sorted (a customer sees its
+/// own devices' only), each with its device's id, and how many match in all.
 pub async fn events(
     storage: &Storage,
     scope: Scope,
     filter: &EventFilter,
-) -> Result<Vec<(event::Model, String)>, StorageError> {
+) -> Result<(Vec<(event::Model, String)>, u64), StorageError> {
     let mut query = event::Entity::find()
         .filter(event::Column::TenantId.eq(scope.tenant))
         .find_also_related(device::Entity);
@@ -104,15 +108,27 @@ pub async fn events(
         Some(false) => query.filter(event::Column::ClearedAt.is_not_null()),
         None => query,
     };
-    Ok(query
-        .order_by_desc(event::Column::RaisedAt)
-        .order_by_desc(event::Column::Id)
-        .limit(filter.limit.clamp(1, 1000))
+    let total = query.clone().count(storage.db()).await?;
+    let query = paging::ordered(
+        query,
+        &filter.page,
+        &[
+            (EVENT_SORT_FIELDS[0], event::Column::RaisedAt),
+            (EVENT_SORT_FIELDS[1], event::Column::Level),
+            (EVENT_SORT_FIELDS[2], event::Column::Attribute),
+        ],
+        (event::Column::RaisedAt, Order::Desc),
+        event::Column::Id,
+    )?;
+    let page = query
+        .limit(filter.page.limit)
+        .offset(filter.page.offset)
         .all(storage.db())
         .await?
         .into_iter()
         .filter_map(|(e, d)| Some((e, d?.uid)))
-        .collect())
+        .collect();
+    Ok((page, total))
 }
 
 /// Acknowledges (`clear` false) or clears an event of the scope's devices.

@@ -36,3 +36,10 @@ pub async fn by_name(storage: &Storage, name: &str) -> Result<tenant::Model, Sto
         .await?
         .ok_or_else(|| StorageError::not_found("tenant", name))
 }
+
+pub async fn by_id(storage: &Storage, id: i64) -> Result<tenant::Model, StorageError> {
+    tenant::Entity::find_by_id(id)
+        .one(storage.db())
+        .await?
+        .ok_or_else(|| StorageError::not_found("tenant", id.to_string()))
+}

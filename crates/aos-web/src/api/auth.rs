@@ -52,12 +52,21 @@ async fn sign_out(api: ApiState, body: Json<RefreshToken>) -> Result<HttpRespons
 }
 
 /// `GET /api/me`: the signed-in user, its tenant and what its roles grant.
-async fn me(caller: Caller) -> Result<HttpResponse, ApiError> {
+async fn me(api: ApiState, caller: Caller) -> Result<HttpResponse, ApiError> {
     let subject = caller.0;
     let grants = subject.grants.stored();
+    let tenant_name = match subject.tenant {
+        Some(id) => Some(
+            aos_storage::repo::tenants::by_id(&api.storage, id)
+                .await?
+                .name,
+        ),
+        None => None,
+    };
     Ok(HttpResponse::Ok().json(&serde_json::json!({
         "login": subject.login,
         "tenant": subject.tenant,
+        "tenant_name": tenant_name,
         "customer": subject.customer,
         "grants": {
             "permissions": grants.permissions,

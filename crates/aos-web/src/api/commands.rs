@@ -9,7 +9,7 @@ use ntex::web::{self, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, Caller, InTenant, Json, Query, limit, object_id};
+use super::{ApiError, ApiState, Caller, InTenant, Json, Listed, Query, object_id, page};
 
 /// How long a command waits for its device unless the request says.
 const DEFAULT_EXPIRY: &str = "1d";
@@ -78,6 +78,8 @@ struct ListQuery {
     status: Option<String>,
     batch: Option<i64>,
     limit: Option<u64>,
+    offset: Option<u64>,
+    sort: Option<String>,
 }
 
 fn command_json(row: &CommandRow) -> Value {
@@ -160,7 +162,8 @@ async fn batch(
     Ok(HttpResponse::Created().json(&json!({ "batch": created.id, "queued": queued })))
 }
 
-/// `GET /api/commands?device=&status=&batch=&limit=` → the newest first.
+/// `GET /api/commands?device=&status=&batch=&limit=&offset=&sort=` → a page, newest first
+/// unless sorted.
 async fn list(
     api: ApiState,
     caller: Caller,
@@ -179,11 +182,11 @@ async fn list(
         device: query.device,
         status: query.status,
         batch: query.batch,
-        limit: limit(query.limit)?,
+        page: page(query.limit, query.offset, query.sort)?,
     };
-    let rows = commands::list(&api.storage, scope, &filter).await?;
+    let (rows, total) = commands::list(&api.storage, scope, &filter).await?;
     let items: Vec<Value> = rows.iter().map(command_json).collect();
-    Ok(HttpResponse::Ok().json(&json!({ "items": items })))
+    Ok(Listed::new(items, total).response())
 }
 
 /// `GET /api/commands/{id}` → the command and its status.

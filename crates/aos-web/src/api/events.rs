@@ -7,7 +7,7 @@ use ntex::web::{self, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, Caller, InTenant, Query, limit, object_id};
+use super::{ApiError, ApiState, Caller, InTenant, Listed, Query, object_id, page};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/events", web::get().to(list))
@@ -23,6 +23,8 @@ struct ListQuery {
     /// `true`: not cleared yet; `false`: cleared.
     open: Option<bool>,
     limit: Option<u64>,
+    offset: Option<u64>,
+    sort: Option<String>,
 }
 
 fn event_json(e: &event::Model, device: &str) -> Value {
@@ -39,7 +41,7 @@ fn event_json(e: &event::Model, device: &str) -> Value {
     })
 }
 
-/// `GET /api/events?device=&open=&limit=` → the newest first.
+/// `GET /api/events?device=&open=&limit=&offset=&sort=` → a page, newest first unless sorted.
 async fn list(
     api: ApiState,
     caller: Caller,
@@ -57,11 +59,11 @@ async fn list(
     let filter = EventFilter {
         device: query.device,
         open: query.open,
-        limit: limit(query.limit)?,
+        page: page(query.limit, query.offset, query.sort)?,
     };
-    let found = interpreters::events(&api.storage, scope, &filter).await?;
+    let (found, total) = interpreters::events(&api.storage, scope, &filter).await?;
     let items: Vec<Value> = found.iter().map(|(e, d)| event_json(e, d)).collect();
-    Ok(HttpResponse::Ok().json(&json!({ "items": items })))
+    Ok(Listed::new(items, total).response())
 }
 
 async fn settle(

@@ -3,9 +3,13 @@
 //! bounded, callers named by `Authorization: Bearer` access tokens.
 
 mod auth;
+mod classes;
 mod commands;
+mod data;
 mod devices;
 mod events;
+mod nodes;
+mod people;
 mod queues;
 mod workflows;
 
@@ -13,7 +17,8 @@ use std::sync::Arc;
 
 use aos_auth::accounts::{Accounts, SignInError};
 use aos_auth::permissions::{Access, Denied, ObjectKind, Operation, Subject, authorize};
-use aos_core::{Bus, WorkQueue};
+use aos_core::{Bus, Kv, WorkQueue};
+use aos_storage::repo::paging::Page;
 use aos_storage::repo::{Scope, tenants};
 use aos_storage::{Storage, StorageError};
 use ntex::http::StatusCode;
@@ -35,6 +40,8 @@ pub struct Api {
     pub queue: Arc<dyn WorkQueue>,
     /// Tells the workers about new commands.
     pub bus: Arc<dyn Bus>,
+    /// Where the cluster's nodes register themselves (and their health).
+    pub kv: Arc<dyn Kv>,
 }
 
 pub type ApiState = web::types::State<Arc<Api>>;
@@ -44,9 +51,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api")
             .configure(auth::configure)
+            .configure(classes::configure)
             .configure(commands::configure)
+            .configure(data::configure)
             .configure(devices::configure)
             .configure(events::configure)
+            .configure(nodes::configure)
+            .configure(people::configure)
             .configure(queues::configure)
             .configure(workflows::configure)
             .default_service(web::to(unknown_route)),
@@ -227,7 +238,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             serde_json::error::Category::Data => {
                 let mut error =
                     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message.clone());
-                if let Some(field) = message.split('`').nth(1) {
+                if let Some(field) = named_field(&message) {
                     error = error.field(field);
                 }
                 error
@@ -251,21 +262,50 @@ impl<T: DeserializeOwned, Err: web::ErrorRenderer> FromRequest<Err> for Query<T>
         req: &HttpRequest,
         _: &mut ntex::http::Payload,
     ) -> Result<Query<T>, ApiError> {
-        serde_urlencoded::from_str(req.query_string())
-            .map(Query)
-            .map_err(|err| {
-                let message = err.to_string();
-                let mut error = ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid",
-                    format!("the query string is not valid: {message}"),
-                );
-                if let Some(field) = message.split('`').nth(1) {
-                    error = error.field(field);
-                }
-                error
-            })
+        let query = req.query_string();
+        serde_urlencoded::from_str(query).map(Query).map_err(|err| {
+            let message = err.to_string();
+            let field = named_field(&message).or_else(|| bad_parameter::<T>(query));
+            let mut error = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                match &field {
+                    Some(name) => format!("the query string is not valid: `{name}`: {message}"),
+                    None => format!("the query string is not valid: {message}"),
+                },
+            );
+            if let Some(field) = field {
+                error = error.field(field);
+            }
+            error
+        })
     }
+}
+
+/// The field serde's message names, when it names one (unknown, missing, repeated).
+fn named_field(message: &str) -> Option<String> {
+    ["unknown field `", "missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|start| message.split_once(start))
+        .and_then(|(_, rest)| rest.split('`').next())
+        .map(String::from)
+}
+
+/// Which parameter of `query` makes it unreadable as `T` (serde_urlencoded does not say for a
+/// value of the wrong type): the one without which it reads, or misses only that one.
+fn bad_parameter<T: DeserializeOwned>(query: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+    pairs.iter().map(|(key, _)| key).find_map(|key| {
+        let others: Vec<&(String, String)> = pairs.iter().filter(|(k, _)| k != key).collect();
+        let rest = serde_urlencoded::to_string(others).ok()?;
+        match serde_urlencoded::from_str::<T>(&rest) {
+            Ok(_) => Some(key.clone()),
+            Err(err) if err.to_string().contains(&format!("missing field `{key}`")) => {
+                Some(key.clone())
+            }
+            Err(_) => None,
+        }
+    })
 }
 
 /// `?tenant=NAME`: the tenant a system administrator acts in.
@@ -297,6 +337,67 @@ pub fn limit(given: Option<u64>) -> Result<u64, ApiError> {
         )
         .field("limit")),
     }
+}
+
+/// Largest `offset` a list accepts (deeper pages: filter instead).
+pub const MAX_OFFSET: u64 = 1_000_000;
+
+/// A list's page from its `limit`, `offset` and `sort` parameters, checked.
+pub fn page(
+    limit_given: Option<u64>,
+    offset: Option<u64>,
+    sort: Option<String>,
+) -> Result<Page, ApiError> {
+    let offset = offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("offset must be at most {MAX_OFFSET}; narrow the list with its filters"),
+        )
+        .field("offset"));
+    }
+    Ok(Page {
+        limit: limit(limit_given)?,
+        offset,
+        sort,
+    })
+}
+
+/// A page of a list, as every list answers: `{"items": [...], "total": n}`.
+#[derive(serde::Serialize)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+impl<T: serde::Serialize> Listed<T> {
+    pub fn new(items: Vec<T>, total: u64) -> Listed<T> {
+        Listed { items, total }
+    }
+
+    pub fn response(&self) -> HttpResponse {
+        HttpResponse::Ok().json(self)
+    }
+}
+
+/// What a list without filters of its own takes: the tenant, `limit`, `offset`, `sort`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub tenant: Option<String>,
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+    pub sort: Option<String>,
+}
+
+/// What a list of platform objects (tenants, nodes) takes: `limit`, `offset`, `sort`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformListQuery {
+    pub limit: Option<u64>,
+    pub offset: Option<u64>,
+    pub sort: Option<String>,
 }
 
 /// The signed-in user making a request (from `Authorization: Bearer ACCESS_TOKEN`).

@@ -4,6 +4,7 @@
 use aos_auth::permissions::{ObjectKind, Operation};
 use aos_formats::interpret;
 use aos_storage::entity::workflow;
+use aos_storage::repo::paging;
 use aos_storage::repo::workflows::{self, NewWorkflow};
 use aos_workflows::{Triggered, WORKFLOW_QUEUE, Workflow, WorkflowDocument};
 use ntex::http::StatusCode;
@@ -11,7 +12,7 @@ use ntex::web::{self, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, ApiState, Caller, InTenant, Json, Query, limit};
+use super::{ApiError, ApiState, Caller, InTenant, Json, ListQuery, Listed, Query, limit, page};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/workflows", web::get().to(list))
@@ -47,22 +48,36 @@ struct RunsQuery {
     limit: Option<u64>,
 }
 
-/// `GET /api/workflows` → every workflow of the tenant, as documents with their times.
+const SORT_FIELDS: [&str; 3] = ["name", "created_at", "updated_at"];
+
+/// `GET /api/workflows?limit=&offset=&sort=` → the tenant's workflows, as documents with their
+/// times, by name unless sorted.
 async fn list(
     api: ApiState,
     caller: Caller,
-    query: Query<InTenant>,
+    query: Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let query = query.0;
     let scope = caller
         .scope(
             &api,
             ObjectKind::Workflows,
             Operation::View,
-            query.0.tenant.as_deref(),
+            query.tenant.as_deref(),
         )
         .await?;
-    let items: Vec<Value> = workflows::list(&api.storage, scope)
-        .await?
+    let wanted = page(query.limit, query.offset, query.sort)?;
+    let (found, total) = paging::in_memory(
+        workflows::list(&api.storage, scope).await?,
+        &wanted,
+        &SORT_FIELDS,
+        |w, field| match field {
+            "created_at" => w.created_at.to_rfc3339(),
+            "updated_at" => w.updated_at.to_rfc3339(),
+            _ => w.name.clone(),
+        },
+    )?;
+    let items: Vec<Value> = found
         .iter()
         .map(|w| {
             let mut shown = document(w);
@@ -71,7 +86,7 @@ async fn list(
             shown
         })
         .collect();
-    Ok(HttpResponse::Ok().json(&json!({ "items": items })))
+    Ok(Listed::new(items, total).response())
 }
 
 /// `POST /api/workflows` with a document → 201 created, or 200 replaced (same name); checked

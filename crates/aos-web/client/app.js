@@ -1,0 +1,219 @@
+// The web client's shell: sign-in state, header and navigation, hash routing, and each page's
+// life (its live subscriptions and timers end when the user leaves it).
+
+import * as api from './api.js';
+import * as live from './live.js';
+import {h, banners, showError, clearBanners, options} from './dom.js';
+import signInPage from './pages/signin.js';
+import dashboard from './pages/dashboard.js';
+import devices from './pages/devices.js';
+import device from './pages/device.js';
+import classes from './pages/classes.js';
+import workflows from './pages/workflows.js';
+import events from './pages/events.js';
+import users from './pages/users.js';
+import admin from './pages/admin.js';
+
+const app = document.getElementById('app');
+
+/** The navigation; `kind` hides an entry from users whose roles give no access to it. */
+const NAV = [
+  {key: 'dashboard', label: 'Dashboard'},
+  {key: 'devices', label: 'Devices', kind: 'devices'},
+  {key: 'classes', label: 'Classes & formats', kind: 'classes'},
+  {key: 'workflows', label: 'Workflows', kind: 'workflows'},
+  {key: 'events', label: 'Events', kind: 'events'},
+  {key: 'users', label: 'Users & roles', kind: 'users'},
+  {key: 'admin', label: 'Platform', platform: true},
+];
+
+/** Hash routes (`#/devices/sensor-1`): the captured parts are the page's parameters. */
+const ROUTES = [
+  [/^dashboard$/, dashboard],
+  [/^devices$/, devices],
+  [/^devices\/([^/]+)$/, device],
+  [/^classes$/, classes],
+  [/^workflows(?:\/([^/]+))?$/, workflows],
+  [/^events$/, events],
+  [/^users$/, users],
+  [/^admin$/, admin],
+];
+
+let current = null; // the context of the page shown
+let main = null; // where pages go, once signed in
+let nav = null;
+
+/**
+ * What a page gets besides its root element: subscriptions and timers that end with the page,
+ * and `task`, which runs an async step and shows its error (unless the page was left meanwhile).
+ */
+function pageContext() {
+  const cleanups = [];
+  const ctx = {
+    active: true,
+    live(name, handler) {
+      cleanups.push(live.subscribe(name, handler));
+    },
+    every(ms, fn) {
+      const timer = setInterval(() => ctx.task(fn), ms);
+      cleanups.push(() => clearInterval(timer));
+    },
+    debounce(fn, ms) {
+      let timer;
+      cleanups.push(() => clearTimeout(timer));
+      return (...args) => {
+        clearTimeout(timer);
+        timer = setTimeout(() => ctx.task(() => fn(...args)), ms);
+      };
+    },
+    async task(fn) {
+      try {
+        return await fn();
+      } catch (error) {
+        if (ctx.active) showError(error);
+        return undefined;
+      }
+    },
+    /** Handles a form's submit: no page load, its buttons disabled while the call runs. */
+    form(form, fn) {
+      form.addEventListener('submit', async (event) => {
+        event.preventDefault();
+        const buttons = form.querySelectorAll('button');
+        buttons.forEach((b) => { b.disabled = true; });
+        await ctx.task(fn);
+        buttons.forEach((b) => { b.disabled = false; });
+      });
+    },
+    leave() {
+      ctx.active = false;
+      cleanups.forEach((cleanup) => cleanup());
+    },
+  };
+  return ctx;
+}
+
+function leavePage() {
+  if (current) current.leave();
+  current = null;
+}
+
+/** A part of the hash as the page named it; a malformed escape is taken as it is. */
+function decodePart(part) {
+  if (part === undefined) return undefined;
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
+function route() {
+  if (!api.isSignedIn()) return;
+  const path = location.hash.replace(/^#\/?/, '');
+  const match = ROUTES.map(([pattern, page]) => [pattern.exec(path), page]).find(([m]) => m);
+  if (!match) {
+    history.replaceState(null, '', '#/dashboard');
+    route();
+    return;
+  }
+  const [m, page] = match;
+  leavePage();
+  clearBanners();
+  current = pageContext();
+  const root = h('div', {class: 'page', data: {page: page.nav}});
+  main.replaceChildren(banners(), root);
+  for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.dataset.key === page.nav);
+  document.title = `${page.title} · AOS`;
+  const params = m.slice(1).map(decodePart);
+  const ctx = current;
+  ctx.task(() => page.mount(root, ctx, ...params));
+}
+
+function showSignIn(message) {
+  live.stop();
+  leavePage();
+  main = null;
+  current = pageContext();
+  const root = h('div', {class: 'signin-layout'});
+  app.replaceChildren(root);
+  document.title = 'Sign in · AOS';
+  signInPage.mount(root, current, {message, banners: banners(), onSignedIn: enter});
+}
+
+/** A system administrator works in one tenant at a time: the one remembered, or the first. */
+async function chooseTenant() {
+  const list = await api.get('/api/tenants', {limit: 1000});
+  const names = list.items.map((t) => t.name);
+  const remembered = api.tenant();
+  api.setTenant(names.includes(remembered) ? remembered : names[0]);
+  return names;
+}
+
+function header(me, tenants) {
+  const state = h('span', {class: 'live-state', testid: 'live-status', title: 'Live updates'});
+  live.onState((value) => {
+    state.dataset.state = value;
+    state.textContent = value === 'open' ? 'live' : value === 'closed' ? 'offline' : 'connecting…';
+  });
+  let where;
+  if (me.tenant === null) {
+    const picker = h('select', {testid: 'tenant-picker', 'aria-label': 'Tenant', onchange: () => {
+      api.setTenant(picker.value);
+      live.restart();
+      route();
+    }}, tenants.length ? options(tenants.map((t) => [t, t]), api.tenant()) : h('option', {value: ''}, 'no tenant yet'));
+    where = h('label', {class: 'tenant'}, 'Tenant ', picker);
+  } else {
+    where = h('span', {class: 'tenant', testid: 'tenant'}, me.tenant_name || '');
+  }
+  const signOut = h('button', {type: 'button', class: 'secondary', testid: 'sign-out', onclick: async () => {
+    live.stop();
+    await api.signOut();
+    history.replaceState(null, '', location.pathname);
+    showSignIn();
+  }}, 'Sign out');
+  return h('header', {class: 'topbar'},
+    h('a', {class: 'brand', href: '#/dashboard'}, 'AOS'),
+    where,
+    h('span', {class: 'spacer'}),
+    state,
+    h('span', {class: 'user', testid: 'user'}, me.login),
+    signOut);
+}
+
+function navigation(me) {
+  const items = NAV.filter((item) => (item.platform ? me.tenant === null : !item.kind || api.can(item.kind)));
+  return h('nav', {class: 'sidenav'}, items.map((item) =>
+    h('a', {href: `#/${item.key}`, testid: `nav-${item.key}`, data: {key: item.key}}, item.label)));
+}
+
+/** After signing in (or resuming the tab's session): the shell, live updates, the page asked for. */
+async function enter() {
+  leavePage();
+  const me = api.currentUser();
+  const tenants = me.tenant === null ? await chooseTenant() : [];
+  nav = navigation(me);
+  main = h('main', {class: 'content'});
+  app.replaceChildren(h('div', {class: 'shell'}, header(me, tenants), nav, main));
+  live.start();
+  if (!location.hash || location.hash === '#/') history.replaceState(null, '', '#/dashboard');
+  route();
+}
+
+async function boot() {
+  api.onSessionLost((error) => showSignIn(error.message));
+  window.addEventListener('hashchange', route);
+  if (api.hasStoredSession()) {
+    try {
+      await api.resume();
+      await enter();
+      return;
+    } catch (error) {
+      showSignIn(error.message);
+      return;
+    }
+  }
+  showSignIn();
+}
+
+boot();

@@ -1,0 +1,135 @@
+// Devices: a searchable, filterable, sortable list in pages, live status badges, and the form
+// that registers a device.
+
+import * as api from '../api.js';
+import {h, dataTable, field, link, options, panel, showNotice, statusBadge, timeCell} from '../dom.js';
+
+const PAGE_SIZE = 25;
+
+/** Columns; `sort` names the API's sort field for the sortable ones. */
+const COLUMNS = [
+  {label: 'Status'},
+  {label: 'Device id', sort: 'uid'},
+  {label: 'Name', sort: 'name'},
+  {label: 'Class'},
+  {label: 'Last seen', sort: 'last_seen'},
+  {label: 'Registered', sort: 'created_at'},
+];
+
+export default {
+  title: 'Devices',
+  nav: 'devices',
+  async mount(root, ctx) {
+    const query = {search: '', class: '', status: '', sort: 'uid', offset: 0};
+    let loads = 0; // only the latest answer is shown when the user types or clicks fast
+
+    const search = h('input', {type: 'search', placeholder: 'Search id or name', testid: 'device-search', 'aria-label': 'Search'});
+    const classFilter = h('select', {testid: 'device-class-filter', 'aria-label': 'Class'});
+    const statusFilter = h('select', {testid: 'device-status-filter', 'aria-label': 'Status'},
+      options([['', 'Any status'], ['online', 'Online'], ['offline', 'Offline']], ''));
+    const list = h('div', {class: 'table-wrap'});
+    const pager = h('div', {class: 'pager'});
+
+    const uid = h('input', {name: 'uid', required: true, testid: 'device-uid', placeholder: 'e.g. sensor-1'});
+    const name = h('input', {name: 'name', testid: 'device-name'});
+    const deviceClass = h('select', {name: 'class', required: true, testid: 'device-class'});
+    const form = h('form', {class: 'inline-form', testid: 'device-form'},
+      field('Device id', uid), field('Name', name), field('Class', deviceClass),
+      h('button', {type: 'submit', testid: 'device-create'}, 'Register'));
+
+    root.append(
+      h('h1', {}, 'Devices'),
+      panel(null, h('div', {class: 'toolbar'}, search, classFilter, statusFilter), list, pager),
+      panel('Register a device', form),
+    );
+
+    function header() {
+      return COLUMNS.map((col) => {
+        if (!col.sort) return h('th', {}, col.label);
+        const asc = query.sort === col.sort;
+        const desc = query.sort === `-${col.sort}`;
+        return h('th', {
+          class: 'sortable', tabindex: 0, testid: `sort-${col.sort}`,
+          'aria-sort': asc ? 'ascending' : desc ? 'descending' : 'none',
+          onclick: () => {
+            query.sort = asc ? `-${col.sort}` : col.sort;
+            query.offset = 0;
+            ctx.task(load);
+          },
+        }, col.label, asc ? ' ▲' : desc ? ' ▼' : '');
+      });
+    }
+
+    function row(d) {
+      return h('tr', {testid: 'device-row', data: {uid: d.uid}},
+        h('td', {class: 'status-cell'}, statusBadge(d.status)),
+        h('td', {}, link(['devices', d.uid], d.uid, {testid: 'device-link'})),
+        h('td', {}, d.name || '', d.disabled ? h('span', {class: 'badge badge-offline'}, 'disabled') : null),
+        h('td', {}, d.class || ''),
+        h('td', {class: 'seen-cell'}, timeCell(d.last_seen)),
+        h('td', {}, timeCell(d.created_at)));
+    }
+
+    async function load() {
+      const mine = ++loads;
+      const page = await api.get('/api/devices', {...query, limit: PAGE_SIZE});
+      if (!ctx.active || mine !== loads) return;
+      list.replaceChildren(dataTable(header(), page.items.map(row), 'No devices match.', {testid: 'devices-table'}));
+      const last = query.offset + page.items.length;
+      pager.replaceChildren(
+        h('span', {class: 'muted', testid: 'device-count'}, page.total ? `${query.offset + 1}–${last} of ${page.total}` : '0 devices'),
+        h('button', {type: 'button', class: 'secondary', testid: 'page-prev', disabled: query.offset === 0, onclick: () => {
+          query.offset = Math.max(0, query.offset - PAGE_SIZE);
+          ctx.task(load);
+        }}, 'Previous'),
+        h('button', {type: 'button', class: 'secondary', testid: 'page-next', disabled: last >= page.total, onclick: () => {
+          query.offset += PAGE_SIZE;
+          ctx.task(load);
+        }}, 'Next'));
+    }
+
+    async function loadClasses() {
+      const classes = (await api.get('/api/classes', {limit: 1000})).items;
+      if (!ctx.active) return;
+      const pairs = classes.map((c) => [c.name, c.name]);
+      classFilter.replaceChildren(...options([['', 'Any class'], ...pairs], query.class));
+      deviceClass.replaceChildren(...(pairs.length ? options(pairs) : [h('option', {value: ''}, 'no class yet: create one first')]));
+    }
+
+    const searchSoon = ctx.debounce(() => {
+      query.search = search.value.trim();
+      query.offset = 0;
+      return load();
+    }, 300);
+    search.addEventListener('input', searchSoon);
+    for (const [select, key] of [[classFilter, 'class'], [statusFilter, 'status']]) {
+      select.addEventListener('change', () => {
+        query[key] = select.value;
+        query.offset = 0;
+        ctx.task(load);
+      });
+    }
+
+    ctx.form(form, async () => {
+      const created = await api.post('/api/devices', {uid: uid.value.trim(), name: name.value.trim() || undefined, class: deviceClass.value});
+      showNotice(`Device ${created.uid} registered.`);
+      form.reset();
+      await load();
+    });
+
+    // A device going on or off line: its badge changes in place; with a status filter the list
+    // itself changes, so it is fetched again.
+    const reload = ctx.debounce(load, 500);
+    ctx.live('device', (news) => {
+      const tr = list.querySelector(`tr[data-uid="${CSS.escape(news.device)}"]`);
+      if (query.status) reload();
+      else if (tr) {
+        tr.querySelector('.status-cell').replaceChildren(statusBadge(news.status));
+        tr.querySelector('.seen-cell').replaceChildren(timeCell(news.at));
+      }
+    });
+    ctx.live('reconnected', reload);
+
+    await Promise.all([load(), loadClasses()]);
+  },
+};

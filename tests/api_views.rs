@@ -1,0 +1,436 @@
+//! What the web client reads, through HTTP on the node's port: classes and formats, a device's
+//! values over time (raw and aggregated per interval), the message log, the dashboard's figures,
+//! users, roles, tenants, nodes and the audit log; lists paged and sorted one way; live updates
+//! as Server-Sent Events; the web client's files and the security headers on every answer. Bad
+//! input — a wrong sort, offset or aggregate, an unknown device — is a 4xx in the error shape.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc;
+
+use chrono::{DateTime, Duration, Utc};
+use common::api::{PASSWORD, access_token, acme, call, refused, start};
+use common::mqtt::{Client5, options5};
+use common::{PATIENCE, cli_ok};
+use rumqttc::v5::mqttbytes::QoS;
+use serde_json::{Value, json};
+
+/// Opens `GET /api/live` with `token`; its `event:`/`data:` pairs come out of the channel.
+fn live(port: u16, token: &str) -> mpsc::Receiver<(String, Value)> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let response = agent
+        .get(format!("http://127.0.0.1:{port}/api/live"))
+        .header("authorization", format!("Bearer {token}"))
+        .call()
+        .expect("live stream");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut event = String::new();
+        for line in BufReader::new(response.into_body().into_reader())
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_string();
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                let data = serde_json::from_str(data).expect("JSON data");
+                if tx.send((event.clone(), data)).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a live update of `kind` for which `wanted` holds.
+fn wait_live(
+    updates: &mpsc::Receiver<(String, Value)>,
+    kind: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let (event, data) = updates
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no live `{kind}` update in time"));
+        if event == kind && wanted(&data) {
+            return data;
+        }
+    }
+}
+
+fn points(series: &Value) -> Vec<Value> {
+    series["series"][0]["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| p["value"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_views_of_the_web_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let olga_password = acme(d);
+    let device_token = common::platform::access_token(d, "d-1", "acme");
+    let node = start(d);
+    let port = node.ports.http;
+    let admin = access_token(port, "admin", PASSWORD);
+    let olga = access_token(port, "olga", &olga_password);
+    let get = |path: &str, token: &str| call(port, "GET", path, Some(token), None);
+    let post = |path: &str, token: &str, body: Value| {
+        call(port, "POST", path, Some(token), Some(&body.to_string()))
+    };
+
+    // Live updates are subscribed before anything happens.
+    let updates = live(port, &olga);
+
+    // Classes: an operator sees them but cannot make them; an administrator can, once per name.
+    refused(
+        post("/api/classes", &olga, json!({"name": "meter"})),
+        403,
+        "forbidden",
+    );
+    let (status, made) = post(
+        "/api/classes?tenant=acme",
+        &admin,
+        json!({"name": "meter", "is_gateway": true}),
+    );
+    assert_eq!(status, 201, "{made}");
+    refused(
+        post("/api/classes?tenant=acme", &admin, json!({"name": "meter"})),
+        409,
+        "conflict",
+    );
+    let (status, classes) = get("/api/classes?sort=-devices", &olga);
+    assert_eq!(status, 200, "{classes}");
+    assert_eq!(classes["total"], json!(2));
+    assert_eq!(
+        (
+            classes["items"][0]["name"].clone(),
+            classes["items"][0]["devices"].clone()
+        ),
+        (json!("sensor"), json!(1)),
+        "{classes}"
+    );
+    assert_eq!(
+        get("/api/formats", &olga).1,
+        json!({"items": [], "total": 0})
+    );
+
+    // The device connects and sends four readings a minute apart, at yesterday's midnight.
+    let mut options = options5(node.ports.mqtt, "d-1");
+    options.set_credentials("d-1", device_token.as_str());
+    let (mut device, _) = Client5::connect(options).await.expect("signs in");
+    let online = wait_live(&updates, "device", |u| u["device"] == json!("d-1"));
+    assert_eq!(online["status"], json!("online"));
+    let midnight: DateTime<Utc> = (Utc::now() - Duration::days(1))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc();
+    for (minute, value) in [(0, 10.0), (1, 20.0), (2, 30.0), (3, 40.0)] {
+        let ts = midnight + Duration::minutes(minute);
+        let payload = json!({"ts": ts.to_rfc3339(), "values": {"temperature": value}});
+        device
+            .client
+            .publish(
+                "aos/d-1/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                payload.to_string(),
+            )
+            .await
+            .expect("publish");
+        device.puback().await;
+    }
+    let last = wait_live(&updates, "value", |u| u["value"] == json!(40.0));
+    assert_eq!(
+        (last["device"].clone(), last["attribute"].clone()),
+        (json!("d-1"), json!("temperature"))
+    );
+
+    // Its values: raw, and per two minutes (avg, max, count).
+    let range = format!(
+        "attributes=temperature&from={}&to={}",
+        midnight.format("%Y-%m-%dT%H:%M:%SZ"),
+        (midnight + Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let (status, raw) = get(&format!("/api/devices/d-1/values?{range}"), &olga);
+    assert_eq!(status, 200, "{raw}");
+    assert_eq!(
+        points(&raw),
+        [json!(10.0), json!(20.0), json!(30.0), json!(40.0)]
+    );
+    for (aggregate, want) in [
+        ("avg", [15.0, 35.0]),
+        ("max", [20.0, 40.0]),
+        ("count", [2.0, 2.0]),
+    ] {
+        let (status, per) = get(
+            &format!("/api/devices/d-1/values?{range}&interval=2m&aggregate={aggregate}"),
+            &olga,
+        );
+        assert_eq!(status, 200, "{per}");
+        assert_eq!(
+            points(&per),
+            [json!(want[0]), json!(want[1])],
+            "{aggregate}: {per}"
+        );
+        assert_eq!(
+            per["series"][0]["points"][1]["ts"],
+            json!(
+                (midnight + Duration::minutes(2))
+                    .format("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+            )
+        );
+    }
+    let bad = refused(
+        get(
+            &format!("/api/devices/d-1/values?{range}&interval=2m&aggregate=median"),
+            &olga,
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("aggregate"));
+    let bad = refused(
+        get(
+            &format!("/api/devices/d-1/values?{range}&interval=0s"),
+            &olga,
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("interval"));
+    refused(
+        get("/api/devices/d-1/values?attributes=", &olga),
+        422,
+        "invalid",
+    );
+    refused(
+        get(&format!("/api/devices/nope/values?{range}"), &olga),
+        404,
+        "not_found",
+    );
+
+    // The message log: a payload that is not JSON is logged failed; filters and pages.
+    device
+        .client
+        .publish("aos/d-1/telemetry", QoS::AtLeastOnce, false, "not json")
+        .await
+        .expect("publish");
+    device.puback().await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let failed = loop {
+        let (status, failed) = get("/api/messages?device=d-1&status=failed", &olga);
+        assert_eq!(status, 200, "{failed}");
+        if failed["total"] == json!(1) {
+            break failed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failed message is logged: {failed}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(failed["items"][0]["payload"], json!("not json"));
+    assert!(
+        failed["items"][0]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    let (_, page) = get("/api/messages?device=d-1&limit=2&offset=1", &olga);
+    assert_eq!(
+        (
+            page["total"].clone(),
+            page["items"].as_array().map(Vec::len)
+        ),
+        (json!(5), Some(2)),
+        "{page}"
+    );
+    let bad = refused(get("/api/messages?status=lost", &olga), 422, "invalid");
+    assert_eq!(bad["field"], json!("status"));
+
+    // Lists refuse what they cannot do, naming the parameter.
+    for (query, field) in [
+        ("sort=colour", "sort"),
+        ("offset=5000000", "offset"),
+        ("limit=0", "limit"),
+        ("offset=-1", "offset"),
+    ] {
+        let bad = refused(get(&format!("/api/devices?{query}"), &olga), 422, "invalid");
+        assert_eq!(bad["field"], json!(field), "{query}");
+    }
+    let (_, sorted) = get("/api/events?sort=-raised_at&limit=5", &olga);
+    assert_eq!(sorted["total"], json!(0), "{sorted}");
+
+    // The dashboard's figures.
+    let (status, kpis) = get("/api/kpis", &olga);
+    assert_eq!(status, 200, "{kpis}");
+    assert_eq!(
+        kpis["devices"],
+        json!({"total": 1, "online": 1, "offline": 0})
+    );
+    assert_eq!(kpis["messages"]["last_hour"], json!(5), "{kpis}");
+    assert_eq!(kpis["messages"]["failed_last_hour"], json!(1), "{kpis}");
+    assert_eq!(
+        kpis["messages"]["per_minute"].as_array().map(Vec::len),
+        Some(61)
+    );
+
+    // People: users with roles, a too short password refused, the audit log.
+    let bad = refused(
+        post(
+            "/api/users?tenant=acme",
+            &admin,
+            json!({"login": "vera", "password": "short"}),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("password"));
+    let (status, vera) = post(
+        "/api/users?tenant=acme",
+        &admin,
+        json!({"login": "vera", "password": "a good long password", "roles": ["viewer"]}),
+    );
+    assert_eq!(status, 201, "{vera}");
+    assert_eq!(vera["roles"], json!(["viewer"]));
+    access_token(port, "vera", "a good long password");
+    refused(
+        post(
+            "/api/users",
+            &olga,
+            json!({"login": "x", "password": "a good long password"}),
+        ),
+        403,
+        "forbidden",
+    );
+    let (_, users) = get("/api/users?tenant=acme&sort=-login", &admin);
+    assert_eq!(users["items"][0]["login"], json!("vera"), "{users}");
+    refused(get("/api/roles", &olga), 403, "forbidden");
+    let (_, roles) = get("/api/roles?tenant=acme", &admin);
+    assert!(
+        roles["items"]
+            .as_array()
+            .expect("roles")
+            .iter()
+            .any(|r| r["name"] == json!("operator")),
+        "{roles}"
+    );
+    let (_, audit) = get("/api/audit?tenant=acme&sort=-at", &admin);
+    assert!(
+        audit["items"].as_array().expect("audit").iter().any(|a| {
+            (&a["action"], &a["actor"], &a["object_id"])
+                == (&json!("user.create"), &json!("user:admin"), &json!("vera"))
+        }),
+        "{audit}"
+    );
+
+    // The platform: tenants and nodes for system administrators only.
+    refused(get("/api/tenants", &olga), 403, "forbidden");
+    let (status, made) = post("/api/tenants", &admin, json!({"name": "globex"}));
+    assert_eq!(status, 201, "{made}");
+    let (_, tenants) = get("/api/tenants?sort=-name", &admin);
+    assert_eq!(tenants["items"][0]["name"], json!("globex"));
+    refused(get("/api/nodes", &olga), 403, "forbidden");
+    let (status, nodes) = get("/api/nodes", &admin);
+    assert_eq!(status, 200, "{nodes}");
+    let me = &nodes["items"][0];
+    assert_eq!(me["live"], json!(true), "{nodes}");
+    assert_eq!(me["health"]["ready"], json!(true), "{nodes}");
+    for role in ["broker", "worker", "web"] {
+        assert!(
+            me["enabled_roles"]
+                .as_array()
+                .expect("roles")
+                .contains(&json!(role)),
+            "{nodes}"
+        );
+    }
+    let (_, me) = get("/api/me", &olga);
+    assert_eq!(me["tenant_name"], json!("acme"));
+
+    // The web client, and the headers every answer carries; CORS is closed by default.
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let index = agent
+        .get(format!("http://127.0.0.1:{port}/"))
+        .call()
+        .expect("index");
+    let headers = index.headers().clone();
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .expect("csp")
+            .contains("script-src 'self'")
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(
+        index
+            .into_body()
+            .read_to_string()
+            .expect("html")
+            .contains("/ui/app.js")
+    );
+    let module = agent
+        .get(format!("http://127.0.0.1:{port}/ui/pages/device.js"))
+        .call()
+        .expect("module");
+    assert!(
+        module.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/javascript")
+    );
+    let missing = agent
+        .get(format!("http://127.0.0.1:{port}/ui/../Cargo.toml"))
+        .call()
+        .expect("answer");
+    assert_eq!(missing.status().as_u16(), 404);
+    let preflight = agent
+        .run(
+            ureq::http::Request::builder()
+                .method("OPTIONS")
+                .uri(format!("http://127.0.0.1:{port}/api/devices"))
+                .header("origin", "https://elsewhere.example")
+                .header("access-control-request-method", "GET")
+                .body(())
+                .expect("request"),
+        )
+        .expect("answer");
+    assert!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+
+    // Still serving after every refusal; nothing stored was lost.
+    let (_, raw) = get(&format!("/api/devices/d-1/values?{range}"), &olga);
+    assert_eq!(points(&raw).len(), 4);
+    cli_ok(d, &["tenant", "list"]);
+}
