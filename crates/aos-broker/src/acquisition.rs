@@ -3,10 +3,9 @@
 //! is never lost). Other clients' messages are only routed.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use aos_core::access::Identity;
-use aos_core::acquisition::{ACQUISITION_QUEUE, Acquired};
+use aos_core::acquisition::{Acquirer, DeviceMessage};
 use aos_core::queue::{QueueError, WorkQueue};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,18 +15,13 @@ use crate::broker::{HookError, PublishHook};
 use crate::message::Message;
 
 pub struct AcquisitionHook {
-    queue: Arc<dyn WorkQueue>,
-    /// `{node id}-{start time}-`: with a counter, a key no other message of the cluster has.
-    key_prefix: String,
-    next: AtomicU64,
+    acquirer: Acquirer,
 }
 
 impl AcquisitionHook {
     pub fn new(queue: Arc<dyn WorkQueue>, node_id: &str) -> AcquisitionHook {
         AcquisitionHook {
-            queue,
-            key_prefix: format!("{node_id}-{:x}-", chrono::Utc::now().timestamp_millis()),
-            next: AtomicU64::new(1),
+            acquirer: Acquirer::new(queue, node_id, "mqtt"),
         }
     }
 }
@@ -38,19 +32,15 @@ impl PublishHook for AcquisitionHook {
         let Some(Identity::Device { uid, tenant }) = &publisher.identity else {
             return Ok(());
         };
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let envelope = Acquired {
-            // Zero-padded: keys of one node run sort in arrival order (appends to the index).
-            key: format!("{}{n:016x}", self.key_prefix),
+        let handed = DeviceMessage {
             tenant: *tenant,
-            device: uid.clone(),
-            topic: message.topic.to_string(),
+            device: uid,
+            topic: &message.topic[..],
             qos: message.qos as u8,
-            received_at_ms: chrono::Utc::now().timestamp_millis(),
             payload: Bytes::copy_from_slice(&message.payload),
         };
-        match self.queue.push(ACQUISITION_QUEUE, envelope.encode()).await {
-            Ok(_) => Ok(()),
+        match self.acquirer.acquire(handed).await {
+            Ok(()) => Ok(()),
             Err(QueueError::Full(why)) => Err(HookError::Busy(why)),
             Err(err) => Err(HookError::Failed(err.to_string())),
         }

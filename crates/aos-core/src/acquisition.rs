@@ -2,7 +2,12 @@
 //! arrived — who sent it, on which topic, when, and its payload untouched — in a compact binary
 //! form (the payload is carried as is, whatever it holds).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::queue::{QueueError, WorkQueue};
 
 /// The queue of device messages on their way to the workers.
 pub const ACQUISITION_QUEUE: &str = "acquisition";
@@ -91,6 +96,60 @@ impl Acquired {
             received_at_ms,
             payload: input,
         })
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Hands device messages to the workers: each gets a key no other message of the cluster has
+/// and is pushed to the acquisition queue, durably, before `acquire` returns — only then may
+/// the device be told it was accepted.
+pub struct Acquirer {
+    queue: Arc<dyn WorkQueue>,
+    /// `{node id}-{source}-{start time}-`: with a counter, unique in the cluster.
+    key_prefix: String,
+    next: AtomicU64,
+}
+
+/// A device message to hand over.
+pub struct DeviceMessage<'a> {
+    pub tenant: i64,
+    pub device: &'a str,
+    pub topic: &'a str,
+    pub qos: u8,
+    pub payload: Bytes,
+}
+
+impl Acquirer {
+    /// `source` tells the node's entry points apart (`mqtt`, `http`).
+    pub fn new(queue: Arc<dyn WorkQueue>, node_id: &str, source: &str) -> Acquirer {
+        Acquirer {
+            queue,
+            key_prefix: format!("{node_id}-{source}-{:x}-", now_ms()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    pub async fn acquire(&self, message: DeviceMessage<'_>) -> Result<(), QueueError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let envelope = Acquired {
+            // Zero-padded: keys of one source run sort in arrival order (appends to the index).
+            key: format!("{}{n:016x}", self.key_prefix),
+            tenant: message.tenant,
+            device: message.device.to_string(),
+            topic: message.topic.to_string(),
+            qos: message.qos,
+            received_at_ms: now_ms(),
+            payload: message.payload,
+        };
+        self.queue
+            .push(ACQUISITION_QUEUE, envelope.encode())
+            .await
+            .map(|_| ())
     }
 }
 

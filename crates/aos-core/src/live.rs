@@ -2,7 +2,13 @@
 //! published by the workers on the bus once they are stored (`live.{tenant}`), streamed by the
 //! web role to the signed-in users of that tenant who may see the device.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
+
+use crate::{Bus, Kv};
 
 /// The subjects live updates go to (one per tenant).
 pub const PATTERN: &str = "live.>";
@@ -57,6 +63,70 @@ pub struct LiveUpdate {
 pub struct LiveBatch {
     pub tenant: i64,
     pub updates: Vec<LiveUpdate>,
+}
+
+/// How long a tenant's watch mark is trusted before it is read again: a new watcher's first
+/// updates come within it.
+const WATCH_LOOKUP_TTL: Duration = Duration::from_secs(2);
+
+/// Publishes live updates once what they tell is stored — only for tenants someone watches, so
+/// that nobody watching costs the writers (the workers' ingest) nothing.
+pub struct LiveFeed {
+    bus: Arc<dyn Bus>,
+    kv: Arc<dyn Kv>,
+    watched: Mutex<HashMap<i64, (bool, Instant)>>,
+}
+
+impl LiveFeed {
+    pub fn new(bus: Arc<dyn Bus>, kv: Arc<dyn Kv>) -> LiveFeed {
+        LiveFeed {
+            bus,
+            kv,
+            watched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether anyone watches `tenant` live.
+    pub async fn watched(&self, tenant: i64) -> bool {
+        let known = self
+            .watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&tenant)
+            .filter(|(_, at)| at.elapsed() < WATCH_LOOKUP_TTL)
+            .map(|(watched, _)| *watched);
+        if let Some(watched) = known {
+            return watched;
+        }
+        let watched = match self.kv.get(&watch_key(tenant)).await {
+            Ok(found) => found.is_some(),
+            Err(err) => {
+                tracing::debug!(%err, "cannot read a live watch mark");
+                false
+            }
+        };
+        self.watched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant, (watched, Instant::now()));
+        watched
+    }
+
+    /// Publishes `updates` of `tenant` if someone watches it (best effort: a lost update is
+    /// seen at the viewer's next refresh).
+    pub async fn publish(&self, tenant: i64, updates: Vec<LiveUpdate>) {
+        if updates.is_empty() || !self.watched(tenant).await {
+            return;
+        }
+        let batch = LiveBatch { tenant, updates };
+        if let Err(err) = self
+            .bus
+            .publish(&subject(tenant), crate::commands::encode(&batch))
+            .await
+        {
+            tracing::debug!(%err, "cannot publish a live update");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use aos_auth::accounts::Accounts;
 use aos_core::NodeInfo;
+use aos_core::access::Clients;
+use aos_core::acquisition::{ACQUISITION_QUEUE, Acquirer};
+use aos_core::live::LiveFeed;
 use aos_core::net::{ServerSlot, bind_tcp};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use aos_storage::Storage;
@@ -97,17 +100,23 @@ impl Role for WebRole {
                 "the web role needs the platform's storage and accounts",
             ));
         };
-        // Runs started from the API wait there for a worker (of this node or another).
-        ctx.queue
-            .declare(WORKFLOW_QUEUE, ctx.settings.core().queue.options())
-            .await
-            .map_err(RoleError::other)?;
+        // Runs started from the API, and what devices post over HTTP, wait there for a worker
+        // (of this node or another).
+        for queue in [WORKFLOW_QUEUE, ACQUISITION_QUEUE] {
+            ctx.queue
+                .declare(queue, ctx.settings.core().queue.options())
+                .await
+                .map_err(RoleError::other)?;
+        }
         let api = Arc::new(Api {
             storage: (*storage).clone(),
             accounts,
             queue: ctx.queue.clone(),
             bus: ctx.bus.clone(),
             kv: ctx.kv.clone(),
+            clients: ctx.extensions.get::<Clients>().map(|c| c.0.clone()),
+            acquirer: Acquirer::new(ctx.queue.clone(), &ctx.node.id, "http"),
+            live: LiveFeed::new(ctx.bus.clone(), ctx.kv.clone()),
         });
         let hub = live::LiveHub::start(ctx.bus.clone(), ctx.kv.clone(), self.live.clone())
             .await

@@ -17,7 +17,7 @@ use aos_core::commands::{
     self, CREATED_SUBJECT, CommandDelivery, CommandSent, DELIVER_SUBJECT, PRESENCE_PATTERN,
     Presence, PresenceChange, SENT_SUBJECT,
 };
-use aos_core::live::{LiveKind, LiveUpdate};
+use aos_core::live::{LiveFeed, LiveKind, LiveUpdate};
 use aos_core::{Bus, Kv, Subscription};
 use aos_formats::command;
 use aos_storage::Storage;
@@ -30,7 +30,6 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::jobs::take_lease;
-use crate::live::LiveFeed;
 use crate::lookups::FormatCache;
 use crate::workflows::Triggers;
 

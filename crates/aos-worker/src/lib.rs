@@ -10,7 +10,6 @@
 
 pub mod commands;
 pub mod jobs;
-pub mod live;
 pub mod lookups;
 pub mod pipeline;
 pub mod pms;
@@ -20,13 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aos_core::acquisition::ACQUISITION_QUEUE;
+use aos_core::live::LiveFeed;
 use aos_core::queue::{Delivery, WorkQueue};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
 use aos_storage::Storage;
 use aos_workflows::WORKFLOW_QUEUE;
 use async_trait::async_trait;
 use commands::{CommandMetrics, Dispatcher};
-use live::LiveFeed;
 use pipeline::{Pipeline, PipelineMetrics};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;

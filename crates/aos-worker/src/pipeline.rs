@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use aos_core::acquisition::Acquired;
-use aos_core::live::{LiveKind, LiveUpdate};
+use aos_core::live::{LiveFeed, LiveKind, LiveUpdate};
 use aos_core::queue::Delivery;
 use aos_formats::interpret::{self, InterpreterSpec, TenantInterpreters};
 use aos_formats::{Format, Sample, command};
@@ -23,7 +23,6 @@ use prometheus_client::metrics::counter::Counter;
 use sea_orm::DbBackend;
 use serde_json::json;
 
-use crate::live::LiveFeed;
 use crate::lookups::{Cached, Compiled, FormatCache};
 use crate::pms::{self, MessageKind};
 use crate::workflows::Triggers;

@@ -404,6 +404,45 @@ pub async fn mark_sent(storage: &Storage, id: i64) -> Result<Option<CommandRow>,
         }))
 }
 
+/// The queued, unexpired commands of device `id` (oldest first, up to `limit`), handed to it now
+/// — over HTTP, where the device asks — and so marked `sent`. Two concurrent askers never get
+/// the same command: each is taken only if it was still queued.
+pub async fn take_pending(
+    storage: &Storage,
+    device: i64,
+    limit: u64,
+) -> Result<Vec<command::Model>, StorageError> {
+    let now = Utc::now();
+    let waiting = command::Entity::find()
+        .filter(command::Column::DeviceId.eq(device))
+        .filter(command::Column::Status.eq(QUEUED))
+        .filter(
+            command::Column::ExpiresAt
+                .is_null()
+                .or(command::Column::ExpiresAt.gt(now)),
+        )
+        .order_by_asc(command::Column::Id)
+        .limit(limit)
+        .all(storage.db())
+        .await?;
+    let mut taken = Vec::with_capacity(waiting.len());
+    for mut command in waiting {
+        let updated = command::Entity::update_many()
+            .col_expr(command::Column::Status, Expr::value(SENT))
+            .col_expr(command::Column::SentAt, Expr::value(now))
+            .filter(command::Column::Id.eq(command.id))
+            .filter(command::Column::Status.eq(QUEUED))
+            .exec(storage.db())
+            .await?;
+        if updated.rows_affected > 0 {
+            command.status = SENT.to_string();
+            command.sent_at = Some(now);
+            taken.push(command);
+        }
+    }
+    Ok(taken)
+}
+
 /// Marks a command failed before it reached its device (it cannot be put in its format).
 pub async fn mark_undeliverable(
     storage: &Storage,

@@ -6,6 +6,7 @@ mod auth;
 mod classes;
 mod commands;
 mod data;
+mod device_http;
 mod devices;
 mod events;
 mod nodes;
@@ -17,6 +18,9 @@ use std::sync::Arc;
 
 use aos_auth::accounts::{Accounts, SignInError};
 use aos_auth::permissions::{Access, Denied, ObjectKind, Operation, Subject, authorize};
+use aos_core::access::ClientDirectory;
+use aos_core::acquisition::Acquirer;
+use aos_core::live::LiveFeed;
 use aos_core::{Bus, Kv, WorkQueue};
 use aos_storage::repo::paging::Page;
 use aos_storage::repo::{Scope, tenants};
@@ -42,6 +46,12 @@ pub struct Api {
     pub bus: Arc<dyn Bus>,
     /// Where the cluster's nodes register themselves (and their health).
     pub kv: Arc<dyn Kv>,
+    /// Signs devices in (the HTTP device API); None where the node has no platform directory.
+    pub clients: Option<Arc<dyn ClientDirectory>>,
+    /// Hands what devices post over HTTP to the workers.
+    pub acquirer: Acquirer,
+    /// Tells people watching about commands devices fetched.
+    pub live: LiveFeed,
 }
 
 pub type ApiState = web::types::State<Arc<Api>>;
@@ -54,6 +64,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(classes::configure)
             .configure(commands::configure)
             .configure(data::configure)
+            .configure(device_http::configure)
             .configure(devices::configure)
             .configure(events::configure)
             .configure(nodes::configure)
@@ -189,44 +200,67 @@ impl<T: DeserializeOwned, Err: web::ErrorRenderer> FromRequest<Err> for Json<T> 
         req: &HttpRequest,
         payload: &mut ntex::http::Payload,
     ) -> Result<Json<T>, ApiError> {
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the request body is over {MAX_BODY} bytes"),
-            )
-        };
-        let announced = req
-            .headers()
-            .get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if announced.is_some_and(|n| n > DRAINED) {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        let mut received = 0;
-        while let Some(chunk) = ntex::util::stream_recv(payload).await {
-            let chunk = chunk.map_err(|err| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_body",
-                    format!("the request body could not be read: {err}"),
-                )
-            })?;
-            received += chunk.len();
-            if received > DRAINED {
-                return Err(too_large());
-            }
-            if received <= MAX_BODY {
-                body.extend_from_slice(&chunk);
-            }
-        }
-        if received > MAX_BODY {
-            return Err(too_large());
-        }
-        parse(&body).map(Json)
+        parse(&read_body(req, payload).await?).map(Json)
     }
+}
+
+/// A request body as it came (a device's payload), read up to [`MAX_BODY`].
+pub struct RawBody(pub Vec<u8>);
+
+impl<Err: web::ErrorRenderer> FromRequest<Err> for RawBody {
+    type Error = ApiError;
+
+    async fn from_request(
+        req: &HttpRequest,
+        payload: &mut ntex::http::Payload,
+    ) -> Result<RawBody, ApiError> {
+        read_body(req, payload).await.map(RawBody)
+    }
+}
+
+/// Reads a body of at most [`MAX_BODY`] bytes; a larger one is read on up to [`DRAINED`] and
+/// refused (413).
+async fn read_body(
+    req: &HttpRequest,
+    payload: &mut ntex::http::Payload,
+) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is over {MAX_BODY} bytes"),
+        )
+    };
+    let announced = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > DRAINED) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let mut received = 0;
+    while let Some(chunk) = ntex::util::stream_recv(payload).await {
+        let chunk = chunk.map_err(|err| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("the request body could not be read: {err}"),
+            )
+        })?;
+        received += chunk.len();
+        if received > DRAINED {
+            return Err(too_large());
+        }
+        if received <= MAX_BODY {
+            body.extend_from_slice(&chunk);
+        }
+    }
+    if received > MAX_BODY {
+        return Err(too_large());
+    }
+    Ok(body)
 }
 
 /// Reads a JSON document; a syntax error is 400, a document of the wrong shape 422 naming the
