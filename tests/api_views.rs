@@ -434,3 +434,39 @@ async fn the_views_of_the_web_client() {
     assert_eq!(points(&raw).len(), 4);
     cli_ok(d, &["tenant", "list"]);
 }
+
+#[test]
+fn the_web_role_serves_https_when_given_a_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let pki = common::pki::Pki::new(d);
+    let mut node = common::Aos::new(d, &["run"])
+        .env("AOS_WEB__TLS__CERT", d.join("server.pem"))
+        .env("AOS_WEB__TLS__KEY", d.join("server.key"))
+        .spawn();
+    node.wait_ready();
+    let port = node.ports.http;
+    let ca = ureq::tls::Certificate::from_pem(pki.ca.as_bytes()).expect("CA");
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+                        ca,
+                    ])))
+                    .build(),
+            )
+            .build(),
+    );
+    let answer = agent
+        .get(format!("https://127.0.0.1:{port}/api/version"))
+        .call()
+        .expect("HTTPS");
+    assert_eq!(answer.status().as_u16(), 200);
+    assert!(answer.headers().contains_key("strict-transport-security"));
+    // Plain HTTP gets no answer from a TLS listener.
+    assert!(
+        common::http_get(port, "/api/version").map_or(true, |(status, _)| status != 200),
+        "plain HTTP is not served"
+    );
+}

@@ -1,9 +1,10 @@
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ntex_mqtt::QoS;
 use serde::{Deserialize, Serialize};
+
+pub use aos_core::tls::TlsConfig;
 
 use crate::auth::AuthConfig;
 
@@ -20,23 +21,6 @@ pub enum Transport {
     Ws,
     /// MQTT over WebSocket over TLS.
     Wss,
-}
-
-/// Certificates of a TLS or WSS listener (PEM files).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The server's certificate chain.
-    pub cert: PathBuf,
-    /// The server's private key.
-    pub key: PathBuf,
-    /// CA certificates that client certificates are verified against; absent: clients are not
-    /// asked for certificates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_ca: Option<PathBuf>,
-    /// With `client_ca`: refuse clients without a valid certificate (otherwise it is optional).
-    #[serde(default)]
-    pub require_client_cert: bool,
 }
 
 /// An extra listener (`[[broker.listeners]]`).

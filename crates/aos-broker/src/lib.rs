@@ -15,7 +15,6 @@ pub mod message;
 pub mod metrics;
 mod server;
 pub mod session;
-pub mod tls;
 pub mod topic;
 
 pub use config::{BrokerConfig, ListenerConfig, TlsConfig, Transport};
@@ -72,7 +71,7 @@ fn bind_listeners(
         }
         let tls = match (listener.transport, &listener.tls) {
             (Transport::Tls | Transport::Wss, Some(tls)) => Some(
-                tls::server_config(&listener.name, tls)
+                aos_core::tls::server_config(&listener.name, tls)
                     .map_err(|e| RoleError::other(format!("{key}.tls: {e}")))?,
             ),
             (Transport::Tls | Transport::Wss, None) => {

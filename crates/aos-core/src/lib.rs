@@ -24,6 +24,7 @@ pub mod net;
 pub mod node;
 pub mod queue;
 pub mod role;
+pub mod tls;
 pub mod topic;
 
 pub use bus::{Bus, BusMessage, Subscription};

@@ -21,6 +21,7 @@ use aos_core::acquisition::{ACQUISITION_QUEUE, Acquirer};
 use aos_core::live::LiveFeed;
 use aos_core::net::{ServerSlot, bind_tcp};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
+use aos_core::tls::TlsConfig;
 use aos_storage::Storage;
 use async_trait::async_trait;
 
@@ -44,6 +45,9 @@ pub struct WebConfig {
     /// Origins (`https://app.example.com`, or `*`) whose pages may call the API from the
     /// browser (CORS). Empty: none but AOS's own pages.
     pub cors_origins: Vec<String>,
+    /// Serve HTTPS with this certificate and key (rustls) instead of plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for WebConfig {
@@ -53,6 +57,7 @@ impl Default for WebConfig {
             workers: 0,
             drain_timeout: Duration::from_secs(5),
             cors_origins: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -121,11 +126,18 @@ impl Role for WebRole {
         let hub = live::LiveHub::start(ctx.bus.clone(), ctx.kv.clone(), self.live.clone())
             .await
             .map_err(RoleError::other)?;
-        let guard = security::Guard::new(config.cors_origins.clone(), false);
+        let tls = match &config.tls {
+            Some(tls) => Some(
+                aos_core::tls::server_config("web.tls", tls)
+                    .map_err(|e| RoleError::other(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let guard = security::Guard::new(config.cors_origins.clone(), tls.is_some());
         let server = ctx
             .net
             .run(move || -> std::io::Result<ntex::server::Server> {
-                Ok(HttpServer::new(async move || {
+                let server = HttpServer::new(async move || {
                     App::new()
                         .middleware(guard.clone())
                         .state(node.clone())
@@ -138,16 +150,19 @@ impl Role for WebRole {
                 })
                 .workers(workers)
                 .disable_signals()
-                .shutdown_timeout(drain)
-                .listen(listener)?
-                .run())
+                .shutdown_timeout(drain);
+                let server = match tls {
+                    Some(tls) => server.listen_rustls(listener, (*tls).clone())?,
+                    None => server.listen(listener)?,
+                };
+                Ok(server.run())
             })
             .await
             .and_then(|r| r)
             .map_err(|e| RoleError::other(format!("cannot start the HTTP server: {e}")))?;
         self.server.set(server);
         self.health.set(HealthStatus::Healthy);
-        tracing::info!(listen = %config.listen, "HTTP listener ready");
+        tracing::info!(listen = %config.listen, https = config.tls.is_some(), "HTTP listener ready");
         Ok(())
     }
 

@@ -1,14 +1,32 @@
-//! TLS for the `tls` and `wss` listeners: rustls with the ring provider, certificates from PEM
-//! files, optional client certificates verified against a CA.
+//! TLS for listeners (the broker's `tls` and `wss` listeners, the web role's HTTPS): rustls with
+//! the ring provider, certificates from PEM files, optional client certificates verified against
+//! a CA.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-use crate::config::TlsConfig;
+use serde::{Deserialize, Serialize};
+
+/// Certificates of a TLS listener (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// CA certificates that client certificates are verified against; absent: clients are not
+    /// asked for certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: refuse clients without a valid certificate (otherwise it is optional).
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
 
 /// A TLS set-up that cannot be loaded, with the configuration key to fix.
 #[derive(Debug, thiserror::Error)]
