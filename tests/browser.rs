@@ -1,8 +1,8 @@
 //! The web client end to end in headless Chromium (`tests/browser/e2e.mjs`, playwright-core),
 //! against a standalone node, with this test playing the MQTT device: sign in, create a class
 //! and a device in the pages, see telemetry arrive and the chart grow live, send a command and
-//! see it acknowledged, acknowledge the event a level change raised. Screenshots of the main
-//! pages go to `target/browser-screenshots/`.
+//! see it acknowledged, acknowledge the event a level change raised, open the API's
+//! documentation page. Screenshots of the main pages go to `target/browser-screenshots/`.
 //!
 //! Needs Debian's Chromium and `tests/browser/node_modules` (`tests/browser/setup.sh`, run by
 //! `scripts/test`); without them it skips loudly, except under `CI=true`, where it fails.
@@ -194,6 +194,7 @@ async fn the_web_client_works_in_a_real_browser() {
         "classes",
         "events",
         "users",
+        "api-docs",
     ] {
         assert!(
             screenshots.join(format!("{page}.png")).exists(),

@@ -207,6 +207,23 @@ async function run(page, url, login, password, shots) {
       await shoot('device');
     }
   }
+
+  // 8. The API's documentation, linked from the header: every operation rendered from the
+  //    server's OpenAPI document, one opened on its parameters and answers.
+  const docsLink = await page.getByTestId('api-docs-link').getAttribute('href');
+  if (docsLink !== '/api/docs') throw new Error(`the header links the API docs to ${docsLink}`);
+  await page.goto(new URL(docsLink, url).href);
+  const operations = page.getByTestId('operation');
+  await appear(page, operations.first(), 'the API operations');
+  const count = await operations.count();
+  if (count < 40) throw new Error(`the API docs show ${count} operations`);
+  const devicesOp = page.locator('[data-testid="operation"][data-method="GET"][data-path="/api/devices"]');
+  await devicesOp.locator('summary').first().click();
+  await appear(page, devicesOp.getByTestId('op-params'), 'the parameters of GET /api/devices');
+  await expectText(devicesOp.getByTestId('op-security'), /bearer/, 'the sign-in GET /api/devices needs');
+  await appear(page, devicesOp.locator('[data-testid="op-responses"] [data-field="uid"]').first(), 'the fields of a device in the answer');
+  await shoot('api-docs');
+  log(`API docs: ${count} operations`);
 }
 
 async function main() {

@@ -21,6 +21,7 @@ pub struct ClientCredentials<'a> {
 
 /// One MQTT topic grant of an API key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TopicGrant {
     /// A topic filter.

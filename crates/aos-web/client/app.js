@@ -172,10 +172,13 @@ function header(me, tenants) {
     history.replaceState(null, '', location.pathname);
     showSignIn();
   }}, 'Sign out');
+  // The API's documentation is a page of its own (/api/docs): a new tab keeps this one's place.
+  const docs = h('a', {class: 'docs-link', href: '/api/docs', target: '_blank', rel: 'noopener', testid: 'api-docs-link'}, 'API docs');
   return h('header', {class: 'topbar'},
     h('a', {class: 'brand', href: '#/dashboard'}, 'AOS'),
     where,
     h('span', {class: 'spacer'}),
+    docs,
     state,
     h('span', {class: 'user', testid: 'user'}, me.login),
     signOut);

@@ -1,7 +1,7 @@
 //! The web client: plain HTML, CSS and ES modules from `crates/aos-web/client`, embedded in the
 //! binary at build time (no JavaScript build step, nothing fetched at run time). `index.html` is
-//! served at `/`, every other file at `/ui/<path>`; the client routes with `#/...` so no other
-//! page addresses exist.
+//! served at `/`, every other file at `/ui/<path>`; the client routes with `#/...` so the only
+//! other page address is `/api/docs`, which renders the API's OpenAPI document.
 
 use include_dir::{Dir, include_dir};
 use ntex::http::StatusCode;
@@ -11,6 +11,7 @@ static CLIENT: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/client");
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
+        .route("/api/docs", web::get().to(api_docs))
         .route("/favicon.ico", web::get().to(no_icon))
         .route("/ui/{path}*", web::get().to(file));
 }
@@ -45,6 +46,11 @@ async fn index() -> HttpResponse {
     serve("index.html")
 }
 
+/// The API's documentation page (it reads `/api/openapi.json`, which needs no sign-in).
+async fn api_docs() -> HttpResponse {
+    serve("api-docs.html")
+}
+
 /// Browsers ask for it on their own; the client has none (and a 404 would be logged as an error).
 async fn no_icon() -> HttpResponse {
     HttpResponse::NoContent().finish()
@@ -71,9 +77,13 @@ mod tests {
             "live.js",
             "charts.js",
             "pages/device.js",
+            "api-docs.js",
         ] {
             assert!(CLIENT.get_file(module).is_some(), "{module} is embedded");
         }
         assert!(content_type("pages/device.js").starts_with("text/javascript"));
+        let docs = CLIENT.get_file("api-docs.html").expect("api-docs.html");
+        let text = docs.contents_utf8().expect("utf-8");
+        assert!(text.contains("/ui/api-docs.js"));
     }
 }

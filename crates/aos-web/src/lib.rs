@@ -1,9 +1,9 @@
 //! `aos-web`: the web role — the REST API and the web client.
 //!
-//! It serves the REST API under `/api` ([`api`]: so far sign-in and tokens, devices, commands,
-//! events, workflows and dead letters; every error in one JSON shape), the node's version under
-//! `/api/version`, and a landing page; the rest of the API and the web client arrive with the
-//! web issue.
+//! It serves the REST API under `/api` ([`api`]: sign-in and tokens, devices, commands, events,
+//! workflows, classes, users, the platform's nodes and dead letters, the HTTP device API, live
+//! updates; every error in one JSON shape), its OpenAPI document (`/api/openapi.json`, rendered
+//! at `/api/docs`), the node's version under `/api/version`, and the web client.
 
 pub mod api;
 mod client;
@@ -30,6 +30,7 @@ use aos_workflows::WORKFLOW_QUEUE;
 use crate::api::Api;
 use ntex::web::{self, App, HttpResponse, HttpServer};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The `[web]` configuration section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,11 +78,30 @@ impl WebRole {
     }
 }
 
+/// What `GET /api/version` answers.
+#[derive(Serialize, ToSchema)]
+struct VersionView {
+    /// AOS's version.
+    version: String,
+    /// The node's id.
+    node: String,
+}
+
+/// The node's version
+///
+/// AOS's version and the answering node's id.
+#[utoipa::path(
+    get,
+    path = "/api/version",
+    tag = "meta",
+    operation_id = "version",
+    responses((status = 200, description = "The version", body = VersionView)),
+)]
 async fn version(node: web::types::State<Arc<NodeInfo>>) -> HttpResponse {
-    HttpResponse::Ok().json(&serde_json::json!({
-        "version": node.version,
-        "node": node.id,
-    }))
+    HttpResponse::Ok().json(&VersionView {
+        version: node.version.clone(),
+        node: node.id.clone(),
+    })
 }
 
 #[async_trait]
@@ -144,8 +164,6 @@ impl Role for WebRole {
                         .state(api.clone())
                         .state(hub.clone())
                         .configure(client::configure)
-                        .route("/api/version", web::get().to(version))
-                        .route("/api/live", web::get().to(live::live))
                         .configure(api::configure)
                 })
                 .workers(workers)

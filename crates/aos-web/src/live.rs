@@ -21,7 +21,7 @@ use ntex::web::{self, HttpResponse};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiError, ApiState, Caller, InTenant, Query};
+use crate::api::{ApiError, ApiState, Caller, ErrorBody, InTenant, Query};
 
 /// How often a stream says it is alive (proxies close silent connections).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -176,7 +176,28 @@ struct Streaming {
     opened: bool,
 }
 
-/// `GET /api/live` → `text/event-stream`: `value`, `event`, `device` and `command` events.
+/// Live updates
+///
+/// A `text/event-stream` of what changes for the caller: `value` (`{"device", "attribute",
+/// "ts", "value", "level"}`), `event` (`{"device", "attribute", "level", "raised_at"}`),
+/// `device` (`{"device", "status", "at"}`) and `command` (`{"device", "id", "status", "at"}`)
+/// events; a `: ok` comment at once and `: alive` every 15 s. A stream ends after 15 minutes:
+/// reconnect with a fresh token. Updates are best effort; the lists are the truth.
+#[utoipa::path(
+    get,
+    path = "/api/live",
+    tag = "live",
+    operation_id = "live",
+    params(InTenant),
+    responses(
+        (status = 200, description = "Server-Sent Events", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn live(
     api: ApiState,
     hub: web::types::State<Arc<LiveHub>>,

@@ -195,14 +195,7 @@ pub async fn set_credential(
         .insert(&txn)
         .await
         .map_err(duplicate("device credential", &taken))?;
-    // Every node drops cached logins of this device and closes its live session.
-    credential_change::ActiveModel {
-        device_uid: Set(device.uid.clone()),
-        at: Set(now),
-        ..Default::default()
-    }
-    .insert(&txn)
-    .await?;
+    credential_changed(&txn, &device.uid, now).await?;
     txn.commit().await?;
     Ok(row)
 }
@@ -538,4 +531,68 @@ pub async fn latest_values(
         .order_by_asc(latest_value::Column::Attribute)
         .all(storage.db())
         .await?)
+}
+
+/// Notes in the credential change log that `uid`'s logins changed: every node drops its cached
+/// logins of the device and closes its live session.
+async fn credential_changed(
+    db: &impl ConnectionTrait,
+    uid: &str,
+    at: chrono::DateTime<Utc>,
+) -> Result<(), StorageError> {
+    credential_change::ActiveModel {
+        device_uid: Set(uid.to_string()),
+        at: Set(at),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+/// What to change of a device (None: keep).
+#[derive(Clone, Debug, Default)]
+pub struct DeviceChange {
+    pub name: Option<String>,
+    /// A disabled device cannot sign in; its live session is closed.
+    pub disabled: Option<bool>,
+}
+
+/// Changes a device the scope may see.
+pub async fn update(
+    storage: &Storage,
+    scope: Scope,
+    uid: &str,
+    change: DeviceChange,
+) -> Result<device::Model, StorageError> {
+    if let Some(name) = &change.name {
+        check_name("name", name)?;
+    }
+    let txn = storage.db().begin().await?;
+    let found = get_in(&txn, scope, uid).await?;
+    let was_disabled = found.disabled;
+    let mut row: device::ActiveModel = found.into();
+    if let Some(name) = change.name {
+        row.name = Set(name);
+    }
+    if let Some(disabled) = change.disabled {
+        row.disabled = Set(disabled);
+    }
+    let updated = row.update(&txn).await?;
+    if updated.disabled && !was_disabled {
+        credential_changed(&txn, &updated.uid, Utc::now()).await?;
+    }
+    txn.commit().await?;
+    Ok(updated)
+}
+
+/// Deletes a device the scope may see, with its values, events, commands and credentials (its
+/// logged messages stay, without the device); its live session is closed on every node.
+pub async fn delete(storage: &Storage, scope: Scope, uid: &str) -> Result<(), StorageError> {
+    let txn = storage.db().begin().await?;
+    let found = get_in(&txn, scope, uid).await?;
+    device::Entity::delete_by_id(found.id).exec(&txn).await?;
+    credential_changed(&txn, &found.uid, Utc::now()).await?;
+    txn.commit().await?;
+    Ok(())
 }

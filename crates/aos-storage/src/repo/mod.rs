@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod class_model;
 pub mod classes;
 pub mod commands;
 pub mod devices;

@@ -1,32 +1,75 @@
 //! Sign-in, token refresh, sign-out, and who the caller is.
 
-use ntex::web::{self, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use aos_auth::accounts::Tokens;
+use ntex::web::{HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
-use super::{ApiError, ApiState, Caller, Json};
+use super::{ApiError, ApiState, Caller, ErrorBody, Json, Routes};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/auth/sign-in", web::post().to(sign_in))
-        .route("/auth/refresh", web::post().to(refresh))
-        .route("/auth/sign-out", web::post().to(sign_out))
-        .route("/me", web::get().to(me));
+pub fn routes(r: &mut impl Routes) {
+    r.post("/auth/sign-in", sign_in)
+        .post("/auth/refresh", refresh)
+        .post("/auth/sign-out", sign_out)
+        .get("/me", me);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SignIn {
+pub(super) struct SignIn {
     login: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RefreshToken {
+pub(super) struct RefreshToken {
     refresh_token: String,
 }
 
-/// `POST /api/auth/sign-in {"login", "password"}` → `{"access_token", "refresh_token", …}`.
-async fn sign_in(
+/// What a sign-in or a refresh answers (`aos_auth::accounts::Tokens`, field for field).
+#[derive(Serialize, ToSchema)]
+pub(super) struct TokensView {
+    /// Goes in `Authorization: Bearer ACCESS_TOKEN` (an HS256 JWT).
+    access_token: String,
+    /// Gets a new pair from `POST /api/auth/refresh`, once.
+    refresh_token: String,
+    /// Seconds the access token is valid.
+    expires_in: u64,
+}
+
+impl From<Tokens> for TokensView {
+    fn from(tokens: Tokens) -> TokensView {
+        TokensView {
+            access_token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
+            expires_in: tokens.expires_in,
+        }
+    }
+}
+
+/// Sign in
+///
+/// `{"login", "password"}` → an access token and a refresh token. Failed sign-ins are throttled
+/// per account and per client address.
+#[utoipa::path(
+    post,
+    path = "/api/auth/sign-in",
+    tag = "auth",
+    operation_id = "sign_in",
+    request_body = SignIn,
+    responses(
+        (status = 200, description = "Signed in", body = TokensView),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "Wrong login or password", body = ErrorBody),
+        (status = 403, description = "The account is disabled", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The body has the wrong shape", body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins; the message says when to try again", body = ErrorBody),
+    ),
+)]
+pub(super) async fn sign_in(
     api: ApiState,
     req: HttpRequest,
     body: Json<SignIn>,
@@ -36,23 +79,100 @@ async fn sign_in(
         .accounts
         .sign_in(&body.0.login, &body.0.password, client)
         .await?;
-    Ok(HttpResponse::Ok().json(&tokens))
+    Ok(HttpResponse::Ok().json(&TokensView::from(tokens)))
 }
 
-/// `POST /api/auth/refresh {"refresh_token"}` → new tokens (the old refresh token is spent).
-async fn refresh(api: ApiState, body: Json<RefreshToken>) -> Result<HttpResponse, ApiError> {
+/// Refresh the tokens
+///
+/// `{"refresh_token"}` → a new pair. The refresh token given is spent: using it again revokes
+/// its whole family.
+#[utoipa::path(
+    post,
+    path = "/api/auth/refresh",
+    tag = "auth",
+    operation_id = "refresh",
+    request_body = RefreshToken,
+    responses(
+        (status = 200, description = "A new pair of tokens", body = TokensView),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "The refresh token is unknown, spent or expired", body = ErrorBody),
+        (status = 403, description = "The account is disabled", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The body has the wrong shape", body = ErrorBody),
+    ),
+)]
+pub(super) async fn refresh(
+    api: ApiState,
+    body: Json<RefreshToken>,
+) -> Result<HttpResponse, ApiError> {
     let tokens = api.accounts.refresh(&body.0.refresh_token).await?;
-    Ok(HttpResponse::Ok().json(&tokens))
+    Ok(HttpResponse::Ok().json(&TokensView::from(tokens)))
 }
 
-/// `POST /api/auth/sign-out {"refresh_token"}`: the session's tokens can no longer refresh.
-async fn sign_out(api: ApiState, body: Json<RefreshToken>) -> Result<HttpResponse, ApiError> {
+/// Sign out
+///
+/// `{"refresh_token"}`: the session's tokens can no longer refresh.
+#[utoipa::path(
+    post,
+    path = "/api/auth/sign-out",
+    tag = "auth",
+    operation_id = "sign_out",
+    request_body = RefreshToken,
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "The refresh token is unknown", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The body has the wrong shape", body = ErrorBody),
+    ),
+)]
+pub(super) async fn sign_out(
+    api: ApiState,
+    body: Json<RefreshToken>,
+) -> Result<HttpResponse, ApiError> {
     api.accounts.sign_out(&body.0.refresh_token).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `GET /api/me`: the signed-in user, its tenant and what its roles grant.
-async fn me(api: ApiState, caller: Caller) -> Result<HttpResponse, ApiError> {
+/// The signed-in user, its tenant and what its roles grant.
+#[derive(Serialize, ToSchema)]
+pub(super) struct MeView {
+    login: String,
+    /// The tenant's id; null for a system administrator.
+    tenant: Option<i64>,
+    tenant_name: Option<String>,
+    /// The customer entity a customer-bound user belongs to.
+    customer: Option<i64>,
+    grants: GrantsView,
+}
+
+/// What the user's roles grant, together.
+#[derive(Serialize, ToSchema)]
+pub(super) struct GrantsView {
+    /// Object kind (`devices`, `commands`, …) → level (`view`, `manage` or `full`).
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    permissions: Value,
+    /// The advanced actions granted one by one.
+    #[schema(value_type = Vec<String>)]
+    actions: Value,
+}
+
+/// Who am I
+///
+/// The signed-in user, its tenant and what its roles grant.
+#[utoipa::path(
+    get,
+    path = "/api/me",
+    tag = "auth",
+    operation_id = "me",
+    responses(
+        (status = 200, description = "The caller", body = MeView),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The account is disabled", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn me(api: ApiState, caller: Caller) -> Result<HttpResponse, ApiError> {
     let subject = caller.0;
     let grants = subject.grants.stored();
     let tenant_name = match subject.tenant {
@@ -63,14 +183,14 @@ async fn me(api: ApiState, caller: Caller) -> Result<HttpResponse, ApiError> {
         ),
         None => None,
     };
-    Ok(HttpResponse::Ok().json(&serde_json::json!({
-        "login": subject.login,
-        "tenant": subject.tenant,
-        "tenant_name": tenant_name,
-        "customer": subject.customer,
-        "grants": {
-            "permissions": grants.permissions,
-            "actions": grants.actions,
+    Ok(HttpResponse::Ok().json(&MeView {
+        login: subject.login,
+        tenant: subject.tenant,
+        tenant_name,
+        customer: subject.customer,
+        grants: GrantsView {
+            permissions: grants.permissions,
+            actions: grants.actions,
         },
-    })))
+    }))
 }

@@ -10,28 +10,34 @@ use aos_storage::repo::paging;
 use chrono::{DateTime, Utc};
 use ntex::web::{self, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::{ApiError, ApiState, Caller, InTenant, Json, ListQuery, Listed, Query, page};
+use super::{
+    ApiError, ApiState, Caller, ErrorBody, InTenant, Json, ListQuery, Listed, Query, Routes, page,
+};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/classes", web::get().to(list))
-        .route("/classes", web::post().to(create))
-        .route("/classes/{name}", web::get().to(get))
-        .route("/formats", web::get().to(list_formats));
+pub fn routes(r: &mut impl Routes) {
+    r.get("/classes", list)
+        .post("/classes", create)
+        .get("/classes/{name}", get)
+        .get("/formats", list_formats);
 }
 
-#[derive(Deserialize)]
+/// A new device class.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Create {
+pub(super) struct CreateClass {
     name: String,
     #[serde(default)]
     description: String,
+    /// Its devices publish for child devices.
     #[serde(default)]
     is_gateway: bool,
 }
 
-#[derive(Serialize)]
-struct ClassView {
+/// A device class.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ClassView {
     name: String,
     description: String,
     is_gateway: bool,
@@ -39,6 +45,7 @@ struct ClassView {
     outbound_format: Option<String>,
     /// Unknown devices may register with a provisioning key.
     provisioning: bool,
+    /// How many devices it has.
     devices: u64,
     created_at: DateTime<Utc>,
 }
@@ -75,8 +82,25 @@ async fn format_names(
         .collect())
 }
 
-/// `GET /api/classes?limit=&offset=&sort=` → the tenant's classes, by name unless sorted.
-async fn list(
+/// List the device classes
+///
+/// The tenant's classes, by name unless sorted; `sort`: `name`, `created_at`, `devices`.
+#[utoipa::path(
+    get,
+    path = "/api/classes",
+    tag = "classes",
+    operation_id = "list_classes",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of classes", body = Listed<ClassView>),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn list(
     api: ApiState,
     caller: Caller,
     query: Query<ListQuery>,
@@ -106,8 +130,23 @@ async fn list(
     Ok(Listed::new(items, total).response())
 }
 
-/// `GET /api/classes/{name}` → the class.
-async fn get(
+/// Get a device class
+#[utoipa::path(
+    get,
+    path = "/api/classes/{name}",
+    tag = "classes",
+    operation_id = "get_class",
+    params(("name" = String, Path, description = "The class's name"), InTenant),
+    responses(
+        (status = 200, description = "The class", body = ClassView),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such class or tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn get(
     api: ApiState,
     caller: Caller,
     name: web::types::Path<String>,
@@ -127,12 +166,31 @@ async fn get(
     Ok(HttpResponse::Ok().json(&class_view(class, &formats, &counts)))
 }
 
-/// `POST /api/classes {"name", "description", "is_gateway"}` → 201.
-async fn create(
+/// Create a device class
+#[utoipa::path(
+    post,
+    path = "/api/classes",
+    tag = "classes",
+    operation_id = "create_class",
+    params(InTenant),
+    request_body = CreateClass,
+    responses(
+        (status = 201, description = "Created", body = ClassView),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The body or a parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn create(
     api: ApiState,
     caller: Caller,
     query: Query<InTenant>,
-    body: Json<Create>,
+    body: Json<CreateClass>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = caller
         .scope(
@@ -157,13 +215,20 @@ async fn create(
     Ok(HttpResponse::Created().json(&class_view(created, &HashMap::new(), &HashMap::new())))
 }
 
-#[derive(Serialize)]
-struct FormatView {
+/// A message format.
+#[derive(Serialize, ToSchema)]
+pub(super) struct FormatView {
     name: String,
+    /// `json`, `xml`, `protobuf` or `pms`.
     kind: String,
+    /// `inbound` or `outbound`.
     direction: String,
+    /// The protobuf message type, for `protobuf` formats.
     proto_message: Option<String>,
+    /// Whether it checks messages against a JSON schema.
     json_schema: bool,
+    /// Payload field → attribute mapping.
+    #[schema(value_type = Object)]
     mapping: serde_json::Value,
     created_at: DateTime<Utc>,
 }
@@ -182,8 +247,26 @@ fn format_view(f: message_format::Model) -> FormatView {
     }
 }
 
-/// `GET /api/formats?limit=&offset=&sort=` → the tenant's message formats, by name.
-async fn list_formats(
+/// List the message formats
+///
+/// The tenant's message formats, by name unless sorted; `sort`: `name`, `kind`, `direction`,
+/// `created_at`.
+#[utoipa::path(
+    get,
+    path = "/api/formats",
+    tag = "classes",
+    operation_id = "list_formats",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of formats", body = Listed<FormatView>),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn list_formats(
     api: ApiState,
     caller: Caller,
     query: Query<ListQuery>,

@@ -5,37 +5,53 @@ use aos_auth::permissions::{ObjectKind, Operation};
 use aos_storage::repo::messages::{self, MessageQuery};
 use aos_storage::repo::{audit, kpis};
 use chrono::{DateTime, Utc};
-use ntex::web::{self, HttpResponse};
+use ntex::web::HttpResponse;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiState, Caller, InTenant, Listed, Query, page};
+use super::{ApiError, ApiState, Caller, ErrorBody, InTenant, Listed, Query, Routes, page};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/messages", web::get().to(list_messages))
-        .route("/kpis", web::get().to(figures))
-        .route("/audit", web::get().to(audit_log));
+pub fn routes(r: &mut impl Routes) {
+    r.get("/messages", list_messages)
+        .get("/kpis", figures)
+        .get("/audit", audit_log);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct MessagesQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct MessagesQuery {
+    /// The tenant a system administrator acts in (a tenant's user always acts in its own).
     tenant: Option<String>,
+    /// A device's id.
     device: Option<String>,
+    /// `processed`, `failed` or `archived`.
     status: Option<String>,
+    /// Received at or after (RFC 3339).
     from: Option<DateTime<Utc>>,
+    /// Received before (RFC 3339).
     to: Option<DateTime<Utc>>,
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+    /// Items to skip, up to 1,000,000 (default 0).
+    #[param(maximum = 1_000_000)]
     offset: Option<u64>,
+    /// `received_at`, `-received_at` for descending (the default).
     sort: Option<String>,
 }
 
-#[derive(Serialize)]
-struct MessageView {
+/// A message a device sent, as the log keeps it.
+#[derive(Serialize, ToSchema)]
+pub(super) struct MessageView {
     id: i64,
+    /// The device's id (null when it was not known).
     device: Option<String>,
     topic: String,
+    /// `processed`, `failed` or `archived`.
     status: String,
+    /// Why processing failed, when it did.
     error: Option<String>,
     received_at: DateTime<Utc>,
     processed_at: Option<DateTime<Utc>>,
@@ -44,8 +60,25 @@ struct MessageView {
     payload_hex: Option<String>,
 }
 
-/// `GET /api/messages?device=&status=&from=&to=&limit=&offset=&sort=` → newest first.
-async fn list_messages(
+/// Search the message log
+///
+/// What devices sent, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/messages",
+    tag = "data",
+    operation_id = "list_messages",
+    params(MessagesQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = Listed<MessageView>),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn list_messages(
     api: ApiState,
     caller: Caller,
     query: Query<MessagesQuery>,
@@ -91,48 +124,74 @@ async fn list_messages(
     Ok(Listed::new(items, total).response())
 }
 
-#[derive(Serialize)]
-struct DeviceFigures {
+/// Devices by status.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DeviceFigures {
     total: u64,
     online: u64,
     offline: u64,
 }
 
-#[derive(Serialize)]
-struct EventFigures {
+/// Events not cleared yet.
+#[derive(Serialize, ToSchema)]
+pub(super) struct EventFigures {
     open: u64,
     unacknowledged: u64,
+    /// Open events per level.
     by_level: BTreeMap<String, u64>,
 }
 
-#[derive(Serialize)]
-struct MinuteCount {
+/// Messages received in one minute.
+#[derive(Serialize, ToSchema)]
+pub(super) struct MinuteCount {
+    /// The minute's start.
     ts: DateTime<Utc>,
     count: u64,
 }
 
-#[derive(Serialize)]
-struct MessageFigures {
+/// Messages received in the last hour.
+#[derive(Serialize, ToSchema)]
+pub(super) struct MessageFigures {
     last_hour: u64,
     failed_last_hour: u64,
+    /// Every minute of the last hour, oldest first.
     per_minute: Vec<MinuteCount>,
 }
 
-#[derive(Serialize)]
-struct CommandFigures {
+/// Commands waiting for their devices.
+#[derive(Serialize, ToSchema)]
+pub(super) struct CommandFigures {
     pending: u64,
 }
 
-#[derive(Serialize)]
-struct Figures {
+/// The dashboard's key figures.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Figures {
     devices: DeviceFigures,
     events: EventFigures,
     messages: MessageFigures,
     commands: CommandFigures,
 }
 
-/// `GET /api/kpis` → the key figures of what the caller may see.
-async fn figures(
+/// The dashboard's key figures
+///
+/// Devices, events, messages and commands, of what the caller may see.
+#[utoipa::path(
+    get,
+    path = "/api/kpis",
+    tag = "data",
+    operation_id = "kpis",
+    params(InTenant),
+    responses(
+        (status = 200, description = "The key figures", body = Figures),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn figures(
     api: ApiState,
     caller: Caller,
     query: Query<InTenant>,
@@ -172,20 +231,30 @@ async fn figures(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// The tenant whose log a system administrator reads (without it: the platform's own).
     tenant: Option<String>,
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+    /// Items to skip, up to 1,000,000 (default 0).
+    #[param(maximum = 1_000_000)]
     offset: Option<u64>,
+    /// `at` or `action`, `-field` for descending.
     sort: Option<String>,
 }
 
-#[derive(Serialize)]
-struct AuditView {
+/// A security event.
+#[derive(Serialize, ToSchema)]
+pub(super) struct AuditView {
     id: i64,
     at: DateTime<Utc>,
+    /// Who acted: `user:<login>`, `device:<id>`, `cli`, `system`.
     actor: String,
+    /// What was done, e.g. `user.create`.
     action: String,
     object_kind: Option<String>,
     object_id: Option<String>,
@@ -194,9 +263,26 @@ struct AuditView {
     detail: serde_json::Value,
 }
 
-/// `GET /api/audit?limit=&offset=&sort=` → the tenant's security events, newest first (a system
-/// administrator without `?tenant=` sees the platform's own).
-async fn audit_log(
+/// Read the audit log
+///
+/// The tenant's security events, newest first (a system administrator without `?tenant=` sees
+/// the platform's own).
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    tag = "people",
+    operation_id = "list_audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of security events", body = Listed<AuditView>),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn audit_log(
     api: ApiState,
     caller: Caller,
     query: Query<AuditQuery>,

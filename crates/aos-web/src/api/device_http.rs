@@ -13,15 +13,16 @@ use ntex::http::StatusCode;
 use ntex::web::{self, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiState, Query, RawBody, limit};
+use super::{ApiError, ApiState, ErrorBody, Query, RawBody, Routes, limit};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/device/{uid}/telemetry", web::post().to(telemetry))
-        .route("/device/{uid}/attributes", web::post().to(attributes))
-        .route("/device/{uid}/events", web::post().to(events))
-        .route("/device/{uid}/commands", web::get().to(pending))
-        .route("/device/{uid}/commands/reply", web::post().to(reply));
+pub fn routes(r: &mut impl Routes) {
+    r.post("/device/{uid}/telemetry", telemetry)
+        .post("/device/{uid}/attributes", attributes)
+        .post("/device/{uid}/events", events)
+        .get("/device/{uid}/commands", pending)
+        .post("/device/{uid}/commands/reply", reply);
 }
 
 /// The device `uid` when the request carries its access token; 401 otherwise.
@@ -60,8 +61,9 @@ async fn signed_in(
     }
 }
 
-#[derive(Serialize)]
-struct Accepted {
+/// What a device posted is in the acquisition queue.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Accepted {
     /// Handed to the workers: stored shortly (see the message log).
     accepted: bool,
 }
@@ -94,8 +96,31 @@ async fn acquire(
     }
 }
 
-/// `POST /api/device/{uid}/telemetry` with the payload (the device's format) → 202.
-async fn telemetry(
+/// Post telemetry
+///
+/// The payload, in the device's message format (JSON by default), takes the same path as
+/// `aos/{uid}/telemetry` over MQTT: a payload that does not decode is logged `failed` with the
+/// reason.
+#[utoipa::path(
+    post,
+    path = "/api/device/{uid}/telemetry",
+    tag = "device-api",
+    operation_id = "device_telemetry",
+    params(("uid" = String, Path, description = "The device's id")),
+    request_body(
+        description = "The payload in the device's message format, up to 256 KiB",
+        content((Object = "application/json"), ("application/octet-stream")),
+    ),
+    responses(
+        (status = 202, description = "In the durable acquisition queue", body = Accepted),
+        (status = 400, description = "The body could not be read", body = ErrorBody),
+        (status = 401, description = "No token, or not this device's", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 503, description = "The queue is full (`busy`; retry later), or this node does not sign devices in", body = ErrorBody),
+    ),
+    security(("device_token" = [])),
+)]
+pub(super) async fn telemetry(
     api: ApiState,
     req: HttpRequest,
     uid: web::types::Path<String>,
@@ -104,8 +129,29 @@ async fn telemetry(
     acquire(api, req, &uid, "telemetry", body).await
 }
 
-/// `POST /api/device/{uid}/attributes` → 202.
-async fn attributes(
+/// Post attributes
+///
+/// Like `aos/{uid}/attributes` over MQTT.
+#[utoipa::path(
+    post,
+    path = "/api/device/{uid}/attributes",
+    tag = "device-api",
+    operation_id = "device_attributes",
+    params(("uid" = String, Path, description = "The device's id")),
+    request_body(
+        description = "The payload in the device's message format, up to 256 KiB",
+        content((Object = "application/json"), ("application/octet-stream")),
+    ),
+    responses(
+        (status = 202, description = "In the durable acquisition queue", body = Accepted),
+        (status = 400, description = "The body could not be read", body = ErrorBody),
+        (status = 401, description = "No token, or not this device's", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 503, description = "The queue is full (`busy`; retry later), or this node does not sign devices in", body = ErrorBody),
+    ),
+    security(("device_token" = [])),
+)]
+pub(super) async fn attributes(
     api: ApiState,
     req: HttpRequest,
     uid: web::types::Path<String>,
@@ -114,8 +160,29 @@ async fn attributes(
     acquire(api, req, &uid, "attributes", body).await
 }
 
-/// `POST /api/device/{uid}/events` → 202.
-async fn events(
+/// Post events
+///
+/// Like `aos/{uid}/events` over MQTT.
+#[utoipa::path(
+    post,
+    path = "/api/device/{uid}/events",
+    tag = "device-api",
+    operation_id = "device_events",
+    params(("uid" = String, Path, description = "The device's id")),
+    request_body(
+        description = "The payload in the device's message format, up to 256 KiB",
+        content((Object = "application/json"), ("application/octet-stream")),
+    ),
+    responses(
+        (status = 202, description = "In the durable acquisition queue", body = Accepted),
+        (status = 400, description = "The body could not be read", body = ErrorBody),
+        (status = 401, description = "No token, or not this device's", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 503, description = "The queue is full (`busy`; retry later), or this node does not sign devices in", body = ErrorBody),
+    ),
+    security(("device_token" = [])),
+)]
+pub(super) async fn events(
     api: ApiState,
     req: HttpRequest,
     uid: web::types::Path<String>,
@@ -124,8 +191,31 @@ async fn events(
     acquire(api, req, &uid, "events", body).await
 }
 
-/// `POST /api/device/{uid}/commands/reply {"id", "status", "error"}` → 202.
-async fn reply(
+/// Reply to a command
+///
+/// `{"id", "status": "ok" | "failed", "error"}` settles the device's own command, like
+/// `aos/{uid}/commands/reply` over MQTT.
+#[utoipa::path(
+    post,
+    path = "/api/device/{uid}/commands/reply",
+    tag = "device-api",
+    operation_id = "device_command_reply",
+    params(("uid" = String, Path, description = "The device's id")),
+    request_body(
+        description = "The reply, up to 256 KiB",
+        content = Object,
+        example = json!({"id": 42, "status": "failed", "error": "the valve is stuck"}),
+    ),
+    responses(
+        (status = 202, description = "In the durable acquisition queue", body = Accepted),
+        (status = 400, description = "The body could not be read", body = ErrorBody),
+        (status = 401, description = "No token, or not this device's", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 503, description = "The queue is full (`busy`; retry later), or this node does not sign devices in", body = ErrorBody),
+    ),
+    security(("device_token" = [])),
+)]
+pub(super) async fn reply(
     api: ApiState,
     req: HttpRequest,
     uid: web::types::Path<String>,
@@ -134,23 +224,49 @@ async fn reply(
     acquire(api, req, &uid, "commands/reply", body).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct PendingQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct PendingQuery {
+    /// At most this many, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct PendingCommand {
+/// A command for the device; it answers on `commands/reply` with the id.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PendingCommand {
     id: i64,
     name: String,
     parameters: Value,
 }
 
-/// `GET /api/device/{uid}/commands?limit=` → `{"items": [{"id", "name", "parameters"}]}`: the
-/// commands waiting for the device, oldest first, now `sent`; it answers each on
-/// `commands/reply`.
-async fn pending(
+/// The commands handed to the device.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PendingCommands {
+    /// Oldest first.
+    items: Vec<PendingCommand>,
+}
+
+/// Fetch pending commands
+///
+/// The commands waiting for the device, oldest first. They are `sent` now and are not given
+/// again; the device answers each on `commands/reply`.
+#[utoipa::path(
+    get,
+    path = "/api/device/{uid}/commands",
+    tag = "device-api",
+    operation_id = "device_pending_commands",
+    params(("uid" = String, Path, description = "The device's id"), PendingQuery),
+    responses(
+        (status = 200, description = "The commands, now `sent`", body = PendingCommands),
+        (status = 401, description = "No token, or not this device's", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+        (status = 503, description = "This node does not sign devices in", body = ErrorBody),
+    ),
+    security(("device_token" = [])),
+)]
+pub(super) async fn pending(
     api: ApiState,
     req: HttpRequest,
     uid: web::types::Path<String>,
@@ -176,5 +292,5 @@ async fn pending(
             parameters: c.payload,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(&json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(&PendingCommands { items }))
 }

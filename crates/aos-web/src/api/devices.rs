@@ -13,45 +13,65 @@ use chrono::{DateTime, Utc};
 use ntex::web::{self, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiState, Caller, InTenant, Json, Listed, Query, page};
+use super::{ApiError, ApiState, Caller, ErrorBody, InTenant, Json, Listed, Query, Routes, page};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/devices", web::get().to(list))
-        .route("/devices", web::post().to(create))
-        .route("/devices/{uid}", web::get().to(get))
-        .route("/devices/{uid}/values", web::get().to(values));
+pub fn routes(r: &mut impl Routes) {
+    r.get("/devices", list)
+        .post("/devices", create)
+        .get("/devices/{uid}", get)
+        .get("/devices/{uid}/values", values);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
+    /// The tenant a system administrator acts in (a tenant's user always acts in its own).
     tenant: Option<String>,
+    /// A class's name.
     class: Option<String>,
+    /// `online` or `offline`.
     status: Option<String>,
+    /// Part of the id or the name.
     search: Option<String>,
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+    /// Items to skip, up to 1,000,000 (default 0).
+    #[param(maximum = 1_000_000)]
     offset: Option<u64>,
+    /// `uid`, `name`, `status`, `last_seen` or `created_at`, `-field` for descending.
     sort: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A device to register.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Create {
+pub(super) struct CreateDevice {
+    /// Its id (the MQTT client id), unique in the tenant.
     uid: String,
+    /// Default: the id.
     name: Option<String>,
+    /// Its class's name.
     class: String,
+    /// The entity (customer) it belongs to.
     entity: Option<String>,
+    /// The gateway it publishes through.
     gateway: Option<String>,
+    /// Its message format, instead of its class's.
     format: Option<String>,
 }
 
 /// A device as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DeviceView {
     pub uid: String,
     pub name: String,
+    /// Its class's name.
     pub class: Option<String>,
+    /// `online` or `offline`.
     pub status: String,
     pub last_seen: Option<DateTime<Utc>>,
     pub disabled: bool,
@@ -59,23 +79,29 @@ pub struct DeviceView {
 }
 
 /// A latest value of an attribute.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LatestView {
     pub attribute: String,
     pub ts: DateTime<Utc>,
+    /// A number, or the JSON value as sent.
     pub value: Value,
+    /// What its interpreter made of it: `normal`, `warning`, `faulty`, …
     pub level: Option<String>,
 }
 
-#[derive(Serialize)]
-struct DeviceWithLatest {
+/// A device and the latest value of each of its attributes.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DeviceWithLatest {
     #[serde(flatten)]
     device: DeviceView,
     latest: Vec<LatestView>,
 }
 
 /// Names of the tenant's classes by id (devices show their class by name).
-async fn class_names(storage: &Storage, scope: Scope) -> Result<HashMap<i64, String>, ApiError> {
+pub(super) async fn class_names(
+    storage: &Storage,
+    scope: Scope,
+) -> Result<HashMap<i64, String>, ApiError> {
     Ok(classes::list(storage, scope)
         .await?
         .into_iter()
@@ -83,7 +109,7 @@ async fn class_names(storage: &Storage, scope: Scope) -> Result<HashMap<i64, Str
         .collect())
 }
 
-fn view(d: device::Model, classes: &HashMap<i64, String>) -> DeviceView {
+pub(super) fn view(d: device::Model, classes: &HashMap<i64, String>) -> DeviceView {
     DeviceView {
         class: classes.get(&d.class_id).cloned(),
         uid: d.uid,
@@ -95,8 +121,25 @@ fn view(d: device::Model, classes: &HashMap<i64, String>) -> DeviceView {
     }
 }
 
-/// `GET /api/devices?class=&status=&search=&limit=&offset=&sort=` → a page and the total.
-async fn list(
+/// List devices
+///
+/// The tenant's devices (a customer's user: its own), by id unless sorted.
+#[utoipa::path(
+    get,
+    path = "/api/devices",
+    tag = "devices",
+    operation_id = "list_devices",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of devices", body = Listed<DeviceView>),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn list(
     api: ApiState,
     caller: Caller,
     query: Query<ListQuery>,
@@ -122,8 +165,23 @@ async fn list(
     Ok(Listed::new(items, total).response())
 }
 
-/// `GET /api/devices/{uid}` → the device and its latest values.
-async fn get(
+/// Get a device and its latest values
+#[utoipa::path(
+    get,
+    path = "/api/devices/{uid}",
+    tag = "devices",
+    operation_id = "get_device",
+    params(("uid" = String, Path, description = "The device's id"), InTenant),
+    responses(
+        (status = 200, description = "The device", body = DeviceWithLatest),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such device or tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn get(
     api: ApiState,
     caller: Caller,
     uid: web::types::Path<String>,
@@ -157,12 +215,31 @@ async fn get(
     }))
 }
 
-/// `POST /api/devices {"uid", "name", "class", "entity", "gateway", "format"}` → 201.
-async fn create(
+/// Register a device
+#[utoipa::path(
+    post,
+    path = "/api/devices",
+    tag = "devices",
+    operation_id = "create_device",
+    params(InTenant),
+    request_body = CreateDevice,
+    responses(
+        (status = 201, description = "Registered", body = DeviceView),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such class, entity, gateway, format or tenant", body = ErrorBody),
+        (status = 409, description = "The id is taken", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The body or a parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn create(
     api: ApiState,
     caller: Caller,
     query: Query<InTenant>,
-    body: Json<Create>,
+    body: Json<CreateDevice>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = caller
         .scope(
@@ -186,11 +263,13 @@ async fn create(
     Ok(HttpResponse::Created().json(&view(created, &classes)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ValuesQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ValuesQuery {
+    /// The tenant a system administrator acts in (a tenant's user always acts in its own).
     tenant: Option<String>,
-    /// Attribute names, separated by commas.
+    /// Attribute names, separated by commas (at most 20).
     attributes: String,
     /// Default: a day before `to`.
     from: Option<DateTime<Utc>>,
@@ -198,31 +277,56 @@ struct ValuesQuery {
     to: Option<DateTime<Utc>>,
     /// `30s`, `5m`, `1h`...: aggregate per interval (with `aggregate`, default avg).
     #[serde(default, with = "humantime_serde")]
+    #[param(value_type = Option<String>, example = "5m")]
     interval: Option<std::time::Duration>,
+    /// `avg`, `min`, `max`, `sum` or `count` (needs `interval`).
     aggregate: Option<String>,
 }
 
-#[derive(Serialize)]
-struct PointView {
+/// A value at a time.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PointView {
+    /// The value's time, or the start of its interval.
     ts: DateTime<Utc>,
     value: Value,
 }
 
-#[derive(Serialize)]
-struct SeriesView {
+/// The values of one attribute.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SeriesView {
     attribute: String,
+    /// Oldest first: at most 10,000 (raw values: the newest), or one per interval.
     points: Vec<PointView>,
+    /// More values were in the range than the points hold.
     truncated: bool,
 }
 
-#[derive(Serialize)]
-struct SeriesList {
+/// One series per attribute asked for.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SeriesList {
     series: Vec<SeriesView>,
 }
 
-/// `GET /api/devices/{uid}/values?attributes=a,b&from=&to=&interval=&aggregate=` → one series
-/// per attribute, oldest first: the raw values, or one aggregate per interval.
-async fn values(
+/// Values of a device over time
+///
+/// One series per attribute, oldest first: the raw values, or one aggregate of the numeric
+/// values per interval (computed in the database), stamped with the interval's start.
+#[utoipa::path(
+    get,
+    path = "/api/devices/{uid}/values",
+    tag = "devices",
+    operation_id = "device_values",
+    params(("uid" = String, Path, description = "The device's id"), ValuesQuery),
+    responses(
+        (status = 200, description = "The series", body = SeriesList),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such device or tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn values(
     api: ApiState,
     caller: Caller,
     uid: web::types::Path<String>,

@@ -3,46 +3,102 @@
 use aos_auth::permissions::{ObjectKind, Operation};
 use aos_storage::entity::event;
 use aos_storage::repo::interpreters::{self, EventFilter};
+use chrono::{DateTime, Utc};
 use ntex::web::{self, HttpResponse};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiState, Caller, InTenant, Listed, Query, object_id, page};
+use super::{
+    ApiError, ApiState, Caller, ErrorBody, InTenant, Listed, Query, Routes, object_id, page,
+};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/events", web::get().to(list))
-        .route("/events/{id}/acknowledge", web::post().to(acknowledge))
-        .route("/events/{id}/clear", web::post().to(clear));
+pub fn routes(r: &mut impl Routes) {
+    r.get("/events", list)
+        .post("/events/{id}/acknowledge", acknowledge)
+        .post("/events/{id}/clear", clear);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
+    /// The tenant a system administrator acts in (a tenant's user always acts in its own).
     tenant: Option<String>,
+    /// A device's id.
     device: Option<String>,
     /// `true`: not cleared yet; `false`: cleared.
     open: Option<bool>,
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+    /// Items to skip, up to 1,000,000 (default 0).
+    #[param(maximum = 1_000_000)]
     offset: Option<u64>,
+    /// `raised_at`, `level` or `attribute`, `-field` for descending.
     sort: Option<String>,
 }
 
-fn event_json(e: &event::Model, device: &str) -> Value {
-    json!({
-        "id": e.id,
-        "device": device,
-        "attribute": e.attribute,
-        "level": e.level,
-        "message": e.message,
-        "raised_at": e.raised_at,
-        "acknowledged_at": e.acknowledged_at,
-        "acknowledged_by": e.acknowledged_by,
-        "cleared_at": e.cleared_at,
-    })
+/// An event (alarm) of a device.
+#[derive(Serialize, ToSchema)]
+pub(super) struct EventView {
+    id: i64,
+    /// The device's id.
+    device: String,
+    /// The attribute whose value raised it.
+    attribute: Option<String>,
+    /// `warning`, `faulty`, …
+    level: String,
+    message: String,
+    raised_at: DateTime<Utc>,
+    acknowledged_at: Option<DateTime<Utc>>,
+    /// `user:<login>`, or the workflow that did.
+    acknowledged_by: Option<String>,
+    cleared_at: Option<DateTime<Utc>>,
 }
 
-/// `GET /api/events?device=&open=&limit=&offset=&sort=` → a page, newest first unless sorted.
-async fn list(
+fn event_view(e: event::Model, device: String) -> EventView {
+    EventView {
+        id: e.id,
+        device,
+        attribute: e.attribute,
+        level: e.level,
+        message: e.message,
+        raised_at: e.raised_at,
+        acknowledged_at: e.acknowledged_at,
+        acknowledged_by: e.acknowledged_by,
+        cleared_at: e.cleared_at,
+    }
+}
+
+/// An event's state after acknowledging or clearing it.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SettledView {
+    id: i64,
+    acknowledged_at: Option<DateTime<Utc>>,
+    acknowledged_by: Option<String>,
+    cleared_at: Option<DateTime<Utc>>,
+}
+
+/// List events
+///
+/// The events (alarms) of the tenant's devices (a customer's user: its own), newest first
+/// unless sorted.
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    tag = "events",
+    operation_id = "list_events",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of events", body = Listed<EventView>),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn list(
     api: ApiState,
     caller: Caller,
     query: Query<ListQuery>,
@@ -62,7 +118,7 @@ async fn list(
         page: page(query.limit, query.offset, query.sort)?,
     };
     let (found, total) = interpreters::events(&api.storage, scope, &filter).await?;
-    let items: Vec<Value> = found.iter().map(|(e, d)| event_json(e, d)).collect();
+    let items: Vec<EventView> = found.into_iter().map(|(e, d)| event_view(e, d)).collect();
     Ok(Listed::new(items, total).response())
 }
 
@@ -84,16 +140,33 @@ async fn settle(
     let id = object_id(&id, "event")?;
     let by = format!("user:{}", caller.0.login);
     let settled = interpreters::settle(&api.storage, scope, id, &by, clear).await?;
-    Ok(HttpResponse::Ok().json(&json!({
-        "id": settled.id,
-        "acknowledged_at": settled.acknowledged_at,
-        "acknowledged_by": settled.acknowledged_by,
-        "cleared_at": settled.cleared_at,
-    })))
+    Ok(HttpResponse::Ok().json(&SettledView {
+        id: settled.id,
+        acknowledged_at: settled.acknowledged_at,
+        acknowledged_by: settled.acknowledged_by,
+        cleared_at: settled.cleared_at,
+    }))
 }
 
-/// `POST /api/events/{id}/acknowledge` → the event, acknowledged by the caller.
-async fn acknowledge(
+/// Acknowledge an event
+///
+/// The event is acknowledged by the caller.
+#[utoipa::path(
+    post,
+    path = "/api/events/{id}/acknowledge",
+    tag = "events",
+    operation_id = "acknowledge_event",
+    params(("id" = i64, Path, description = "The event's id"), InTenant),
+    responses(
+        (status = 200, description = "Acknowledged", body = SettledView),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such event or tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn acknowledge(
     api: ApiState,
     caller: Caller,
     id: web::types::Path<String>,
@@ -102,8 +175,23 @@ async fn acknowledge(
     settle(api, caller, id, query.0.tenant, false).await
 }
 
-/// `POST /api/events/{id}/clear` → the event, cleared.
-async fn clear(
+/// Clear an event
+#[utoipa::path(
+    post,
+    path = "/api/events/{id}/clear",
+    tag = "events",
+    operation_id = "clear_event",
+    params(("id" = i64, Path, description = "The event's id"), InTenant),
+    responses(
+        (status = 200, description = "Cleared", body = SettledView),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such event or tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn clear(
     api: ApiState,
     caller: Caller,
     id: web::types::Path<String>,

@@ -1,15 +1,20 @@
 //! The REST API under `/api`: JSON in and out, one error shape for every failure
 //! (`{"error": {"code", "message", "field"}}` with the matching HTTP status), request bodies
-//! bounded, callers named by `Authorization: Bearer` access tokens.
+//! bounded, callers named by `Authorization: Bearer` access tokens. Every handler is described
+//! in the OpenAPI document ([`openapi`], served at `/api/openapi.json`).
 
 mod auth;
 mod classes;
 mod commands;
 mod data;
+mod device_admin;
 mod device_http;
 mod devices;
+mod entities;
 mod events;
+mod interpreters;
 mod nodes;
+pub mod openapi;
 mod people;
 mod queues;
 mod workflows;
@@ -25,10 +30,11 @@ use aos_core::{Bus, Kv, WorkQueue};
 use aos_storage::repo::paging::Page;
 use aos_storage::repo::{Scope, tenants};
 use aos_storage::{Storage, StorageError};
-use ntex::http::StatusCode;
+use ntex::http::{Method, StatusCode};
 use ntex::web::error::DefaultError;
-use ntex::web::{self, FromRequest, HttpRequest, HttpResponse, WebResponseError};
+use ntex::web::{self, FromRequest, Handler, HttpRequest, HttpResponse, WebResponseError};
 use serde::de::DeserializeOwned;
+use utoipa::{IntoParams, ToSchema};
 
 /// Largest request body accepted (JSON documents, not uploads).
 pub const MAX_BODY: usize = 256 * 1024;
@@ -56,21 +62,91 @@ pub struct Api {
 
 pub type ApiState = web::types::State<Arc<Api>>;
 
-/// Routes of the API.
+/// Where the API's routes go: an app's [`web::ServiceConfig`] serves them, and the tests list
+/// them to check that the OpenAPI document describes every one.
+pub trait Routes {
+    /// `route` answers `method` on `path` (under `/api`).
+    fn register(&mut self, method: Method, path: &'static str, route: web::Route) -> &mut Self;
+
+    fn get<F, Args>(&mut self, path: &'static str, handler: F) -> &mut Self
+    where
+        F: Handler<Args, DefaultError> + 'static,
+        Args: FromRequest<DefaultError> + 'static,
+        Args::Error: Into<web::Error>,
+    {
+        self.register(Method::GET, path, web::get().to(handler))
+    }
+
+    fn post<F, Args>(&mut self, path: &'static str, handler: F) -> &mut Self
+    where
+        F: Handler<Args, DefaultError> + 'static,
+        Args: FromRequest<DefaultError> + 'static,
+        Args::Error: Into<web::Error>,
+    {
+        self.register(Method::POST, path, web::post().to(handler))
+    }
+
+    fn delete<F, Args>(&mut self, path: &'static str, handler: F) -> &mut Self
+    where
+        F: Handler<Args, DefaultError> + 'static,
+        Args: FromRequest<DefaultError> + 'static,
+        Args::Error: Into<web::Error>,
+    {
+        self.register(Method::DELETE, path, web::delete().to(handler))
+    }
+
+    fn put<F, Args>(&mut self, path: &'static str, handler: F) -> &mut Self
+    where
+        F: Handler<Args, DefaultError> + 'static,
+        Args: FromRequest<DefaultError> + 'static,
+        Args::Error: Into<web::Error>,
+    {
+        self.register(Method::PUT, path, web::put().to(handler))
+    }
+
+    fn patch<F, Args>(&mut self, path: &'static str, handler: F) -> &mut Self
+    where
+        F: Handler<Args, DefaultError> + 'static,
+        Args: FromRequest<DefaultError> + 'static,
+        Args::Error: Into<web::Error>,
+    {
+        self.register(Method::PATCH, path, web::patch().to(handler))
+    }
+}
+
+impl Routes for web::ServiceConfig {
+    fn register(&mut self, _: Method, path: &'static str, route: web::Route) -> &mut Self {
+        self.route(path, route)
+    }
+}
+
+/// Every route of the API, relative to `/api`. Each goes through here rather than straight into
+/// a `ServiceConfig`, so that the OpenAPI document's test sees it.
+pub fn routes(r: &mut impl Routes) {
+    auth::routes(r);
+    classes::routes(r);
+    commands::routes(r);
+    data::routes(r);
+    device_admin::routes(r);
+    device_http::routes(r);
+    devices::routes(r);
+    entities::routes(r);
+    events::routes(r);
+    interpreters::routes(r);
+    nodes::routes(r);
+    people::routes(r);
+    queues::routes(r);
+    workflows::routes(r);
+    r.get("/version", crate::version)
+        .get("/live", crate::live::live)
+        .get("/openapi.json", openapi::document);
+}
+
+/// The API under `/api`; what no route answers is a 404 in the API's shape.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api")
-            .configure(auth::configure)
-            .configure(classes::configure)
-            .configure(commands::configure)
-            .configure(data::configure)
-            .configure(device_http::configure)
-            .configure(devices::configure)
-            .configure(events::configure)
-            .configure(nodes::configure)
-            .configure(people::configure)
-            .configure(queues::configure)
-            .configure(workflows::configure)
+            .configure(routes)
             .default_service(web::to(unknown_route)),
     );
 }
@@ -133,10 +209,34 @@ impl WebResponseError<DefaultError> for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.header("www-authenticate", "Bearer");
         }
-        response.json(&serde_json::json!({
-            "error": { "code": self.code, "message": self.message, "field": self.field }
-        }))
+        response.json(&ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+                field: self.field.clone(),
+            },
+        })
     }
+}
+
+/// Every failure's answer, with the matching HTTP status.
+#[derive(serde::Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(serde::Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `malformed_json`, `bad_body` (400), `unauthorized` (401), `forbidden` (403), `not_found`
+    /// (404), `conflict` (409), `too_large` (413), `invalid` (422), `throttled` (429),
+    /// `internal` (500), `busy` or `unavailable` (503).
+    #[schema(example = "invalid")]
+    pub code: &'static str,
+    /// In words, for people.
+    pub message: String,
+    /// The request field (body, query or path) that was wrong, when one was.
+    pub field: Option<String>,
 }
 
 impl From<StorageError> for ApiError {
@@ -343,9 +443,11 @@ fn bad_parameter<T: DeserializeOwned>(query: &str) -> Option<String> {
 }
 
 /// `?tenant=NAME`: the tenant a system administrator acts in.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct InTenant {
+    /// The tenant a system administrator acts in (a tenant's user always acts in its own).
     pub tenant: Option<String>,
 }
 
@@ -399,9 +501,11 @@ pub fn page(
 }
 
 /// A page of a list, as every list answers: `{"items": [...], "total": n}`.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, ToSchema)]
 pub struct Listed<T> {
+    /// The page.
     pub items: Vec<T>,
+    /// How many items the list's filters match, on every page.
     pub total: u64,
 }
 
@@ -416,21 +520,34 @@ impl<T: serde::Serialize> Listed<T> {
 }
 
 /// What a list without filters of its own takes: the tenant, `limit`, `offset`, `sort`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// The tenant a system administrator acts in (a tenant's user always acts in its own).
     pub tenant: Option<String>,
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    /// Items to skip, up to 1,000,000 (default 0).
+    #[param(maximum = 1_000_000)]
     pub offset: Option<u64>,
+    /// A field the list sorts by, `-field` for descending.
     pub sort: Option<String>,
 }
 
 /// What a list of platform objects (tenants, nodes) takes: `limit`, `offset`, `sort`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PlatformListQuery {
+    /// Items per page, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+    /// Items to skip, up to 1,000,000 (default 0).
+    #[param(maximum = 1_000_000)]
     pub offset: Option<u64>,
+    /// A field the list sorts by, `-field` for descending.
     pub sort: Option<String>,
 }
 

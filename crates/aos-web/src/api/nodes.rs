@@ -6,18 +6,22 @@ use std::collections::HashMap;
 use aos_auth::permissions::{ObjectKind, Operation};
 use aos_core::node::registration_key;
 use chrono::{DateTime, Utc};
-use ntex::web::{self, HttpResponse};
+use ntex::web::HttpResponse;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
-use super::{ApiError, ApiState, Caller, Listed, PlatformListQuery, Query, page};
+use super::{
+    ApiError, ApiState, Caller, ErrorBody, Listed, PlatformListQuery, Query, Routes, page,
+};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/nodes", web::get().to(list));
+pub fn routes(r: &mut impl Routes) {
+    r.get("/nodes", list);
 }
 
-#[derive(Serialize)]
-struct NodeView {
+/// An AOS node of the cluster.
+#[derive(Serialize, ToSchema)]
+pub(super) struct NodeView {
     id: String,
     version: String,
     compiled_roles: Vec<String>,
@@ -29,7 +33,8 @@ struct NodeView {
     /// Whether the node's registration is current (it renews it every 10 s).
     live: bool,
     /// Its latest reported health: `{"state", "ready", "roles": [{"role", "status", "detail"}]}`;
-    /// None when it is not live.
+    /// null when it is not live.
+    #[schema(value_type = Option<Object>)]
     health: Option<Value>,
 }
 
@@ -43,8 +48,25 @@ fn roles(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// `GET /api/nodes` → every node this database has seen, with the health of the live ones.
-async fn list(
+/// List the nodes
+///
+/// Every node the database has seen, with the health of the live ones (system
+/// administrators); `sort`: `id`, `started_at`, `last_seen`.
+#[utoipa::path(
+    get,
+    path = "/api/nodes",
+    tag = "platform",
+    operation_id = "list_nodes",
+    params(PlatformListQuery),
+    responses(
+        (status = 200, description = "A page of nodes", body = Listed<NodeView>),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "Not a system administrator", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn list(
     api: ApiState,
     caller: Caller,
     query: Query<PlatformListQuery>,

@@ -8,23 +8,25 @@ use aos_storage::repo::users::{self, NewUser};
 use aos_storage::repo::{paging, roles, tenants};
 use chrono::{DateTime, Utc};
 use ntex::http::StatusCode;
-use ntex::web::{self, HttpResponse};
+use ntex::web::HttpResponse;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{
-    ApiError, ApiState, Caller, InTenant, Json, ListQuery, Listed, PlatformListQuery, Query, page,
+    ApiError, ApiState, Caller, ErrorBody, InTenant, Json, ListQuery, Listed, PlatformListQuery,
+    Query, Routes, page,
 };
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/tenants", web::get().to(list_tenants))
-        .route("/tenants", web::post().to(create_tenant))
-        .route("/users", web::get().to(list_users))
-        .route("/users", web::post().to(create_user))
-        .route("/roles", web::get().to(list_roles));
+pub fn routes(r: &mut impl Routes) {
+    r.get("/tenants", list_tenants)
+        .post("/tenants", create_tenant)
+        .get("/users", list_users)
+        .post("/users", create_user)
+        .get("/roles", list_roles);
 }
 
 /// The audit record of something a signed-in user did through the API.
-fn api_event(
+pub(super) fn api_event(
     caller: &Caller,
     tenant: Option<i64>,
     action: &str,
@@ -43,8 +45,9 @@ fn api_event(
     }
 }
 
-#[derive(Serialize)]
-struct TenantView {
+/// A tenant.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TenantView {
     name: String,
     disabled: bool,
     created_at: DateTime<Utc>,
@@ -52,8 +55,24 @@ struct TenantView {
 
 const TENANT_SORT: [&str; 2] = ["name", "created_at"];
 
-/// `GET /api/tenants` → every tenant (system administrators).
-async fn list_tenants(
+/// List the tenants
+///
+/// Every tenant (system administrators); `sort`: `name`, `created_at`.
+#[utoipa::path(
+    get,
+    path = "/api/tenants",
+    tag = "people",
+    operation_id = "list_tenants",
+    params(PlatformListQuery),
+    responses(
+        (status = 200, description = "A page of tenants", body = Listed<TenantView>),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "Not a system administrator", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn list_tenants(
     api: ApiState,
     caller: Caller,
     query: Query<PlatformListQuery>,
@@ -77,14 +96,34 @@ async fn list_tenants(
     Ok(Listed::new(items, total).response())
 }
 
-#[derive(Deserialize)]
+/// A tenant to create.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewTenant {
+pub(super) struct NewTenant {
     name: String,
 }
 
-/// `POST /api/tenants {"name"}` → 201 (system administrators).
-async fn create_tenant(
+/// Create a tenant
+///
+/// System administrators only; audited.
+#[utoipa::path(
+    post,
+    path = "/api/tenants",
+    tag = "people",
+    operation_id = "create_tenant",
+    request_body = NewTenant,
+    responses(
+        (status = 201, description = "Created", body = TenantView),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "Not a system administrator", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The body is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn create_tenant(
     api: ApiState,
     caller: Caller,
     body: Json<NewTenant>,
@@ -103,11 +142,13 @@ async fn create_tenant(
     }))
 }
 
-#[derive(Serialize)]
-struct UserView {
+/// A user of a tenant.
+#[derive(Serialize, ToSchema)]
+pub(super) struct UserView {
     login: String,
     name: String,
     email: Option<String>,
+    /// Its roles' names.
     roles: Vec<String>,
     disabled: bool,
     created_at: DateTime<Utc>,
@@ -115,8 +156,26 @@ struct UserView {
 
 const USER_SORT: [&str; 3] = ["login", "name", "created_at"];
 
-/// `GET /api/users?limit=&offset=&sort=` → the tenant's users with their roles, by login.
-async fn list_users(
+/// List the users
+///
+/// The tenant's users with their roles, by login unless sorted; `sort`: `login`, `name`,
+/// `created_at`.
+#[utoipa::path(
+    get,
+    path = "/api/users",
+    tag = "people",
+    operation_id = "list_users",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of users", body = Listed<UserView>),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn list_users(
     api: ApiState,
     caller: Caller,
     query: Query<ListQuery>,
@@ -160,21 +219,46 @@ async fn list_users(
     Ok(Listed::new(items, total).response())
 }
 
-#[derive(Deserialize)]
+/// A user to create.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateUser {
+pub(super) struct CreateUser {
     login: String,
+    /// Default: the login.
     name: Option<String>,
     email: Option<String>,
+    /// At least 8 characters.
     password: String,
     /// The entity (customer) the user is bound to.
     entity: Option<String>,
+    /// Role names.
     #[serde(default)]
     roles: Vec<String>,
 }
 
-/// `POST /api/users {"login", "name", "email", "password", "entity", "roles"}` → 201.
-async fn create_user(
+/// Create a user
+///
+/// Audited; a password under 8 characters is refused (`422`, `field` `password`).
+#[utoipa::path(
+    post,
+    path = "/api/users",
+    tag = "people",
+    operation_id = "create_user",
+    params(InTenant),
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "Created", body = UserView),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such role, entity or tenant", body = ErrorBody),
+        (status = 409, description = "The login is taken", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The body or a parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn create_user(
     api: ApiState,
     caller: Caller,
     query: Query<InTenant>,
@@ -239,18 +323,41 @@ async fn create_user(
     }))
 }
 
-#[derive(Serialize)]
-struct RoleView {
+/// A role: what it grants.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RoleView {
     name: String,
+    /// Defined by AOS, the same in every tenant.
     builtin: bool,
+    /// Object kind (`devices`, `commands`, …) → level (`view`, `manage` or `full`).
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     permissions: serde_json::Value,
+    /// The advanced actions granted one by one.
+    #[schema(value_type = Vec<String>)]
     actions: serde_json::Value,
 }
 
 const ROLE_SORT: [&str; 1] = ["name"];
 
-/// `GET /api/roles` → the roles the tenant's users may be given: built-in ones, then its own.
-async fn list_roles(
+/// List the roles
+///
+/// The roles the tenant's users may be given: the built-in ones, then its own.
+#[utoipa::path(
+    get,
+    path = "/api/roles",
+    tag = "people",
+    operation_id = "list_roles",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of roles", body = Listed<RoleView>),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn list_roles(
     api: ApiState,
     caller: Caller,
     query: Query<ListQuery>,

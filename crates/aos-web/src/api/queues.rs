@@ -4,27 +4,33 @@
 use aos_auth::permissions::{ObjectKind, Operation};
 use aos_core::acquisition::{ACQUISITION_QUEUE, Acquired};
 use aos_core::queue::{Delivery, QueueError, dead_letter_queue, replay_dead_letters};
+use chrono::{DateTime, Utc};
 use ntex::http::StatusCode;
 use ntex::web::{self, HttpResponse};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiState, Caller, Json, Query, limit};
+use super::{ApiError, ApiState, Caller, ErrorBody, Json, Query, Routes, limit};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/queues/{queue}/dead", web::get().to(list))
-        .route("/queues/{queue}/dead/replay", web::post().to(replay));
+pub fn routes(r: &mut impl Routes) {
+    r.get("/queues/{queue}/dead", list)
+        .post("/queues/{queue}/dead/replay", replay);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
+    /// At most this many, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
 }
 
-#[derive(Deserialize)]
+/// Dead letters to give another chance.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Replay {
+pub(super) struct Replay {
+    /// Their ids (unknown ones are skipped).
     ids: Vec<u64>,
 }
 
@@ -42,39 +48,107 @@ impl From<QueueError> for ApiError {
     }
 }
 
-/// A payload for people: text when it is UTF-8, hex otherwise.
-fn readable(payload: &[u8]) -> Value {
+/// A payload for people: `{"text"}` when it is UTF-8, `{"hex"}` otherwise.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Readable {
+    Text(String),
+    Hex(String),
+}
+
+fn readable(payload: &[u8]) -> Readable {
     match std::str::from_utf8(payload) {
-        Ok(text) => json!({ "text": text }),
-        Err(_) => json!({ "hex": hex::encode(payload) }),
+        Ok(text) => Readable::Text(text.to_string()),
+        Err(_) => Readable::Hex(hex::encode(payload)),
     }
 }
 
+/// A dead letter: the device message for the `acquisition` queue, else its payload.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DeadLetter {
+    id: u64,
+    /// Deliveries it had.
+    attempts: u32,
+    /// Its size.
+    bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<DeadMessage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<Readable>,
+}
+
+/// A device message the workers gave up on.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DeadMessage {
+    /// Names the message across redeliveries.
+    key: String,
+    /// The tenant's id.
+    tenant: i64,
+    /// The device's id.
+    device: String,
+    topic: String,
+    received_at: Option<DateTime<Utc>>,
+    payload: Readable,
+}
+
 /// A dead letter, its envelope opened when the queue's items are known.
-fn item(queue: &str, delivery: &Delivery) -> Value {
-    let mut shown = json!({
-        "id": delivery.id,
-        "attempts": delivery.attempt,
-        "bytes": delivery.payload.len(),
-    });
+fn item(queue: &str, delivery: &Delivery) -> DeadLetter {
+    let mut shown = DeadLetter {
+        id: delivery.id,
+        attempts: delivery.attempt,
+        bytes: delivery.payload.len(),
+        message: None,
+        payload: None,
+    };
     match Acquired::decode(delivery.payload.clone()) {
         Ok(message) if queue == ACQUISITION_QUEUE => {
-            shown["message"] = json!({
-                "key": message.key,
-                "tenant": message.tenant,
-                "device": message.device,
-                "topic": message.topic,
-                "received_at": chrono::DateTime::from_timestamp_millis(message.received_at_ms),
-                "payload": readable(&message.payload),
+            shown.message = Some(DeadMessage {
+                key: message.key,
+                tenant: message.tenant,
+                device: message.device,
+                topic: message.topic,
+                received_at: DateTime::from_timestamp_millis(message.received_at_ms),
+                payload: readable(&message.payload),
             });
         }
-        _ => shown["payload"] = readable(&delivery.payload),
+        _ => shown.payload = Some(readable(&delivery.payload)),
     }
     shown
 }
 
-/// `GET /api/queues/{queue}/dead?limit=` → the oldest dead letters first.
-async fn list(
+/// Dead letters of a queue.
+#[derive(Serialize, ToSchema)]
+pub(super) struct DeadLetters {
+    /// Oldest first.
+    items: Vec<DeadLetter>,
+}
+
+/// How many dead letters went back to their queue.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Replayed {
+    replayed: usize,
+}
+
+/// List dead letters
+///
+/// The items a queue gave up on after `queue.max_attempts` deliveries, oldest first (system
+/// administrators).
+#[utoipa::path(
+    get,
+    path = "/api/queues/{queue}/dead",
+    tag = "platform",
+    operation_id = "list_dead_letters",
+    params(("queue" = String, Path, description = "`acquisition` (device messages) or `workflows` (workflow runs)"), ListQuery),
+    responses(
+        (status = 200, description = "The dead letters", body = DeadLetters),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "Not a system administrator", body = ErrorBody),
+        (status = 404, description = "No such queue", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn list(
     api: ApiState,
     caller: Caller,
     queue: web::types::Path<String>,
@@ -83,12 +157,33 @@ async fn list(
     caller.platform(ObjectKind::Nodes, Operation::View)?;
     let max = limit(query.0.limit)? as usize;
     let dead = api.queue.browse(&dead_letter_queue(&queue), max).await?;
-    let items: Vec<Value> = dead.iter().map(|d| item(&queue, d)).collect();
-    Ok(HttpResponse::Ok().json(&json!({ "items": items })))
+    let items: Vec<DeadLetter> = dead.iter().map(|d| item(&queue, d)).collect();
+    Ok(HttpResponse::Ok().json(&DeadLetters { items }))
 }
 
-/// `POST /api/queues/{queue}/dead/replay {"ids": […]}` → how many went back to the queue.
-async fn replay(
+/// Replay dead letters
+///
+/// Those items go back to the queue, their attempts from zero (system administrators).
+#[utoipa::path(
+    post,
+    path = "/api/queues/{queue}/dead/replay",
+    tag = "platform",
+    operation_id = "replay_dead_letters",
+    params(("queue" = String, Path, description = "`acquisition` (device messages) or `workflows` (workflow runs)")),
+    request_body = Replay,
+    responses(
+        (status = 200, description = "How many went back", body = Replayed),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "Not a system administrator", body = ErrorBody),
+        (status = 404, description = "No such queue", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The body is wrong (`field` names it)", body = ErrorBody),
+        (status = 503, description = "The queue is full (`busy`; retry later)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn replay(
     api: ApiState,
     caller: Caller,
     queue: web::types::Path<String>,
@@ -97,5 +192,5 @@ async fn replay(
     caller.platform(ObjectKind::Nodes, Operation::Update)?;
     let replayed = replay_dead_letters(api.queue.as_ref(), &queue, &body.0.ids).await?;
     tracing::info!(queue = %queue.as_str(), replayed, "dead letters replayed");
-    Ok(HttpResponse::Ok().json(&json!({ "replayed": replayed })))
+    Ok(HttpResponse::Ok().json(&Replayed { replayed }))
 }

@@ -7,52 +7,130 @@ use aos_storage::entity::workflow;
 use aos_storage::repo::paging;
 use aos_storage::repo::workflows::{self, NewWorkflow};
 use aos_workflows::{Triggered, WORKFLOW_QUEUE, Workflow, WorkflowDocument};
+use chrono::{DateTime, Utc};
 use ntex::http::StatusCode;
 use ntex::web::{self, HttpResponse};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiState, Caller, InTenant, Json, ListQuery, Listed, Query, limit, page};
+use super::{
+    ApiError, ApiState, Caller, ErrorBody, InTenant, Json, ListQuery, Listed, Query, Routes, limit,
+    page,
+};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/workflows", web::get().to(list))
-        .route("/workflows", web::post().to(import))
-        .route("/workflows/{name}", web::get().to(export))
-        .route("/workflows/{name}", web::delete().to(delete))
-        .route("/workflows/{name}/enable", web::post().to(enable))
-        .route("/workflows/{name}/disable", web::post().to(disable))
-        .route("/workflows/{name}/run", web::post().to(run_now))
-        .route("/workflows/{name}/runs", web::get().to(runs));
+pub fn routes(r: &mut impl Routes) {
+    r.get("/workflows", list)
+        .post("/workflows", import)
+        .get("/workflows/{name}", export)
+        .delete("/workflows/{name}", delete)
+        .post("/workflows/{name}/enable", enable)
+        .post("/workflows/{name}/disable", disable)
+        .post("/workflows/{name}/run", run_now)
+        .get("/workflows/{name}/runs", runs);
 }
 
-fn document(w: &workflow::Model) -> Value {
-    json!({
-        "name": w.name,
-        "enabled": w.enabled,
-        "trigger": w.trigger,
-        "actions": w.actions,
-    })
+/// A workflow document (see workflows.md): what export gives and import takes.
+#[derive(Serialize, ToSchema)]
+pub(super) struct WorkflowView {
+    name: String,
+    /// Whether it runs on its trigger (on import, default true).
+    enabled: bool,
+    /// What starts it: `{"kind": "message" | "level" | "threshold" | "device" | "schedule" |
+    /// "manual", …}`.
+    #[schema(value_type = Object)]
+    trigger: Value,
+    /// What it does, in order: each one of `assign`, `if`, `http`, `command`, `raise_event`,
+    /// `clear_event`, `notify`, `save`.
+    #[schema(value_type = Vec<Object>)]
+    actions: Value,
 }
 
-#[derive(Deserialize)]
+fn document(w: &workflow::Model) -> WorkflowView {
+    WorkflowView {
+        name: w.name.clone(),
+        enabled: w.enabled,
+        trigger: w.trigger.clone(),
+        actions: w.actions.clone(),
+    }
+}
+
+/// A workflow in the list: its document and its times.
+#[derive(Serialize, ToSchema)]
+pub(super) struct WorkflowListed {
+    #[serde(flatten)]
+    document: WorkflowView,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// What a run started by hand gets.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RunNow {
+pub(super) struct RunNow {
+    /// Variables of the run, e.g. `"device"`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     variables: Map<String, Value>,
 }
 
-#[derive(Deserialize)]
+/// A run is queued for the workers.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Queued {
+    queued: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct RunsQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct RunsQuery {
+    /// The tenant a system administrator acts in (a tenant's user always acts in its own).
     tenant: Option<String>,
+    /// At most this many, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+}
+
+/// One run of a workflow.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RunView {
+    id: i64,
+    started_at: DateTime<Utc>,
+    /// `ok`, `failed` or `timeout`.
+    result: String,
+    duration_ms: i64,
+    error: Option<String>,
+}
+
+/// A workflow's run log.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Runs {
+    /// Newest first.
+    items: Vec<RunView>,
 }
 
 const SORT_FIELDS: [&str; 3] = ["name", "created_at", "updated_at"];
 
-/// `GET /api/workflows?limit=&offset=&sort=` → the tenant's workflows, as documents with their
-/// times, by name unless sorted.
-async fn list(
+/// List workflows
+///
+/// The tenant's workflows, as documents with their times, by name unless sorted; `sort`:
+/// `name`, `created_at`, `updated_at`.
+#[utoipa::path(
+    get,
+    path = "/api/workflows",
+    tag = "workflows",
+    operation_id = "list_workflows",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of workflows", body = Listed<WorkflowListed>),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn list(
     api: ApiState,
     caller: Caller,
     query: Query<ListQuery>,
@@ -77,21 +155,41 @@ async fn list(
             _ => w.name.clone(),
         },
     )?;
-    let items: Vec<Value> = found
+    let items: Vec<WorkflowListed> = found
         .iter()
-        .map(|w| {
-            let mut shown = document(w);
-            shown["created_at"] = json!(w.created_at);
-            shown["updated_at"] = json!(w.updated_at);
-            shown
+        .map(|w| WorkflowListed {
+            document: document(w),
+            created_at: w.created_at,
+            updated_at: w.updated_at,
         })
         .collect();
     Ok(Listed::new(items, total).response())
 }
 
-/// `POST /api/workflows` with a document → 201 created, or 200 replaced (same name); checked
-/// first, the error naming where it is wrong.
-async fn import(
+/// Import a workflow
+///
+/// A document creates the workflow, or replaces the one of the same name. It is checked first:
+/// a wrong definition is `422` with `field` `trigger` or `actions` and the place in the message.
+#[utoipa::path(
+    post,
+    path = "/api/workflows",
+    tag = "workflows",
+    operation_id = "import_workflow",
+    params(InTenant),
+    request_body = WorkflowView,
+    responses(
+        (status = 200, description = "Replaced", body = WorkflowView),
+        (status = 201, description = "Created", body = WorkflowView),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The definition or a parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn import(
     api: ApiState,
     caller: Caller,
     query: Query<InTenant>,
@@ -134,8 +232,25 @@ async fn import(
     Ok(HttpResponse::build(status).json(&document(&saved)))
 }
 
-/// `GET /api/workflows/{name}` → its document (what `POST /api/workflows` takes back).
-async fn export(
+/// Export a workflow
+///
+/// Its document: what `POST /api/workflows` takes back.
+#[utoipa::path(
+    get,
+    path = "/api/workflows/{name}",
+    tag = "workflows",
+    operation_id = "export_workflow",
+    params(("name" = String, Path, description = "The workflow's name"), InTenant),
+    responses(
+        (status = 200, description = "The document", body = WorkflowView),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such workflow or tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn export(
     api: ApiState,
     caller: Caller,
     name: web::types::Path<String>,
@@ -153,8 +268,25 @@ async fn export(
     Ok(HttpResponse::Ok().json(&document(&found)))
 }
 
-/// `DELETE /api/workflows/{name}` → 204.
-async fn delete(
+/// Delete a workflow
+///
+/// Its run log goes with it.
+#[utoipa::path(
+    delete,
+    path = "/api/workflows/{name}",
+    tag = "workflows",
+    operation_id = "delete_workflow",
+    params(("name" = String, Path, description = "The workflow's name"), InTenant),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such workflow or tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn delete(
     api: ApiState,
     caller: Caller,
     name: web::types::Path<String>,
@@ -192,8 +324,25 @@ async fn switch(
     Ok(HttpResponse::Ok().json(&document(&found)))
 }
 
-/// `POST /api/workflows/{name}/enable` → the workflow runs on its trigger (within a minute).
-async fn enable(
+/// Enable a workflow
+///
+/// The workflow runs on its trigger (within a minute).
+#[utoipa::path(
+    post,
+    path = "/api/workflows/{name}/enable",
+    tag = "workflows",
+    operation_id = "enable_workflow",
+    params(("name" = String, Path, description = "The workflow's name"), InTenant),
+    responses(
+        (status = 200, description = "Its document", body = WorkflowView),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such workflow or tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn enable(
     api: ApiState,
     caller: Caller,
     name: web::types::Path<String>,
@@ -202,8 +351,25 @@ async fn enable(
     switch(api, caller, name, query.0.tenant, true).await
 }
 
-/// `POST /api/workflows/{name}/disable` → it no longer runs on its trigger.
-async fn disable(
+/// Disable a workflow
+///
+/// It no longer runs on its trigger.
+#[utoipa::path(
+    post,
+    path = "/api/workflows/{name}/disable",
+    tag = "workflows",
+    operation_id = "disable_workflow",
+    params(("name" = String, Path, description = "The workflow's name"), InTenant),
+    responses(
+        (status = 200, description = "Its document", body = WorkflowView),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such workflow or tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn disable(
     api: ApiState,
     caller: Caller,
     name: web::types::Path<String>,
@@ -212,9 +378,29 @@ async fn disable(
     switch(api, caller, name, query.0.tenant, false).await
 }
 
-/// `POST /api/workflows/{name}/run {"variables": {…}}` → 202: a run is queued for the workers
-/// (see its result in the run log).
-async fn run_now(
+/// Run a workflow now
+///
+/// A run is queued for the workers; its result is in the run log like any other's.
+#[utoipa::path(
+    post,
+    path = "/api/workflows/{name}/run",
+    tag = "workflows",
+    operation_id = "run_workflow",
+    params(("name" = String, Path, description = "The workflow's name"), InTenant),
+    request_body = RunNow,
+    responses(
+        (status = 202, description = "Queued", body = Queued),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such workflow or tenant", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The body or a parameter is wrong (`field` names it)", body = ErrorBody),
+        (status = 503, description = "The workflow queue is full (`busy`; retry later)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn run_now(
     api: ApiState,
     caller: Caller,
     name: web::types::Path<String>,
@@ -237,11 +423,28 @@ async fn run_now(
         variables: body.0.variables,
     };
     api.queue.push(WORKFLOW_QUEUE, run.encode()).await?;
-    Ok(HttpResponse::Accepted().json(&json!({ "queued": true })))
+    Ok(HttpResponse::Accepted().json(&Queued { queued: true }))
 }
 
-/// `GET /api/workflows/{name}/runs?limit=` → the newest runs: start, result, duration, error.
-async fn runs(
+/// A workflow's run log
+///
+/// The newest runs: start, result, duration, error.
+#[utoipa::path(
+    get,
+    path = "/api/workflows/{name}/runs",
+    tag = "workflows",
+    operation_id = "workflow_runs",
+    params(("name" = String, Path, description = "The workflow's name"), RunsQuery),
+    responses(
+        (status = 200, description = "The runs", body = Runs),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such workflow or tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn runs(
     api: ApiState,
     caller: Caller,
     name: web::types::Path<String>,
@@ -257,17 +460,15 @@ async fn runs(
         )
         .await?;
     let found = workflows::runs(&api.storage, scope, &name, limit(query.limit)?).await?;
-    let items: Vec<Value> = found
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "started_at": r.started_at,
-                "result": r.result,
-                "duration_ms": r.duration_ms,
-                "error": r.error,
-            })
+    let items: Vec<RunView> = found
+        .into_iter()
+        .map(|r| RunView {
+            id: r.id,
+            started_at: r.started_at,
+            result: r.result,
+            duration_ms: r.duration_ms,
+            error: r.error,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(&json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(&Runs { items }))
 }

@@ -1,0 +1,320 @@
+//! Looking after a tenant through the API: entities, API keys (shown once, revoked), message
+//! formats and interpreters checked before they are saved, a class's formats and model, devices
+//! changed, disabled, deleted, given credentials and registered from CSV. Every wrong request is
+//! a 4xx naming what is wrong, and nothing stored is touched by it.
+
+mod common;
+
+use common::api::{PASSWORD, access_token, acme, call, refused, start};
+use serde_json::{Value, json};
+
+#[test]
+fn a_tenant_is_looked_after_through_the_api() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    acme(d);
+    let node = start(d);
+    let port = node.ports.http;
+    let admin = access_token(port, "admin", PASSWORD);
+    let send = |method: &str, path: &str, body: Option<Value>| {
+        let path = if path.contains('?') {
+            format!("{path}&tenant=acme")
+        } else {
+            format!("{path}?tenant=acme")
+        };
+        call(
+            port,
+            method,
+            &path,
+            Some(&admin),
+            body.map(|b| b.to_string()).as_deref(),
+        )
+    };
+
+    // Entities.
+    let (status, made) = send(
+        "POST",
+        "/api/entities",
+        Some(json!({"name": "north", "kind": "customer"})),
+    );
+    assert_eq!(status, 201, "{made}");
+    let bad = refused(
+        send(
+            "POST",
+            "/api/entities",
+            Some(json!({"name": "x", "kind": "planet"})),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("kind"));
+    refused(
+        send("POST", "/api/entities", Some(json!({"name": "north"}))),
+        409,
+        "conflict",
+    );
+    let (_, entities) = send("GET", "/api/entities", None);
+    assert_eq!(
+        entities["items"][0]["kind"],
+        json!("customer"),
+        "{entities}"
+    );
+
+    // API keys: the secret is shown once, never listed; revoked keys say so.
+    let (status, key) = send(
+        "POST",
+        "/api/api-keys",
+        Some(
+            json!({"name": "dashboard", "grants": [{"filter": "aos/+/telemetry", "subscribe": true}], "expires_in": "90d"}),
+        ),
+    );
+    assert_eq!(status, 201, "{key}");
+    assert!(
+        key["secret"].as_str().is_some_and(|s| s.len() >= 32),
+        "{key}"
+    );
+    let (_, keys) = send("GET", "/api/api-keys", None);
+    assert!(keys["items"][0].get("secret").is_none(), "{keys}");
+    assert_eq!(
+        keys["items"][0]["grants"][0]["filter"],
+        json!("aos/+/telemetry")
+    );
+    let bad = refused(
+        send(
+            "POST",
+            "/api/api-keys",
+            Some(json!({"name": "x", "grants": [{"filter": "a/#/b", "publish": true}]})),
+        ),
+        422,
+        "invalid",
+    );
+    assert!(
+        bad["message"].as_str().is_some_and(|m| m.contains("a/#/b")),
+        "{bad}"
+    );
+    let (status, revoked) = send("DELETE", "/api/api-keys/dashboard", None);
+    assert_eq!(status, 200, "{revoked}");
+    assert!(revoked["revoked_at"].is_string());
+    refused(
+        send("DELETE", "/api/api-keys/nothing", None),
+        404,
+        "not_found",
+    );
+
+    // Formats and interpreters are compiled before they are saved.
+    let bad = refused(
+        send(
+            "POST",
+            "/api/formats",
+            Some(json!({"name": "p", "kind": "protobuf", "proto": "message {", "message": "M"})),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("format"));
+    let (status, format) = send(
+        "POST",
+        "/api/formats",
+        Some(
+            json!({"name": "xml-in", "kind": "xml", "mapping": {"attributes": {"temperature": "/t"}}}),
+        ),
+    );
+    assert_eq!(status, 201, "{format}");
+    let (status, _) = send(
+        "PUT",
+        "/api/classes/sensor/formats",
+        Some(json!({"inbound": "xml-in"})),
+    );
+    assert_eq!(status, 204);
+    let (_, class) = send("GET", "/api/classes/sensor", None);
+    assert_eq!(class["format"], json!("xml-in"), "{class}");
+    let (status, _) = send(
+        "PUT",
+        "/api/classes/sensor/formats",
+        Some(json!({"inbound": null})),
+    );
+    assert_eq!(status, 204);
+    assert_eq!(
+        send("GET", "/api/classes/sensor", None).1["format"],
+        Value::Null
+    );
+    refused(
+        send(
+            "PUT",
+            "/api/classes/sensor/formats",
+            Some(json!({"inbound": "nope"})),
+        ),
+        404,
+        "not_found",
+    );
+    let bad = refused(
+        send(
+            "PUT",
+            "/api/interpreters/temperature",
+            Some(json!({"expression": "value +* 2"})),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("interpreter"));
+    let (status, set) = send(
+        "PUT",
+        "/api/interpreters/temperature",
+        Some(
+            json!({"class": "sensor", "expression": "value / 10.0", "levels": [{"level": "faulty", "min": 50}]}),
+        ),
+    );
+    assert_eq!(status, 200, "{set}");
+    let (_, interpreters) = send("GET", "/api/interpreters", None);
+    assert_eq!(
+        interpreters["items"][0]["class"],
+        json!("sensor"),
+        "{interpreters}"
+    );
+
+    // A class's model, replaced as a whole and checked.
+    let model = json!({
+        "functions": ["climate"],
+        "attributes": [
+            {"name": "temperature", "data_type": "number", "unit": "°C", "kind": "measurement", "function": "climate"},
+            {"name": "door", "data_type": "string", "unit": null, "kind": "operational", "function": null}
+        ],
+        "command_groups": [{"name": "maintenance", "commands": [{"name": "reboot", "parameters": {"delay": 0}}]}]
+    });
+    let (status, saved) = send("PUT", "/api/classes/sensor/model", Some(model.clone()));
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["attributes"][0]["function"], json!("climate"));
+    assert_eq!(
+        send("GET", "/api/classes/sensor/model", None).1["command_groups"],
+        model["command_groups"]
+    );
+    let mut wrong = model.clone();
+    wrong["attributes"][1]["data_type"] = json!("colour");
+    let bad = refused(
+        send("PUT", "/api/classes/sensor/model", Some(wrong)),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("attributes"));
+    assert_eq!(
+        send("GET", "/api/classes/sensor/model", None).1["attributes"],
+        model["attributes"],
+        "kept"
+    );
+
+    // Devices: registered from CSV (bad rows reported by line), changed, given a token, deleted.
+    let csv = "uid,name,class\npump-1,Pump 1,sensor\npump-2,,sensor\npump-3,Pump 3,nope\nbad id,x,sensor\n";
+    let (status, imported) = call(
+        port,
+        "POST",
+        "/api/devices/import?tenant=acme",
+        Some(&admin),
+        Some(csv),
+    );
+    assert_eq!(status, 200, "{imported}");
+    assert_eq!(imported["created"], json!(2), "{imported}");
+    let lines: Vec<Value> = imported["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["line"].clone())
+        .collect();
+    assert_eq!(lines, [json!(4), json!(5)], "{imported}");
+    refused(
+        call(
+            port,
+            "POST",
+            "/api/devices/import?tenant=acme",
+            Some(&admin),
+            Some("a,b\n1,2\n"),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(
+        send("GET", "/api/devices/pump-2", None).1["name"],
+        json!("pump-2")
+    );
+
+    let (status, changed) = send(
+        "PATCH",
+        "/api/devices/pump-1",
+        Some(json!({"name": "Pump one", "disabled": true})),
+    );
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(
+        (changed["name"].clone(), changed["disabled"].clone()),
+        (json!("Pump one"), json!(true))
+    );
+    refused(
+        send(
+            "PATCH",
+            "/api/devices/pump-1",
+            Some(json!({"colour": "red"})),
+        ),
+        422,
+        "invalid",
+    );
+
+    let (status, issued) = send("POST", "/api/devices/pump-2/credentials", Some(json!({})));
+    assert_eq!(status, 201, "{issued}");
+    let token = issued["token"].as_str().expect("token").to_string();
+    // The token works on the HTTP device API; the disabled device's does not.
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let post = |uid: &str, token: &str| {
+        agent
+            .post(format!(
+                "http://127.0.0.1:{port}/api/device/{uid}/telemetry"
+            ))
+            .header("authorization", format!("Bearer {token}"))
+            .send("{\"temperature\": 215}")
+            .expect("HTTP")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(post("pump-2", &token), 202);
+    let (_, issued) = send(
+        "POST",
+        "/api/devices/pump-1/credentials",
+        Some(json!({"kind": "token"})),
+    );
+    assert_eq!(
+        post("pump-1", issued["token"].as_str().expect("token")),
+        401,
+        "disabled"
+    );
+    let bad = refused(
+        send(
+            "POST",
+            "/api/devices/pump-2/credentials",
+            Some(json!({"kind": "password", "username": "p2"})),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("password"));
+
+    let (status, _) = send("DELETE", "/api/devices/pump-2", None);
+    assert_eq!(status, 204);
+    refused(send("GET", "/api/devices/pump-2", None), 404, "not_found");
+    refused(
+        send("DELETE", "/api/devices/pump-2", None),
+        404,
+        "not_found",
+    );
+    // Every node drops its cached logins of the device as it reads the credential change log.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while post("pump-2", &token) != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a deleted device signs in no more"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (_, all) = send("GET", "/api/devices", None);
+    assert_eq!(all["total"], json!(2), "d-1 and pump-1 remain: {all}");
+}

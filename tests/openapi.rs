@@ -1,0 +1,236 @@
+//! The API's OpenAPI document and its page, through a running node: `/api/openapi.json` is an
+//! OpenAPI 3 document with the main operations, the error shape and both ways of signing
+//! requests; `/api/docs` serves the page that renders it; and every list the document names
+//! answers a system administrator in the shape it documents, so the document and the server
+//! agree.
+
+mod common;
+
+use common::api::{PASSWORD, access_token, acme, call, start};
+use serde_json::{Value, json};
+
+/// (status, content type, text) of a plain GET.
+fn fetch(port: u16, path: &str) -> (u16, String, String) {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let response = agent
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .expect("HTTP");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let text = response.into_body().read_to_string().unwrap_or_default();
+    (status, content_type, text)
+}
+
+/// The component a `$ref` names.
+fn component<'a>(doc: &'a Value, reference: &Value) -> &'a Value {
+    let name = reference
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        .unwrap_or_else(|| panic!("not a schema reference: {reference}"));
+    &doc["components"]["schemas"][name]
+}
+
+/// The fields an object schema documents, and those it always has (`allOf` parts merged).
+fn fields(doc: &Value, schema: &Value) -> (Vec<String>, Vec<String>) {
+    let schema = match schema.get("$ref") {
+        Some(reference) => component(doc, reference),
+        None => schema,
+    };
+    let names = |key: &str| -> Vec<String> {
+        match &schema[key] {
+            Value::Object(map) => map.keys().cloned().collect(),
+            Value::Array(list) => list
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let (mut documented, mut required) = (names("properties"), names("required"));
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        let (more, always) = fields(doc, part);
+        documented.extend(more);
+        required.extend(always);
+    }
+    (documented, required)
+}
+
+#[test]
+fn the_api_document_matches_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    acme(d);
+    let node = start(d);
+    let port = node.ports.http;
+
+    // The document needs no sign-in.
+    let (status, doc) = call(port, "GET", "/api/openapi.json", None, None);
+    assert_eq!(status, 200, "{doc}");
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(doc["info"]["title"], json!("AOS REST API"));
+    assert!(
+        doc["info"]["version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty())
+    );
+
+    for (path, methods) in [
+        ("/api/auth/sign-in", &["post"][..]),
+        ("/api/auth/refresh", &["post"]),
+        ("/api/me", &["get"]),
+        ("/api/devices", &["get", "post"]),
+        ("/api/devices/{uid}", &["get"]),
+        ("/api/devices/{uid}/values", &["get"]),
+        ("/api/devices/{uid}/commands", &["post"]),
+        ("/api/commands", &["get"]),
+        ("/api/commands/{id}", &["get"]),
+        ("/api/events", &["get"]),
+        ("/api/events/{id}/acknowledge", &["post"]),
+        ("/api/workflows", &["get", "post"]),
+        ("/api/workflows/{name}", &["get", "delete"]),
+        ("/api/classes", &["get", "post"]),
+        ("/api/users", &["get", "post"]),
+        ("/api/tenants", &["get", "post"]),
+        ("/api/nodes", &["get"]),
+        ("/api/queues/{queue}/dead", &["get"]),
+        ("/api/device/{uid}/telemetry", &["post"]),
+        ("/api/device/{uid}/commands", &["get"]),
+        ("/api/live", &["get"]),
+        ("/api/version", &["get"]),
+        ("/api/openapi.json", &["get"]),
+    ] {
+        let item = &doc["paths"][path];
+        assert!(item.is_object(), "{path} is documented");
+        for method in methods {
+            let op = &item[*method];
+            assert!(op.is_object(), "{method} {path} is documented");
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path} says what it answers"
+            );
+        }
+    }
+
+    // One error shape, which every refusal of a signed request documents.
+    let error = &doc["components"]["schemas"]["ErrorBody"];
+    assert_eq!(error["required"], json!(["error"]), "{error}");
+    let detail = component(&doc, &error["properties"]["error"]["$ref"]);
+    for field in ["code", "message", "field"] {
+        assert!(detail["properties"][field].is_object(), "{detail}");
+    }
+    let refusal = &doc["paths"]["/api/devices"]["get"]["responses"]["401"]["content"]["application/json"]
+        ["schema"]["$ref"];
+    assert_eq!(refusal, &json!("#/components/schemas/ErrorBody"));
+
+    // People sign with their access token (a JWT), devices with theirs; sign-in with neither.
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["type"], json!("http"), "{schemes}");
+    assert_eq!(schemes["bearer"]["scheme"], json!("bearer"), "{schemes}");
+    assert_eq!(schemes["bearer"]["bearerFormat"], json!("JWT"), "{schemes}");
+    assert_eq!(
+        schemes["device_token"]["scheme"],
+        json!("bearer"),
+        "{schemes}"
+    );
+    let security = |method: &str, path: &str| doc["paths"][path][method]["security"].clone();
+    assert_eq!(security("get", "/api/devices"), json!([{"bearer": []}]));
+    assert_eq!(
+        security("post", "/api/device/{uid}/telemetry"),
+        json!([{"device_token": []}])
+    );
+    assert_eq!(security("post", "/api/auth/sign-in"), Value::Null);
+    assert_eq!(security("get", "/api/version"), Value::Null);
+
+    // The page that renders it, from the node's own files.
+    let (status, content_type, page) = fetch(port, "/api/docs");
+    assert_eq!(status, 200, "{page}");
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert!(page.contains(r#"src="/ui/api-docs.js""#), "{page}");
+    let (status, content_type, script) = fetch(port, "/ui/api-docs.js");
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("text/javascript"),
+        "{content_type}"
+    );
+    assert!(script.contains("/api/openapi.json"));
+
+    // Every list the document names answers a system administrator in the documented shape:
+    // `{"items", "total"}`, each item with the fields its schema requires and no others.
+    let admin = access_token(port, "admin", PASSWORD);
+    let mut checked = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let op = &item["get"];
+        let answer = &op["responses"]["200"]["content"]["application/json"]["schema"];
+        let listed = answer["$ref"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("#/components/schemas/Listed_"));
+        let parameters = op["parameters"].as_array().cloned().unwrap_or_default();
+        if !listed || parameters.iter().any(|p| p["required"] == json!(true)) {
+            continue;
+        }
+        let tenant = parameters.iter().any(|p| p["name"] == json!("tenant"));
+        let address = if tenant {
+            format!("{path}?tenant=acme")
+        } else {
+            path.clone()
+        };
+        let (status, page) = call(port, "GET", &address, Some(&admin), None);
+        assert_eq!(status, 200, "GET {address}: {page}");
+        let items = page["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("GET {address}: items: {page}"));
+        assert!(page["total"].is_u64(), "GET {address}: total: {page}");
+        let schema = &component(&doc, &answer["$ref"])["properties"]["items"]["items"];
+        let (documented, required) = fields(&doc, schema);
+        assert!(!documented.is_empty(), "GET {address}: items have fields");
+        for shown in items {
+            let shown = shown.as_object().expect("an object");
+            for field in &required {
+                assert!(
+                    shown.contains_key(field),
+                    "GET {address}: {field} in {shown:?}"
+                );
+            }
+            for field in shown.keys() {
+                assert!(
+                    documented.contains(field),
+                    "GET {address}: {field} is not documented"
+                );
+            }
+        }
+        checked.push((path.clone(), items.len()));
+    }
+    for (path, at_least) in [
+        ("/api/devices", 1),
+        ("/api/classes", 1),
+        ("/api/users", 1),
+        ("/api/roles", 1),
+        ("/api/tenants", 1),
+        ("/api/nodes", 1),
+        ("/api/commands", 0),
+        ("/api/events", 0),
+        ("/api/workflows", 0),
+        ("/api/messages", 0),
+    ] {
+        let found = checked.iter().find(|(p, _)| p == path);
+        assert!(
+            found.is_some_and(|(_, n)| *n >= at_least),
+            "GET {path} was checked with at least {at_least} items: {checked:?}"
+        );
+    }
+    drop(node);
+}
