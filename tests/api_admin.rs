@@ -202,6 +202,46 @@ fn a_tenant_is_looked_after_through_the_api() {
         "kept"
     );
 
+    // Roles of the tenant: made, changed, checked.
+    let (status, role) = send(
+        "POST",
+        "/api/roles",
+        Some(json!({"name": "technician", "permissions": {"devices": "manage", "events": "view"}})),
+    );
+    assert_eq!(status, 201, "{role}");
+    assert_eq!(role["permissions"]["devices"], json!("manage"), "{role}");
+    let bad = refused(
+        send(
+            "POST",
+            "/api/roles",
+            Some(json!({"name": "x", "permissions": {"tenants": "full"}})),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("permissions"));
+    refused(
+        send("POST", "/api/roles", Some(json!({"name": "operator"}))),
+        409,
+        "conflict",
+    );
+    let (status, role) = send(
+        "PUT",
+        "/api/roles/technician",
+        Some(json!({"permissions": {"devices": "view"}})),
+    );
+    assert_eq!(status, 200, "{role}");
+    assert_eq!(role["permissions"]["devices"], json!("view"));
+    refused(
+        send(
+            "PUT",
+            "/api/roles/operator",
+            Some(json!({"permissions": {}})),
+        ),
+        403,
+        "forbidden",
+    );
+
     // Devices: registered from CSV (bad rows reported by line), changed, given a token, deleted.
     let csv = "uid,name,class\npump-1,Pump 1,sensor\npump-2,,sensor\npump-3,Pump 3,nope\nbad id,x,sensor\n";
     let (status, imported) = call(

@@ -358,6 +358,18 @@ async fn the_views_of_the_web_client() {
     let me = &nodes["items"][0];
     assert_eq!(me["live"], json!(true), "{nodes}");
     assert_eq!(me["health"]["ready"], json!(true), "{nodes}");
+    let mqtt = format!("127.0.0.1:{}", node.ports.mqtt);
+    assert!(
+        me["listeners"]
+            .as_array()
+            .expect("listeners")
+            .iter()
+            .any(|l| {
+                (&l["role"], &l["protocol"], &l["address"])
+                    == (&json!("broker"), &json!("mqtt"), &json!(mqtt))
+            }),
+        "{nodes}"
+    );
     for role in ["broker", "worker", "web"] {
         assert!(
             me["enabled_roles"]

@@ -257,12 +257,19 @@ async fn run_node(
     extensions.insert(Arc::new(Clients(clients)));
     extensions.insert(Arc::new(accounts));
     let compiled = roles::compiled();
+    // The sections were checked before the node was assembled (`effective_config`).
+    let listeners = compiled
+        .iter()
+        .filter(|r| enabled.contains(&r.kind))
+        .filter_map(|r| (r.listeners)(&settings).ok())
+        .flatten();
     let info = NodeInfo::new(
         id,
         compiled.iter().map(|r| r.kind).collect(),
         enabled.clone(),
         core.admin.listen.to_string(),
-    );
+    )
+    .with_listeners(listeners);
     let node = Arc::new(Node::new(NodeParts {
         info,
         settings: settings.clone(),

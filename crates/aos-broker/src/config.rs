@@ -123,3 +123,29 @@ impl BrokerConfig {
         }
     }
 }
+
+impl BrokerConfig {
+    /// Its listeners, as a node reports them.
+    pub fn listener_infos(&self) -> Vec<aos_core::node::ListenerInfo> {
+        let info =
+            |name: &str, transport: Transport, address: SocketAddr| aos_core::node::ListenerInfo {
+                role: "broker".into(),
+                name: name.to_string(),
+                protocol: match transport {
+                    Transport::Tcp => "mqtt",
+                    Transport::Tls => "mqtt+tls",
+                    Transport::Ws => "mqtt+ws",
+                    Transport::Wss => "mqtt+wss",
+                }
+                .into(),
+                address: address.to_string(),
+            };
+        std::iter::once(info("mqtt", Transport::Tcp, self.listen))
+            .chain(
+                self.listeners
+                    .iter()
+                    .map(|l| info(&l.name, l.transport, l.bind)),
+            )
+            .collect()
+    }
+}

@@ -31,6 +31,18 @@ pub fn registration_key(node_id: &str) -> String {
     format!("nodes/{node_id}")
 }
 
+/// A listener of a node: what it serves, how, where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ListenerInfo {
+    /// The role it belongs to (`broker`, `web`), or `admin`.
+    pub role: String,
+    pub name: String,
+    /// `mqtt`, `mqtt+tls`, `mqtt+ws`, `mqtt+wss`, `http`, `https`.
+    pub protocol: String,
+    /// The address it is bound to.
+    pub address: String,
+}
+
 /// What a node is: reported on `/node` and in its registration.
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeInfo {
@@ -43,6 +55,8 @@ pub struct NodeInfo {
     /// RFC 3339, UTC.
     pub started_at: String,
     pub admin_listen: String,
+    /// The listeners of its enabled roles and its admin listener.
+    pub listeners: Vec<ListenerInfo>,
 }
 
 impl NodeInfo {
@@ -58,8 +72,20 @@ impl NodeInfo {
             compiled_roles,
             enabled_roles,
             started_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            listeners: vec![ListenerInfo {
+                role: "admin".into(),
+                name: "admin".into(),
+                protocol: "http".into(),
+                address: admin_listen.clone(),
+            }],
             admin_listen,
         }
+    }
+
+    /// Adds the listeners of its roles.
+    pub fn with_listeners(mut self, listeners: impl IntoIterator<Item = ListenerInfo>) -> Self {
+        self.listeners.extend(listeners);
+        self
     }
 }
 

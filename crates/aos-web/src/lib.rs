@@ -63,6 +63,18 @@ impl Default for WebConfig {
     }
 }
 
+impl WebConfig {
+    /// Its listener, as a node reports it.
+    pub fn listener_infos(&self) -> Vec<aos_core::node::ListenerInfo> {
+        vec![aos_core::node::ListenerInfo {
+            role: "web".into(),
+            name: "http".into(),
+            protocol: if self.tls.is_some() { "https" } else { "http" }.into(),
+            address: self.listen.to_string(),
+        }]
+    }
+}
+
 /// The web role.
 #[derive(Default)]
 pub struct WebRole {

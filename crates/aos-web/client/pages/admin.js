@@ -1,5 +1,6 @@
 // Platform administration (system administrators): the nodes of the deployment, the roles each
-// one has compiled in and runs, and their health. Read-only for now.
+// one has compiled in and runs, their health and their listeners. Read-only: a node's roles are
+// chosen by its configuration.
 
 import * as api from '../api.js';
 import {h, badge, dataTable, panel, timeCell} from '../dom.js';
@@ -25,6 +26,11 @@ function roleHealth(node) {
     h('span', {title: r.detail || null}, badge(`${r.role}: ${r.status}`, HEALTH_BADGE[r.status] || 'faulty'))));
 }
 
+function listeners(node) {
+  return h('div', {class: 'chips'}, (node.listeners || []).map((l) =>
+    h('span', {class: 'chip', testid: 'listener', title: `${l.role} listener ${l.name}`}, `${l.protocol} ${l.address}`)));
+}
+
 export default {
   title: 'Platform',
   nav: 'admin',
@@ -44,9 +50,10 @@ export default {
         h('td', {}, roleChips(n)),
         h('td', {}, readiness(n)),
         h('td', {}, roleHealth(n)),
+        h('td', {}, listeners(n)),
         h('td', {}, timeCell(n.started_at)),
         h('td', {}, n.stopped_at ? ['stopped ', timeCell(n.stopped_at)] : timeCell(n.last_seen))));
-      nodesBox.replaceChildren(dataTable(['Node', 'Version', 'Roles', 'Readiness', 'Role health', 'Started', 'Last seen'], rows, 'No nodes.', {testid: 'nodes-table'}));
+      nodesBox.replaceChildren(dataTable(['Node', 'Version', 'Roles', 'Readiness', 'Role health', 'Listeners', 'Started', 'Last seen'], rows, 'No nodes.', {testid: 'nodes-table'}));
     }
 
     ctx.every(15000, load);

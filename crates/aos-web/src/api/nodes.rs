@@ -36,6 +36,10 @@ pub(super) struct NodeView {
     /// null when it is not live.
     #[schema(value_type = Option<Object>)]
     health: Option<Value>,
+    /// What it listens on, as a live node reports it: `[{"role", "name", "protocol",
+    /// "address"}]` (MQTT listeners of its broker, its HTTP listener, its admin listener).
+    #[schema(value_type = Vec<Object>)]
+    listeners: Vec<Value>,
 }
 
 const NODE_SORT: [&str; 3] = ["id", "started_at", "last_seen"];
@@ -91,10 +95,15 @@ pub(super) async fn list(
         .await?
         .into_iter()
         .map(|n| {
-            let health = registrations.get(&n.id).map(|r| r["health"].clone());
+            let registration = registrations.get(&n.id);
+            let health = registration.map(|r| r["health"].clone());
+            let listeners = registration
+                .and_then(|r| r["listeners"].as_array().cloned())
+                .unwrap_or_default();
             NodeView {
                 live: health.is_some() && n.stopped_at.is_none(),
                 health,
+                listeners,
                 compiled_roles: roles(&n.compiled_roles),
                 enabled_roles: roles(&n.enabled_roles),
                 id: n.id,

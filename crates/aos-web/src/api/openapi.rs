@@ -69,6 +69,8 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         people::list_users,
         people::create_user,
         people::list_roles,
+        people::create_role,
+        people::update_role,
         people::list_tenants,
         people::create_tenant,
         entities::list,
@@ -204,7 +206,7 @@ mod tests {
             unserved.is_empty(),
             "documented but not routed: {unserved:?}"
         );
-        assert_eq!(served.0.len(), 61);
+        assert_eq!(served.0.len(), 63);
     }
 
     #[test]

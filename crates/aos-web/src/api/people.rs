@@ -8,7 +8,7 @@ use aos_storage::repo::users::{self, NewUser};
 use aos_storage::repo::{paging, roles, tenants};
 use chrono::{DateTime, Utc};
 use ntex::http::StatusCode;
-use ntex::web::HttpResponse;
+use ntex::web::{self, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -22,7 +22,9 @@ pub fn routes(r: &mut impl Routes) {
         .post("/tenants", create_tenant)
         .get("/users", list_users)
         .post("/users", create_user)
-        .get("/roles", list_roles);
+        .get("/roles", list_roles)
+        .post("/roles", create_role)
+        .put("/roles/{name}", update_role);
 }
 
 /// The audit record of something a signed-in user did through the API.
@@ -388,4 +390,166 @@ pub(super) async fn list_roles(
         })
         .collect();
     Ok(Listed::new(items, total).response())
+}
+
+/// What a role of the tenant grants.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RoleGrantsBody {
+    /// Object kind (`devices`, `commands`, …) → level (`view`, `manage` or `full`).
+    #[serde(default)]
+    permissions: std::collections::BTreeMap<String, String>,
+    /// Advanced actions (`validate`, `lock`, `disable`).
+    #[serde(default)]
+    actions: Vec<String>,
+}
+
+/// A new role of the tenant.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewRole {
+    name: String,
+    /// Object kind (`devices`, `commands`, …) → level (`view`, `manage` or `full`).
+    #[serde(default)]
+    permissions: std::collections::BTreeMap<String, String>,
+    /// Advanced actions (`validate`, `lock`, `disable`).
+    #[serde(default)]
+    actions: Vec<String>,
+}
+
+impl RoleGrantsBody {
+    fn grants(&self) -> Result<aos_auth::permissions::Grants, ApiError> {
+        let levels: Vec<String> = self
+            .permissions
+            .iter()
+            .map(|(kind, level)| format!("{kind}={level}"))
+            .collect();
+        aos_auth::permissions::Grants::parse_tenant_role(&levels, &self.actions).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e).field("permissions")
+        })
+    }
+}
+
+/// Saves a role of the caller's tenant (new, or its grants replaced) and audits it.
+async fn save_role(
+    api: &super::Api,
+    caller: &Caller,
+    tenant: Option<&str>,
+    name: &str,
+    body: &RoleGrantsBody,
+    new: bool,
+) -> Result<RoleView, ApiError> {
+    let operation = if new {
+        Operation::Create
+    } else {
+        Operation::Update
+    };
+    let scope = caller
+        .scope(api, ObjectKind::Roles, operation, tenant)
+        .await?;
+    let grants = body.grants()?;
+    let (saved, action) = if new {
+        (
+            roles::create(&api.storage, scope, name, grants.stored()).await?,
+            "role.create",
+        )
+    } else {
+        (
+            roles::update(&api.storage, scope, name, grants.stored()).await?,
+            "role.update",
+        )
+    };
+    let mut event = api_event(caller, Some(scope.tenant), action, "role", name);
+    event.detail = serde_json::to_value(&grants).unwrap_or_default();
+    audit::record(&api.storage, event).await?;
+    Ok(RoleView {
+        name: saved.name,
+        builtin: saved.builtin,
+        permissions: saved.permissions,
+        actions: saved.actions,
+    })
+}
+
+/// Create a role
+///
+/// A role of the tenant: object kind → level, and advanced actions; built-in names are taken.
+#[utoipa::path(
+    post,
+    path = "/api/roles",
+    tag = "people",
+    operation_id = "create_role",
+    params(InTenant),
+    request_body = NewRole,
+    responses(
+        (status = 201, description = "Created", body = RoleView),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 422, description = "An unknown kind, level or action (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn create_role(
+    api: ApiState,
+    caller: Caller,
+    query: Query<InTenant>,
+    body: Json<NewRole>,
+) -> Result<HttpResponse, ApiError> {
+    let NewRole {
+        name,
+        permissions,
+        actions,
+    } = body.0;
+    let grants = RoleGrantsBody {
+        permissions,
+        actions,
+    };
+    let saved = save_role(
+        &api,
+        &caller,
+        query.0.tenant.as_deref(),
+        &name,
+        &grants,
+        true,
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(&saved))
+}
+
+/// Change a role's grants
+///
+/// Its users have the new grants from their next request; built-in roles cannot be changed.
+#[utoipa::path(
+    put,
+    path = "/api/roles/{name}",
+    tag = "people",
+    operation_id = "update_role",
+    params(("name" = String, Path, description = "The role"), InTenant),
+    request_body = RoleGrantsBody,
+    responses(
+        (status = 200, description = "Saved", body = RoleView),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it, or the role is built in", body = ErrorBody),
+        (status = 404, description = "No such role", body = ErrorBody),
+        (status = 422, description = "An unknown kind, level or action (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn update_role(
+    api: ApiState,
+    caller: Caller,
+    name: web::types::Path<String>,
+    query: Query<InTenant>,
+    body: Json<RoleGrantsBody>,
+) -> Result<HttpResponse, ApiError> {
+    let saved = save_role(
+        &api,
+        &caller,
+        query.0.tenant.as_deref(),
+        &name,
+        &body.0,
+        false,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(&saved))
 }
