@@ -482,3 +482,83 @@ fn the_web_role_serves_https_when_given_a_certificate() {
         "plain HTTP is not served"
     );
 }
+
+#[test]
+fn a_node_switches_a_role_off_and_on_when_it_allows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let mut node = common::Aos::new(d, &["run"])
+        .env("AOS_ADMIN_PASSWORD", PASSWORD)
+        .env("AOS_NODE__SWITCHABLE_ROLES", "broker")
+        .spawn();
+    node.wait_ready();
+    let port = node.ports.http;
+    let admin = access_token(port, "admin", PASSWORD);
+    let nodes = || call(port, "GET", "/api/nodes", Some(&admin), None).1["items"][0].clone();
+    let me = nodes();
+    let id = me["id"].as_str().expect("id").to_string();
+    assert_eq!(me["switchable_roles"], json!(["broker"]), "{me}");
+    let switch = |role: &str, enabled: bool| {
+        call(
+            port,
+            "PUT",
+            &format!("/api/nodes/{id}/roles/{role}"),
+            Some(&admin),
+            Some(&json!({ "enabled": enabled }).to_string()),
+        )
+    };
+    refused(switch("worker", false), 409, "conflict");
+    refused(switch("colour", false), 404, "not_found");
+    refused(
+        call(
+            port,
+            "PUT",
+            "/api/nodes/nope/roles/broker",
+            Some(&admin),
+            Some(r#"{"enabled": false}"#),
+        ),
+        404,
+        "not_found",
+    );
+    let mqtt_open = || std::net::TcpStream::connect(("127.0.0.1", node.ports.mqtt)).is_ok();
+    let eventually = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what} in time");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    assert!(mqtt_open());
+
+    assert_eq!(switch("broker", false).0, 202);
+    eventually("the MQTT listener closed", &|| !mqtt_open());
+    eventually("the node reporting the broker off", &|| {
+        !nodes()["running_roles"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("broker")))
+    });
+    assert_eq!(switch("broker", true).0, 202);
+    eventually("the MQTT listener open again", &|| mqtt_open());
+    eventually("the node reporting the broker on", &|| {
+        nodes()["running_roles"]
+            .as_array()
+            .is_some_and(|r| r.contains(&json!("broker")))
+    });
+    // The broker's metrics are rendered once, not once per start.
+    let (_, metrics) = common::http_get(node.ports.admin, "/metrics").expect("metrics");
+    assert_eq!(
+        metrics.matches("# TYPE aos_broker_sessions ").count(),
+        1,
+        "{metrics}"
+    );
+    // And the web role, which serves the switch, never is switchable.
+    let refused_start = common::Aos::new(d, &["run"])
+        .env("AOS_NODE__SWITCHABLE_ROLES", "web")
+        .output();
+    assert!(!refused_start.0.success());
+    assert!(
+        refused_start.2.contains("switchable_roles"),
+        "{}",
+        refused_start.2
+    );
+}

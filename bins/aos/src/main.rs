@@ -182,6 +182,18 @@ fn with_logging(settings: &Settings, f: fn(&Settings) -> ExitCode) -> ExitCode {
 /// The roles this node runs: configured ones (each must be compiled in), else every compiled one.
 fn enabled_roles(settings: &Settings) -> Result<Vec<RoleKind>, String> {
     let compiled = roles::compiled_kinds();
+    let switchable = &settings.core().node.switchable_roles;
+    if switchable.contains(&RoleKind::Web) {
+        return Err(
+            "node.switchable_roles cannot hold `web`: the web role serves the switch itself".into(),
+        );
+    }
+    if let Some(missing) = switchable.iter().find(|k| !compiled.contains(k)) {
+        return Err(format!(
+            "node.switchable_roles: role `{missing}` is not compiled into this binary (compiled roles: {})",
+            compiled_role_names()
+        ));
+    }
     let wanted = &settings.core().node.roles;
     if wanted.is_empty() {
         return Ok(compiled);

@@ -284,6 +284,12 @@ async fn run_node(
             .filter(|r| enabled.contains(&r.kind))
             .map(|r| (r.make)())
             .collect(),
+        switchable: core.node.switchable_roles.clone(),
+        spare: compiled
+            .iter()
+            .filter(|r| core.node.switchable_roles.contains(&r.kind) && !enabled.contains(&r.kind))
+            .map(|r| (r.make)())
+            .collect(),
     }));
 
     let admin = match AdminServer::start(node.clone(), core.admin.listen).await {
@@ -298,6 +304,7 @@ async fn run_node(
         close(&queue, storage, &net).await;
         return exit(EXIT_FAILURE, format!("the {role} role cannot start: {err}"));
     }
+    tokio::spawn(node.clone().serve_control());
     if let Err(err) = nodes::record_start(&storage, node.info()).await {
         tracing::warn!(%err, "could not record the node in the database");
     }

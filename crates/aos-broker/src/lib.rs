@@ -108,6 +108,8 @@ pub struct BrokerRole {
     broker: Mutex<Option<Arc<Broker>>>,
     sweeper: Mutex<Option<CancellationToken>>,
     authenticator: Option<Arc<dyn Authenticator>>,
+    /// Kept across a stop and a new start (the node can switch the role off and on).
+    metrics: BrokerMetrics,
 }
 
 impl BrokerRole {
@@ -140,7 +142,7 @@ impl Role for BrokerRole {
 
     async fn start(&self, ctx: &RoleContext) -> Result<(), RoleError> {
         let config: BrokerConfig = ctx.settings.section("broker")?;
-        let metrics = BrokerMetrics::default();
+        let metrics = self.metrics.clone();
         metrics.register(&ctx.metrics);
         let clients = ctx.extensions.get::<Clients>();
         let auth: Arc<dyn Authenticator> = match (&self.authenticator, &clients) {

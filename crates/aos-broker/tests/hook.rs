@@ -84,6 +84,8 @@ async fn embedded(max_bytes: u64) -> Embedded {
         net: Arc::new(NetHost::start().expect("network thread")),
         extensions: Extensions::default(),
         roles: vec![role.clone()],
+        switchable: Vec::new(),
+        spare: Vec::new(),
     });
     node.start().await.expect("start");
     role.broker()

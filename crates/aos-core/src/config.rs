@@ -220,6 +220,10 @@ pub struct NodeConfig {
     /// Roles this node runs. Empty: every role compiled into the binary.
     #[serde(deserialize_with = "roles_from_list_or_string")]
     pub roles: Vec<RoleKind>,
+    /// Roles a system administrator may switch on or off while the node runs (platform page,
+    /// `PUT /api/nodes/{id}/roles/{role}`): `broker` and/or `worker`. Empty: none.
+    #[serde(deserialize_with = "roles_from_list_or_string")]
+    pub switchable_roles: Vec<RoleKind>,
     /// Where the node keeps its files: the SQLite database, the durable queues, its id.
     pub data_dir: PathBuf,
     /// How long a graceful shutdown may take before the node stops anyway.
@@ -232,6 +236,7 @@ impl Default for NodeConfig {
         NodeConfig {
             id: String::new(),
             roles: Vec::new(),
+            switchable_roles: Vec::new(),
             data_dir: PathBuf::from("./data"),
             shutdown_timeout: Duration::from_secs(30),
         }

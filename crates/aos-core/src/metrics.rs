@@ -1,5 +1,6 @@
 //! The node's metrics registry, rendered in the Prometheus text format on `/metrics`.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::text::encode;
@@ -8,13 +9,13 @@ use prometheus_client::registry::{Metric, Registry};
 /// A cloneable handle to the node's registry; every role registers its metrics here.
 #[derive(Clone)]
 pub struct Metrics {
-    registry: Arc<Mutex<Registry>>,
+    registry: Arc<Mutex<(Registry, HashSet<String>)>>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            registry: Arc::new(Mutex::new(Registry::with_prefix("aos"))),
+            registry: Arc::new(Mutex::new((Registry::with_prefix("aos"), HashSet::new()))),
         }
     }
 }
@@ -22,18 +23,21 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers `metric` as `aos_<name>`. Keep the returned handle (metrics are cheap clones).
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
-        self.registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .register(name, help, metric);
+        let mut guard = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let (registry, names) = &mut *guard;
+        // A role switched off and on again registers its (same) metrics once more: only the
+        // first registration counts, so each family is rendered once.
+        if names.insert(name.to_string()) {
+            registry.register(name, help, metric);
+        }
     }
 
     /// The registry in the Prometheus / OpenMetrics text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing into a String cannot fail.
-        let _ = encode(&mut out, &registry);
+        let _ = encode(&mut out, &guard.0);
         out
     }
 }

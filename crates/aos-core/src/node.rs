@@ -101,6 +101,33 @@ pub struct NodeParts {
     pub extensions: Extensions,
     /// The roles to run, in start order.
     pub roles: Vec<Arc<dyn Role>>,
+    /// Roles that may be switched on or off while the node runs (`node.switchable_roles`).
+    pub switchable: Vec<RoleKind>,
+    /// Switchable roles that do not run at start, ready to be switched on.
+    pub spare: Vec<Arc<dyn Role>>,
+}
+
+/// The bus subject on which node `id` takes role switches ([`RoleSwitch`]).
+pub fn control_subject(node_id: &str) -> String {
+    format!("nodes.{node_id}.roles")
+}
+
+/// Switch `role` on or off (a message to a node's [`control_subject`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RoleSwitch {
+    pub role: RoleKind,
+    pub enabled: bool,
+}
+
+/// Why a role could not be switched.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("this node does not allow switching the {0} role (node.switchable_roles)")]
+    NotSwitchable(RoleKind),
+    #[error("the {0} role cannot start: {1}")]
+    Start(RoleKind, RoleError),
+    #[error("the {0} role did not stop cleanly: {1}")]
+    Stop(RoleKind, RoleError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -152,6 +179,11 @@ pub struct NodeHealth {
 pub struct Registration<'a> {
     #[serde(flatten)]
     pub info: &'a NodeInfo,
+    /// The roles running now (switching changes them; `enabled_roles` are those it started
+    /// with).
+    pub running_roles: Vec<RoleKind>,
+    /// The roles it allows to switch on or off.
+    pub switchable_roles: &'a [RoleKind],
     pub health: NodeHealth,
     /// RFC 3339, UTC.
     pub at: String,
@@ -175,8 +207,17 @@ fn health_of(state: NodeState, roles: &[Arc<dyn Role>]) -> NodeHealth {
 
 pub struct Node {
     ctx: RoleContext,
+    /// The roles it starts with.
     roles: Vec<Arc<dyn Role>>,
-    started: Mutex<Vec<Arc<dyn Role>>>,
+    /// Switchable roles not started at first.
+    spare: Vec<Arc<dyn Role>>,
+    switchable: Vec<RoleKind>,
+    /// The roles running, in start order.
+    started: Arc<Mutex<Vec<Arc<dyn Role>>>>,
+    /// One switch at a time.
+    switching: tokio::sync::Mutex<()>,
+    /// Wakes the heartbeat to publish a change at once.
+    changed: Arc<tokio::sync::Notify>,
     failures: tokio::sync::Mutex<mpsc::UnboundedReceiver<RoleFailure>>,
     state: AtomicU8,
 }
@@ -199,7 +240,11 @@ impl Node {
         Node {
             ctx,
             roles: parts.roles,
-            started: Mutex::new(Vec::new()),
+            spare: parts.spare,
+            switchable: parts.switchable,
+            started: Arc::new(Mutex::new(Vec::new())),
+            switching: tokio::sync::Mutex::new(()),
+            changed: Arc::new(tokio::sync::Notify::new()),
             failures: tokio::sync::Mutex::new(rx),
             state: AtomicU8::new(0),
         }
@@ -258,40 +303,121 @@ impl Node {
     }
 
     /// Registers the node in the key-value store and renews the registration, with the node's
-    /// current health, until shutdown: what every node's web role shows of the cluster.
+    /// current roles and health, until shutdown (and at once after a switch): what every node's
+    /// web role shows of the cluster.
     fn spawn_heartbeat(&self) {
         let ctx = self.ctx.clone();
-        let roles = self.roles.clone();
+        let started = self.started.clone();
+        let switchable = self.switchable.clone();
+        let changed = self.changed.clone();
         tokio::spawn(async move {
             let key = registration_key(&ctx.node.id);
             let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
             loop {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => break,
-                    _ = tick.tick() => {
-                        // The heartbeat runs while the node runs.
-                        let registration = Registration {
-                            info: &ctx.node,
-                            health: health_of(NodeState::Running, &roles),
-                            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-                        };
-                        let body = match serde_json::to_vec(&registration) {
-                            Ok(body) => Bytes::from(body),
-                            Err(err) => {
-                                tracing::error!(%err, "cannot encode the node registration");
-                                break;
-                            }
-                        };
-                        if let Err(err) = ctx.kv.put(&key, body, Some(HEARTBEAT_INTERVAL * 3)).await {
-                            tracing::warn!(%err, "node heartbeat failed");
-                        }
+                    _ = tick.tick() => {}
+                    _ = changed.notified() => {}
+                }
+                let running: Vec<Arc<dyn Role>> =
+                    started.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                // The heartbeat runs while the node runs.
+                let registration = Registration {
+                    info: &ctx.node,
+                    running_roles: running.iter().map(|r| r.kind()).collect(),
+                    switchable_roles: &switchable,
+                    health: health_of(NodeState::Running, &running),
+                    at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+                };
+                let body = match serde_json::to_vec(&registration) {
+                    Ok(body) => Bytes::from(body),
+                    Err(err) => {
+                        tracing::error!(%err, "cannot encode the node registration");
+                        break;
                     }
+                };
+                if let Err(err) = ctx.kv.put(&key, body, Some(HEARTBEAT_INTERVAL * 3)).await {
+                    tracing::warn!(%err, "node heartbeat failed");
                 }
             }
             if let Err(err) = ctx.kv.delete(&key).await {
                 tracing::warn!(%err, "could not remove the node registration");
             }
         });
+    }
+
+    /// Switches a role on or off while the node runs, if the node allows it for that role.
+    /// Switching on a running role, or off one that is not running, does nothing.
+    pub async fn switch(&self, kind: RoleKind, enabled: bool) -> Result<(), SwitchError> {
+        if !self.switchable.contains(&kind) {
+            return Err(SwitchError::NotSwitchable(kind));
+        }
+        let _one_at_a_time = self.switching.lock().await;
+        let running = self
+            .started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|r| r.kind() == kind)
+            .cloned();
+        match (running, enabled) {
+            (Some(_), true) | (None, false) => return Ok(()),
+            (Some(role), false) => {
+                tracing::info!(role = %kind, "switching the role off");
+                self.started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|r| r.kind() != kind);
+                role.stop().await.map_err(|e| SwitchError::Stop(kind, e))?;
+            }
+            (None, true) => {
+                let Some(role) = self
+                    .roles
+                    .iter()
+                    .chain(&self.spare)
+                    .find(|r| r.kind() == kind)
+                else {
+                    return Err(SwitchError::NotSwitchable(kind));
+                };
+                tracing::info!(role = %kind, "switching the role on");
+                role.start(&self.ctx)
+                    .await
+                    .map_err(|e| SwitchError::Start(kind, e))?;
+                self.started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(role.clone());
+            }
+        }
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    /// Takes role switches from the bus (sent by any node's web role) until shutdown.
+    pub async fn serve_control(self: Arc<Self>) {
+        let subject = control_subject(&self.ctx.node.id);
+        let mut switches = match self.ctx.bus.subscribe(&subject).await {
+            Ok(subscription) => subscription,
+            Err(err) => {
+                tracing::error!(%err, "cannot take role switches");
+                return;
+            }
+        };
+        loop {
+            let message = tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => break,
+                message = switches.next() => message,
+            };
+            let Some(message) = message else { break };
+            match serde_json::from_slice::<RoleSwitch>(&message.payload) {
+                Ok(switch) => {
+                    if let Err(err) = self.switch(switch.role, switch.enabled).await {
+                        tracing::error!(%err, "a role switch failed");
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "ignored a malformed role switch"),
+            }
+        }
     }
 
     /// Resolves when the node should stop: a requested shutdown or a failed role.
@@ -340,7 +466,18 @@ impl Node {
 
     /// The node's and each role's health; ready when running and every role serves.
     pub fn health(&self) -> NodeHealth {
-        health_of(self.state(), &self.roles)
+        match self.state() {
+            // While it starts, every role it starts with, as far as it got.
+            NodeState::Starting => health_of(NodeState::Starting, &self.roles),
+            state => {
+                let running = self
+                    .started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                health_of(state, &running)
+            }
+        }
     }
 
     /// Alive unless a role has failed.
@@ -348,6 +485,7 @@ impl Node {
         !self
             .roles
             .iter()
+            .chain(&self.spare)
             .any(|role| role.health().status == HealthStatus::Failed)
     }
 }

@@ -128,6 +128,7 @@ async function request(method, path, options = {}) {
 
 export const get = (path, query) => request('GET', path, {query});
 export const post = (path, body = {}, query) => request('POST', path, {body, query});
+export const put = (path, body = {}, query) => request('PUT', path, {body, query});
 
 function keep(pair) {
   accessToken = pair.access_token;

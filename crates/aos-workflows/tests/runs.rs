@@ -76,10 +76,10 @@ async fn a_happening_runs_a_workflow_once(storage: &Storage) {
             .expect("runs");
         assert!(by_hand.is_some());
     }
-    let logged = workflows::runs(storage, scope, "reset", 10)
+    let (logged, total) = workflows::runs(storage, scope, "reset", &newest_runs(10))
         .await
         .expect("runs");
-    assert_eq!(logged.len(), 3);
+    assert_eq!((logged.len(), total), (3, 3));
     assert!(logged.iter().all(|r| r.result == "ok" && r.error.is_none()));
     assert_eq!(
         command::Entity::find()
@@ -105,7 +105,7 @@ async fn a_happening_runs_a_workflow_once(storage: &Storage) {
             .expect("swept"),
         0
     );
-    let newest = workflows::runs(storage, scope, "reset", 1)
+    let (newest, _) = workflows::runs(storage, scope, "reset", &newest_runs(1))
         .await
         .expect("runs");
     assert_eq!(newest[0].result, "failed");
@@ -136,4 +136,12 @@ async fn a_happening_runs_a_workflow_once(storage: &Storage) {
             .expect("list")
             .is_empty()
     );
+}
+
+/// The first page of `limit` runs, newest first.
+fn newest_runs(limit: u64) -> aos_storage::repo::paging::Page {
+    aos_storage::repo::paging::Page {
+        limit,
+        ..Default::default()
+    }
 }

@@ -176,8 +176,12 @@ pub async fn workflows(storage: &Storage, command: WorkflowCommand) -> anyhow::R
             tenant,
             limit,
         } => {
-            let runs =
-                workflows::runs(storage, scope(storage, &tenant).await?, &name, limit).await?;
+            let newest = aos_storage::repo::paging::Page {
+                limit: limit.clamp(1, 1000),
+                ..Default::default()
+            };
+            let (runs, _) =
+                workflows::runs(storage, scope(storage, &tenant).await?, &name, &newest).await?;
             println!(
                 "{:<8} {:<25} {:<8} {:>8} error",
                 "id", "started", "result", "ms"

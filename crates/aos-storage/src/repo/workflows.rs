@@ -5,10 +5,11 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect, SqlErr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, Order,
+    QueryFilter, QueryOrder, SqlErr,
 };
 
+use super::paging::{self, Page};
 use super::{Scope, check_name};
 use crate::entity::{workflow, workflow_run};
 use crate::{Storage, StorageError};
@@ -197,20 +198,29 @@ pub async fn fail_interrupted(
         .rows_affected)
 }
 
-/// The newest runs of a workflow.
+/// What run logs sort by.
+pub const RUN_SORT_FIELDS: [&str; 3] = ["started_at", "result", "duration_ms"];
+
+/// A page of a workflow's runs, newest first unless sorted, and how many there are.
 pub async fn runs(
     storage: &Storage,
     scope: Scope,
     name: &str,
-    limit: u64,
-) -> Result<Vec<workflow_run::Model>, StorageError> {
+    page: &Page,
+) -> Result<(Vec<workflow_run::Model>, u64), StorageError> {
     let workflow = by_name(storage, scope, name).await?;
-    Ok(workflow_run::Entity::find()
-        .filter(workflow_run::Column::WorkflowId.eq(workflow.id))
-        .order_by_desc(workflow_run::Column::Id)
-        .limit(limit.clamp(1, 1000))
-        .all(storage.db())
-        .await?)
+    let select = paging::ordered(
+        workflow_run::Entity::find().filter(workflow_run::Column::WorkflowId.eq(workflow.id)),
+        page,
+        &[
+            (RUN_SORT_FIELDS[0], workflow_run::Column::StartedAt),
+            (RUN_SORT_FIELDS[1], workflow_run::Column::Result),
+            (RUN_SORT_FIELDS[2], workflow_run::Column::DurationMs),
+        ],
+        (workflow_run::Column::Id, Order::Desc),
+        workflow_run::Column::Id,
+    )?;
+    paging::fetch(storage.db(), select, page).await
 }
 
 /// Deletes a workflow and its run log.

@@ -1,17 +1,28 @@
 // Platform administration (system administrators): the nodes of the deployment, the roles each
-// one has compiled in and runs, their health and their listeners. Read-only: a node's roles are
-// chosen by its configuration.
+// one has compiled in and runs, their health and their listeners; roles a node allows to switch
+// (`node.switchable_roles`) are switched on and off here.
 
 import * as api from '../api.js';
-import {h, badge, dataTable, panel, timeCell} from '../dom.js';
+import {h, badge, dataTable, panel, showNotice, timeCell} from '../dom.js';
 
 const HEALTH_BADGE = {healthy: 'normal', degraded: 'warning'};
 
-function roleChips(node) {
-  const enabled = new Set(node.enabled_roles || []);
-  return h('div', {class: 'chips'}, (node.compiled_roles || []).map((role) =>
-    h('span', {class: `chip ${enabled.has(role) ? 'chip-on' : 'chip-off'}`, testid: 'role-chip', data: {role, enabled: String(enabled.has(role))},
-      title: enabled.has(role) ? `${role}: compiled in and enabled` : `${role}: compiled in, not enabled`}, role)));
+/** The roles it runs now: what a live node reports, else those it was started with. */
+function running(node) {
+  return new Set(node.live ? node.running_roles || [] : node.enabled_roles || []);
+}
+
+function roleChips(node, toggle) {
+  const on = running(node);
+  const switchable = new Set(node.live ? node.switchable_roles || [] : []);
+  return h('div', {class: 'chips'}, (node.compiled_roles || []).map((role) => {
+    const chip = h('span', {class: `chip ${on.has(role) ? 'chip-on' : 'chip-off'}`, testid: 'role-chip', data: {role, enabled: String(on.has(role))},
+      title: on.has(role) ? `${role}: running` : `${role}: compiled in, not running`}, role);
+    if (!switchable.has(role)) return chip;
+    return h('span', {class: 'chip-group'}, chip,
+      h('button', {type: 'button', class: 'small secondary', testid: 'role-switch', data: {role},
+        onclick: () => toggle(node, role, !on.has(role))}, on.has(role) ? 'Switch off' : 'Switch on'));
+  }));
 }
 
 function readiness(node) {
@@ -38,8 +49,17 @@ export default {
     const nodesBox = h('div', {class: 'table-wrap'});
     root.append(
       h('h1', {}, 'Platform administration'),
-      panel('Nodes', h('p', {class: 'muted'}, 'Roles compiled into each node; the highlighted ones are enabled.'), nodesBox),
+      panel('Nodes', h('p', {class: 'muted'}, 'Roles compiled into each node; the highlighted ones run. Roles a node allows to switch (node.switchable_roles) have a switch.'), nodesBox),
     );
+
+    async function toggle(node, role, enabled) {
+      await ctx.task(async () => {
+        await api.put(`/api/nodes/${encodeURIComponent(node.id)}/roles/${encodeURIComponent(role)}`, {enabled});
+        showNotice(`${role} is being switched ${enabled ? 'on' : 'off'} on ${node.id}.`);
+        // The node applies it within moments and reports it in its registration.
+        setTimeout(() => ctx.task(load), 1500);
+      });
+    }
 
     async function load() {
       const page = await api.get('/api/nodes', {limit: 1000});
@@ -47,7 +67,7 @@ export default {
       const rows = page.items.map((n) => h('tr', {testid: 'node-row', data: {id: n.id}},
         h('td', {}, h('code', {}, n.id)),
         h('td', {}, n.version || ''),
-        h('td', {}, roleChips(n)),
+        h('td', {}, roleChips(n, toggle)),
         h('td', {}, readiness(n)),
         h('td', {}, roleHealth(n)),
         h('td', {}, listeners(n)),

@@ -4,19 +4,23 @@
 use std::collections::HashMap;
 
 use aos_auth::permissions::{ObjectKind, Operation};
+use aos_core::RoleKind;
 use aos_core::node::registration_key;
+use aos_core::node::{RoleSwitch, control_subject};
 use chrono::{DateTime, Utc};
-use ntex::web::HttpResponse;
-use serde::Serialize;
+use ntex::http::StatusCode;
+use ntex::web::{self, HttpResponse};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{
-    ApiError, ApiState, Caller, ErrorBody, Listed, PlatformListQuery, Query, Routes, page,
+    ApiError, ApiState, Caller, ErrorBody, Json, Listed, PlatformListQuery, Query, Routes, page,
 };
 
 pub fn routes(r: &mut impl Routes) {
-    r.get("/nodes", list);
+    r.get("/nodes", list)
+        .put("/nodes/{id}/roles/{role}", switch_role);
 }
 
 /// An AOS node of the cluster.
@@ -25,7 +29,12 @@ pub(super) struct NodeView {
     id: String,
     version: String,
     compiled_roles: Vec<String>,
+    /// The roles it started with (its configuration).
     enabled_roles: Vec<String>,
+    /// The roles running now, as a live node reports them (a switch changes them).
+    running_roles: Vec<String>,
+    /// The roles a system administrator may switch on or off (`node.switchable_roles`).
+    switchable_roles: Vec<String>,
     admin_listen: String,
     started_at: DateTime<Utc>,
     last_seen: DateTime<Utc>,
@@ -100,10 +109,23 @@ pub(super) async fn list(
             let listeners = registration
                 .and_then(|r| r["listeners"].as_array().cloned())
                 .unwrap_or_default();
+            let reported = |key: &str| -> Vec<String> {
+                registration
+                    .and_then(|r| r[key].as_array())
+                    .map(|roles| {
+                        roles
+                            .iter()
+                            .filter_map(|r| r.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
             NodeView {
                 live: health.is_some() && n.stopped_at.is_none(),
                 health,
                 listeners,
+                running_roles: reported("running_roles"),
+                switchable_roles: reported("switchable_roles"),
                 compiled_roles: roles(&n.compiled_roles),
                 enabled_roles: roles(&n.enabled_roles),
                 id: n.id,
@@ -122,4 +144,84 @@ pub(super) async fn list(
             _ => n.id.clone(),
         })?;
     Ok(Listed::new(items, total).response())
+}
+
+/// Whether a role should run.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RoleState {
+    enabled: bool,
+}
+
+/// Accepted: the node switches the role when the message reaches it.
+#[derive(Serialize, ToSchema)]
+pub(super) struct SwitchAccepted {
+    accepted: bool,
+}
+
+/// Switch a node's role on or off
+///
+/// For roles the node allows (`node.switchable_roles`: broker, worker); the node applies it
+/// within moments and reports its running roles in `GET /api/nodes`.
+#[utoipa::path(
+    put,
+    path = "/api/nodes/{id}/roles/{role}",
+    tag = "platform",
+    operation_id = "switch_node_role",
+    params(
+        ("id" = String, Path, description = "The node's id"),
+        ("role" = String, Path, description = "broker, worker or web"),
+    ),
+    request_body = RoleState,
+    responses(
+        (status = 202, description = "Sent to the node", body = SwitchAccepted),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "Not a system administrator", body = ErrorBody),
+        (status = 404, description = "No such role, or no such live node", body = ErrorBody),
+        (status = 409, description = "The node does not allow switching this role", body = ErrorBody),
+        (status = 422, description = "The body has the wrong shape", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn switch_role(
+    api: ApiState,
+    caller: Caller,
+    path: web::types::Path<(String, String)>,
+    body: Json<RoleState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.platform(ObjectKind::Nodes, Operation::Update)?;
+    let (id, role) = path.into_inner();
+    let not_found = |what: String| ApiError::new(StatusCode::NOT_FOUND, "not_found", what);
+    let kind = RoleKind::parse(&role).ok_or_else(|| not_found(format!("no role `{role}`")))?;
+    let registration = api
+        .kv
+        .get(&registration_key(&id))
+        .await
+        .map_err(ApiError::internal)?
+        .and_then(|entry| serde_json::from_slice::<Value>(&entry.value).ok())
+        .ok_or_else(|| not_found(format!("no live node `{id}`")))?;
+    let allowed = registration["switchable_roles"]
+        .as_array()
+        .is_some_and(|roles| roles.iter().any(|r| r.as_str() == Some(kind.as_str())));
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "node `{id}` does not allow switching its {kind} role (set node.switchable_roles on it)"
+            ),
+        ));
+    }
+    let switch = RoleSwitch {
+        role: kind,
+        enabled: body.0.enabled,
+    };
+    api.bus
+        .publish(&control_subject(&id), aos_core::commands::encode(&switch))
+        .await
+        .map_err(ApiError::internal)?;
+    let mut event = super::people::api_event(&caller, None, "node.role", "node", &id);
+    event.detail = serde_json::json!({ "role": kind.as_str(), "enabled": switch.enabled });
+    aos_storage::repo::audit::record(&api.storage, event).await?;
+    Ok(HttpResponse::Accepted().json(&SwitchAccepted { accepted: true }))
 }

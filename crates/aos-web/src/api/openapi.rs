@@ -79,6 +79,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         entities::create_key,
         entities::revoke_key,
         nodes::list,
+        nodes::switch_role,
         queues::list,
         queues::replay,
         device_http::telemetry,
@@ -206,7 +207,7 @@ mod tests {
             unserved.is_empty(),
             "documented but not routed: {unserved:?}"
         );
-        assert_eq!(served.0.len(), 63);
+        assert_eq!(served.0.len(), 64);
     }
 
     #[test]

@@ -15,8 +15,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    ApiError, ApiState, Caller, ErrorBody, InTenant, Json, ListQuery, Listed, Query, Routes, limit,
-    page,
+    ApiError, ApiState, Caller, ErrorBody, InTenant, Json, ListQuery, Listed, Query, Routes, page,
 };
 
 pub fn routes(r: &mut impl Routes) {
@@ -89,6 +88,10 @@ pub(super) struct RunsQuery {
     /// At most this many, 1 to 1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+    /// Skip this many (at most 1,000,000).
+    offset: Option<u64>,
+    /// `started_at`, `result` or `duration_ms`; `-field` for descending (default: newest first).
+    sort: Option<String>,
 }
 
 /// One run of a workflow.
@@ -100,13 +103,6 @@ pub(super) struct RunView {
     result: String,
     duration_ms: i64,
     error: Option<String>,
-}
-
-/// A workflow's run log.
-#[derive(Serialize, ToSchema)]
-pub(super) struct Runs {
-    /// Newest first.
-    items: Vec<RunView>,
 }
 
 const SORT_FIELDS: [&str; 3] = ["name", "created_at", "updated_at"];
@@ -436,7 +432,7 @@ pub(super) async fn run_now(
     operation_id = "workflow_runs",
     params(("name" = String, Path, description = "The workflow's name"), RunsQuery),
     responses(
-        (status = 200, description = "The runs", body = Runs),
+        (status = 200, description = "A page of runs", body = Listed<RunView>),
         (status = 401, description = "No valid access token", body = ErrorBody),
         (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
         (status = 404, description = "No such workflow or tenant", body = ErrorBody),
@@ -459,7 +455,8 @@ pub(super) async fn runs(
             query.tenant.as_deref(),
         )
         .await?;
-    let found = workflows::runs(&api.storage, scope, &name, limit(query.limit)?).await?;
+    let wanted = page(query.limit, query.offset, query.sort)?;
+    let (found, total) = workflows::runs(&api.storage, scope, &name, &wanted).await?;
     let items: Vec<RunView> = found
         .into_iter()
         .map(|r| RunView {
@@ -470,5 +467,5 @@ pub(super) async fn runs(
             error: r.error,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(&Runs { items }))
+    Ok(Listed::new(items, total).response())
 }
