@@ -333,7 +333,23 @@ fn commands_and_dead_letters_through_the_api() {
         Some(&admin),
         None,
     );
-    assert_eq!((status, dead["items"].clone()), (200, json!([])), "{dead}");
+    assert_eq!(
+        (status, dead["items"].clone(), dead["total"].clone()),
+        (200, json!([]), json!(0)),
+        "{dead}"
+    );
+    let bad = refused(
+        call(
+            port,
+            "GET",
+            "/api/queues/acquisition/dead?sort=-id",
+            Some(&admin),
+            None,
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("sort"));
     let (status, replayed) = call(
         port,
         "POST",

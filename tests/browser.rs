@@ -2,7 +2,9 @@
 //! against a standalone node, with this test playing the MQTT device: sign in, create a class
 //! and a device in the pages, see telemetry arrive and the chart grow live, send a command and
 //! see it acknowledged, acknowledge the event a level change raised, open the API's
-//! documentation page. Screenshots of the main pages go to `target/browser-screenshots/`.
+//! documentation page; then, as the system administrator, see the node on the platform page and
+//! switch its broker off and on. Screenshots of the main pages go to
+//! `target/browser-screenshots/`.
 //!
 //! Needs Debian's Chromium and `tests/browser/node_modules` (`tests/browser/setup.sh`, run by
 //! `scripts/test`); without them it skips loudly, except under `CI=true`, where it fails.
@@ -22,6 +24,8 @@ use rumqttc::v5::mqttbytes::QoS;
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+/// The system administrator's password (it visits the platform page last).
+const ADMIN_PASSWORD: &str = "a long admin password";
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
@@ -100,7 +104,10 @@ async fn the_web_client_works_in_a_real_browser() {
             "faulty:90:",
         ],
     );
-    let mut node = Aos::new(d, &["run"]).spawn();
+    let mut node = Aos::new(d, &["run"])
+        .env("AOS_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        .env("AOS_NODE__SWITCHABLE_ROLES", "broker")
+        .spawn();
     node.wait_ready();
     let screenshots =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/browser-screenshots");
@@ -110,6 +117,8 @@ async fn the_web_client_works_in_a_real_browser() {
         .env("AOS_URL", format!("http://127.0.0.1:{}", node.ports.http))
         .env("AOS_LOGIN", "tina")
         .env("AOS_PASSWORD", &password)
+        .env("AOS_ADMIN_LOGIN", "admin")
+        .env("AOS_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("SCREENSHOT_DIR", &screenshots)
         .env("CHROMIUM", CHROMIUM)
         .stdin(Stdio::piped())

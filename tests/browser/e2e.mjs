@@ -224,6 +224,35 @@ async function run(page, url, login, password, shots) {
   await appear(page, devicesOp.locator('[data-testid="op-responses"] [data-field="uid"]').first(), 'the fields of a device in the answer');
   await shoot('api-docs');
   log(`API docs: ${count} operations`);
+
+  // 9. The platform page, as the system administrator: every node with its roles, health and
+  //    listeners; the broker (switchable on this node) switched off and on again.
+  const admin = process.env.AOS_ADMIN_LOGIN;
+  if (!admin) return;
+  await page.goto(url);
+  await page.getByTestId('sign-out').click();
+  await page.getByTestId('login').fill(admin);
+  await page.getByTestId('password').fill(env('AOS_ADMIN_PASSWORD'));
+  await page.getByTestId('sign-in').click();
+  await page.getByTestId('nav-admin').click();
+  const node = page.getByTestId('node-row').first();
+  await appear(page, node, 'a node on the platform page');
+  await appear(page, node.getByTestId('listener').first(), 'the listeners of the node');
+  const broker = node.locator('[data-testid="role-chip"][data-role="broker"]');
+  await expectText(broker, /broker/, 'the broker role');
+  if ((await broker.getAttribute('data-enabled')) !== 'true') throw new Error('the broker is not shown running');
+  await shoot('platform');
+  for (const enabled of ['false', 'true']) {
+    await node.locator('[data-testid="role-switch"][data-role="broker"]').click();
+    await eventually(`the broker shown ${enabled === 'true' ? 'on' : 'off'}`, async () => {
+      await page.getByTestId('nav-dashboard').click();
+      await page.getByTestId('nav-admin').click();
+      const state = await page.locator('[data-testid="node-row"] [data-testid="role-chip"][data-role="broker"]').first().getAttribute('data-enabled', {timeout: 1000});
+      return {ok: state === enabled, detail: `data-enabled=${state}`};
+    });
+    await noError(page, 'switching the broker');
+  }
+  log('the broker was switched off and on from the platform page');
 }
 
 async function main() {

@@ -10,7 +10,7 @@ use ntex::web::{self, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiState, Caller, ErrorBody, Json, Query, Routes, limit};
+use super::{ApiError, ApiState, Caller, ErrorBody, Json, Listed, Query, Routes, page};
 
 pub fn routes(r: &mut impl Routes) {
     r.get("/queues/{queue}/dead", list)
@@ -24,6 +24,10 @@ pub(super) struct ListQuery {
     /// At most this many, 1 to 1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
+    /// Skip this many of the oldest (the queue is read up to the page: keep it shallow).
+    offset: Option<u64>,
+    /// Only the queue's own order (oldest first) exists: any other is refused.
+    sort: Option<String>,
 }
 
 /// Dead letters to give another chance.
@@ -116,13 +120,6 @@ fn item(queue: &str, delivery: &Delivery) -> DeadLetter {
     shown
 }
 
-/// Dead letters of a queue.
-#[derive(Serialize, ToSchema)]
-pub(super) struct DeadLetters {
-    /// Oldest first.
-    items: Vec<DeadLetter>,
-}
-
 /// How many dead letters went back to their queue.
 #[derive(Serialize, ToSchema)]
 pub(super) struct Replayed {
@@ -140,7 +137,7 @@ pub(super) struct Replayed {
     operation_id = "list_dead_letters",
     params(("queue" = String, Path, description = "`acquisition` (device messages) or `workflows` (workflow runs)"), ListQuery),
     responses(
-        (status = 200, description = "The dead letters", body = DeadLetters),
+        (status = 200, description = "A page of dead letters, oldest first", body = Listed<DeadLetter>),
         (status = 401, description = "No valid access token", body = ErrorBody),
         (status = 403, description = "Not a system administrator", body = ErrorBody),
         (status = 404, description = "No such queue", body = ErrorBody),
@@ -155,10 +152,17 @@ pub(super) async fn list(
     query: Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     caller.platform(ObjectKind::Nodes, Operation::View)?;
-    let max = limit(query.0.limit)? as usize;
-    let dead = api.queue.browse(&dead_letter_queue(&queue), max).await?;
-    let items: Vec<DeadLetter> = dead.iter().map(|d| item(&queue, d)).collect();
-    Ok(HttpResponse::Ok().json(&DeadLetters { items }))
+    let query = query.0;
+    let wanted = page(query.limit, query.offset, query.sort)?;
+    // A queue has one order: oldest first.
+    wanted.sort_key(&[]).map_err(ApiError::from)?;
+    let dead_queue = dead_letter_queue(&queue);
+    let total = api.queue.depth(&dead_queue).await?.total();
+    let skip = usize::try_from(wanted.offset).unwrap_or(usize::MAX);
+    let read = skip.saturating_add(usize::try_from(wanted.limit).unwrap_or(usize::MAX));
+    let dead = api.queue.browse(&dead_queue, read).await?;
+    let items: Vec<DeadLetter> = dead.iter().skip(skip).map(|d| item(&queue, d)).collect();
+    Ok(Listed::new(items, total).response())
 }
 
 /// Replay dead letters
