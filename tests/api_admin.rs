@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 fn a_tenant_is_looked_after_through_the_api() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    acme(d);
+    let first_password = acme(d);
     let node = start(d);
     let port = node.ports.http;
     let admin = access_token(port, "admin", PASSWORD);
@@ -238,6 +238,95 @@ fn a_tenant_is_looked_after_through_the_api() {
             "/api/roles/operator",
             Some(json!({"permissions": {}})),
         ),
+        403,
+        "forbidden",
+    );
+
+    // Users: changed, disabled (its token stops at once), a password reset, one's own changed.
+    let olga_password = first_password;
+    let olga = access_token(port, "olga", &olga_password);
+    let (status, changed) = send(
+        "PATCH",
+        "/api/users/olga",
+        Some(json!({"name": "Olga K.", "email": "olga@acme.example"})),
+    );
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["roles"], json!(["operator"]), "{changed}");
+    refused(
+        send(
+            "PATCH",
+            "/api/users/olga",
+            Some(json!({"email": "not-an-address"})),
+        ),
+        422,
+        "invalid",
+    );
+    refused(
+        send(
+            "PATCH",
+            "/api/users/nobody",
+            Some(json!({"disabled": true})),
+        ),
+        404,
+        "not_found",
+    );
+    let mine = |token: &str, body: Value| {
+        call(
+            port,
+            "POST",
+            "/api/me/password",
+            Some(token),
+            Some(&body.to_string()),
+        )
+    };
+    refused(
+        mine(
+            &olga,
+            json!({"current": "wrong", "new": "a new long password"}),
+        ),
+        401,
+        "unauthorized",
+    );
+    refused(
+        mine(&olga, json!({"current": olga_password, "new": "short"})),
+        422,
+        "invalid",
+    );
+    assert_eq!(
+        mine(
+            &olga,
+            json!({"current": olga_password, "new": "a new long password"})
+        )
+        .0,
+        204
+    );
+    let olga = access_token(port, "olga", "a new long password");
+    let (status, reset) = call(
+        port,
+        "POST",
+        "/api/users/olga/password-reset",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(status, 200, "{reset}");
+    access_token(port, "olga", reset["password"].as_str().expect("password"));
+    refused(
+        call(
+            port,
+            "POST",
+            "/api/users/nobody/password-reset",
+            Some(&admin),
+            None,
+        ),
+        404,
+        "not_found",
+    );
+    assert_eq!(
+        send("PATCH", "/api/users/olga", Some(json!({"disabled": true}))).0,
+        200
+    );
+    refused(
+        call(port, "GET", "/api/me", Some(&olga), None),
         403,
         "forbidden",
     );

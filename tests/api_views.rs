@@ -455,6 +455,7 @@ fn the_web_role_serves_https_when_given_a_certificate() {
     let mut node = common::Aos::new(d, &["run"])
         .env("AOS_WEB__TLS__CERT", d.join("server.pem"))
         .env("AOS_WEB__TLS__KEY", d.join("server.key"))
+        .env("AOS_WEB__CORS_ORIGINS", r#"["https://app.example"]"#)
         .spawn();
     node.wait_ready();
     let port = node.ports.http;
@@ -476,6 +477,32 @@ fn the_web_role_serves_https_when_given_a_certificate() {
         .expect("HTTPS");
     assert_eq!(answer.status().as_u16(), 200);
     assert!(answer.headers().contains_key("strict-transport-security"));
+    // CORS opened for one origin: its preflight is answered, another origin's is not.
+    let preflight = |origin: &str| {
+        agent
+            .run(
+                ureq::http::Request::builder()
+                    .method("OPTIONS")
+                    .uri(format!("https://127.0.0.1:{port}/api/devices"))
+                    .header("origin", origin)
+                    .header("access-control-request-method", "GET")
+                    .body(())
+                    .expect("request"),
+            )
+            .map(|answer| {
+                answer
+                    .headers()
+                    .get("access-control-allow-origin")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from)
+            })
+            .unwrap_or(None)
+    };
+    assert_eq!(
+        preflight("https://app.example").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(preflight("https://elsewhere.example"), None);
     // Plain HTTP gets no answer from a TLS listener.
     assert!(
         common::http_get(port, "/api/version").map_or(true, |(status, _)| status != 200),

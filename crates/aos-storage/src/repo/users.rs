@@ -148,6 +148,51 @@ pub async fn by_login(storage: &Storage, login: &str) -> Result<app_user::Model,
         .ok_or_else(|| StorageError::not_found("user", login))
 }
 
+/// What to change of a user (None: keep).
+#[derive(Clone, Debug, Default)]
+pub struct UserChange {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    /// A disabled user cannot sign in, and its tokens stop working at their next use.
+    pub disabled: Option<bool>,
+}
+
+/// Changes a user of the scope's tenant (a customer scope: of its own entity).
+pub async fn update(
+    storage: &Storage,
+    scope: Scope,
+    login: &str,
+    change: UserChange,
+) -> Result<app_user::Model, StorageError> {
+    if let Some(name) = &change.name {
+        check_name("name", name)?;
+    }
+    if let Some(email) = &change.email {
+        check_name("email", email)?;
+        if !email.contains('@') {
+            return Err(StorageError::invalid("email", "is not an e-mail address"));
+        }
+    }
+    let user = by_login(storage, login).await?;
+    if user.tenant_id != Some(scope.tenant)
+        || scope.customer.is_some_and(|c| user.entity_id != Some(c))
+    {
+        // Indistinguishable from a user that does not exist.
+        return Err(StorageError::not_found("user", login));
+    }
+    let mut row = user.into_active_model();
+    if let Some(name) = change.name {
+        row.name = Set(name);
+    }
+    if let Some(email) = change.email {
+        row.email = Set(Some(email));
+    }
+    if let Some(disabled) = change.disabled {
+        row.disabled = Set(disabled);
+    }
+    Ok(row.update(storage.db()).await?)
+}
+
 /// Sets a user's password hash. `scope` None: a platform-level change (the CLI, a system
 /// administrator); otherwise the user must be visible in the scope.
 pub async fn set_password(

@@ -12,7 +12,47 @@ pub fn routes(r: &mut impl Routes) {
     r.post("/auth/sign-in", sign_in)
         .post("/auth/refresh", refresh)
         .post("/auth/sign-out", sign_out)
-        .get("/me", me);
+        .get("/me", me)
+        .post("/me/password", change_password);
+}
+
+/// The caller's own new password.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PasswordChange {
+    /// The password it has now.
+    current: String,
+    /// At least 8 characters.
+    new: String,
+}
+
+/// Change one's own password
+///
+/// The current one is checked first; afterwards every session of the user must sign in again
+/// (its refresh tokens are revoked).
+#[utoipa::path(
+    post,
+    path = "/api/me/password",
+    tag = "auth",
+    operation_id = "change_password",
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed"),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token, or the current password is wrong", body = ErrorBody),
+        (status = 422, description = "The new password is too short", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn change_password(
+    api: ApiState,
+    caller: Caller,
+    body: Json<PasswordChange>,
+) -> Result<HttpResponse, ApiError> {
+    api.accounts
+        .change_password(&caller.0.login, &body.0.current, &body.0.new)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -276,6 +276,11 @@ impl From<Denied> for ApiError {
 
 impl From<SignInError> for ApiError {
     fn from(err: SignInError) -> ApiError {
+        let err = match err {
+            // An unknown user, a taken name...: what storage says, in its words.
+            SignInError::Storage(storage) => return ApiError::from(storage),
+            other => other,
+        };
         let (status, code) = match &err {
             SignInError::BadCredentials | SignInError::InvalidToken => {
                 (StatusCode::UNAUTHORIZED, "unauthorized")

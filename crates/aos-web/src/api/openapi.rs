@@ -30,6 +30,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         auth::refresh,
         auth::sign_out,
         auth::me,
+        auth::change_password,
         devices::list,
         devices::get,
         devices::create,
@@ -68,6 +69,8 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         data::audit_log,
         people::list_users,
         people::create_user,
+        people::update_user,
+        people::reset_password,
         people::list_roles,
         people::create_role,
         people::update_role,
@@ -207,7 +210,7 @@ mod tests {
             unserved.is_empty(),
             "documented but not routed: {unserved:?}"
         );
-        assert_eq!(served.0.len(), 64);
+        assert_eq!(served.0.len(), 67);
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub fn routes(r: &mut impl Routes) {
         .post("/tenants", create_tenant)
         .get("/users", list_users)
         .post("/users", create_user)
+        .patch("/users/{login}", update_user)
+        .post("/users/{login}/password-reset", reset_password)
         .get("/roles", list_roles)
         .post("/roles", create_role)
         .put("/roles/{name}", update_role);
@@ -204,19 +206,7 @@ pub(super) async fn list_users(
     )?;
     let mut items = Vec::with_capacity(found.len());
     for u in found {
-        let roles = roles::of_user(&api.storage, u.id)
-            .await?
-            .into_iter()
-            .map(|r| r.name)
-            .collect();
-        items.push(UserView {
-            login: u.login,
-            name: u.name,
-            email: u.email,
-            roles,
-            disabled: u.disabled,
-            created_at: u.created_at,
-        });
+        items.push(user_view(&api, u).await?);
     }
     Ok(Listed::new(items, total).response())
 }
@@ -310,19 +300,124 @@ pub(super) async fn create_user(
         ),
     )
     .await?;
-    let roles = roles::of_user(&api.storage, created.id)
+    Ok(HttpResponse::Created().json(&user_view(&api, created).await?))
+}
+
+/// A user as the API shows it, with its roles' names.
+async fn user_view(
+    api: &super::Api,
+    user: aos_storage::entity::app_user::Model,
+) -> Result<UserView, ApiError> {
+    let roles = roles::of_user(&api.storage, user.id)
         .await?
         .into_iter()
         .map(|r| r.name)
         .collect();
-    Ok(HttpResponse::Created().json(&UserView {
-        login: created.login,
-        name: created.name,
-        email: created.email,
+    Ok(UserView {
+        login: user.login,
+        name: user.name,
+        email: user.email,
         roles,
-        disabled: created.disabled,
-        created_at: created.created_at,
-    }))
+        disabled: user.disabled,
+        created_at: user.created_at,
+    })
+}
+
+/// What to change of a user (an absent field is kept).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UserChangeBody {
+    name: Option<String>,
+    email: Option<String>,
+    /// A disabled user cannot sign in, and its access tokens stop working at once.
+    disabled: Option<bool>,
+}
+
+/// Change a user
+///
+/// Its name, e-mail, or whether it is disabled (audited).
+#[utoipa::path(
+    patch,
+    path = "/api/users/{login}",
+    tag = "people",
+    operation_id = "update_user",
+    params(("login" = String, Path, description = "The user's login"), InTenant),
+    request_body = UserChangeBody,
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such user in the tenant", body = ErrorBody),
+        (status = 422, description = "A field is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn update_user(
+    api: ApiState,
+    caller: Caller,
+    login: web::types::Path<String>,
+    query: Query<InTenant>,
+    body: Json<UserChangeBody>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = caller
+        .scope(
+            &api,
+            ObjectKind::Users,
+            Operation::Update,
+            query.0.tenant.as_deref(),
+        )
+        .await?;
+    let body = body.0;
+    let change = users::UserChange {
+        name: body.name,
+        email: body.email,
+        disabled: body.disabled,
+    };
+    let changed = users::update(&api.storage, scope, &login, change).await?;
+    audit::record(
+        &api.storage,
+        api_event(
+            &caller,
+            Some(scope.tenant),
+            "user.update",
+            "user",
+            &changed.login,
+        ),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(&user_view(&api, changed).await?))
+}
+
+/// A new password, shown this once.
+#[derive(Serialize, ToSchema)]
+pub(super) struct NewPassword {
+    password: String,
+}
+
+/// Reset a user's password
+///
+/// A new generated password, shown this once; the user's sessions can no longer refresh.
+#[utoipa::path(
+    post,
+    path = "/api/users/{login}/password-reset",
+    tag = "people",
+    operation_id = "reset_password",
+    params(("login" = String, Path, description = "The user's login")),
+    responses(
+        (status = 200, description = "The new password", body = NewPassword),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn reset_password(
+    api: ApiState,
+    caller: Caller,
+    login: web::types::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let password = api.accounts.reset_password(&caller.0, &login).await?;
+    Ok(HttpResponse::Ok().json(&NewPassword { password }))
 }
 
 /// A role: what it grants.
