@@ -548,14 +548,17 @@ impl Happened<'_> {
             .collect();
         tenants.sort_unstable();
         tenants.dedup();
-        if tenants.is_empty() {
+        let mut watched = Vec::new();
+        for tenant in tenants {
+            if live.watched(tenant).await {
+                watched.push(tenant);
+            }
+        }
+        if watched.is_empty() {
             return;
         }
         let uids: HashMap<i64, &str> = known.values().map(|d| (d.id, d.uid.as_str())).collect();
-        for tenant in tenants {
-            if !live.watched(tenant).await {
-                continue;
-            }
+        for tenant in watched {
             let mut updates = Vec::new();
             let each = self
                 .messages

@@ -271,16 +271,7 @@ fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 }
 
 fn cli_event(tenant: Option<i64>, action: &str, kind: &str, id: &str) -> AuditEvent {
-    AuditEvent {
-        tenant,
-        actor: "cli".into(),
-        action: action.into(),
-        object_kind: Some(kind.into()),
-        object_id: Some(id.into()),
-        success: true,
-        detail: serde_json::Value::Null,
-        ..Default::default()
-    }
+    AuditEvent::done(tenant, "cli".into(), action, kind, id)
 }
 
 async fn scope(storage: &Storage, tenant: &str) -> anyhow::Result<Scope> {

@@ -22,6 +22,22 @@ pub struct AuditEvent {
     pub detail: serde_json::Value,
 }
 
+impl AuditEvent {
+    /// `actor` did `action` on the object `kind`/`id`, successfully.
+    pub fn done(tenant: Option<i64>, actor: String, action: &str, kind: &str, id: &str) -> Self {
+        AuditEvent {
+            tenant,
+            actor,
+            action: action.into(),
+            object_kind: Some(kind.into()),
+            object_id: Some(id.into()),
+            success: true,
+            detail: serde_json::Value::Null,
+            ..Default::default()
+        }
+    }
+}
+
 pub async fn record(storage: &Storage, event: AuditEvent) -> Result<(), StorageError> {
     audit_log::ActiveModel {
         tenant_id: Set(event.tenant),

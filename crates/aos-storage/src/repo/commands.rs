@@ -382,16 +382,21 @@ pub async fn deliverable(
         .collect())
 }
 
-/// Marks a command sent (if it was still queued); returns it then.
-pub async fn mark_sent(storage: &Storage, id: i64) -> Result<Option<CommandRow>, StorageError> {
+/// Marks command `id` sent at `at` if it was still queued; whether it was.
+async fn claim_sent(storage: &Storage, id: i64, at: DateTime<Utc>) -> Result<bool, StorageError> {
     let updated = command::Entity::update_many()
         .col_expr(command::Column::Status, Expr::value(SENT))
-        .col_expr(command::Column::SentAt, Expr::value(Utc::now()))
+        .col_expr(command::Column::SentAt, Expr::value(at))
         .filter(command::Column::Id.eq(id))
         .filter(command::Column::Status.eq(QUEUED))
         .exec(storage.db())
         .await?;
-    if updated.rows_affected == 0 {
+    Ok(updated.rows_affected > 0)
+}
+
+/// Marks a command sent (if it was still queued); returns it then.
+pub async fn mark_sent(storage: &Storage, id: i64) -> Result<Option<CommandRow>, StorageError> {
+    if !claim_sent(storage, id, Utc::now()).await? {
         return Ok(None);
     }
     Ok(command::Entity::find_by_id(id)
@@ -427,14 +432,7 @@ pub async fn take_pending(
         .await?;
     let mut taken = Vec::with_capacity(waiting.len());
     for mut command in waiting {
-        let updated = command::Entity::update_many()
-            .col_expr(command::Column::Status, Expr::value(SENT))
-            .col_expr(command::Column::SentAt, Expr::value(now))
-            .filter(command::Column::Id.eq(command.id))
-            .filter(command::Column::Status.eq(QUEUED))
-            .exec(storage.db())
-            .await?;
-        if updated.rows_affected > 0 {
+        if claim_sent(storage, command.id, now).await? {
             command.status = SENT.to_string();
             command.sent_at = Some(now);
             taken.push(command);

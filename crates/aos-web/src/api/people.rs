@@ -37,16 +37,7 @@ pub(super) fn api_event(
     kind: &str,
     id: &str,
 ) -> AuditEvent {
-    AuditEvent {
-        tenant,
-        actor: format!("user:{}", caller.0.login),
-        action: action.into(),
-        object_kind: Some(kind.into()),
-        object_id: Some(id.into()),
-        success: true,
-        detail: serde_json::Value::Null,
-        ..Default::default()
-    }
+    AuditEvent::done(tenant, format!("user:{}", caller.0.login), action, kind, id)
 }
 
 /// A tenant.
