@@ -432,6 +432,24 @@ async fn events_are_listed_acknowledged_and_cleared() {
     let (status, cleared) = call(port, "POST", &path("clear"), Some(&olga), None);
     assert_eq!(status, 200, "{cleared}");
     assert!(cleared["cleared_at"].is_string(), "{cleared}");
+    // Doing either again changes nothing: the first time (and who) stays.
+    let admin = access_token(port, "admin", PASSWORD);
+    let again = |what: &str| {
+        call(
+            port,
+            "POST",
+            &format!("{}?tenant=acme", path(what)),
+            Some(&admin),
+            None,
+        )
+    };
+    let (status, acked_again) = again("acknowledge");
+    assert_eq!(status, 200, "{acked_again}");
+    assert_eq!(acked_again["acknowledged_at"], acked["acknowledged_at"]);
+    assert_eq!(acked_again["acknowledged_by"], json!("user:olga"));
+    let (status, cleared_again) = again("clear");
+    assert_eq!(status, 200, "{cleared_again}");
+    assert_eq!(cleared_again["cleared_at"], cleared["cleared_at"]);
     let (_, open) = call(port, "GET", "/api/events?open=true", Some(&olga), None);
     assert_eq!(open["items"], json!([]));
     let (_, closed) = call(port, "GET", "/api/events?open=false", Some(&olga), None);
@@ -759,4 +777,182 @@ fn devices_are_registered_listed_and_shown() {
     );
     let (status, one) = call(port, "GET", "/api/devices/pump-7", Some(&olga), None);
     assert_eq!((status, one["latest"].clone()), (200, json!([])));
+}
+
+#[test]
+fn input_the_api_refuses_or_takes_as_a_no_op() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    acme(d);
+    let device_token = common::platform::access_token(d, "d-1", "acme");
+    let node = start(d);
+    let port = node.ports.http;
+    let admin = access_token(port, "admin", PASSWORD);
+    let api = |method: &str, path: &str, body: Value| {
+        call(port, method, path, Some(&admin), Some(&body.to_string()))
+    };
+
+    // Tenant names are identifiers; other names refuse control characters.
+    let bad = refused(
+        api("POST", "/api/tenants", json!({"name": "Bad Name!"})),
+        422,
+        "invalid",
+    );
+    assert!(
+        bad["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("tenant name may hold only letters")),
+        "{bad}"
+    );
+    refused(
+        api(
+            "POST",
+            "/api/classes?tenant=acme",
+            json!({"name": "bell\u{7}"}),
+        ),
+        422,
+        "invalid",
+    );
+    // A gateway must be a device of a gateway class.
+    let bad = refused(
+        api(
+            "POST",
+            "/api/devices?tenant=acme",
+            json!({"uid": "c-1", "class": "sensor", "gateway": "d-1"}),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("gateway"), "{bad}");
+    // A value of the wrong type names its field too.
+    let bad = refused(
+        api(
+            "POST",
+            "/api/devices?tenant=acme",
+            json!({"uid": 5, "class": "sensor"}),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("uid"), "{bad}");
+    // Durations of zero and impossible levels.
+    let bad = refused(
+        api(
+            "POST",
+            "/api/devices/d-1/commands?tenant=acme",
+            json!({"name": "blink", "expires_in": "0s"}),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("expires_in"), "{bad}");
+    let bad = refused(
+        api(
+            "POST",
+            "/api/api-keys?tenant=acme",
+            json!({"name": "k", "grants": [{"filter": "x/#", "publish": true}], "expires_in": "0s"}),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("expires_in"), "{bad}");
+    for levels in [
+        json!([{"level": "warning", "min": 50, "max": 30}]),
+        json!([{"level": "scorching", "min": 90}]),
+    ] {
+        refused(
+            api(
+                "PUT",
+                "/api/interpreters/temperature?tenant=acme",
+                json!({ "levels": levels }),
+            ),
+            422,
+            "invalid",
+        );
+    }
+
+    // Revoking a key twice keeps the first time.
+    let (status, made) = api(
+        "POST",
+        "/api/api-keys?tenant=acme",
+        json!({"name": "k", "grants": [{"filter": "x/#", "publish": true}]}),
+    );
+    assert_eq!(status, 201, "{made}");
+    let revoke = || {
+        call(
+            port,
+            "DELETE",
+            "/api/api-keys/k?tenant=acme",
+            Some(&admin),
+            None,
+        )
+    };
+    let (status, first) = revoke();
+    assert_eq!(status, 200, "{first}");
+    assert!(first["revoked_at"].is_string(), "{first}");
+    let (status, second) = revoke();
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["revoked_at"], first["revoked_at"]);
+
+    // The scheme of `Authorization` is case-insensitive.
+    let (status, me) = ureq::get(&format!("http://127.0.0.1:{port}/api/me"))
+        .header("authorization", &format!("bearer {admin}"))
+        .call()
+        .map(|r| {
+            (
+                r.status().as_u16(),
+                r.into_body().read_to_string().unwrap_or_default(),
+            )
+        })
+        .expect("HTTP");
+    assert_eq!(status, 200, "{me}");
+
+    // A device's reply to another device's command is logged failed, and settles nothing.
+    let (status, _) = api(
+        "POST",
+        "/api/devices?tenant=acme",
+        json!({"uid": "d-2", "class": "sensor"}),
+    );
+    assert_eq!(status, 201);
+    let (status, theirs) = api(
+        "POST",
+        "/api/devices/d-2/commands?tenant=acme",
+        json!({"name": "blink"}),
+    );
+    assert_eq!(status, 201, "{theirs}");
+    let (status, _) = call(
+        port,
+        "POST",
+        "/api/device/d-1/commands/reply",
+        Some(&device_token),
+        Some(&json!({"id": theirs["id"], "status": "ok"}).to_string()),
+    );
+    assert_eq!(status, 202);
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let failed = loop {
+        let (_, failed) = call(
+            port,
+            "GET",
+            "/api/messages?tenant=acme&device=d-1&status=failed",
+            Some(&admin),
+            None,
+        );
+        if let Some(entry) = failed["items"].get(0) {
+            break entry.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failed reply in time"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a command of device `d-1`")),
+        "{failed}"
+    );
+    let path = format!("/api/commands/{}?tenant=acme", theirs["id"]);
+    let (_, theirs) = call(port, "GET", &path, Some(&admin), None);
+    assert_eq!(theirs["status"], json!("queued"), "{theirs}");
 }

@@ -42,6 +42,14 @@ async fn device(port: u16, uid: &str, token: &str) -> Client3 {
     Client3::connect(options).await.expect("device signs in").0
 }
 
+/// An application's grants: every device's telemetry in, commands out.
+const TELEMETRY_AND_COMMANDS: &[&str] = &[
+    "--subscribe",
+    "aos/+/telemetry",
+    "--publish",
+    "aos/+/commands",
+];
+
 fn application(port: u16, client_id: &str, key: &str) -> rumqttc::v5::MqttOptions {
     let mut options = options5(port, client_id);
     options.set_credentials("apikey", key);
@@ -51,17 +59,8 @@ fn application(port: u16, client_id: &str, key: &str) -> rumqttc::v5::MqttOption
 #[tokio::test]
 async fn api_keys_reach_only_their_grants_and_their_tenant() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (acme_token, acme_key) = tenant_with_device_and_key(
-        dir.path(),
-        "acme",
-        "acme-1",
-        &[
-            "--subscribe",
-            "aos/+/telemetry",
-            "--publish",
-            "aos/+/commands",
-        ],
-    );
+    let (acme_token, acme_key) =
+        tenant_with_device_and_key(dir.path(), "acme", "acme-1", TELEMETRY_AND_COMMANDS);
     let (globex_token, globex_key) = tenant_with_device_and_key(
         dir.path(),
         "globex",
@@ -69,7 +68,6 @@ async fn api_keys_reach_only_their_grants_and_their_tenant() {
         &["--subscribe", "#", "--publish", "aos/+/commands"],
     );
     let mut node = Aos::new(dir.path(), &["run", "--roles", "broker"])
-        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")
         .env("AOS_AUTH__CREDENTIAL_POLL", "200ms")
         .spawn();
     node.wait_ready();
@@ -242,4 +240,72 @@ fn api_key_mistakes_are_clear_errors() {
     let (status, _, err) = Aos::new(dir.path(), &add).output();
     assert!(!status.success());
     assert!(err.contains("API key `app` already exists"), "{err}");
+}
+
+#[tokio::test]
+async fn anonymous_clients_never_reach_a_tenants_traffic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (token, key) =
+        tenant_with_device_and_key(dir.path(), "acme", "acme-1", TELEMETRY_AND_COMMANDS);
+    // An operator opens anonymous access and writes the broadest rule there is.
+    let mut node = Aos::new(dir.path(), &["run", "--roles", "broker"])
+        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "true")
+        .env(
+            "AOS_BROKER__AUTH__ACL",
+            "[{permission=\"allow\",action=\"all\",topic=\"#\"}]",
+        )
+        .env("AOS_BROKER__AUTH__ACL_DEFAULT", "allow")
+        .spawn();
+    node.wait_ready();
+    let port = node.ports.mqtt;
+
+    let mut anonymous = Client3::start(port, "curious").await;
+    assert_eq!(
+        anonymous
+            .subscribe("aos/#", rumqttc::QoS::AtLeastOnce)
+            .await,
+        vec![rumqttc::SubscribeReasonCode::Failure]
+    );
+    assert_eq!(
+        anonymous.subscribe("#", rumqttc::QoS::AtLeastOnce).await,
+        vec![rumqttc::SubscribeReasonCode::Success(
+            rumqttc::QoS::AtLeastOnce
+        )]
+    );
+    let mut sensor = device(port, "acme-1", &token).await;
+    sensor
+        .subscribe("aos/acme-1/commands", rumqttc::QoS::AtLeastOnce)
+        .await;
+    let (mut app, _) = Client5::connect(application(port, "acme-dashboard", &key))
+        .await
+        .expect("the key signs in");
+    app.subscribe("aos/+/telemetry", QoS::AtLeastOnce).await;
+
+    // An anonymous command is acknowledged (3.1.1) and dropped; the application's arrives.
+    anonymous
+        .publish_acked("aos/acme-1/commands", false, br#"{"name": "reboot"}"#)
+        .await;
+    app.client
+        .publish(
+            "aos/acme-1/commands",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"name": "ping"}"#,
+        )
+        .await
+        .expect("publish");
+    assert_eq!(app.puback().await.reason, PubAckReason::Success);
+    let command = sensor.publish_received().await;
+    assert_eq!(&command.payload[..], br#"{"name": "ping"}"#);
+
+    // The device's telemetry reaches its tenant's application, not the anonymous `#`.
+    sensor
+        .publish_acked("aos/acme-1/telemetry", false, br#"{"t": 21}"#)
+        .await;
+    let got = app.publish_received().await;
+    assert_eq!(&got.topic[..], b"aos/acme-1/telemetry");
+    // Routing queued it for every reader at once: anything for the anonymous client precedes
+    // this marker.
+    anonymous.publish_acked("plain/marker", false, b"").await;
+    assert_eq!(anonymous.publish_received().await.topic, "plain/marker");
 }

@@ -589,3 +589,43 @@ fn a_node_switches_a_role_off_and_on_when_it_allows_it() {
         refused_start.2
     );
 }
+
+#[test]
+fn a_nodes_last_seen_is_its_latest_heartbeat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = common::Aos::new(dir.path(), &["run"])
+        .env("AOS_ADMIN_PASSWORD", PASSWORD)
+        .env("AOS_NODE__HEARTBEAT_INTERVAL", "200ms")
+        .spawn();
+    node.wait_ready();
+    let admin = access_token(node.ports.http, "admin", PASSWORD);
+    let time = |node: &Value, key: &str| -> DateTime<Utc> {
+        node[key]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .unwrap_or_else(|| panic!("{key} in {node}"))
+            .with_timezone(&Utc)
+    };
+    let me =
+        || call(node.ports.http, "GET", "/api/nodes", Some(&admin), None).1["items"][0].clone();
+    let started = time(&me(), "started_at");
+    // Heartbeat after heartbeat, the time moves on: it is not the start time.
+    let mut seen = started;
+    for beat in 1..=2 {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let now = time(&me(), "last_seen");
+            if now > seen {
+                seen = now;
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "heartbeat {beat} recorded in time (last seen {now}, started {started})"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    node.signal(libc::SIGTERM);
+    assert!(node.wait_exit(PATIENCE).is_some_and(|s| s.success()));
+}

@@ -669,3 +669,109 @@ async fn next_is_marker_after_on(watcher: &mut Client5, port: u16, topic: &str) 
         .expect("publish");
     next_is_marker(watcher, topic).await;
 }
+
+/// A raw 5.0 subscriber to `ta/#` (QoS 0) that accepts `alias_max` topic aliases (client id
+/// `t` and the last digit of `alias_max`).
+async fn raw_alias_subscriber(port: u16, alias_max: u16) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    // CONNECT 5.0, clean start, keep alive 60, properties: Topic Alias Maximum.
+    let [hi, lo] = alias_max.to_be_bytes();
+    let id = b'0' + (alias_max % 10) as u8;
+    let body = [
+        0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 3, 0x22, hi, lo, 0, 2, b't', id,
+    ];
+    let mut connect = vec![0x10, body.len() as u8];
+    connect.extend_from_slice(&body);
+    raw.write_all(&connect).await.expect("CONNECT");
+    let (header, body) = read_packet(&mut raw).await;
+    assert_eq!((header, body[1]), (0x20, 0), "CONNACK success");
+    // SUBSCRIBE id 1, no properties, `ta/#` at QoS 0.
+    raw.write_all(&[0x82, 10, 0, 1, 0, 0, 4, b't', b'a', b'/', b'#', 0])
+        .await
+        .expect("SUBSCRIBE");
+    let (header, _) = read_packet(&mut raw).await;
+    assert_eq!(header, 0x90, "SUBACK");
+    raw
+}
+
+/// A QoS 0 PUBLISH as (topic name, topic alias, payload).
+fn alias_of(body: &[u8]) -> (String, Option<u16>, Vec<u8>) {
+    let len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+    let topic = String::from_utf8(body[2..2 + len].to_vec()).expect("UTF-8 topic");
+    let mut at = 2 + len;
+    let props_len = usize::from(body[at]); // short property lists: one length byte
+    at += 1;
+    let props = &body[at..at + props_len];
+    let mut alias = None;
+    let mut i = 0;
+    while i < props.len() {
+        match props[i] {
+            0x23 => {
+                alias = Some(u16::from_be_bytes([props[i + 1], props[i + 2]]));
+                i += 3;
+            }
+            0x02 => i += 5,
+            other => panic!("unexpected property {other:#x}"),
+        }
+    }
+    (topic, alias, body[at + props_len..].to_vec())
+}
+
+#[tokio::test]
+async fn the_broker_names_repeated_topics_by_alias_within_the_limits() {
+    let broker = Broker::start(&[("AOS_BROKER__SERVER_TOPIC_ALIASES", "2")]);
+    // The client accepts up to 5 aliases; the broker assigns at most its own 2.
+    let mut raw = raw_alias_subscriber(broker.port(), 5).await;
+    let publisher = Client5::start(broker.port(), "pub").await;
+    let sends = [
+        ("ta/long/topic/name", "1"),
+        ("ta/long/topic/name", "2"),
+        ("ta/other", "3"),
+        ("ta/third", "4"),
+        ("ta/other", "5"),
+    ];
+    for (topic, payload) in sends {
+        publisher
+            .client
+            .publish(topic, QoS::AtMostOnce, false, payload)
+            .await
+            .expect("publish");
+    }
+    let mut got = Vec::new();
+    for _ in sends {
+        let (header, body) = read_packet(&mut raw).await;
+        assert_eq!(header, 0x30, "PUBLISH QoS 0");
+        got.push(alias_of(&body));
+    }
+    let want = |topic: &str, alias: Option<u16>, payload: &str| {
+        (topic.to_string(), alias, payload.as_bytes().to_vec())
+    };
+    assert_eq!(
+        got,
+        vec![
+            want("ta/long/topic/name", Some(1), "1"),
+            want("", Some(1), "2"),
+            want("ta/other", Some(2), "3"),
+            // Both aliases are taken: the topic goes by name.
+            want("ta/third", None, "4"),
+            want("", Some(2), "5"),
+        ]
+    );
+
+    // A client that accepts none gets none, whatever the broker would assign.
+    let mut plain = raw_alias_subscriber(broker.port(), 0).await;
+    for _ in 0..2 {
+        publisher
+            .client
+            .publish("ta/long/topic/name", QoS::AtMostOnce, false, "x")
+            .await
+            .expect("publish");
+    }
+    for _ in 0..2 {
+        let (_, body) = read_packet(&mut plain).await;
+        assert_eq!(alias_of(&body), want("ta/long/topic/name", None, "x"));
+    }
+}

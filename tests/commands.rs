@@ -149,9 +149,7 @@ async fn commands_reach_their_devices_and_follow_the_replies() {
         .into_iter()
         .map(|uid| (uid, access_token(d, uid, "acme")))
         .collect();
-    let mut node = Aos::new(d, &["run"])
-        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")
-        .spawn();
+    let mut node = Aos::new(d, &["run"]).spawn();
     node.wait_ready();
     let port = node.ports.mqtt;
     let storage = storage(d).await;
@@ -217,19 +215,27 @@ async fn commands_reach_their_devices_and_follow_the_replies() {
     .await;
     let failed = wait_status(&storage, update, "failed").await;
     assert_eq!(failed.error.as_deref(), Some("battery low"));
-    let refused_reply = message_log::Entity::find()
+    // Both refused replies are logged failed, each with its reason.
+    let refused: Vec<String> = message_log::Entity::find()
         .filter(message_log::Column::Status.eq("failed"))
         .all(storage.db())
         .await
-        .expect("log");
-    assert_eq!(refused_reply.len(), 1, "{refused_reply:?}");
+        .expect("log")
+        .into_iter()
+        .map(|m| m.error.unwrap_or_default())
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
     assert!(
-        refused_reply[0]
-            .error
-            .as_deref()
-            .unwrap_or_default()
-            .contains("needs the command's `id`"),
-        "{refused_reply:?}"
+        refused.iter().any(|e| e.contains(&format!(
+            "command {update}, which is not a command of device `d-1`"
+        ))),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.contains("needs the command's `id`")),
+        "{refused:?}"
     );
 
     // A device that never comes: the command expires.

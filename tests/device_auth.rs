@@ -59,9 +59,8 @@ fn start_node(dir: &Path) -> common::AosProcess {
 }
 
 fn start_node_with(dir: &Path, env: &[(&str, &str)]) -> common::AosProcess {
-    let mut node = Aos::new(dir, &["run", "--roles", "broker"])
-        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")
-        .env("AOS_AUTH__CREDENTIAL_POLL", "200ms");
+    let mut node =
+        Aos::new(dir, &["run", "--roles", "broker"]).env("AOS_AUTH__CREDENTIAL_POLL", "200ms");
     for (key, value) in env {
         node = node.env(key, value);
     }

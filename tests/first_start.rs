@@ -92,7 +92,7 @@ fn users_get_roles_and_unknown_roles_are_refused() {
     )
     .output();
     assert_eq!(status.code(), Some(1));
-    assert!(err.contains("invalid role"), "{err}");
+    assert!(err.contains("role must be `system administrator`"), "{err}");
 }
 
 #[test]

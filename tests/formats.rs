@@ -109,9 +109,7 @@ fn reading(temperature: f64, ts: u64, door: &str) -> Vec<u8> {
 async fn xml_protobuf_and_checked_json_become_mapped_values() {
     let dir = tempfile::tempdir().expect("tempdir");
     let devices = provision(dir.path());
-    let mut node = Aos::new(dir.path(), &["run"])
-        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")
-        .spawn();
+    let mut node = Aos::new(dir.path(), &["run"]).spawn();
     node.wait_ready();
     let payloads: [(usize, Vec<u8>); 4] = [
         (0, b"<m><t>21.5</t><ignored>1</ignored></m>".to_vec()),

@@ -63,9 +63,7 @@ async fn gateways_report_for_their_children_and_register_new_ones_when_allowed()
     let open_token = access_token(d, "open-1", "acme");
     let closed_token = access_token(d, "closed-1", "acme");
 
-    let mut node = Aos::new(d, &["run"])
-        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")
-        .spawn();
+    let mut node = Aos::new(d, &["run"]).spawn();
     node.wait_ready();
     let messages: [(&str, &str, &str, &str); 5] = [
         (

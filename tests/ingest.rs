@@ -30,9 +30,7 @@ fn provision(dir: &Path) -> String {
 }
 
 fn start(dir: &Path) -> AosProcess {
-    let mut node = Aos::new(dir, &["run"])
-        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")
-        .spawn();
+    let mut node = Aos::new(dir, &["run"]).spawn();
     node.wait_ready();
     node
 }

@@ -100,9 +100,7 @@ async fn values_are_interpreted_and_level_changes_raise_and_clear_events() {
         "{err}"
     );
 
-    let mut node = Aos::new(d, &["run"])
-        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")
-        .spawn();
+    let mut node = Aos::new(d, &["run"]).spawn();
     node.wait_ready();
     let mut options = options5(node.ports.mqtt, "d-1");
     options.set_credentials("d-1", token.as_str());

@@ -119,10 +119,15 @@ fn duplicates_unknown_references_and_bad_input_get_clear_errors() {
             "device", "add", "a/b", "--tenant", "acme", "--class", "sensor",
         ],
     );
-    assert!(err.contains("invalid device id"), "{err}");
+    assert!(err.contains("device id may hold only letters"), "{err}");
     let long = "x".repeat(200);
     let err = fails(d, &["tenant", "add", &long]);
-    assert!(err.contains("longer than 128"), "{err}");
+    assert!(
+        err.contains("tenant name must be 1 to 128 characters"),
+        "{err}"
+    );
+    let err = fails(d, &["tenant", "add", "Bad Name!"]);
+    assert!(err.contains("tenant name may hold only letters"), "{err}");
     let (status, _, err) = Aos::new(
         d,
         &["user", "add", "bob", "--tenant", "acme", "--password-stdin"],

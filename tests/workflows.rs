@@ -195,9 +195,7 @@ async fn workflows_run_on_their_triggers_and_act() {
     let (ok, out) = import(d, "bad", &bad);
     assert!(!ok && out.contains("cron"), "{out}");
 
-    let mut node = Aos::new(d, &["run"])
-        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "false")
-        .spawn();
+    let mut node = Aos::new(d, &["run"]).spawn();
     node.wait_ready();
     let storage = storage(d).await;
     let mut options = options5(node.ports.mqtt, "d-1");

@@ -227,6 +227,20 @@ impl AosProcess {
             .clone()
     }
 
+    /// Waits (polling, with a deadline) until the node has logged `text`; panics with its log
+    /// otherwise.
+    pub fn wait_logged(&self, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.stderr().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "`{text}` not logged in time:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Polls `/ready` until it answers 200; panics with the node's log if it exits or times out.
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + PATIENCE;
@@ -284,8 +298,18 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts `aos run --roles broker` with extra environment (`AOS_BROKER__…` settings).
+    /// Starts `aos run --roles broker` open to anonymous clients with every topic allowed (what
+    /// the protocol tests need), then `env` (`AOS_BROKER__…` settings, which may close it again).
     pub fn start(env: &[(&str, &str)]) -> Broker {
+        let open = [
+            ("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "true"),
+            ("AOS_BROKER__AUTH__ACL_DEFAULT", "allow"),
+        ];
+        Broker::start_as_shipped(&[&open[..], env].concat())
+    }
+
+    /// Starts `aos run --roles broker` with the shipped defaults and `env`.
+    pub fn start_as_shipped(env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut aos = Aos::new(dir.path(), &["run", "--roles", "broker"]);
         for (k, v) in env {

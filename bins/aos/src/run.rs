@@ -308,6 +308,11 @@ async fn run_node(
     if let Err(err) = nodes::record_start(&storage, node.info()).await {
         tracing::warn!(%err, "could not record the node in the database");
     }
+    let heartbeat = tokio::spawn(record_heartbeats(
+        storage.clone(),
+        node.info().id.clone(),
+        core.node.heartbeat(),
+    ));
     tracing::info!(
         node = %node.info().id,
         roles = ?enabled,
@@ -329,6 +334,7 @@ async fn run_node(
     let unclean = node.stop(timeout).await;
     // Everything the roles pushed is made durable before the process ends.
     let flushed = tokio::time::timeout_at(deadline, queue.close()).await;
+    heartbeat.abort();
     if let Err(err) = nodes::record_stop(&storage, &node.info().id).await {
         tracing::warn!(%err, "could not record the node stop in the database");
     }
@@ -383,6 +389,20 @@ async fn open_storage(config: &StorageConfig, data_dir: &Path) -> anyhow::Result
         }
     }
     Ok(storage)
+}
+
+/// Keeps the node's `last_seen` in the database at its latest heartbeat until aborted at
+/// shutdown (a crashed node keeps the time of its last one).
+async fn record_heartbeats(storage: Storage, id: String, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    // The first tick is immediate, and the start was just recorded.
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(err) = nodes::record_seen(&storage, &id).await {
+            tracing::warn!(%err, "could not record the node's heartbeat in the database");
+        }
+    }
 }
 
 /// Releases what a failed start had opened.

@@ -34,40 +34,26 @@ fn unavailable(err: StorageError) -> ClientRefusal {
     ClientRefusal::Unavailable
 }
 
-/// How often a provisioned device's registration is tried when storage is busy.
-const REGISTER_ATTEMPTS: u32 = 3;
-
-/// Registers a device that presented its class's provisioning key. Many devices registering at
-/// once contend for SQLite's single writer, and a transaction that read before it writes can
-/// be refused outright (it is not waited for): such a failure is tried again, and if it stays,
-/// the device is told the server is unavailable (it retries), never that it is not authorized.
+/// Registers a device that presented its class's provisioning key (write transactions wait for
+/// SQLite's single writer, so many devices registering at once only queue). A storage failure
+/// tells the device the server is unavailable (it retries), never that it is not authorized.
 async fn register(
     storage: &Storage,
     scope: Scope,
     new: NewDevice,
 ) -> Result<aos_storage::entity::device::Model, ClientRefusal> {
-    let mut attempt = 1;
-    loop {
-        match devices::create(storage, scope, new.clone()).await {
-            Ok(device) => return Ok(device),
-            // Registered meanwhile by another connection with the same id.
-            Err(StorageError::Duplicate { .. }) => {
-                return devices::get(storage, scope, &new.uid)
-                    .await
-                    // Taken in another tenant.
-                    .map_err(|_| ClientRefusal::NotAuthorized);
-            }
-            // An id that cannot be a device's.
-            Err(StorageError::Invalid { .. } | StorageError::Forbidden(_)) => {
-                return Err(ClientRefusal::NotAuthorized);
-            }
-            Err(err) if attempt < REGISTER_ATTEMPTS => {
-                tracing::debug!(%err, attempt, device = %new.uid, "registering a device again");
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            Err(err) => return Err(unavailable(err)),
+    match devices::create(storage, scope, new.clone()).await {
+        Ok(device) => Ok(device),
+        // Registered meanwhile by another connection with the same id.
+        Err(StorageError::Duplicate { .. }) => devices::get(storage, scope, &new.uid)
+            .await
+            // Taken in another tenant.
+            .map_err(|_| ClientRefusal::NotAuthorized),
+        // An id that cannot be a device's.
+        Err(StorageError::Invalid { .. } | StorageError::Forbidden(_)) => {
+            Err(ClientRefusal::NotAuthorized)
         }
+        Err(err) => Err(unavailable(err)),
     }
 }
 

@@ -5,6 +5,7 @@
 //! its own topic tree `aos/{device id}/#`; an application with an API key only where its grants
 //! say.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -59,12 +60,74 @@ pub enum Refusal {
     Unavailable,
 }
 
+/// Who a session belongs to, as the checks see it (borrowed from a [`Principal`] or a session).
+#[derive(Clone, Copy, Debug)]
+pub struct Reader<'a> {
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub identity: Option<&'a Identity>,
+}
+
+impl Principal {
+    pub fn reader(&self) -> Reader<'_> {
+        Reader {
+            client_id: &self.client_id,
+            username: self.username.as_deref(),
+            identity: self.identity.as_ref(),
+        }
+    }
+}
+
+/// What a granted subscription needs when a message is delivered through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadCheck {
+    /// Every message its filter matches may be read: nothing to check.
+    Open,
+    /// Only the platform's own messages outside the protected tree ([`is_protected`]): a cheap
+    /// check of the message, no rules.
+    Unprotected,
+    /// Some matching topics are denied: [`Authenticator::may_read`] decides per message.
+    Each,
+}
+
+/// The answer to a SUBSCRIBE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscribeAccess {
+    /// Nothing its filter matches may be read (SUBACK 0x80 / 0x87).
+    Refused,
+    Granted(ReadCheck),
+}
+
 #[async_trait]
 pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, request: &ConnectRequest) -> Result<Principal, Refusal>;
     fn may_publish(&self, who: &Principal, topic: &str) -> bool;
-    /// `filter` is the topic filter without any `$share/{group}/` prefix.
-    fn may_subscribe(&self, who: &Principal, filter: &str) -> bool;
+    /// `filter` is the topic filter without any `$share/{group}/` prefix. A subscription is
+    /// refused only when nothing it matches may be read; otherwise the answer says what must be
+    /// checked per message.
+    fn may_subscribe(&self, who: &Principal, filter: &str) -> SubscribeAccess;
+    /// Whether `who` may read a message on `topic` published by `tenant`'s client (`None`: by
+    /// the platform's). Asked at delivery for subscriptions granted with [`ReadCheck::Each`].
+    fn may_read(&self, who: Reader<'_>, topic: &str, tenant: Option<i64>) -> bool;
+}
+
+/// The topic tree of the platform's devices (`aos/{device}/...`, commands included).
+pub const PLATFORM_TREE: &str = "aos";
+
+/// Whether a message is a tenant's traffic: anything in the platform's tree, and whatever a
+/// tenant's client publishes. Clients of the broker's own configuration (anonymous ones
+/// included) reach it only through an ACL rule that names it — one whose filter does not begin
+/// with a wildcard; neither `acl_default` nor a rule like `#` or `+/x` grants it.
+pub fn is_protected(topic: &str, tenant: Option<i64>) -> bool {
+    tenant.is_some() || first_level(topic) == PLATFORM_TREE
+}
+
+fn first_level(topic: &str) -> &str {
+    topic.split('/').next().unwrap_or_default()
+}
+
+fn starts_with_wildcard(filter: &str) -> bool {
+    matches!(first_level(filter), "+" | "#")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,21 +170,22 @@ pub struct StaticUser {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Accept clients that send no username.
+    /// Accept clients that send no username (off by default; they get only what the ACL grants,
+    /// and never a tenant's traffic unless a rule names it).
     pub allow_anonymous: bool,
     pub users: Vec<StaticUser>,
     pub acl: Vec<AclRule>,
-    /// What applies when no rule matches.
+    /// What applies when no rule matches (`deny` by default; never grants a tenant's traffic).
     pub acl_default: Permission,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            allow_anonymous: true,
+            allow_anonymous: false,
             users: Vec::new(),
             acl: Vec::new(),
-            acl_default: Permission::Allow,
+            acl_default: Permission::Deny,
         }
     }
 }
@@ -154,54 +218,119 @@ impl ConfigAuthenticator {
         }
     }
 
-    fn decide(
-        &self,
-        who: &Principal,
+    /// The rules that apply to `who` for `action`, in order, with `%c` and `%u` substituted.
+    fn rules<'a>(
+        &'a self,
+        who: Reader<'a>,
         action: Action,
-        applies: impl Fn(&str, Permission) -> bool,
-    ) -> bool {
-        for rule in &self.config.acl {
-            if rule.action != Action::All && rule.action != action {
+    ) -> impl Iterator<Item = (Cow<'a, str>, Permission)> + 'a {
+        self.config
+            .acl
+            .iter()
+            .filter(move |rule| rule.action == Action::All || rule.action == action)
+            .filter(move |rule| {
+                rule.users.is_empty()
+                    || who
+                        .username
+                        .is_some_and(|u| rule.users.iter().any(|r| r == u))
+            })
+            .filter_map(move |rule| Some((substitute(&rule.topic, who)?, rule.permission)))
+    }
+
+    /// The first rule matching `topic` decides, then `acl_default`; a protected topic is decided
+    /// only by rules that name it (see [`is_protected`]).
+    fn decide(&self, who: Reader<'_>, action: Action, topic: &str, protected: bool) -> bool {
+        for (filter, permission) in self.rules(who, action) {
+            if protected && starts_with_wildcard(&filter) {
                 continue;
             }
-            if !rule.users.is_empty()
-                && !who
-                    .username
-                    .as_ref()
-                    .is_some_and(|u| rule.users.iter().any(|r| r == u))
-            {
-                continue;
-            }
-            let Some(filter) = substitute(&rule.topic, who) else {
-                continue;
-            };
-            if applies(&filter, rule.permission) {
-                return rule.permission == Permission::Allow;
+            if matches(&filter, topic) {
+                return permission == Permission::Allow;
             }
         }
-        self.config.acl_default == Permission::Allow
+        !protected && self.config.acl_default == Permission::Allow
+    }
+
+    /// What the rules grant a subscription to `requested`: the permissions the topics it matches
+    /// get, separately for the platform's plain messages and for protected ones. A rule that
+    /// covers the filter decides the rest of its region; one that only overlaps it decides a
+    /// part.
+    fn rules_access(&self, who: Reader<'_>, requested: &str) -> SubscribeAccess {
+        let mut plain = Reach::default();
+        let mut protected = Reach::default();
+        // A filter inside the platform's tree matches protected messages only.
+        let mut plain_decided = first_level(requested) == PLATFORM_TREE;
+        let mut protected_decided = false;
+        for (filter, permission) in self.rules(who, Action::Subscribe) {
+            let covers = filter_covers(&filter, requested);
+            if !covers && !filters_overlap(&filter, requested) {
+                continue;
+            }
+            if !plain_decided && first_level(&filter) != PLATFORM_TREE {
+                plain.add(permission);
+                plain_decided = covers;
+            }
+            if !protected_decided && !starts_with_wildcard(&filter) {
+                protected.add(permission);
+                protected_decided = covers;
+            }
+            if plain_decided && protected_decided {
+                break;
+            }
+        }
+        if !plain_decided {
+            plain.add(self.config.acl_default);
+        }
+        if !protected_decided {
+            protected.add(Permission::Deny);
+        }
+        match (plain, protected) {
+            (p, q) if !p.allow && !q.allow => SubscribeAccess::Refused,
+            (p, q) if !p.deny && !q.deny => SubscribeAccess::Granted(ReadCheck::Open),
+            (p, q) if !p.deny && !q.allow => SubscribeAccess::Granted(ReadCheck::Unprotected),
+            _ => SubscribeAccess::Granted(ReadCheck::Each),
+        }
+    }
+}
+
+/// The permissions some topics of a region get.
+#[derive(Clone, Copy, Default)]
+struct Reach {
+    allow: bool,
+    deny: bool,
+}
+
+impl Reach {
+    fn add(&mut self, permission: Permission) {
+        match permission {
+            Permission::Allow => self.allow = true,
+            Permission::Deny => self.deny = true,
+        }
     }
 }
 
 /// Replaces `%c` and `%u`; `None` when the rule needs a username the client does not have, or a
 /// substituted value would change the filter's structure.
-fn substitute(pattern: &str, who: &Principal) -> Option<String> {
+fn substitute<'a>(pattern: &'a str, who: Reader<'_>) -> Option<Cow<'a, str>> {
+    if !pattern.contains('%') {
+        return Some(Cow::Borrowed(pattern));
+    }
     let unsafe_value = |v: &str| v.contains(['/', '+', '#']);
     let mut out = pattern.to_string();
     if out.contains("%c") {
-        if unsafe_value(&who.client_id) {
+        if unsafe_value(who.client_id) {
             return None;
         }
-        out = out.replace("%c", &who.client_id);
+        out = out.replace("%c", who.client_id);
     }
     if out.contains("%u") {
-        let user = who.username.as_deref()?;
+        let user = who.username?;
         if unsafe_value(user) {
             return None;
         }
         out = out.replace("%u", user);
     }
-    Some(out)
+    Some(Cow::Owned(out))
 }
 
 /// Whether every topic matching `inner` also matches `outer`.
@@ -288,24 +417,41 @@ impl Authenticator for ConfigAuthenticator {
             Some(Identity::Application { grants, .. }) => grants
                 .iter()
                 .any(|g| g.publish && matches(&g.filter, topic)),
-            None => self.decide(who, Action::Publish, |filter, _| matches(filter, topic)),
+            None => self.decide(
+                who.reader(),
+                Action::Publish,
+                topic,
+                is_protected(topic, None),
+            ),
         }
     }
 
-    fn may_subscribe(&self, who: &Principal, requested: &str) -> bool {
+    fn may_subscribe(&self, who: &Principal, requested: &str) -> SubscribeAccess {
+        let granted = |covered: bool| {
+            if covered {
+                SubscribeAccess::Granted(ReadCheck::Open)
+            } else {
+                SubscribeAccess::Refused
+            }
+        };
         match &who.identity {
-            Some(Identity::Device { uid, .. }) => filter_covers(&device_tree(uid), requested),
-            Some(Identity::Application { grants, .. }) => grants
-                .iter()
-                .any(|g| g.subscribe && filter_covers(&g.filter, requested)),
-            None => self.decide(
-                who,
-                Action::Subscribe,
-                |filter, permission| match permission {
-                    Permission::Allow => filter_covers(filter, requested),
-                    Permission::Deny => filters_overlap(filter, requested),
-                },
+            Some(Identity::Device { uid, .. }) => {
+                granted(filter_covers(&device_tree(uid), requested))
+            }
+            Some(Identity::Application { grants, .. }) => granted(
+                grants
+                    .iter()
+                    .any(|g| g.subscribe && filter_covers(&g.filter, requested)),
             ),
+            None => self.rules_access(who.reader(), requested),
+        }
+    }
+
+    fn may_read(&self, who: Reader<'_>, topic: &str, tenant: Option<i64>) -> bool {
+        match who.identity {
+            // Devices and applications are checked at SUBSCRIBE, and kept to their tenant.
+            Some(identity) => tenant.is_none_or(|t| t == identity.tenant()),
+            None => self.decide(who, Action::Subscribe, topic, is_protected(topic, tenant)),
         }
     }
 }
@@ -336,28 +482,26 @@ mod tests {
         assert!(!filters_overlap("a/b", "a/b/c"));
     }
 
+    fn rule(permission: Permission, action: Action, topic: &str, users: &[&str]) -> AclRule {
+        AclRule {
+            permission,
+            action,
+            topic: topic.into(),
+            users: users.iter().map(|u| u.to_string()).collect(),
+        }
+    }
+
+    fn granted(read: ReadCheck) -> SubscribeAccess {
+        SubscribeAccess::Granted(read)
+    }
+
     #[test]
     fn rules_apply_in_order_with_substitution() {
         let auth = ConfigAuthenticator::new(AuthConfig {
             acl: vec![
-                AclRule {
-                    permission: Permission::Allow,
-                    action: Action::All,
-                    topic: "devices/%c/#".into(),
-                    users: vec![],
-                },
-                AclRule {
-                    permission: Permission::Allow,
-                    action: Action::Subscribe,
-                    topic: "#".into(),
-                    users: vec!["ops".into()],
-                },
-                AclRule {
-                    permission: Permission::Deny,
-                    action: Action::Subscribe,
-                    topic: "secret/#".into(),
-                    users: vec![],
-                },
+                rule(Permission::Allow, Action::All, "devices/%c/#", &[]),
+                rule(Permission::Allow, Action::Subscribe, "#", &["ops"]),
+                rule(Permission::Deny, Action::Subscribe, "secret/#", &[]),
             ],
             acl_default: Permission::Deny,
             ..AuthConfig::default()
@@ -365,13 +509,126 @@ mod tests {
         let dev = who("d1", None);
         assert!(auth.may_publish(&dev, "devices/d1/telemetry"));
         assert!(!auth.may_publish(&dev, "devices/d2/telemetry"));
-        assert!(auth.may_subscribe(&dev, "devices/d1/cmd/+"));
-        assert!(!auth.may_subscribe(&dev, "devices/+/cmd"));
-        assert!(!auth.may_subscribe(&dev, "#"));
+        assert_eq!(
+            auth.may_subscribe(&dev, "devices/d1/cmd/+"),
+            granted(ReadCheck::Open)
+        );
+        // Partly inside its tree: granted, each message checked.
+        assert_eq!(
+            auth.may_subscribe(&dev, "devices/+/cmd"),
+            granted(ReadCheck::Each)
+        );
+        assert!(auth.may_read(dev.reader(), "devices/d1/cmd", None));
+        assert!(!auth.may_read(dev.reader(), "devices/d2/cmd", None));
+        assert_eq!(
+            auth.may_subscribe(&dev, "other/#"),
+            SubscribeAccess::Refused
+        );
         let ops = who("dashboard", Some("ops"));
-        assert!(auth.may_subscribe(&ops, "#"));
+        assert_eq!(auth.may_subscribe(&ops, "#"), granted(ReadCheck::Each));
+        assert!(auth.may_read(ops.reader(), "secret/x", None));
         assert!(!auth.may_publish(&ops, "devices/d1/cmd"));
         // A client id that would widen the filter is not substituted.
         assert!(!auth.may_publish(&who("+", None), "devices/x/telemetry"));
+    }
+
+    #[test]
+    fn a_deny_rule_inside_a_wildcard_is_checked_per_message() {
+        let auth = ConfigAuthenticator::new(AuthConfig {
+            allow_anonymous: true,
+            acl: vec![rule(
+                Permission::Deny,
+                Action::Subscribe,
+                "test/nosubscribe",
+                &[],
+            )],
+            acl_default: Permission::Allow,
+            ..AuthConfig::default()
+        });
+        let anyone = who("c", None);
+        assert_eq!(
+            auth.may_subscribe(&anyone, "test/nosubscribe"),
+            SubscribeAccess::Refused
+        );
+        for filter in ["#", "+/+", "test/#", "test/+"] {
+            assert_eq!(
+                auth.may_subscribe(&anyone, filter),
+                granted(ReadCheck::Each),
+                "{filter}"
+            );
+        }
+        assert_eq!(
+            auth.may_subscribe(&anyone, "other/#"),
+            granted(ReadCheck::Unprotected)
+        );
+        assert!(!auth.may_read(anyone.reader(), "test/nosubscribe", None));
+        assert!(auth.may_read(anyone.reader(), "test/other", None));
+        assert!(auth.may_publish(&anyone, "test/nosubscribe"));
+    }
+
+    #[test]
+    fn tenant_traffic_needs_a_rule_that_names_it() {
+        let open = ConfigAuthenticator::new(AuthConfig {
+            allow_anonymous: true,
+            acl: vec![
+                rule(Permission::Allow, Action::All, "#", &[]),
+                rule(
+                    Permission::Allow,
+                    Action::Subscribe,
+                    "aos/+/telemetry",
+                    &["ops"],
+                ),
+            ],
+            acl_default: Permission::Allow,
+            ..AuthConfig::default()
+        });
+        let anyone = who("c", None);
+        assert_eq!(
+            open.may_subscribe(&anyone, "aos/#"),
+            SubscribeAccess::Refused
+        );
+        assert_eq!(
+            open.may_subscribe(&anyone, "#"),
+            granted(ReadCheck::Unprotected)
+        );
+        assert!(!open.may_publish(&anyone, "aos/d1/commands"));
+        assert!(!open.may_read(anyone.reader(), "aos/d1/telemetry", None));
+        // A tenant application's message outside the tree is the tenant's too.
+        assert!(!open.may_read(anyone.reader(), "plant/line-1", Some(7)));
+        assert!(open.may_read(anyone.reader(), "plant/line-1", None));
+        let ops = who("dash", Some("ops"));
+        assert_eq!(
+            open.may_subscribe(&ops, "aos/+/telemetry"),
+            granted(ReadCheck::Open)
+        );
+        assert_eq!(open.may_subscribe(&ops, "aos/#"), granted(ReadCheck::Each));
+        assert!(open.may_read(ops.reader(), "aos/d1/telemetry", Some(7)));
+        assert!(!open.may_read(ops.reader(), "aos/d1/commands", None));
+        assert_eq!(open.may_subscribe(&ops, "#"), granted(ReadCheck::Each));
+    }
+
+    #[test]
+    fn the_defaults_grant_nothing() {
+        let auth = ConfigAuthenticator::new(AuthConfig::default());
+        let user = who("c", Some("tool"));
+        assert_eq!(auth.may_subscribe(&user, "#"), SubscribeAccess::Refused);
+        assert!(!auth.may_publish(&user, "a/b"));
+    }
+
+    #[tokio::test]
+    async fn anonymous_clients_are_refused_by_default() {
+        let auth = ConfigAuthenticator::new(AuthConfig::default());
+        let request = ConnectRequest {
+            client_id: "c".into(),
+            username: None,
+            password: None,
+            peer: None,
+            certificate: None,
+            listener: "mqtt".into(),
+        };
+        assert_eq!(
+            auth.authenticate(&request).await,
+            Err(Refusal::NotAuthorized)
+        );
     }
 }

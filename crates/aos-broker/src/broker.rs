@@ -18,7 +18,7 @@ use ntex::util::ByteString;
 use ntex_mqtt::QoS;
 use tokio::sync::mpsc;
 
-use crate::auth::{Authenticator, Principal};
+use crate::auth::{Authenticator, Principal, ReadCheck, is_protected};
 use crate::message::{Message, min_qos};
 use crate::metrics::BrokerMetrics;
 use crate::session::{Enqueued, Kick, Link, Outgoing, QueueLimits, Session, SubOptions, Will};
@@ -83,15 +83,19 @@ pub struct Broker {
 /// Collects, per session, one delivery for all its matching subscriptions: the highest granted
 /// QoS and every subscription identifier (MQTT 3.1.1 §3.3.5, 5.0 §3.3.4).
 struct Deliveries<'a> {
-    origin: u64,
-    tenant: Option<i64>,
+    message: &'a Message,
+    /// Whether it is a tenant's traffic ([`is_protected`]), worked out once for all subscribers.
+    protected: bool,
+    auth: &'a dyn Authenticator,
     plain: HashMap<u64, (&'a SessionKey, QoS, bool, Vec<NonZeroU32>)>,
     shared: Vec<(&'a SessionKey, &'a SubOptions)>,
 }
 
 impl<'a> MatchSink<'a, SessionKey, SubOptions> for Deliveries<'a> {
     fn subscriber(&mut self, key: &'a SessionKey, opts: &'a SubOptions) {
-        if (opts.no_local && key.0.id == self.origin) || !key.0.receives(self.tenant) {
+        if (opts.no_local && key.0.id == self.message.origin)
+            || !may_read(self.auth, &key.0, opts, self.message, self.protected)
+        {
             return;
         }
         let entry = self
@@ -105,14 +109,34 @@ impl<'a> MatchSink<'a, SessionKey, SubOptions> for Deliveries<'a> {
 
     fn group(&mut self, group: &'a SharedGroup<SessionKey, SubOptions>) {
         // Prefer a connected member; a disconnected one still queues QoS 1/2 for later.
-        let tenant = self.tenant;
+        let readable = |k: &SessionKey, opts: &SubOptions| {
+            may_read(self.auth, &k.0, opts, self.message, self.protected)
+        };
         if let Some(pick) = group
-            .pick(|k| k.0.receives(tenant) && k.0.is_connected())
-            .or_else(|| group.pick(|k| k.0.receives(tenant)))
+            .pick(|k, opts| readable(k, opts) && k.0.is_connected())
+            .or_else(|| group.pick(readable))
         {
             self.shared.push(pick);
         }
     }
+}
+
+/// Whether `session` may receive `message` (`protected`: [`is_protected`]) through a
+/// subscription granted with `opts`: its tenant's (or the platform's) message, which the ACL lets
+/// it read.
+fn may_read(
+    auth: &dyn Authenticator,
+    session: &Session,
+    opts: &SubOptions,
+    message: &Message,
+    protected: bool,
+) -> bool {
+    session.receives(message.tenant)
+        && match opts.read {
+            ReadCheck::Open => true,
+            ReadCheck::Unprotected => !protected,
+            ReadCheck::Each => auth.may_read(session.reader(), &message.topic, message.tenant),
+        }
 }
 
 pub(crate) fn max_qos(a: QoS, b: QoS) -> QoS {
@@ -165,22 +189,24 @@ impl Broker {
     pub fn connect(
         &self,
         client_id: &ByteString,
-        identity: Option<&Identity>,
+        owner: &Principal,
         clean_start: bool,
         expiry: Option<Duration>,
         will: Option<Will>,
         link: Link,
     ) -> (Arc<Session>, bool) {
         let now = Instant::now();
+        let identity = owner.identity.as_ref();
         let mut sessions = self.sessions();
         let existing = sessions.get(client_id).cloned();
         let (session, present) = match existing {
             // A session is resumed only by whoever opened it: another identity (another tenant's
-            // device, say) must not inherit its subscriptions and queued messages.
+            // device, say) or another user must not inherit its subscriptions and queued
+            // messages.
             Some(old)
                 if !clean_start
                     && !old.lock().expired(now)
-                    && old.identity.as_ref() == identity =>
+                    && old.belongs_to(identity, owner.username.as_deref()) =>
             {
                 (old, true)
             }
@@ -189,9 +215,9 @@ impl Broker {
                 drop(sessions);
                 self.end_session(&old, Some(Kick::TakenOver));
                 sessions = self.sessions();
-                (self.new_session(&mut sessions, client_id, identity), false)
+                (self.new_session(&mut sessions, client_id, owner), false)
             }
-            None => (self.new_session(&mut sessions, client_id, identity), false),
+            None => (self.new_session(&mut sessions, client_id, owner), false),
         };
         drop(sessions);
         let previous_will = {
@@ -220,12 +246,13 @@ impl Broker {
         &self,
         sessions: &mut HashMap<ByteString, Arc<Session>>,
         client_id: &ByteString,
-        identity: Option<&Identity>,
+        owner: &Principal,
     ) -> Arc<Session> {
         let session = Arc::new(Session::new(
             self.next_id(),
             client_id.clone(),
-            identity.cloned(),
+            owner.identity.clone(),
+            owner.username.as_deref().map(ByteString::from),
             self.metrics.session_queues.clone(),
         ));
         sessions.insert(client_id.clone(), session.clone());
@@ -446,7 +473,15 @@ impl Broker {
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .filter(|m| {
-                matches(filter, &m.topic) && !m.is_expired(now) && session.receives(m.tenant)
+                matches(filter, &m.topic)
+                    && !m.is_expired(now)
+                    && may_read(
+                        self.auth.as_ref(),
+                        session,
+                        &opts,
+                        m,
+                        is_protected(&m.topic, m.tenant),
+                    )
             })
             .cloned()
             .collect();
@@ -483,8 +518,9 @@ impl Broker {
         }
         let tree = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
         let mut deliveries = Deliveries {
-            origin: message.origin,
-            tenant: message.tenant,
+            message: &message,
+            protected: is_protected(&message.topic, message.tenant),
+            auth: self.auth.as_ref(),
             plain: HashMap::new(),
             shared: Vec::new(),
         };

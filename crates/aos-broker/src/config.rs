@@ -78,6 +78,10 @@ pub struct BrokerConfig {
     pub max_inflight: u16,
     /// Topic aliases a 5.0 client may use.
     pub max_topic_alias: u16,
+    /// Topic aliases the broker assigns to the topics it sends a 5.0 client that accepts them
+    /// (at most the client's own Topic Alias Maximum): later messages on such a topic carry a
+    /// two-byte alias instead of the name. 0: none.
+    pub server_topic_aliases: u16,
     /// Messages a session may have queued (connected or not); more are dropped and counted.
     pub max_queued_messages: usize,
     /// Bytes (topic + payload) a session may have queued; more are dropped and counted.
@@ -105,6 +109,7 @@ impl Default for BrokerConfig {
             receive_maximum: 128,
             max_inflight: 1000,
             max_topic_alias: 32,
+            server_topic_aliases: 0,
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,
             max_session_expiry: Duration::from_secs(7 * 24 * 3600),

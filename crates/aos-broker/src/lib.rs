@@ -142,6 +142,11 @@ impl Role for BrokerRole {
 
     async fn start(&self, ctx: &RoleContext) -> Result<(), RoleError> {
         let config: BrokerConfig = ctx.settings.section("broker")?;
+        if config.auth.allow_anonymous {
+            tracing::warn!(
+                "broker.auth.allow_anonymous is on: clients without credentials may connect; they get what the ACL grants, and no tenant's traffic unless a rule names it"
+            );
+        }
         let metrics = self.metrics.clone();
         metrics.register(&ctx.metrics);
         let clients = ctx.extensions.get::<Clients>();

@@ -18,6 +18,7 @@ use ntex_mqtt::QoS;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, oneshot};
 
+use crate::auth::{ReadCheck, Reader};
 use crate::message::Message;
 use crate::topic::SubscriptionFilter;
 
@@ -40,6 +41,8 @@ pub struct SubOptions {
     pub retain_as_published: bool,
     pub retain_handling: RetainHandling,
     pub id: Option<NonZeroU32>,
+    /// What delivery checks per message (the ACL's answer to the SUBSCRIBE).
+    pub read: ReadCheck,
 }
 
 impl SubOptions {
@@ -53,13 +56,14 @@ impl SubOptions {
         }
     }
 
-    pub fn qos(qos: QoS) -> SubOptions {
+    pub fn qos(qos: QoS, read: ReadCheck) -> SubOptions {
         SubOptions {
             qos,
             no_local: false,
             retain_as_published: false,
             retain_handling: RetainHandling::Always,
             id: None,
+            read,
         }
     }
 }
@@ -189,9 +193,10 @@ pub struct Session {
     /// Unique for the broker's lifetime (never reused), unlike client ids.
     pub id: u64,
     pub client_id: ByteString,
-    /// Who opened the session (a device or application of a tenant); it is resumed only by the
-    /// same identity.
+    /// Who opened the session (a device or application of a tenant, or a username of the
+    /// broker's configuration); it is resumed only by the same identity and username.
     pub identity: Option<Identity>,
+    pub username: Option<ByteString>,
     connected: AtomicBool,
     state: Mutex<SessionState>,
     gauges: QueueGauges,
@@ -202,12 +207,14 @@ impl Session {
         id: u64,
         client_id: ByteString,
         identity: Option<Identity>,
+        username: Option<ByteString>,
         gauges: QueueGauges,
     ) -> Session {
         Session {
             id,
             client_id,
             identity,
+            username,
             connected: AtomicBool::new(false),
             state: Mutex::new(SessionState::default()),
             gauges,
@@ -221,6 +228,20 @@ impl Session {
             (Some(identity), Some(tenant)) => identity.tenant() == tenant,
             _ => true,
         }
+    }
+
+    /// Who the session belongs to, for the ACL.
+    pub fn reader(&self) -> Reader<'_> {
+        Reader {
+            client_id: &self.client_id,
+            username: self.username.as_deref(),
+            identity: self.identity.as_ref(),
+        }
+    }
+
+    /// Whether it was opened by this identity and username.
+    pub fn belongs_to(&self, identity: Option<&Identity>, username: Option<&str>) -> bool {
+        self.identity.as_ref() == identity && self.username.as_deref() == username
     }
 
     /// Drops everything the session holds (it has ended).
@@ -371,7 +392,7 @@ mod tests {
 
     #[test]
     fn offline_sessions_keep_qos1_but_not_qos0() {
-        let s = Session::new(1, "c".into(), None, QueueGauges::default());
+        let s = Session::new(1, "c".into(), None, None, QueueGauges::default());
         assert_eq!(
             s.enqueue(out(QoS::AtMostOnce, "a"), ROOMY),
             Enqueued::SkippedOffline
@@ -386,7 +407,7 @@ mod tests {
 
     #[test]
     fn queues_are_bounded_by_count_and_bytes() {
-        let s = Session::new(1, "c".into(), None, QueueGauges::default());
+        let s = Session::new(1, "c".into(), None, None, QueueGauges::default());
         s.attach(link(1));
         let two = QueueLimits {
             max_messages: 2,
@@ -402,7 +423,7 @@ mod tests {
             max_messages: 100,
             max_bytes: 5,
         };
-        let s = Session::new(2, "d".into(), None, QueueGauges::default());
+        let s = Session::new(2, "d".into(), None, None, QueueGauges::default());
         s.attach(link(1));
         assert_eq!(
             s.enqueue(out(QoS::AtMostOnce, "abc"), small),
@@ -416,7 +437,7 @@ mod tests {
 
     #[test]
     fn unacknowledged_messages_are_resent_first_with_dup_and_their_ids() {
-        let s = Session::new(1, "c".into(), None, QueueGauges::default());
+        let s = Session::new(1, "c".into(), None, None, QueueGauges::default());
         s.attach(link(1));
         s.enqueue(out(QoS::AtLeastOnce, "one"), ROOMY);
         s.enqueue(out(QoS::AtLeastOnce, "two"), ROOMY);
@@ -438,7 +459,7 @@ mod tests {
 
     #[test]
     fn a_stale_connection_cannot_detach_its_successor() {
-        let s = Session::new(1, "c".into(), None, QueueGauges::default());
+        let s = Session::new(1, "c".into(), None, None, QueueGauges::default());
         s.attach(link(1));
         assert!(s.attach(link(2)).is_some());
         assert!(!s.detach(1));

@@ -93,7 +93,7 @@ impl<K, V> Default for SharedGroup<K, V> {
 
 impl<K, V> SharedGroup<K, V> {
     /// The next member in turn among those `eligible` accepts (round robin), if any.
-    pub fn pick(&self, eligible: impl Fn(&K) -> bool) -> Option<(&K, &V)> {
+    pub fn pick(&self, eligible: impl Fn(&K, &V) -> bool) -> Option<(&K, &V)> {
         let n = self.members.len();
         if n == 0 {
             return None;
@@ -103,7 +103,7 @@ impl<K, V> SharedGroup<K, V> {
         let members: Vec<(&K, &V)> = self.members.iter().collect();
         (0..n)
             .map(|i| members[(start + i) % n])
-            .find(|(k, _)| eligible(k))
+            .find(|(k, v)| eligible(k, v))
     }
 }
 
@@ -390,13 +390,13 @@ mod tests {
             group.members.insert(k, ());
         }
         let picks: Vec<u32> = (0..6)
-            .map(|_| *group.pick(|_| true).expect("pick").0)
+            .map(|_| *group.pick(|_, _| true).expect("pick").0)
             .collect();
         for k in [1, 2, 3] {
             assert_eq!(picks.iter().filter(|p| **p == k).count(), 2, "{picks:?}");
         }
-        assert_eq!(group.pick(|k| *k == 2).map(|(k, _)| *k), Some(2));
-        assert!(group.pick(|_| false).is_none());
+        assert_eq!(group.pick(|k, _| *k == 2).map(|(k, _)| *k), Some(2));
+        assert!(group.pick(|_, _| false).is_none());
     }
 
     #[test]

@@ -56,7 +56,11 @@ async fn embedded(max_bytes: u64) -> Embedded {
         .map(|a| a.port())
         .expect("free port");
     let settings = Settings::load(
-        &ConfigSources::default().with_override("broker.listen", format!("127.0.0.1:{port}")),
+        // This test is about the hand-off, not access control: open the broker explicitly.
+        &ConfigSources::default()
+            .with_override("broker.listen", format!("127.0.0.1:{port}"))
+            .with_override("broker.auth.allow_anonymous", true)
+            .with_override("broker.auth.acl_default", "allow"),
     )
     .expect("settings");
     let dir = tempfile::tempdir().expect("tempdir");

@@ -229,6 +229,10 @@ pub struct NodeConfig {
     /// How long a graceful shutdown may take before the node stops anyway.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// How often the node renews its registration (which expires after three misses) and its
+    /// last-seen time in the database.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
 }
 
 impl Default for NodeConfig {
@@ -239,7 +243,15 @@ impl Default for NodeConfig {
             switchable_roles: Vec::new(),
             data_dir: PathBuf::from("./data"),
             shutdown_timeout: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
         }
+    }
+}
+
+impl NodeConfig {
+    /// The heartbeat period in use: the configured one, at least 100 ms.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat_interval.max(Duration::from_millis(100))
     }
 }
 

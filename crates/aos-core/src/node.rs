@@ -23,9 +23,6 @@ use crate::net::NetHost;
 use crate::queue::WorkQueue;
 use crate::role::{Health, HealthStatus, Role, RoleContext, RoleError, RoleFailure, RoleKind};
 
-/// How often a node renews its registration; the registration expires after three misses.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
-
 /// The key under which a node registers itself in the [`Kv`] store.
 pub fn registration_key(node_id: &str) -> String {
     format!("nodes/{node_id}")
@@ -312,7 +309,8 @@ impl Node {
         let changed = self.changed.clone();
         tokio::spawn(async move {
             let key = registration_key(&ctx.node.id);
-            let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+            let every = ctx.settings.core().node.heartbeat();
+            let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => break,
@@ -336,7 +334,7 @@ impl Node {
                         break;
                     }
                 };
-                if let Err(err) = ctx.kv.put(&key, body, Some(HEARTBEAT_INTERVAL * 3)).await {
+                if let Err(err) = ctx.kv.put(&key, body, Some(every * 3)).await {
                     tracing::warn!(%err, "node heartbeat failed");
                 }
             }

@@ -13,6 +13,9 @@ use serde_json::Value;
 /// The level of values no range names.
 pub const NORMAL: &str = "normal";
 
+/// The levels a range may name (events and workflows refer to them by name).
+pub const LEVELS: [&str; 3] = [NORMAL, "warning", "faulty"];
+
 /// Operations one expression may take (a runaway script fails instead of stalling the pipeline).
 const MAX_OPERATIONS: u64 = 10_000;
 
@@ -126,8 +129,22 @@ impl Interpreter {
                 )
             })?,
         };
-        if levels.iter().any(|l| l.level.trim().is_empty()) {
-            return Err("levels: every range needs a level name".into());
+        for range in &levels {
+            if !LEVELS.contains(&range.level.as_str()) {
+                return Err(format!(
+                    "levels: `{}` is not a level; use one of {}",
+                    range.level,
+                    LEVELS.join(", ")
+                ));
+            }
+            if let (Some(min), Some(max)) = (range.min, range.max)
+                && min >= max
+            {
+                return Err(format!(
+                    "levels: the range of `{}` is empty: its min ({min}) must be less than its max ({max})",
+                    range.level
+                ));
+            }
         }
         Ok(Interpreter {
             value_map,
@@ -210,6 +227,21 @@ impl TenantInterpreters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn levels_must_be_known_and_their_ranges_not_empty() {
+        let engine = engine();
+        let compile =
+            |levels: Value| Interpreter::compile(&engine, None, None, Some(&levels)).map(|_| ());
+        let unknown = compile(serde_json::json!([{"level": "hot", "min": 1}]));
+        assert!(unknown.is_err_and(|e| e.contains("`hot` is not a level")));
+        let inverted = compile(serde_json::json!([{"level": "warning", "min": 50, "max": 30}]));
+        assert!(inverted.is_err_and(|e| e.contains("min (50) must be less than its max (30)")));
+        assert_eq!(
+            compile(serde_json::json!([{"level": "faulty", "max": 0}])),
+            Ok(())
+        );
+    }
 
     #[test]
     fn maps_expressions_and_levels_apply_in_order() {

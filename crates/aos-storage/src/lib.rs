@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
 
@@ -79,7 +82,8 @@ pub enum StorageError {
     Duplicate { what: &'static str, name: String },
     #[error("no {what} `{key}` here: check the name (and the tenant)")]
     NotFound { what: &'static str, key: String },
-    #[error("invalid {field}: it {reason}")]
+    /// `reason` completes a sentence whose subject is `field`: "device id must be …".
+    #[error("{field} {reason}")]
     Invalid { field: &'static str, reason: String },
     #[error("not allowed: {0}")]
     Forbidden(&'static str),
@@ -165,6 +169,19 @@ impl Storage {
 
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Begins a transaction that writes. On SQLite it takes the write lock at `BEGIN`
+    /// (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout instead of failing:
+    /// a deferred transaction that read first could not become a writer once another had
+    /// committed (`database is locked`, extended code 517). PostgreSQL needs nothing of the sort.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, sea_orm::DbErr> {
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
     }
 
     pub fn backend(&self) -> DatabaseBackend {

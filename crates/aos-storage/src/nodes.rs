@@ -3,8 +3,8 @@
 
 use aos_core::NodeInfo;
 use chrono::Utc;
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, EntityTrait};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::entity::aos_node;
 use crate::{Storage, StorageError};
@@ -44,6 +44,17 @@ pub async fn record_start(storage: &Storage, info: &NodeInfo) -> Result<(), Stor
                 ])
                 .to_owned(),
         )
+        .exec(storage.db())
+        .await?;
+    Ok(())
+}
+
+/// Records a heartbeat of the running node `id`: its last-seen time becomes now.
+pub async fn record_seen(storage: &Storage, id: &str) -> Result<(), StorageError> {
+    aos_node::Entity::update_many()
+        .col_expr(aos_node::Column::LastSeen, Expr::value(Utc::now()))
+        .filter(aos_node::Column::Id.eq(id))
+        .filter(aos_node::Column::StoppedAt.is_null())
         .exec(storage.db())
         .await?;
     Ok(())

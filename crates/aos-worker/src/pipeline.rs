@@ -320,6 +320,23 @@ impl Pipeline {
         if route.kind == MessageKind::CommandReply {
             let (command, error) = command::read_reply(own_format, &envelope.payload)
                 .map_err(|reason| (Some(about), reason))?;
+            let uid = child.as_ref().map_or(&publisher.uid, |c| &c.uid);
+            let own = stored_commands::is_for(&self.storage, command, about)
+                .await
+                .map_err(|err| {
+                    (
+                        Some(about),
+                        format!("the reply could not be checked: {err}"),
+                    )
+                })?;
+            if !own {
+                return Err((
+                    Some(about),
+                    format!(
+                        "replies to command {command}, which is not a command of device `{uid}`"
+                    ),
+                ));
+            }
             return Ok(Understood {
                 logged_under: about,
                 parts: Vec::new(),

@@ -145,7 +145,7 @@ impl ListenerContext {
         let (kick_tx, kick_rx) = oneshot::channel();
         let (session, present) = self.broker.connect(
             &client_id,
-            principal.identity.as_ref(),
+            &principal,
             clean_start,
             expiry,
             will,

@@ -10,7 +10,7 @@ use super::{
     Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, message,
     peer_addr, peer_certificate,
 };
-use crate::auth::{ConnectRequest, Refusal};
+use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
 use crate::session::{Kick, Outgoing, SubOptions, Will};
 use crate::topic::SubscriptionFilter;
 
@@ -197,17 +197,17 @@ pub(crate) async fn protocol(
                     sub.fail();
                     continue;
                 };
-                if !conn
+                let SubscribeAccess::Granted(read) = conn
                     .broker()
                     .auth
                     .may_subscribe(&conn.principal, &filter.filter)
-                {
+                else {
                     conn.broker().metrics.denied.inc();
                     sub.fail();
                     continue;
-                }
+                };
                 let qos = crate::message::min_qos(sub.qos(), conn.listener.config.max_qos());
-                let opts = SubOptions::qos(qos);
+                let opts = SubOptions::qos(qos, read);
                 let existed = conn
                     .broker()
                     .subscribe(&conn.session, &full, filter.clone(), opts);

@@ -1,5 +1,7 @@
 //! MQTT 5.0 connections.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +21,7 @@ use super::{
     Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, message,
     peer_addr, peer_certificate,
 };
-use crate::auth::{ConnectRequest, Refusal};
+use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
 use crate::message::{Properties, min_qos};
 use crate::session::{Kick, Outgoing, RetainHandling, SubOptions, Will};
 use crate::topic::{SubscriptionFilter, valid_topic_name};
@@ -39,6 +41,88 @@ impl TryFrom<ConnError> for v5::PublishAck {
     }
 }
 
+/// The topic aliases the broker assigned on one connection (MQTT 5.0 §3.3.2.3.4): the first
+/// `max` distinct topics sent get one, and later messages on them carry only the alias. Aliases
+/// last as long as the connection; none is ever reassigned.
+struct ServerAliases {
+    max: u16,
+    assigned: RefCell<HashMap<ByteString, NonZeroU16>>,
+}
+
+/// How one PUBLISH names its topic.
+#[derive(Clone, Copy)]
+enum Naming {
+    Topic,
+    /// The topic and the alias it gets from now on.
+    NewAlias(NonZeroU16),
+    /// The alias alone (an empty topic name).
+    Alias(NonZeroU16),
+}
+
+impl ServerAliases {
+    fn naming(&self, topic: &ByteString) -> Naming {
+        let assigned = self.assigned.borrow();
+        if let Some(alias) = assigned.get(topic) {
+            return Naming::Alias(*alias);
+        }
+        // Aliases are numbered from 1 in the order topics are first sent.
+        match u16::try_from(assigned.len() + 1)
+            .ok()
+            .filter(|next| *next <= self.max)
+            .and_then(NonZeroU16::new)
+        {
+            Some(next) => Naming::NewAlias(next),
+            None => Naming::Topic,
+        }
+    }
+
+    /// Records a new alias once the PUBLISH that introduces it went out (an unsent one must not
+    /// be referred to).
+    fn sent(&self, topic: &ByteString, naming: Naming, outcome: SendOutcome) -> SendOutcome {
+        if let (Naming::NewAlias(alias), SendOutcome::Sent) = (naming, outcome) {
+            self.assigned.borrow_mut().insert(topic.clone(), alias);
+        }
+        outcome
+    }
+}
+
+/// A 5.0 connection's outbound side: its sink and the aliases it assigned.
+pub(crate) struct Sink5 {
+    sink: v5::MqttSink,
+    aliases: ServerAliases,
+}
+
+impl Sink5 {
+    /// The PUBLISH for `out`, named as `naming` says.
+    fn publish(&self, out: &Outgoing, now: Instant, naming: Naming) -> v5::PublishBuilder {
+        let (topic, alias) = match naming {
+            Naming::Topic => (out.message.topic.clone(), None),
+            Naming::NewAlias(alias) => (out.message.topic.clone(), Some(alias)),
+            Naming::Alias(alias) => (ByteString::new(), Some(alias)),
+        };
+        self.sink.publish(topic).properties(|p| {
+            p.topic_alias = alias;
+            properties(out, now, p);
+        })
+    }
+
+    /// A QoS 1/2 PUBLISH for `out`, with its packet id and flags (`None` without a packet id).
+    fn acknowledged(
+        &self,
+        out: &Outgoing,
+        now: Instant,
+        naming: Naming,
+    ) -> Option<v5::PublishBuilder> {
+        let id = out.packet_id?;
+        Some(
+            self.publish(out, now, naming)
+                .packet_id(id.get())
+                .dup(out.dup)
+                .retain(out.retain),
+        )
+    }
+}
+
 fn properties(out: &Outgoing, now: Instant, p: &mut v5::codec::PublishProperties) {
     p.message_expiry_interval = out.message.remaining_expiry(now);
     p.subscription_ids.extend(out.sub_ids.iter().copied());
@@ -51,57 +135,51 @@ fn properties(out: &Outgoing, now: Instant, p: &mut v5::codec::PublishProperties
     }
 }
 
-/// A QoS 1/2 PUBLISH for `out`, with its packet id, flags and properties (`None` without a
-/// packet id).
-fn acknowledged_publish(
-    sink: &v5::MqttSink,
-    out: &Outgoing,
-    now: Instant,
-) -> Option<v5::PublishBuilder> {
-    let id = out.packet_id?;
-    Some(
-        sink.publish(out.message.topic.clone())
-            .packet_id(id.get())
-            .dup(out.dup)
-            .retain(out.retain)
-            .properties(|p| properties(out, now, p)),
-    )
-}
-
-impl Outbound for v5::MqttSink {
+impl Outbound for Sink5 {
     fn is_ready(&self) -> bool {
-        v5::MqttSink::is_ready(self)
+        self.sink.is_ready()
     }
 
     async fn ready(&self) -> bool {
-        v5::MqttSink::ready(self).await
+        self.sink.ready().await
     }
 
     fn send_at_most_once(&self, out: &Outgoing, now: Instant) -> SendOutcome {
-        self.publish(out.message.topic.clone())
+        let topic = &out.message.topic;
+        let naming = self.aliases.naming(topic);
+        let outcome = self
+            .publish(out, now, naming)
             .retain(out.retain)
-            .properties(|p| properties(out, now, p))
             .send_at_most_once(out.message.payload.clone())
-            .into()
+            .into();
+        self.aliases.sent(topic, naming, outcome)
     }
 
     fn send_at_least_once(&self, out: &Outgoing, now: Instant) -> SendOutcome {
-        match acknowledged_publish(self, out, now) {
+        let topic = &out.message.topic;
+        let naming = self.aliases.naming(topic);
+        let outcome = match self.acknowledged(out, now, naming) {
             Some(publish) => publish
                 .send_at_least_once_no_block(out.message.payload.clone())
                 .into(),
             None => SendOutcome::Unsendable,
-        }
+        };
+        self.aliases.sent(topic, naming, outcome)
     }
 
     async fn send_exactly_once(&self, out: &Outgoing, now: Instant) -> SendOutcome {
-        let Some(publish) = acknowledged_publish(self, out, now) else {
+        let topic = &out.message.topic;
+        let naming = self.aliases.naming(topic);
+        let Some(publish) = self.acknowledged(out, now, naming) else {
             return SendOutcome::Unsendable;
         };
-        match publish.send_exactly_once(out.message.payload.clone()).await {
+        // The PUBLISH is written before the exchange completes: its alias is in use even if the
+        // connection is lost while waiting for PUBREC.
+        let outcome = match publish.send_exactly_once(out.message.payload.clone()).await {
             Ok(received) => received.release().await.into(),
             Err(err) => Err::<(), _>(err).into(),
-        }
+        };
+        self.aliases.sent(topic, naming, outcome)
     }
 
     fn close(&self, kick: Kick) {
@@ -110,7 +188,7 @@ impl Outbound for v5::MqttSink {
             Kick::ShuttingDown => DisconnectReasonCode::ServerShuttingDown,
             Kick::Revoked => DisconnectReasonCode::NotAuthorized,
         };
-        self.close_with_reason(Disconnect::new(reason));
+        self.sink.close_with_reason(Disconnect::new(reason));
     }
 }
 
@@ -230,13 +308,20 @@ pub(crate) async fn handshake(
     let requested_expiry = connect.session_expiry_interval_secs;
     let expiry = expiry_from_secs(requested_expiry, max_expiry);
     let sink = handshake.sink();
+    let outbound = Sink5 {
+        sink: sink.clone(),
+        aliases: ServerAliases {
+            max: ctx.config.server_topic_aliases.min(connect.topic_alias_max),
+            assigned: RefCell::default(),
+        },
+    };
     let (conn, present) = ctx.open(
         principal,
         client_id,
         connect.clean_start,
         Some(expiry),
         will,
-        sink.clone(),
+        outbound,
     );
     let session = conn.session.clone();
     sink.publish_ack_cb(move |ack, disconnected| {
@@ -386,15 +471,15 @@ pub(crate) async fn protocol(
                         continue;
                     }
                 };
-                if !conn
+                let SubscribeAccess::Granted(read) = conn
                     .broker()
                     .auth
                     .may_subscribe(&conn.principal, &filter.filter)
-                {
+                else {
                     conn.broker().metrics.denied.inc();
                     sub.fail(SubscribeAckReason::NotAuthorized);
                     continue;
-                }
+                };
                 let qos = min_qos(options.qos, conn.listener.config.max_qos());
                 let opts = SubOptions {
                     qos,
@@ -402,6 +487,7 @@ pub(crate) async fn protocol(
                     retain_as_published: options.retain_as_published,
                     retain_handling: retain_handling(options.retain_handling),
                     id,
+                    read,
                 };
                 let existed = conn
                     .broker()

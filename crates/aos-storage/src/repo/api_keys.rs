@@ -4,9 +4,9 @@
 use aos_core::access::TopicGrant;
 use aos_core::topic::valid_topic_filter;
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
 };
 
 use super::{Scope, check_identifier, duplicate};
@@ -31,7 +31,7 @@ fn check_grants(grants: &[TopicGrant]) -> Result<(), StorageError> {
     if grants.len() > MAX_GRANTS {
         return Err(StorageError::invalid(
             "grants",
-            format!("are more than {MAX_GRANTS}"),
+            format!("are more than {MAX_GRANTS}: a key holds {MAX_GRANTS} at most"),
         ));
     }
     for grant in grants {
@@ -102,17 +102,32 @@ pub async fn revoke(
     scope: Scope,
     name: &str,
 ) -> Result<api_key::Model, StorageError> {
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let key = api_key::Entity::find()
         .filter(api_key::Column::TenantId.eq(scope.tenant))
         .filter(api_key::Column::Name.eq(name))
         .one(&txn)
         .await?
         .ok_or_else(|| StorageError::not_found("API key", name))?;
+    // Revoking twice is a no-op that keeps the first time; only the request that revoked the
+    // key tells the nodes to close its sessions.
     let now = Utc::now();
-    let mut row = key.into_active_model();
-    row.revoked_at = Set(Some(now));
-    let key = row.update(&txn).await?;
+    let revoked = api_key::Entity::update_many()
+        .col_expr(api_key::Column::RevokedAt, Expr::value(now))
+        .filter(api_key::Column::Id.eq(key.id))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .exec(&txn)
+        .await?
+        .rows_affected
+        > 0;
+    let key = api_key::Entity::find_by_id(key.id)
+        .one(&txn)
+        .await?
+        .ok_or_else(|| StorageError::not_found("API key", name))?;
+    if !revoked {
+        txn.commit().await?;
+        return Ok(key);
+    }
     credential_change::ActiveModel {
         device_uid: Set(String::new()),
         api_key_id: Set(Some(key.id)),

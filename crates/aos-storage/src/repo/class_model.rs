@@ -6,7 +6,6 @@ use std::collections::HashSet;
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -75,15 +74,12 @@ fn unique<'a>(
     for name in names {
         check_name(field, name)?;
         if !seen.insert(name) {
-            return Err(StorageError::invalid(
-                field,
-                format!("`{name}` is there twice"),
-            ));
+            return Err(StorageError::invalid(field, format!("name `{name}` twice")));
         }
         if seen.len() > MAX_ITEMS {
             return Err(StorageError::invalid(
                 field,
-                format!("more than {MAX_ITEMS}"),
+                format!("are more than {MAX_ITEMS}: keep to {MAX_ITEMS} at most"),
             ));
         }
     }
@@ -103,7 +99,7 @@ impl ClassModel {
                 return Err(StorageError::invalid(
                     "attributes",
                     format!(
-                        "`{}`: data_type must be one of {}",
+                        "give `{}` an unknown data_type: use one of {}",
                         a.name,
                         DATA_TYPES.join(", ")
                     ),
@@ -112,7 +108,11 @@ impl ClassModel {
             if !KINDS.contains(&a.kind.as_str()) {
                 return Err(StorageError::invalid(
                     "attributes",
-                    format!("`{}`: kind must be one of {}", a.name, KINDS.join(", ")),
+                    format!(
+                        "give `{}` an unknown kind: use one of {}",
+                        a.name,
+                        KINDS.join(", ")
+                    ),
                 ));
             }
             if let Some(function) = &a.function
@@ -120,7 +120,10 @@ impl ClassModel {
             {
                 return Err(StorageError::invalid(
                     "attributes",
-                    format!("`{}`: no function `{function}` in the class", a.name),
+                    format!(
+                        "give `{}` the function `{function}`, which the class does not have",
+                        a.name
+                    ),
                 ));
             }
         }
@@ -200,7 +203,7 @@ pub async fn set(
         ));
     }
     model.check()?;
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let class = classes::by_name(&txn, scope, name).await?;
     attribute_def::Entity::delete_many()
         .filter(attribute_def::Column::ClassId.eq(class.id))

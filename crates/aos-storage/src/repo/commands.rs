@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Order,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::{Value, json};
 
@@ -48,7 +48,7 @@ impl NewCommand {
         if self.parameters.to_string().len() > MAX_PARAMETERS_BYTES {
             return Err(StorageError::invalid(
                 "command parameters",
-                format!("are over {MAX_PARAMETERS_BYTES} bytes"),
+                format!("are larger than {MAX_PARAMETERS_BYTES} bytes"),
             ));
         }
         Ok(())
@@ -113,7 +113,7 @@ pub async fn create_batch(
             "targets nothing: name devices or classes",
         ));
     }
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let mut class_ids = Vec::with_capacity(target.classes.len());
     for class in &target.classes {
         class_ids.push(classes::by_name(&txn, scope, class).await?.id);
@@ -485,6 +485,15 @@ pub struct Reply {
     pub command: i64,
     /// `None`: done; `Some(reason)`: the device could not do it.
     pub error: Option<String>,
+}
+
+/// Whether command `id` was sent to device `device` (a reply to any other is refused).
+pub async fn is_for(storage: &Storage, id: i64, device: i64) -> Result<bool, StorageError> {
+    Ok(command::Entity::find_by_id(id)
+        .filter(command::Column::DeviceId.eq(device))
+        .count(storage.db())
+        .await?
+        > 0)
 }
 
 /// Settles the commands replied to (only a device's own commands, and only once).

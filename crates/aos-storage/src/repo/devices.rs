@@ -5,7 +5,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Order,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::paging::{self, Page};
@@ -39,12 +39,27 @@ pub async fn create(
 ) -> Result<device::Model, StorageError> {
     check_identifier("device id", &new.uid)?;
     check_name("device name", &new.name)?;
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let class = classes::by_name(&txn, scope, &new.class).await?;
     let entity = bound_entity(&txn, scope, new.entity.as_deref()).await?;
     let gateway = match &new.gateway {
         None => None,
-        Some(uid) => Some(get_in(&txn, scope, uid).await?.id),
+        Some(uid) => {
+            let gateway = get_in(&txn, scope, uid).await?;
+            let is_gateway = device_class::Entity::find_by_id(gateway.class_id)
+                .one(&txn)
+                .await?
+                .is_some_and(|c| c.is_gateway);
+            if !is_gateway {
+                return Err(StorageError::invalid(
+                    "gateway",
+                    format!(
+                        "`{uid}` is not a gateway: its class is not a gateway class (create one with --gateway)"
+                    ),
+                ));
+            }
+            Some(gateway.id)
+        }
     };
     let format = match &new.format {
         None => None,
@@ -137,7 +152,7 @@ pub async fn set_credential(
     uid: &str,
     credential: NewCredential,
 ) -> Result<device_credential::Model, StorageError> {
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let device = get_in(&txn, scope, uid).await?;
     let kind = match &credential {
         NewCredential::Password { username, .. } => {
@@ -391,7 +406,7 @@ pub async fn register_child(
         ));
     };
     check_identifier("device id", uid)?;
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let created = device::ActiveModel {
         tenant_id: Set(gateway.tenant),
         entity_id: Set(gateway.entity),
@@ -568,7 +583,7 @@ pub async fn update(
     if let Some(name) = &change.name {
         check_name("name", name)?;
     }
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let found = get_in(&txn, scope, uid).await?;
     let was_disabled = found.disabled;
     let mut row: device::ActiveModel = found.into();
@@ -589,7 +604,7 @@ pub async fn update(
 /// Deletes a device the scope may see, with its values, events, commands and credentials (its
 /// logged messages stay, without the device); its live session is closed on every node.
 pub async fn delete(storage: &Storage, scope: Scope, uid: &str) -> Result<(), StorageError> {
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let found = get_in(&txn, scope, uid).await?;
     device::Entity::delete_by_id(found.id).exec(&txn).await?;
     credential_changed(&txn, &found.uid, Utc::now()).await?;

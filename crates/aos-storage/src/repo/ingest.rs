@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QuerySelect, TransactionTrait, TryInsertResult,
+    QuerySelect, TryInsertResult,
 };
 
 use super::commands::{self, Reply};
@@ -107,7 +107,7 @@ pub async fn record(
     readings: &[Reading],
     replies: &[Reply],
 ) -> Result<Recorded, StorageError> {
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let mut recorded = Recorded::default();
     for chunk in messages.chunks(ROWS_PER_STATEMENT) {
         recorded.messages += inserted(

@@ -1,6 +1,7 @@
 //! Interpreters of a tenant's attributes (checked by the worker's compiler before they are
 //! saved), and the events their levels (or workflows) raise.
 
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, Order,
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TryIntoModel,
@@ -149,15 +150,25 @@ pub async fn settle(
     if !visible.iter().any(|d| d.id == event.device_id) {
         return Err(StorageError::not_found("event", id.to_string()));
     }
+    // Settling twice is a no-op that keeps the first time (and who): the update applies only
+    // while the time is unset, so concurrent requests cannot overwrite each other either.
     let now = chrono::Utc::now();
-    let mut row = event.into_active_model();
-    if clear {
-        row.cleared_at = Set(Some(now));
+    let update = event::Entity::update_many().filter(event::Column::Id.eq(id));
+    let update = if clear {
+        update
+            .col_expr(event::Column::ClearedAt, Expr::value(now))
+            .filter(event::Column::ClearedAt.is_null())
     } else {
-        row.acknowledged_at = Set(Some(now));
-        row.acknowledged_by = Set(Some(by.to_string()));
-    }
-    Ok(row.update(storage.db()).await?)
+        update
+            .col_expr(event::Column::AcknowledgedAt, Expr::value(now))
+            .col_expr(event::Column::AcknowledgedBy, Expr::value(by))
+            .filter(event::Column::AcknowledgedAt.is_null())
+    };
+    update.exec(storage.db()).await?;
+    event::Entity::find_by_id(id)
+        .one(storage.db())
+        .await?
+        .ok_or_else(|| StorageError::not_found("event", id.to_string()))
 }
 
 /// Raises an event for a device (a workflow's doing).

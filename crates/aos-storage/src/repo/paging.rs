@@ -50,7 +50,7 @@ impl Page {
             Err(StorageError::invalid(
                 "sort",
                 format!(
-                    "cannot sort by `{field}`; sort by one of {} (`-name` for descending)",
+                    "must be one of {} (`-name` for descending), not `{field}`",
                     allowed.join(", ")
                 ),
             ))

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, TransactionTrait,
+    IntoActiveModel, QueryFilter, QueryOrder,
 };
 
 use super::{Scope, check_name, duplicate};
@@ -23,7 +23,7 @@ pub async fn ensure_builtin(
     storage: &Storage,
     roles: &[(&str, RoleGrants)],
 ) -> Result<(), StorageError> {
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     for (name, grants) in roles {
         let existing = role::Entity::find()
             .filter(role::Column::TenantId.is_null())
@@ -69,7 +69,7 @@ pub async fn create(
         return Err(StorageError::Forbidden("customers cannot create roles"));
     }
     check_name("role name", name)?;
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let builtin = role::Entity::find()
         .filter(role::Column::TenantId.is_null())
         .filter(role::Column::Name.eq(name))
@@ -142,7 +142,7 @@ pub async fn list(storage: &Storage, scope: Scope) -> Result<Vec<role::Model>, S
 
 /// Gives the user `login` the role `name`: a built-in role, or one of the user's tenant.
 pub async fn assign(storage: &Storage, login: &str, name: &str) -> Result<(), StorageError> {
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let user = app_user::Entity::find()
         .filter(app_user::Column::Login.eq(login))
         .one(&txn)

@@ -5,12 +5,13 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
 };
 
-use super::{check_name, duplicate};
+use super::{check_identifier, duplicate};
 use crate::entity::tenant;
 use crate::{Storage, StorageError};
 
 pub async fn create(storage: &Storage, name: &str) -> Result<tenant::Model, StorageError> {
-    check_name("tenant name", name)?;
+    // Tenant names go into URLs (`?tenant=`) and commands (`--tenant`): identifiers, not prose.
+    check_identifier("tenant name", name)?;
     tenant::ActiveModel {
         name: Set(name.to_string()),
         disabled: Set(false),

@@ -3,8 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
-    sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr,
 };
 
 use crate::entity::refresh_token;
@@ -48,7 +47,7 @@ pub async fn rotate(
     new_hash: String,
     expires_at: DateTime<Utc>,
 ) -> Result<Option<refresh_token::Model>, StorageError> {
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let revoked = refresh_token::Entity::update_many()
         .col_expr(refresh_token::Column::RevokedAt, Expr::value(Utc::now()))
         .filter(refresh_token::Column::Id.eq(old.id))

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, TransactionTrait,
+    QueryOrder,
 };
 
 use super::{Scope, bound_entity, check_identifier, check_name, duplicate, roles};
@@ -43,7 +43,7 @@ async fn insert(
 ) -> Result<app_user::Model, StorageError> {
     let now = Utc::now();
     // The user and its roles, or nothing.
-    let txn = storage.db().begin().await?;
+    let txn = storage.begin_write().await?;
     let user = app_user::ActiveModel {
         tenant_id: Set(tenant),
         entity_id: Set(entity),
@@ -88,7 +88,7 @@ pub async fn create_platform(
     if new.entity.is_some() {
         return Err(StorageError::invalid(
             "entity",
-            "platform users belong to no entity",
+            "must not be given: platform users belong to no entity",
         ));
     }
     insert(storage, None, None, new).await

@@ -27,8 +27,10 @@ pub fn routes(r: &mut impl Routes) {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateClass {
+    #[schema(value_type = super::schema::Name)]
     name: String,
     #[serde(default)]
+    #[schema(max_length = 4096)]
     description: String,
     /// Its devices publish for child devices.
     #[serde(default)]
@@ -50,7 +52,7 @@ pub(super) struct ClassView {
     created_at: DateTime<Utc>,
 }
 
-const CLASS_SORT: [&str; 3] = ["name", "created_at", "devices"];
+pub(super) const CLASS_SORT: [&str; 3] = ["name", "created_at", "devices"];
 
 fn class_view(
     c: device_class::Model,
@@ -233,7 +235,7 @@ pub(super) struct FormatView {
     created_at: DateTime<Utc>,
 }
 
-const FORMAT_SORT: [&str; 4] = ["name", "kind", "direction", "created_at"];
+pub(super) const FORMAT_SORT: [&str; 4] = ["name", "kind", "direction", "created_at"];
 
 fn format_view(f: message_format::Model) -> FormatView {
     FormatView {

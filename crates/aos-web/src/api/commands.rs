@@ -28,32 +28,40 @@ pub fn routes(r: &mut impl Routes) {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CommandRequest {
+    #[schema(value_type = super::schema::Name)]
     name: String,
     /// What the device gets with it (default `{}`).
     #[serde(default = "no_parameters")]
+    #[schema(value_type = Object)]
     parameters: Value,
     /// How long it may wait for the device: `30s`, `1h`, `2days` (default 1d).
+    #[schema(value_type = Option<super::schema::DurationText>)]
     expires_in: Option<String>,
 }
 
 impl CommandRequest {
     fn command(self) -> Result<NewCommand, ApiError> {
         let expires_in = self.expires_in.as_deref().unwrap_or(DEFAULT_EXPIRY);
+        // A command that may not wait at all would expire before any device could take it.
         let expiry = humantime::parse_duration(expires_in)
             .ok()
+            .filter(|d| !d.is_zero())
             .and_then(|d| chrono::Duration::from_std(d).ok())
+            .and_then(|d| Utc::now().checked_add_signed(d))
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid",
-                    format!("`{expires_in}` is not a duration (30s, 1h, 2days)"),
+                    format!(
+                        "expires_in must be a duration longer than zero, such as 30s, 1h or 2days, not `{expires_in}`"
+                    ),
                 )
                 .field("expires_in")
             })?;
         Ok(NewCommand {
             name: self.name,
             parameters: self.parameters,
-            expires_at: Some(Utc::now() + expiry),
+            expires_at: Some(expiry),
         })
     }
 }
@@ -63,13 +71,16 @@ impl CommandRequest {
 #[serde(deny_unknown_fields)]
 pub(super) struct BatchRequest {
     /// The batch's name.
+    #[schema(value_type = super::schema::Name)]
     name: String,
     command: CommandRequest,
     /// Devices by id.
     #[serde(default)]
+    #[schema(value_type = Vec<super::schema::Identifier>)]
     devices: Vec<String>,
     /// Every device of these classes.
     #[serde(default)]
+    #[schema(value_type = Vec<super::schema::Name>)]
     classes: Vec<String>,
     /// Also devices registered in those classes later.
     #[serde(default)]
@@ -98,6 +109,7 @@ pub(super) struct ListQuery {
     /// A device's id.
     device: Option<String>,
     /// `queued`, `sent`, `acknowledged`, `failed` or `expired`.
+    #[param(pattern = "^(queued|sent|acknowledged|failed|expired)$")]
     status: Option<String>,
     /// A batch's id.
     batch: Option<i64>,

@@ -27,6 +27,7 @@ pub(super) struct MessagesQuery {
     /// A device's id.
     device: Option<String>,
     /// `processed`, `failed` or `archived`.
+    #[param(pattern = "^(processed|failed|archived)$")]
     status: Option<String>,
     /// Received at or after (RFC 3339).
     from: Option<DateTime<Utc>>,

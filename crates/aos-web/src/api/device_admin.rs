@@ -28,6 +28,7 @@ pub const MAX_IMPORT_ROWS: usize = 10_000;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Change {
+    #[schema(value_type = Option<super::schema::Name>)]
     name: Option<String>,
     disabled: Option<bool>,
 }
@@ -134,8 +135,11 @@ pub(super) async fn delete(
 pub(super) struct NewCredentials {
     /// `token` (default): a new access token; `password`: an MQTT username and password;
     /// `certificate`: a client certificate (PEM) that names the device on TLS listeners.
+    #[schema(pattern = "^(token|password|certificate)$")]
     kind: Option<String>,
+    #[schema(value_type = Option<super::schema::Identifier>)]
     username: Option<String>,
+    #[schema(min_length = 8)]
     password: Option<String>,
     certificate: Option<String>,
 }
@@ -197,8 +201,27 @@ pub(super) async fn credentials(
         )
         .field(field)
     };
+    // A field of another kind of credential is a mistake to point out, not to ignore.
+    let kind = body.kind.as_deref().unwrap_or("token");
+    let given = [
+        ("username", body.username.is_some(), "password"),
+        ("password", body.password.is_some(), "password"),
+        ("certificate", body.certificate.is_some(), "certificate"),
+    ];
+    let known = matches!(kind, "token" | "password" | "certificate");
+    if let Some((field, _, owner)) = given
+        .iter()
+        .find(|(_, set, owner)| known && *set && *owner != kind)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("`{field}` belongs to a credential of kind `{owner}`, not `{kind}`"),
+        )
+        .field(*field));
+    }
     let mut issued = IssuedCredentials {
-        kind: body.kind.clone().unwrap_or_else(|| "token".into()),
+        kind: kind.to_string(),
         token: None,
         fingerprint: None,
     };

@@ -36,12 +36,7 @@ async fn signed_in(
             "send the device's access token: `Authorization: Bearer TOKEN` (aos device credentials)",
         )
     };
-    let token = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(refused)?;
+    let token = super::bearer_token(req).ok_or_else(refused)?;
     let clients = api.clients.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -52,7 +47,7 @@ async fn signed_in(
     let credentials = ClientCredentials {
         client_id: uid,
         username: Some(uid),
-        password: token.trim().as_bytes(),
+        password: token.as_bytes(),
         certificate: None,
     };
     match clients.authenticate(credentials).await {

@@ -33,6 +33,7 @@ pub(super) struct ListQuery {
     /// A class's name.
     class: Option<String>,
     /// `online` or `offline`.
+    #[param(pattern = "^(online|offline)$")]
     status: Option<String>,
     /// Part of the id or the name.
     search: Option<String>,
@@ -51,16 +52,22 @@ pub(super) struct ListQuery {
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateDevice {
     /// Its id (the MQTT client id), unique in the tenant.
+    #[schema(value_type = super::schema::Identifier)]
     uid: String,
     /// Default: the id.
+    #[schema(value_type = Option<super::schema::Name>)]
     name: Option<String>,
     /// Its class's name.
+    #[schema(value_type = super::schema::Name)]
     class: String,
     /// The entity (customer) it belongs to.
+    #[schema(value_type = Option<super::schema::Name>)]
     entity: Option<String>,
     /// The gateway it publishes through.
+    #[schema(value_type = Option<super::schema::Identifier>)]
     gateway: Option<String>,
     /// Its message format, instead of its class's.
+    #[schema(value_type = Option<super::schema::Name>)]
     format: Option<String>,
 }
 
@@ -270,6 +277,7 @@ pub(super) struct ValuesQuery {
     /// The tenant a system administrator acts in (a tenant's user always acts in its own).
     tenant: Option<String>,
     /// Attribute names, separated by commas (at most 20).
+    #[param(pattern = "^[^,]+(,[^,]+){0,19}$")]
     attributes: String,
     /// Default: a day before `to`.
     from: Option<DateTime<Utc>>,
@@ -280,6 +288,7 @@ pub(super) struct ValuesQuery {
     #[param(value_type = Option<String>, example = "5m")]
     interval: Option<std::time::Duration>,
     /// `avg`, `min`, `max`, `sum` or `count` (needs `interval`).
+    #[param(pattern = "^(avg|min|max|sum|count)$")]
     aggregate: Option<String>,
 }
 
@@ -352,7 +361,7 @@ pub(super) async fn values(
         (None, Some(_)) => {
             return Err(aos_storage::StorageError::invalid(
                 "interval",
-                "an aggregate needs an interval (e.g. interval=5m)",
+                "must be given with an aggregate (e.g. interval=5m)",
             )
             .into());
         }

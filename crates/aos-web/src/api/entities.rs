@@ -37,7 +37,7 @@ pub(super) struct EntityView {
     created_at: DateTime<Utc>,
 }
 
-const ENTITY_SORT: [&str; 3] = ["name", "kind", "created_at"];
+pub(super) const ENTITY_SORT: [&str; 3] = ["name", "kind", "created_at"];
 
 /// List the entities
 ///
@@ -97,9 +97,12 @@ pub(super) async fn list(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewEntity {
+    #[schema(value_type = super::schema::Name)]
     name: String,
     /// `unit` (default) or `customer`.
+    #[schema(pattern = "^(unit|customer)$")]
     kind: Option<String>,
+    #[schema(value_type = Option<super::schema::Name>)]
     parent: Option<String>,
 }
 
@@ -198,7 +201,7 @@ fn key_view(key: aos_storage::entity::api_key::Model) -> ApiKeyView {
     }
 }
 
-const KEY_SORT: [&str; 2] = ["name", "created_at"];
+pub(super) const KEY_SORT: [&str; 2] = ["name", "created_at"];
 
 /// List the API keys
 ///
@@ -250,12 +253,14 @@ pub(super) async fn list_keys(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewKey {
+    #[schema(value_type = super::schema::Identifier)]
     name: String,
     /// MQTT topic filters the key may publish and/or subscribe to.
+    #[schema(value_type = super::schema::Grants)]
     grants: Vec<TopicGrant>,
     /// `90d`, `1y`...; none: until revoked.
     #[serde(default, with = "humantime_serde")]
-    #[schema(value_type = Option<String>, example = "90d")]
+    #[schema(value_type = Option<super::schema::DurationText>, example = "90d")]
     expires_in: Option<std::time::Duration>,
 }
 
@@ -305,6 +310,14 @@ pub(super) async fn create_key(
         .await?;
     let body = body.0;
     let expires_at = match body.expires_in {
+        Some(d) if d.is_zero() => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "expires_in must be longer than zero (90d, 1y), or left out for a key that lasts until revoked",
+            )
+            .field("expires_in"));
+        }
         Some(d) => Some(
             chrono::Duration::from_std(d)
                 .ok()

@@ -46,7 +46,7 @@ pub(super) struct InterpreterView {
     levels: Option<Value>,
 }
 
-const SORT_FIELDS: [&str; 2] = ["attribute", "class"];
+pub(super) const SORT_FIELDS: [&str; 2] = ["attribute", "class"];
 
 /// List the interpreters
 ///
@@ -108,12 +108,15 @@ pub(super) async fn list(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SetInterpreter {
+    #[schema(value_type = Option<super::schema::Name>)]
     class: Option<String>,
     /// Raw value → value (`{"1": "open"}`).
+    #[schema(value_type = Option<Object>)]
     value_map: Option<Value>,
     /// A rhai expression of `value`.
     expression: Option<String>,
-    /// `[{"level", "min", "max"}]`.
+    /// `[{"level", "min", "max"}]`: `min` below `max`.
+    #[schema(value_type = Option<super::schema::LevelRanges>)]
     levels: Option<Value>,
 }
 
@@ -202,16 +205,19 @@ pub(super) async fn set(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateFormat {
+    #[schema(value_type = super::schema::Name)]
     name: String,
     /// `json`, `xml`, `protobuf` or `pms`.
+    #[schema(pattern = "^(json|xml|protobuf|pms)$")]
     kind: String,
     /// `inbound` (how payloads are read; default) or `outbound` (how commands are written).
+    #[schema(pattern = "^(inbound|outbound)$")]
     direction: Option<String>,
     /// The `.proto` text (Protobuf).
     proto: Option<String>,
     /// The message type in it (Protobuf).
     message: Option<String>,
-    /// A JSON Schema payloads must meet (JSON).
+    /// A JSON Schema payloads must meet (JSON): an object or a boolean.
     schema: Option<Value>,
     /// Where values are in a payload: `{"attributes": {"temperature": "/t"}, "ts": "/time"}`
     /// (JSON pointers).

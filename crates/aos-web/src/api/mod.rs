@@ -17,8 +17,11 @@ mod nodes;
 pub mod openapi;
 mod people;
 mod queues;
+mod schema;
 mod workflows;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use aos_auth::accounts::{Accounts, SignInError};
@@ -142,21 +145,91 @@ pub fn routes(r: &mut impl Routes) {
         .get("/openapi.json", openapi::document);
 }
 
-/// The API under `/api`; what no route answers is a 404 in the API's shape.
+/// Registers routes and notes which methods each path answers.
+struct Served<'a> {
+    cfg: &'a mut web::ServiceConfig,
+    methods: Vec<(&'static str, Method)>,
+}
+
+impl Routes for Served<'_> {
+    fn register(&mut self, method: Method, path: &'static str, route: web::Route) -> &mut Self {
+        self.methods.push((path, method));
+        self.cfg.route(path, route);
+        self
+    }
+}
+
+/// Whether `path` (under `/api`) fits the route pattern `pattern` (`{name}`: one segment).
+fn fits(pattern: &str, path: &str) -> bool {
+    let (mut want, mut have) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (want.next(), have.next()) {
+            (None, None) => return true,
+            (Some(w), Some(h)) if w == h || (w.starts_with('{') && !h.is_empty()) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The API under `/api`. What no route answers is, in the API's shape, a 405 with `Allow` when
+/// the path is one the API serves with other methods, and a 404 otherwise.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    let methods: Rc<RefCell<Vec<(&'static str, Method)>>> = Rc::default();
+    let noted = methods.clone();
     cfg.service(
         web::scope("/api")
-            .configure(routes)
-            .default_service(web::to(unknown_route)),
+            .configure(move |cfg| {
+                let mut served = Served {
+                    cfg,
+                    methods: Vec::new(),
+                };
+                routes(&mut served);
+                *noted.borrow_mut() = served.methods;
+            })
+            .default_service(web::to(move |req: HttpRequest| {
+                let methods = methods.clone();
+                async move { Err::<HttpResponse, _>(unanswered(&req, &methods.borrow())) }
+            })),
     );
 }
 
-async fn unknown_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no API operation {} {}", req.method(), req.path()),
-    ))
+fn unanswered(req: &HttpRequest, methods: &[(&'static str, Method)]) -> ApiError {
+    let path = req.path().strip_prefix("/api").unwrap_or_default();
+    // The patterns that fit best: `/devices/import` over `/devices/{uid}`.
+    let literal = |pattern: &str| pattern.split('/').filter(|s| !s.starts_with('{')).count();
+    let best = methods
+        .iter()
+        .filter(|(pattern, _)| fits(pattern, path))
+        .map(|(pattern, _)| literal(pattern))
+        .max();
+    let mut allowed: Vec<&str> = methods
+        .iter()
+        .filter(|(pattern, _)| fits(pattern, path) && Some(literal(pattern)) == best)
+        .map(|(_, method)| method.as_str())
+        .collect();
+    allowed.sort_unstable();
+    allowed.dedup();
+    // The method is served there, but the router took no route for this path: a value no
+    // object can have (a name with a line break, say).
+    if allowed.is_empty() || allowed.contains(&req.method().as_str()) {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no API operation {} {}", req.method(), req.path()),
+        );
+    }
+    let allow = allowed.join(", ");
+    let mut error = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not answer {}: use {allow}",
+            req.path(),
+            req.method()
+        ),
+    );
+    error.allow = Some(allow);
+    error
 }
 
 /// An API failure, as the client sees it.
@@ -168,6 +241,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field that was wrong, when one was.
     pub field: Option<String>,
+    /// For 405: the methods the path answers (the `Allow` header).
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -177,6 +252,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            allow: None,
         }
     }
 
@@ -208,6 +284,9 @@ impl WebResponseError<DefaultError> for ApiError {
         let mut response = HttpResponse::build(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             response.header("www-authenticate", "Bearer");
+        }
+        if let Some(allow) = &self.allow {
+            response.header("allow", allow.as_str());
         }
         response.json(&ErrorBody {
             error: ErrorDetail {
@@ -369,26 +448,65 @@ async fn read_body(
 }
 
 /// Reads a JSON document; a syntax error is 400, a document of the wrong shape 422 naming the
-/// field when serde names one.
+/// field (its path, `grants[0].filter`) for a wrong type as for a missing or unknown one.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|err| {
-        let message = err.to_string();
-        match err.classify() {
-            serde_json::error::Category::Data => {
-                let mut error =
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message.clone());
-                if let Some(field) = named_field(&message) {
-                    error = error.field(field);
-                }
-                error
-            }
-            _ => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the request body is not JSON: {message}"),
-            ),
-        }
+    // Whether the body is JSON at all decides 400 or 422: serde reports some shape errors (an
+    // empty object where an enum's variant is due) as syntax errors.
+    let syntax = serde_json::from_slice::<serde::de::IgnoredAny>(body).err();
+    if let Some(err) = syntax {
+        return Err(body_error(err, ".", false));
+    }
+    // Every body is an object (serde would also read a struct from an array of its fields).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "the request body must be a JSON object",
+        ));
+    }
+    let mut document = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut document).map_err(|err| {
+        let path = err.path().to_string();
+        body_error(err.into_inner(), &path, true)
     })
+}
+
+/// The answer to a body that does not read: `path` is where the error is (`.` for the top);
+/// `json`: the body is JSON, of the wrong shape.
+fn body_error(err: serde_json::Error, path: &str, json: bool) -> ApiError {
+    let message = err.to_string();
+    match err.classify() {
+        serde_json::error::Category::Data | serde_json::error::Category::Syntax if json => {
+            // Serde names a missing or unknown field in its message; the path holds the field
+            // whose value was wrong, or the object the named one is missing from.
+            let field = match (named_field(&message), path) {
+                (Some(name), ".") => Some(name),
+                (Some(name), at) if at == name || at.ends_with(&format!(".{name}")) => {
+                    Some(at.to_string())
+                }
+                (Some(name), parent) => Some(format!("{parent}.{name}")),
+                (None, ".") => None,
+                (None, at) => Some(at.to_string()),
+            };
+            let mut error = ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                match &field {
+                    Some(field) => format!("`{field}` is not valid: {message}"),
+                    None => format!("the request body is not valid: {message}"),
+                },
+            );
+            if let Some(field) = field {
+                error = error.field(field);
+            }
+            error
+        }
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the request body is not JSON: {message}"),
+        ),
+    }
 }
 
 /// A query string, parsed strictly like a body (unknown parameters refused).
@@ -556,6 +674,15 @@ pub struct PlatformListQuery {
     pub sort: Option<String>,
 }
 
+/// The token of `Authorization: Bearer TOKEN`; the scheme's case does not matter (RFC 9110
+/// §11.1).
+pub(crate) fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The signed-in user making a request (from `Authorization: Bearer ACCESS_TOKEN`).
 pub struct Caller(pub Subject);
 
@@ -603,17 +730,82 @@ impl<Err: web::ErrorRenderer> FromRequest<Err> for Caller {
         let api = req
             .app_state::<Arc<Api>>()
             .ok_or_else(|| ApiError::internal("the API state is missing"))?;
-        let token = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::unauthorized(
-                    "sign in first: send `Authorization: Bearer ACCESS_TOKEN` (POST /api/auth/sign-in)",
-                )
-            })?;
-        let claims = api.accounts.verify(token.trim())?;
+        let token = bearer_token(req).ok_or_else(|| {
+            ApiError::unauthorized(
+                "sign in first: send `Authorization: Bearer ACCESS_TOKEN` (POST /api/auth/sign-in)",
+            )
+        })?;
+        let claims = api.accounts.verify(token)?;
         Ok(Caller(api.accounts.subject(&claims).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Grant {
+        filter: String,
+        publish: bool,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        grants: Vec<Grant>,
+        #[serde(default)]
+        action: Option<Action>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    #[allow(dead_code)]
+    enum Action {
+        Assign { name: String },
+    }
+
+    fn field_of(body: &str) -> (StatusCode, Option<String>) {
+        let err = parse::<Body>(body.as_bytes()).expect_err("refused");
+        (err.status, err.field)
+    }
+
+    #[test]
+    fn body_errors_name_the_field() {
+        let wrong = StatusCode::UNPROCESSABLE_ENTITY;
+        assert_eq!(
+            field_of(r#"{"name": 7, "grants": []}"#),
+            (wrong, Some("name".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"name": "a", "grants": [{"filter": "x", "publish": "yes"}]}"#),
+            (wrong, Some("grants[0].publish".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"name": "a", "grants": [{"filter": "x"}]}"#),
+            (wrong, Some("grants[0].publish".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"name": "a", "grants": [], "colour": 1}"#),
+            (wrong, Some("colour".into()))
+        );
+        assert_eq!(field_of(r#"{"grants": []}"#), (wrong, Some("name".into())));
+        // serde calls an object without the variant a syntax error; it is JSON all the same.
+        assert_eq!(
+            field_of(r#"{"name": "a", "grants": [], "action": {}}"#),
+            (wrong, Some("action".into()))
+        );
+        assert_eq!(field_of("[]"), (wrong, None));
+        assert_eq!(field_of(r#"["a", []]"#), (wrong, None));
+        assert_eq!(field_of(""), (StatusCode::BAD_REQUEST, None));
+        assert_eq!(field_of(r#"{"name": "#), (StatusCode::BAD_REQUEST, None));
+        assert_eq!(
+            field_of(r#"{"name": "a", "grants": []} trailing"#),
+            (StatusCode::BAD_REQUEST, None)
+        );
     }
 }

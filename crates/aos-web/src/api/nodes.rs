@@ -51,7 +51,7 @@ pub(super) struct NodeView {
     listeners: Vec<Value>,
 }
 
-const NODE_SORT: [&str; 3] = ["id", "started_at", "last_seen"];
+pub(super) const NODE_SORT: [&str; 3] = ["id", "started_at", "last_seen"];
 
 fn roles(list: &str) -> Vec<String> {
     list.split(',')

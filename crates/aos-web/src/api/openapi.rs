@@ -5,7 +5,10 @@
 use std::sync::LazyLock;
 
 use ntex::web::HttpResponse;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
@@ -94,7 +97,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         crate::version,
         document,
     ),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonStatuses, &SortFields),
     tags(
         (name = "auth", description = "Signing in: tokens, sign-out, who the caller is"),
         (name = "devices", description = "Devices, their latest values and their values over time"),
@@ -135,6 +138,134 @@ impl Modify for SecuritySchemes {
         );
         components.add_security_scheme("device_token", SecurityScheme::Http(device));
     }
+}
+
+/// Calls `change` with every operation of the document.
+fn each_operation(openapi: &mut utoipa::openapi::OpenApi, mut change: impl FnMut(&mut Operation)) {
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        operations.into_iter().flatten().for_each(&mut change);
+    }
+}
+
+/// Statuses every operation of a kind can answer, added where its annotation does not list
+/// them: a body that is not JSON (400) or too large (413), input that is not valid (422), a path
+/// naming nothing the caller may see (404), a user's account or roles that do not allow it
+/// (403).
+struct CommonStatuses;
+
+impl Modify for CommonStatuses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        each_operation(openapi, |operation| {
+            let parameters = operation.parameters.as_deref().unwrap_or_default();
+            let in_path = parameters
+                .iter()
+                .any(|p| p.parameter_in == ParameterIn::Path);
+            let has_body = operation.request_body.is_some();
+            let signed_by_user = serde_json::to_value(&operation.security)
+                .is_ok_and(|s| s.to_string().contains("\"bearer\""));
+            let mut common = Vec::new();
+            if signed_by_user {
+                common.push((
+                    "403",
+                    "The account is disabled, or its roles do not allow it",
+                ));
+            }
+            if has_body {
+                common.push(("400", "The body is not JSON, or could not be read"));
+                common.push(("413", "The body is over 256 KiB"));
+            }
+            if has_body || !parameters.is_empty() {
+                common.push(("422", "A field or parameter is wrong (`field` names it)"));
+            }
+            if in_path {
+                common.push(("404", "Nothing the caller may see has that name"));
+            }
+            for (status, description) in common {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| error_response(description));
+            }
+        });
+    }
+}
+
+/// The fields a list sorts by — the same ones its handler accepts — by operation id.
+fn sort_fields(operation_id: &str) -> Option<&'static [&'static str]> {
+    use aos_storage::repo;
+    Some(match operation_id {
+        "list_commands" => &repo::commands::SORT_FIELDS,
+        "list_messages" => &repo::messages::SORT_FIELDS,
+        "list_events" => &repo::interpreters::EVENT_SORT_FIELDS,
+        "list_devices" => &repo::devices::SORT_FIELDS,
+        "list_audit" => &repo::audit::SORT_FIELDS,
+        "workflow_runs" => &repo::workflows::RUN_SORT_FIELDS,
+        "list_nodes" => &nodes::NODE_SORT,
+        "list_entities" => &entities::ENTITY_SORT,
+        "list_api_keys" => &entities::KEY_SORT,
+        "list_interpreters" => &interpreters::SORT_FIELDS,
+        "list_classes" => &classes::CLASS_SORT,
+        "list_formats" => &classes::FORMAT_SORT,
+        "list_workflows" => &workflows::SORT_FIELDS,
+        "list_tenants" => &people::TENANT_SORT,
+        "list_users" => &people::USER_SORT,
+        "list_roles" => &people::ROLE_SORT,
+        _ => return None,
+    })
+}
+
+/// Makes each list's `sort` parameter an enum of its fields, ascending or (`-field`)
+/// descending.
+struct SortFields;
+
+impl Modify for SortFields {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        each_operation(openapi, |operation| {
+            let Some(fields) = operation.operation_id.as_deref().and_then(sort_fields) else {
+                return;
+            };
+            let sort = operation
+                .parameters
+                .iter_mut()
+                .flatten()
+                .filter(|p| p.name == "sort" && p.parameter_in == ParameterIn::Query);
+            for parameter in sort {
+                // Empty: the list's own order.
+                let values = std::iter::once(String::new()).chain(
+                    fields
+                        .iter()
+                        .flat_map(|field| [field.to_string(), format!("-{field}")]),
+                );
+                parameter.schema = Some(RefOr::T(Schema::Object(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(values))
+                        .build(),
+                )));
+            }
+        });
+    }
+}
+
+/// A documented failure: its description, and the API's error body.
+fn error_response(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+            )
+            .build(),
+    )
 }
 
 /// This document
@@ -275,6 +406,29 @@ mod tests {
                 serde_json::json!([{ scheme: [] }]),
                 "{name}: signed with {scheme}"
             );
+        }
+    }
+
+    #[test]
+    fn every_sort_parameter_lists_its_fields_and_every_body_can_be_malformed() {
+        for (method, path, operation) in operations() {
+            let id = operation.operation_id.clone().unwrap_or_default();
+            let sorts = operation
+                .parameters
+                .iter()
+                .flatten()
+                .any(|p| p.name == "sort");
+            assert_eq!(
+                sorts,
+                sort_fields(&id).is_some(),
+                "{method} {path} ({id}): a `sort` parameter and its fields go together"
+            );
+            if operation.request_body.is_some() {
+                assert!(
+                    operation.responses.responses.contains_key("400"),
+                    "{method} {path} documents 400"
+                );
+            }
         }
     }
 

@@ -48,7 +48,7 @@ pub(super) struct TenantView {
     created_at: DateTime<Utc>,
 }
 
-const TENANT_SORT: [&str; 2] = ["name", "created_at"];
+pub(super) const TENANT_SORT: [&str; 2] = ["name", "created_at"];
 
 /// List the tenants
 ///
@@ -95,6 +95,7 @@ pub(super) async fn list_tenants(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewTenant {
+    #[schema(value_type = super::schema::Identifier)]
     name: String,
 }
 
@@ -149,7 +150,7 @@ pub(super) struct UserView {
     created_at: DateTime<Utc>,
 }
 
-const USER_SORT: [&str; 3] = ["login", "name", "created_at"];
+pub(super) const USER_SORT: [&str; 3] = ["login", "name", "created_at"];
 
 /// List the users
 ///
@@ -206,16 +207,22 @@ pub(super) async fn list_users(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateUser {
+    #[schema(value_type = super::schema::Identifier)]
     login: String,
     /// Default: the login.
+    #[schema(value_type = Option<super::schema::Name>)]
     name: Option<String>,
+    #[schema(value_type = Option<super::schema::Email>)]
     email: Option<String>,
     /// At least 8 characters.
+    #[schema(min_length = 8)]
     password: String,
     /// The entity (customer) the user is bound to.
+    #[schema(value_type = Option<super::schema::Name>)]
     entity: Option<String>,
     /// Role names.
     #[serde(default)]
+    #[schema(value_type = Vec<super::schema::Name>)]
     roles: Vec<String>,
 }
 
@@ -318,7 +325,9 @@ async fn user_view(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UserChangeBody {
+    #[schema(value_type = Option<super::schema::Name>)]
     name: Option<String>,
+    #[schema(value_type = Option<super::schema::Email>)]
     email: Option<String>,
     /// A disabled user cannot sign in, and its access tokens stop working at once.
     disabled: Option<bool>,
@@ -425,7 +434,7 @@ pub(super) struct RoleView {
     actions: serde_json::Value,
 }
 
-const ROLE_SORT: [&str; 1] = ["name"];
+pub(super) const ROLE_SORT: [&str; 1] = ["name"];
 
 /// List the roles
 ///
@@ -484,9 +493,11 @@ pub(super) async fn list_roles(
 pub(super) struct RoleGrantsBody {
     /// Object kind (`devices`, `commands`, …) → level (`view`, `manage` or `full`).
     #[serde(default)]
+    #[schema(value_type = super::schema::RolePermissions)]
     permissions: std::collections::BTreeMap<String, String>,
     /// Advanced actions (`validate`, `lock`, `disable`).
     #[serde(default)]
+    #[schema(value_type = super::schema::RoleActions)]
     actions: Vec<String>,
 }
 
@@ -494,12 +505,15 @@ pub(super) struct RoleGrantsBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewRole {
+    #[schema(value_type = super::schema::Name)]
     name: String,
     /// Object kind (`devices`, `commands`, …) → level (`view`, `manage` or `full`).
     #[serde(default)]
+    #[schema(value_type = super::schema::RolePermissions)]
     permissions: std::collections::BTreeMap<String, String>,
     /// Advanced actions (`validate`, `lock`, `disable`).
     #[serde(default)]
+    #[schema(value_type = super::schema::RoleActions)]
     actions: Vec<String>,
 }
 

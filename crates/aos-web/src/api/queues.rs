@@ -24,10 +24,10 @@ pub(super) struct ListQuery {
     /// At most this many, 1 to 1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
-    /// Skip this many of the oldest (the queue is read up to the page: keep it shallow).
+    /// Skip this many of the oldest, up to 1,000,000 (the queue is read up to the page: keep it
+    /// shallow). There is no `sort`: a queue has one order, oldest first.
+    #[param(maximum = 1_000_000)]
     offset: Option<u64>,
-    /// Only the queue's own order (oldest first) exists: any other is refused.
-    sort: Option<String>,
 }
 
 /// Dead letters to give another chance.
@@ -35,7 +35,27 @@ pub(super) struct ListQuery {
 #[serde(deny_unknown_fields)]
 pub(super) struct Replay {
     /// Their ids (unknown ones are skipped).
+    #[serde(deserialize_with = "whole_numbers")]
     ids: Vec<u64>,
+}
+
+/// Ids as JSON numbers that are whole, written `7` or `7.0` (both are integers to JSON Schema).
+fn whole_numbers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    let numbers: Vec<serde_json::Number> = Deserialize::deserialize(d)?;
+    numbers
+        .iter()
+        .map(|n| {
+            n.as_u64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
+                        .map(|f| f as u64)
+                })
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("{n} is not an id (a whole number)"))
+                })
+        })
+        .collect()
 }
 
 impl From<QueueError> for ApiError {
@@ -153,9 +173,7 @@ pub(super) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     caller.platform(ObjectKind::Nodes, Operation::View)?;
     let query = query.0;
-    let wanted = page(query.limit, query.offset, query.sort)?;
-    // A queue has one order: oldest first.
-    wanted.sort_key(&[]).map_err(ApiError::from)?;
+    let wanted = page(query.limit, query.offset, None)?;
     let dead_queue = dead_letter_queue(&queue);
     let total = api.queue.depth(&dead_queue).await?.total();
     let skip = usize::try_from(wanted.offset).unwrap_or(usize::MAX);

@@ -89,6 +89,7 @@ pub(super) struct RunsQuery {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
     /// Skip this many (at most 1,000,000).
+    #[param(maximum = 1_000_000)]
     offset: Option<u64>,
     /// `started_at`, `result` or `duration_ms`; `-field` for descending (default: newest first).
     sort: Option<String>,
@@ -105,7 +106,7 @@ pub(super) struct RunView {
     error: Option<String>,
 }
 
-const SORT_FIELDS: [&str; 3] = ["name", "created_at", "updated_at"];
+pub(super) const SORT_FIELDS: [&str; 3] = ["name", "created_at", "updated_at"];
 
 /// List workflows
 ///
