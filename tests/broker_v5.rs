@@ -775,3 +775,38 @@ async fn the_broker_names_repeated_topics_by_alias_within_the_limits() {
         assert_eq!(alias_of(&body), want("ta/long/topic/name", None, "x"));
     }
 }
+
+#[tokio::test]
+async fn a_resent_qos1_publish_is_taken_again_and_counted() {
+    use tokio::io::AsyncWriteExt;
+    let broker = Broker::start(&[]);
+    let mut sub = Client5::start(broker.port(), "sub").await;
+    sub.subscribe("again", QoS::AtLeastOnce).await;
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", broker.port()))
+        .await
+        .expect("connect");
+    raw.write_all(&[
+        0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 3, b'r', b'a', b'w',
+    ])
+    .await
+    .expect("CONNECT");
+    let (header, body) = read_packet(&mut raw).await;
+    assert_eq!((header, body[1]), (0x20, 0), "CONNACK success");
+    assert_eq!(broker.metric("aos_broker_resent_received_total"), 0);
+    // QoS 1, packet id 1, no properties; then the same again flagged DUP (its PUBACK "lost").
+    let publish = [
+        0x32, 12, 0, 5, b'a', b'g', b'a', b'i', b'n', 0, 1, 0, b'o', b'k',
+    ];
+    let mut again = publish;
+    again[0] |= 0x08;
+    for packet in [publish, again] {
+        raw.write_all(&packet).await.expect("PUBLISH");
+        let (header, body) = read_packet(&mut raw).await;
+        assert_eq!((header, &body[..2]), (0x40, &[0, 1][..]), "PUBACK");
+    }
+    // QoS 1 is at least once: both are delivered, and the second is counted as resent.
+    for _ in 0..2 {
+        assert_eq!(&sub.publish_received().await.payload[..], b"ok");
+    }
+    assert_eq!(broker.metric("aos_broker_resent_received_total"), 1);
+}

@@ -38,6 +38,8 @@ pub struct BrokerMetrics {
     pub dropped_oversize: Counter,
     /// Publishes and subscriptions refused by the ACL.
     pub denied: Counter,
+    /// QoS 1 PUBLISH packets a client sent again (DUP): each may duplicate one already taken.
+    pub resent_received: Counter,
     /// Messages waiting in session queues, and sent but not yet acknowledged.
     pub session_queues: crate::session::QueueGauges,
 }
@@ -84,6 +86,11 @@ impl BrokerMetrics {
             "broker_messages_received",
             "PUBLISH packets received, by QoS",
             self.messages_received.clone(),
+        );
+        m.register(
+            "broker_resent_received",
+            "QoS 1 PUBLISH packets clients sent again (DUP set); each may duplicate a message already taken",
+            self.resent_received.clone(),
         );
         m.register(
             "broker_messages_sent",

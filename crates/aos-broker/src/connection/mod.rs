@@ -259,8 +259,14 @@ impl Conn {
 
     /// Checks a PUBLISH from this client, hands it to the platform hook, and routes it in its
     /// arrival order. `key` is its ordering key (see `order::publish_key`).
-    pub(crate) async fn publish(&self, key: u64, message: Message) -> PublishOutcome {
+    /// `resent`: the client flagged the PUBLISH as sent before (DUP).
+    pub(crate) async fn publish(&self, key: u64, message: Message, resent: bool) -> PublishOutcome {
         let ticket = self.order.claim(key);
+        if resent && message.qos == QoS::AtLeastOnce {
+            // QoS 1 allows duplicates: a resent message the broker had already taken (its
+            // PUBACK lost with a connection or a node) is taken again. Counted, not hidden.
+            self.broker().metrics.resent_received.inc();
+        }
         let (outcome, accepted) = self.accept(message).await;
         self.release(ticket, accepted);
         outcome

@@ -173,7 +173,7 @@ pub(crate) async fn publish(session: Session, publish: v3::Publish) -> Result<()
         publish.qos(),
         publish.retain(),
     );
-    match conn.publish(key, message).await {
+    match conn.publish(key, message, packet.dup).await {
         // 3.1.1 has no negative acknowledgement: a refused publish is acknowledged and dropped.
         PublishOutcome::Accepted | PublishOutcome::NotAuthorized => Ok(()),
         PublishOutcome::TopicInvalid => Err(ConnError::Protocol("invalid topic name")),

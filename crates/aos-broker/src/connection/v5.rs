@@ -414,7 +414,7 @@ pub(crate) async fn publish(
         &msg.payload,
     );
     let ack = publish.ack();
-    Ok(match conn.publish(key, msg).await {
+    Ok(match conn.publish(key, msg, packet.dup).await {
         PublishOutcome::Accepted => ack,
         PublishOutcome::TopicInvalid => ack
             .reason_code(PublishAckReason::TopicNameInvalid)
