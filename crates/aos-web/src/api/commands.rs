@@ -46,14 +46,13 @@ impl CommandRequest {
         let expiry = humantime::parse_duration(expires_in)
             .ok()
             .filter(|d| !d.is_zero())
-            .and_then(|d| chrono::Duration::from_std(d).ok())
-            .and_then(|d| Utc::now().checked_add_signed(d))
+            .and_then(super::expiry)
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "invalid",
                     format!(
-                        "expires_in must be a duration longer than zero, such as 30s, 1h or 2days, not `{expires_in}`"
+                        "expires_in must be a duration longer than zero and ending before the year 10000, such as 30s, 1h or 2days, not `{expires_in}`"
                     ),
                 )
                 .field("expires_in")

@@ -318,19 +318,14 @@ pub(super) async fn create_key(
             )
             .field("expires_in"));
         }
-        Some(d) => Some(
-            chrono::Duration::from_std(d)
-                .ok()
-                .and_then(|d| Utc::now().checked_add_signed(d))
-                .ok_or_else(|| {
-                    ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid",
-                        "expires_in is too long",
-                    )
-                    .field("expires_in")
-                })?,
-        ),
+        Some(d) => Some(super::expiry(d).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "expires_in is too long: the key must expire before the year 10000",
+            )
+            .field("expires_in")
+        })?),
         None => None,
     };
     let secret = secret::generate();

@@ -598,6 +598,15 @@ pub fn limit(given: Option<u64>) -> Result<u64, ApiError> {
     }
 }
 
+/// The time `after` from now, if it is a time the API can write (RFC 3339: up to year 9999).
+pub(super) fn expiry(after: std::time::Duration) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::Datelike;
+    chrono::Duration::from_std(after)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+        .filter(|at| at.year() <= 9999)
+}
+
 /// Largest `offset` a list accepts (deeper pages: filter instead).
 pub const MAX_OFFSET: u64 = 1_000_000;
 

@@ -6,7 +6,9 @@ use std::sync::LazyLock;
 
 use ntex::web::HttpResponse;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Schema, Type,
+};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
@@ -97,7 +99,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         crate::version,
         document,
     ),
-    modifiers(&SecuritySchemes, &CommonStatuses, &SortFields),
+    modifiers(&SecuritySchemes, &CommonStatuses, &SortFields, &BatchTargets),
     tags(
         (name = "auth", description = "Signing in: tokens, sign-out, who the caller is"),
         (name = "devices", description = "Devices, their latest values and their values over time"),
@@ -252,6 +254,40 @@ impl Modify for SortFields {
                 )));
             }
         });
+    }
+}
+
+/// A command batch names at least one device or one class: the rule, in its schema.
+struct BatchTargets;
+
+impl Modify for BatchTargets {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(schemas) = openapi.components.as_mut().map(|c| &mut c.schemas) else {
+            return;
+        };
+        let Some(batch) = schemas.remove("BatchRequest") else {
+            return;
+        };
+        let names = |list: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    list,
+                    ArrayBuilder::new()
+                        .items(ObjectBuilder::new().schema_type(Type::String))
+                        .min_items(Some(1)),
+                )
+                .required(list)
+        };
+        let targeted = AllOfBuilder::new().item(batch).item(
+            AnyOfBuilder::new()
+                .item(names("devices"))
+                .item(names("classes")),
+        );
+        schemas.insert(
+            "BatchRequest".into(),
+            RefOr::T(Schema::AllOf(targeted.build())),
+        );
     }
 }
 

@@ -64,7 +64,8 @@ impl PartialSchema for DurationText {
         string(
             "A duration longer than zero: a number and a unit (`ms`, `s`, `m`, `h`, `d`, `w`, \
              `days`...), as `30s`, `1h` or `90d`.",
-            "^[1-9][0-9]{0,4}(ms|s|m|min|h|hours?|d|days?|w|weeks?|y|years?)$",
+            // At most 99,999 days, 9,999 weeks or 99 years: an expiry before the year 10000.
+            "^(?:[1-9][0-9]{0,4}(?:ms|s|m|min|h|hours?|d|days?)|[1-9][0-9]{0,3}(?:w|weeks?)|[1-9][0-9]?(?:y|years?))$",
             2,
             12,
         )
