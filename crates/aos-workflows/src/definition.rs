@@ -276,6 +276,11 @@ impl Workflow {
     fn duration(&mut self, text: &str, at: &str) -> Result<(), String> {
         let parsed = humantime::parse_duration(text)
             .map_err(|e| format!("{at}: `{text}` is not a duration (10s, 5m, 1h): {e}"))?;
+        if crate::run::expiry(parsed).is_none() {
+            return Err(format!(
+                "{at}: `{text}` is too long: it ends after the year 9999"
+            ));
+        }
         self.durations.insert(text.to_string(), parsed);
         Ok(())
     }
@@ -460,6 +465,11 @@ mod tests {
                 json!({"kind": "manual"}),
                 json!([{"http": {"url": "http://x", "timeout": "soon"}}]),
                 "not a duration",
+            ),
+            (
+                json!({"kind": "manual"}),
+                json!([{"command": {"name": "x", "expires_in": "100000years"}}]),
+                "ends after the year 9999",
             ),
             (
                 json!({"kind": "manual"}),
