@@ -11,17 +11,12 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aos_auth::permissions::{ObjectKind, Operation};
 use aos_core::live::{LiveBatch, PATTERN, watch_key};
 use aos_core::{Bus, Kv};
-use aos_storage::repo::devices;
 use futures_util::stream;
 use ntex::util::Bytes;
-use ntex::web::{self, HttpResponse};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-
-use crate::api::{ApiError, ApiState, Caller, ErrorBody, InTenant, Query};
 
 /// How often a stream says it is alive (proxies close silent connections).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -111,7 +106,7 @@ impl LiveHub {
         }
     }
 
-    async fn watch(self: &Arc<Self>, tenant: i64) -> Watch {
+    pub async fn watch(self: &Arc<Self>, tenant: i64) -> Watch {
         let first = {
             let mut watchers = self.watchers();
             let count = watchers.entry(tenant).or_insert(0);
@@ -130,7 +125,7 @@ impl LiveHub {
 }
 
 /// One open stream's place in the hub; leaving it (the stream ends) unregisters it.
-struct Watch {
+pub struct Watch {
     hub: Arc<LiveHub>,
     tenant: i64,
     receiver: broadcast::Receiver<Arc<LiveBatch>>,
@@ -176,61 +171,19 @@ struct Streaming {
     opened: bool,
 }
 
-/// Live updates
-///
-/// A `text/event-stream` of what changes for the caller: `value` (`{"device", "attribute",
-/// "ts", "value", "level"}`), `event` (`{"device", "attribute", "level", "raised_at"}`),
-/// `device` (`{"device", "status", "at"}`) and `command` (`{"device", "id", "status", "at"}`)
-/// events; a `: ok` comment at once and `: alive` every 15 s. A stream ends after 15 minutes:
-/// reconnect with a fresh token. Updates are best effort; the lists are the truth.
-#[utoipa::path(
-    get,
-    path = "/api/live",
-    tag = "live",
-    operation_id = "live",
-    params(InTenant),
-    responses(
-        (status = 200, description = "Server-Sent Events", content_type = "text/event-stream", body = String),
-        (status = 401, description = "No valid access token", body = ErrorBody),
-        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
-        (status = 404, description = "No such tenant", body = ErrorBody),
-        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
-    ),
-    security(("bearer" = [])),
-)]
-pub async fn live(
-    api: ApiState,
-    hub: web::types::State<Arc<LiveHub>>,
-    caller: Caller,
-    query: Query<InTenant>,
-) -> Result<HttpResponse, ApiError> {
-    let scope = caller
-        .scope(
-            &api,
-            ObjectKind::Devices,
-            Operation::View,
-            query.0.tenant.as_deref(),
-        )
-        .await?;
-    // A customer sees its own devices' updates only (those it had when the stream opened).
-    let visible = match scope.customer {
-        Some(_) => Some(
-            devices::list(&api.storage, scope)
-                .await?
-                .into_iter()
-                .map(|d| d.uid)
-                .collect(),
-        ),
-        None => None,
-    };
-    // Subscribed before the answer goes, so nothing after it is missed.
+/// The SSE body of one stream: `: ok` at once, the batches of `watch`'s tenant (only `visible`
+/// devices' updates, when given), `: alive` every 15 s, and the end after 15 minutes.
+pub fn events(
+    watch: Watch,
+    visible: Option<HashSet<String>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     let state = Streaming {
-        watch: hub.watch(scope.tenant).await,
+        watch,
         visible,
         ends: tokio::time::Instant::now() + STREAM_LIFETIME,
         opened: false,
     };
-    let events = stream::unfold(state, |mut state| async move {
+    stream::unfold(state, |mut state| async move {
         if !state.opened {
             state.opened = true;
             return Some((Ok::<_, Infallible>(Bytes::from_static(b": ok\n\n")), state));
@@ -256,12 +209,7 @@ pub async fn live(
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
-    });
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .header("cache-control", "no-cache")
-        .header("x-accel-buffering", "no")
-        .streaming(Box::pin(events)))
+    })
 }
 
 #[cfg(test)]

@@ -276,7 +276,7 @@ impl Workflow {
     fn duration(&mut self, text: &str, at: &str) -> Result<(), String> {
         let parsed = humantime::parse_duration(text)
             .map_err(|e| format!("{at}: `{text}` is not a duration (10s, 5m, 1h): {e}"))?;
-        if crate::run::expiry(parsed).is_none() {
+        if aos_storage::repo::expiry_after(parsed).is_none() {
             return Err(format!(
                 "{at}: `{text}` is too long: it ends after the year 9999"
             ));

@@ -203,9 +203,13 @@ impl Run<'_> {
                 let new = NewCommand {
                     name: self.text(name)?,
                     parameters: self.render(parameters)?,
-                    expires_at: Some(expiry(expires).ok_or_else(|| {
-                        format!("the command's expires_in ({expires:?}) ends after the year 9999")
-                    })?),
+                    expires_at: Some(aos_storage::repo::expiry_after(expires).ok_or_else(
+                        || {
+                            format!(
+                                "the command's expires_in ({expires:?}) ends after the year 9999"
+                            )
+                        },
+                    )?),
                 };
                 let created = commands::create(self.storage, self.scope, &target.uid, &new)
                     .await
@@ -371,13 +375,4 @@ pub async fn perform(
     )
     .await?;
     Ok(Some(outcome))
-}
-
-/// The time `after` from now, if it is one the platform can write (up to the year 9999).
-pub(crate) fn expiry(after: std::time::Duration) -> Option<chrono::DateTime<Utc>> {
-    use chrono::Datelike;
-    chrono::Duration::from_std(after)
-        .ok()
-        .and_then(|d| Utc::now().checked_add_signed(d))
-        .filter(|at| at.year() <= 9999)
 }

@@ -52,6 +52,16 @@ impl Scope {
     }
 }
 
+/// The time `after` from now, if it is one the platform can store and write (RFC 3339: up to
+/// the year 9999): the expiry of a command or an API key.
+pub fn expiry_after(after: std::time::Duration) -> Option<chrono::DateTime<chrono::Utc>> {
+    use chrono::Datelike;
+    chrono::Duration::from_std(after)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+        .filter(|at| at.year() <= 9999)
+}
+
 /// Longest name or identifier accepted anywhere.
 pub const MAX_NAME: usize = 128;
 

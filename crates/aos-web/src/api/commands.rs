@@ -46,7 +46,7 @@ impl CommandRequest {
         let expiry = humantime::parse_duration(expires_in)
             .ok()
             .filter(|d| !d.is_zero())
-            .and_then(super::expiry)
+            .and_then(aos_storage::repo::expiry_after)
             .ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,

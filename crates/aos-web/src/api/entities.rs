@@ -318,7 +318,7 @@ pub(super) async fn create_key(
             )
             .field("expires_in"));
         }
-        Some(d) => Some(super::expiry(d).ok_or_else(|| {
+        Some(d) => Some(aos_storage::repo::expiry_after(d).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid",

@@ -13,6 +13,7 @@ mod devices;
 mod entities;
 mod events;
 mod interpreters;
+mod live;
 mod nodes;
 pub mod openapi;
 mod people;
@@ -141,7 +142,7 @@ pub fn routes(r: &mut impl Routes) {
     queues::routes(r);
     workflows::routes(r);
     r.get("/version", crate::version)
-        .get("/live", crate::live::live)
+        .get("/live", live::live)
         .get("/openapi.json", openapi::document);
 }
 
@@ -596,15 +597,6 @@ pub fn limit(given: Option<u64>) -> Result<u64, ApiError> {
         )
         .field("limit")),
     }
-}
-
-/// The time `after` from now, if it is a time the API can write (RFC 3339: up to year 9999).
-pub(super) fn expiry(after: std::time::Duration) -> Option<chrono::DateTime<chrono::Utc>> {
-    use chrono::Datelike;
-    chrono::Duration::from_std(after)
-        .ok()
-        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
-        .filter(|at| at.year() <= 9999)
 }
 
 /// Largest `offset` a list accepts (deeper pages: filter instead).

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     auth, classes, commands, data, device_admin, device_http, devices, entities, events,
-    interpreters, nodes, people, queues, workflows,
+    interpreters, live, nodes, people, queues, workflows,
 };
 
 /// The document, built once (it only changes with the binary).
@@ -95,7 +95,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         device_http::events,
         device_http::pending,
         device_http::reply,
-        crate::live::live,
+        live::live,
         crate::version,
         document,
     ),
