@@ -420,14 +420,10 @@ async fn read_packet(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
         .expect("a packet in time")
 }
 
-#[tokio::test]
-async fn a_resent_qos2_publish_is_acknowledged_but_not_delivered_twice() {
+/// A raw 5.0 client `raw` (clean start, keep alive 60, no properties), connected.
+async fn raw_client(port: u16) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
-    let broker = Broker::start(&[]);
-    let mut sub = Client5::start(broker.port(), "sub").await;
-    sub.subscribe("dup", QoS::ExactlyOnce).await;
-
-    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", broker.port()))
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
     raw.write_all(&[
@@ -437,6 +433,17 @@ async fn a_resent_qos2_publish_is_acknowledged_but_not_delivered_twice() {
     .expect("CONNECT");
     let (header, body) = read_packet(&mut raw).await;
     assert_eq!((header, body[1]), (0x20, 0), "CONNACK success");
+    raw
+}
+
+#[tokio::test]
+async fn a_resent_qos2_publish_is_acknowledged_but_not_delivered_twice() {
+    use tokio::io::AsyncWriteExt;
+    let broker = Broker::start(&[]);
+    let mut sub = Client5::start(broker.port(), "sub").await;
+    sub.subscribe("dup", QoS::ExactlyOnce).await;
+
+    let mut raw = raw_client(broker.port()).await;
 
     let publish = [0x34, 10, 0, 3, b'd', b'u', b'p', 0, 1, 0, b'o', b'k'];
     raw.write_all(&publish).await.expect("PUBLISH");
@@ -782,16 +789,7 @@ async fn a_resent_qos1_publish_is_taken_again_and_counted() {
     let broker = Broker::start(&[]);
     let mut sub = Client5::start(broker.port(), "sub").await;
     sub.subscribe("again", QoS::AtLeastOnce).await;
-    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", broker.port()))
-        .await
-        .expect("connect");
-    raw.write_all(&[
-        0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 3, b'r', b'a', b'w',
-    ])
-    .await
-    .expect("CONNECT");
-    let (header, body) = read_packet(&mut raw).await;
-    assert_eq!((header, body[1]), (0x20, 0), "CONNACK success");
+    let mut raw = raw_client(broker.port()).await;
     assert_eq!(broker.metric("aos_broker_resent_received_total"), 0);
     // QoS 1, packet id 1, no properties; then the same again flagged DUP (its PUBACK "lost").
     let publish = [
