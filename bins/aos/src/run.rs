@@ -19,6 +19,7 @@ use aos_core::net::NetHost;
 use aos_core::node::{Exit, NodeParts};
 use aos_core::queue::disk::DiskQueueConfig;
 use aos_core::queue::{DiskQueue, WorkQueue};
+use aos_core::state::DiskState;
 use aos_core::{Metrics, Node, NodeInfo, Settings};
 use aos_storage::{Storage, StorageConfig, nodes};
 use tokio_util::sync::CancellationToken;
@@ -181,10 +182,25 @@ async fn run_node(
             );
         }
     };
+    let state_dir = core.state.resolved_dir(&core.node);
+    let state = match DiskState::open(&state_dir, &metrics) {
+        Ok(state) => Arc::new(state),
+        Err(err) => {
+            let _ = queue.close().await;
+            return exit(
+                EXIT_FAILURE,
+                format!(
+                    "cannot open the state store in {} (key `state.dir`): {err}",
+                    state_dir.display()
+                ),
+            );
+        }
+    };
     let storage = match open_storage(&storage_config, &core.node.data_dir).await {
         Ok(storage) => storage,
         Err(err) => {
             let _ = queue.close().await;
+            let _ = state.close().await;
             return exit(EXIT_FAILURE, format!("{err:#}"));
         }
     };
@@ -192,12 +208,12 @@ async fn run_node(
     let auth: aos_auth::AuthSettings = match settings.section("auth") {
         Ok(auth) => auth,
         Err(err) => {
-            close(&queue, storage, &net).await;
+            close(&queue, &state, storage, &net).await;
             return exit(EXIT_CONFIG, err);
         }
     };
     if let Err(err) = auth.check() {
-        close(&queue, storage, &net).await;
+        close(&queue, &state, storage, &net).await;
         return exit(EXIT_CONFIG, err);
     }
     let admin_password = std::env::var("AOS_ADMIN_PASSWORD").ok();
@@ -215,7 +231,7 @@ async fn run_node(
         ),
         Ok(None) => {}
         Err(err) => {
-            close(&queue, storage, &net).await;
+            close(&queue, &state, storage, &net).await;
             return exit(EXIT_FAILURE, err);
         }
     }
@@ -229,7 +245,7 @@ async fn run_node(
     {
         Ok(clients) => clients,
         Err(err) => {
-            close(&queue, storage, &net).await;
+            close(&queue, &state, storage, &net).await;
             return exit(
                 EXIT_FAILURE,
                 format!("cannot read the credential change log: {err}"),
@@ -248,7 +264,7 @@ async fn run_node(
     let accounts = match accounts {
         Ok(accounts) => accounts,
         Err(err) => {
-            close(&queue, storage, &net).await;
+            close(&queue, &state, storage, &net).await;
             return exit(EXIT_CONFIG, format!("cannot set up sign-in: {err}"));
         }
     };
@@ -276,6 +292,7 @@ async fn run_node(
         bus: Arc::new(MemoryBus::new(&metrics)),
         queue: queue.clone(),
         kv: Arc::new(MemoryKv::new()),
+        state: state.clone(),
         metrics,
         net: net.clone(),
         extensions,
@@ -295,13 +312,13 @@ async fn run_node(
     let admin = match AdminServer::start(node.clone(), core.admin.listen).await {
         Ok(admin) => admin,
         Err(err) => {
-            close(&queue, storage, &net).await;
+            close(&queue, &state, storage, &net).await;
             return exit(EXIT_FAILURE, err);
         }
     };
     if let Err((role, err)) = node.start().await {
         admin.stop().await;
-        close(&queue, storage, &net).await;
+        close(&queue, &state, storage, &net).await;
         return exit(EXIT_FAILURE, format!("the {role} role cannot start: {err}"));
     }
     tokio::spawn(node.clone().serve_control());
@@ -334,6 +351,7 @@ async fn run_node(
     let unclean = node.stop(timeout).await;
     // Everything the roles pushed is made durable before the process ends.
     let flushed = tokio::time::timeout_at(deadline, queue.close()).await;
+    let state_flushed = tokio::time::timeout_at(deadline, state.close()).await;
     heartbeat.abort();
     if let Err(err) = nodes::record_stop(&storage, &node.info().id).await {
         tracing::warn!(%err, "could not record the node stop in the database");
@@ -353,6 +371,11 @@ async fn run_node(
         Ok(Ok(())) => {}
         Ok(Err(err)) => problems.push(format!("queue flush failed: {err}")),
         Err(_) => problems.push("queue flush timed out".to_string()),
+    }
+    match state_flushed {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => problems.push(format!("state store flush failed: {err}")),
+        Err(_) => problems.push("state store flush timed out".to_string()),
     }
     match exit_reason {
         Exit::Failed(failure) => exit(
@@ -406,9 +429,12 @@ async fn record_heartbeats(storage: Storage, id: String, every: Duration) {
 }
 
 /// Releases what a failed start had opened.
-async fn close(queue: &DiskQueue, storage: Storage, net: &Arc<NetHost>) {
+async fn close(queue: &DiskQueue, state: &DiskState, storage: Storage, net: &Arc<NetHost>) {
     if let Err(err) = queue.close().await {
         tracing::warn!(%err, "closing the work queue failed");
+    }
+    if let Err(err) = state.close().await {
+        tracing::warn!(%err, "closing the state store failed");
     }
     let _ = storage.close().await;
     stop_net(net).await;

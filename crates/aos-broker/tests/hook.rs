@@ -17,6 +17,7 @@ use aos_core::net::NetHost;
 use aos_core::node::NodeParts;
 use aos_core::queue::disk::DiskQueueConfig;
 use aos_core::queue::{DiskQueue, QueueError, QueueOptions, WorkQueue};
+use aos_core::state::MemoryState;
 use aos_core::{Metrics, Node, NodeInfo, RoleKind};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -84,6 +85,7 @@ async fn embedded(max_bytes: u64) -> Embedded {
         bus: Arc::new(MemoryBus::new(&metrics)),
         queue: queue.clone(),
         kv: Arc::new(MemoryKv::new()),
+        state: Arc::new(MemoryState::new()),
         metrics,
         net: Arc::new(NetHost::start().expect("network thread")),
         extensions: Extensions::default(),

@@ -32,8 +32,9 @@ pub struct TopicGrant {
     pub subscribe: bool,
 }
 
-/// A client the platform knows.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A client the platform knows (kept with the broker's persistent sessions).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Identity {
     /// A device: its id is its MQTT client id and its topic segment.
     Device { uid: String, tenant: i64 },

@@ -1,6 +1,6 @@
 //! Layered configuration: built-in defaults ← config file ← `AOS_*` environment ← command line.
 //!
-//! `aos-core` owns the sections every node has (`node`, `log`, `admin`, `queue`); each role crate
+//! `aos-core` owns the sections every node has (`node`, `log`, `admin`, `queue`, `state`); each role crate
 //! owns its own section (`broker`, `worker`, `web`, `storage`, `auth`) and extracts it through
 //! [`Settings::section`], so a slim build still accepts — but does not interpret — the sections
 //! of roles it does not contain.
@@ -199,6 +199,7 @@ pub struct CoreConfig {
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub queue: QueueConfig,
+    pub state: StateConfig,
     #[serde(skip_serializing)]
     pub storage: IgnoredAny,
     #[serde(skip_serializing)]
@@ -249,6 +250,15 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
+    /// `dir` as configured, or `<data_dir>/<name>` when it is empty.
+    pub fn dir_or_default(&self, dir: &Path, name: &str) -> PathBuf {
+        if dir.as_os_str().is_empty() {
+            self.data_dir.join(name)
+        } else {
+            dir.to_path_buf()
+        }
+    }
+
     /// The heartbeat period in use: the configured one, at least 100 ms.
     pub fn heartbeat(&self) -> Duration {
         self.heartbeat_interval.max(Duration::from_millis(100))
@@ -372,11 +382,22 @@ impl Default for QueueConfig {
 
 impl QueueConfig {
     pub fn resolved_dir(&self, node: &NodeConfig) -> PathBuf {
-        if self.dir.as_os_str().is_empty() {
-            node.data_dir.join("queue")
-        } else {
-            self.dir.clone()
-        }
+        node.dir_or_default(&self.dir, "queue")
+    }
+}
+
+/// The embedded durable state store (standalone mode): what roles keep across restarts, such as
+/// the broker's retained messages and persistent sessions.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Directory of the state log. Empty: `<node.data_dir>/state`.
+    pub dir: PathBuf,
+}
+
+impl StateConfig {
+    pub fn resolved_dir(&self, node: &NodeConfig) -> PathBuf {
+        node.dir_or_default(&self.dir, "state")
     }
 }
 

@@ -17,6 +17,7 @@ pub mod config;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod extensions;
+mod frames;
 pub mod kv;
 pub mod live;
 pub mod metrics;
@@ -24,6 +25,7 @@ pub mod net;
 pub mod node;
 pub mod queue;
 pub mod role;
+pub mod state;
 pub mod tls;
 pub mod topic;
 

@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::net::NetHost;
 use crate::queue::WorkQueue;
 use crate::role::{Health, HealthStatus, Role, RoleContext, RoleError, RoleFailure, RoleKind};
+use crate::state::StateStore;
 
 /// The key under which a node registers itself in the [`Kv`] store.
 pub fn registration_key(node_id: &str) -> String {
@@ -93,6 +94,8 @@ pub struct NodeParts {
     pub bus: Arc<dyn Bus>,
     pub queue: Arc<dyn WorkQueue>,
     pub kv: Arc<dyn Kv>,
+    /// Durable records kept across restarts (the broker's retained messages and sessions).
+    pub state: Arc<dyn StateStore>,
     pub metrics: Metrics,
     pub net: Arc<NetHost>,
     pub extensions: Extensions,
@@ -228,6 +231,7 @@ impl Node {
             bus: parts.bus,
             queue: parts.queue,
             kv: parts.kv,
+            state: parts.state,
             metrics: parts.metrics,
             net: parts.net,
             extensions: Arc::new(parts.extensions),

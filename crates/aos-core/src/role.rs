@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::net::NetHost;
 use crate::node::NodeInfo;
 use crate::queue::WorkQueue;
+use crate::state::StateStore;
 
 /// The roles an `aos` node can run. Which of them a binary contains is decided by Cargo features
 /// of `bins/aos`; which of those a node runs is decided by configuration.
@@ -143,6 +144,8 @@ pub struct RoleContext {
     pub bus: Arc<dyn Bus>,
     pub queue: Arc<dyn WorkQueue>,
     pub kv: Arc<dyn Kv>,
+    /// Durable records kept across restarts (the broker's retained messages and sessions).
+    pub state: Arc<dyn StateStore>,
     pub metrics: Metrics,
     pub net: Arc<NetHost>,
     /// Shared services that `aos-core` does not know by type (storage, auth), keyed by type.

@@ -7,6 +7,7 @@ use aos_core::kv::{Kv, MemoryKv};
 use aos_core::metrics::Metrics;
 use aos_core::queue::disk::DiskQueueConfig;
 use aos_core::queue::{DiskQueue, WorkQueue};
+use aos_core::state::{DiskState, MemoryState, StateStore};
 
 struct DiskFixture {
     queue: DiskQueue,
@@ -24,6 +25,27 @@ async fn disk_queue() -> DiskFixture {
     let queue =
         DiskQueue::open(DiskQueueConfig::new(dir.path()), &Metrics::default()).expect("open");
     DiskFixture { queue, _dir: dir }
+}
+
+struct StateFixture {
+    state: DiskState,
+    _dir: tempfile::TempDir,
+}
+
+impl AsRef<dyn StateStore> for StateFixture {
+    fn as_ref(&self) -> &(dyn StateStore + 'static) {
+        &self.state
+    }
+}
+
+async fn disk_state() -> StateFixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = DiskState::open(dir.path(), &Metrics::default()).expect("open");
+    StateFixture { state, _dir: dir }
+}
+
+async fn memory_state() -> Arc<dyn StateStore> {
+    Arc::new(MemoryState::new())
 }
 
 async fn memory_kv() -> Arc<dyn Kv> {
@@ -47,4 +69,14 @@ mod memory_kv {
 mod memory_bus {
     use super::*;
     aos_core::bus_conformance!(memory_bus);
+}
+
+mod disk_state {
+    use super::*;
+    aos_core::state_conformance!(disk_state);
+}
+
+mod memory_state {
+    use super::*;
+    aos_core::state_conformance!(memory_state);
 }

@@ -3,7 +3,8 @@
 //!
 //! Each case is a public async function taking the backend under test; the macros
 //! [`work_queue_conformance!`](crate::work_queue_conformance),
-//! [`kv_conformance!`](crate::kv_conformance) and [`bus_conformance!`](crate::bus_conformance)
+//! [`kv_conformance!`](crate::kv_conformance), [`bus_conformance!`](crate::bus_conformance) and
+//! [`state_conformance!`](crate::state_conformance)
 //! turn them into one `#[tokio::test]` per case for a backend given by an async factory whose
 //! result implements `AsRef<dyn Trait>` (an `Arc<dyn Trait>`, or a fixture that also owns, say, a
 //! temporary directory). Cases use names unique to the run, so backends shared between tests do
@@ -12,6 +13,7 @@
 pub mod bus;
 pub mod kv;
 pub mod queue;
+pub mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -35,6 +35,7 @@ use super::{
     Delivery, QueueDepth, QueueError, QueueOptions, WorkQueue, dead_letter_queue,
     validate_queue_name,
 };
+use crate::frames::lock_dir;
 use crate::metrics::Metrics;
 
 /// A commit never gathers more than this many bytes before it writes.
@@ -373,31 +374,6 @@ pub struct DiskQueue {
     /// Held (with an exclusive `flock`) while the queue is open: two processes appending to one
     /// log would corrupt it.
     _lock: File,
-}
-
-fn lock_dir(dir: &Path) -> io::Result<File> {
-    use std::os::fd::AsRawFd;
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("LOCK"))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let err = io::Error::last_os_error();
-        return Err(if err.kind() == io::ErrorKind::WouldBlock {
-            io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!(
-                    "the queue directory {} is in use by another process; stop it, or give this node its own `node.data_dir`",
-                    dir.display()
-                ),
-            )
-        } else {
-            err
-        });
-    }
-    Ok(file)
 }
 
 impl DiskQueue {

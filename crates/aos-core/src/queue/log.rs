@@ -1,20 +1,15 @@
-//! The on-disk format of the embedded work queue: an append-only log split into segment files.
-//!
-//! Each record is `[body length: u32 LE][crc32 of body: u32 LE][body]`. A torn or corrupt record
-//! ends the readable part of a segment: everything before it is intact, and only a write that
-//! never completed (and so was never acknowledged to anyone) can be lost.
+//! The records of the embedded work queue's log: an append-only log split into segment files,
+//! framed as [`crate::frames`] describes.
 
-use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+pub(crate) use crate::frames::{ReadOutcome, list_segments, segment_path};
 
 const KIND_SEGMENT_START: u8 = 0;
 const KIND_PUSH: u8 = 1;
 const KIND_ACK: u8 = 2;
 const KIND_ATTEMPT: u8 = 3;
-
-/// Records larger than this are treated as corruption when reading.
-const MAX_RECORD: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Record<'a> {
@@ -40,8 +35,10 @@ pub(crate) enum Record<'a> {
 }
 
 pub(crate) fn encode(buf: &mut Vec<u8>, record: &Record<'_>) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; 8]);
+    crate::frames::append(buf, |buf| encode_body(buf, record));
+}
+
+fn encode_body(buf: &mut Vec<u8>, record: &Record<'_>) {
     let put_queue = |buf: &mut Vec<u8>, queue: &str, id: u64| {
         // Queue names are validated to at most 64 bytes.
         buf.push(queue.len() as u8);
@@ -78,10 +75,6 @@ pub(crate) fn encode(buf: &mut Vec<u8>, record: &Record<'_>) {
             buf.extend_from_slice(&attempts.to_le_bytes());
         }
     }
-    let body_len = (buf.len() - start - 8) as u32;
-    let crc = crc32fast::hash(&buf[start + 8..]);
-    buf[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
-    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn decode(body: &[u8]) -> Option<Record<'_>> {
@@ -114,65 +107,24 @@ fn decode(body: &[u8]) -> Option<Record<'_>> {
     }
 }
 
-/// What reading a segment found.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct ReadOutcome {
-    /// Bytes of intact records from the start.
-    pub valid_len: u64,
-    /// Whether bytes after `valid_len` had to be ignored.
-    pub torn: bool,
-}
-
 /// Calls `each` for every intact record of the segment at `path`, in order.
 pub(crate) fn read_segment(
     path: &Path,
     mut each: impl FnMut(Record<'_>),
 ) -> io::Result<ReadOutcome> {
-    let data = fs::read(path)?;
-    let mut pos = 0usize;
-    while pos + 8 <= data.len() {
-        let len =
-            u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
-        let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
-        let Some(body) = data
-            .get(pos + 8..pos + 8 + len)
-            .filter(|_| len <= MAX_RECORD)
-        else {
-            break;
-        };
-        if crc32fast::hash(body) != crc {
-            break;
+    crate::frames::read(path, |body| match decode(body) {
+        Some(record) => {
+            each(record);
+            true
         }
-        let Some(record) = decode(body) else { break };
-        each(record);
-        pos += 8 + len;
-    }
-    Ok(ReadOutcome {
-        valid_len: pos as u64,
-        torn: pos != data.len(),
+        None => false,
     })
-}
-
-pub(crate) fn segment_path(dir: &Path, number: u64) -> PathBuf {
-    dir.join(format!("{number:020}.seg"))
-}
-
-/// Segment numbers present in `dir`, ascending.
-pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
-    let mut numbers: Vec<u64> = fs::read_dir(dir)?
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| {
-            let name = entry.file_name();
-            let name = name.to_str()?;
-            name.strip_suffix(".seg")?.parse().ok()
-        })
-        .collect();
-    numbers.sort_unstable();
-    Ok(numbers)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]
