@@ -5,7 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use common::Broker;
-use common::mqtt::{Client5, options5};
+use common::mqtt::{Client5, options5, read_packet};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
     ConnectReturnCode, DisconnectReasonCode, Filter, LastWill, LastWillProperties, PubAckReason,
@@ -395,29 +395,6 @@ async fn qos2_from_5_0_clients_is_exactly_once_and_ids_are_reused() {
         .await
         .expect("publish");
     assert_eq!(&sub.publish_received().await.payload[..], b"after");
-}
-
-/// Reads one MQTT packet: (first byte, body).
-async fn read_packet(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
-    use tokio::io::AsyncReadExt;
-    let read = async {
-        let header = stream.read_u8().await.expect("header");
-        let (mut len, mut shift) = (0usize, 0);
-        loop {
-            let byte = stream.read_u8().await.expect("length");
-            len |= usize::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                break;
-            }
-            shift += 7;
-        }
-        let mut body = vec![0; len];
-        stream.read_exact(&mut body).await.expect("body");
-        (header, body)
-    };
-    tokio::time::timeout(common::mqtt::WAIT, read)
-        .await
-        .expect("a packet in time")
 }
 
 /// A raw 5.0 client `raw` (clean start, keep alive 60, no properties), connected.

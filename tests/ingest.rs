@@ -10,7 +10,7 @@ use std::path::Path;
 
 use aos_storage::entity::{latest_value, ledger, message_log};
 use common::mqtt::{Client5, options5};
-use common::platform::{access_token, storage, wait_logged};
+use common::platform::{access_token, ledger_numbers, storage, wait_logged};
 use common::{Aos, AosProcess, cli_ok};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::PubAckReason;
@@ -171,16 +171,8 @@ async fn a_killed_node_loses_no_acknowledged_message_and_stores_none_twice() {
     let _restarted = start(dir.path());
     let storage = storage(dir.path()).await;
     wait_logged(&storage, MESSAGES).await;
-    let rows = ledger::Entity::find()
-        .filter(ledger::Column::Attribute.eq("seq"))
-        .all(storage.db())
-        .await
-        .expect("ledger");
-    let values: BTreeSet<i64> = rows
-        .iter()
-        .filter_map(|r| r.value_num)
-        .map(|v| v as i64)
-        .collect();
+    let rows = ledger_numbers(&storage, "seq").await;
+    let values: BTreeSet<&i64> = rows.iter().collect();
     assert_eq!(rows.len() as u64, MESSAGES, "each message exactly once");
     assert_eq!(values.len() as u64, MESSAGES, "every message");
 }

@@ -294,7 +294,8 @@ impl Drop for AosProcess {
 /// A broker-only node in a temporary data directory, ready to accept MQTT clients.
 pub struct Broker {
     pub process: AosProcess,
-    _dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
 }
 
 impl Broker {
@@ -311,13 +312,30 @@ impl Broker {
     /// Starts `aos run --roles broker` with the shipped defaults and `env`.
     pub fn start_as_shipped(env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut aos = Aos::new(dir.path(), &["run", "--roles", "broker"]);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let process = Broker::spawn(dir.path(), &env);
+        Broker { process, env, dir }
+    }
+
+    fn spawn(dir: &Path, env: &[(String, String)]) -> AosProcess {
+        let mut aos = Aos::new(dir, &["run", "--roles", "broker"]);
         for (k, v) in env {
             aos = aos.env(k, v);
         }
         let mut process = aos.spawn();
         process.wait_ready();
-        Broker { process, _dir: dir }
+        process
+    }
+
+    /// Kills the node with SIGKILL and starts it again on the same data directory (on new
+    /// ports).
+    pub fn crash_and_restart(&mut self) {
+        self.process.signal(libc::SIGKILL);
+        self.process.wait_exit(PATIENCE).expect("killed");
+        self.process = Broker::spawn(self.dir.path(), &self.env);
     }
 
     pub fn port(&self) -> u16 {

@@ -253,3 +253,26 @@ impl Client5 {
         }
     }
 }
+
+/// Reads one MQTT packet from a raw connection: (first byte, body).
+pub async fn read_packet(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let header = stream.read_u8().await.expect("header");
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let byte = stream.read_u8().await.expect("length");
+            len |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let mut body = vec![0; len];
+        stream.read_exact(&mut body).await.expect("body");
+        (header, body)
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("a packet in time")
+}

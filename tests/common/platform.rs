@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aos_storage::entity::message_log;
+use aos_storage::entity::{ledger, message_log};
 use aos_storage::{Storage, StorageConfig};
-use sea_orm::{EntityTrait, PaginatorTrait};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
 use super::{PATIENCE, cli_ok};
 
@@ -49,4 +49,17 @@ pub async fn wait_logged(storage: &Storage, count: u64) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The numeric values stored in the ledger for `attribute`, one per row (duplicates included).
+pub async fn ledger_numbers(storage: &Storage, attribute: &str) -> Vec<i64> {
+    ledger::Entity::find()
+        .filter(ledger::Column::Attribute.eq(attribute))
+        .all(storage.db())
+        .await
+        .expect("ledger")
+        .iter()
+        .filter_map(|r| r.value_num)
+        .map(|v| v as i64)
+        .collect()
 }

@@ -18,9 +18,12 @@ use ntex::util::ByteString;
 use ntex_mqtt::QoS;
 use tokio::sync::mpsc;
 
-use crate::auth::{Authenticator, Principal, ReadCheck, is_protected};
+use aos_core::state::StateError;
+
+use crate::auth::{Authenticator, Principal, ReadCheck, SubscribeAccess, is_protected};
 use crate::message::{Message, min_qos};
 use crate::metrics::BrokerMetrics;
+use crate::persist::{Persistence, Restored, disconnected_at, wall_ms};
 use crate::session::{Enqueued, Kick, Link, Outgoing, QueueLimits, Session, SubOptions, Will};
 use crate::topic::{MatchSink, SharedGroup, SubscriptionFilter, SubscriptionTree, matches};
 
@@ -76,6 +79,8 @@ pub struct Broker {
     sessions: Mutex<HashMap<ByteString, Arc<Session>>>,
     subscriptions: RwLock<SubscriptionTree<SessionKey, SubOptions>>,
     retained: RwLock<HashMap<ByteString, Arc<Message>>>,
+    /// Where retained messages and persistent sessions are kept across restarts (if anywhere).
+    persistence: Option<Arc<Persistence>>,
     /// Where devices connecting and disconnecting are reported (on the platform).
     pub(crate) presence: OnceLock<mpsc::UnboundedSender<Presence>>,
 }
@@ -148,6 +153,7 @@ impl Broker {
         limits: BrokerLimits,
         auth: Arc<dyn Authenticator>,
         metrics: BrokerMetrics,
+        persistence: Option<Arc<Persistence>>,
     ) -> Broker {
         Broker {
             limits,
@@ -158,7 +164,114 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             subscriptions: RwLock::new(SubscriptionTree::default()),
             retained: RwLock::new(HashMap::new()),
+            persistence,
             presence: OnceLock::new(),
+        }
+    }
+
+    /// Whether the broker keeps its state in the state store.
+    pub fn persists(&self) -> bool {
+        self.persistence.is_some()
+    }
+
+    /// Waits until everything the broker stored so far is durable (at once without persistence).
+    pub async fn durable(&self) -> Result<(), StateError> {
+        match &self.persistence {
+            Some(persistence) => persistence.durable().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Takes back what a previous run stored: retained messages, and persistent sessions (as
+    /// disconnected, their subscriptions granted again by the ACL in force now).
+    pub fn restore(&self, restored: Restored) {
+        let now = Instant::now();
+        let wall = wall_ms();
+        {
+            let mut retained = self.retained.write().unwrap_or_else(|e| e.into_inner());
+            for message in restored.retained {
+                retained.insert(message.topic.clone(), Arc::new(message));
+            }
+            self.metrics.retained.set(retained.len() as i64);
+        }
+        for record in restored.sessions {
+            let meta = &record.meta;
+            let owner = Principal {
+                client_id: record.client_id.to_string(),
+                username: meta.username.clone(),
+                identity: meta.identity.clone(),
+                signed_in_at_ms: 0,
+            };
+            let session = Arc::new(Session::new(
+                self.next_id(),
+                record.client_id.clone(),
+                meta.identity.clone(),
+                meta.username.as_deref().map(ByteString::from),
+                self.metrics.session_queues.clone(),
+            ));
+            let subscriptions: Vec<(String, SubscriptionFilter, SubOptions)> = meta
+                .subscriptions
+                .iter()
+                .filter_map(|sub| {
+                    let filter = SubscriptionFilter::parse(&sub.filter, true).ok()?;
+                    match self.auth.may_subscribe(&owner, &filter.filter) {
+                        SubscribeAccess::Granted(read) => {
+                            Some((sub.filter.clone(), filter, sub.options(read)))
+                        }
+                        SubscribeAccess::Refused => None,
+                    }
+                })
+                .collect();
+            {
+                let mut state = session.lock();
+                state.expiry = meta.expiry_secs.map(Duration::from_secs);
+                state.disconnected_at = Some(disconnected_at(meta, now, wall));
+                if state.expired(now) {
+                    record.stored.end();
+                    continue;
+                }
+                for (full, filter, opts) in &subscriptions {
+                    state
+                        .subscriptions
+                        .insert(full.clone(), (filter.clone(), *opts));
+                }
+                state.qos2_received.extend(record.qos2_received);
+                state.stored = Some(record.stored);
+                // What the ACL no longer grants is gone from the store too.
+                session.save(&state);
+            }
+            session.restore_queue(record.queued);
+            {
+                let key = SessionKey(session.clone());
+                let mut tree = self
+                    .subscriptions
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner());
+                for (_, filter, opts) in subscriptions {
+                    tree.insert(&filter, key.clone(), opts);
+                }
+                self.metrics.subscriptions.set(tree.len() as i64);
+            }
+            let mut sessions = self.sessions();
+            sessions.insert(record.client_id, session);
+            self.metrics.sessions.set(sessions.len() as i64);
+        }
+    }
+
+    /// Keeps the session in the store while its expiry makes it persistent, and not otherwise.
+    fn store_session(&self, session: &Session) {
+        let Some(persistence) = &self.persistence else {
+            return;
+        };
+        let (persistent, stored) = {
+            let state = session.lock();
+            (state.expiry != Some(Duration::ZERO), state.stored.is_some())
+        };
+        match (persistent, stored) {
+            (true, false) => session.set_stored(Some(persistence.session(&session.client_id))),
+            (false, true) => session.set_stored(None),
+            (true, true) => session.save(&session.lock()),
+            (false, false) => {}
         }
     }
 
@@ -212,6 +325,7 @@ impl Broker {
             }
             Some(old) => {
                 sessions.remove(client_id);
+                old.unstore();
                 drop(sessions);
                 self.end_session(&old, Some(Kick::TakenOver));
                 sessions = self.sessions();
@@ -232,6 +346,7 @@ impl Broker {
                 let _ = kick.send(Kick::TakenOver);
             }
         }
+        self.store_session(&session);
         // The connection taken over ended without DISCONNECT: its will goes out, unless it asked
         // for a delay (the session lives on, so the delay never runs out).
         if let Some(will) = previous_will
@@ -284,6 +399,7 @@ impl Broker {
             }
             (state.will.clone(), state.expiry)
         };
+        self.store_session(session);
         if expiry == Some(Duration::ZERO) {
             let removed = {
                 let mut sessions = self.sessions();
@@ -292,6 +408,7 @@ impl Broker {
                     .is_some_and(|s| s.id == session.id);
                 if current {
                     sessions.remove(&session.client_id);
+                    session.unstore();
                 }
                 self.metrics.sessions.set(sessions.len() as i64);
                 current
@@ -374,6 +491,7 @@ impl Broker {
                 .collect();
             for s in &expired {
                 sessions.remove(&s.client_id);
+                s.unstore();
             }
             self.metrics.sessions.set(sessions.len() as i64);
             expired
@@ -444,17 +562,25 @@ impl Broker {
             self.metrics.subscriptions.set(tree.len() as i64);
             existed
         };
-        session
-            .lock()
-            .subscriptions
-            .insert(full_filter.to_string(), (filter, opts));
+        {
+            let mut state = session.lock();
+            state
+                .subscriptions
+                .insert(full_filter.to_string(), (filter, opts));
+            session.save(&state);
+        }
         self.presence_changed(session.identity.as_ref(), PresenceChange::Subscribed);
         existed
     }
 
     /// Removes a subscription; returns whether it existed.
     pub fn unsubscribe(&self, session: &Arc<Session>, full_filter: &str) -> bool {
-        let removed = session.lock().subscriptions.remove(full_filter);
+        let removed = {
+            let mut state = session.lock();
+            let removed = state.subscriptions.remove(full_filter);
+            session.save(&state);
+            removed
+        };
         match removed {
             Some((filter, _)) => {
                 self.remove_subscriptions(session, &[filter]);
@@ -501,6 +627,10 @@ impl Broker {
     /// Stores (or, with an empty payload, deletes) the retained message of a topic.
     fn retain(&self, message: &Arc<Message>) {
         let mut retained = self.retained.write().unwrap_or_else(|e| e.into_inner());
+        // Staged under the lock: the store sees a topic's changes in the order they were made.
+        if let Some(persistence) = &self.persistence {
+            persistence.retain(message);
+        }
         if message.payload.is_empty() {
             retained.remove(&message.topic);
         } else {

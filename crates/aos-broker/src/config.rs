@@ -92,6 +92,10 @@ pub struct BrokerConfig {
     pub max_session_expiry: Duration,
     /// Whether clients may publish retained messages.
     pub retain_available: bool,
+    /// Whether retained messages, persistent sessions (subscriptions and queued QoS 1/2
+    /// messages) and inbound QoS 2 state are kept in the node's state store, surviving restarts
+    /// and crashes. Off: they live in memory only.
+    pub persistence: bool,
     pub auth: AuthConfig,
 }
 
@@ -114,6 +118,7 @@ impl Default for BrokerConfig {
             max_queued_bytes: 16 * 1024 * 1024,
             max_session_expiry: Duration::from_secs(7 * 24 * 3600),
             retain_available: true,
+            persistence: true,
             auth: AuthConfig::default(),
         }
     }

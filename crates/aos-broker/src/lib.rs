@@ -13,6 +13,7 @@ mod config;
 mod connection;
 pub mod message;
 pub mod metrics;
+pub mod persist;
 mod server;
 pub mod session;
 pub mod topic;
@@ -36,6 +37,7 @@ use crate::auth::{Authenticator, ConfigAuthenticator};
 use crate::broker::{Broker, BrokerLimits};
 use crate::connection::ListenerContext;
 use crate::metrics::BrokerMetrics;
+use crate::persist::Persistence;
 use crate::session::{Kick, QueueLimits};
 
 /// Binds the main listener and every `[[broker.listeners]]` entry, loading TLS set-ups.
@@ -158,6 +160,9 @@ impl Role for BrokerRole {
             )),
             (None, None) => Arc::new(ConfigAuthenticator::new(config.auth.clone())),
         };
+        let persistence = config
+            .persistence
+            .then(|| Persistence::new(ctx.state.clone()));
         let broker = Arc::new(Broker::new(
             BrokerLimits {
                 queue: QueueLimits {
@@ -168,7 +173,14 @@ impl Role for BrokerRole {
             },
             auth,
             metrics,
+            persistence.clone(),
         ));
+        if let Some(persistence) = &persistence {
+            let restored = persistence.load().await.map_err(RoleError::other)?;
+            let (retained, sessions) = (restored.retained.len(), restored.sessions.len());
+            broker.restore(restored);
+            tracing::info!(retained, sessions, "broker state restored");
+        }
         let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         if clients.is_some() {
             // On the platform (devices sign in from storage), device messages go to the workers.

@@ -17,7 +17,9 @@ use ntex_mqtt::{MqttError, MqttServer, MqttServiceConfig, QoS, v3, v5};
 use ntex_tls::rustls::TlsAcceptor;
 
 use crate::config::Transport;
-use crate::connection::{ConnError, ConnectionGuard, ListenerContext, v3 as c3, v5 as c5};
+use crate::connection::{
+    ConnError, ConnectionGuard, ExactlyOnce, ListenerContext, v3 as c3, v5 as c5,
+};
 
 /// Time a client has to send its whole CONNECT after connecting.
 const CONNECT_TIMEOUT: Seconds = Seconds(10);
@@ -48,6 +50,7 @@ fn mqtt<F: Filter>(
                 .control(fn_factory_with_config(async |s: c3::Session| {
                     Ok::<_, ConnError>(fn_service(move |m| c3::control(s.clone(), m)))
                 }))
+                .middleware(ExactlyOnce)
                 .middleware(ConnectionGuard)
                 .publish(fn_factory_with_config(async |s: c3::Session| {
                     Ok::<_, ConnError>(fn_service(move |m| c3::publish(s.clone(), m)))
@@ -61,7 +64,7 @@ fn mqtt<F: Filter>(
                 .control(fn_factory_with_config(async |s: c5::Session| {
                     Ok::<_, ConnError>(fn_service(move |m| c5::control(s.clone(), m)))
                 }))
-                .middleware(c5::ExactlyOnce)
+                .middleware(ExactlyOnce)
                 .middleware(ConnectionGuard)
                 .publish(fn_factory_with_config(async |s: c5::Session| {
                     Ok::<_, ConnError>(fn_service(move |m| c5::publish(s.clone(), m)))

@@ -20,6 +20,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::auth::{ReadCheck, Reader};
 use crate::message::Message;
+use crate::persist::{SessionMeta, StoredSession, StoredSubscription, instant_as_wall_ms};
 use crate::topic::SubscriptionFilter;
 
 /// 5.0 retain handling of a subscription.
@@ -81,6 +82,8 @@ pub struct Outgoing {
     pub packet_id: Option<NonZeroU16>,
     /// Whether it is a resend.
     pub dup: bool,
+    /// Its number in the session's stored queue (persistent sessions, QoS 1/2).
+    pub seq: Option<u64>,
 }
 
 impl Outgoing {
@@ -92,6 +95,7 @@ impl Outgoing {
             sub_ids,
             packet_id: None,
             dup: false,
+            seq: None,
         }
     }
 }
@@ -159,6 +163,8 @@ pub struct SessionState {
     pub expiry: Option<Duration>,
     pub disconnected_at: Option<Instant>,
     pub will: Option<Will>,
+    /// Its place in the state store while it is persistent.
+    pub stored: Option<StoredSession>,
 }
 
 impl SessionState {
@@ -244,6 +250,14 @@ impl Session {
         self.identity.as_ref() == identity && self.username.as_deref() == username
     }
 
+    /// Removes the session from the store. Called as the session leaves the broker's map, under
+    /// its lock: a new session of the same client id stores its records only after that.
+    pub fn unstore(&self) {
+        if let Some(stored) = self.lock().stored.take() {
+            stored.end();
+        }
+    }
+
     /// Drops everything the session holds (it has ended).
     pub fn discard(&self) {
         let mut state = self.lock();
@@ -298,6 +312,22 @@ impl Session {
         }
     }
 
+    /// Puts back the messages a previous run had queued (in order): those sent before wait
+    /// as in flight, to go out again flagged DUP with their packet ids.
+    pub fn restore_queue(&self, queued: Vec<Outgoing>) {
+        let mut state = self.lock();
+        for out in queued {
+            if out.packet_id.is_some() {
+                state.inflight.push_back(out);
+                self.gauges.inflight.inc();
+            } else {
+                state.queued_bytes += out.message.weight();
+                state.queue.push_back(out);
+                self.gauges.queued.inc();
+            }
+        }
+    }
+
     /// Offers a message to the session.
     pub fn enqueue(&self, out: Outgoing, limits: QueueLimits) -> Enqueued {
         let mut state = self.lock();
@@ -311,6 +341,12 @@ impl Session {
             return Enqueued::Overflow;
         }
         state.queued_bytes += weight;
+        let mut out = out;
+        if out.qos != QoS::AtMostOnce
+            && let Some(stored) = state.stored.as_mut()
+        {
+            stored.queued(&mut out);
+        }
         state.queue.push_back(out);
         self.gauges.queued.inc();
         if let Some(link) = &state.link {
@@ -333,11 +369,22 @@ impl Session {
             state.queued_bytes = state.queued_bytes.saturating_sub(out.message.weight());
             if out.message.is_expired(now) {
                 expired += 1;
+                if let (Some(stored), Some(seq)) = (&state.stored, out.seq) {
+                    stored.done(seq);
+                }
                 continue;
             }
             if out.qos != QoS::AtMostOnce {
                 if out.packet_id.is_none() {
-                    out.packet_id = Some(state.next_packet_id());
+                    let id = state.next_packet_id();
+                    out.packet_id = Some(id);
+                    // Only QoS 2 needs its packet id after a restart (the client may be waiting
+                    // for PUBREL under it); a QoS 1 message simply goes out again.
+                    if out.qos == QoS::ExactlyOnce
+                        && let (Some(stored), Some(seq)) = (&state.stored, out.seq)
+                    {
+                        stored.sent(seq, id);
+                    }
                 }
                 state.inflight.push_back(out.clone());
                 self.gauges.inflight.inc();
@@ -349,10 +396,77 @@ impl Session {
     /// The client acknowledged packet `id` (PUBACK, or PUBCOMP for QoS 2).
     pub fn acknowledged(&self, id: NonZeroU16) {
         let mut state = self.lock();
-        if let Some(pos) = state.inflight.iter().position(|o| o.packet_id == Some(id)) {
-            state.inflight.remove(pos);
+        if let Some(pos) = state.inflight.iter().position(|o| o.packet_id == Some(id))
+            && let Some(out) = state.inflight.remove(pos)
+        {
             self.gauges.inflight.dec();
+            if let (Some(stored), Some(seq)) = (&state.stored, out.seq) {
+                stored.done(seq);
+            }
         }
+    }
+
+    /// Makes the session persistent (kept in the state store) from now on, storing what it
+    /// holds; `None`: no longer persistent, its stored records go.
+    pub fn set_stored(&self, stored: Option<StoredSession>) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        if let Some(old) = state.stored.take() {
+            old.end();
+        }
+        let Some(mut stored) = stored else { return };
+        for out in state.inflight.iter_mut().chain(state.queue.iter_mut()) {
+            if out.qos != QoS::AtMostOnce {
+                stored.queued(out);
+                if let (QoS::ExactlyOnce, Some(id), Some(seq)) = (out.qos, out.packet_id, out.seq) {
+                    stored.sent(seq, id);
+                }
+            }
+        }
+        for id in &state.qos2_received {
+            stored.qos2_received(*id);
+        }
+        state.stored = Some(stored);
+        self.save(state);
+    }
+
+    /// Stores who owns the session, its expiry and subscriptions (if it is persistent).
+    pub fn save(&self, state: &SessionState) {
+        let Some(stored) = &state.stored else { return };
+        let mut subscriptions: Vec<StoredSubscription> = state
+            .subscriptions
+            .iter()
+            .map(|(filter, (_, opts))| StoredSubscription::new(filter, opts))
+            .collect();
+        subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
+        stored.save(&SessionMeta {
+            identity: self.identity.clone(),
+            username: self.username.as_ref().map(|u| u.to_string()),
+            expiry_secs: state.expiry.map(|e| e.as_secs()),
+            disconnected_at_ms: state.disconnected_at.map(instant_as_wall_ms),
+            subscriptions,
+        });
+    }
+
+    /// An inbound QoS 2 message with packet id `id` was taken: a resend of it is not taken again
+    /// until PUBREL. Returns false if it was already waiting.
+    pub fn qos2_taken(&self, id: NonZeroU16) -> bool {
+        let mut state = self.lock();
+        let fresh = state.qos2_received.insert(id);
+        if fresh && let Some(stored) = &state.stored {
+            stored.qos2_received(id);
+        }
+        fresh
+    }
+
+    /// PUBREL for packet id `id`; returns whether it was waiting.
+    pub fn qos2_released(&self, id: NonZeroU16) -> bool {
+        let mut state = self.lock();
+        let known = state.qos2_received.remove(&id);
+        if known && let Some(stored) = &state.stored {
+            stored.qos2_released(id);
+        }
+        known
     }
 }
 

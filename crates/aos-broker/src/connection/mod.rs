@@ -1,6 +1,7 @@
 //! One MQTT connection: what 3.1.1 and 5.0 share — admission, publish handling, the writer task
 //! that drains the session's queue into the socket, and clean-up when the connection ends.
 
+mod exactly_once;
 mod guard;
 mod order;
 pub(crate) mod v3;
@@ -12,6 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::num::NonZeroU16;
+
+use aos_core::state::StateError;
 use ntex::util::{ByteString, Bytes};
 use ntex_mqtt::QoS;
 use tokio::sync::{Notify, oneshot};
@@ -24,6 +28,7 @@ use crate::metrics::{ListenerLabel, QosLabel};
 use crate::session::{Kick, Link, Outgoing, Session, Will};
 use crate::topic::valid_topic_name;
 
+pub(crate) use exactly_once::ExactlyOnce;
 pub(crate) use guard::ConnectionGuard;
 
 /// The error type of the connection services.
@@ -221,8 +226,8 @@ pub struct Conn {
     finished: Cell<bool>,
     /// Keeps this client's publishes in arrival order (see `order`).
     pub(crate) order: order::InboundOrder,
-    /// 5.0 QoS 2 publishes in progress, handed to ntex-mqtt as QoS 1 (see `v5::ExactlyOnce`).
-    pub(crate) exactly_once: std::cell::RefCell<std::collections::HashSet<std::num::NonZeroU16>>,
+    /// QoS 2 publishes in progress, handed to ntex-mqtt as QoS 1 (see [`ExactlyOnce`]).
+    pub(crate) exactly_once: std::cell::RefCell<std::collections::HashSet<NonZeroU16>>,
 }
 
 impl Conn {
@@ -257,9 +262,33 @@ impl Conn {
         );
     }
 
+    /// The QoS a PUBLISH with `packet_id` was sent with (a QoS 2 one reaches the handler as QoS 1).
+    pub(crate) fn inbound_qos(&self, packet_id: Option<NonZeroU16>, qos: QoS) -> QoS {
+        match packet_id {
+            Some(id) if self.exactly_once.borrow().contains(&id) => QoS::ExactlyOnce,
+            _ => qos,
+        }
+    }
+
+    /// Waits until what the broker promised so far is durable (with persistence).
+    pub(crate) async fn durable(&self) -> Result<(), StateError> {
+        self.broker().durable().await
+    }
+
+    /// Waits until the session's subscriptions are durable, before SUBACK / UNSUBACK; a store
+    /// that cannot write is logged, and the client still answered.
+    pub(crate) async fn settled(&self) {
+        if let Err(err) = self.durable().await {
+            tracing::error!(client_id = %self.session.client_id, %err, "the session's subscriptions could not be stored");
+        }
+    }
+
     /// Checks a PUBLISH from this client, hands it to the platform hook, and routes it in its
     /// arrival order. `key` is its ordering key (see `order::publish_key`).
     /// `resent`: the client flagged the PUBLISH as sent before (DUP).
+    ///
+    /// A QoS 1/2 publish returns (and is acknowledged) only once what its routing stored — a
+    /// retained message, copies queued for persistent sessions — is durable.
     pub(crate) async fn publish(&self, key: u64, message: Message, resent: bool) -> PublishOutcome {
         let ticket = self.order.claim(key);
         if resent && message.qos == QoS::AtLeastOnce {
@@ -267,9 +296,23 @@ impl Conn {
             // PUBACK lost with a connection or a node) is taken again. Counted, not hidden.
             self.broker().metrics.resent_received.inc();
         }
+        let acknowledged = message.qos != QoS::AtMostOnce;
         let (outcome, accepted) = self.accept(message).await;
         self.release(ticket, accepted);
-        outcome
+        if outcome != PublishOutcome::Accepted || !acknowledged || !self.broker().persists() {
+            return outcome;
+        }
+        if let Some(ticket) = ticket {
+            // Routed only once every earlier publish of this client is (arrival order).
+            self.order.released(ticket).await;
+        }
+        match self.durable().await {
+            Ok(()) => outcome,
+            Err(err) => {
+                tracing::error!(client_id = %self.session.client_id, %err, "a publish could not be stored");
+                PublishOutcome::Failed
+            }
+        }
     }
 
     async fn accept(&self, message: Message) -> (PublishOutcome, Option<Message>) {

@@ -52,6 +52,8 @@ pub(crate) struct InboundOrder {
     next_release: Cell<u64>,
     /// Completed tickets waiting for earlier ones, with the message to route (if any).
     done: RefCell<BTreeMap<u64, Option<Message>>>,
+    /// Woken whenever tickets are released.
+    advanced: tokio::sync::Notify,
 }
 
 impl InboundOrder {
@@ -79,9 +81,13 @@ impl InboundOrder {
         let mut done = self.done.borrow_mut();
         done.entry(ticket).or_insert(message);
         let mut released = Vec::new();
+        let before = self.next_release.get();
         while let Some(message) = done.remove(&self.next_release.get()) {
             released.extend(message);
             self.next_release.set(self.next_release.get() + 1);
+        }
+        if self.next_release.get() != before {
+            self.advanced.notify_waiters();
         }
         if done.is_empty() {
             // Nothing is waiting: unclaimed arrivals before the release point are settled too.
@@ -89,6 +95,20 @@ impl InboundOrder {
             self.arrivals.borrow_mut().retain(|(_, t)| *t >= release);
         }
         released
+    }
+}
+
+impl InboundOrder {
+    /// Waits until ticket `ticket` has been released (its message, if any, routed).
+    pub(crate) async fn released(&self, ticket: u64) {
+        loop {
+            // Created before the check: a release in between still wakes it.
+            let advanced = self.advanced.notified();
+            if ticket < self.next_release.get() {
+                return;
+            }
+            advanced.await;
+        }
     }
 }
 

@@ -170,7 +170,7 @@ pub(crate) async fn publish(session: Session, publish: v3::Publish) -> Result<()
         &conn.principal,
         packet.topic.clone(),
         payload,
-        publish.qos(),
+        conn.inbound_qos(packet.packet_id, publish.qos()),
         publish.retain(),
     );
     match conn.publish(key, message, packet.dup).await {
@@ -216,6 +216,7 @@ pub(crate) async fn protocol(
                 }
                 sub.confirm(qos);
             }
+            conn.settled().await;
             deliver_retained_after_ack(conn, retained);
             subscribe.ack()
         }
@@ -223,6 +224,7 @@ pub(crate) async fn protocol(
             for filter in unsubscribe.iter() {
                 conn.broker().unsubscribe(&conn.session, filter);
             }
+            conn.settled().await;
             unsubscribe.ack()
         }
         v3::ProtocolMessage::Disconnect(disconnect) => {

@@ -6,14 +6,11 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ntex::service::{Middleware, Service, ServiceCtx};
 use ntex::util::ByteString;
-use ntex_mqtt::error::DispatcherError;
-use ntex_mqtt::{Control, QoS, v5};
+use ntex_mqtt::{Control, v5};
 use v5::codec::{
-    ConnectAckReason, Decoded, Disconnect, DisconnectReasonCode, Encoded, Packet, PublishAck2,
-    PublishAck2Reason, PublishAckReason, RetainHandling as WireRetain, SubscribeAckReason,
-    UnsubscribeAckReason,
+    ConnectAckReason, Disconnect, DisconnectReasonCode, PublishAckReason,
+    RetainHandling as WireRetain, SubscribeAckReason, UnsubscribeAckReason,
 };
 
 use super::v3::deliver_retained_after_ack;
@@ -384,10 +381,7 @@ pub(crate) async fn publish(
             .reason_code(PublishAckReason::PayloadFormatInvalid)
             .reason("payload format indicator says UTF-8, payload is not".into()));
     }
-    let qos = match packet.packet_id {
-        Some(id) if conn.exactly_once.borrow_mut().remove(&id) => QoS::ExactlyOnce,
-        _ => packet.qos,
-    };
+    let qos = conn.inbound_qos(packet.packet_id, packet.qos);
     let mut msg = message(
         conn.session.id,
         &conn.principal,
@@ -497,6 +491,7 @@ pub(crate) async fn protocol(
                 }
                 sub.confirm(qos);
             }
+            conn.settled().await;
             deliver_retained_after_ack(conn, retained);
             subscribe.ack()
         }
@@ -509,6 +504,7 @@ pub(crate) async fn protocol(
                     item.fail(UnsubscribeAckReason::NoSubscriptionExisted);
                 }
             }
+            conn.settled().await;
             unsubscribe.ack()
         }
         v5::ProtocolMessage::Disconnect(disconnect) => {
@@ -538,110 +534,4 @@ pub(crate) async fn control(
         session.finish();
     }
     Ok(None)
-}
-
-/// Exactly-once delivery for 5.0 QoS 2 publishes, done here instead of in ntex-mqtt 8.2.1 (whose
-/// 5.0 dispatcher never frees the packet id of a QoS 2 publish after PUBREL, so a client would
-/// soon be refused): the publish goes through the dispatcher as QoS 1, its PUBACK goes out as
-/// PUBREC, and the packet id waits in the *session* for PUBREL — so a resent duplicate, even on a
-/// new connection of a persistent session, is acknowledged but not delivered twice.
-pub(crate) struct ExactlyOnce;
-
-impl<S> Middleware<S, (ntex::SharedCfg, Session)> for ExactlyOnce {
-    type Service = ExactlyOnceService<S>;
-
-    fn create(&self, inner: S, (_, session): (ntex::SharedCfg, Session)) -> Self::Service {
-        ExactlyOnceService { inner, session }
-    }
-}
-
-pub(crate) struct ExactlyOnceService<S> {
-    inner: S,
-    session: Session,
-}
-
-impl<S, E> Service<Decoded> for ExactlyOnceService<S>
-where
-    S: Service<Decoded, Response = Option<Encoded>, Error = DispatcherError<E>>,
-{
-    type Response = Option<Encoded>;
-    type Error = DispatcherError<E>;
-
-    ntex::forward_ready!(inner);
-    ntex::forward_poll!(inner);
-    ntex::forward_shutdown!(inner);
-
-    async fn call(
-        &self,
-        request: Decoded,
-        ctx: ServiceCtx<'_, Self>,
-    ) -> Result<Self::Response, Self::Error> {
-        match request {
-            Decoded::Publish(mut publish, payload, size) if publish.qos == QoS::ExactlyOnce => {
-                let Some(id) = publish.packet_id else {
-                    return ctx
-                        .call(&self.inner, Decoded::Publish(publish, payload, size))
-                        .await;
-                };
-                let received = |reason_code| {
-                    Some(Encoded::Packet(Packet::PublishReceived(
-                        v5::codec::PublishAck {
-                            packet_id: id,
-                            reason_code,
-                            properties: Vec::new(),
-                            reason_string: None,
-                        },
-                    )))
-                };
-                let waiting = {
-                    let state = self.session.session.lock();
-                    if state.qos2_received.contains(&id) {
-                        // A resend of a message already taken: acknowledge again, deliver nothing.
-                        return Ok(received(PublishAckReason::Success));
-                    }
-                    state.qos2_received.len()
-                };
-                // QoS 2 messages count against the receive maximum until PUBCOMP [MQTT-3.3.4-9].
-                if waiting >= usize::from(self.session.listener.config.receive_maximum) {
-                    return Err(ntex_mqtt::error::SpecViolation::Pub_3_3_4_7.into());
-                }
-                self.session.exactly_once.borrow_mut().insert(id);
-                publish.qos = QoS::AtLeastOnce;
-                let response = ctx
-                    .call(&self.inner, Decoded::Publish(publish, payload, size))
-                    .await;
-                self.session.exactly_once.borrow_mut().remove(&id);
-                match response? {
-                    Some(Encoded::Packet(Packet::PublishAck(ack))) => {
-                        if (ack.reason_code as u8) < 0x80 {
-                            self.session.session.lock().qos2_received.insert(id);
-                        }
-                        Ok(Some(Encoded::Packet(Packet::PublishReceived(ack))))
-                    }
-                    other => Ok(other),
-                }
-            }
-            Decoded::Packet(Packet::PublishRelease(release), _) => {
-                let known = self
-                    .session
-                    .session
-                    .lock()
-                    .qos2_received
-                    .remove(&release.packet_id);
-                Ok(Some(Encoded::Packet(Packet::PublishComplete(
-                    PublishAck2 {
-                        packet_id: release.packet_id,
-                        reason_code: if known {
-                            PublishAck2Reason::Success
-                        } else {
-                            PublishAck2Reason::PacketIdNotFound
-                        },
-                        properties: Vec::new(),
-                        reason_string: None,
-                    },
-                ))))
-            }
-            other => ctx.call(&self.inner, other).await,
-        }
-    }
 }

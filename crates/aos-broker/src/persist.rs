@@ -1,0 +1,588 @@
+//! What the broker keeps in the node's state store ([`StateStore`]) so that a restart or a crash
+//! loses nothing it promised: retained messages, persistent sessions (who owns them, their
+//! expiry, subscriptions and queued QoS 1/2 messages) and the inbound QoS 2 exchanges waiting for
+//! PUBREL.
+//!
+//! Changes are staged while the broker's own locks are held (so the store sees them in the order
+//! the broker made them) and the acknowledgements that promise them — PUBACK, PUBREC, SUBACK —
+//! wait until they are durable ([`Persistence::durable`]).
+//!
+//! Keys: `broker.r.<topic>` is a retained message. A session's records share the prefix
+//! `broker.s.<n>:<client id>.` (`n`: the client id's length in bytes, so that no session's prefix
+//! starts another's): `meta`, `q.<seq>` a queued message, `p.<seq>` the packet id a QoS 2 one
+//! was sent with, `i.<packet id>` an inbound QoS 2 message received and not yet released.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::{NonZeroU16, NonZeroU32};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aos_core::access::Identity;
+use aos_core::state::{StateChange, StateError, StateStore};
+use ntex::util::{ByteString, Bytes};
+use ntex_mqtt::QoS;
+use serde::{Deserialize, Serialize};
+
+use crate::message::{Message, Properties};
+use crate::session::{Outgoing, RetainHandling, SubOptions};
+
+const RETAINED: &str = "broker.r.";
+const SESSIONS: &str = "broker.s.";
+
+/// The broker's view of the state store.
+pub struct Persistence {
+    state: Arc<dyn StateStore>,
+}
+
+/// A persistent session's place in the store (kept in its state while it is persistent).
+pub struct StoredSession {
+    persistence: Arc<Persistence>,
+    prefix: String,
+    next_seq: u64,
+}
+
+/// A subscription as stored (its ACL answer is worked out again when it is restored).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredSubscription {
+    pub filter: String,
+    pub qos: u8,
+    #[serde(default)]
+    pub no_local: bool,
+    #[serde(default)]
+    pub retain_as_published: bool,
+    /// 0: always, 1: if new, 2: never.
+    #[serde(default)]
+    pub retain_handling: u8,
+    #[serde(default)]
+    pub id: Option<u32>,
+}
+
+impl StoredSubscription {
+    pub fn new(filter: &str, opts: &SubOptions) -> StoredSubscription {
+        StoredSubscription {
+            filter: filter.to_string(),
+            qos: opts.qos as u8,
+            no_local: opts.no_local,
+            retain_as_published: opts.retain_as_published,
+            retain_handling: match opts.retain_handling {
+                RetainHandling::Always => 0,
+                RetainHandling::IfNew => 1,
+                RetainHandling::Never => 2,
+            },
+            id: opts.id.map(NonZeroU32::get),
+        }
+    }
+
+    /// Its options, with `read` the ACL's answer now.
+    pub fn options(&self, read: crate::auth::ReadCheck) -> SubOptions {
+        SubOptions {
+            qos: qos(self.qos),
+            no_local: self.no_local,
+            retain_as_published: self.retain_as_published,
+            retain_handling: match self.retain_handling {
+                0 => RetainHandling::Always,
+                1 => RetainHandling::IfNew,
+                _ => RetainHandling::Never,
+            },
+            id: self.id.and_then(NonZeroU32::new),
+            read,
+        }
+    }
+}
+
+/// Who owns a session, how long it outlives its connection, and what it subscribed to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionMeta {
+    pub identity: Option<Identity>,
+    pub username: Option<String>,
+    /// `None`: kept forever.
+    pub expiry_secs: Option<u64>,
+    /// When its connection ended (ms since the Unix epoch); `None`: it was connected.
+    pub disconnected_at_ms: Option<i64>,
+    pub subscriptions: Vec<StoredSubscription>,
+}
+
+/// A session read back from the store.
+pub struct RestoredSession {
+    pub client_id: ByteString,
+    pub meta: SessionMeta,
+    /// Queued and in-flight messages in their original order (in-flight ones carry their
+    /// packet id, and go out again flagged DUP).
+    pub queued: Vec<Outgoing>,
+    pub qos2_received: Vec<NonZeroU16>,
+    pub stored: StoredSession,
+}
+
+/// Everything read back at start.
+pub struct Restored {
+    pub retained: Vec<Message>,
+    pub sessions: Vec<RestoredSession>,
+}
+
+impl Persistence {
+    pub fn new(state: Arc<dyn StateStore>) -> Arc<Persistence> {
+        Arc::new(Persistence { state })
+    }
+
+    /// Stores (or, with an empty payload, deletes) the retained message of its topic.
+    pub fn retain(&self, message: &Message) {
+        let key = format!("{RETAINED}{}", message.topic);
+        let change = if message.payload.is_empty() {
+            StateChange::delete(key)
+        } else {
+            let mut buf = Vec::new();
+            encode_message(&mut buf, message);
+            StateChange::put(key, buf)
+        };
+        self.state.stage(vec![change]);
+    }
+
+    /// A place in the store for the session of `client_id` (from now on persistent).
+    pub fn session(self: &Arc<Self>, client_id: &str) -> StoredSession {
+        StoredSession {
+            persistence: self.clone(),
+            prefix: session_prefix(client_id),
+            next_seq: 0,
+        }
+    }
+
+    /// Waits until everything staged so far is durable.
+    pub async fn durable(&self) -> Result<(), StateError> {
+        self.state.durable(self.state.position()).await
+    }
+
+    /// Reads back everything the broker stored; drops what no longer decodes (with a warning).
+    pub async fn load(self: &Arc<Self>) -> Result<Restored, StateError> {
+        let now = Instant::now();
+        let wall = wall_ms();
+        let mut retained = Vec::new();
+        // Records that are gone for good (expired, or no longer readable), deleted from the store.
+        let mut broken = Vec::new();
+        for (key, value) in self.state.load(RETAINED).await? {
+            match decode_message(&value, now, wall) {
+                Some(message) if !message.is_expired(now) => retained.push(message),
+                Some(_) => broken.push(StateChange::delete(key)),
+                None => {
+                    tracing::warn!(%key, "a stored retained message does not decode; dropped");
+                    broken.push(StateChange::delete(key));
+                }
+            }
+        }
+        // A session's records are adjacent (they share its prefix); gather them by client id.
+        let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+        for (key, value) in self.state.load(SESSIONS).await? {
+            let Some((client_id, record)) = split_session_key(&key) else {
+                broken.push(StateChange::delete(key));
+                continue;
+            };
+            let group = groups.entry(client_id.to_string()).or_default();
+            let seq = |r: &str| r.parse::<u64>().ok();
+            let read = match record.split_once('.') {
+                None if record == "meta" => serde_json::from_slice(&value)
+                    .ok()
+                    .map(|meta| group.meta = Some(meta)),
+                Some(("q", n)) => seq(n)
+                    .zip(decode_outgoing(&value, now, wall))
+                    .map(|(n, out)| {
+                        group.queued.insert(n, out);
+                    }),
+                Some(("p", n)) => seq(n)
+                    .zip(
+                        <[u8; 2]>::try_from(&value[..])
+                            .ok()
+                            .and_then(|b| NonZeroU16::new(u16::from_le_bytes(b))),
+                    )
+                    .map(|(n, id)| {
+                        group.sent.insert(n, id);
+                    }),
+                Some(("i", id)) => id
+                    .parse()
+                    .ok()
+                    .and_then(NonZeroU16::new)
+                    .map(|id| group.qos2_received.push(id)),
+                _ => None,
+            };
+            if read.is_none() {
+                tracing::warn!(%key, "a stored session record does not decode; dropped");
+                broken.push(StateChange::delete(key));
+            }
+        }
+        let mut sessions = Vec::new();
+        for (client_id, group) in groups {
+            let Some(meta) = group.meta else {
+                // Records without their session (it ended as they were written): dropped.
+                broken.push(StateChange::delete_prefix(session_prefix(&client_id)));
+                continue;
+            };
+            let mut stored = self.session(&client_id);
+            stored.next_seq = group.queued.keys().next_back().map_or(0, |n| n + 1);
+            let queued = group
+                .queued
+                .into_iter()
+                .map(|(n, mut out)| {
+                    out.seq = Some(n);
+                    out.packet_id = group.sent.get(&n).copied();
+                    out
+                })
+                .collect();
+            sessions.push(RestoredSession {
+                client_id: client_id.into(),
+                meta,
+                queued,
+                qos2_received: group.qos2_received,
+                stored,
+            });
+        }
+        if !broken.is_empty() {
+            self.state.stage(broken);
+        }
+        Ok(Restored { retained, sessions })
+    }
+}
+
+/// The records of one session, as they are read back.
+#[derive(Default)]
+struct Group {
+    meta: Option<SessionMeta>,
+    queued: BTreeMap<u64, Outgoing>,
+    sent: HashMap<u64, NonZeroU16>,
+    qos2_received: Vec<NonZeroU16>,
+}
+
+impl StoredSession {
+    fn key(&self, record: &str) -> String {
+        format!("{}{record}", self.prefix)
+    }
+
+    fn stage(&self, changes: Vec<StateChange>) {
+        self.persistence.state.stage(changes);
+    }
+
+    /// Stores a message queued for the session, numbering it.
+    pub fn queued(&mut self, out: &mut Outgoing) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        out.seq = Some(seq);
+        let mut buf = Vec::new();
+        encode_outgoing(&mut buf, out);
+        self.stage(vec![StateChange::put(self.key(&seq_record("q", seq)), buf)]);
+    }
+
+    /// QoS 2 message `seq` went out with packet id `id`.
+    pub fn sent(&self, seq: u64, id: NonZeroU16) {
+        self.stage(vec![StateChange::put(
+            self.key(&seq_record("p", seq)),
+            id.get().to_le_bytes().to_vec(),
+        )]);
+    }
+
+    /// Message `seq` is done with (acknowledged, expired or dropped).
+    pub fn done(&self, seq: u64) {
+        self.stage(vec![
+            StateChange::delete(self.key(&seq_record("q", seq))),
+            StateChange::delete(self.key(&seq_record("p", seq))),
+        ]);
+    }
+
+    /// An inbound QoS 2 message with packet id `id` was taken; PUBREL has not come yet.
+    pub fn qos2_received(&self, id: NonZeroU16) {
+        self.stage(vec![StateChange::put(
+            self.key(&format!("i.{:05}", id.get())),
+            Vec::new(),
+        )]);
+    }
+
+    pub fn qos2_released(&self, id: NonZeroU16) {
+        self.stage(vec![StateChange::delete(
+            self.key(&format!("i.{:05}", id.get())),
+        )]);
+    }
+
+    pub fn save(&self, meta: &SessionMeta) {
+        match serde_json::to_vec(meta) {
+            Ok(body) => self.stage(vec![StateChange::put(self.key("meta"), body)]),
+            Err(err) => tracing::error!(%err, "a session could not be stored"),
+        }
+    }
+
+    /// The session has ended: everything it stored goes.
+    pub fn end(&self) {
+        self.stage(vec![StateChange::delete_prefix(self.prefix.clone())]);
+    }
+}
+
+fn session_prefix(client_id: &str) -> String {
+    format!("{SESSIONS}{}:{client_id}.", client_id.len())
+}
+
+/// `broker.s.<n>:<client id>.<record>` → (client id, record).
+fn split_session_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix(SESSIONS)?;
+    let (len, rest) = rest.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    let client_id = rest.get(..len)?;
+    let record = rest.get(len..)?.strip_prefix('.')?;
+    Some((client_id, record))
+}
+
+/// Zero-padded, so that key order is queue order.
+fn seq_record(kind: &str, seq: u64) -> String {
+    format!("{kind}.{seq:020}")
+}
+
+fn qos(level: u8) -> QoS {
+    match level {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `instant` as milliseconds since the Unix epoch.
+fn instant_to_wall(instant: Instant, now: Instant, wall: i64) -> i64 {
+    match instant.checked_duration_since(now) {
+        Some(ahead) => wall.saturating_add(ahead.as_millis() as i64),
+        None => wall.saturating_sub(now.duration_since(instant).as_millis() as i64),
+    }
+}
+
+/// Milliseconds since the Unix epoch as an `Instant` (clamped to what `Instant` can hold).
+pub fn wall_to_instant(ms: i64, now: Instant, wall: i64) -> Instant {
+    let delta = Duration::from_millis(ms.abs_diff(wall));
+    if ms >= wall {
+        now.checked_add(delta).unwrap_or(now)
+    } else {
+        now.checked_sub(delta).unwrap_or(now)
+    }
+}
+
+/// When a session's connection ended, from its meta (`None` in it: at `now`, the restart).
+pub fn disconnected_at(meta: &SessionMeta, now: Instant, wall: i64) -> Instant {
+    meta.disconnected_at_ms
+        .map_or(now, |ms| wall_to_instant(ms, now, wall).min(now))
+}
+
+pub fn instant_as_wall_ms(instant: Instant) -> i64 {
+    instant_to_wall(instant, Instant::now(), wall_ms())
+}
+
+// The record bodies: fields one after another, byte strings prefixed by their u32 LE length.
+
+fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+    buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    buf.extend_from_slice(bytes);
+}
+
+fn put_opt(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(b) => {
+            buf.push(1);
+            put(buf, b);
+        }
+        None => buf.push(0),
+    }
+}
+
+fn put_opt_i64(buf: &mut Vec<u8>, value: Option<i64>) {
+    match value {
+        Some(v) => {
+            buf.push(1);
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        None => buf.push(0),
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let bytes = self.0.get(..n)?;
+        self.0 = &self.0[n..];
+        Some(bytes)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    fn text(&mut self) -> Option<ByteString> {
+        std::str::from_utf8(self.bytes()?)
+            .ok()
+            .map(ByteString::from)
+    }
+
+    fn opt<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => read(self).map(Some),
+            _ => None,
+        }
+    }
+}
+
+fn encode_message(buf: &mut Vec<u8>, m: &Message) {
+    put(buf, m.topic.as_bytes());
+    put(buf, &m.payload);
+    buf.push(m.qos as u8);
+    buf.push(u8::from(m.retain));
+    put_opt_i64(buf, m.tenant);
+    put_opt_i64(buf, m.expires_at.map(instant_as_wall_ms));
+    match &m.properties {
+        None => buf.push(0),
+        Some(p) => {
+            buf.push(1);
+            buf.push(u8::from(p.payload_is_utf8));
+            put_opt(buf, p.content_type.as_ref().map(|s| &s.as_bytes()[..]));
+            put_opt(buf, p.response_topic.as_ref().map(|s| &s.as_bytes()[..]));
+            put_opt(buf, p.correlation_data.as_deref());
+            buf.extend_from_slice(&(p.user_properties.len() as u32).to_le_bytes());
+            for (k, v) in &p.user_properties {
+                put(buf, k.as_bytes());
+                put(buf, v.as_bytes());
+            }
+        }
+    }
+}
+
+fn decode_message(body: &[u8], now: Instant, wall: i64) -> Option<Message> {
+    let mut r = Reader(body);
+    let message = read_message(&mut r, now, wall)?;
+    r.0.is_empty().then_some(message)
+}
+
+fn read_message(r: &mut Reader<'_>, now: Instant, wall: i64) -> Option<Message> {
+    let topic = r.text()?;
+    let payload = Bytes::copy_from_slice(r.bytes()?);
+    let level = r.u8()?;
+    let retain = r.u8()? == 1;
+    let tenant = r.opt(Reader::i64)?;
+    let expires = r.opt(Reader::i64)?;
+    let properties = r.opt(|r| {
+        let payload_is_utf8 = r.u8()? == 1;
+        let content_type = r.opt(Reader::text)?;
+        let response_topic = r.opt(Reader::text)?;
+        let correlation_data = r.opt(|r| r.bytes().map(Bytes::copy_from_slice))?;
+        let count = r.u32()?;
+        let mut user_properties = Vec::new();
+        for _ in 0..count {
+            user_properties.push((r.text()?, r.text()?));
+        }
+        Some(Box::new(Properties {
+            payload_is_utf8,
+            content_type,
+            response_topic,
+            correlation_data,
+            user_properties,
+        }))
+    })?;
+    let mut message = Message::new(topic, payload, qos(level), retain);
+    message.tenant = tenant;
+    message.expires_at = expires.map(|ms| wall_to_instant(ms, now, wall));
+    message.properties = properties;
+    Some(message)
+}
+
+fn encode_outgoing(buf: &mut Vec<u8>, out: &Outgoing) {
+    buf.push(out.qos as u8);
+    buf.push(u8::from(out.retain));
+    buf.extend_from_slice(&(out.sub_ids.len() as u32).to_le_bytes());
+    for id in &out.sub_ids {
+        buf.extend_from_slice(&id.get().to_le_bytes());
+    }
+    encode_message(buf, &out.message);
+}
+
+fn decode_outgoing(body: &[u8], now: Instant, wall: i64) -> Option<Outgoing> {
+    let mut r = Reader(body);
+    let level = r.u8()?;
+    let retain = r.u8()? == 1;
+    let count = r.u32()?;
+    let mut sub_ids = Vec::new();
+    for _ in 0..count {
+        sub_ids.push(NonZeroU32::new(r.u32()?)?);
+    }
+    let message = read_message(&mut r, now, wall)?;
+    r.0.is_empty()
+        .then(|| Outgoing::new(Arc::new(message), qos(level), retain, sub_ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_prefixes_never_start_one_another() {
+        let a = session_prefix("a");
+        let ab = session_prefix("a.b");
+        assert!(!ab.starts_with(&a) && !a.starts_with(&ab));
+        assert_eq!(
+            split_session_key(&format!("{ab}q.00000000000000000003")),
+            Some(("a.b", "q.00000000000000000003"))
+        );
+        assert_eq!(split_session_key("broker.s.9:short.meta"), None);
+    }
+
+    #[test]
+    fn a_queued_message_reads_back_as_it_was_stored() {
+        let now = Instant::now();
+        let mut message = Message::new(
+            "t/ü",
+            Bytes::from_static(b"\x00payload"),
+            QoS::ExactlyOnce,
+            true,
+        )
+        .with_expiry(NonZeroU32::new(60));
+        message.tenant = Some(4);
+        message.properties = Some(Box::new(Properties {
+            payload_is_utf8: true,
+            content_type: Some("text/plain".into()),
+            response_topic: Some("reply".into()),
+            correlation_data: Some(Bytes::from_static(b"\x01\x02")),
+            user_properties: vec![("k".into(), "v".into())],
+        }));
+        let out = Outgoing::new(
+            Arc::new(message.clone()),
+            QoS::AtLeastOnce,
+            true,
+            vec![NonZeroU32::new(7).expect("id")],
+        );
+        let mut buf = Vec::new();
+        encode_outgoing(&mut buf, &out);
+        let back = decode_outgoing(&buf, now, wall_ms()).expect("decodes");
+        assert_eq!(
+            (back.qos, back.retain, back.sub_ids.clone()),
+            (out.qos, true, out.sub_ids)
+        );
+        let m = &back.message;
+        assert_eq!(
+            (&m.topic, &m.payload, m.qos, m.retain),
+            (&message.topic, &message.payload, QoS::ExactlyOnce, true)
+        );
+        assert_eq!((m.tenant, &m.properties), (Some(4), &message.properties));
+        let left = m.remaining_expiry(now).map(NonZeroU32::get);
+        assert!(matches!(left, Some(59..=60)), "expiry kept: {left:?}");
+        // A truncated record does not decode.
+        assert!(decode_outgoing(&buf[..buf.len() - 1], now, wall_ms()).is_none());
+    }
+}

@@ -1,0 +1,245 @@
+//! The broker's state survives `kill -9`: retained messages (and their deletion), persistent
+//! sessions with their subscriptions and queued messages (3.1.1 and 5.0, properties included),
+//! and the inbound QoS 2 exchange of a persistent session, whose resent PUBLISH is stored once.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::mqtt::{Client3, Client5, options3, options5, read_packet};
+use common::platform::{access_token, ledger_numbers, storage, wait_logged};
+use common::{Aos, Broker, cli_ok};
+use rumqttc::v5::mqttbytes::v5::{PublishProperties, SubscribeProperties};
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn retained_and_queued_messages_survive_kill_9_on_3_1_1() {
+    use rumqttc::QoS;
+    let mut broker = Broker::start(&[]);
+    let mut options = options3(broker.port(), "keeper");
+    options.set_clean_session(false);
+    let (mut keeper, _) = Client3::connect(options).await.expect("connect");
+    keeper.subscribe("q/#", QoS::AtLeastOnce).await;
+    keeper.client.disconnect().await.expect("disconnect");
+    keeper.closed().await;
+
+    let mut publisher = Client3::start(broker.port(), "publisher").await;
+    publisher.publish_acked("r/kept", true, b"kept").await;
+    publisher.publish_acked("r/gone", true, b"soon gone").await;
+    publisher.publish_acked("r/gone", true, b"").await;
+    for n in 1..=3 {
+        publisher
+            .publish_acked(&format!("q/{n}"), false, format!("m{n}").as_bytes())
+            .await;
+    }
+    drop(publisher);
+
+    broker.crash_and_restart();
+
+    let mut reader = Client3::start(broker.port(), "reader").await;
+    reader.subscribe("r/#", QoS::AtLeastOnce).await;
+    let kept = reader.publish_received().await;
+    assert_eq!(
+        (&kept.topic[..], &kept.payload[..]),
+        ("r/kept", &b"kept"[..])
+    );
+    assert!(kept.retain, "delivered as retained");
+    // A live message after it: the deleted retained message did not come back in between.
+    reader.publish_acked("r/live", false, b"live").await;
+    assert_eq!(&reader.publish_received().await.payload[..], b"live");
+
+    let mut options = options3(broker.port(), "keeper");
+    options.set_clean_session(false);
+    let (mut keeper, connack) = Client3::connect(options).await.expect("reconnect");
+    assert!(connack.session_present, "the session survived");
+    for n in 1..=3 {
+        let queued = keeper.publish_received().await;
+        assert_eq!(
+            (&queued.topic[..], &queued.payload[..]),
+            (format!("q/{n}").as_str(), format!("m{n}").as_bytes()),
+            "queued messages in order"
+        );
+    }
+    // Its subscription is back too: a new message reaches it.
+    let mut publisher = Client3::start(broker.port(), "publisher").await;
+    publisher.publish_acked("q/4", false, b"m4").await;
+    assert_eq!(&keeper.publish_received().await.payload[..], b"m4");
+}
+
+#[tokio::test]
+async fn a_5_0_session_keeps_its_subscription_options_and_message_properties() {
+    use rumqttc::v5::mqttbytes::QoS;
+    let mut broker = Broker::start(&[]);
+    let session = |port| {
+        let mut options = options5(port, "keeper5");
+        options.set_clean_start(false);
+        options.set_session_expiry_interval(Some(3600));
+        options
+    };
+    let (keeper, _) = Client5::connect(session(broker.port()))
+        .await
+        .expect("connect");
+    keeper
+        .client
+        .subscribe_with_properties(
+            "v5/#",
+            QoS::ExactlyOnce,
+            SubscribeProperties {
+                id: Some(7),
+                user_properties: Vec::new(),
+            },
+        )
+        .await
+        .expect("subscribe");
+    let mut keeper = keeper;
+    keeper.suback().await;
+    keeper.client.disconnect().await.expect("disconnect");
+    keeper.disconnected().await;
+
+    let mut publisher = Client5::start(broker.port(), "publisher5").await;
+    let properties = PublishProperties {
+        content_type: Some("text/plain".into()),
+        user_properties: vec![("k".into(), "v".into())],
+        message_expiry_interval: Some(3600),
+        ..PublishProperties::default()
+    };
+    publisher
+        .client
+        .publish_with_properties("v5/a", QoS::ExactlyOnce, false, "two", properties)
+        .await
+        .expect("publish");
+    // QoS 2 completes with PUBCOMP; a QoS 1 message after it is acknowledged once both are
+    // stored.
+    publisher
+        .client
+        .publish("v5/b", QoS::AtLeastOnce, false, "one")
+        .await
+        .expect("publish");
+    publisher.puback().await;
+    drop(publisher);
+
+    broker.crash_and_restart();
+
+    let (mut keeper, connack) = Client5::connect(session(broker.port()))
+        .await
+        .expect("reconnect");
+    assert!(connack.session_present, "the session survived");
+    let first = keeper.publish_received().await;
+    assert_eq!(
+        (&first.topic[..], &first.payload[..]),
+        (&b"v5/a"[..], &b"two"[..])
+    );
+    assert_eq!(first.qos, QoS::ExactlyOnce);
+    let props = first.properties.expect("properties");
+    assert_eq!(props.subscription_identifiers, vec![7]);
+    assert_eq!(props.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(props.user_properties, vec![("k".into(), "v".into())]);
+    let left = props.message_expiry_interval.expect("expiry forwarded");
+    assert!((3500..=3600).contains(&left), "what remains of it: {left}");
+    let second = keeper.publish_received().await;
+    assert_eq!(&second.payload[..], b"one");
+}
+
+/// A raw MQTT 3.1.1 CONNECT: keep alive 60, username and password, clean session as given.
+fn connect_packet(client_id: &str, username: &str, password: &str, clean: bool) -> Vec<u8> {
+    let string = |s: &str| {
+        let mut v = (s.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(s.as_bytes());
+        v
+    };
+    let flags = 0x80 | 0x40 | if clean { 0x02 } else { 0 };
+    let mut body = string("MQTT");
+    body.extend_from_slice(&[4, flags, 0, 60]);
+    for field in [client_id, username, password] {
+        body.extend(string(field));
+    }
+    packet(0x10, body)
+}
+
+/// A raw PUBLISH with a packet id (`header`: 0x32 QoS 1, 0x34 QoS 2, | 0x08 for DUP).
+fn publish_packet(header: u8, topic: &str, id: u16, payload: &str) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(payload.as_bytes());
+    packet(header, body)
+}
+
+/// Opens a raw connection, sends `connect` and returns the connection and its CONNACK.
+async fn raw_connect(port: u16, connect: &[u8]) -> (tokio::net::TcpStream, (u8, Vec<u8>)) {
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    raw.write_all(connect).await.expect("CONNECT");
+    let connack = read_packet(&mut raw).await;
+    (raw, connack)
+}
+
+fn packet(header: u8, body: Vec<u8>) -> Vec<u8> {
+    let mut out = vec![header];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        out.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend(body);
+    out
+}
+
+#[tokio::test]
+async fn a_qos2_message_resent_after_a_crash_is_stored_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    cli_ok(dir.path(), &["tenant", "add", "acme"]);
+    cli_ok(dir.path(), &["class", "add", "sensor", "--tenant", "acme"]);
+    cli_ok(
+        dir.path(),
+        &[
+            "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
+        ],
+    );
+    let token = access_token(dir.path(), "d-1", "acme");
+    let connect = connect_packet("d-1", "d-1", &token, false);
+    let publish = publish_packet(0x34, "aos/d-1/telemetry", 7, r#"{"seq": 1}"#);
+
+    let mut node = Aos::new(dir.path(), &["run"]).spawn();
+    node.wait_ready();
+    let (mut device, connack) = raw_connect(node.ports.mqtt, &connect).await;
+    assert_eq!(connack, (0x20, vec![0, 0]), "CONNACK");
+    device.write_all(&publish).await.expect("PUBLISH");
+    // PUBREC: the broker has the message. The device never sees it: the node dies now.
+    assert_eq!(read_packet(&mut device).await, (0x50, vec![0, 7]), "PUBREC");
+    node.signal(libc::SIGKILL);
+    node.wait_exit(common::PATIENCE).expect("killed");
+    drop(device);
+
+    let mut node = Aos::new(dir.path(), &["run"]).spawn();
+    node.wait_ready();
+    let (mut device, connack) = raw_connect(node.ports.mqtt, &connect).await;
+    assert_eq!(connack, (0x20, vec![1, 0]), "CONNACK, session present");
+    // As the device would: the unacknowledged QoS 2 PUBLISH again, flagged DUP.
+    let mut again = publish.clone();
+    again[0] |= 0x08;
+    device.write_all(&again).await.expect("PUBLISH DUP");
+    assert_eq!(read_packet(&mut device).await, (0x50, vec![0, 7]), "PUBREC");
+    device.write_all(&[0x62, 2, 0, 7]).await.expect("PUBREL");
+    assert_eq!(
+        read_packet(&mut device).await,
+        (0x70, vec![0, 7]),
+        "PUBCOMP"
+    );
+    // A later message marks when everything before it has been taken.
+    let later = publish_packet(0x32, "aos/d-1/telemetry", 8, r#"{"seq": 2}"#);
+    device.write_all(&later).await.expect("PUBLISH");
+    assert_eq!(read_packet(&mut device).await, (0x40, vec![0, 8]), "PUBACK");
+
+    let storage = storage(dir.path()).await;
+    wait_logged(&storage, 2).await;
+    let rows = ledger_numbers(&storage, "seq").await;
+    let values: BTreeSet<i64> = rows.iter().copied().collect();
+    assert_eq!(values, BTreeSet::from([1, 2]));
+    assert_eq!(rows.len(), 2, "the resent QoS 2 message is stored once");
+}
