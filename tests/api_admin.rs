@@ -252,15 +252,22 @@ fn a_tenant_is_looked_after_through_the_api() {
     );
     assert_eq!(status, 200, "{changed}");
     assert_eq!(changed["roles"], json!(["operator"]), "{changed}");
-    refused(
-        send(
-            "PATCH",
-            "/api/users/olga",
-            Some(json!({"email": "not-an-address"})),
-        ),
-        422,
-        "invalid",
-    );
+    for not_an_address in [
+        "not-an-address",
+        "olga@",
+        "@acme.example",
+        "olga k@acme.example",
+    ] {
+        refused(
+            send(
+                "PATCH",
+                "/api/users/olga",
+                Some(json!({ "email": not_an_address })),
+            ),
+            422,
+            "invalid",
+        );
+    }
     refused(
         send(
             "PATCH",

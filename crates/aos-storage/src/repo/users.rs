@@ -27,12 +27,27 @@ fn check(new: &NewUser) -> Result<(), StorageError> {
     check_identifier("login", &new.login)?;
     check_name("name", &new.name)?;
     if let Some(email) = &new.email {
-        check_name("email", email)?;
-        if !email.contains('@') {
-            return Err(StorageError::invalid("email", "is not an e-mail address"));
-        }
+        check_email(email)?;
     }
     Ok(())
+}
+
+/// An e-mail address as the API document describes it: a name, an `@` and a domain, without
+/// spaces or control characters.
+fn check_email(email: &str) -> Result<(), StorageError> {
+    check_name("email", email)?;
+    let shaped = email
+        .split_once('@')
+        .is_some_and(|(name, domain)| !name.is_empty() && !domain.is_empty())
+        && !email.chars().any(char::is_whitespace);
+    if shaped {
+        Ok(())
+    } else {
+        Err(StorageError::invalid(
+            "email",
+            "is not an e-mail address (name@domain)",
+        ))
+    }
 }
 
 async fn insert(
@@ -168,10 +183,7 @@ pub async fn update(
         check_name("name", name)?;
     }
     if let Some(email) = &change.email {
-        check_name("email", email)?;
-        if !email.contains('@') {
-            return Err(StorageError::invalid("email", "is not an e-mail address"));
-        }
+        check_email(email)?;
     }
     let user = by_login(storage, login).await?;
     if user.tenant_id != Some(scope.tenant)
