@@ -21,10 +21,11 @@ use tokio::sync::mpsc;
 use aos_core::state::StateError;
 
 use crate::auth::{Authenticator, Principal, ReadCheck, SubscribeAccess, is_protected};
+use crate::delivery::{Outgoing, SubOptions};
 use crate::message::{Message, min_qos};
 use crate::metrics::BrokerMetrics;
 use crate::persist::{Persistence, Restored, disconnected_at, wall_ms};
-use crate::session::{Enqueued, Kick, Link, Outgoing, QueueLimits, Session, SubOptions, Will};
+use crate::session::{Enqueued, Kick, Link, QueueLimits, Session, Will};
 use crate::topic::{MatchSink, SharedGroup, SubscriptionFilter, SubscriptionTree, matches};
 
 /// A session as a key of the subscription tree (compared by its unique id).

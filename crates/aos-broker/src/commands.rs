@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, max_qos};
+use crate::delivery::Outgoing;
 use crate::message::{Message, min_qos};
-use crate::session::{Enqueued, Outgoing};
+use crate::session::Enqueued;
 use crate::topic::matches;
 
 impl Broker {

@@ -1,8 +1,9 @@
 //! `aos-broker`: the broker role — an MQTT 3.1.1 and 5.0 broker on ntex-mqtt.
 //!
 //! ntex-mqtt provides the codec and the connection framework; this crate is the broker proper:
-//! sessions ([`session`]), the subscription tree and topic rules ([`topic`]), routing and retained
-//! messages ([`broker`]), access control ([`auth`]) and the per-connection glue
+//! sessions ([`session`]) and what they deliver ([`delivery`]), the subscription tree and topic
+//! rules ([`topic`]), routing and retained messages ([`broker`]), access control ([`auth`]), what
+//! survives a restart ([`persist`], over the node's state store) and the per-connection glue
 //! (`connection`). It runs as a role of the `aos` binary, or embedded through [`BrokerRole`].
 
 pub mod acquisition;
@@ -11,6 +12,7 @@ pub mod broker;
 pub mod commands;
 mod config;
 mod connection;
+pub mod delivery;
 pub mod message;
 pub mod metrics;
 pub mod persist;

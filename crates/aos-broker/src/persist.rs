@@ -23,8 +23,8 @@ use ntex::util::{ByteString, Bytes};
 use ntex_mqtt::QoS;
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::{Outgoing, RetainHandling, SubOptions};
 use crate::message::{Message, Properties};
-use crate::session::{Outgoing, RetainHandling, SubOptions};
 
 const RETAINED: &str = "broker.r.";
 const SESSIONS: &str = "broker.s.";

@@ -4,7 +4,7 @@
 //! dispatcher closes the connection on a PUBREL for an id an earlier connection received. Here a
 //! QoS 2 publish goes through the dispatcher as QoS 1, its PUBACK goes out as PUBREC, and the
 //! packet id waits in the *session* for PUBREL — kept in the state store for a persistent session,
-//! and PUBREC sent only once that is durable — so a resent duplicate, even on a new connection
+//! and PUBREC sent only once that is durable (the connection guard waits for it) — so a resent duplicate, even on a new connection
 //! after a restart of the broker, is acknowledged but not taken twice.
 
 use std::num::NonZeroU16;
@@ -205,13 +205,9 @@ where
             return Ok(None);
         };
         let (pubrec, taken) = R::pubrec(response);
-        if taken && conn.session.qos2_taken(id) && conn.durable().await.is_err() {
-            // Not durable: no PUBREC, so the client sends it again on its next connection.
-            return Err(DispatcherError::Protocol(
-                ntex_mqtt::ProtocolError::generic_violation(
-                    "the broker cannot store the QoS 2 exchange",
-                ),
-            ));
+        if taken {
+            // Stored with the session; the connection guard sends PUBREC once it is durable.
+            conn.session.qos2_taken(id);
         }
         Ok(Some(pubrec))
     }

@@ -4,13 +4,17 @@
 //! - closes the connection on a second CONNECT ([MQTT-3.1.0-2]; 5.0: DISCONNECT 0x82), which
 //!   ntex-mqtt 8.2.1 would silently ignore;
 //! - gives every PUBLISH its place in the arrival order (see [`super::order`]), settled once
-//!   the packet has been handled.
+//!   the packet has been handled;
+//! - with persistence, holds back the acknowledgement of a QoS 1/2 PUBLISH until it has been
+//!   routed (after every earlier one) and what its routing stored is durable. The wait is here,
+//!   outside ntex-mqtt's limit on publishes in progress: a handler that waited for an earlier
+//!   publish would keep that publish from ever getting a place.
 
 use std::ops::Deref;
 
 use ntex::service::{Middleware, Service, ServiceCtx};
-use ntex_mqtt::ProtocolError;
 use ntex_mqtt::error::DispatcherError;
+use ntex_mqtt::{ProtocolError, QoS};
 use ntex_mqtt::{v3, v5};
 
 use super::Conn;
@@ -21,6 +25,8 @@ pub(crate) trait InboundPacket {
     fn is_connect(&self) -> bool;
     /// The ordering key of a PUBLISH.
     fn publish_key(&self) -> Option<u64>;
+    /// Whether it is a PUBLISH the client expects acknowledged (QoS 1 or 2).
+    fn acknowledged(&self) -> bool;
 }
 
 impl InboundPacket for v3::codec::Decoded {
@@ -38,6 +44,10 @@ impl InboundPacket for v3::codec::Decoded {
             }
             _ => None,
         }
+    }
+
+    fn acknowledged(&self) -> bool {
+        matches!(self, v3::codec::Decoded::Publish(p, _, _) if p.qos != QoS::AtMostOnce)
     }
 }
 
@@ -59,6 +69,10 @@ impl InboundPacket for v5::codec::Decoded {
             )),
             _ => None,
         }
+    }
+
+    fn acknowledged(&self) -> bool {
+        matches!(self, v5::codec::Decoded::Publish(p, _, _) if p.qos != QoS::AtMostOnce)
     }
 }
 
@@ -104,10 +118,20 @@ where
         let ticket = request
             .publish_key()
             .map(|key| self.session.order.arrived(key));
+        let acknowledged = request.acknowledged();
         let result = ctx.call(&self.inner, request).await;
         if let Some(ticket) = ticket {
             // Whatever happened to it (refused, a duplicate, an error), its place is released.
             self.session.release(Some(ticket), None);
+            if acknowledged && result.is_ok() && self.session.broker().persists() {
+                self.session.order.released(ticket).await;
+                if let Err(err) = self.session.durable().await {
+                    tracing::error!(client_id = %self.session.session.client_id, %err, "a publish could not be stored; the connection is closed unacknowledged");
+                    return Err(DispatcherError::Protocol(ProtocolError::generic_violation(
+                        "the broker cannot store the message",
+                    )));
+                }
+            }
         }
         result
     }

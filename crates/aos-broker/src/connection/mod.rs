@@ -23,9 +23,10 @@ use tokio::sync::{Notify, oneshot};
 use crate::BrokerConfig;
 use crate::auth::{ConnectRequest, Principal, Refusal};
 use crate::broker::{Broker, HookError};
+use crate::delivery::Outgoing;
 use crate::message::Message;
 use crate::metrics::{ListenerLabel, QosLabel};
-use crate::session::{Kick, Link, Outgoing, Session, Will};
+use crate::session::{Kick, Link, Session, Will};
 use crate::topic::valid_topic_name;
 
 pub(crate) use exactly_once::ExactlyOnce;
@@ -285,10 +286,9 @@ impl Conn {
 
     /// Checks a PUBLISH from this client, hands it to the platform hook, and routes it in its
     /// arrival order. `key` is its ordering key (see `order::publish_key`).
-    /// `resent`: the client flagged the PUBLISH as sent before (DUP).
-    ///
-    /// A QoS 1/2 publish returns (and is acknowledged) only once what its routing stored — a
-    /// retained message, copies queued for persistent sessions — is durable.
+    /// `resent`: the client flagged the PUBLISH as sent before (DUP). (With persistence, the
+    /// connection guard holds its acknowledgement back until what its routing stored is
+    /// durable.)
     pub(crate) async fn publish(&self, key: u64, message: Message, resent: bool) -> PublishOutcome {
         let ticket = self.order.claim(key);
         if resent && message.qos == QoS::AtLeastOnce {
@@ -296,23 +296,9 @@ impl Conn {
             // PUBACK lost with a connection or a node) is taken again. Counted, not hidden.
             self.broker().metrics.resent_received.inc();
         }
-        let acknowledged = message.qos != QoS::AtMostOnce;
         let (outcome, accepted) = self.accept(message).await;
         self.release(ticket, accepted);
-        if outcome != PublishOutcome::Accepted || !acknowledged || !self.broker().persists() {
-            return outcome;
-        }
-        if let Some(ticket) = ticket {
-            // Routed only once every earlier publish of this client is (arrival order).
-            self.order.released(ticket).await;
-        }
-        match self.durable().await {
-            Ok(()) => outcome,
-            Err(err) => {
-                tracing::error!(client_id = %self.session.client_id, %err, "a publish could not be stored");
-                PublishOutcome::Failed
-            }
-        }
+        outcome
     }
 
     async fn accept(&self, message: Message) -> (PublishOutcome, Option<Message>) {

@@ -11,7 +11,8 @@ use super::{
     peer_addr, peer_certificate,
 };
 use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
-use crate::session::{Kick, Outgoing, SubOptions, Will};
+use crate::delivery::{Outgoing, SubOptions};
+use crate::session::{Kick, Will};
 use crate::topic::SubscriptionFilter;
 
 pub(crate) type Session = v3::Session<Conn>;

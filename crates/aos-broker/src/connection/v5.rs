@@ -19,8 +19,9 @@ use super::{
     peer_addr, peer_certificate,
 };
 use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
+use crate::delivery::{Outgoing, RetainHandling, SubOptions};
 use crate::message::{Properties, min_qos};
-use crate::session::{Kick, Outgoing, RetainHandling, SubOptions, Will};
+use crate::session::{Kick, Will};
 use crate::topic::{SubscriptionFilter, valid_topic_name};
 
 pub(crate) type Session = v5::Session<Conn>;
