@@ -27,6 +27,8 @@ pub struct Target {
     /// Sent in every CONNECT, when given.
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Subscribers connect with a persistent session (clean session 0; 5.0: expiry 1 hour).
+    pub persistent_subscribers: bool,
 }
 
 /// Keep alive announced in CONNECT: longer than any run, so no PINGREQ is needed.
@@ -207,8 +209,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects with a clean session and waits for a successful CONNACK.
-    pub async fn open(target: &Target, client_id: &str) -> anyhow::Result<Connection> {
+    /// Connects (with a clean session unless `persistent`) and waits for a successful CONNACK.
+    pub async fn open(
+        target: &Target,
+        client_id: &str,
+        persistent: bool,
+    ) -> anyhow::Result<Connection> {
         let stream = TcpStream::connect((target.host.as_str(), target.port))
             .await
             .with_context(|| {
@@ -238,10 +244,17 @@ impl Connection {
                 (Some(_), None) => 0x80,
                 _ => 0,
             };
-            b.put_u8(0x02 | credentials);
+            b.put_u8(if persistent { 0 } else { 0x02 } | credentials);
             b.put_u16(KEEP_ALIVE_SECS);
-            if v5 {
-                b.put_u8(0);
+            match (v5, persistent) {
+                // Properties: Session Expiry Interval (0x11) of one hour.
+                (true, true) => {
+                    b.put_u8(5);
+                    b.put_u8(0x11);
+                    b.put_u32(3600);
+                }
+                (true, false) => b.put_u8(0),
+                (false, _) => {}
             }
             put_str(b, client_id);
             if let Some(username) = &target.username {

@@ -53,6 +53,10 @@ struct Cli {
     username: Option<String>,
     #[arg(long)]
     password: Option<String>,
+    /// Subscribers keep persistent sessions (clean session 0; 5.0: session expiry 1 hour), so a
+    /// broker that keeps them durably stores each QoS 1/2 message it queues for them.
+    #[arg(long)]
+    persistent_subscribers: bool,
     /// Broker process id, to report its CPU and memory.
     #[arg(long)]
     pid: Option<u32>,
@@ -270,6 +274,7 @@ async fn main() -> anyhow::Result<()> {
         protocol: cli.protocol,
         username: cli.username.clone(),
         password: cli.password.clone(),
+        persistent_subscribers: cli.persistent_subscribers,
     };
     let report = match cli.scenario.clone() {
         Scenario::Connections { clients, hold } => connections(&cli, clients, hold).await?,
@@ -495,7 +500,12 @@ async fn messages(cli: &Cli, target: &Target, plan: &Plan) -> anyhow::Result<Rep
     let mut receivers = Vec::new();
     let mut subscriber_tasks = Vec::new();
     for (i, filter) in plan.subscribers.iter().enumerate() {
-        let mut connection = client::Connection::open(target, &format!("bench-sub-{i}")).await?;
+        let mut connection = client::Connection::open(
+            target,
+            &format!("bench-sub-{i}"),
+            target.persistent_subscribers,
+        )
+        .await?;
         connection.subscribe(filter, cli.qos).await?;
         let received = Arc::new(Mutex::new(Received::default()));
         receivers.push(received.clone());
@@ -513,7 +523,7 @@ async fn messages(cli: &Cli, target: &Target, plan: &Plan) -> anyhow::Result<Rep
             Some(_) => topic.split('/').nth(1).unwrap_or(topic).to_string(),
             None => format!("bench-pub-{i}"),
         };
-        connections.push(client::Connection::open(target, &client_id).await?);
+        connections.push(client::Connection::open(target, &client_id, false).await?);
     }
     let connect_time = connect_started.elapsed();
     let connection_count = subscriber_tasks.len() + connections.len();
