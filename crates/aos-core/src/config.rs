@@ -16,12 +16,9 @@ use figment::value::Value;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::role::RoleKind;
+pub use crate::keys::{ENV_PREFIX, env_var_for};
+use crate::kind::RoleKind;
 
-/// Environment variables that configure AOS start with this prefix; nested keys are joined with
-/// `__` (`AOS_BROKER__LISTEN` is `broker.listen`). Variables without `__` (such as `AOS_CONFIG`)
-/// are not configuration keys.
-pub const ENV_PREFIX: &str = "AOS_";
 /// The environment variable naming the config file when `--config` is not given.
 pub const CONFIG_FILE_ENV: &str = "AOS_CONFIG";
 
@@ -81,14 +78,6 @@ fn describe_figment_error(err: &figment::Error, section: Option<&str>) -> String
         ));
     }
     out.join("; ")
-}
-
-/// The environment variable that sets a dotted key (`broker.listen` → `AOS_BROKER__LISTEN`).
-pub fn env_var_for(key: &str) -> String {
-    format!(
-        "{ENV_PREFIX}{}",
-        key.replace('.', "__").to_ascii_uppercase()
-    )
 }
 
 /// Where configuration comes from, besides the built-in defaults and the environment.

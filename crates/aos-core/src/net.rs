@@ -39,7 +39,7 @@ pub fn bind_tcp(addr: SocketAddr, what: &str, key: &str) -> Result<TcpListener, 
             addr,
             message: format!(
                 "cannot listen on {addr} for the {what}: {reason}. Free the port, or set `{key}` (environment variable {}) to another address",
-                crate::config::env_var_for(key)
+                crate::keys::env_var_for(key)
             ),
         }
     })
