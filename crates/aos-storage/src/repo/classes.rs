@@ -149,7 +149,7 @@ pub async fn device_counts(
 ) -> Result<std::collections::HashMap<i64, u64>, StorageError> {
     use sea_orm::QuerySelect;
     use sea_orm::sea_query::{Expr, ExprTrait};
-    Ok(super::devices::visible(scope)
+    Ok(super::device_lookup::visible(scope)
         .select_only()
         .column(crate::entity::device::Column::ClassId)
         .column_as(Expr::col(crate::entity::device::Column::Id).count(), "n")

@@ -11,8 +11,9 @@ use sea_orm::{
 };
 use serde_json::{Value, json};
 
+use super::device_lookup;
 use super::paging::{self, Page};
-use super::{Scope, check_name, classes, devices};
+use super::{Scope, check_name, classes};
 use crate::entity::{command, command_batch, device, device_class};
 use crate::{Storage, StorageError};
 
@@ -80,7 +81,7 @@ pub async fn create(
     new: &NewCommand,
 ) -> Result<command::Model, StorageError> {
     new.check()?;
-    let device = devices::get(storage, scope, uid).await?;
+    let device = device_lookup::get(storage, scope, uid).await?;
     Ok(new
         .row(scope.tenant, device.id, None)
         .insert(storage.db())
@@ -120,11 +121,11 @@ pub async fn create_batch(
     }
     let mut targets: Vec<device::Model> = Vec::new();
     for uid in &target.devices {
-        targets.push(devices::get_in(&txn, scope, uid).await?);
+        targets.push(device_lookup::get_in(&txn, scope, uid).await?);
     }
     if !class_ids.is_empty() {
         targets.extend(
-            devices::visible(scope)
+            device_lookup::visible(scope)
                 .filter(device::Column::ClassId.is_in(class_ids.iter().copied()))
                 .all(&txn)
                 .await?,
@@ -319,7 +320,7 @@ pub async fn deliverable(
                 .or(command::Column::ExpiresAt.gt(now)),
         )
         .find_also_related(device::Entity)
-        .filter(device::Column::Status.eq(devices::ONLINE));
+        .filter(device::Column::Status.eq(device_lookup::ONLINE));
     if let Some(uid) = session {
         let Some(holder) = device::Entity::find()
             .filter(device::Column::Uid.eq(uid))

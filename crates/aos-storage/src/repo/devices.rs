@@ -8,14 +8,12 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect,
 };
 
+pub use super::device_lookup::{OFFLINE, ONLINE, get};
+pub(crate) use super::device_lookup::{get_in, visible};
 use super::paging::{self, Page};
 use super::{Scope, bound_entity, check_identifier, check_name, classes, duplicate};
 use crate::entity::{credential_change, device, device_class, device_credential};
 use crate::{Storage, StorageError};
-
-/// A device's status while it (or the gateway it is reached through) is connected.
-pub const ONLINE: &str = "online";
-pub const OFFLINE: &str = "offline";
 
 /// A device to create, its references given by name.
 #[derive(Clone, Debug, Default)]
@@ -102,36 +100,6 @@ pub async fn list(storage: &Storage, scope: Scope) -> Result<Vec<device::Model>,
         .order_by_asc(device::Column::Uid)
         .all(storage.db())
         .await?)
-}
-
-pub(crate) fn visible(scope: Scope) -> sea_orm::Select<device::Entity> {
-    let query = device::Entity::find().filter(device::Column::TenantId.eq(scope.tenant));
-    match scope.customer {
-        Some(entity) => query.filter(device::Column::EntityId.eq(entity)),
-        None => query,
-    }
-}
-
-pub(crate) async fn get_in(
-    db: &impl ConnectionTrait,
-    scope: Scope,
-    uid: &str,
-) -> Result<device::Model, StorageError> {
-    // A device of another tenant or customer is indistinguishable from one that does not exist.
-    visible(scope)
-        .filter(device::Column::Uid.eq(uid))
-        .one(db)
-        .await?
-        .ok_or_else(|| StorageError::not_found("device", uid))
-}
-
-/// The device `uid`, if the scope may see it.
-pub async fn get(
-    storage: &Storage,
-    scope: Scope,
-    uid: &str,
-) -> Result<device::Model, StorageError> {
-    get_in(storage.db(), scope, uid).await
 }
 
 /// A credential to give a device (secrets already hashed by `aos-auth`).

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 
 use super::commands::{QUEUED, SENT};
-use super::devices::ONLINE;
+use super::device_lookup::ONLINE;
 use super::ledger::epoch_bucket;
 use super::{Scope, retention::ARCHIVED};
 use crate::entity::{command, device, event, message_log};
@@ -53,7 +53,7 @@ pub async fn of(storage: &Storage, scope: Scope, now: DateTime<Utc>) -> Result<K
             None => Condition::all(),
         }
     };
-    let devices = super::devices::visible(scope);
+    let devices = super::device_lookup::visible(scope);
     let devices_total = devices.clone().count(db).await?;
     let devices_online = devices
         .filter(device::Column::Status.eq(ONLINE))

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod class_model;
 pub mod classes;
 pub mod commands;
+mod device_lookup;
 pub mod devices;
 pub mod entities;
 pub mod formats;
