@@ -24,7 +24,7 @@ use crate::auth::{Authenticator, Principal, ReadCheck, SubscribeAccess, is_prote
 use crate::delivery::{Outgoing, SubOptions};
 use crate::message::{Message, min_qos};
 use crate::metrics::BrokerMetrics;
-use crate::persist::{Persistence, Restored, disconnected_at, wall_ms};
+use crate::persist::{Persistence, Restored, wall_ms};
 use crate::session::{Enqueued, Kick, Link, QueueLimits, Session, Will};
 use crate::topic::{MatchSink, SharedGroup, SubscriptionFilter, SubscriptionTree, matches};
 
@@ -226,7 +226,7 @@ impl Broker {
             {
                 let mut state = session.lock();
                 state.expiry = meta.expiry_secs.map(Duration::from_secs);
-                state.disconnected_at = Some(disconnected_at(meta, now, wall));
+                state.disconnected_at = Some(meta.disconnected_at(now, wall));
                 if state.expired(now) {
                     record.stored.end();
                     continue;

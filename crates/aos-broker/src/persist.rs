@@ -102,6 +102,14 @@ pub struct SessionMeta {
     pub subscriptions: Vec<StoredSubscription>,
 }
 
+impl SessionMeta {
+    /// When its connection ended (`None` in it: at `now`, the restart).
+    pub fn disconnected_at(&self, now: Instant, wall: i64) -> Instant {
+        self.disconnected_at_ms
+            .map_or(now, |ms| wall_to_instant(ms, now, wall).min(now))
+    }
+}
+
 /// A session read back from the store.
 pub struct RestoredSession {
     pub client_id: ByteString,
@@ -354,19 +362,13 @@ fn instant_to_wall(instant: Instant, now: Instant, wall: i64) -> i64 {
 }
 
 /// Milliseconds since the Unix epoch as an `Instant` (clamped to what `Instant` can hold).
-pub fn wall_to_instant(ms: i64, now: Instant, wall: i64) -> Instant {
+fn wall_to_instant(ms: i64, now: Instant, wall: i64) -> Instant {
     let delta = Duration::from_millis(ms.abs_diff(wall));
     if ms >= wall {
         now.checked_add(delta).unwrap_or(now)
     } else {
         now.checked_sub(delta).unwrap_or(now)
     }
-}
-
-/// When a session's connection ended, from its meta (`None` in it: at `now`, the restart).
-pub fn disconnected_at(meta: &SessionMeta, now: Instant, wall: i64) -> Instant {
-    meta.disconnected_at_ms
-        .map_or(now, |ms| wall_to_instant(ms, now, wall).min(now))
 }
 
 pub fn instant_as_wall_ms(instant: Instant) -> i64 {
