@@ -140,18 +140,26 @@ async fn a_5_0_session_keeps_its_subscription_options_and_message_properties() {
     assert_eq!(&second.payload[..], b"one");
 }
 
-/// A raw MQTT 3.1.1 CONNECT: keep alive 60, username and password, clean session as given.
-fn connect_packet(client_id: &str, username: &str, password: &str, clean: bool) -> Vec<u8> {
+/// A raw MQTT 3.1.1 CONNECT: keep alive 60, username and password if given, clean session as
+/// given.
+fn connect_packet(client_id: &str, credentials: Option<(&str, &str)>, clean: bool) -> Vec<u8> {
     let string = |s: &str| {
         let mut v = (s.len() as u16).to_be_bytes().to_vec();
         v.extend_from_slice(s.as_bytes());
         v
     };
-    let flags = 0x80 | 0x40 | if clean { 0x02 } else { 0 };
+    let signs_in = if credentials.is_some() {
+        0x80 | 0x40
+    } else {
+        0
+    };
+    let flags = signs_in | if clean { 0x02 } else { 0 };
     let mut body = string("MQTT");
     body.extend_from_slice(&[4, flags, 0, 60]);
-    for field in [client_id, username, password] {
-        body.extend(string(field));
+    body.extend(string(client_id));
+    if let Some((username, password)) = credentials {
+        body.extend(string(username));
+        body.extend(string(password));
     }
     packet(0x10, body)
 }
@@ -202,7 +210,7 @@ async fn a_qos2_message_resent_after_a_crash_is_stored_once() {
         ],
     );
     let token = access_token(dir.path(), "d-1", "acme");
-    let connect = connect_packet("d-1", "d-1", &token, false);
+    let connect = connect_packet("d-1", Some(("d-1", &token)), false);
     let publish = publish_packet(0x34, "aos/d-1/telemetry", 7, r#"{"seq": 1}"#);
 
     let mut node = Aos::new(dir.path(), &["run"]).spawn();
@@ -242,4 +250,76 @@ async fn a_qos2_message_resent_after_a_crash_is_stored_once() {
     let values: BTreeSet<i64> = rows.iter().copied().collect();
     assert_eq!(values, BTreeSet::from([1, 2]));
     assert_eq!(rows.len(), 2, "the resent QoS 2 message is stored once");
+}
+
+/// A publisher that keeps many QoS 1 messages in flight to a persistent subscriber: with
+/// acknowledgements held back for the disk, every message still arrives once and in the order
+/// it was sent, and the PUBACKs come back in that order too (MQTT 3.1.1 §4.6).
+#[tokio::test]
+async fn a_pipelined_qos1_stream_to_a_persistent_session_keeps_its_order() {
+    use rumqttc::QoS;
+    use tokio::io::AsyncReadExt;
+    const MESSAGES: u32 = 20_000;
+    const WINDOW: u32 = 1_000;
+    let broker = Broker::start(&[]);
+    let mut options = options3(broker.port(), "ordered-reader");
+    options.set_clean_session(false);
+    options.set_inflight(1000);
+    let (mut reader, _) = Client3::connect(options).await.expect("connect");
+    reader.subscribe("seq/#", QoS::AtLeastOnce).await;
+
+    let connect = connect_packet("ordered-writer", None, true);
+    let (writer, connack) = raw_connect(broker.port(), &connect).await;
+    assert_eq!(connack, (0x20, vec![0, 0]), "CONNACK");
+    let (mut from_broker, mut to_broker) = writer.into_split();
+    let sending = tokio::spawn(async move {
+        // Packet ids cycle through 1..=WINDOW; a new one goes out only once its previous use
+        // was acknowledged, so the window is never exceeded.
+        let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel::<u16>();
+        let acks = tokio::spawn(async move {
+            let mut expected = 1u32;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 65536];
+            while expected <= MESSAGES {
+                let n = from_broker.read(&mut chunk).await.expect("read PUBACKs");
+                assert!(n > 0, "the broker closed the connection");
+                buf.extend_from_slice(&chunk[..n]);
+                let mut at = 0;
+                while buf.len() >= at + 4 {
+                    assert_eq!(&buf[at..at + 2], &[0x40, 2], "a PUBACK");
+                    let id = u16::from_be_bytes([buf[at + 2], buf[at + 3]]);
+                    let want = ((expected - 1) % WINDOW + 1) as u16;
+                    assert_eq!(id, want, "PUBACKs in the order of the PUBLISHes");
+                    acked_tx.send(id).expect("acked");
+                    expected += 1;
+                    at += 4;
+                }
+                buf.drain(..at);
+            }
+        });
+        let mut batch = Vec::new();
+        for seq in 0..MESSAGES {
+            if seq >= WINDOW {
+                acked_rx.recv().await.expect("an acknowledgement");
+            }
+            let id = (seq % WINDOW + 1) as u16;
+            batch.extend(publish_packet(0x32, "seq/a", id, &format!("{seq:08}")));
+            if batch.len() > 16 * 1024 || seq + 1 == MESSAGES {
+                to_broker.write_all(&batch).await.expect("PUBLISH");
+                batch.clear();
+            }
+        }
+        acks.await.expect("every PUBACK, in order");
+        to_broker
+    });
+
+    for expected in 0..MESSAGES {
+        let received = reader.publish_received().await;
+        let seq: u32 = std::str::from_utf8(&received.payload)
+            .expect("utf-8")
+            .parse()
+            .expect("a sequence number");
+        assert_eq!(seq, expected, "delivered in the order published");
+    }
+    let _to_broker = sending.await.expect("publisher");
 }

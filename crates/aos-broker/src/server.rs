@@ -51,7 +51,7 @@ fn mqtt<F: Filter>(
                     Ok::<_, ConnError>(fn_service(move |m| c3::control(s.clone(), m)))
                 }))
                 .middleware(ExactlyOnce)
-                .middleware(ConnectionGuard)
+                .middleware(ConnectionGuard::<v3::codec::Decoded>::new())
                 .publish(fn_factory_with_config(async |s: c3::Session| {
                     Ok::<_, ConnError>(fn_service(move |m| c3::publish(s.clone(), m)))
                 })),
@@ -65,7 +65,7 @@ fn mqtt<F: Filter>(
                     Ok::<_, ConnError>(fn_service(move |m| c5::control(s.clone(), m)))
                 }))
                 .middleware(ExactlyOnce)
-                .middleware(ConnectionGuard)
+                .middleware(ConnectionGuard::<v5::codec::Decoded>::new())
                 .publish(fn_factory_with_config(async |s: c5::Session| {
                     Ok::<_, ConnError>(fn_service(move |m| c5::publish(s.clone(), m)))
                 })),

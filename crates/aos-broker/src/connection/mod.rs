@@ -4,6 +4,7 @@
 mod exactly_once;
 mod guard;
 mod order;
+mod replies;
 pub(crate) mod v3;
 pub(crate) mod v5;
 
@@ -139,12 +140,12 @@ impl ListenerContext {
     /// Opens the session for an admitted client and starts its writer task.
     pub(crate) fn open<S: Outbound>(
         self: &Arc<Self>,
+        wire: Wire<S>,
         principal: Principal,
         client_id: ByteString,
         clean_start: bool,
         expiry: Option<Duration>,
         will: Option<Will>,
-        sink: S,
     ) -> (Conn, bool) {
         let generation = self.broker.next_id();
         let wake = Arc::new(Notify::new());
@@ -174,7 +175,7 @@ impl ListenerContext {
             .get_or_create(&self.label())
             .inc();
         ntex::rt::spawn(writer(
-            sink,
+            wire.sink,
             session.clone(),
             self.broker.clone(),
             wake,
@@ -184,6 +185,8 @@ impl ListenerContext {
         tracing::debug!(%client_id, present, "session opened");
         (
             Conn {
+                io: wire.io,
+                max_packet_size_out: wire.max_packet_size,
                 listener: self.clone(),
                 session,
                 generation,
@@ -212,8 +215,21 @@ pub(crate) fn peer_certificate(io: &ntex::io::IoBoxed) -> Option<String> {
         .map(|cert| aos_auth::secret::certificate_fingerprint(&cert.0))
 }
 
+/// The connection a session is opened on: the session's writer sends through `sink`, the
+/// connection guard writes its answers to `io`.
+pub(crate) struct Wire<S> {
+    pub sink: S,
+    pub io: ntex::io::IoRef,
+    /// The largest packet the client takes (0: no limit).
+    pub max_packet_size: u32,
+}
+
 /// Per-connection state (the ntex-mqtt session state).
 pub struct Conn {
+    /// The client's connection, for answers the connection guard writes itself.
+    pub(crate) io: ntex::io::IoRef,
+    /// The largest packet the client takes (0: no limit).
+    pub(crate) max_packet_size_out: u32,
     pub listener: Arc<ListenerContext>,
     pub session: Arc<Session>,
     pub generation: u64,

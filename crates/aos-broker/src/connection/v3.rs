@@ -7,8 +7,8 @@ use ntex::time::Seconds;
 use ntex_mqtt::{Control, v3};
 
 use super::{
-    Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, message,
-    peer_addr, peer_certificate,
+    Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, Wire,
+    message, peer_addr, peer_certificate,
 };
 use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
 use crate::delivery::{Outgoing, SubOptions};
@@ -132,13 +132,18 @@ pub(crate) async fn handshake(
         Some(ctx.config.max_session_expiry)
     };
     let sink = handshake.sink();
+    let wire = Wire {
+        sink: sink.clone(),
+        io: handshake.io().get_ref(),
+        max_packet_size: 0,
+    };
     let (conn, present) = ctx.open(
+        wire,
         principal,
         client_id,
         connect.clean_session,
         expiry,
         will,
-        sink.clone(),
     );
     let session = conn.session.clone();
     sink.publish_ack_cb(move |id, disconnected| {

@@ -15,8 +15,8 @@ use v5::codec::{
 
 use super::v3::deliver_retained_after_ack;
 use super::{
-    Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, message,
-    peer_addr, peer_certificate,
+    Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, Wire,
+    message, peer_addr, peer_certificate,
 };
 use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
 use crate::delivery::{Outgoing, RetainHandling, SubOptions};
@@ -313,13 +313,18 @@ pub(crate) async fn handshake(
             assigned: RefCell::default(),
         },
     };
+    let wire = Wire {
+        sink: outbound,
+        io: handshake.io().get_ref(),
+        max_packet_size: connect.max_packet_size.map_or(0, |size| size.get()),
+    };
     let (conn, present) = ctx.open(
+        wire,
         principal,
         client_id,
         connect.clean_start,
         Some(expiry),
         will,
-        outbound,
     );
     let session = conn.session.clone();
     sink.publish_ack_cb(move |ack, disconnected| {
