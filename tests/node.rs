@@ -166,6 +166,34 @@ fn a_value_of_the_wrong_form_says_what_was_expected() {
     let (status, _, stderr) = Aos::new(dir.path(), &["run", "--roles", "broker,brokr"]).output();
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("unknown role `brokr`"), "{stderr}");
+
+    let (status, _, stderr) = Aos::new(dir.path(), &["run"])
+        .env("AOS_NODE__ID", "node.one")
+        .output();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`node.one` cannot name a node"), "{stderr}");
+}
+
+#[test]
+fn moved_keys_and_unknown_backends_are_refused_by_name() {
+    let dir = tempdir();
+    let (status, _, stderr) = Aos::new(dir.path(), &["run"])
+        .env("AOS_QUEUE__DIR", dir.path().join("q"))
+        .output();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`queue.dir` (environment variable AOS_QUEUE__DIR) has moved: set `queue.disk.dir` (environment variable AOS_QUEUE__DISK__DIR) instead"),
+        "{stderr}"
+    );
+
+    let (status, _, stderr) = Aos::new(dir.path(), &["run"])
+        .env("AOS_QUEUE__URL", "rabbit://127.0.0.1")
+        .output();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`queue.url` is `rabbit://127.0.0.1`, which names no backend this build has for it: use `disk:`"),
+        "{stderr}"
+    );
 }
 
 #[test]

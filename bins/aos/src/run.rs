@@ -12,14 +12,10 @@ use aos_auth::clients::StorageClientDirectory;
 use aos_auth::secret;
 use aos_core::access::Clients;
 use aos_core::admin::AdminServer;
-use aos_core::bus::MemoryBus;
 use aos_core::extensions::Extensions;
-use aos_core::kv::MemoryKv;
 use aos_core::net::NetHost;
 use aos_core::node::{Exit, NodeParts};
-use aos_core::queue::disk::DiskQueueConfig;
-use aos_core::queue::{DiskQueue, WorkQueue};
-use aos_core::state::DiskState;
+use aos_core::seams::{self, SeamError, Seams};
 use aos_core::{Metrics, Node, NodeInfo, Settings};
 use aos_storage::{Storage, StorageConfig, nodes};
 use tokio_util::sync::CancellationToken;
@@ -128,6 +124,72 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     })
 }
 
+/// Why a node could not start: the exit code and what to tell the operator.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn config(err: impl std::fmt::Display) -> Failure {
+        Failure {
+            code: EXIT_CONFIG,
+            message: err.to_string(),
+        }
+    }
+
+    fn failed(err: impl std::fmt::Display) -> Failure {
+        Failure {
+            code: EXIT_FAILURE,
+            message: err.to_string(),
+        }
+    }
+}
+
+/// What a node has opened so far; [`Opened::close`] is the one way it is all released, however
+/// the node ends.
+#[derive(Default)]
+struct Opened {
+    net: Option<Arc<NetHost>>,
+    seams: Option<Seams>,
+    storage: Option<Storage>,
+    /// Stops the credential watcher.
+    watching: CancellationToken,
+    admin: Option<AdminServer>,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Opened {
+    /// Releases everything in reverse order of opening; the seams get until `deadline` to make
+    /// what the roles wrote durable. Returns what went wrong.
+    async fn close(self, deadline: tokio::time::Instant) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(heartbeat) = self.heartbeat {
+            heartbeat.abort();
+        }
+        if let Some(admin) = self.admin {
+            admin.stop().await;
+        }
+        self.watching.cancel();
+        if let Some(seams) = self.seams {
+            match tokio::time::timeout_at(deadline, seams.close()).await {
+                Ok(failed) => problems.extend(failed),
+                Err(_) => problems.push("flushing the queue and state store timed out".into()),
+            }
+        }
+        if let Some(storage) = self.storage
+            && let Err(err) = storage.close().await
+        {
+            tracing::warn!(%err, "closing the database failed");
+        }
+        if let Some(net) = self.net {
+            // A blocking join, off the async workers.
+            let _ = tokio::task::spawn_blocking(move || net.stop()).await;
+        }
+        problems
+    }
+}
+
 async fn run_node(
     settings: Arc<Settings>,
     enabled: Vec<aos_core::RoleKind>,
@@ -143,200 +205,16 @@ async fn run_node(
             );
         }
     };
-    let core = settings.core();
-    if let Err(err) = prepare_data_dir(&core.node.data_dir) {
-        return exit(EXIT_FAILURE, format!("{err:#}"));
-    }
-    let id = match node_id(&settings) {
-        Ok(id) => id,
-        Err(err) => return exit(EXIT_FAILURE, format!("{err:#}")),
-    };
-    let metrics = Metrics::default();
-    let net = match NetHost::start() {
-        Ok(net) => Arc::new(net),
-        Err(err) => {
-            return exit(
-                EXIT_FAILURE,
-                format!("cannot start the network thread: {err}"),
-            );
+    let mut opened = Opened::default();
+    let started = start_node(&settings, &enabled, &storage_config, &mut opened).await;
+    let timeout = settings.core().node.shutdown_timeout;
+    let node = match started {
+        Ok(node) => node,
+        Err(failure) => {
+            opened.close(tokio::time::Instant::now() + timeout).await;
+            return exit(failure.code, failure.message);
         }
     };
-    let queue_dir = core.queue.resolved_dir(&core.node);
-    let queue = match DiskQueue::open(
-        DiskQueueConfig {
-            dir: queue_dir.clone(),
-            segment_bytes: core.queue.segment_bytes,
-            commit_delay: core.queue.commit_delay,
-            max_bytes: core.queue.max_bytes,
-        },
-        &metrics,
-    ) {
-        Ok(queue) => Arc::new(queue),
-        Err(err) => {
-            return exit(
-                EXIT_FAILURE,
-                format!(
-                    "cannot open the work queue in {}: {err}",
-                    queue_dir.display()
-                ),
-            );
-        }
-    };
-    let state_dir = core.state.resolved_dir(&core.node);
-    let state = match DiskState::open(&state_dir, &metrics) {
-        Ok(state) => Arc::new(state),
-        Err(err) => {
-            let _ = queue.close().await;
-            return exit(
-                EXIT_FAILURE,
-                format!(
-                    "cannot open the state store in {} (key `state.dir`): {err}",
-                    state_dir.display()
-                ),
-            );
-        }
-    };
-    let storage = match open_storage(&storage_config, &core.node.data_dir).await {
-        Ok(storage) => storage,
-        Err(err) => {
-            let _ = queue.close().await;
-            let _ = state.close().await;
-            return exit(EXIT_FAILURE, format!("{err:#}"));
-        }
-    };
-
-    let auth: aos_auth::AuthSettings = match settings.section("auth") {
-        Ok(auth) => auth,
-        Err(err) => {
-            close(&queue, &state, storage, &net).await;
-            return exit(EXIT_CONFIG, err);
-        }
-    };
-    if let Err(err) = auth.check() {
-        close(&queue, &state, storage, &net).await;
-        return exit(EXIT_CONFIG, err);
-    }
-    let admin_password = std::env::var("AOS_ADMIN_PASSWORD").ok();
-    let hashing = auth.sign_in.hash_params();
-    match aos_auth::bootstrap::first_admin(&storage, admin_password, hashing).await {
-        // On standard output: standard error carries the logs (JSON lines, with --log-format json).
-        Ok(Some(FirstAdmin::Generated(password))) => println!(
-            "first start: created the system administrator `{}` with password {password}  (shown once: keep it now, or change it with `aos user passwd {}`)",
-            aos_auth::bootstrap::FIRST_ADMIN,
-            aos_auth::bootstrap::FIRST_ADMIN
-        ),
-        Ok(Some(FirstAdmin::Given)) => tracing::info!(
-            "first start: created the system administrator `{}` with the password of AOS_ADMIN_PASSWORD",
-            aos_auth::bootstrap::FIRST_ADMIN
-        ),
-        Ok(None) => {}
-        Err(err) => {
-            close(&queue, &state, storage, &net).await;
-            return exit(EXIT_FAILURE, err);
-        }
-    }
-    let watching = CancellationToken::new();
-    let clients = match StorageClientDirectory::start(
-        storage.clone(),
-        auth.credential_poll,
-        watching.clone(),
-    )
-    .await
-    {
-        Ok(clients) => clients,
-        Err(err) => {
-            close(&queue, &state, storage, &net).await;
-            return exit(
-                EXIT_FAILURE,
-                format!("cannot read the credential change log: {err}"),
-            );
-        }
-    };
-    // Stops watching the credential change log when the node is done, whichever way it ends.
-    let _watching = watching.clone().drop_guard();
-
-    let accounts = match secret::token_key(auth.token_key.as_deref(), &core.node.data_dir) {
-        Ok(key) => Accounts::new(storage.clone(), auth.sign_in.clone(), &key)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(err) => Err(err),
-    };
-    let accounts = match accounts {
-        Ok(accounts) => accounts,
-        Err(err) => {
-            close(&queue, &state, storage, &net).await;
-            return exit(EXIT_CONFIG, format!("cannot set up sign-in: {err}"));
-        }
-    };
-    let extensions = Extensions::default();
-    extensions.insert(Arc::new(storage.clone()));
-    extensions.insert(Arc::new(Clients(clients)));
-    extensions.insert(Arc::new(accounts));
-    let compiled = roles::compiled();
-    // The sections were checked before the node was assembled (`effective_config`).
-    let listeners = compiled
-        .iter()
-        .filter(|r| enabled.contains(&r.kind))
-        .filter_map(|r| (r.listeners)(&settings).ok())
-        .flatten();
-    let info = NodeInfo::new(
-        id,
-        compiled.iter().map(|r| r.kind).collect(),
-        enabled.clone(),
-        core.admin.listen.to_string(),
-    )
-    .with_listeners(listeners);
-    let node = Arc::new(Node::new(NodeParts {
-        info,
-        settings: settings.clone(),
-        bus: Arc::new(MemoryBus::new(&metrics)),
-        queue: queue.clone(),
-        kv: Arc::new(MemoryKv::new()),
-        state: state.clone(),
-        metrics,
-        net: net.clone(),
-        extensions,
-        roles: compiled
-            .iter()
-            .filter(|r| enabled.contains(&r.kind))
-            .map(|r| (r.make)())
-            .collect(),
-        switchable: core.node.switchable_roles.clone(),
-        spare: compiled
-            .iter()
-            .filter(|r| core.node.switchable_roles.contains(&r.kind) && !enabled.contains(&r.kind))
-            .map(|r| (r.make)())
-            .collect(),
-    }));
-
-    let admin = match AdminServer::start(node.clone(), core.admin.listen).await {
-        Ok(admin) => admin,
-        Err(err) => {
-            close(&queue, &state, storage, &net).await;
-            return exit(EXIT_FAILURE, err);
-        }
-    };
-    if let Err((role, err)) = node.start().await {
-        admin.stop().await;
-        close(&queue, &state, storage, &net).await;
-        return exit(EXIT_FAILURE, format!("the {role} role cannot start: {err}"));
-    }
-    tokio::spawn(node.clone().serve_control());
-    if let Err(err) = nodes::record_start(&storage, node.info()).await {
-        tracing::warn!(%err, "could not record the node in the database");
-    }
-    let heartbeat = tokio::spawn(record_heartbeats(
-        storage.clone(),
-        node.info().id.clone(),
-        core.node.heartbeat(),
-    ));
-    tracing::info!(
-        node = %node.info().id,
-        roles = ?enabled,
-        admin = %admin.local_addr,
-        data_dir = %core.node.data_dir.display(),
-        "AOS node ready"
-    );
 
     let exit_reason = tokio::select! {
         signal = signals.recv() => {
@@ -346,36 +224,17 @@ async fn run_node(
         reason = node.wait() => reason,
     };
 
-    let timeout = core.node.shutdown_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let unclean = node.stop(timeout).await;
-    // Everything the roles pushed is made durable before the process ends.
-    let flushed = tokio::time::timeout_at(deadline, queue.close()).await;
-    let state_flushed = tokio::time::timeout_at(deadline, state.close()).await;
-    heartbeat.abort();
-    if let Err(err) = nodes::record_stop(&storage, &node.info().id).await {
+    if let Some(storage) = &opened.storage
+        && let Err(err) = nodes::record_stop(storage, &node.info().id).await
+    {
         tracing::warn!(%err, "could not record the node stop in the database");
     }
-    admin.stop().await;
-    watching.cancel();
-    if let Err(err) = storage.close().await {
-        tracing::warn!(%err, "closing the database failed");
-    }
-    stop_net(&net).await;
-
-    let mut problems = Vec::new();
+    // Everything the roles pushed is made durable before the process ends.
+    let mut problems = opened.close(deadline).await;
     if !unclean.is_empty() {
-        problems.push(format!("roles not stopped cleanly: {unclean:?}"));
-    }
-    match flushed {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => problems.push(format!("queue flush failed: {err}")),
-        Err(_) => problems.push("queue flush timed out".to_string()),
-    }
-    match state_flushed {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => problems.push(format!("state store flush failed: {err}")),
-        Err(_) => problems.push("state store flush timed out".to_string()),
+        problems.insert(0, format!("roles not stopped cleanly: {unclean:?}"));
     }
     match exit_reason {
         Exit::Failed(failure) => exit(
@@ -394,6 +253,131 @@ async fn run_node(
             ),
         ),
     }
+}
+
+/// Opens what the node needs (recording it in `opened`), assembles the node and starts its
+/// roles.
+async fn start_node(
+    settings: &Arc<Settings>,
+    enabled: &[aos_core::RoleKind],
+    storage_config: &StorageConfig,
+    opened: &mut Opened,
+) -> Result<Arc<Node>, Failure> {
+    let core = settings.core();
+    prepare_data_dir(&core.node.data_dir).map_err(|err| Failure::failed(format!("{err:#}")))?;
+    let id = node_id(settings).map_err(|err| Failure::failed(format!("{err:#}")))?;
+    let metrics = Metrics::default();
+    let net = NetHost::start()
+        .map_err(|err| Failure::failed(format!("cannot start the network thread: {err}")))?;
+    let net = opened.net.insert(Arc::new(net)).clone();
+    let seams = seams::open(core, &metrics).await.map_err(|err| match err {
+        SeamError::UnknownBackend { .. } => Failure::config(err),
+        SeamError::Open { .. } => Failure::failed(err),
+    })?;
+    let seams = opened.seams.insert(seams).clone();
+    let storage = open_storage(storage_config, &core.node.data_dir)
+        .await
+        .map_err(|err| Failure::failed(format!("{err:#}")))?;
+    let storage = opened.storage.insert(storage).clone();
+
+    let auth: aos_auth::AuthSettings = settings.section("auth").map_err(Failure::config)?;
+    auth.check().map_err(Failure::config)?;
+    let admin_password = std::env::var("AOS_ADMIN_PASSWORD").ok();
+    let hashing = auth.sign_in.hash_params();
+    match aos_auth::bootstrap::first_admin(&storage, admin_password, hashing)
+        .await
+        .map_err(Failure::failed)?
+    {
+        // On standard output: standard error carries the logs (JSON lines, with --log-format json).
+        Some(FirstAdmin::Generated(password)) => println!(
+            "first start: created the system administrator `{}` with password {password}  (shown once: keep it now, or change it with `aos user passwd {}`)",
+            aos_auth::bootstrap::FIRST_ADMIN,
+            aos_auth::bootstrap::FIRST_ADMIN
+        ),
+        Some(FirstAdmin::Given) => tracing::info!(
+            "first start: created the system administrator `{}` with the password of AOS_ADMIN_PASSWORD",
+            aos_auth::bootstrap::FIRST_ADMIN
+        ),
+        None => {}
+    }
+    let clients = StorageClientDirectory::start(
+        storage.clone(),
+        auth.credential_poll,
+        opened.watching.clone(),
+    )
+    .await
+    .map_err(|err| Failure::failed(format!("cannot read the credential change log: {err}")))?;
+    let key = secret::token_key(auth.token_key.as_deref(), &core.node.data_dir)
+        .map_err(|err| Failure::config(format!("cannot set up sign-in: {err}")))?;
+    let accounts = Accounts::new(storage.clone(), auth.sign_in.clone(), &key)
+        .await
+        .map_err(|err| Failure::config(format!("cannot set up sign-in: {err}")))?;
+    let extensions = Extensions::default();
+    extensions.insert(Arc::new(storage.clone()));
+    extensions.insert(Arc::new(Clients(clients)));
+    extensions.insert(Arc::new(accounts));
+    let compiled = roles::compiled();
+    // The sections were checked before the node was assembled (`effective_config`).
+    let listeners = compiled
+        .iter()
+        .filter(|r| enabled.contains(&r.kind))
+        .filter_map(|r| (r.listeners)(settings).ok())
+        .flatten();
+    let info = NodeInfo::new(
+        id,
+        compiled.iter().map(|r| r.kind).collect(),
+        enabled.to_vec(),
+        core.admin.listen.to_string(),
+    )
+    .with_listeners(listeners);
+    let node = Arc::new(Node::new(NodeParts {
+        info,
+        settings: settings.clone(),
+        bus: seams.bus,
+        queue: seams.queue,
+        kv: seams.kv,
+        state: seams.state,
+        metrics,
+        net,
+        extensions,
+        roles: compiled
+            .iter()
+            .filter(|r| enabled.contains(&r.kind))
+            .map(|r| (r.make)())
+            .collect(),
+        switchable: core.node.switchable_roles.clone(),
+        spare: compiled
+            .iter()
+            .filter(|r| core.node.switchable_roles.contains(&r.kind) && !enabled.contains(&r.kind))
+            .map(|r| (r.make)())
+            .collect(),
+    }));
+
+    let admin = AdminServer::start(node.clone(), core.admin.listen)
+        .await
+        .map_err(Failure::failed)?;
+    let admin = opened.admin.insert(admin);
+    let admin_addr = admin.local_addr;
+    node.start()
+        .await
+        .map_err(|(role, err)| Failure::failed(format!("the {role} role cannot start: {err}")))?;
+    tokio::spawn(node.clone().serve_control());
+    if let Err(err) = nodes::record_start(&storage, node.info()).await {
+        tracing::warn!(%err, "could not record the node in the database");
+    }
+    opened.heartbeat = Some(tokio::spawn(record_heartbeats(
+        storage.clone(),
+        node.info().id.clone(),
+        core.node.heartbeat(),
+    )));
+    tracing::info!(
+        node = %node.info().id,
+        roles = ?enabled,
+        admin = %admin_addr,
+        data_dir = %core.node.data_dir.display(),
+        "AOS node ready"
+    );
+    Ok(node)
 }
 
 async fn open_storage(config: &StorageConfig, data_dir: &Path) -> anyhow::Result<Storage> {
@@ -426,24 +410,6 @@ async fn record_heartbeats(storage: Storage, id: String, every: Duration) {
             tracing::warn!(%err, "could not record the node's heartbeat in the database");
         }
     }
-}
-
-/// Releases what a failed start had opened.
-async fn close(queue: &DiskQueue, state: &DiskState, storage: Storage, net: &Arc<NetHost>) {
-    if let Err(err) = queue.close().await {
-        tracing::warn!(%err, "closing the work queue failed");
-    }
-    if let Err(err) = state.close().await {
-        tracing::warn!(%err, "closing the state store failed");
-    }
-    let _ = storage.close().await;
-    stop_net(net).await;
-}
-
-/// Stops the network thread (a blocking join) off the async workers.
-async fn stop_net(net: &Arc<NetHost>) {
-    let net = net.clone();
-    let _ = tokio::task::spawn_blocking(move || net.stop()).await;
 }
 
 /// SIGTERM and SIGINT, both meaning "shut down gracefully".

@@ -30,6 +30,20 @@ pub enum ConfigError {
         "config file {path} does not exist (given by {given_by}); pass an existing file or omit it to use the defaults"
     )]
     MissingFile { path: PathBuf, given_by: String },
+    #[error(
+        "the configuration key `{old}` (environment variable {}) has moved: set `{new}` (environment variable {}) instead",
+        env_var_for(old),
+        env_var_for(new)
+    )]
+    Moved {
+        old: &'static str,
+        new: &'static str,
+    },
+    #[error(
+        "invalid configuration key `{key}` (environment variable {}): {reason}",
+        env_var_for(key)
+    )]
+    Value { key: &'static str, reason: String },
     #[error("{}", describe_figment_error(.error, .section.as_deref()))]
     Invalid {
         error: Box<figment::Error>,
@@ -145,9 +159,13 @@ impl Settings {
 
     /// Builds settings from an explicit figment (embedding and tests).
     pub fn from_figment(figment: Figment, file: Option<PathBuf>) -> Result<Settings, ConfigError> {
+        if let Some((old, new)) = moved_key(&figment) {
+            return Err(ConfigError::Moved { old, new });
+        }
         let core: CoreConfig = Figment::from(Serialized::defaults(CoreConfig::default()))
             .merge(figment.clone())
             .extract()?;
+        core.node.check()?;
         Ok(Settings {
             figment,
             core,
@@ -187,6 +205,8 @@ pub struct CoreConfig {
     pub node: NodeConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub bus: BusConfig,
+    pub kv: KvConfig,
     pub queue: QueueConfig,
     pub state: StateConfig,
     #[serde(skip_serializing)]
@@ -239,6 +259,26 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
+    /// A node id names the node in keys and bus subjects (`nodes.<id>`): 1 to 64 characters of
+    /// `A-Z a-z 0-9 - _`.
+    fn check(&self) -> Result<(), ConfigError> {
+        let id = &self.id;
+        let fits = id.len() <= 64
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if fits {
+            Ok(())
+        } else {
+            Err(ConfigError::Value {
+                key: "node.id",
+                reason: format!(
+                    "`{id}` cannot name a node: use 1 to 64 characters of A-Z a-z 0-9 - _ (or leave it empty to have one generated)"
+                ),
+            })
+        }
+    }
+
     /// `dir` as configured, or `<data_dir>/<name>` when it is empty.
     pub fn dir_or_default(&self, dir: &Path, name: &str) -> PathBuf {
         if dir.as_os_str().is_empty() {
@@ -325,18 +365,44 @@ impl Default for AdminConfig {
     }
 }
 
-/// The embedded durable work queue (standalone mode).
+/// The bus between the parts of a node and between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// `memory:` (in-process).
+    pub url: String,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            url: "memory:".into(),
+        }
+    }
+}
+
+/// The key-value store (registrations, leases, marks).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvConfig {
+    /// `memory:` (in-process).
+    pub url: String,
+}
+
+impl Default for KvConfig {
+    fn default() -> Self {
+        KvConfig {
+            url: "memory:".into(),
+        }
+    }
+}
+
+/// The durable work queues: what every backend shares, and each backend's own section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// Directory of the queue log. Empty: `<node.data_dir>/queue`.
-    pub dir: PathBuf,
-    /// Size at which the log rolls over to a new segment file, in bytes.
-    pub segment_bytes: u64,
-    /// How long the writer may wait for more pushes before one fsync covers them all. Zero still
-    /// groups every push that arrives while the previous fsync runs.
-    #[serde(with = "humantime_serde")]
-    pub commit_delay: Duration,
+    /// `disk:` (a log on local disk, `[queue.disk]`).
+    pub url: String,
     /// Default time a pulled item stays invisible before it is delivered again.
     #[serde(with = "humantime_serde")]
     pub visibility_timeout: Duration,
@@ -344,6 +410,7 @@ pub struct QueueConfig {
     pub max_attempts: u32,
     /// Payload bytes all queues may hold together; beyond it pushes are refused (back-pressure).
     pub max_bytes: u64,
+    pub disk: DiskQueueSection,
 }
 
 impl QueueConfig {
@@ -359,35 +426,82 @@ impl QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            dir: PathBuf::new(),
-            segment_bytes: 64 * 1024 * 1024,
-            commit_delay: Duration::ZERO,
+            url: "disk:".into(),
             visibility_timeout: Duration::from_secs(30),
             max_attempts: 5,
             max_bytes: 1024 * 1024 * 1024,
+            disk: DiskQueueSection::default(),
         }
     }
 }
 
-impl QueueConfig {
-    pub fn resolved_dir(&self, node: &NodeConfig) -> PathBuf {
-        node.dir_or_default(&self.dir, "queue")
+/// `[queue.disk]`: the embedded queue's log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskQueueSection {
+    /// Directory of the queue log. Empty: `<node.data_dir>/queue`.
+    pub dir: PathBuf,
+    /// Size at which the log rolls over to a new segment file, in bytes.
+    pub segment_bytes: u64,
+    /// How long the writer may wait for more pushes before one fsync covers them all. Zero still
+    /// groups every push that arrives while the previous fsync runs.
+    #[serde(with = "humantime_serde")]
+    pub commit_delay: Duration,
+}
+
+impl Default for DiskQueueSection {
+    fn default() -> Self {
+        DiskQueueSection {
+            dir: PathBuf::new(),
+            segment_bytes: 64 * 1024 * 1024,
+            commit_delay: Duration::ZERO,
+        }
     }
 }
 
-/// The embedded durable state store (standalone mode): what roles keep across restarts, such as
-/// the broker's retained messages and persistent sessions.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The durable state store: what roles keep across restarts, such as the broker's retained
+/// messages and persistent sessions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
+    /// `disk:` (a log on local disk, `[state.disk]`) or `memory:` (kept only while the process
+    /// runs).
+    pub url: String,
+    pub disk: DiskStateSection,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            url: "disk:".into(),
+            disk: DiskStateSection::default(),
+        }
+    }
+}
+
+/// `[state.disk]`: the embedded state store's log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskStateSection {
     /// Directory of the state log. Empty: `<node.data_dir>/state`.
     pub dir: PathBuf,
 }
 
-impl StateConfig {
-    pub fn resolved_dir(&self, node: &NodeConfig) -> PathBuf {
-        node.dir_or_default(&self.dir, "state")
-    }
+/// Keys that moved, and where to: set under the old name, they are refused with a message that
+/// names the new one (silently ignoring them would change what the node does).
+const MOVED_KEYS: &[(&str, &str)] = &[
+    ("queue.dir", "queue.disk.dir"),
+    ("queue.segment_bytes", "queue.disk.segment_bytes"),
+    ("queue.commit_delay", "queue.disk.commit_delay"),
+    ("state.dir", "state.disk.dir"),
+];
+
+/// The first moved key that `figment` sets, with its new name.
+fn moved_key(figment: &Figment) -> Option<(&'static str, &'static str)> {
+    MOVED_KEYS
+        .iter()
+        .copied()
+        .find(|(old, _)| figment.find_value(old).is_ok())
 }
 
 /// Replaces secrets in a rendered configuration: values of keys that name a password, secret or
@@ -471,6 +585,19 @@ mod tests {
         assert_eq!(
             settings.core().node.roles,
             vec![RoleKind::Broker, RoleKind::Web]
+        );
+    }
+
+    #[test]
+    fn moved_keys_are_refused_with_their_new_name() {
+        let err = Settings::from_figment(
+            Figment::from(Serialized::default("queue.commit_delay", "1ms")),
+            None,
+        )
+        .expect_err("a moved key must fail");
+        assert_eq!(
+            err.to_string(),
+            "the configuration key `queue.commit_delay` (environment variable AOS_QUEUE__COMMIT_DELAY) has moved: set `queue.disk.commit_delay` (environment variable AOS_QUEUE__DISK__COMMIT_DELAY) instead"
         );
     }
 

@@ -4,8 +4,9 @@
 //! - [`node`]: the node that starts the enabled roles, watches them and stops them in reverse order;
 //! - [`config`]: layered configuration (defaults ← file ← `AOS_*` environment ← flags);
 //! - the seams to the outside world, each a trait with an embedded backend for standalone mode:
-//!   [`bus`] (publish/subscribe between nodes), [`queue`] (durable work queues) and [`kv`]
-//!   (key-value store with TTL and compare-and-set);
+//!   [`bus`] (publish/subscribe between nodes), [`queue`] (durable work queues), [`kv`]
+//!   (key-value store with TTL and compare-and-set) and [`state`] (durable records), opened
+//!   from configuration by [`seams::open`], the one place that names a backend;
 //! - [`metrics`], [`admin`] (the per-node admin HTTP listener) and [`net`] (hosting ntex servers).
 
 pub mod access;
@@ -28,6 +29,7 @@ pub mod node;
 pub mod node_info;
 pub mod queue;
 pub mod role;
+pub mod seams;
 pub mod state;
 pub mod tls;
 pub mod topic;

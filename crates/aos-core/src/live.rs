@@ -20,7 +20,7 @@ pub fn subject(tenant: i64) -> String {
 
 /// The key-value mark of a tenant someone watches live (workers publish only for those).
 pub fn watch_key(tenant: i64) -> String {
-    format!("live/{tenant}")
+    format!("live.{tenant}")
 }
 
 /// What changed.

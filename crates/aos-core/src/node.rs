@@ -26,9 +26,12 @@ use crate::queue::WorkQueue;
 use crate::role::{Health, HealthStatus, Role, RoleContext, RoleError, RoleFailure};
 use crate::state::StateStore;
 
+/// The key prefix of the nodes' registrations in the [`Kv`] store.
+pub const REGISTRATIONS: &str = "nodes";
+
 /// The key under which a node registers itself in the [`Kv`] store.
 pub fn registration_key(node_id: &str) -> String {
-    format!("nodes/{node_id}")
+    format!("{REGISTRATIONS}.{node_id}")
 }
 
 /// The parts a node is assembled from.
@@ -74,7 +77,7 @@ pub enum SwitchError {
     Stop(RoleKind, RoleError),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeState {
     Starting,
@@ -103,14 +106,14 @@ pub enum Exit {
     Failed(RoleFailure),
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct RoleHealth {
     pub role: RoleKind,
     #[serde(flatten)]
     pub health: Health,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct NodeHealth {
     pub state: NodeState,
     pub ready: bool,
@@ -119,15 +122,15 @@ pub struct NodeHealth {
 
 /// What a node's registration holds (under [`registration_key`]): what it is, how it is, when
 /// that was read.
-#[derive(Debug, Serialize)]
-pub struct Registration<'a> {
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Registration {
     #[serde(flatten)]
-    pub info: &'a NodeInfo,
+    pub info: NodeInfo,
     /// The roles running now (switching changes them; `enabled_roles` are those it started
     /// with).
     pub running_roles: Vec<RoleKind>,
     /// The roles it allows to switch on or off.
-    pub switchable_roles: &'a [RoleKind],
+    pub switchable_roles: Vec<RoleKind>,
     pub health: NodeHealth,
     /// RFC 3339, UTC.
     pub at: String,
@@ -269,9 +272,9 @@ impl Node {
                     started.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 // The heartbeat runs while the node runs.
                 let registration = Registration {
-                    info: &ctx.node,
+                    info: ctx.node.as_ref().clone(),
                     running_roles: running.iter().map(|r| r.kind()).collect(),
-                    switchable_roles: &switchable,
+                    switchable_roles: switchable.clone(),
                     health: health_of(NodeState::Running, &running),
                     at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
                 };
@@ -282,7 +285,11 @@ impl Node {
                         break;
                     }
                 };
-                if let Err(err) = ctx.kv.put(&key, body, Some(every * 3)).await {
+                if let Err(err) = ctx
+                    .kv
+                    .put(&key, body, Some(crate::kv::ttl(every * 3)))
+                    .await
+                {
                     tracing::warn!(%err, "node heartbeat failed");
                 }
             }

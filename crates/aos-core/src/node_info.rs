@@ -3,12 +3,12 @@
 
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::kind::RoleKind;
 
 /// A listener of a node: what it serves, how, where.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerInfo {
     /// The role it belongs to (`broker`, `web`), or `admin`.
     pub role: String,
@@ -20,7 +20,7 @@ pub struct ListenerInfo {
 }
 
 /// What a node is: reported on `/node` and in its registration.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub id: String,
     pub version: String,

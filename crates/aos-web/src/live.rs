@@ -3,7 +3,7 @@
 //!
 //! One bus subscription per node feeds every stream through a broadcast channel; each stream
 //! keeps what its caller may see (its tenant, a customer's own devices). While a tenant has
-//! watchers, the node marks it in the key-value store (`live/{tenant}`) so that workers publish
+//! watchers, the node marks it in the key-value store (`live.{tenant}`) so that workers publish
 //! its updates at all: nobody watching costs ingest nothing.
 
 use std::collections::{HashMap, HashSet};

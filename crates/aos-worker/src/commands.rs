@@ -29,7 +29,7 @@ use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::take_lease;
+use crate::jobs::{LOOK_LEASE, take_lease};
 use crate::lookups::FormatCache;
 use crate::workflows::Triggers;
 
@@ -320,7 +320,7 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 // One worker of the cluster looks per tick.
-                match take_lease(kv.as_ref(), "jobs/commands", &node, TICK.mul_f64(0.9)).await {
+                match take_lease(kv.as_ref(), "jobs.commands", &node, LOOK_LEASE).await {
                     Ok(true) => dispatcher.tick().await,
                     Ok(false) => {}
                     Err(err) => tracing::warn!(%err, "cannot take the command dispatch lease"),

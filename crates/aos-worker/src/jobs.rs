@@ -16,19 +16,34 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Takes the lease `key` for `ttl` on behalf of `holder`; false when another holder has it.
+/// The lease of a job that looks every second (command offers, workflow schedules): its holder
+/// renews it at each look; when the holder stops, another worker takes the job over within it.
+pub const LOOK_LEASE: Duration = Duration::from_secs(3);
+
+/// Takes the lease `key` for `holder` until `ttl` (whole seconds, see [`aos_core::kv::ttl`])
+/// from now, or renews it if `holder` has it already; false when another holder has it.
 pub async fn take_lease(
     kv: &dyn Kv,
     key: &str,
     holder: &str,
     ttl: Duration,
 ) -> Result<bool, KvError> {
-    match kv
-        .create(key, Bytes::from(holder.to_string()), Some(ttl))
-        .await
-    {
+    let value = Bytes::from(holder.to_string());
+    match kv.create(key, value.clone(), Some(ttl)).await {
+        Ok(_) => return Ok(true),
+        Err(KvError::Exists(_)) => {}
+        Err(err) => return Err(err),
+    }
+    let Some(held) = kv.get(key).await? else {
+        // Expired in between: the next period tries again.
+        return Ok(false);
+    };
+    if held.value != value {
+        return Ok(false);
+    }
+    match kv.update(key, value, held.revision, Some(ttl)).await {
         Ok(_) => Ok(true),
-        Err(KvError::Exists(_)) => Ok(false),
+        Err(KvError::RevisionMismatch { .. }) => Ok(false),
         Err(err) => Err(err),
     }
 }
@@ -166,9 +181,10 @@ pub async fn retention_job(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        // The lease lasts a little less than a period, so the next period is free again.
-        let ttl = retention.every.mul_f64(0.9).max(Duration::from_millis(100));
-        match take_lease(kv.as_ref(), "jobs/retention", &node, ttl).await {
+        // The lease lasts a little less than a period (whole seconds, at least one), so the
+        // next period is free again for whichever worker comes first.
+        let ttl = aos_core::kv::ttl(retention.every.mul_f64(0.9));
+        match take_lease(kv.as_ref(), "jobs.retention", &node, ttl).await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(err) => {
@@ -221,14 +237,20 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn one_holder_per_lease_until_it_expires() {
+    #[tokio::test(start_paused = true)]
+    async fn one_holder_per_lease_which_it_renews_until_it_stops() {
         let kv = MemoryKv::new();
-        let ttl = Duration::from_millis(200);
-        assert!(take_lease(&kv, "jobs/x", "node-a", ttl).await.expect("kv"));
-        assert!(!take_lease(&kv, "jobs/x", "node-b", ttl).await.expect("kv"));
-        assert!(take_lease(&kv, "jobs/y", "node-b", ttl).await.expect("kv"));
-        tokio::time::sleep(ttl * 2).await;
-        assert!(take_lease(&kv, "jobs/x", "node-b", ttl).await.expect("kv"));
+        let ttl = Duration::from_secs(2);
+        assert!(take_lease(&kv, "jobs.x", "node-a", ttl).await.expect("kv"));
+        assert!(!take_lease(&kv, "jobs.x", "node-b", ttl).await.expect("kv"));
+        assert!(take_lease(&kv, "jobs.y", "node-b", ttl).await.expect("kv"));
+        // The holder renews its lease before it runs out, and keeps it.
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(take_lease(&kv, "jobs.x", "node-a", ttl).await.expect("kv"));
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert!(!take_lease(&kv, "jobs.x", "node-b", ttl).await.expect("kv"));
+        // A holder that stopped renewing loses it once it expires.
+        tokio::time::advance(ttl).await;
+        assert!(take_lease(&kv, "jobs.x", "node-b", ttl).await.expect("kv"));
     }
 }

@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::jobs::take_lease;
+use crate::jobs::{LOOK_LEASE, take_lease};
 use crate::lookups::Cached;
 
 /// Counters of workflows (registered by the worker role).
@@ -209,7 +209,7 @@ pub async fn schedules(
             _ = tick.tick() => {}
         }
         let now = Utc::now();
-        match take_lease(kv.as_ref(), "jobs/schedules", &node, every.mul_f64(0.9)).await {
+        match take_lease(kv.as_ref(), "jobs.schedules", &node, LOOK_LEASE).await {
             Ok(true) => {}
             Ok(false) => {
                 last = now;

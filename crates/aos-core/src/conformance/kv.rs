@@ -23,13 +23,14 @@ macro_rules! kv_conformance {
                 entries_expire_after_their_ttl,
                 list_returns_live_entries_under_a_prefix,
                 invalid_keys_are_refused,
+                ttls_are_whole_seconds,
             ]
         );
     };
 }
 
 fn key(case: &str) -> String {
-    format!("conformance/{}", unique(case))
+    format!("conformance.{}", unique(case))
 }
 
 pub async fn put_then_get_returns_the_value(kv: &dyn Kv) {
@@ -105,7 +106,7 @@ pub async fn delete_removes_and_delete_if_checks_the_revision(kv: &dyn Kv) {
 
 pub async fn entries_expire_after_their_ttl(kv: &dyn Kv) {
     let k = key("ttl");
-    let ttl = Duration::from_millis(1200);
+    let ttl = Duration::from_secs(1);
     let started = tokio::time::Instant::now();
     kv.create(&k, Bytes::from("lease"), Some(ttl))
         .await
@@ -138,23 +139,20 @@ pub async fn entries_expire_after_their_ttl(kv: &dyn Kv) {
 }
 
 pub async fn list_returns_live_entries_under_a_prefix(kv: &dyn Kv) {
-    let prefix = format!("{}/", key("list"));
-    for name in ["b", "a", "c"] {
-        kv.put(&format!("{prefix}{name}"), Bytes::from(name), None)
+    let prefix = key("list");
+    for name in ["b", "a", "c.deeper"] {
+        kv.put(&format!("{prefix}.{name}"), Bytes::from(name), None)
             .await
             .expect("put");
     }
-    kv.put(&format!("{prefix}x"), Bytes::from("x"), None)
+    kv.put(&format!("{prefix}.x"), Bytes::from("x"), None)
         .await
         .expect("put");
-    kv.delete(&format!("{prefix}x")).await.expect("delete");
-    kv.put(
-        &format!("{}-other", prefix.trim_end_matches('/')),
-        Bytes::from("o"),
-        None,
-    )
-    .await
-    .expect("put");
+    kv.delete(&format!("{prefix}.x")).await.expect("delete");
+    // Neither the prefix itself nor a key that only begins with the same characters.
+    for other in [prefix.clone(), format!("{prefix}-other")] {
+        kv.put(&other, Bytes::from("o"), None).await.expect("put");
+    }
     let keys: Vec<String> = kv
         .list(&prefix)
         .await
@@ -165,19 +163,51 @@ pub async fn list_returns_live_entries_under_a_prefix(kv: &dyn Kv) {
     assert_eq!(
         keys,
         vec![
-            format!("{prefix}a"),
-            format!("{prefix}b"),
-            format!("{prefix}c")
+            format!("{prefix}.a"),
+            format!("{prefix}.b"),
+            format!("{prefix}.c.deeper")
         ]
     );
 }
 
 pub async fn invalid_keys_are_refused(kv: &dyn Kv) {
-    for bad in ["", "has space", "star*", "ünicode"] {
+    for bad in [
+        "",
+        "has space",
+        "star*",
+        "ünicode",
+        "slash/es",
+        "a..b",
+        ".lead",
+        "trail.",
+    ] {
         assert_eq!(
             kv.put(bad, Bytes::from("x"), None).await,
             Err(KvError::InvalidKey(bad.to_string())),
             "`{bad}` should be refused"
         );
     }
+}
+
+pub async fn ttls_are_whole_seconds(kv: &dyn Kv) {
+    let k = key("ttl-whole");
+    for bad in [Duration::from_millis(900), Duration::from_millis(1500)] {
+        assert_eq!(
+            kv.put(&k, Bytes::from("x"), Some(bad)).await,
+            Err(KvError::InvalidTtl(bad))
+        );
+        assert_eq!(
+            kv.create(&k, Bytes::from("x"), Some(bad)).await,
+            Err(KvError::InvalidTtl(bad))
+        );
+    }
+    let r = kv
+        .create(&k, Bytes::from("x"), Some(Duration::from_secs(2)))
+        .await
+        .expect("whole seconds");
+    assert_eq!(
+        kv.update(&k, Bytes::from("y"), r, Some(Duration::from_millis(10)))
+            .await,
+        Err(KvError::InvalidTtl(Duration::from_millis(10)))
+    );
 }

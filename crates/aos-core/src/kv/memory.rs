@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{Kv, KvEntry, KvError, validate_key};
+use super::{Kv, KvEntry, KvError, validate_key, validate_ttl};
 
 struct Slot {
     value: Bytes,
@@ -96,6 +96,7 @@ impl Kv for MemoryKv {
     }
 
     async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, KvError> {
+        validate_ttl(ttl)?;
         self.with_state(key, |state, now| {
             state.entries.retain(|_, s| s.live(now));
             Ok(state.write(key, value, ttl, now))
@@ -103,6 +104,7 @@ impl Kv for MemoryKv {
     }
 
     async fn create(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<u64, KvError> {
+        validate_ttl(ttl)?;
         self.with_state(key, |state, now| {
             if state.live(key, now).is_some() {
                 return Err(KvError::Exists(key.to_string()));
@@ -118,6 +120,7 @@ impl Kv for MemoryKv {
         revision: u64,
         ttl: Option<Duration>,
     ) -> Result<u64, KvError> {
+        validate_ttl(ttl)?;
         self.with_state(key, |state, now| {
             state.check_revision(key, revision, now)?;
             Ok(state.write(key, value, ttl, now))
@@ -140,12 +143,14 @@ impl Kv for MemoryKv {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<KvEntry>, KvError> {
+        validate_key(prefix)?;
+        let below = format!("{prefix}.");
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         Ok(state
             .entries
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
+            .range(below.clone()..)
+            .take_while(|(k, _)| k.starts_with(&below))
             .filter(|(_, s)| s.live(now))
             .map(|(k, s)| KvEntry {
                 key: k.clone(),

@@ -1,8 +1,12 @@
 //! The key-value seam: small shared state with revisions, TTL and compare-and-set — node
 //! registration, leases for jobs that must run once per cluster, and similar coordination.
 //!
-//! Keys use the characters `A-Z a-z 0-9 - _ / = .`, which every backend accepts. Every write
-//! returns the entry's new revision; revisions only grow.
+//! The contract every backend keeps (and a subject-based store such as NATS JetStream KV can):
+//!
+//! - keys are dot-separated tokens of `A-Z a-z 0-9 - _ =` (`nodes.<id>`, `live.<tenant>`,
+//!   `jobs.retention`), and [`Kv::list`] lists the keys below a token prefix;
+//! - a TTL is whole seconds, at least one ([`ttl`] rounds a period up to one);
+//! - every write returns the entry's new revision; revisions only grow.
 
 mod memory;
 
@@ -22,8 +26,12 @@ pub struct KvEntry {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KvError {
-    #[error("invalid key `{0}`: use 1 to 1024 characters of A-Z a-z 0-9 - _ / = .")]
+    #[error(
+        "invalid key `{0}`: use dot-separated tokens of A-Z a-z 0-9 - _ =, at most 1024 characters"
+    )]
     InvalidKey(String),
+    #[error("invalid time to live {0:?}: use whole seconds, at least one")]
+    InvalidTtl(Duration),
     #[error("key `{0}` already exists")]
     Exists(String),
     #[error("key `{key}` is at revision {current:?}, not the expected {expected}")]
@@ -56,19 +64,66 @@ pub trait Kv: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<(), KvError>;
     /// Removes the entry only if it is at `revision` (releasing a lease one still holds).
     async fn delete_if(&self, key: &str, revision: u64) -> Result<(), KvError>;
-    /// Live entries whose key starts with `prefix`, in key order.
+    /// Live entries whose key is below the token prefix `prefix` (`nodes` lists `nodes.a`,
+    /// `nodes.b.c`, not `nodes` nor `nodes-x`), in key order.
     async fn list(&self, prefix: &str) -> Result<Vec<KvEntry>, KvError>;
 }
 
+/// Checks a key (or a list prefix): dot-separated non-empty tokens of `A-Z a-z 0-9 - _ =`.
 pub fn validate_key(key: &str) -> Result<(), KvError> {
-    let ok = !key.is_empty()
-        && key.len() <= 1024
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/' | '=' | '.'));
+    let ok = key.len() <= 1024
+        && key.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '='))
+        });
     if ok {
         Ok(())
     } else {
         Err(KvError::InvalidKey(key.to_string()))
+    }
+}
+
+/// Checks a time to live: whole seconds, at least one.
+pub fn validate_ttl(ttl: Option<Duration>) -> Result<(), KvError> {
+    match ttl {
+        Some(t) if t.subsec_nanos() != 0 || t < Duration::from_secs(1) => {
+            Err(KvError::InvalidTtl(t))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The time to live for something renewed every `period`-ish: `period` rounded up to whole
+/// seconds, at least one.
+pub fn ttl(period: Duration) -> Duration {
+    let whole = period.as_secs() + u64::from(period.subsec_nanos() > 0);
+    Duration::from_secs(whole.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_dot_separated_tokens() {
+        for good in ["nodes.aos-1", "live.42", "jobs.retention", "a=b"] {
+            assert!(validate_key(good).is_ok(), "{good}");
+        }
+        for bad in ["", "nodes/", "a..b", ".a", "a.", "a b", "a*", "ü"] {
+            assert!(validate_key(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ttls_are_whole_seconds() {
+        assert_eq!(ttl(Duration::from_millis(900)), Duration::from_secs(1));
+        assert_eq!(ttl(Duration::from_millis(2100)), Duration::from_secs(3));
+        assert_eq!(ttl(Duration::ZERO), Duration::from_secs(1));
+        assert!(validate_ttl(Some(Duration::from_millis(1500))).is_err());
+        assert!(validate_ttl(Some(Duration::from_millis(999))).is_err());
+        assert!(validate_ttl(Some(Duration::from_secs(2))).is_ok());
+        assert!(validate_ttl(None).is_ok());
     }
 }

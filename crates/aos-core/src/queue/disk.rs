@@ -86,7 +86,25 @@ struct QueueState {
     /// Deadlines of in-flight and delayed items; may hold stale entries.
     timers: BTreeSet<(Instant, u64)>,
     notify: Arc<Notify>,
-    depth: QueueDepth,
+    depth: Counts,
+}
+
+/// Items of a queue by state (the disk queue tells delayed ones apart).
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    ready: u64,
+    in_flight: u64,
+    delayed: u64,
+}
+
+impl From<Counts> for QueueDepth {
+    fn from(c: Counts) -> QueueDepth {
+        QueueDepth {
+            ready: c.ready,
+            in_flight: c.in_flight,
+            delayed: Some(c.delayed),
+        }
+    }
 }
 
 impl QueueState {
@@ -990,7 +1008,7 @@ impl WorkQueue for DiskQueue {
         state.queue(queue)?;
         state.reap(queue, Instant::now(), self.metrics());
         state.publish_depth(queue, self.metrics());
-        Ok(state.queue(queue)?.depth)
+        Ok(state.queue(queue)?.depth.into())
     }
 
     async fn browse(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, QueueError> {

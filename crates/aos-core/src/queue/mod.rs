@@ -51,13 +51,14 @@ pub struct QueueDepth {
     pub ready: u64,
     /// Pulled and not yet acknowledged.
     pub in_flight: u64,
-    /// Released with a delay that has not passed yet.
-    pub delayed: u64,
+    /// Released with a delay that has not passed yet, where the backend tells them apart
+    /// (a JetStream stream counts them with the ready ones).
+    pub delayed: Option<u64>,
 }
 
 impl QueueDepth {
     pub fn total(&self) -> u64 {
-        self.ready + self.in_flight + self.delayed
+        self.ready + self.in_flight + self.delayed.unwrap_or(0)
     }
 }
 

@@ -180,9 +180,12 @@ impl DiskState {
     fn view(&self) -> MutexGuard<'_, View> {
         self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
+#[async_trait]
+impl StateStore for DiskState {
     /// Writes what was staged and stops the writer.
-    pub async fn close(&self) -> Result<(), StateError> {
+    async fn close(&self) -> Result<(), StateError> {
         let position = self.position();
         let flushed = self.durable(position).await;
         self.view().tx = None;
@@ -192,10 +195,7 @@ impl DiskState {
         }
         flushed
     }
-}
 
-#[async_trait]
-impl StateStore for DiskState {
     async fn load(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, StateError> {
         Ok(under(&self.view().records, prefix))
     }

@@ -42,4 +42,8 @@ impl StateStore for MemoryState {
     async fn durable(&self, _position: u64) -> Result<(), StateError> {
         Ok(())
     }
+
+    async fn close(&self) -> Result<(), StateError> {
+        Ok(())
+    }
 }

@@ -71,6 +71,8 @@ pub trait StateStore: Send + Sync + 'static {
     fn position(&self) -> u64;
     /// Waits until everything staged up to `position` is durable.
     async fn durable(&self, position: u64) -> Result<(), StateError>;
+    /// Makes everything staged durable, then refuses further writes (node shutdown).
+    async fn close(&self) -> Result<(), StateError>;
 }
 
 /// Applies `change` to an ordered map of records (what every backend's view is); returns by how

@@ -5,13 +5,14 @@ use std::collections::HashMap;
 
 use aos_auth::permissions::{ObjectKind, Operation};
 use aos_core::RoleKind;
-use aos_core::node::registration_key;
-use aos_core::node::{RoleSwitch, control_subject};
+use aos_core::node::{
+    NodeHealth, REGISTRATIONS, Registration, RoleSwitch, control_subject, registration_key,
+};
+use aos_core::node_info::ListenerInfo;
 use chrono::{DateTime, Utc};
 use ntex::http::StatusCode;
 use ntex::web::{self, HttpResponse};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{
@@ -44,11 +45,11 @@ pub(super) struct NodeView {
     /// Its latest reported health: `{"state", "ready", "roles": [{"role", "status", "detail"}]}`;
     /// null when it is not live.
     #[schema(value_type = Option<Object>)]
-    health: Option<Value>,
+    health: Option<NodeHealth>,
     /// What it listens on, as a live node reports it: `[{"role", "name", "protocol",
     /// "address"}]` (MQTT listeners of its broker, its HTTP listener, its admin listener).
     #[schema(value_type = Vec<Object>)]
-    listeners: Vec<Value>,
+    listeners: Vec<ListenerInfo>,
 }
 
 pub(super) const NODE_SORT: [&str; 3] = ["id", "started_at", "last_seen"];
@@ -87,45 +88,41 @@ pub(super) async fn list(
     caller.platform(ObjectKind::Nodes, Operation::View)?;
     let query = query.0;
     let wanted = page(query.limit, query.offset, query.sort)?;
-    let prefix = registration_key("");
-    let registrations: HashMap<String, Value> = api
+    let mut registrations: HashMap<String, Registration> = api
         .kv
-        .list(&prefix)
+        .list(REGISTRATIONS)
         .await
         .map_err(ApiError::internal)?
         .into_iter()
-        .filter_map(|entry| {
-            let id = entry.key.strip_prefix(&prefix)?.to_string();
-            let value: Value = serde_json::from_slice(&entry.value).ok()?;
-            Some((id, value))
+        .filter_map(|entry| match serde_json::from_slice::<Registration>(&entry.value) {
+            Ok(registration) => Some((registration.info.id.clone(), registration)),
+            Err(err) => {
+                tracing::warn!(key = %entry.key, %err, "a node registration that cannot be read");
+                None
+            }
         })
         .collect();
     let all: Vec<NodeView> = aos_storage::nodes::list(&api.storage)
         .await?
         .into_iter()
         .map(|n| {
-            let registration = registrations.get(&n.id);
-            let health = registration.map(|r| r["health"].clone());
-            let listeners = registration
-                .and_then(|r| r["listeners"].as_array().cloned())
-                .unwrap_or_default();
-            let reported = |key: &str| -> Vec<String> {
-                registration
-                    .and_then(|r| r[key].as_array())
-                    .map(|roles| {
-                        roles
-                            .iter()
-                            .filter_map(|r| r.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default()
+            let registration = registrations.remove(&n.id);
+            let names = |roles: &[RoleKind]| roles.iter().map(|r| r.as_str().to_string()).collect();
+            let (health, listeners, running_roles, switchable_roles) = match registration {
+                Some(r) => (
+                    Some(r.health),
+                    r.info.listeners,
+                    names(&r.running_roles),
+                    names(&r.switchable_roles),
+                ),
+                None => Default::default(),
             };
             NodeView {
                 live: health.is_some() && n.stopped_at.is_none(),
                 health,
                 listeners,
-                running_roles: reported("running_roles"),
-                switchable_roles: reported("switchable_roles"),
+                running_roles,
+                switchable_roles,
                 compiled_roles: roles(&n.compiled_roles),
                 enabled_roles: roles(&n.enabled_roles),
                 id: n.id,
@@ -198,12 +195,9 @@ pub(super) async fn switch_role(
         .get(&registration_key(&id))
         .await
         .map_err(ApiError::internal)?
-        .and_then(|entry| serde_json::from_slice::<Value>(&entry.value).ok())
+        .and_then(|entry| serde_json::from_slice::<Registration>(&entry.value).ok())
         .ok_or_else(|| not_found(format!("no live node `{id}`")))?;
-    let allowed = registration["switchable_roles"]
-        .as_array()
-        .is_some_and(|roles| roles.iter().any(|r| r.as_str() == Some(kind.as_str())));
-    if !allowed {
+    if !registration.switchable_roles.contains(&kind) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
