@@ -108,7 +108,7 @@ const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct BrokerRole {
     server: ServerSlot,
-    health: HealthCell,
+    health: Arc<HealthCell>,
     broker: Mutex<Option<Arc<Broker>>>,
     sweeper: Mutex<Option<CancellationToken>>,
     authenticator: Option<Arc<dyn Authenticator>>,
@@ -218,30 +218,33 @@ impl Role for BrokerRole {
         let stop = CancellationToken::new();
         let sweeping = broker.clone();
         let cancelled = stop.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(EXPIRY_SWEEP);
-            loop {
-                tokio::select! {
-                    _ = cancelled.cancelled() => return,
-                    _ = tick.tick() => { sweeping.expire_sessions(); }
+        self.health
+            .supervise("the session expiry sweep", &stop, async move {
+                let mut tick = tokio::time::interval(EXPIRY_SWEEP);
+                loop {
+                    tokio::select! {
+                        _ = cancelled.cancelled() => return,
+                        _ = tick.tick() => { sweeping.expire_sessions(); }
+                    }
                 }
-            }
-        });
-        if clients.is_some() {
-            tokio::spawn(commands::serve(
-                broker.clone(),
-                ctx.bus.clone(),
-                ctx.node.id.clone(),
-                presence_rx,
-                stop.clone(),
-            ));
-        }
+            });
         if let Some(clients) = clients {
-            tokio::spawn(close_revoked(
-                broker.clone(),
-                clients.0.revocations(),
-                stop.clone(),
-            ));
+            self.health.supervise(
+                "the command subscription",
+                &stop,
+                commands::serve(
+                    broker.clone(),
+                    ctx.bus.clone(),
+                    ctx.node.id.clone(),
+                    presence_rx,
+                    stop.clone(),
+                ),
+            );
+            self.health.supervise(
+                "the credential revocation watch",
+                &stop,
+                close_revoked(broker.clone(), clients.0.revocations(), stop.clone()),
+            );
         }
         *self.sweeper.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop);
         *self.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(broker);

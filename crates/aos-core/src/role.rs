@@ -138,15 +138,108 @@ impl Default for HealthCell {
 }
 
 impl HealthCell {
+    /// Sets the role's health. A failure stays until the role starts or stops again: a part
+    /// that recovers does not hide another that failed.
     pub fn set(&self, status: HealthStatus) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Health::new(status);
+        self.replace(Health::new(status));
     }
 
     pub fn set_with_detail(&self, status: HealthStatus, detail: impl Into<String>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Health::with_detail(status, detail);
+        self.replace(Health::with_detail(status, detail));
+    }
+
+    fn replace(&self, health: Health) {
+        let mut current = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let transition = matches!(
+            health.status,
+            HealthStatus::Starting | HealthStatus::Stopping | HealthStatus::Stopped
+        );
+        if current.status != HealthStatus::Failed || transition {
+            *current = health;
+        }
     }
 
     pub fn get(&self) -> Health {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `task`, a loop the role needs while it runs (a subscription, a consumer, a job), in
+    /// the background. If it ends before `stop` is cancelled — it returned or panicked — the
+    /// role reports itself failed, naming `what`, instead of staying healthy without it.
+    pub fn supervise<F>(
+        self: &Arc<Self>,
+        what: &'static str,
+        stop: &CancellationToken,
+        task: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let health = self.clone();
+        let stop = stop.clone();
+        let running = tokio::spawn(task);
+        tokio::spawn(async move {
+            let how = match running.await {
+                Ok(()) => "ended",
+                Err(err) if err.is_panic() => "panicked",
+                Err(_) => "was cancelled",
+            };
+            if !stop.is_cancelled() {
+                tracing::error!(
+                    task = what,
+                    how,
+                    "a background task of a running role stopped"
+                );
+                health.set_with_detail(HealthStatus::Failed, format!("{what} {how}"));
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_loop_that_ends_while_the_role_runs_fails_the_role() {
+        let health = Arc::new(HealthCell::default());
+        health.set(HealthStatus::Healthy);
+        let stop = CancellationToken::new();
+        health
+            .supervise("the test subscription", &stop, async {})
+            .await
+            .expect("supervisor");
+        let now = health.get();
+        assert_eq!(now.status, HealthStatus::Failed);
+        assert_eq!(now.detail.as_deref(), Some("the test subscription ended"));
+        // Another part recovering does not hide it; stopping and starting again clear it.
+        health.set(HealthStatus::Healthy);
+        assert_eq!(health.get().status, HealthStatus::Failed);
+        health.set(HealthStatus::Stopped);
+        health.set(HealthStatus::Healthy);
+        assert_eq!(health.get().status, HealthStatus::Healthy);
+
+        health
+            .supervise("a panicking loop", &stop, async { panic!("boom") })
+            .await
+            .expect("supervisor");
+        assert_eq!(
+            health.get().detail.as_deref(),
+            Some("a panicking loop panicked")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_ends_on_stop_leaves_the_health_alone() {
+        let health = Arc::new(HealthCell::default());
+        health.set(HealthStatus::Healthy);
+        let stop = CancellationToken::new();
+        let waiting = stop.clone();
+        let supervisor = health.supervise("the loop", &stop, async move {
+            waiting.cancelled().await;
+        });
+        stop.cancel();
+        supervisor.await.expect("supervisor");
+        assert_eq!(health.get().status, HealthStatus::Healthy);
     }
 }

@@ -79,7 +79,7 @@ impl WebConfig {
 #[derive(Default)]
 pub struct WebRole {
     server: ServerSlot,
-    health: HealthCell,
+    health: Arc<HealthCell>,
     /// Ends the live-update feed when the role stops.
     live: tokio_util::sync::CancellationToken,
 }
@@ -155,9 +155,14 @@ impl Role for WebRole {
             acquirer: Acquirer::new(ctx.queue.clone(), &ctx.node.id, "http"),
             live: LiveFeed::new(ctx.bus.clone(), ctx.kv.clone()),
         });
-        let hub = live::LiveHub::start(ctx.bus.clone(), ctx.kv.clone(), self.live.clone())
-            .await
-            .map_err(RoleError::other)?;
+        let hub = live::LiveHub::start(
+            ctx.bus.clone(),
+            ctx.kv.clone(),
+            self.live.clone(),
+            &self.health,
+        )
+        .await
+        .map_err(RoleError::other)?;
         let tls = match &config.tls {
             Some(tls) => Some(
                 aos_core::tls::server_config("web.tls", tls)

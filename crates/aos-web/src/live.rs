@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aos_core::live::{LiveBatch, PATTERN, watch_key};
+use aos_core::role::HealthCell;
 use aos_core::{Bus, Kv};
 use futures_util::stream;
 use ntex::util::Bytes;
@@ -42,6 +43,7 @@ impl LiveHub {
         bus: Arc<dyn Bus>,
         kv: Arc<dyn Kv>,
         stop: CancellationToken,
+        health: &Arc<HealthCell>,
     ) -> Result<Arc<LiveHub>, aos_core::bus::BusError> {
         let (sender, _) = broadcast::channel(BACKLOG);
         let hub = Arc::new(LiveHub {
@@ -52,7 +54,7 @@ impl LiveHub {
         let mut subscription = bus.subscribe(PATTERN).await?;
         let feeding = hub.clone();
         let stopping = stop.clone();
-        tokio::spawn(async move {
+        health.supervise("the live-update subscription", &stop, async move {
             loop {
                 tokio::select! {
                     _ = stopping.cancelled() => break,
@@ -68,11 +70,12 @@ impl LiveHub {
             }
         });
         let renewing = hub.clone();
-        tokio::spawn(async move {
+        let stopping = stop.clone();
+        health.supervise("the live-watch renewal", &stop, async move {
             let mut tick = tokio::time::interval(WATCH_RENEWAL);
             loop {
                 tokio::select! {
-                    _ = stop.cancelled() => break,
+                    _ = stopping.cancelled() => break,
                     _ = tick.tick() => {
                         for tenant in renewing.watched() {
                             renewing.mark(tenant).await;

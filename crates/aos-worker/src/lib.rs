@@ -282,60 +282,81 @@ impl Role for WorkerRole {
             self.command_metrics.clone(),
         ));
         let stop = CancellationToken::new();
+        let health = &self.health;
         let mut consumers: Vec<JoinHandle<()>> = (0..config.consumers.max(1))
             .map(|_| {
-                tokio::spawn(consume(
-                    ctx.queue.clone(),
-                    pipeline.clone(),
-                    config.clone(),
-                    stop.clone(),
-                    self.health.clone(),
-                ))
+                health.supervise(
+                    "an acquisition consumer",
+                    &stop,
+                    consume(
+                        ctx.queue.clone(),
+                        pipeline.clone(),
+                        config.clone(),
+                        stop.clone(),
+                        health.clone(),
+                    ),
+                )
             })
             .collect();
         for _ in 0..config.workflow_consumers.max(1) {
-            consumers.push(tokio::spawn(workflows::consume(
-                ctx.queue.clone(),
-                (*storage).clone(),
-                config.workflow_timeout,
-                config.poll_wait,
-                self.workflow_metrics.clone(),
-                stop.clone(),
-            )));
+            consumers.push(health.supervise(
+                "a workflow consumer",
+                &stop,
+                workflows::consume(
+                    ctx.queue.clone(),
+                    (*storage).clone(),
+                    config.workflow_timeout,
+                    config.poll_wait,
+                    self.workflow_metrics.clone(),
+                    stop.clone(),
+                ),
+            ));
         }
-        consumers.push(tokio::spawn(workflows::schedules(
-            (*storage).clone(),
-            triggers,
-            config.workflow_timeout,
-            ctx.kv.clone(),
-            ctx.node.id.clone(),
-            stop.clone(),
-        )));
-        consumers.push(tokio::spawn(commands::run(
-            dispatcher,
-            ctx.kv.clone(),
-            ctx.node.id.clone(),
-            stop.clone(),
-        )));
+        consumers.push(health.supervise(
+            "the workflow schedules",
+            &stop,
+            workflows::schedules(
+                (*storage).clone(),
+                triggers,
+                config.workflow_timeout,
+                ctx.kv.clone(),
+                ctx.node.id.clone(),
+                stop.clone(),
+            ),
+        ));
+        consumers.push(health.supervise(
+            "the command dispatcher",
+            &stop,
+            commands::run(
+                dispatcher,
+                ctx.kv.clone(),
+                ctx.node.id.clone(),
+                stop.clone(),
+            ),
+        ));
         let keep = |age: Duration| (!age.is_zero()).then_some(age);
-        consumers.push(tokio::spawn(jobs::retention_job(
-            (*storage).clone(),
-            ctx.kv.clone(),
-            ctx.node.id.clone(),
-            jobs::Retention {
-                ledger: keep(config.ledger_retention),
-                messages: keep(config.message_log_retention),
-                archive: keep(config.message_log_archive_after).map(|after| jobs::Archive {
-                    after,
-                    dir: config
-                        .archive_dir
-                        .clone()
-                        .unwrap_or_else(|| ctx.settings.core().node.data_dir.join("archive")),
-                }),
-                every: config.retention_interval.max(Duration::from_millis(100)),
-            },
-            stop.clone(),
-        )));
+        consumers.push(health.supervise(
+            "the retention job",
+            &stop,
+            jobs::retention_job(
+                (*storage).clone(),
+                ctx.kv.clone(),
+                ctx.node.id.clone(),
+                jobs::Retention {
+                    ledger: keep(config.ledger_retention),
+                    messages: keep(config.message_log_retention),
+                    archive: keep(config.message_log_archive_after).map(|after| jobs::Archive {
+                        after,
+                        dir:
+                            config.archive_dir.clone().unwrap_or_else(|| {
+                                ctx.settings.core().node.data_dir.join("archive")
+                            }),
+                    }),
+                    every: config.retention_interval.max(Duration::from_millis(100)),
+                },
+                stop.clone(),
+            ),
+        ));
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { stop, consumers });
         self.health.set(HealthStatus::Healthy);
         tracing::info!(
