@@ -3,6 +3,7 @@
 //! acknowledged. A message that cannot be understood (unknown device, bad topic, a payload that
 //! does not decode) is logged `failed` with the reason; the others of its batch go on.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -65,6 +66,35 @@ struct Understood {
 /// What one message gave, or why it failed (and the device to log that under).
 type Interpreted = Result<Understood, (Option<i64>, String)>;
 
+/// A queue item read as a device message, with the route its topic names.
+struct Routed {
+    delivery: u64,
+    envelope: Acquired,
+    route: Result<pms::Route, String>,
+}
+
+/// What a batch needs, looked up once for all its messages.
+struct Lookups {
+    /// Devices by id (uid), those of the batch and the children found on the way.
+    known: HashMap<String, DeviceRef>,
+    formats: HashMap<i64, Compiled>,
+    interpreters: HashMap<i64, Arc<TenantInterpreters>>,
+    /// The workflows of tenants that have any.
+    automations: HashMap<i64, Arc<TenantWorkflows>>,
+}
+
+/// One message of a batch, from its queue item to what storing it did.
+struct Item {
+    delivery: u64,
+    /// Its message-log entry (failed, with the reason, when it was not understood).
+    message: LoggedMessage,
+    kind: Option<MessageKind>,
+    readings: Vec<Reading>,
+    reply: Option<Reply>,
+    /// Stored, so acknowledged; otherwise delivered again.
+    stored: bool,
+}
+
 /// What devices without a format send: JSON, read as is.
 static PLAIN_JSON: LazyLock<Format> = LazyLock::new(Format::plain_json);
 
@@ -102,14 +132,55 @@ impl Pipeline {
     }
 
     /// Processes a batch; returns the ids of the deliveries that could not be stored (to be
-    /// delivered again). When the batch cannot be stored as a whole, its messages are stored one
-    /// by one, so that one message storage refuses does not hold back the others.
+    /// delivered again). The phases: route and decode the envelopes, look up what the batch
+    /// needs, interpret each message, store them (as a whole, else one by one, so that one
+    /// message storage refuses does not hold back the others), then tell about what was
+    /// stored (live updates, workflow triggers).
     pub async fn process(&self, batch: &[Delivery]) -> Vec<u64> {
         let started = Utc::now();
-        let envelopes: Vec<(u64, Acquired)> = batch
+        let routed = self.route(batch);
+        let mut lookups = match self.look_up(&routed).await {
+            Ok(lookups) => lookups,
+            Err(err) => {
+                tracing::error!(%err, "cannot look devices, formats, interpreters or workflows up; the batch will be delivered again");
+                return batch.iter().map(|d| d.id).collect();
+            }
+        };
+        let mut items = Vec::with_capacity(routed.len());
+        for routed in routed {
+            items.push(self.understand(routed, &mut lookups, started).await);
+        }
+        let changes = self.store_all(&mut items).await;
+        let stored = Stored {
+            items: &items,
+            changes: &changes,
+        };
+        if let Some(live) = &self.live {
+            stored.publish_live(live, &lookups.known).await;
+        }
+        if let Some(triggers) = &self.triggers {
+            triggers
+                .start(stored.runs(&lookups.automations, &lookups.known))
+                .await;
+        }
+        items
+            .iter()
+            .filter(|item| !item.stored)
+            .map(|item| item.delivery)
+            .collect()
+    }
+
+    /// Route and decode: each readable envelope with the route its topic names (or why it
+    /// names none).
+    fn route(&self, batch: &[Delivery]) -> Vec<Routed> {
+        batch
             .iter()
             .filter_map(|d| match Acquired::decode(d.payload.clone()) {
-                Ok(envelope) => Some((d.id, envelope)),
+                Ok(envelope) => Some(Routed {
+                    delivery: d.id,
+                    route: pms::route(&envelope.device, &envelope.topic),
+                    envelope,
+                }),
                 Err(err) => {
                     // Nothing names its tenant or device: it cannot even be logged.
                     tracing::error!(id = d.id, %err, "dropped an unreadable queue item");
@@ -117,91 +188,102 @@ impl Pipeline {
                     None
                 }
             })
-            .collect();
-        let routes: Vec<Result<pms::Route, String>> = envelopes
-            .iter()
-            .map(|(_, e)| pms::route(&e.device, &e.topic))
-            .collect();
+            .collect()
+    }
+
+    /// Look up, once per batch: the devices named, their formats, and each tenant's
+    /// interpreters and workflows.
+    async fn look_up(&self, routed: &[Routed]) -> Result<Lookups, StorageError> {
         let mut wanted: Vec<&str> = Vec::new();
-        for ((_, envelope), route) in envelopes.iter().zip(&routes) {
-            wanted.push(&envelope.device);
-            if let Ok(route) = route {
+        for r in routed {
+            wanted.push(&r.envelope.device);
+            if let Ok(route) = &r.route {
                 wanted.push(&route.device);
             }
         }
-        let mut known = match self.devices(&wanted).await {
-            Ok(known) => known,
-            Err(err) => {
-                tracing::error!(%err, "cannot look devices up; the batch will be delivered again");
-                return batch.iter().map(|d| d.id).collect();
-            }
-        };
-        let formats = match self
+        let known = self.devices(&wanted).await?;
+        let formats = self
             .formats
             .get(known.values().filter_map(|d| d.format))
-            .await
-        {
-            Ok(formats) => formats,
-            Err(err) => {
-                tracing::error!(%err, "cannot look formats up; the batch will be delivered again");
-                return batch.iter().map(|d| d.id).collect();
-            }
-        };
-        let mut tenants: Vec<i64> = envelopes.iter().map(|(_, e)| e.tenant).collect();
+            .await?;
+        let mut tenants: Vec<i64> = routed.iter().map(|r| r.envelope.tenant).collect();
         tenants.sort_unstable();
         tenants.dedup();
         let mut interpreters = HashMap::new();
         let mut automations = HashMap::new();
         for tenant in tenants {
-            let found = match &self.triggers {
-                Some(triggers) => triggers.of(tenant).await.map(Some),
-                None => Ok(None),
-            };
-            match (self.interpreters(tenant).await, found) {
-                (Ok(rules), Ok(workflows)) => {
-                    interpreters.insert(tenant, rules);
-                    // Tenants without workflows cost nothing more per message.
-                    automations.extend(workflows.filter(|w| !w.is_empty()).map(|w| (tenant, w)));
-                }
-                (Err(err), _) | (_, Err(err)) => {
-                    tracing::error!(%err, "cannot look interpreters or workflows up; the batch will be delivered again");
-                    return batch.iter().map(|d| d.id).collect();
+            interpreters.insert(tenant, self.interpreters(tenant).await?);
+            if let Some(triggers) = &self.triggers {
+                let workflows = triggers.of(tenant).await?;
+                // Tenants without workflows cost nothing more per message.
+                if !workflows.is_empty() {
+                    automations.insert(tenant, workflows);
                 }
             }
         }
-        let mut ids = Vec::with_capacity(envelopes.len());
-        let mut messages = Vec::with_capacity(envelopes.len());
-        let mut readings: Vec<Vec<Reading>> = Vec::with_capacity(envelopes.len());
-        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(envelopes.len());
-        let mut kinds = Vec::with_capacity(envelopes.len());
-        for ((id, envelope), route) in envelopes.into_iter().zip(routes) {
-            kinds.push(route.as_ref().ok().map(|r| r.kind));
-            let received = Utc
-                .timestamp_millis_opt(envelope.received_at_ms)
-                .single()
-                .unwrap_or(started);
-            let interpreted = self
-                .interpret(&envelope, route, &mut known, &formats, received)
-                .await
-                .and_then(|understood| {
-                    let rules = interpreters.get(&envelope.tenant).map(|r| r.as_ref());
-                    let watch = automations.get(&envelope.tenant).map(|w| w.as_ref());
-                    let logged_under = understood.logged_under;
-                    self.readings(&envelope, understood.parts, rules, watch)
-                        .map(|readings| (logged_under, readings, understood.reply))
-                        .map_err(|reason| (Some(logged_under), reason))
-                });
-            let (device, error, samples_of_message, reply) = match interpreted {
-                Ok((logged_under, readings, reply)) => (Some(logged_under), None, readings, reply),
-                Err((device, reason)) => (device, Some(reason), Vec::new(), None),
-            };
-            if let Some(reason) = &error {
-                tracing::info!(key = %envelope.key, device = %envelope.device, topic = %envelope.topic, %reason, "device message failed");
-            }
-            ids.push(id);
-            readings.push(samples_of_message);
-            replies.push(reply);
-            messages.push(LoggedMessage {
+        Ok(Lookups {
+            known,
+            formats,
+            interpreters,
+            automations,
+        })
+    }
+
+    /// Interpret: what one message says (its readings, or the command reply it is), or why it
+    /// failed — the message-log entry either way.
+    async fn understand(
+        &self,
+        routed: Routed,
+        lookups: &mut Lookups,
+        started: DateTime<Utc>,
+    ) -> Item {
+        let Routed {
+            delivery,
+            envelope,
+            route,
+        } = routed;
+        let kind = route.as_ref().ok().map(|r| r.kind);
+        let received = Utc
+            .timestamp_millis_opt(envelope.received_at_ms)
+            .single()
+            .unwrap_or(started);
+        let interpreted = self
+            .interpret(
+                &envelope,
+                route,
+                &mut lookups.known,
+                &lookups.formats,
+                received,
+            )
+            .await
+            .and_then(|understood| {
+                let rules = lookups
+                    .interpreters
+                    .get(&envelope.tenant)
+                    .map(|r| r.as_ref());
+                let watch = lookups
+                    .automations
+                    .get(&envelope.tenant)
+                    .map(|w| w.as_ref());
+                let logged_under = understood.logged_under;
+                self.readings(&envelope, understood.parts, rules, watch)
+                    .map(|readings| (logged_under, readings, understood.reply))
+                    .map_err(|reason| (Some(logged_under), reason))
+            });
+        let (device, error, readings, reply) = match interpreted {
+            Ok((logged_under, readings, reply)) => (Some(logged_under), None, readings, reply),
+            Err((device, reason)) => (device, Some(reason), Vec::new(), None),
+        };
+        if let Some(reason) = &error {
+            tracing::info!(key = %envelope.key, device = %envelope.device, topic = %envelope.topic, %reason, "device message failed");
+        }
+        Item {
+            delivery,
+            kind,
+            readings,
+            reply,
+            stored: false,
+            message: LoggedMessage {
                 key: envelope.key,
                 tenant: envelope.tenant,
                 device,
@@ -211,60 +293,51 @@ impl Pipeline {
                 started_at: started,
                 processed_at: Utc::now(),
                 error,
-            });
+            },
         }
-        let all: Vec<Reading> = readings.iter().flatten().cloned().collect();
-        let all_replies: Vec<Reply> = replies.iter().flatten().cloned().collect();
-        let mut retry = Vec::new();
-        let mut stored = vec![true; messages.len()];
-        let mut changes = Vec::new();
-        match self.store(&messages, &all, &all_replies).await {
+    }
+
+    /// Store: the batch in one transaction, else each message on its own; marks what was
+    /// stored and returns the latest-value changes it made.
+    async fn store_all(&self, items: &mut [Item]) -> Vec<ingest::Change> {
+        let messages: Vec<&LoggedMessage> = items.iter().map(|i| &i.message).collect();
+        let readings: Vec<&Reading> = items.iter().flat_map(|i| &i.readings).collect();
+        let replies: Vec<Reply> = items.iter().filter_map(|i| i.reply.clone()).collect();
+        match self.store(&messages, &readings, &replies).await {
             Ok(recorded) => {
                 self.count(&messages, &recorded);
-                changes = recorded.changes;
+                items.iter_mut().for_each(|i| i.stored = true);
+                return recorded.changes;
             }
             Err(err) => {
-                tracing::warn!(%err, size = messages.len(), "the batch could not be stored; storing its messages one by one");
-                let each = ids.into_iter().zip(&messages).zip(&readings).zip(&replies);
-                for (i, (((id, message), readings), reply)) in each.enumerate() {
-                    let one = self
-                        .store(std::slice::from_ref(message), readings, reply.as_slice())
-                        .await;
-                    match one {
-                        Ok(recorded) => {
-                            self.count(std::slice::from_ref(message), &recorded);
-                            changes.extend(recorded.changes);
-                        }
-                        Err(err) => {
-                            tracing::error!(key = %message.key, %err, "a message could not be stored; it will be delivered again");
-                            stored[i] = false;
-                            retry.push(id);
-                        }
-                    }
+                tracing::warn!(%err, size = items.len(), "the batch could not be stored; storing its messages one by one");
+            }
+        }
+        let mut changes = Vec::new();
+        for item in items.iter_mut() {
+            let message = std::slice::from_ref(&item.message);
+            match self
+                .store(message, &item.readings, item.reply.as_slice())
+                .await
+            {
+                Ok(recorded) => {
+                    self.count(message, &recorded);
+                    changes.extend(recorded.changes);
+                    item.stored = true;
+                }
+                Err(err) => {
+                    tracing::error!(key = %item.message.key, %err, "a message could not be stored; it will be delivered again");
                 }
             }
         }
-        let happened = Happened {
-            messages: &messages,
-            readings: &readings,
-            kinds: &kinds,
-            stored: &stored,
-            changes: &changes,
-        };
-        if let Some(live) = &self.live {
-            happened.publish_live(live, &replies, &known).await;
-        }
-        if let Some(triggers) = &self.triggers {
-            triggers.start(happened.runs(&automations, &known)).await;
-        }
-        retry
+        changes
     }
 
     /// Writes messages and readings (one writer at a time on SQLite).
     async fn store(
         &self,
-        messages: &[LoggedMessage],
-        readings: &[Reading],
+        messages: &[impl Borrow<LoggedMessage>],
+        readings: &[impl Borrow<Reading>],
         replies: &[Reply],
     ) -> Result<Recorded, StorageError> {
         let _turn = match &self.serial_writes {
@@ -274,8 +347,11 @@ impl Pipeline {
         ingest::record(&self.storage, messages, readings, replies).await
     }
 
-    fn count(&self, messages: &[LoggedMessage], recorded: &Recorded) {
-        let failed = messages.iter().filter(|m| m.error.is_some()).count() as u64;
+    fn count(&self, messages: &[impl Borrow<LoggedMessage>], recorded: &Recorded) {
+        let failed = messages
+            .iter()
+            .filter(|m| Borrow::<LoggedMessage>::borrow(*m).error.is_some())
+            .count() as u64;
         self.metrics.failed.inc_by(failed);
         self.metrics
             .processed
@@ -537,32 +613,23 @@ impl Pipeline {
     }
 }
 
-/// What a processed batch did, for the workflows it starts.
-struct Happened<'a> {
-    messages: &'a [LoggedMessage],
-    readings: &'a [Vec<Reading>],
-    kinds: &'a [Option<MessageKind>],
-    /// Which messages were stored.
-    stored: &'a [bool],
+/// What a batch stored: the after-store phase tells about it.
+struct Stored<'a> {
+    items: &'a [Item],
     changes: &'a [ingest::Change],
 }
 
-impl Happened<'_> {
+impl Stored<'_> {
+    /// The items stored and understood (not logged as failed).
+    fn taken(&self) -> impl Iterator<Item = &Item> {
+        self.items
+            .iter()
+            .filter(|i| i.stored && i.message.error.is_none())
+    }
     /// Live updates of the stored messages' values, the events their level changes raised and
     /// the command replies they settled, per watched tenant.
-    async fn publish_live(
-        &self,
-        live: &LiveFeed,
-        replies: &[Option<Reply>],
-        known: &HashMap<String, DeviceRef>,
-    ) {
-        let mut tenants: Vec<i64> = self
-            .messages
-            .iter()
-            .zip(self.stored)
-            .filter(|(m, stored)| **stored && m.error.is_none())
-            .map(|(m, _)| m.tenant)
-            .collect();
+    async fn publish_live(&self, live: &LiveFeed, known: &HashMap<String, DeviceRef>) {
+        let mut tenants: Vec<i64> = self.taken().map(|i| i.message.tenant).collect();
         tenants.sort_unstable();
         tenants.dedup();
         let mut watched = Vec::new();
@@ -577,17 +644,8 @@ impl Happened<'_> {
         let uids: HashMap<i64, &str> = known.values().map(|d| (d.id, d.uid.as_str())).collect();
         for tenant in watched {
             let mut updates = Vec::new();
-            let each = self
-                .messages
-                .iter()
-                .zip(self.readings)
-                .zip(replies)
-                .zip(self.stored);
-            for (((message, readings), reply), stored) in each {
-                if message.tenant != tenant || !*stored || message.error.is_some() {
-                    continue;
-                }
-                for r in readings {
+            for item in self.taken().filter(|i| i.message.tenant == tenant) {
+                for r in &item.readings {
                     if let Some(uid) = uids.get(&r.device) {
                         updates.push(LiveUpdate {
                             kind: LiveKind::Value,
@@ -601,8 +659,10 @@ impl Happened<'_> {
                         });
                     }
                 }
-                if let Some((reply, uid)) =
-                    reply.as_ref().and_then(|r| Some((r, uids.get(&r.device)?)))
+                if let Some((reply, uid)) = item
+                    .reply
+                    .as_ref()
+                    .and_then(|r| Some((r, uids.get(&r.device)?)))
                 {
                     updates.push(LiveUpdate {
                         kind: LiveKind::Command,
@@ -611,7 +671,7 @@ impl Happened<'_> {
                             "id": reply.command,
                             "status": if reply.error.is_some() { stored_commands::FAILED } else { stored_commands::ACKNOWLEDGED },
                             "error": reply.error,
-                            "at": message.processed_at,
+                            "at": item.message.processed_at,
                         }),
                     });
                 }
@@ -653,23 +713,15 @@ impl Happened<'_> {
                 class: d.class,
             })
         };
-        let each = self
-            .messages
-            .iter()
-            .zip(self.readings)
-            .zip(self.kinds)
-            .zip(self.stored);
-        for (((message, readings), kind), stored) in each {
-            let (Some(workflows), Some(kind), true, None) = (
-                automations.get(&message.tenant),
-                kind.and_then(MessageKind::name),
-                *stored,
-                &message.error,
+        for item in self.taken() {
+            let (Some(workflows), Some(kind)) = (
+                automations.get(&item.message.tenant),
+                item.kind.and_then(MessageKind::name),
             ) else {
                 continue;
             };
             let mut by_device: Vec<(i64, serde_json::Map<String, serde_json::Value>)> = Vec::new();
-            for r in readings {
+            for r in &item.readings {
                 match by_device.iter_mut().find(|(d, _)| *d == r.device) {
                     Some((_, values)) => {
                         values.insert(r.attribute.clone(), r.value.clone());
@@ -684,7 +736,7 @@ impl Happened<'_> {
             }
             for (device, values) in by_device {
                 if let Some(facts) = facts(device) {
-                    runs.extend(workflows.on_message(&message.key, facts, kind, &values));
+                    runs.extend(workflows.on_message(&item.message.key, facts, kind, &values));
                 }
             }
         }

@@ -276,9 +276,14 @@ impl Run<'_> {
                     level: None,
                     watched: false,
                 };
-                ingest::record(self.storage, &[], &[reading], &[])
-                    .await
-                    .map_err(|e| e.to_string())?;
+                ingest::record(
+                    self.storage,
+                    &[] as &[ingest::LoggedMessage],
+                    &[reading],
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
             }
         }
         Ok(())

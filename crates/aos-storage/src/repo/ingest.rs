@@ -1,6 +1,7 @@
 //! Device messages into storage: a batch's message-log entries, ledger rows and latest values in
 //! one transaction, idempotent — a redelivered message (same key) writes nothing twice.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -103,21 +104,22 @@ impl Change {
 /// replied to, all or nothing.
 pub async fn record(
     storage: &Storage,
-    messages: &[LoggedMessage],
-    readings: &[Reading],
+    messages: &[impl Borrow<LoggedMessage>],
+    readings: &[impl Borrow<Reading>],
     replies: &[Reply],
 ) -> Result<Recorded, StorageError> {
+    let readings: Vec<&Reading> = readings.iter().map(Borrow::borrow).collect();
     let txn = storage.begin_write().await?;
     let mut recorded = Recorded::default();
     for chunk in messages.chunks(ROWS_PER_STATEMENT) {
         recorded.messages += inserted(
-            message_log::Entity::insert_many(chunk.iter().map(log_row))
+            message_log::Entity::insert_many(chunk.iter().map(|m| log_row(m.borrow())))
                 .on_conflict_do_nothing_on([message_log::Column::MessageKey])
                 .exec_without_returning(&txn)
                 .await?,
         );
     }
-    let ids = message_ids(&txn, readings).await?;
+    let ids = message_ids(&txn, &readings).await?;
     for chunk in readings.chunks(ROWS_PER_STATEMENT) {
         let rows = chunk.iter().map(|r| {
             let (num, json) = r.columns();
@@ -145,7 +147,7 @@ pub async fn record(
                 .await?,
         );
     }
-    let latest = newest_per_attribute(readings);
+    let latest = newest_per_attribute(&readings);
     recorded.changes = changes(&txn, &latest).await?;
     recorded.events = raise_events(&txn, &recorded.changes).await?;
     for chunk in latest.chunks(ROWS_PER_STATEMENT) {
@@ -316,7 +318,7 @@ fn log_row(m: &LoggedMessage) -> message_log::ActiveModel {
 /// The message-log ids of the messages the readings came from.
 async fn message_ids(
     db: &impl ConnectionTrait,
-    readings: &[Reading],
+    readings: &[&Reading],
 ) -> Result<HashMap<String, i64>, StorageError> {
     let mut keys: Vec<&str> = readings.iter().map(|r| r.message.as_str()).collect();
     keys.sort_unstable();
@@ -338,9 +340,9 @@ async fn message_ids(
 
 /// The newest reading of each device attribute in the batch (one row per upsert key: a
 /// statement may not update the same row twice).
-fn newest_per_attribute(readings: &[Reading]) -> Vec<&Reading> {
+fn newest_per_attribute<'a>(readings: &[&'a Reading]) -> Vec<&'a Reading> {
     let mut newest: HashMap<(i64, &str), &Reading> = HashMap::new();
-    for r in readings {
+    for &r in readings {
         let slot = newest.entry((r.device, r.attribute.as_str())).or_insert(r);
         if r.ts >= slot.ts {
             *slot = r;
