@@ -62,42 +62,8 @@ enum Command {
     Config,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Manage tenants.
-    #[command(subcommand)]
-    Tenant(manage::TenantCommand),
-    /// Manage entities (internal units and customers) of a tenant.
-    #[command(subcommand)]
-    Entity(manage::EntityCommand),
-    /// Manage users.
-    #[command(subcommand)]
-    User(manage::UserCommand),
-    /// Manage device classes.
-    #[command(subcommand)]
-    Class(manage::ClassCommand),
-    /// Manage devices and their credentials.
-    #[command(subcommand)]
-    Device(manage::DeviceCommand),
-    /// Manage the roles of a tenant.
-    #[command(subcommand)]
-    Role(manage::RoleCommand),
-    /// Manage API keys (how applications sign in over MQTT).
-    #[command(subcommand)]
-    Apikey(manage::ApiKeyCommand),
-    /// Manage message formats (how devices' payloads are read).
-    #[command(subcommand)]
-    Format(manage::FormatCommand),
-    /// Manage interpreters (value maps, expressions and levels of attributes).
-    #[command(subcommand)]
-    Interpreter(manage::InterpreterCommand),
-    /// List, acknowledge and clear events (alarms).
-    #[command(subcommand)]
-    Event(manage::EventCommand),
-    /// Send commands to devices (one, or a batch for devices and classes) and follow them.
-    #[command(subcommand, name = "command")]
-    Commands(manage::CommandCommand),
-    /// Manage workflows (import, export, enable, disable, run) and see their runs.
-    #[command(subcommand)]
-    Workflow(manage::WorkflowCommand),
+    #[command(flatten)]
+    Manage(manage::Manage),
 }
 
 fn compiled_role_names() -> String {
@@ -149,18 +115,7 @@ fn main() -> ExitCode {
         Command::Config => print_config(&settings),
         Command::Migrate => with_logging(&settings, run::migrate),
         Command::Run { .. } => with_logging(&settings, run::run),
-        Command::Tenant(c) => manage::run(&settings, manage::Manage::Tenant(c)),
-        Command::Entity(c) => manage::run(&settings, manage::Manage::Entity(c)),
-        Command::User(c) => manage::run(&settings, manage::Manage::User(c)),
-        Command::Class(c) => manage::run(&settings, manage::Manage::Class(c)),
-        Command::Device(c) => manage::run(&settings, manage::Manage::Device(c)),
-        Command::Role(c) => manage::run(&settings, manage::Manage::Role(c)),
-        Command::Apikey(c) => manage::run(&settings, manage::Manage::ApiKey(c)),
-        Command::Format(c) => manage::run(&settings, manage::Manage::Format(c)),
-        Command::Interpreter(c) => manage::run(&settings, manage::Manage::Interpreter(c)),
-        Command::Event(c) => manage::run(&settings, manage::Manage::Event(c)),
-        Command::Commands(c) => manage::run(&settings, manage::Manage::Command(c)),
-        Command::Workflow(c) => manage::run(&settings, manage::Manage::Workflow(c)),
+        Command::Manage(manage) => manage::run(&settings, manage),
     }
 }
 
