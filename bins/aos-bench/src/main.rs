@@ -435,7 +435,7 @@ async fn publisher(
             };
             match first >> 4 {
                 client::kind::PUBACK | client::kind::PUBCOMP => {
-                    inflight = inflight.saturating_sub(1)
+                    inflight = inflight.saturating_sub(1);
                 }
                 client::kind::PUBREC => client::put_ack(&mut out, client::kind::PUBREL, id),
                 _ => {}

@@ -108,7 +108,7 @@ impl StorageClientDirectory {
                         }
                     }
                     Err(err) => {
-                        tracing::warn!(%err, "cannot read the credential change log; retrying")
+                        tracing::warn!(%err, "cannot read the credential change log; retrying");
                     }
                 }
             }

@@ -205,7 +205,7 @@ async fn retain_once(storage: &Storage, retention: &Retention) {
         match archive_messages(storage, before, &archive.dir).await {
             Ok(0) => {}
             Ok(archived) => {
-                tracing::info!(archived, dir = %archive.dir.display(), "message log archived")
+                tracing::info!(archived, dir = %archive.dir.display(), "message log archived");
             }
             // Nothing is deleted unarchived: pruning waits for the next period.
             Err(err) => {

@@ -161,7 +161,7 @@ pub async fn class_format(
     audit::record(storage, event).await?;
     match (format, outbound) {
         (Some(format), false) => {
-            println!("devices of `{class}` send `{format}` (within a minute on running workers)")
+            println!("devices of `{class}` send `{format}` (within a minute on running workers)");
         }
         (Some(format), true) => println!(
             "commands to devices of `{class}` are written in `{format}` (within a minute on running workers)"

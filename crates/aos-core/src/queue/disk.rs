@@ -813,7 +813,7 @@ impl WorkQueue for DiskQueue {
         let mut state = self.shared.lock();
         let dlq_options = QueueOptions {
             max_attempts: 0,
-            ..options.clone()
+            ..options
         };
         state.queues.entry(queue.to_string()).or_default().options = Some(options);
         state.queues.entry(dlq.clone()).or_default().options = Some(dlq_options);

@@ -203,10 +203,7 @@ pub async fn clear_open(
     attribute: Option<&str>,
 ) -> Result<u64, StorageError> {
     let mut query = event::Entity::update_many()
-        .col_expr(
-            event::Column::ClearedAt,
-            sea_orm::sea_query::Expr::value(chrono::Utc::now()),
-        )
+        .col_expr(event::Column::ClearedAt, Expr::value(chrono::Utc::now()))
         .filter(event::Column::DeviceId.eq(device.id))
         .filter(event::Column::ClearedAt.is_null());
     if let Some(attribute) = attribute {
