@@ -5,6 +5,14 @@
 //! rules ([`topic`]), routing and retained messages ([`broker`]), access control ([`auth`]), what
 //! survives a restart ([`persist`], over the node's state store) and the per-connection glue
 //! (`connection`). It runs as a role of the `aos` binary, or embedded through [`BrokerRole`].
+//!
+//! What it needs from its host (the [`RoleContext`] a node gives it): the `[broker]` settings;
+//! the state store (retained messages, persistent sessions); the work queue, into which device
+//! messages go (`acquisition`); the bus (command offers, presence); optionally a device and API
+//! key directory ([`aos_core::access::Clients`] among the extensions — without it, only
+//! `[broker.auth]` users sign in). Another program can replace the hand-off to the platform
+//! with its own [`broker::PublishHook`]: `examples/embedded_broker.rs` runs the broker alone
+//! with one.
 
 pub mod acquisition;
 pub mod auth;

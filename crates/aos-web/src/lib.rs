@@ -4,6 +4,13 @@
 //! workflows, classes, users, the platform's nodes and dead letters, the HTTP device API, live
 //! updates; every error in one JSON shape), its OpenAPI document (`/api/openapi.json`, rendered
 //! at `/api/docs`), the node's version under `/api/version`, and the web client.
+//!
+//! What it needs from its host (the [`RoleContext`] a node gives it): the `[web]` settings, a
+//! [`Storage`] and the sign-in service (`aos_auth::accounts::Accounts`) among the extensions,
+//! optionally the device and API key directory (to close sessions of revoked credentials); the
+//! work queue (the HTTP device API pushes to `acquisition`, workflows run from `workflows`),
+//! the bus (role switches, command offers, live updates) and the key-value store (the nodes'
+//! registrations, live-watch marks).
 
 pub mod api;
 mod client;

@@ -7,6 +7,13 @@
 //! Stored messages, level changes and devices' presence start workflows ([`workflows`], run from
 //! a durable queue; scheduled ones too), commands go out through the broker nodes
 //! ([`commands`]), and scheduled jobs (see [`jobs`]) run on one worker of the cluster per period.
+//!
+//! What it needs from its host (the [`RoleContext`] a node gives it): the `[worker]` settings,
+//! a [`Storage`] among the extensions, the work queue (`acquisition`, `workflows`), the bus
+//! (command offers, presence, live updates) and the key-value store (job leases, live-watch
+//! marks). The pipeline alone needs only a migrated [`Storage`] and batches of
+//! [`aos_core::acquisition::Acquired`] envelopes: `examples/embedded_pipeline.rs` runs it over
+//! an embedded queue and SQLite.
 
 pub mod commands;
 pub mod jobs;
