@@ -15,8 +15,8 @@ use aos_core::admin::AdminServer;
 use aos_core::extensions::Extensions;
 use aos_core::net::NetHost;
 use aos_core::node::{Exit, NodeParts};
-use aos_core::seams::{self, SeamError, Seams};
 use aos_core::{Metrics, Node, NodeInfo, Settings};
+use aos_seams::Seams;
 use aos_storage::{Storage, StorageConfig, nodes};
 use tokio_util::sync::CancellationToken;
 
@@ -270,10 +270,13 @@ async fn start_node(
     let net = NetHost::start()
         .map_err(|err| Failure::failed(format!("cannot start the network thread: {err}")))?;
     let net = opened.net.insert(Arc::new(net)).clone();
-    let seams = seams::open(core, &metrics).await.map_err(|err| match err {
-        SeamError::UnknownBackend { .. } => Failure::config(err),
-        SeamError::Open { .. } => Failure::failed(err),
-    })?;
+    let seams =
+        aos_seams::open(core, &id, &metrics)
+            .await
+            .map_err(|err| match err.is_configuration() {
+                true => Failure::config(err),
+                false => Failure::failed(err),
+            })?;
     let seams = opened.seams.insert(seams).clone();
     let storage = open_storage(storage_config, &core.node.data_dir)
         .await

@@ -4,7 +4,7 @@
 //!
 //! What the broker needs from its host: a node ([`Node`]) with its settings (at least
 //! `broker.listen`, and what access the broker allows), the seams opened by
-//! [`aos_core::seams::open`] (the state store keeps retained messages and persistent sessions;
+//! `aos_seams::open` (the state store keeps retained messages and persistent sessions;
 //! `memory:` keeps them only while the program runs) and a network thread ([`NetHost`]). Without
 //! a device directory among the node's extensions it authenticates from its own configuration
 //! only (`[broker.auth]`).
@@ -25,7 +25,7 @@ use aos_core::config::{ConfigSources, Settings};
 use aos_core::extensions::Extensions;
 use aos_core::net::NetHost;
 use aos_core::node::NodeParts;
-use aos_core::{Metrics, Node, NodeInfo, RoleKind, seams};
+use aos_core::{Metrics, Node, NodeInfo, RoleKind};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
@@ -48,7 +48,7 @@ impl PublishHook for Forward {
 /// A running embedded broker.
 struct Embedded {
     node: Node,
-    seams: seams::Seams,
+    seams: aos_seams::Seams,
     net: Arc<NetHost>,
 }
 
@@ -68,7 +68,7 @@ async fn start(
             .with_override("broker.auth.acl_default", "allow"),
     )?;
     let metrics = Metrics::default();
-    let seams = seams::open(settings.core(), &metrics).await?;
+    let seams = aos_seams::open(settings.core(), "embedded", &metrics).await?;
     let net = Arc::new(NetHost::start()?);
     let role = Arc::new(BrokerRole::new());
     let node = Node::new(NodeParts {

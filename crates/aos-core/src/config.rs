@@ -162,10 +162,12 @@ impl Settings {
         if let Some((old, new)) = moved_key(&figment) {
             return Err(ConfigError::Moved { old, new });
         }
-        let core: CoreConfig = Figment::from(Serialized::defaults(CoreConfig::default()))
+        let mut core: CoreConfig = Figment::from(Serialized::defaults(CoreConfig::default()))
             .merge(figment.clone())
             .extract()?;
         core.node.check()?;
+        core.cluster.check()?;
+        core.choose_backends();
         Ok(Settings {
             figment,
             core,
@@ -205,6 +207,7 @@ pub struct CoreConfig {
     pub node: NodeConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub cluster: ClusterConfig,
     pub bus: BusConfig,
     pub kv: KvConfig,
     pub queue: QueueConfig,
@@ -365,43 +368,130 @@ impl Default for AdminConfig {
     }
 }
 
-/// The bus between the parts of a node and between nodes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BusConfig {
-    /// `memory:` (in-process).
-    pub url: String,
+/// Whether a node is alone or one of several sharing PostgreSQL and NATS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// One node, every seam embedded (`memory:`, `disk:`), SQLite or PostgreSQL.
+    #[default]
+    Standalone,
+    /// One of several nodes: the bus, the work queues and the key-value store on NATS
+    /// (`nats:` unless set otherwise), storage on PostgreSQL.
+    Distributed,
 }
 
-impl Default for BusConfig {
+/// `[cluster]`: how the nodes of a distributed deployment find their shared services.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub mode: Mode,
+    /// NATS servers (several for a NATS cluster: a list, or one string with commas).
+    #[serde(deserialize_with = "list_or_comma_string")]
+    pub nats_url: Vec<String>,
+    /// Names every subject, stream and bucket of this deployment (`<prefix>.…`, `<PREFIX>_…`),
+    /// so several deployments can share one NATS: 1 to 32 characters of `A-Z a-z 0-9 - _`.
+    pub prefix: String,
+    /// JetStream replicas of the work queues and the key-value store: 1, or 3 on a NATS
+    /// cluster of three or more servers (a write then survives the loss of one server).
+    pub replicas: usize,
+    /// NATS user and password, or token, or a credentials file (`.creds`), if the servers
+    /// require them.
+    pub nats_user: String,
+    pub nats_password: String,
+    pub nats_token: String,
+    pub nats_credentials: PathBuf,
+    /// A CA certificate (PEM) to verify the NATS servers with; set, TLS is required.
+    pub nats_tls_ca: PathBuf,
+}
+
+impl Default for ClusterConfig {
     fn default() -> Self {
-        BusConfig {
-            url: "memory:".into(),
+        ClusterConfig {
+            mode: Mode::Standalone,
+            nats_url: Vec::new(),
+            prefix: "aos".into(),
+            replicas: 1,
+            nats_user: String::new(),
+            nats_password: String::new(),
+            nats_token: String::new(),
+            nats_credentials: PathBuf::new(),
+            nats_tls_ca: PathBuf::new(),
         }
     }
+}
+
+impl ClusterConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        let prefix = &self.prefix;
+        let fits = !prefix.is_empty()
+            && prefix.len() <= 32
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !fits {
+            return Err(ConfigError::Value {
+                key: "cluster.prefix",
+                reason: format!(
+                    "`{prefix}` cannot name subjects and streams: use 1 to 32 characters of A-Z a-z 0-9 - _"
+                ),
+            });
+        }
+        if !matches!(self.replicas, 1 | 3 | 5) {
+            return Err(ConfigError::Value {
+                key: "cluster.replicas",
+                reason: format!(
+                    "{} is not a JetStream replica count: use 1, 3 or 5",
+                    self.replicas
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Accepts `["a", "b"]` as well as `"a,b"` (handy in environment variables).
+fn list_or_comma_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Items {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Items::deserialize(d)? {
+        Items::List(list) => list,
+        Items::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+/// The bus between the parts of a node and between nodes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// `memory:` (in-process) or `nats:` (NATS core subjects, `[cluster]`). Empty: the mode's
+    /// (`memory:` standalone, `nats:` distributed).
+    pub url: String,
 }
 
 /// The key-value store (registrations, leases, marks).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KvConfig {
-    /// `memory:` (in-process).
+    /// `memory:` (in-process) or `nats:` (a JetStream key-value bucket, `[cluster]`). Empty: the
+    /// mode's (`memory:` standalone, `nats:` distributed).
     pub url: String,
-}
-
-impl Default for KvConfig {
-    fn default() -> Self {
-        KvConfig {
-            url: "memory:".into(),
-        }
-    }
 }
 
 /// The durable work queues: what every backend shares, and each backend's own section.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// `disk:` (a log on local disk, `[queue.disk]`).
+    /// `disk:` (a log on local disk, `[queue.disk]`) or `nats:` (JetStream work-queue streams,
+    /// `[cluster]`). Empty: the mode's (`disk:` standalone, `nats:` distributed).
     pub url: String,
     /// Default time a pulled item stays invisible before it is delivered again.
     #[serde(with = "humantime_serde")]
@@ -426,7 +516,7 @@ impl QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            url: "disk:".into(),
+            url: String::new(),
             visibility_timeout: Duration::from_secs(30),
             max_attempts: 5,
             max_bytes: 1024 * 1024 * 1024,
@@ -485,6 +575,25 @@ impl Default for StateConfig {
 pub struct DiskStateSection {
     /// Directory of the state log. Empty: `<node.data_dir>/state`.
     pub dir: PathBuf,
+}
+
+impl CoreConfig {
+    /// Seams whose URL is left empty get the mode's backend.
+    fn choose_backends(&mut self) {
+        let (memory, disk) = match self.cluster.mode {
+            Mode::Standalone => ("memory:", "disk:"),
+            Mode::Distributed => ("nats:", "nats:"),
+        };
+        for (url, default) in [
+            (&mut self.bus.url, memory),
+            (&mut self.kv.url, memory),
+            (&mut self.queue.url, disk),
+        ] {
+            if url.is_empty() {
+                *url = default.to_string();
+            }
+        }
+    }
 }
 
 /// Keys that moved, and where to: set under the old name, they are refused with a message that

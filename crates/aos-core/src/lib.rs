@@ -6,7 +6,7 @@
 //! - the seams to the outside world, each a trait with an embedded backend for standalone mode:
 //!   [`bus`] (publish/subscribe between nodes), [`queue`] (durable work queues), [`kv`]
 //!   (key-value store with TTL and compare-and-set) and [`state`] (durable records), opened
-//!   from configuration by [`seams::open`], the one place that names a backend;
+//!   from configuration by the resolver (`aos-seams`), the one place that names a backend;
 //! - [`metrics`], [`admin`] (the per-node admin HTTP listener) and [`net`] (hosting ntex servers).
 
 pub mod access;
@@ -29,7 +29,6 @@ pub mod node;
 pub mod node_info;
 pub mod queue;
 pub mod role;
-pub mod seams;
 pub mod state;
 pub mod tls;
 pub mod topic;

@@ -20,11 +20,11 @@ impl AsRef<dyn WorkQueue> for DiskFixture {
     }
 }
 
-async fn disk_queue() -> DiskFixture {
+async fn disk_queue() -> Option<DiskFixture> {
     let dir = tempfile::tempdir().expect("tempdir");
     let queue =
         DiskQueue::open(DiskQueueConfig::new(dir.path()), &Metrics::default()).expect("open");
-    DiskFixture { queue, _dir: dir }
+    Some(DiskFixture { queue, _dir: dir })
 }
 
 struct StateFixture {
@@ -38,22 +38,22 @@ impl AsRef<dyn StateStore> for StateFixture {
     }
 }
 
-async fn disk_state() -> StateFixture {
+async fn disk_state() -> Option<StateFixture> {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = DiskState::open(dir.path(), &Metrics::default()).expect("open");
-    StateFixture { state, _dir: dir }
+    Some(StateFixture { state, _dir: dir })
 }
 
-async fn memory_state() -> Arc<dyn StateStore> {
-    Arc::new(MemoryState::new())
+async fn memory_state() -> Option<Arc<dyn StateStore>> {
+    Some(Arc::new(MemoryState::new()))
 }
 
-async fn memory_kv() -> Arc<dyn Kv> {
-    Arc::new(MemoryKv::new())
+async fn memory_kv() -> Option<Arc<dyn Kv>> {
+    Some(Arc::new(MemoryKv::new()))
 }
 
-async fn memory_bus() -> Arc<dyn Bus> {
-    Arc::new(MemoryBus::new(&Metrics::default()))
+async fn memory_bus() -> Option<Arc<dyn Bus>> {
+    Some(Arc::new(MemoryBus::new(&Metrics::default())))
 }
 
 mod disk_queue {

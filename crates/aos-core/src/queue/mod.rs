@@ -52,7 +52,7 @@ pub struct QueueDepth {
     /// Pulled and not yet acknowledged.
     pub in_flight: u64,
     /// Released with a delay that has not passed yet, where the backend tells them apart
-    /// (a JetStream stream counts them with the ready ones).
+    /// (JetStream holds them as pending acknowledgement: counted in `in_flight`).
     pub delayed: Option<u64>,
 }
 

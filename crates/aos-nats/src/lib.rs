@@ -1,0 +1,113 @@
+//! `aos-nats`: the `aos-core` seams on NATS, for nodes that share a deployment.
+//!
+//! - [`NatsBus`]: the [`aos_core::Bus`] on NATS core subjects (`<prefix>.<subject>`), queue
+//!   groups where one of many must take a message;
+//! - [`JetStreamQueue`]: the [`aos_core::WorkQueue`] on JetStream — one work-queue stream per
+//!   queue, one durable pull consumer shared by every node, dead letters moved by AOS;
+//! - [`JetStreamKv`]: the [`aos_core::Kv`] on a JetStream key-value bucket with per-key TTL.
+//!
+//! All three share one connection ([`Nats`]). They need NATS server 2.11 or later (per-message
+//! TTL), with JetStream enabled.
+
+mod bus;
+mod kv;
+mod names;
+mod queue;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use bus::NatsBus;
+pub use kv::JetStreamKv;
+pub use queue::JetStreamQueue;
+
+use std::time::Duration;
+
+use aos_core::config::ClusterConfig;
+use async_nats::jetstream;
+
+/// One connection to the deployment's NATS, shared by the seams of a node.
+#[derive(Clone)]
+pub struct Nats {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    /// Names this deployment's subjects, streams and bucket.
+    pub(crate) prefix: String,
+    pub(crate) replicas: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "no NATS server is configured: set `cluster.nats_url` (environment variable AOS_CLUSTER__NATS_URL)"
+    )]
+    NoServer,
+    #[error("cannot read the NATS credentials file {path}: {error}")]
+    Credentials { path: String, error: String },
+    #[error("cannot connect to NATS at {urls}: {error}")]
+    Connect { urls: String, error: String },
+    #[error(
+        "NATS at {urls} has no JetStream ({error}); AOS needs NATS server 2.11 or later with JetStream enabled"
+    )]
+    NoJetStream { urls: String, error: String },
+}
+
+impl Nats {
+    /// Connects to the servers of `config` as node `name` and checks that JetStream answers.
+    pub async fn connect(config: &ClusterConfig, name: &str) -> Result<Nats, ConnectError> {
+        if config.nats_url.is_empty() {
+            return Err(ConnectError::NoServer);
+        }
+        let urls = config.nats_url.join(",");
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("aos {name}"))
+            .connection_timeout(Duration::from_secs(5));
+        if !config.nats_user.is_empty() {
+            options =
+                options.user_and_password(config.nats_user.clone(), config.nats_password.clone());
+        }
+        if !config.nats_token.is_empty() {
+            options = options.token(config.nats_token.clone());
+        }
+        if !config.nats_credentials.as_os_str().is_empty() {
+            options = options
+                .credentials_file(&config.nats_credentials)
+                .await
+                .map_err(|err| ConnectError::Credentials {
+                    path: config.nats_credentials.display().to_string(),
+                    error: err.to_string(),
+                })?;
+        }
+        if !config.nats_tls_ca.as_os_str().is_empty() {
+            options = options
+                .add_root_certificates(config.nats_tls_ca.clone())
+                .require_tls(true);
+        }
+        let client = options
+            .connect(config.nats_url.clone())
+            .await
+            .map_err(|err| ConnectError::Connect {
+                urls: urls.clone(),
+                error: err.to_string(),
+            })?;
+        let js = jetstream::new(client.clone());
+        js.query_account()
+            .await
+            .map_err(|err| ConnectError::NoJetStream {
+                urls,
+                error: err.to_string(),
+            })?;
+        Ok(Nats {
+            client,
+            js,
+            prefix: config.prefix.clone(),
+            replicas: config.replicas,
+        })
+    }
+
+    /// Sends what is buffered (acknowledgements included) to the server.
+    pub async fn flush(&self) {
+        if let Err(err) = self.client.flush().await {
+            tracing::warn!(%err, "flushing the NATS connection failed");
+        }
+    }
+}
