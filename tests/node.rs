@@ -175,6 +175,47 @@ fn a_value_of_the_wrong_form_says_what_was_expected() {
 }
 
 #[test]
+fn a_distributed_node_says_which_shared_service_is_missing() {
+    let dir = tempdir();
+    let (status, _, stderr) = Aos::new(dir.path(), &["run"])
+        .env("AOS_CLUSTER__MODE", "distributed")
+        .env("AOS_CLUSTER__NATS_URL", "nats://127.0.0.1:4222")
+        .output();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("set `storage.url` (AOS_STORAGE__URL) to postgres://"),
+        "{stderr}"
+    );
+
+    let (status, _, stderr) = Aos::new(dir.path(), &["run"])
+        .env("AOS_CLUSTER__MODE", "distributed")
+        .env("AOS_STORAGE__URL", "postgres://aos@127.0.0.1:1/aos")
+        .output();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("set `cluster.nats_url` (AOS_CLUSTER__NATS_URL)"),
+        "{stderr}"
+    );
+
+    // Configured, but nobody answers there: a start-up failure that names the address.
+    let nobody = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = nobody.local_addr().expect("addr").port();
+    drop(nobody);
+    let (status, _, stderr) = Aos::new(dir.path(), &["run"])
+        .env("AOS_CLUSTER__MODE", "distributed")
+        .env("AOS_STORAGE__URL", "postgres://aos@127.0.0.1:1/aos")
+        .env("AOS_CLUSTER__NATS_URL", format!("nats://127.0.0.1:{port}"))
+        .output();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to NATS at nats://127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn moved_keys_and_unknown_backends_are_refused_by_name() {
     let dir = tempdir();
     let (status, _, stderr) = Aos::new(dir.path(), &["run"])

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different part of these helpers
 
 pub mod api;
+pub mod cluster;
 pub mod mqtt;
 pub mod pki;
 pub mod platform;
@@ -242,6 +243,15 @@ impl AosProcess {
     }
 
     /// Polls `/ready` until it answers 200; panics with the node's log if it exits or times out.
+    /// The value of an unlabelled metric on the node's `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, text) = http_get(self.ports.admin, "/metrics").expect("GET /metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    }
+
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + PATIENCE;
         loop {
@@ -344,10 +354,6 @@ impl Broker {
 
     /// The value of an unlabelled metric on the node's `/metrics`.
     pub fn metric(&self, name: &str) -> u64 {
-        let (_, text) = http_get(self.process.ports.admin, "/metrics").expect("GET /metrics");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+        self.process.metric(name)
     }
 }

@@ -12,6 +12,7 @@ use aos_auth::clients::StorageClientDirectory;
 use aos_auth::secret;
 use aos_core::access::Clients;
 use aos_core::admin::AdminServer;
+use aos_core::config::Mode;
 use aos_core::extensions::Extensions;
 use aos_core::net::NetHost;
 use aos_core::node::{Exit, NodeParts};
@@ -78,6 +79,19 @@ pub fn run(settings: &Settings) -> ExitCode {
         Ok(c) => c,
         Err(err) => return exit(EXIT_CONFIG, err),
     };
+    let cluster = &settings.core().cluster;
+    if cluster.mode == Mode::Distributed && !storage_config.url.starts_with("postgres") {
+        return exit(
+            EXIT_CONFIG,
+            "`cluster.mode` is `distributed`, whose nodes share one database: set `storage.url` (AOS_STORAGE__URL) to postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+        );
+    }
+    if cluster.mode == Mode::Distributed && cluster.nats_url.is_empty() {
+        return exit(
+            EXIT_CONFIG,
+            "`cluster.mode` is `distributed`, whose nodes share NATS: set `cluster.nats_url` (AOS_CLUSTER__NATS_URL) to the NATS servers (nats://HOST:4222, comma-separated)",
+        );
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(err) => return exit(EXIT_FAILURE, format!("cannot start the runtime: {err}")),
@@ -282,6 +296,9 @@ async fn start_node(
         .await
         .map_err(|err| Failure::failed(format!("{err:#}")))?;
     let storage = opened.storage.insert(storage).clone();
+    if core.cluster.mode == Mode::Standalone && !core.cluster.ignore_other_nodes {
+        alone_on(&storage, &id, core.node.heartbeat()).await?;
+    }
 
     let auth: aos_auth::AuthSettings = settings.section("auth").map_err(Failure::config)?;
     auth.check().map_err(Failure::config)?;
@@ -381,6 +398,28 @@ async fn start_node(
         "AOS node ready"
     );
     Ok(node)
+}
+
+/// A standalone node's embedded bus, queues and key-value store reach no other node: it starts
+/// only if no other node uses its database now.
+async fn alone_on(storage: &Storage, id: &str, heartbeat: Duration) -> Result<(), Failure> {
+    let recent = chrono::Utc::now()
+        - chrono::Duration::from_std(heartbeat * 3).unwrap_or(chrono::Duration::seconds(30));
+    let others = nodes::list(storage)
+        .await
+        .map_err(|err| Failure::failed(format!("cannot read the nodes of the database: {err}")))?;
+    let live: Vec<String> = others
+        .into_iter()
+        .filter(|n| n.id != id && n.stopped_at.is_none() && n.last_seen > recent)
+        .map(|n| n.id)
+        .collect();
+    if live.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::config(format!(
+        "another node uses this database now ({}), and this node runs standalone: its bus, work queues and key-value store would not reach that node. Run every node with `cluster.mode = \"distributed\"` (AOS_CLUSTER__MODE) on a shared NATS, stop the other node, or set `cluster.ignore_other_nodes = true` (AOS_CLUSTER__IGNORE_OTHER_NODES) to start anyway",
+        live.join(", ")
+    )))
 }
 
 async fn open_storage(config: &StorageConfig, data_dir: &Path) -> anyhow::Result<Storage> {

@@ -402,6 +402,9 @@ pub struct ClusterConfig {
     pub nats_credentials: PathBuf,
     /// A CA certificate (PEM) to verify the NATS servers with; set, TLS is required.
     pub nats_tls_ca: PathBuf,
+    /// Start a standalone node even when its database shows another live node (which its
+    /// embedded bus, queues and key-value store would not reach).
+    pub ignore_other_nodes: bool,
 }
 
 impl Default for ClusterConfig {
@@ -416,6 +419,7 @@ impl Default for ClusterConfig {
             nats_token: String::new(),
             nats_credentials: PathBuf::new(),
             nats_tls_ca: PathBuf::new(),
+            ignore_other_nodes: false,
         }
     }
 }

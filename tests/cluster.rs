@@ -1,0 +1,234 @@
+//! Distributed mode: several `aos` processes on one NATS and one PostgreSQL database form one
+//! platform — each node sees the others, broker-only nodes hand device messages to the shared
+//! queue, worker nodes share the work, and losing a worker loses nothing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aos_storage::entity::ledger;
+use common::api::{PASSWORD, call};
+use common::cluster::Shared;
+use common::mqtt::{Client3, options3};
+use common::platform::printed;
+use common::{AosProcess, PATIENCE};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::Value;
+
+/// Tenant `acme`, class `sensor`, device `d-1`; returns the device's access token.
+fn acme(shared: &Shared) -> String {
+    shared.cli(&["tenant", "add", "acme"]);
+    shared.cli(&["class", "add", "sensor", "--tenant", "acme"]);
+    shared.cli(&[
+        "device", "add", "d-1", "--tenant", "acme", "--class", "sensor",
+    ]);
+    let out = shared.cli(&["device", "credentials", "d-1", "--tenant", "acme"]);
+    printed(&out, "access token: ")
+}
+
+/// The device connected to `broker` with a persistent session.
+async fn device(broker: &AosProcess, token: &str) -> Client3 {
+    let mut options = options3(broker.ports.mqtt, "d-1");
+    options.set_credentials("d-1", token);
+    options.set_clean_session(false);
+    options.set_inflight(100);
+    let (client, _) = Client3::connect(options)
+        .await
+        .expect("the device connects");
+    client
+}
+
+/// Publishes `n` QoS 1 telemetry messages `{"n": i}`, each acknowledged.
+async fn publish(device: &mut Client3, from: u32, n: u32) {
+    for i in from..from + n {
+        device
+            .publish_acked(
+                "aos/d-1/telemetry",
+                false,
+                format!(r#"{{"n": {i}}}"#).as_bytes(),
+            )
+            .await;
+    }
+}
+
+/// Ledger rows of attribute `n`, counted in the shared database.
+async fn stored(shared: &Shared) -> u64 {
+    let storage = shared.storage().await;
+    let rows = ledger::Entity::find()
+        .filter(ledger::Column::Attribute.eq("n"))
+        .count(storage.db())
+        .await
+        .expect("count");
+    storage.close().await.ok();
+    rows
+}
+
+/// Waits until the shared ledger holds `want` rows of `n`.
+async fn wait_stored(shared: &Shared, want: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let rows = stored(shared).await;
+        if rows >= want {
+            assert_eq!(rows, want, "each message stored once");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{rows} of {want} messages stored in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sign_in(web: &AosProcess) -> String {
+    common::api::access_token(web.ports.http, "admin", PASSWORD)
+}
+
+/// The nodes `/api/nodes` of `web` lists, with whether each is live and its running roles.
+fn nodes(web: &AosProcess, token: &str) -> Vec<(String, bool, Vec<String>)> {
+    let (status, body) = call(web.ports.http, "GET", "/api/nodes", Some(token), None);
+    assert_eq!(status, 200, "{body}");
+    body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|n| {
+            let roles = n["running_roles"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                n["id"].as_str().unwrap_or_default().to_string(),
+                n["live"].as_bool().unwrap_or(false),
+                roles,
+            )
+        })
+        .collect()
+}
+
+fn node_id(node: &AosProcess) -> String {
+    let (_, body) = common::http_get(node.ports.admin, "/node").expect("GET /node");
+    let info: Value = serde_json::from_str(&body).expect("JSON");
+    info["id"].as_str().expect("id").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_see_each_other_and_share_the_work() {
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let token = acme(&shared);
+    let broker = shared.node("broker");
+    let worker = shared.node("worker");
+    let web = shared.node("worker,web");
+
+    // Every node is listed, live, with its roles, by the one web node.
+    let admin = sign_in(&web);
+    let ids = [node_id(&broker), node_id(&worker), node_id(&web)];
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let listed = nodes(&web, &admin);
+        let live: Vec<&(String, bool, Vec<String>)> = listed
+            .iter()
+            .filter(|(id, live, _)| *live && ids.contains(id))
+            .collect();
+        if live.len() == 3 {
+            let roles_of = |id: &str| {
+                live.iter()
+                    .find(|(i, _, _)| i == id)
+                    .map(|(_, _, r)| r.join(","))
+                    .unwrap_or_default()
+            };
+            assert_eq!(roles_of(&ids[0]), "broker");
+            assert_eq!(roles_of(&ids[1]), "worker");
+            assert_eq!(roles_of(&ids[2]), "worker,web");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every node listed live: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The broker-only node hands device messages to the shared queue; both workers take part.
+    let mut device = device(&broker, &token).await;
+    publish(&mut device, 0, 1500).await;
+    wait_stored(&shared, 1500, PATIENCE).await;
+    let processed = |node: &AosProcess| node.metric("aos_worker_processed_messages_total");
+    let (first, second) = (processed(&worker), processed(&web));
+    assert_eq!(first + second, 1500, "each message processed once");
+    assert!(
+        first > 0 && second > 0,
+        "the work is spread over both workers: {first} / {second}"
+    );
+
+    // A node that stops is shown down.
+    drop(worker);
+    let deadline = Instant::now() + PATIENCE;
+    while nodes(&web, &admin)
+        .iter()
+        .any(|(id, live, _)| id == &ids[1] && *live)
+    {
+        assert!(Instant::now() < deadline, "a killed node still shown live");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_batch_loses_nothing() {
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let token = acme(&shared);
+    let broker = shared.node("broker");
+    // A short visibility timeout: what the killed worker held comes back quickly.
+    let mut doomed = shared
+        .aos(&["run", "--roles", "worker"])
+        .env("AOS_QUEUE__VISIBILITY_TIMEOUT", "2s")
+        .spawn();
+    doomed.wait_ready();
+    let mut device = device(&broker, &token).await;
+    publish(&mut device, 0, 500).await;
+    // Killed while it works through them (some stored, some not).
+    let deadline = Instant::now() + PATIENCE;
+    while stored(&shared).await == 0 {
+        assert!(Instant::now() < deadline, "the worker stored nothing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    doomed.signal(libc::SIGKILL);
+    doomed.wait_exit(PATIENCE).expect("killed");
+    publish(&mut device, 500, 500).await;
+    let survivor = shared
+        .aos(&["run", "--roles", "worker"])
+        .env("AOS_QUEUE__VISIBILITY_TIMEOUT", "2s")
+        .spawn();
+    let mut survivor = survivor;
+    survivor.wait_ready();
+    // Everything acknowledged to the device is stored, each message once.
+    wait_stored(&shared, 1000, PATIENCE * 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_node_refuses_a_database_another_node_uses() {
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let web = shared.node("web");
+    let other = node_id(&web);
+    let (status, _, stderr) = shared
+        .aos(&["run"])
+        .env("AOS_CLUSTER__MODE", "standalone")
+        .output();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("another node uses this database now ({other})")),
+        "names the other node: {stderr}"
+    );
+    assert!(stderr.contains("cluster.ignore_other_nodes"), "{stderr}");
+}
