@@ -232,3 +232,78 @@ async fn a_standalone_node_refuses_a_database_another_node_uses() {
     );
     assert!(stderr.contains("cluster.ignore_other_nodes"), "{stderr}");
 }
+
+/// A field of device `d-1` as the API of `web` shows it.
+fn shown(web: &AosProcess, token: &str, field: &str) -> String {
+    let (code, body) = call(web.ports.http, "GET", "/api/devices/d-1", Some(token), None);
+    assert_eq!(code, 200, "{body}");
+    body[field].as_str().unwrap_or_default().to_string()
+}
+
+fn status(web: &AosProcess, token: &str) -> String {
+    shown(web, token, "status")
+}
+
+async fn wait_status(web: &AosProcess, token: &str, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = status(web, token);
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the device stayed {now}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_belongs_to_the_node_holding_the_session() {
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let token = acme(&shared);
+    let out = shared.cli(&[
+        "user", "add", "olga", "--tenant", "acme", "--role", "operator",
+    ]);
+    let password = printed(&out, "password: ");
+    let web = shared.node("worker,web");
+    let olga = common::api::access_token(web.ports.http, "olga", &password);
+    let first = shared.node("broker");
+    let mut second = shared.node("broker");
+
+    let old = device(&first, &token).await;
+    wait_status(&web, &olga, "online", PATIENCE).await;
+    let seen_first = shown(&web, &olga, "last_seen");
+    // The device comes back through the other broker node before the first one notices it
+    // left (recorded once its last-seen time moves on); the first connection's end, reported
+    // last, changes nothing.
+    let new = device(&second, &token).await;
+    let deadline = Instant::now() + PATIENCE;
+    while shown(&web, &olga, "last_seen") == seen_first {
+        assert!(
+            Instant::now() < deadline,
+            "the second session was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(old);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        assert_eq!(
+            status(&web, &olga),
+            "online",
+            "a late disconnect flipped it"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The node holding the session dies: the device is offline once its registration expires
+    // (three 1 s heartbeats here), without any disconnect report.
+    second.signal(libc::SIGKILL);
+    second.wait_exit(PATIENCE).expect("killed");
+    wait_status(&web, &olga, "offline", Duration::from_secs(15)).await;
+    drop(new);
+}

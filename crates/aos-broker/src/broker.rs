@@ -340,7 +340,7 @@ impl Broker {
             state.expiry = expiry.map(|e| e.min(self.limits.max_session_expiry));
             std::mem::replace(&mut state.will, will)
         };
-        self.presence_changed(identity, PresenceChange::Connected);
+        self.presence_changed(identity, PresenceChange::Connected, link.generation);
         if let Some(previous) = session.attach(link) {
             self.metrics.takeovers.inc();
             if let Some(kick) = previous.kick {
@@ -389,7 +389,11 @@ impl Broker {
         if !session.detach(generation) {
             return;
         }
-        self.presence_changed(session.identity.as_ref(), PresenceChange::Disconnected);
+        self.presence_changed(
+            session.identity.as_ref(),
+            PresenceChange::Disconnected,
+            generation,
+        );
         let (will, expiry) = {
             let mut state = session.lock();
             if let Some(expiry) = expiry {
@@ -570,7 +574,7 @@ impl Broker {
                 .insert(full_filter.to_string(), (filter, opts));
             session.save(&state);
         }
-        self.presence_changed(session.identity.as_ref(), PresenceChange::Subscribed);
+        self.presence_changed(session.identity.as_ref(), PresenceChange::Subscribed, 0);
         existed
     }
 

@@ -64,8 +64,14 @@ impl Broker {
         let _ = self.presence.set(to);
     }
 
-    /// Reports what a device did (other identities are not reported).
-    pub(crate) fn presence_changed(&self, identity: Option<&Identity>, change: PresenceChange) {
+    /// Reports what a device did on connection `connection` (other identities are not
+    /// reported).
+    pub(crate) fn presence_changed(
+        &self,
+        identity: Option<&Identity>,
+        change: PresenceChange,
+        connection: u64,
+    ) {
         if let (Some(Identity::Device { uid, tenant }), Some(to)) = (identity, self.presence.get())
         {
             let _ = to.send(Presence {
@@ -74,6 +80,8 @@ impl Broker {
                 node: String::new(),
                 change,
                 at_ms: chrono::Utc::now().timestamp_millis(),
+                connection,
+                session: String::new(),
             });
         }
     }
@@ -87,6 +95,8 @@ pub async fn serve(
     mut presence: mpsc::UnboundedReceiver<Presence>,
     stop: CancellationToken,
 ) {
+    // Connections are numbered per process: the boot time makes a session unique for good.
+    let boot = chrono::Utc::now().timestamp_millis();
     let mut offered = match bus.subscribe(DELIVER_SUBJECT).await {
         Ok(subscription) => subscription,
         Err(err) => {
@@ -117,6 +127,7 @@ pub async fn serve(
             change = presence.recv() => {
                 let Some(mut change) = change else { return };
                 change.node.clone_from(&node);
+                change.session = format!("{node}/{boot}/{}", change.connection);
                 if let Err(err) = bus.publish(change.subject(), commands::encode(&change)).await {
                     tracing::warn!(%err, device = %change.device, "cannot report a device's presence");
                 }

@@ -55,6 +55,13 @@ pub struct Presence {
     pub change: PresenceChange,
     /// When it happened (milliseconds since the Unix epoch).
     pub at_ms: i64,
+    /// The connection within the broker (its generation).
+    #[serde(default)]
+    pub connection: u64,
+    /// The broker session across the cluster, `<node>/<boot>/<connection>`: whose presence a
+    /// report is about.
+    #[serde(default)]
+    pub session: String,
 }
 
 impl Presence {

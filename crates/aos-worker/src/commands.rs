@@ -18,13 +18,15 @@ use aos_core::commands::{
     Presence, PresenceChange, SENT_SUBJECT,
 };
 use aos_core::live::{LiveFeed, LiveKind, LiveUpdate};
+use aos_core::node::{REGISTRATIONS, Registration};
 use aos_core::{Bus, Kv, Subscription};
 use aos_formats::command;
 use aos_storage::Storage;
+use aos_storage::entity::device;
 use aos_storage::repo::commands::{self as stored, Deliverable};
 use aos_storage::repo::devices;
 use aos_workflows::{DeviceEvent, DeviceFacts};
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +41,9 @@ const TICK: Duration = Duration::from_secs(1);
 const REOFFER: Duration = Duration::from_secs(30);
 /// Commands offered per look.
 const PER_LOOK: u64 = 500;
+/// How old a session must be before its node's absence from the registry ends it (a broker
+/// registers a moment after it starts accepting).
+const LOST_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// Queue groups: each report is handled by one worker of the cluster.
 const COMMANDS_GROUP: &str = "workers.commands";
 const PRESENCE_GROUP: &str = "workers.presence";
@@ -220,16 +225,34 @@ impl Dispatcher {
             PresenceChange::Disconnected => DeviceEvent::Disconnected,
         };
         let connected = presence.change == PresenceChange::Connected;
-        let device = match devices::set_presence(&self.storage, &presence.device, connected, at)
+        let recorded = if connected {
+            devices::session_began(
+                &self.storage,
+                &presence.device,
+                &presence.session,
+                &presence.node,
+                at,
+            )
             .await
-        {
-            Ok(Some(device)) => device,
-            Ok(None) => return,
+        } else {
+            devices::session_ended(&self.storage, &presence.device, &presence.session, at).await
+        };
+        let device = match recorded {
+            Ok(Some((device, true))) => device,
+            // Unknown, or about a session another one replaced: nothing changed.
+            Ok(Some((_, false)) | None) => return,
             Err(err) => {
                 tracing::warn!(%err, device = %presence.device, "cannot record a device's presence");
                 return;
             }
         };
+        self.announce(&device, event, at).await;
+    }
+
+    /// Tells watchers about a device going online or offline, and starts the workflows that
+    /// watch for it.
+    async fn announce(&self, device: &device::Model, event: DeviceEvent, at: DateTime<Utc>) {
+        let connected = event == DeviceEvent::Connected;
         let update = LiveUpdate {
             kind: LiveKind::Device,
             device: device.uid.clone(),
@@ -255,12 +278,60 @@ impl Dispatcher {
         let runs = [Some(event), first]
             .into_iter()
             .flatten()
-            .flat_map(|event| workflows.on_device(facts, event, presence.at_ms))
+            .flat_map(|event| workflows.on_device(facts, event, at.timestamp_millis()))
             .collect();
         self.triggers.start(runs).await;
     }
 
-    async fn tick(&self) {
+    /// The sessions of broker nodes that are gone — not registered any more (their
+    /// registration expired), or restarted since — end: their devices are offline.
+    async fn end_lost_sessions(&self, kv: &dyn Kv) {
+        let before = Utc::now() - LOST_GRACE;
+        let sessions = match devices::sessions_before(&self.storage, before).await {
+            Ok(sessions) => sessions,
+            Err(err) => {
+                tracing::warn!(%err, "cannot look devices' sessions up");
+                return;
+            }
+        };
+        if sessions.is_empty() {
+            return;
+        }
+        // Never guessed from a registry that cannot be read.
+        let registered = match kv.list(REGISTRATIONS).await {
+            Ok(entries) => entries,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the node registry; sessions are kept");
+                return;
+            }
+        };
+        let started: HashMap<String, DateTime<Utc>> = registered
+            .iter()
+            .filter_map(|entry| {
+                let node: Registration = commands::decode(&entry.value).ok()?;
+                let at = DateTime::parse_from_rfc3339(&node.info.started_at).ok()?;
+                Some((node.info.id, at.with_timezone(&Utc)))
+            })
+            .collect();
+        for (uid, session, node, began) in sessions {
+            let lost = started.get(&node).is_none_or(|started| began < *started);
+            if !lost {
+                continue;
+            }
+            let now = Utc::now();
+            match devices::session_ended(&self.storage, &uid, &session, now).await {
+                Ok(Some((device, true))) => {
+                    tracing::info!(device = %uid, node = %node, "the device's broker node is gone: offline");
+                    self.announce(&device, DeviceEvent::Disconnected, now).await;
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(%err, device = %uid, "cannot end a lost session"),
+            }
+        }
+    }
+
+    async fn tick(&self, kv: &dyn Kv) {
+        self.end_lost_sessions(kv).await;
         match stored::expire(&self.storage).await {
             Ok(0) => {}
             Ok(expired) => {
@@ -321,7 +392,7 @@ pub async fn run(
             _ = tick.tick() => {
                 // One worker of the cluster looks per tick.
                 match take_lease(kv.as_ref(), "jobs.commands", &node, LOOK_LEASE).await {
-                    Ok(true) => dispatcher.tick().await,
+                    Ok(true) => dispatcher.tick(kv.as_ref()).await,
                     Ok(false) => {}
                     Err(err) => tracing::warn!(%err, "cannot take the command dispatch lease"),
                 }

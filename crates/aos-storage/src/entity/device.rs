@@ -22,6 +22,11 @@ pub struct Model {
     /// `online` or `offline`.
     pub status: String,
     pub last_seen: Option<ChronoDateTimeUtc>,
+    /// The broker session its presence belongs to (`<node>/<boot>/<connection>`), the node
+    /// holding it, and when it connected; none while offline.
+    pub session: Option<String>,
+    pub session_node: Option<String>,
+    pub session_at: Option<ChronoDateTimeUtc>,
     pub disabled: bool,
     pub created_at: ChronoDateTimeUtc,
 }

@@ -9,6 +9,7 @@ mod m0006_acquisition;
 mod m0007_message_log_indexes;
 mod m0008_child_class;
 mod m0009_ledger_retention_by_series;
+mod m0010_device_sessions;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_message_log_indexes::Migration),
             Box::new(m0008_child_class::Migration),
             Box::new(m0009_ledger_retention_by_series::Migration),
+            Box::new(m0010_device_sessions::Migration),
         ]
     }
 }

@@ -416,15 +416,16 @@ pub async fn refs_by_uid(storage: &Storage, uids: &[&str]) -> Result<Vec<DeviceR
     Ok(refs)
 }
 
-/// Records that device `uid` connected or disconnected at `at`: its status, and that of the
-/// child nodes reached through it, and when it was last seen. Returns the device (`None`: no
-/// such device any more).
-pub async fn set_presence(
+/// A device's broker session `session` (on `node`) began at `at`: the device and its child
+/// nodes are online — unless a session that began later holds it already (reports of two
+/// nodes may arrive out of order). Returns the device as it was, and whether it changed.
+pub async fn session_began(
     storage: &Storage,
     uid: &str,
-    connected: bool,
+    session: &str,
+    node: &str,
     at: chrono::DateTime<Utc>,
-) -> Result<Option<device::Model>, StorageError> {
+) -> Result<Option<(device::Model, bool)>, StorageError> {
     let Some(found) = device::Entity::find()
         .filter(device::Column::Uid.eq(uid))
         .one(storage.db())
@@ -432,18 +433,99 @@ pub async fn set_presence(
     else {
         return Ok(None);
     };
-    let status = if connected { ONLINE } else { OFFLINE };
+    let applied = device::Entity::update_many()
+        .col_expr(device::Column::Status, Expr::value(ONLINE))
+        .col_expr(device::Column::LastSeen, Expr::value(at))
+        .col_expr(device::Column::Session, Expr::value(session))
+        .col_expr(device::Column::SessionNode, Expr::value(node))
+        .col_expr(device::Column::SessionAt, Expr::value(at))
+        .filter(device::Column::Id.eq(found.id))
+        .filter(
+            device::Column::SessionAt
+                .is_null()
+                .or(device::Column::SessionAt.lte(at)),
+        )
+        .exec(storage.db())
+        .await?
+        .rows_affected
+        == 1;
+    if applied {
+        children_present(storage, found.id, ONLINE, at).await?;
+    }
+    Ok(Some((found, applied)))
+}
+
+/// A device's broker session `session` ended at `at`: the device and its child nodes are
+/// offline — if that session still holds it (one taken over by a newer session changes
+/// nothing). Returns the device as it was, and whether it changed.
+pub async fn session_ended(
+    storage: &Storage,
+    uid: &str,
+    session: &str,
+    at: chrono::DateTime<Utc>,
+) -> Result<Option<(device::Model, bool)>, StorageError> {
+    let Some(found) = device::Entity::find()
+        .filter(device::Column::Uid.eq(uid))
+        .one(storage.db())
+        .await?
+    else {
+        return Ok(None);
+    };
+    let applied = device::Entity::update_many()
+        .col_expr(device::Column::Status, Expr::value(OFFLINE))
+        .col_expr(device::Column::LastSeen, Expr::value(at))
+        .col_expr(device::Column::Session, Expr::value(Option::<String>::None))
+        .col_expr(
+            device::Column::SessionNode,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            device::Column::SessionAt,
+            Expr::value(Option::<chrono::DateTime<Utc>>::None),
+        )
+        .filter(device::Column::Id.eq(found.id))
+        .filter(device::Column::Session.eq(session))
+        .exec(storage.db())
+        .await?
+        .rows_affected
+        == 1;
+    if applied {
+        children_present(storage, found.id, OFFLINE, at).await?;
+    }
+    Ok(Some((found, applied)))
+}
+
+/// A gateway's child nodes share its presence.
+async fn children_present(
+    storage: &Storage,
+    gateway: i64,
+    status: &str,
+    at: chrono::DateTime<Utc>,
+) -> Result<(), StorageError> {
     device::Entity::update_many()
         .col_expr(device::Column::Status, Expr::value(status))
         .col_expr(device::Column::LastSeen, Expr::value(at))
-        .filter(
-            device::Column::Id
-                .eq(found.id)
-                .or(device::Column::GatewayId.eq(found.id)),
-        )
+        .filter(device::Column::GatewayId.eq(gateway))
         .exec(storage.db())
         .await?;
-    Ok(Some(found))
+    Ok(())
+}
+
+/// Online devices whose session began before `before`, with the session: (uid, session, node,
+/// began).
+pub async fn sessions_before(
+    storage: &Storage,
+    before: chrono::DateTime<Utc>,
+) -> Result<Vec<(String, String, String, chrono::DateTime<Utc>)>, StorageError> {
+    let rows = device::Entity::find()
+        .filter(device::Column::Status.eq(ONLINE))
+        .filter(device::Column::SessionAt.lt(before))
+        .all(storage.db())
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|d| Some((d.uid, d.session?, d.session_node?, d.session_at?)))
+        .collect())
 }
 
 /// Which devices to list.

@@ -1,0 +1,59 @@
+//! Which broker session a device's presence belongs to: the session (node, boot and
+//! connection), its node and when it connected. A late "disconnected" of a session that lost a
+//! takeover no longer flips the status, and the sessions of a node that died can be found.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Device {
+    Table,
+    Session,
+    SessionNode,
+    SessionAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per statement: SQLite alters one at a time.
+        for column in [
+            ColumnDef::new(Device::Session).string().null().to_owned(),
+            ColumnDef::new(Device::SessionNode)
+                .string()
+                .null()
+                .to_owned(),
+            ColumnDef::new(Device::SessionAt)
+                .timestamp_with_time_zone()
+                .null()
+                .to_owned(),
+        ] {
+            let mut column = column;
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Device::Table)
+                        .add_column(&mut column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [Device::Session, Device::SessionNode, Device::SessionAt] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Device::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
