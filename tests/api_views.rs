@@ -6,73 +6,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::sync::mpsc;
-
 use chrono::{DateTime, Duration, Utc};
-use common::api::{PASSWORD, access_token, acme, call, refused, start};
+use common::api::{PASSWORD, access_token, acme, call, live, refused, start, wait_live};
 use common::mqtt::{Client5, options5};
 use common::{PATIENCE, cli_ok};
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::{Value, json};
-
-/// Opens `GET /api/live` with `token`; its `event:`/`data:` pairs come out of the channel.
-fn live(port: u16, token: &str) -> mpsc::Receiver<(String, Value)> {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build(),
-    );
-    let response = agent
-        .get(format!("http://127.0.0.1:{port}/api/live"))
-        .header("authorization", format!("Bearer {token}"))
-        .call()
-        .expect("live stream");
-    assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(
-        response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("text/event-stream")
-    );
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut event = String::new();
-        for line in BufReader::new(response.into_body().into_reader())
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Some(name) = line.strip_prefix("event: ") {
-                event = name.to_string();
-            } else if let Some(data) = line.strip_prefix("data: ") {
-                let data = serde_json::from_str(data).expect("JSON data");
-                if tx.send((event.clone(), data)).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a live update of `kind` for which `wanted` holds.
-fn wait_live(
-    updates: &mpsc::Receiver<(String, Value)>,
-    kind: &str,
-    wanted: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let (event, data) = updates
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no live `{kind}` update in time"));
-        if event == kind && wanted(&data) {
-            return data;
-        }
-    }
-}
 
 fn points(series: &Value) -> Vec<Value> {
     series["series"][0]["points"]

@@ -307,3 +307,91 @@ async fn presence_belongs_to_the_node_holding_the_session() {
     wait_status(&web, &olga, "offline", Duration::from_secs(15)).await;
     drop(new);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_people_rely_on_is_the_same_on_every_node() {
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let token = acme(&shared);
+    let out = shared.cli(&[
+        "user",
+        "add",
+        "olga",
+        "--tenant",
+        "acme",
+        "--role",
+        "tenant administrator",
+    ]);
+    let password = printed(&out, "password: ");
+    let throttled = |roles: &str| {
+        let mut node = shared
+            .aos(&["run", "--roles", roles])
+            .env("AOS_AUTH__SIGN_IN__MAX_FAILURES", "3")
+            .spawn();
+        node.wait_ready();
+        node
+    };
+    let front = throttled("web");
+    let back = throttled("worker,web");
+    let broker = shared.node("broker");
+
+    // A token from one web node works on another (the cluster keeps one token key).
+    let olga = common::api::access_token(front.ports.http, "olga", &password);
+    let (status, body) = call(back.ports.http, "GET", "/api/devices", Some(&olga), None);
+    assert_eq!(status, 200, "{body}");
+
+    // A value stored by the worker on one node reaches a browser watching another node.
+    let updates = common::api::live(front.ports.http, &olga);
+    let mut device = device(&broker, &token).await;
+    publish(&mut device, 0, 1).await;
+    common::api::wait_live(&updates, "value", |v| {
+        v["device"] == "d-1" && v["attribute"] == "n"
+    });
+
+    // An interpreter set through one node applies on the worker of another at once, not when
+    // its cache (a minute) ages: it had the tenant's interpreters cached from the value above.
+    let (status, body) = call(
+        front.ports.http,
+        "PUT",
+        "/api/interpreters/n",
+        Some(&olga),
+        Some(r#"{"expression": "value * 10"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let changed = Instant::now();
+    let mut i = 1;
+    loop {
+        publish(&mut device, i, 1).await;
+        let data = common::api::wait_live(&updates, "value", |v| v["device"] == "d-1");
+        if data["value"].as_f64() == Some(f64::from(i * 10)) {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(20),
+            "the new interpreter was not applied before the worker's cache aged"
+        );
+        i += 1;
+    }
+
+    // Failed sign-ins count on every node: three on one hold the account back on the other.
+    for _ in 0..3 {
+        let (status, _) = call(
+            front.ports.http,
+            "POST",
+            "/api/auth/sign-in",
+            None,
+            Some(r#"{"login": "olga", "password": "not the password"}"#),
+        );
+        assert_eq!(status, 401);
+    }
+    let body = serde_json::json!({"login": "olga", "password": password}).to_string();
+    let (status, refusal) = call(
+        back.ports.http,
+        "POST",
+        "/api/auth/sign-in",
+        None,
+        Some(&body),
+    );
+    assert_eq!(status, 429, "{refusal}");
+}

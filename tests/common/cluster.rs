@@ -106,10 +106,6 @@ impl Shared {
             .env("AOS_CLUSTER__PREFIX", &self.prefix)
             .env("AOS_STORAGE__URL", &self.database_url)
             .env("AOS_ADMIN_PASSWORD", super::api::PASSWORD)
-            .env(
-                "AOS_AUTH__TOKEN_KEY",
-                "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
-            )
             .env("AOS_NODE__HEARTBEAT_INTERVAL", "1s")
     }
 

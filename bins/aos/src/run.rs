@@ -320,18 +320,36 @@ async fn start_node(
         ),
         None => {}
     }
+    let changes = match seams.bus.subscribe(aos_core::changes::SUBJECT).await {
+        Ok(changes) => Some(changes),
+        Err(err) => {
+            tracing::warn!(%err, "cannot follow announced changes; credentials are polled");
+            None
+        }
+    };
     let clients = StorageClientDirectory::start(
         storage.clone(),
         auth.credential_poll,
+        changes,
         opened.watching.clone(),
     )
     .await
     .map_err(|err| Failure::failed(format!("cannot read the credential change log: {err}")))?;
-    let key = secret::token_key(auth.token_key.as_deref(), &core.node.data_dir)
-        .map_err(|err| Failure::config(format!("cannot set up sign-in: {err}")))?;
-    let accounts = Accounts::new(storage.clone(), auth.sign_in.clone(), &key)
-        .await
-        .map_err(|err| Failure::config(format!("cannot set up sign-in: {err}")))?;
+    let key = match (auth.token_key.as_deref(), core.cluster.mode) {
+        (None, Mode::Distributed) => secret::shared_token_key(seams.kv.as_ref())
+            .await
+            .map_err(|err| Failure::failed(format!("cannot set up sign-in: {err}")))?,
+        (configured, _) => secret::token_key(configured, &core.node.data_dir)
+            .map_err(|err| Failure::config(format!("cannot set up sign-in: {err}")))?,
+    };
+    let accounts = Accounts::new(
+        storage.clone(),
+        auth.sign_in.clone(),
+        &key,
+        seams.kv.clone(),
+    )
+    .await
+    .map_err(|err| Failure::config(format!("cannot set up sign-in: {err}")))?;
     let extensions = Extensions::default();
     extensions.insert(Arc::new(storage.clone()));
     extensions.insert(Arc::new(Clients(clients)));

@@ -2,10 +2,12 @@
 //! hashed); sign-out, password change and administrator reset; failed sign-ins throttled per
 //! account and per client address; every outcome in the audit log.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aos_core::Kv;
+use aos_core::kv::KvError;
 
 use aos_storage::entity::app_user;
 use aos_storage::repo::audit::{self, AuditEvent};
@@ -112,49 +114,93 @@ pub enum SignInError {
     Password(#[from] PasswordError),
 }
 
-/// Failed attempts of one key (an account or an address).
+/// Failed attempts of one key (an account or an address) within the current window.
+#[derive(Serialize, Deserialize)]
 struct Failures {
     count: u32,
-    since: Instant,
+    /// When the window began (milliseconds since the Unix epoch).
+    since_ms: i64,
 }
 
-/// Failed sign-ins per account and per address, within a window. Per node: a cluster's nodes
-/// each count their own (the load balancer keeps a client on one node).
+/// Failed sign-ins per account and per address, within a window, in the key-value store: every
+/// node of a cluster counts the same failures. A store that cannot be read does not stop
+/// sign-ins (the password is still checked); it is logged.
 struct Throttle {
-    failures: Mutex<HashMap<String, Failures>>,
+    kv: Arc<dyn Kv>,
+}
+
+/// The key of an account's or an address's failures (hashed: logins and addresses hold
+/// characters keys may not).
+fn throttle_key(what: &str) -> String {
+    format!("signin.{}", secret::lookup_hash(what))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl Throttle {
-    fn retry_after(&self, key: &str, max: u32, window: Duration) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let f = failures.get(key)?;
-        let elapsed = f.since.elapsed();
+    async fn failures(&self, key: &str) -> Option<(Failures, u64)> {
+        match self.kv.get(&throttle_key(key)).await {
+            Ok(entry) => {
+                let entry = entry?;
+                let failures = serde_json::from_slice(&entry.value).ok()?;
+                Some((failures, entry.revision))
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot read sign-in failures; not throttling");
+                None
+            }
+        }
+    }
+
+    async fn retry_after(&self, key: &str, max: u32, window: Duration) -> Option<Duration> {
+        let (f, _) = self.failures(key).await?;
+        let elapsed = Duration::from_millis(u64::try_from(now_ms() - f.since_ms).unwrap_or(0));
         (f.count >= max && elapsed < window).then(|| window - elapsed)
     }
 
-    fn failed(&self, key: String, window: Duration) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() > 100_000 {
-            failures.retain(|_, f| f.since.elapsed() < window);
-        }
-        let f = failures.entry(key).or_insert(Failures {
-            count: 0,
-            since: Instant::now(),
-        });
-        if f.since.elapsed() >= window {
-            *f = Failures {
-                count: 0,
-                since: Instant::now(),
+    /// Counts one failure (compare-and-set: failures on several nodes at once all count).
+    async fn failed(&self, key: &str, window: Duration) {
+        let ttl = aos_core::kv::ttl(window);
+        let at = now_ms();
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        for _ in 0..8 {
+            let current = self.failures(key).await;
+            let next = match &current {
+                Some((f, _)) if at - f.since_ms < window_ms => Failures {
+                    count: f.count + 1,
+                    since_ms: f.since_ms,
+                },
+                _ => Failures {
+                    count: 1,
+                    since_ms: at,
+                },
             };
+            let value = bytes::Bytes::from(serde_json::to_vec(&next).unwrap_or_default());
+            let written = match current {
+                Some((_, revision)) => {
+                    self.kv
+                        .update(&throttle_key(key), value, revision, Some(ttl))
+                        .await
+                }
+                None => self.kv.create(&throttle_key(key), value, Some(ttl)).await,
+            };
+            match written {
+                Ok(_) => return,
+                Err(KvError::RevisionMismatch { .. } | KvError::Exists(_)) => continue,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot count a failed sign-in");
+                    return;
+                }
+            }
         }
-        f.count += 1;
     }
 
-    fn clear(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+    async fn clear(&self, key: &str) {
+        if let Err(err) = self.kv.delete(&throttle_key(key)).await {
+            tracing::warn!(%err, "cannot clear sign-in failures");
+        }
     }
 }
 
@@ -194,11 +240,13 @@ impl Accounts {
         self.settings.hash_params()
     }
 
-    /// `key` signs access tokens (HS256): at least 32 bytes, the same on every node.
+    /// `key` signs access tokens (HS256): at least 32 bytes, the same on every node. Failed
+    /// sign-ins are counted in `kv` (shared by the nodes of a cluster).
     pub async fn new(
         storage: Storage,
         settings: SignInSettings,
         key: &[u8],
+        kv: Arc<dyn Kv>,
     ) -> Result<Accounts, SignInError> {
         let decoy_hash =
             password::hash_off_thread(secret::generate(), settings.hash_params()).await?;
@@ -207,9 +255,7 @@ impl Accounts {
             encoding: EncodingKey::from_secret(key),
             decoding: DecodingKey::from_secret(key),
             settings,
-            throttle: Throttle {
-                failures: Mutex::new(HashMap::new()),
-            },
+            throttle: Throttle { kv },
             decoy_hash,
         })
     }
@@ -227,12 +273,15 @@ impl Accounts {
         let held = self
             .throttle
             .retry_after(&account_key, self.settings.max_failures, window)
-            .or_else(|| {
-                address_key.as_deref().and_then(|k| {
-                    self.throttle
-                        .retry_after(k, self.settings.max_failures_per_address, window)
-                })
-            });
+            .await;
+        let held = match (held, &address_key) {
+            (None, Some(k)) => {
+                self.throttle
+                    .retry_after(k, self.settings.max_failures_per_address, window)
+                    .await
+            }
+            (held, _) => held,
+        };
         if let Some(retry_after) = held {
             let mut refused = event(None, login, "sign_in.throttled", false);
             refused.client_addr = client.map(|a| a.to_string());
@@ -252,16 +301,16 @@ impl Accounts {
         record.client_addr = client.map(|a| a.to_string());
         audit::record(&self.storage, record).await?;
         let Some(user) = user.filter(|_| verified) else {
-            self.throttle.failed(account_key, window);
+            self.throttle.failed(&account_key, window).await;
             if let Some(key) = address_key {
-                self.throttle.failed(key, window);
+                self.throttle.failed(&key, window).await;
             }
             return Err(SignInError::BadCredentials);
         };
         if user.disabled || user.locked {
             return Err(SignInError::Disabled);
         }
-        self.throttle.clear(&account_key);
+        self.throttle.clear(&account_key).await;
         let refresh = secret::generate();
         tokens::insert(
             &self.storage,

@@ -72,9 +72,12 @@ pub struct StorageClientDirectory {
 
 impl StorageClientDirectory {
     /// Starts the directory, reading the change log every `poll` until `stop` is cancelled.
+    /// Reads the credential change log every `poll`, and at once when a change is announced on
+    /// `changes` (see `aos_core::changes`).
     pub async fn start(
         storage: Storage,
         poll: Duration,
+        mut changes: Option<aos_core::Subscription>,
         stop: CancellationToken,
     ) -> Result<Arc<StorageClientDirectory>, StorageError> {
         let mut last = devices::last_credential_change(&storage).await?;
@@ -88,9 +91,16 @@ impl StorageClientDirectory {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(poll);
             loop {
+                let announced = async {
+                    match &mut changes {
+                        Some(changes) => changes.next().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
+                    _ = announced => {}
                 }
                 let Some(directory) = watched.upgrade() else {
                     return;

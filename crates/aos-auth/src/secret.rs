@@ -82,9 +82,50 @@ pub fn token_key(configured: Option<&str>, data_dir: &std::path::Path) -> Result
     }
 }
 
+/// Where a cluster keeps its token-signing key when none is configured.
+const SHARED_TOKEN_KEY: &str = "secrets.token_key";
+
+/// The token-signing key of a cluster without `auth.token_key`: kept in the shared key-value
+/// store (no TTL), made by the first node that needs it and read by every other one.
+pub async fn shared_token_key(kv: &dyn aos_core::Kv) -> Result<Vec<u8>, String> {
+    let shown = "the cluster's token key (key-value store)";
+    let read = |value: &[u8]| {
+        let text = std::str::from_utf8(value).map_err(|_| format!("{shown} is not text"))?;
+        hex::decode(text.trim()).map_err(|e| format!("{shown} is not hex ({e})"))
+    };
+    let failed = |e: aos_core::kv::KvError| format!("cannot read {shown}: {e}");
+    if let Some(entry) = kv.get(SHARED_TOKEN_KEY).await.map_err(failed)? {
+        return read(&entry.value);
+    }
+    let key = generate();
+    match kv
+        .create(SHARED_TOKEN_KEY, key.clone().into_bytes().into(), None)
+        .await
+    {
+        Ok(_) => read(key.as_bytes()),
+        // Another node made it first: that one is the cluster's.
+        Err(aos_core::kv::KvError::Exists(_)) => {
+            match kv.get(SHARED_TOKEN_KEY).await.map_err(failed)? {
+                Some(entry) => read(&entry.value),
+                None => Err(format!("{shown} vanished while it was made")),
+            }
+        }
+        Err(err) => Err(failed(err)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn nodes_of_a_cluster_share_one_token_key() {
+        let kv = aos_core::kv::MemoryKv::new();
+        let first = shared_token_key(&kv).await.expect("made");
+        let second = shared_token_key(&kv).await.expect("read");
+        assert_eq!(first, second);
+        assert!(first.len() >= MIN_TOKEN_KEY);
+    }
 
     #[test]
     fn secrets_are_random_and_hashes_stable() {

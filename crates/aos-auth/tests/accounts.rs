@@ -57,9 +57,14 @@ async fn accounts(storage: &Storage, settings: SignInSettings) -> Accounts {
         hash_parallelism: FAST.parallelism,
         ..settings
     };
-    Accounts::new(storage.clone(), settings, &[7u8; 32])
-        .await
-        .expect("accounts")
+    Accounts::new(
+        storage.clone(),
+        settings,
+        &[7u8; 32],
+        std::sync::Arc::new(aos_core::kv::MemoryKv::new()),
+    )
+    .await
+    .expect("accounts")
 }
 
 fn addr(last: u8) -> Option<IpAddr> {
@@ -85,9 +90,14 @@ async fn signing_in_gives_tokens_that_carry_the_users_roles(storage: &Storage) {
         accounts.verify(&tampered),
         Err(SignInError::InvalidToken)
     ));
-    let other = Accounts::new(storage.clone(), SignInSettings::default(), &[9u8; 32])
-        .await
-        .expect("accounts");
+    let other = Accounts::new(
+        storage.clone(),
+        SignInSettings::default(),
+        &[9u8; 32],
+        std::sync::Arc::new(aos_core::kv::MemoryKv::new()),
+    )
+    .await
+    .expect("accounts");
     assert!(matches!(
         other.verify(&tokens.access_token),
         Err(SignInError::InvalidToken)

@@ -13,6 +13,7 @@ pub mod access;
 pub mod acquisition;
 pub mod admin;
 pub mod bus;
+pub mod changes;
 pub mod commands;
 pub mod config;
 #[cfg(feature = "conformance")]

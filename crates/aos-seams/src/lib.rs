@@ -205,6 +205,18 @@ fn open_state(config: &CoreConfig, metrics: &Metrics) -> Result<Arc<dyn StateSto
     Ok(Arc::new(state))
 }
 
+/// Announces a change made outside a node (the CLI) to the nodes sharing the bus — on NATS;
+/// an in-process bus reaches no running node, whose caches age instead.
+pub async fn announce_change(config: &CoreConfig, name: &str) -> Result<(), SeamError> {
+    if scheme(&config.bus.url) != "nats" {
+        return Ok(());
+    }
+    let nats = Nats::connect(&config.cluster, name).await?;
+    aos_core::changes::announce(&NatsBus::new(nats.clone())).await;
+    nats.flush().await;
+    Ok(())
+}
+
 impl Seams {
     /// Makes everything written durable and closes the seams; returns what went wrong.
     pub async fn close(&self) -> Vec<String> {

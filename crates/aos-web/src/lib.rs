@@ -13,6 +13,7 @@
 //! registrations, live-watch marks).
 
 pub mod api;
+mod changes;
 mod client;
 mod live;
 mod security;
@@ -177,6 +178,7 @@ impl Role for WebRole {
             ),
             None => None,
         };
+        let announce = changes::Announce::new(ctx.bus.clone());
         let guard = security::Guard::new(config.cors_origins.clone(), tls.is_some());
         let server = ctx
             .net
@@ -184,6 +186,7 @@ impl Role for WebRole {
                 let server = HttpServer::new(async move || {
                     App::new()
                         .middleware(guard.clone())
+                        .middleware(announce.clone())
                         .state(node.clone())
                         .state(api.clone())
                         .state(hub.clone())

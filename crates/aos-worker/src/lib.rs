@@ -144,6 +144,28 @@ async fn top_up(
     batch
 }
 
+/// Drops what the pipeline and the triggers looked up whenever a change is announced, until
+/// `stop`.
+async fn forget_on_change(
+    mut changes: aos_core::Subscription,
+    pipeline: Arc<Pipeline>,
+    triggers: Arc<Triggers>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            next = changes.next() => {
+                if next.is_none() {
+                    return;
+                }
+                pipeline.forget();
+                triggers.forget();
+            }
+        }
+    }
+}
+
 /// Pulls, processes and acknowledges batches until `stop`; the batch in hand is finished first.
 async fn consume(
     queue: Arc<dyn WorkQueue>,
@@ -290,6 +312,13 @@ impl Role for WorkerRole {
         ));
         let stop = CancellationToken::new();
         let health = &self.health;
+        let changes = ctx
+            .bus
+            .subscribe(aos_core::changes::SUBJECT)
+            .await
+            .map_err(|err| RoleError::other(format!("cannot follow announced changes: {err}")))?;
+        let forgetting =
+            forget_on_change(changes, pipeline.clone(), triggers.clone(), stop.clone());
         let mut consumers: Vec<JoinHandle<()>> = (0..config.consumers.max(1))
             .map(|_| {
                 health.supervise(
@@ -319,6 +348,7 @@ impl Role for WorkerRole {
                 ),
             ));
         }
+        consumers.push(health.supervise("the change announcements", &stop, forgetting));
         consumers.push(health.supervise(
             "the workflow schedules",
             &stop,

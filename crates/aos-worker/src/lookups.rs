@@ -1,5 +1,6 @@
 //! What the worker looks up in storage and reuses for a while (devices, compiled formats,
-//! interpreters, workflows): they rarely change, and a change applies within [`LOOKUP_TTL`].
+//! interpreters, workflows): they rarely change; a change announced on the bus
+//! (`aos_core::changes`) empties them at once, and [`LOOKUP_TTL`] bounds a missed announcement.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -49,6 +50,11 @@ impl<K: Eq + Hash, V: Clone> Cached<K, V> {
     pub fn put(&self, key: K, value: V) {
         self.entries().insert(key, (value, Instant::now()));
     }
+
+    /// Drops everything: what is looked up next comes from storage.
+    pub fn forget(&self) {
+        self.entries().clear();
+    }
 }
 
 /// Message formats compiled once and reused: the pipeline reads inbound payloads with them, the
@@ -64,6 +70,11 @@ impl FormatCache {
             storage,
             entries: Cached::default(),
         }
+    }
+
+    /// Drops the compiled formats (one may have changed).
+    pub fn forget(&self) {
+        self.entries.forget();
     }
 
     /// The formats with these ids, compiled, from the cache or storage.

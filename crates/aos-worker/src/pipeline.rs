@@ -126,6 +126,13 @@ impl Pipeline {
         self
     }
 
+    /// Drops what it looked up: devices, formats, interpreters (something changed).
+    pub fn forget(&self) {
+        self.devices.forget();
+        self.formats.forget();
+        self.interpreters.forget();
+    }
+
     /// The compiled formats it uses (shared with whoever else writes or reads device payloads).
     pub fn formats(&self) -> Arc<FormatCache> {
         self.formats.clone()

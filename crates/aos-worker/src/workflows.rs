@@ -53,6 +53,11 @@ impl Triggers {
     }
 
     /// The enabled workflows of a tenant (cached for a minute).
+    /// Drops the workflows looked up (one may have changed).
+    pub fn forget(&self) {
+        self.cache.forget();
+    }
+
     pub async fn of(&self, tenant: i64) -> Result<Arc<TenantWorkflows>, StorageError> {
         if let Some(found) = self.cache.get(&tenant) {
             return Ok(found);

@@ -107,6 +107,11 @@ pub fn run(settings: &Settings, command: Manage) -> ExitCode {
                 aos_auth::bootstrap::ensure_roles(&storage).await?;
                 let result = execute(&storage, command, auth.sign_in.hash_params()).await;
                 storage.close().await.ok();
+                if result.is_ok()
+                    && let Err(err) = aos_seams::announce_change(settings.core(), "cli").await
+                {
+                    eprintln!("warning: the running nodes were not told ({err}); they see the change within a minute");
+                }
                 result
             })
         });
