@@ -123,7 +123,11 @@ async fn nodes_see_each_other_and_share_the_work() {
         return;
     };
     let token = acme(&shared);
-    let broker = shared.node("broker");
+    let mut broker = shared
+        .aos(&["run", "--roles", "broker"])
+        .env("AOS_NODE__SWITCHABLE_ROLES", "worker")
+        .spawn();
+    broker.wait_ready();
     let worker = shared.node("worker");
     let web = shared.node("worker,web");
 
@@ -155,6 +159,23 @@ async fn nodes_see_each_other_and_share_the_work() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The same from the command line, and from any node's admin listener.
+    let status = shared.cli(&["status"]);
+    for id in &ids {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(id.as_str()))
+            .unwrap_or_else(|| panic!("{id} in {status}"));
+        assert!(line.contains(" live "), "{line}");
+        assert!(line.contains(" ready "), "{line}");
+    }
+    let (_, cluster) = common::http_get(broker.ports.admin, "/cluster").expect("GET /cluster");
+    let cluster: Value = serde_json::from_str(&cluster).expect("JSON");
+    assert_eq!(
+        cluster["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{cluster}"
+    );
 
     // The broker-only node hands device messages to the shared queue; both workers take part.
     let mut device = device(&broker, &token).await;
@@ -167,6 +188,27 @@ async fn nodes_see_each_other_and_share_the_work() {
         first > 0 && second > 0,
         "the work is spread over both workers: {first} / {second}"
     );
+
+    // A role switched on through the web node runs on the broker node.
+    let (status, body) = call(
+        web.ports.http,
+        "PUT",
+        &format!("/api/nodes/{}/roles/worker", ids[0]),
+        Some(&admin),
+        Some(r#"{"enabled": true}"#),
+    );
+    assert_eq!(status, 202, "{body}");
+    let deadline = Instant::now() + PATIENCE;
+    while !nodes(&web, &admin)
+        .iter()
+        .any(|(id, _, roles)| id == &ids[0] && roles.contains(&"worker".to_string()))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the switch did not reach the broker node"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A node that stops is shown down.
     drop(worker);
@@ -394,4 +436,34 @@ async fn what_people_rely_on_is_the_same_on_every_node() {
         Some(&body),
     );
     assert_eq!(status, 429, "{refusal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_a_broker_node_and_a_nats_server_dying() {
+    // Three NATS servers, every queue replicated on all three: a quorum of two keeps it.
+    let Some(mut shared) = Shared::start_replicated() else {
+        return;
+    };
+    let token = acme(&shared);
+    let replicated = |shared: &Shared, roles: &str| {
+        let mut node = shared
+            .aos(&["run", "--roles", roles])
+            .env("AOS_CLUSTER__REPLICAS", "3")
+            .spawn();
+        node.wait_ready();
+        node
+    };
+    let mut broker = replicated(&shared, "broker");
+    let mut device = device(&broker, &token).await;
+    // Acknowledged to the device, then no worker yet: they wait in the queue.
+    publish(&mut device, 0, 300).await;
+    drop(device);
+    broker.signal(libc::SIGKILL);
+    broker.wait_exit(PATIENCE).expect("killed");
+    // The server that leads the queue's stream dies too.
+    let leader = shared.queue_leader("acquisition").await;
+    shared.nats.kill(leader);
+    // A worker started now, on the two servers left, stores every one of them, once.
+    let _worker = replicated(&shared, "worker");
+    wait_stored(&shared, 300, PATIENCE * 2).await;
 }

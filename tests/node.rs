@@ -341,4 +341,24 @@ fn the_documented_example_configuration_is_valid() {
     .output();
     assert!(status.success(), "{stderr}");
     assert!(stdout.contains("[broker.auth]"), "{stdout}");
+
+    // The three nodes of the cluster example too.
+    let cluster = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/cluster");
+    for name in ["all-roles.toml", "broker.toml", "worker-web.toml"] {
+        let file = cluster.join(name);
+        let (status, stdout, stderr) = Aos::new(
+            dir.path(),
+            &["--config", &file.display().to_string(), "config"],
+        )
+        .output();
+        assert!(status.success(), "{name}: {stderr}");
+        assert!(
+            stdout.contains("mode = \"distributed\""),
+            "{name}: {stdout}"
+        );
+        assert!(
+            stdout.contains("url = \"nats:\""),
+            "{name}: the seams on NATS: {stdout}"
+        );
+    }
 }

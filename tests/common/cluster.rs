@@ -123,6 +123,27 @@ impl Shared {
         out
     }
 
+    /// Which server (its index) leads the stream of work queue `queue`: the one whose loss a
+    /// replicated queue must survive.
+    pub async fn queue_leader(&self, queue: &str) -> usize {
+        let client = async_nats::connect(self.nats.urls.clone())
+            .await
+            .expect("connect to the test NATS");
+        let js = async_nats::jetstream::new(client);
+        let name = format!("{}_Q_{queue}", self.prefix.to_ascii_uppercase());
+        let mut stream = js.get_stream(&name).await.expect("the queue's stream");
+        let info = stream.info().await.expect("stream info");
+        let leader = info
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader.clone())
+            .expect("a leader");
+        leader
+            .trim_start_matches('n')
+            .parse()
+            .expect("servers are named n0, n1, n2")
+    }
+
     /// The shared database, for checking what the nodes stored.
     pub async fn storage(&self) -> aos_storage::Storage {
         aos_storage::Storage::connect(

@@ -4,6 +4,7 @@ mod logging;
 mod manage;
 mod roles;
 mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,8 @@ enum Command {
     Config,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// List the nodes of the deployment: live or not, running roles, health, last seen.
+    Status,
     #[command(flatten)]
     Manage(manage::Manage),
 }
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config => print_config(&settings),
         Command::Migrate => with_logging(&settings, run::migrate),
+        Command::Status => status::status(&settings),
         Command::Run { .. } => with_logging(&settings, run::run),
         Command::Manage(manage) => manage::run(&settings, manage),
     }

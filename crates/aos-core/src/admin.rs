@@ -1,5 +1,7 @@
 //! The admin HTTP listener every node serves, whatever its roles: `/health` (liveness),
-//! `/ready` (readiness, for load balancers), `/metrics` (Prometheus) and `/node` (identity).
+//! `/ready` (readiness, for load balancers), `/metrics` (Prometheus), `/node` (identity) and
+//! `/cluster` (every node registered in the key-value store this node shares: in a cluster, all
+//! of them, with their roles and health).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +73,22 @@ async fn info(node: NodeState) -> HttpResponse {
     )
 }
 
+async fn cluster(node: NodeState) -> HttpResponse {
+    match node.context().kv.list(crate::node::REGISTRATIONS).await {
+        Ok(entries) => {
+            let nodes: Vec<crate::node::Registration> = entries
+                .iter()
+                .filter_map(|e| serde_json::from_slice(&e.value).ok())
+                .collect();
+            json(StatusCode::OK, &serde_json::json!({ "nodes": nodes }))
+        }
+        Err(err) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "error": format!("cannot read the node registry: {err}") }),
+        ),
+    }
+}
+
 impl AdminServer {
     /// Binds `listen` and serves the admin endpoints for `node`.
     pub async fn start(node: Arc<Node>, listen: SocketAddr) -> Result<AdminServer, AdminError> {
@@ -86,6 +104,7 @@ impl AdminServer {
                         .route("/ready", web::get().to(ready))
                         .route("/metrics", web::get().to(metrics))
                         .route("/node", web::get().to(info))
+                        .route("/cluster", web::get().to(cluster))
                 })
                 .workers(1)
                 .disable_signals()

@@ -25,6 +25,9 @@ use std::time::Duration;
 use aos_core::config::ClusterConfig;
 use async_nats::jetstream;
 
+/// How long a starting node waits for JetStream to answer.
+const JETSTREAM_PATIENCE: Duration = Duration::from_secs(30);
+
 /// One connection to the deployment's NATS, shared by the seams of a node.
 #[derive(Clone)]
 pub struct Nats {
@@ -90,12 +93,24 @@ impl Nats {
                 error: err.to_string(),
             })?;
         let js = jetstream::new(client.clone());
-        js.query_account()
-            .await
-            .map_err(|err| ConnectError::NoJetStream {
-                urls,
-                error: err.to_string(),
-            })?;
+        // A NATS cluster that just lost a server elects new JetStream leaders for a few
+        // seconds: that is waited out, a server without JetStream is not.
+        let deadline = tokio::time::Instant::now() + JETSTREAM_PATIENCE;
+        loop {
+            match js.query_account().await {
+                Ok(_) => break,
+                Err(err) if tokio::time::Instant::now() >= deadline => {
+                    return Err(ConnectError::NoJetStream {
+                        urls,
+                        error: err.to_string(),
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "JetStream does not answer yet; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
         Ok(Nats {
             client,
             js,

@@ -166,7 +166,7 @@ impl NatsServers {
                 .build()
                 .unwrap_or_else(|err| panic!("runtime: {err}"));
             runtime.block_on(async {
-                let client = async_nats::connect(urls.join(","))
+                let client = async_nats::connect(urls)
                     .await
                     .unwrap_or_else(|err| panic!("connect to the test NATS: {err}"));
                 let js = async_nats::jetstream::new(client);

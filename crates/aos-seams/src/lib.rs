@@ -205,6 +205,24 @@ fn open_state(config: &CoreConfig, metrics: &Metrics) -> Result<Arc<dyn StateSto
     Ok(Arc::new(state))
 }
 
+/// The key-value store the nodes share, for a program outside them (the CLI): on NATS; an
+/// in-process store is no node's but its own (`None`).
+pub async fn shared_kv(config: &CoreConfig, name: &str) -> Result<Option<Arc<dyn Kv>>, SeamError> {
+    if scheme(&config.kv.url) != "nats" {
+        return Ok(None);
+    }
+    let nats = Nats::connect(&config.cluster, name).await?;
+    let kv = JetStreamKv::open(nats)
+        .await
+        .map_err(|err| SeamError::Open {
+            seam: "key-value store",
+            key: "kv.url",
+            url: config.kv.url.clone(),
+            reason: err.to_string(),
+        })?;
+    Ok(Some(Arc::new(kv)))
+}
+
 /// Announces a change made outside a node (the CLI) to the nodes sharing the bus — on NATS;
 /// an in-process bus reaches no running node, whose caches age instead.
 pub async fn announce_change(config: &CoreConfig, name: &str) -> Result<(), SeamError> {
