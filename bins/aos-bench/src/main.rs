@@ -88,7 +88,8 @@ enum Scenario {
     },
     /// N devices publishing telemetry JSON with K attributes to `aos/{device}/telemetry`,
     /// measured until the platform has stored it: the counter `stored_counter` (stored rows,
-    /// one per attribute) is read from the node's Prometheus endpoint `metrics_url`.
+    /// one per attribute) is read from the nodes' Prometheus endpoints `metrics_url` (several,
+    /// comma-separated, for a cluster's workers: their counters are added up).
     Ingest {
         #[arg(long, default_value_t = 100)]
         devices: usize,
@@ -96,7 +97,8 @@ enum Scenario {
         attributes: usize,
         /// The node's metrics endpoint, e.g. http://127.0.0.1:9090/metrics.
         #[arg(long)]
-        metrics_url: String,
+        #[arg(value_delimiter = ',')]
+        metrics_url: Vec<String>,
         #[arg(long, default_value = "aos_ledger_rows_total")]
         stored_counter: String,
     },
@@ -446,9 +448,8 @@ async fn publisher(
 
 /// Where the ingest scenario reads how much the platform has stored.
 struct StoredCounter {
-    /// host:port and path of the metrics endpoint.
-    addr: String,
-    path: String,
+    /// host:port and path of each metrics endpoint.
+    endpoints: Vec<(String, String)>,
     counter: String,
 }
 
@@ -462,30 +463,35 @@ impl StoredCounter {
         else {
             return Ok(None);
         };
-        let rest = metrics_url
-            .strip_prefix("http://")
-            .context("--metrics-url must be an http:// URL")?;
-        let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut endpoints = Vec::new();
+        for url in metrics_url {
+            let rest = url
+                .strip_prefix("http://")
+                .context("--metrics-url must be an http:// URL")?;
+            let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
+            endpoints.push((addr.to_string(), format!("/{path}")));
+        }
         Ok(Some(StoredCounter {
-            addr: addr.to_string(),
-            path: format!("/{path}"),
+            endpoints,
             counter: stored_counter.clone(),
         }))
     }
 
-    /// The counter's current value (a minimal HTTP/1.1 GET).
+    /// The counters' current total (a minimal HTTP/1.1 GET to each endpoint).
     async fn read(&self) -> anyhow::Result<f64> {
-        let mut stream = tokio::net::TcpStream::connect(&self.addr)
-            .await
-            .with_context(|| format!("cannot reach the metrics endpoint {}", self.addr))?;
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.path, self.addr
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await?;
-        Ok(stats::counter_total(&body, &self.counter).unwrap_or(0.0))
+        let mut total = 0.0;
+        for (addr, path) in &self.endpoints {
+            let mut stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("cannot reach the metrics endpoint {addr}"))?;
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await?;
+            let mut body = String::new();
+            stream.read_to_string(&mut body).await?;
+            total += stats::counter_total(&body, &self.counter).unwrap_or(0.0);
+        }
+        Ok(total)
     }
 }
 

@@ -31,8 +31,13 @@ fn backend(err: impl std::fmt::Display) -> KvError {
 impl JetStreamKv {
     /// Opens the deployment's bucket, creating it on first use.
     pub async fn open(nats: Nats) -> Result<JetStreamKv, KvError> {
+        let store = crate::patiently("the key-value bucket opens", || Self::bucket(&nats)).await?;
+        Ok(JetStreamKv { nats, store })
+    }
+
+    async fn bucket(nats: &Nats) -> Result<Store, KvError> {
         let name = bucket(&nats.prefix);
-        let store = match nats.js.get_key_value(&name).await {
+        Ok(match nats.js.get_key_value(&name).await {
             Ok(store) => store,
             Err(_) => nats
                 .js
@@ -45,8 +50,7 @@ impl JetStreamKv {
                 })
                 .await
                 .map_err(backend)?,
-        };
-        Ok(JetStreamKv { nats, store })
+        })
     }
 
     fn subject(&self, key: &str) -> String {

@@ -28,6 +28,25 @@ use async_nats::jetstream;
 /// How long a starting node waits for JetStream to answer.
 const JETSTREAM_PATIENCE: Duration = Duration::from_secs(30);
 
+/// Runs `attempt` until it succeeds, for up to [`JETSTREAM_PATIENCE`]: what a NATS cluster that
+/// lost a server answers while it elects new leaders (time-outs) is waited out.
+pub(crate) async fn patiently<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, E> {
+    let deadline = tokio::time::Instant::now() + JETSTREAM_PATIENCE;
+    loop {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(err) if tokio::time::Instant::now() >= deadline => return Err(err),
+            Err(err) => {
+                tracing::warn!(%err, "{what}: not yet; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// One connection to the deployment's NATS, shared by the seams of a node.
 #[derive(Clone)]
 pub struct Nats {
@@ -93,24 +112,12 @@ impl Nats {
                 error: err.to_string(),
             })?;
         let js = jetstream::new(client.clone());
-        // A NATS cluster that just lost a server elects new JetStream leaders for a few
-        // seconds: that is waited out, a server without JetStream is not.
-        let deadline = tokio::time::Instant::now() + JETSTREAM_PATIENCE;
-        loop {
-            match js.query_account().await {
-                Ok(_) => break,
-                Err(err) if tokio::time::Instant::now() >= deadline => {
-                    return Err(ConnectError::NoJetStream {
-                        urls,
-                        error: err.to_string(),
-                    });
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "JetStream does not answer yet; trying again");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        patiently("JetStream answers", || js.query_account())
+            .await
+            .map_err(|err| ConnectError::NoJetStream {
+                urls,
+                error: err.to_string(),
+            })?;
         Ok(Nats {
             client,
             js,

@@ -126,8 +126,13 @@ impl JetStreamQueue {
             .cloned()
     }
 
-    /// Creates (or updates) the stream and the consumer of one queue.
+    /// Creates (or updates) the stream and the consumer of one queue. A NATS cluster electing
+    /// leaders (a server was lost) answers nothing for a few seconds: that is waited out.
     async fn declare_one(&self, queue: &str, options: &QueueOptions) -> Result<(), QueueError> {
+        crate::patiently("a queue is declared", || self.try_declare(queue, options)).await
+    }
+
+    async fn try_declare(&self, queue: &str, options: &QueueOptions) -> Result<(), QueueError> {
         let config = stream_config(&self.nats, queue, options.max_attempts, self.max_bytes);
         let name = config.name.clone();
         self.nats
