@@ -26,3 +26,7 @@ bench:
 # A quick benchmark round (under a minute), to compare before and after a change.
 bench-quick:
     scripts/bench --quick
+
+# Ingest side by side: standalone SQLite, standalone PostgreSQL, distributed (see docs/performance.md).
+bench-ingest *ARGS:
+    scripts/bench-ingest {{ARGS}}

@@ -1,6 +1,7 @@
 //! Recording device messages is idempotent and keeps the newest value, on SQLite and PostgreSQL:
-//! a redelivered batch writes no second log entry or ledger row, and a late, older value does not
-//! replace the latest one.
+//! a redelivered batch writes no second log entry or ledger row, a late, older value does not
+//! replace the latest one, and batches written at the same time (several workers) all land,
+//! each level change raising one event.
 
 use aos_storage::Storage;
 use aos_storage::entity::{event, latest_value, ledger, message_log};
@@ -12,6 +13,7 @@ use sea_orm::{EntityTrait, PaginatorTrait};
 aos_storage::on_both_databases!(
     a_redelivered_batch_writes_nothing_twice,
     level_changes_raise_events_once,
+    batches_written_at_once_all_land_and_raise_each_event_once,
 );
 
 async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
@@ -175,4 +177,78 @@ async fn level_changes_raise_events_once(storage: &Storage) {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].level, "warning");
     assert!(events[0].cleared_at.is_some(), "back to normal clears it");
+}
+
+async fn batches_written_at_once_all_land_and_raise_each_event_once(storage: &Storage) {
+    const WRITERS: usize = 8;
+    const ATTRIBUTES: usize = 24;
+    let (scope, device) = acme_with_one_device(storage).await;
+    let now = Utc::now();
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..WRITERS {
+        let storage = storage.clone();
+        let key = format!("m-{writer}");
+        let message = LoggedMessage {
+            key: key.clone(),
+            tenant: scope.tenant,
+            device: Some(device.id),
+            topic: "aos/d-1/telemetry".into(),
+            payload: b"{}".to_vec(),
+            received_at: now,
+            started_at: now,
+            processed_at: now,
+            error: None,
+        };
+        // Every writer reports every attribute at a level other than normal, each in its own
+        // order: the first change of each attribute raises its event, the others find it raised.
+        let mut order: Vec<usize> = (0..ATTRIBUTES)
+            .map(|a| (a + writer * 5) % ATTRIBUTES)
+            .collect();
+        if writer % 2 == 1 {
+            order.reverse();
+        }
+        let readings: Vec<Reading> = order
+            .into_iter()
+            .map(|a| Reading {
+                message: key.clone(),
+                tenant: scope.tenant,
+                device: device.id,
+                attribute: format!("a{a:02}"),
+                ts: now + Duration::milliseconds(writer as i64),
+                value: serde_json::json!(writer),
+                raw: None,
+                level: Some("warning".into()),
+                watched: false,
+            })
+            .collect();
+        writers.spawn(async move { ingest::record(&storage, &[message], &readings, &[]).await });
+    }
+    while let Some(written) = writers.join_next().await {
+        written.expect("writer").expect("every batch is stored");
+    }
+    assert_eq!(
+        message_log::Entity::find()
+            .count(storage.db())
+            .await
+            .expect("count"),
+        WRITERS as u64
+    );
+    let events = event::Entity::find()
+        .all(storage.db())
+        .await
+        .expect("events");
+    let mut raised: Vec<Option<String>> = events.iter().map(|e| e.attribute.clone()).collect();
+    raised.sort();
+    let expected: Vec<Option<String>> = (0..ATTRIBUTES).map(|a| Some(format!("a{a:02}"))).collect();
+    assert_eq!(raised, expected, "one event per attribute");
+    let latest = latest_value::Entity::find()
+        .all(storage.db())
+        .await
+        .expect("latest");
+    assert!(
+        latest
+            .iter()
+            .all(|l| l.value_num == Some((WRITERS - 1) as f64)),
+        "the newest value is the latest: {latest:?}"
+    );
 }

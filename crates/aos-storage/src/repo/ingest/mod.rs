@@ -1,0 +1,283 @@
+//! Device messages into storage: a batch's message-log entries, ledger rows and latest values in
+//! one transaction, idempotent — a redelivered message (same key) writes nothing twice.
+//!
+//! The statements differ by database: SQLite (one writer at a time) takes multi-row inserts
+//! built by sea-orm ([`portable`]); PostgreSQL, written by several workers at once, takes each
+//! kind of row as one constant-shape statement over a JSON array and locks the latest values a
+//! batch replaces in one order ([`postgres`]).
+
+mod portable;
+mod postgres;
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait,
+    QueryFilter,
+};
+
+use super::commands::{self, Reply};
+use crate::entity::{event, latest_value};
+use crate::{Storage, StorageError};
+
+/// One device message and what became of it.
+#[derive(Clone, Debug)]
+pub struct LoggedMessage {
+    /// Names the message across redeliveries.
+    pub key: String,
+    pub tenant: i64,
+    pub device: Option<i64>,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub received_at: DateTime<Utc>,
+    /// When a worker took it up.
+    pub started_at: DateTime<Utc>,
+    pub processed_at: DateTime<Utc>,
+    /// Why it failed; `None`: processed.
+    pub error: Option<String>,
+}
+
+/// One interpreted value of a device attribute.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    /// The key of the message it came from.
+    pub message: String,
+    pub tenant: i64,
+    pub device: i64,
+    pub attribute: String,
+    pub ts: DateTime<Utc>,
+    pub value: serde_json::Value,
+    /// The value as it arrived, when an interpreter changed it.
+    pub raw: Option<serde_json::Value>,
+    pub level: Option<String>,
+    /// Report its change from the stored latest value (a workflow watches a threshold on it).
+    pub watched: bool,
+}
+
+/// The level of values no range names: reaching it clears the attribute's events.
+pub const NORMAL_LEVEL: &str = "normal";
+
+impl Reading {
+    /// Numbers go to `value_num` (aggregatable), everything else to `value_json`.
+    fn columns(&self) -> (Option<f64>, Option<&serde_json::Value>) {
+        match self.value.as_f64() {
+            Some(n) => (Some(n), None),
+            None => (None, Some(&self.value)),
+        }
+    }
+}
+
+impl LoggedMessage {
+    /// The message log's `status`.
+    fn status(&self) -> &'static str {
+        if self.error.is_some() {
+            "failed"
+        } else {
+            "processed"
+        }
+    }
+}
+
+/// The message log's `direction` of device messages.
+const INBOUND: &str = "inbound";
+
+/// What a batch writes, by database.
+trait BatchWrites {
+    /// Adds the message-log entries not there yet; returns how many.
+    async fn log(
+        db: &impl ConnectionTrait,
+        messages: &[&LoggedMessage],
+    ) -> Result<u64, StorageError>;
+    /// Adds the ledger rows not there yet (the messages are logged); returns how many.
+    async fn ledger(db: &impl ConnectionTrait, readings: &[&Reading]) -> Result<u64, StorageError>;
+    /// The stored latest values the batch's newest readings may replace, where its changes are
+    /// wanted (and, where writers run side by side, locked until the batch commits).
+    async fn latest_before(
+        db: &impl ConnectionTrait,
+        latest: &[&Reading],
+    ) -> Result<Vec<latest_value::Model>, StorageError>;
+    /// Makes the newest readings the latest values, unless a newer value is stored.
+    async fn upsert_latest(
+        db: &impl ConnectionTrait,
+        latest: &[&Reading],
+    ) -> Result<(), StorageError>;
+}
+
+/// What a batch added.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recorded {
+    /// Message-log entries written (a redelivered message's entry exists already).
+    pub messages: u64,
+    pub ledger_rows: u64,
+    /// Events raised by level changes.
+    pub events: u64,
+    /// The new latest values whose level changed, or that are watched, with what they replace.
+    pub changes: Vec<Change>,
+}
+
+/// A device attribute's new latest value and the one it replaced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// The key of the message it came from.
+    pub message: String,
+    pub tenant: i64,
+    pub device: i64,
+    pub attribute: String,
+    pub ts: DateTime<Utc>,
+    pub value: serde_json::Value,
+    /// The level now and before (`normal` when there was none).
+    pub level: String,
+    pub previous_level: String,
+    /// The value before, if there was one.
+    pub previous: Option<serde_json::Value>,
+}
+
+impl Change {
+    pub fn level_changed(&self) -> bool {
+        self.level != self.previous_level
+    }
+}
+
+/// Records a batch: message-log entries, ledger rows, latest values and the commands devices
+/// replied to, all or nothing.
+pub async fn record(
+    storage: &Storage,
+    messages: &[impl Borrow<LoggedMessage>],
+    readings: &[impl Borrow<Reading>],
+    replies: &[Reply],
+) -> Result<Recorded, StorageError> {
+    let messages: Vec<&LoggedMessage> = messages.iter().map(Borrow::borrow).collect();
+    let readings: Vec<&Reading> = readings.iter().map(Borrow::borrow).collect();
+    let txn = storage.begin_write().await?;
+    let recorded = match storage.backend() {
+        DatabaseBackend::Postgres => {
+            write::<postgres::Bulk>(&txn, &messages, &readings, replies).await?
+        }
+        _ => write::<portable::Rows>(&txn, &messages, &readings, replies).await?,
+    };
+    txn.commit().await?;
+    Ok(recorded)
+}
+
+async fn write<W: BatchWrites>(
+    db: &impl ConnectionTrait,
+    messages: &[&LoggedMessage],
+    readings: &[&Reading],
+    replies: &[Reply],
+) -> Result<Recorded, StorageError> {
+    let messages_added = W::log(db, messages).await?;
+    let ledger_rows = W::ledger(db, readings).await?;
+    let latest = newest_per_attribute(readings);
+    let before = W::latest_before(db, &latest).await?;
+    let changes = changes(&latest, before);
+    let events = raise_events(db, &changes).await?;
+    W::upsert_latest(db, &latest).await?;
+    commands::settle(db, replies).await?;
+    Ok(Recorded {
+        messages: messages_added,
+        ledger_rows,
+        events,
+        changes,
+    })
+}
+
+/// Whether a reading's change from the stored latest value is wanted: its attribute has levels,
+/// or a workflow watches it.
+fn wanted(reading: &Reading) -> bool {
+    reading.level.is_some() || reading.watched
+}
+
+/// The changes the newest readings of leveled or watched attributes make to the stored latest
+/// values `before` (a redelivered message changes nothing: the latest value already is it; a
+/// late, older value changes nothing either).
+fn changes(latest: &[&Reading], before: Vec<latest_value::Model>) -> Vec<Change> {
+    let stored: HashMap<(i64, String), latest_value::Model> = before
+        .into_iter()
+        .map(|r| ((r.device_id, r.attribute.clone()), r))
+        .collect();
+    let mut changes = Vec::new();
+    for r in latest.iter().filter(|r| wanted(r)) {
+        let before = stored.get(&(r.device, r.attribute.clone()));
+        if before.is_some_and(|b| b.ts >= r.ts) {
+            continue;
+        }
+        let previous_level = before
+            .and_then(|b| b.level.clone())
+            .unwrap_or_else(|| NORMAL_LEVEL.to_string());
+        // An attribute without levels keeps the one it had (none: normal).
+        let level = r.level.clone().unwrap_or_else(|| previous_level.clone());
+        changes.push(Change {
+            message: r.message.clone(),
+            tenant: r.tenant,
+            device: r.device,
+            attribute: r.attribute.clone(),
+            ts: r.ts,
+            value: r.value.clone(),
+            level,
+            previous_level,
+            previous: before.and_then(|b| {
+                b.value_num
+                    .and_then(serde_json::Number::from_f64)
+                    .map(serde_json::Value::Number)
+                    .or_else(|| b.value_json.clone())
+            }),
+        });
+    }
+    changes
+}
+
+/// Raises an event for every attribute whose level changes to one other than normal, and clears
+/// the attribute's open events when it changes.
+async fn raise_events(db: &impl ConnectionTrait, changes: &[Change]) -> Result<u64, StorageError> {
+    let now = Utc::now();
+    let mut raised = 0;
+    for change in changes.iter().filter(|c| c.level_changed()) {
+        event::Entity::update_many()
+            .col_expr(event::Column::ClearedAt, Expr::value(now))
+            .filter(event::Column::DeviceId.eq(change.device))
+            .filter(event::Column::Attribute.eq(change.attribute.clone()))
+            .filter(event::Column::ClearedAt.is_null())
+            .exec(db)
+            .await?;
+        if change.level != NORMAL_LEVEL {
+            event::ActiveModel {
+                tenant_id: Set(change.tenant),
+                device_id: Set(change.device),
+                attribute: Set(Some(change.attribute.clone())),
+                level: Set(change.level.clone()),
+                message: Set(format!(
+                    "{} is {} ({})",
+                    change.attribute, change.level, change.value
+                )),
+                raised_at: Set(change.ts),
+                acknowledged_at: Set(None),
+                acknowledged_by: Set(None),
+                cleared_at: Set(None),
+                ..Default::default()
+            }
+            .insert(db)
+            .await?;
+            raised += 1;
+        }
+    }
+    Ok(raised)
+}
+
+/// The newest reading of each device attribute in the batch (one row per upsert key: a
+/// statement may not update the same row twice), ordered by device and attribute: writers that
+/// lock latest values in one order never wait for each other in a circle.
+fn newest_per_attribute<'a>(readings: &[&'a Reading]) -> Vec<&'a Reading> {
+    let mut newest: HashMap<(i64, &str), &Reading> = HashMap::new();
+    for &r in readings {
+        let slot = newest.entry((r.device, r.attribute.as_str())).or_insert(r);
+        if r.ts >= slot.ts {
+            *slot = r;
+        }
+    }
+    let mut newest: Vec<&Reading> = newest.into_values().collect();
+    newest.sort_unstable_by(|a, b| (a.device, &a.attribute).cmp(&(b.device, &b.attribute)));
+    newest
+}
