@@ -7,7 +7,7 @@ use aos_storage::Storage;
 use aos_storage::entity::{event, latest_value, ledger, message_log};
 use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
 use aos_storage::testing::acme_with_one_device;
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use sea_orm::{EntityTrait, PaginatorTrait};
 
 aos_storage::on_both_databases!(
@@ -16,19 +16,27 @@ aos_storage::on_both_databases!(
     batches_written_at_once_all_land_and_raise_each_event_once,
 );
 
-async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
-    let (scope, device) = acme_with_one_device(storage).await;
-    let now = Utc::now();
-    let message = |key: &str, error: Option<&str>| LoggedMessage {
+/// Device `device`'s telemetry message `key`, processed at `now`.
+fn logged(key: &str, tenant: i64, device: i64, now: DateTime<Utc>) -> LoggedMessage {
+    LoggedMessage {
         key: key.into(),
-        tenant: scope.tenant,
-        device: Some(device.id),
+        tenant,
+        device: Some(device),
         topic: "aos/d-1/telemetry".into(),
         payload: b"{}".to_vec(),
         received_at: now,
         started_at: now,
         processed_at: now,
+        error: None,
+    }
+}
+
+async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
+    let (scope, device) = acme_with_one_device(storage).await;
+    let now = Utc::now();
+    let message = |key: &str, error: Option<&str>| LoggedMessage {
         error: error.map(String::from),
+        ..logged(key, scope.tenant, device.id, now)
     };
     let reading = |key: &str, attribute: &str, age_s: i64, value: serde_json::Value| Reading {
         message: key.into(),
@@ -108,17 +116,7 @@ async fn level_changes_raise_events_once(storage: &Storage) {
     let (scope, device) = acme_with_one_device(storage).await;
     let now = Utc::now();
     let step = |key: &str, age_s: i64, level: &str| {
-        let message = LoggedMessage {
-            key: key.into(),
-            tenant: scope.tenant,
-            device: Some(device.id),
-            topic: "aos/d-1/telemetry".into(),
-            payload: b"{}".to_vec(),
-            received_at: now,
-            started_at: now,
-            processed_at: now,
-            error: None,
-        };
+        let message = logged(key, scope.tenant, device.id, now);
         let reading = Reading {
             message: key.into(),
             tenant: scope.tenant,
@@ -188,17 +186,7 @@ async fn batches_written_at_once_all_land_and_raise_each_event_once(storage: &St
     for writer in 0..WRITERS {
         let storage = storage.clone();
         let key = format!("m-{writer}");
-        let message = LoggedMessage {
-            key: key.clone(),
-            tenant: scope.tenant,
-            device: Some(device.id),
-            topic: "aos/d-1/telemetry".into(),
-            payload: b"{}".to_vec(),
-            received_at: now,
-            started_at: now,
-            processed_at: now,
-            error: None,
-        };
+        let message = logged(&key, scope.tenant, device.id, now);
         // Every writer reports every attribute at a level other than normal, each in its own
         // order: the first change of each attribute raises its event, the others find it raised.
         let mut order: Vec<usize> = (0..ATTRIBUTES)

@@ -426,11 +426,7 @@ pub async fn session_began(
     node: &str,
     at: chrono::DateTime<Utc>,
 ) -> Result<Option<(device::Model, bool)>, StorageError> {
-    let Some(found) = device::Entity::find()
-        .filter(device::Column::Uid.eq(uid))
-        .one(storage.db())
-        .await?
-    else {
+    let Some(found) = by_uid(storage, uid).await? else {
         return Ok(None);
     };
     let applied = device::Entity::update_many()
@@ -464,11 +460,7 @@ pub async fn session_ended(
     session: &str,
     at: chrono::DateTime<Utc>,
 ) -> Result<Option<(device::Model, bool)>, StorageError> {
-    let Some(found) = device::Entity::find()
-        .filter(device::Column::Uid.eq(uid))
-        .one(storage.db())
-        .await?
-    else {
+    let Some(found) = by_uid(storage, uid).await? else {
         return Ok(None);
     };
     let applied = device::Entity::update_many()
@@ -493,6 +485,14 @@ pub async fn session_ended(
         children_present(storage, found.id, OFFLINE, at).await?;
     }
     Ok(Some((found, applied)))
+}
+
+/// The device `uid`, of whichever tenant (device ids are unique platform-wide).
+async fn by_uid(storage: &Storage, uid: &str) -> Result<Option<device::Model>, StorageError> {
+    Ok(device::Entity::find()
+        .filter(device::Column::Uid.eq(uid))
+        .one(storage.db())
+        .await?)
 }
 
 /// A gateway's child nodes share its presence.

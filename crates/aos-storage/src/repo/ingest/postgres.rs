@@ -43,17 +43,28 @@ FROM json_to_recordset($1::text::json) AS r(
 JOIN message_log m ON m.message_key = r.message_key
 ON CONFLICT (message_id, attribute, ts) DO NOTHING"#;
 
-/// Claims the latest values the batch has no row for yet: inserted now (in the upsert's order),
-/// a batch writing the same one at once waits for this one to commit.
-const CLAIM_NEW_LATEST: &str = r#"
+/// The batch's newest readings as latest-value rows, in (device, attribute) order: what the
+/// claim and the upsert insert (they differ in what a row already there does).
+macro_rules! insert_latest {
+    () => {
+        r#"
 INSERT INTO latest_value (device_id, attribute, tenant_id, ts, value_num, value_json, level)
 SELECT device_id, attribute, tenant_id, ts, value_num, value_json, level
 FROM json_to_recordset($1::text::json) AS r(
     device_id bigint, attribute text, tenant_id bigint, ts timestamptz,
     value_num double precision, value_json json, level text)
 ORDER BY device_id, attribute
-ON CONFLICT (device_id, attribute) DO NOTHING
-RETURNING device_id, attribute"#;
+"#
+    };
+}
+
+/// Claims the latest values the batch has no row for yet: inserted now (in the upsert's order),
+/// a batch writing the same one at once waits for this one to commit.
+const CLAIM_NEW_LATEST: &str = concat!(
+    insert_latest!(),
+    "ON CONFLICT (device_id, attribute) DO NOTHING
+RETURNING device_id, attribute"
+);
 
 /// Locks (in the upsert's order) and reads the latest values the batch may replace.
 const LOCK_LATEST: &str = r#"
@@ -65,17 +76,13 @@ ORDER BY l.device_id, l.attribute
 FOR UPDATE OF l"#;
 
 /// An older value arriving late does not replace a newer one.
-const UPSERT_LATEST: &str = r#"
-INSERT INTO latest_value (device_id, attribute, tenant_id, ts, value_num, value_json, level)
-SELECT device_id, attribute, tenant_id, ts, value_num, value_json, level
-FROM json_to_recordset($1::text::json) AS r(
-    device_id bigint, attribute text, tenant_id bigint, ts timestamptz,
-    value_num double precision, value_json json, level text)
-ORDER BY device_id, attribute
-ON CONFLICT (device_id, attribute) DO UPDATE
+const UPSERT_LATEST: &str = concat!(
+    insert_latest!(),
+    "ON CONFLICT (device_id, attribute) DO UPDATE
 SET ts = excluded.ts, value_num = excluded.value_num, value_json = excluded.value_json,
     level = excluded.level
-WHERE latest_value.ts <= excluded.ts"#;
+WHERE latest_value.ts <= excluded.ts"
+);
 
 impl BatchWrites for Bulk {
     async fn log(
