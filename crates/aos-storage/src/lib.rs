@@ -32,8 +32,9 @@ pub struct StorageConfig {
     pub url: String,
     /// Apply pending migrations when the node starts (otherwise run `aos migrate`).
     pub migrate_on_start: bool,
-    /// Connections in the pool.
-    pub max_connections: u32,
+    /// Connections in the pool (default: 8 on SQLite, 16 on PostgreSQL, where the worker's
+    /// consumers write side by side).
+    pub max_connections: Option<u32>,
     /// How long to wait for a connection (and, on SQLite, for a lock) before failing.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -44,7 +45,7 @@ impl Default for StorageConfig {
         StorageConfig {
             url: String::new(),
             migrate_on_start: true,
-            max_connections: 8,
+            max_connections: None,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -116,6 +117,7 @@ impl Storage {
     pub async fn connect(config: &StorageConfig, data_dir: &Path) -> Result<Storage, StorageError> {
         let url = config.resolved_url(data_dir);
         let shown = aos_core::config::redact_url(&url);
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
         let mut options = if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
             if let Some(dir) = Path::new(path)
@@ -146,13 +148,18 @@ impl Storage {
                     .pragma("wal_autocheckpoint", "10000")
             });
             options
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        } else if postgres {
             ConnectOptions::new(url.clone())
         } else {
             return Err(StorageError::UnsupportedUrl(shown));
         };
         options
-            .max_connections(config.max_connections.max(1))
+            .max_connections(
+                config
+                    .max_connections
+                    .unwrap_or(if postgres { 16 } else { 8 })
+                    .max(1),
+            )
             .connect_timeout(config.connect_timeout)
             .acquire_timeout(config.connect_timeout)
             .sqlx_logging(false);
@@ -186,6 +193,17 @@ impl Storage {
 
     pub fn backend(&self) -> DatabaseBackend {
         self.db.get_database_backend()
+    }
+
+    /// How many transactions writing at once store the most: on SQLite two (one writes, the
+    /// other prepares its batch meanwhile; a third only waits for the lock); PostgreSQL writes
+    /// side by side, and each writer's round trips and commit flush hide behind the others'
+    /// work (measured in docs/performance.md).
+    pub fn parallel_writers(&self) -> usize {
+        match self.backend() {
+            DatabaseBackend::Postgres => 8,
+            _ => 2,
+        }
     }
 
     /// Applies every pending migration; returns the names of those applied now.

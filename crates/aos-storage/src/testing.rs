@@ -131,31 +131,49 @@ macro_rules! on_both_databases {
 pub async fn acme_with_one_device(
     storage: &Storage,
 ) -> (crate::repo::Scope, crate::entity::device::Model) {
-    use crate::repo::classes::{self, NewClass};
-    use crate::repo::devices::{self, NewDevice};
     use crate::repo::{Scope, tenants};
     let scope = Scope::tenant(tenants::create(storage, "acme").await.expect("tenant").id);
+    add_class(storage, scope, "sensor", false).await;
+    let device = add_device(storage, scope, "d-1", "sensor", None).await;
+    (scope, device)
+}
+
+/// Device class `name` in the scope's tenant (a gateway class if `is_gateway`).
+pub async fn add_class(storage: &Storage, scope: crate::repo::Scope, name: &str, is_gateway: bool) {
+    use crate::repo::classes::{self, NewClass};
     classes::create(
         storage,
         scope,
         NewClass {
-            name: "sensor".into(),
+            name: name.into(),
+            is_gateway,
             ..Default::default()
         },
     )
     .await
     .expect("class");
-    let device = devices::create(
+}
+
+/// Device `uid` of class `class` in the scope's tenant, a child node of `gateway` if given.
+pub async fn add_device(
+    storage: &Storage,
+    scope: crate::repo::Scope,
+    uid: &str,
+    class: &str,
+    gateway: Option<&str>,
+) -> crate::entity::device::Model {
+    use crate::repo::devices::{self, NewDevice};
+    devices::create(
         storage,
         scope,
         NewDevice {
-            uid: "d-1".into(),
-            name: "d-1".into(),
-            class: "sensor".into(),
+            uid: uid.into(),
+            name: uid.into(),
+            class: class.into(),
+            gateway: gateway.map(String::from),
             ..Default::default()
         },
     )
     .await
-    .expect("device");
-    (scope, device)
+    .expect("device")
 }

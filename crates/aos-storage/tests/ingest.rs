@@ -1,19 +1,23 @@
 //! Recording device messages is idempotent and keeps the newest value, on SQLite and PostgreSQL:
 //! a redelivered batch writes no second log entry or ledger row, a late, older value does not
 //! replace the latest one, and batches written at the same time (several workers) all land,
-//! each level change raising one event.
+//! each level change raising one event. A gateway's children reporting the same attribute at
+//! the same time in one message each keep their value, and a deleted device's values go with it.
 
 use aos_storage::Storage;
 use aos_storage::entity::{event, latest_value, ledger, message_log};
+use aos_storage::repo::devices;
 use aos_storage::repo::ingest::{self, LoggedMessage, Reading, Recorded};
-use aos_storage::testing::acme_with_one_device;
+use aos_storage::testing::{acme_with_one_device, add_class, add_device};
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{EntityTrait, PaginatorTrait};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
 aos_storage::on_both_databases!(
     a_redelivered_batch_writes_nothing_twice,
     level_changes_raise_events_once,
     batches_written_at_once_all_land_and_raise_each_event_once,
+    a_gateways_children_keep_their_values_until_deleted,
+    a_value_of_no_message_is_stored,
 );
 
 /// Device `device`'s telemetry message `key`, processed at `now`.
@@ -58,6 +62,8 @@ async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
         reading("k1", "temperature", 10, serde_json::json!(20.5)),
         reading("k1", "temperature", 5, serde_json::json!(21.0)),
         reading("k1", "door", 5, serde_json::json!("open")),
+        // A payload naming one value twice: the last one counts.
+        reading("k2", "temperature", 0, serde_json::json!(99.0)),
         reading("k2", "temperature", 0, serde_json::json!(22.0)),
     ];
     let first = ingest::record(storage, &messages, &readings, &[])
@@ -76,6 +82,16 @@ async fn a_redelivered_batch_writes_nothing_twice(storage: &Storage) {
         .await
         .expect("record again");
     assert_eq!(again, Recorded::default(), "a redelivery adds nothing");
+    // Nor does one that would now be processed: the first delivery's outcome stands.
+    let retried = ingest::record(
+        storage,
+        &[message("k3", None)],
+        &[reading("k3", "temperature", 1, serde_json::json!(23.0))],
+        &[],
+    )
+    .await
+    .expect("record a failed message again");
+    assert_eq!(retried, Recorded::default(), "the first outcome stands");
     assert_eq!(
         message_log::Entity::find()
             .count(storage.db())
@@ -239,4 +255,84 @@ async fn batches_written_at_once_all_land_and_raise_each_event_once(storage: &St
             .all(|l| l.value_num == Some((WRITERS - 1) as f64)),
         "the newest value is the latest: {latest:?}"
     );
+}
+
+async fn a_gateways_children_keep_their_values_until_deleted(storage: &Storage) {
+    let (scope, _) = acme_with_one_device(storage).await;
+    add_class(storage, scope, "hub", true).await;
+    let gateway = add_device(storage, scope, "gw", "hub", None).await;
+    let mut children = Vec::new();
+    for uid in ["child-1", "child-2"] {
+        children.push(add_device(storage, scope, uid, "sensor", Some("gw")).await);
+    }
+    let now = Utc::now();
+    let message = logged("g", scope.tenant, gateway.id, now);
+    let readings: Vec<Reading> = children
+        .iter()
+        .enumerate()
+        .map(|(n, child)| Reading {
+            message: "g".into(),
+            tenant: scope.tenant,
+            device: child.id,
+            attribute: "temperature".into(),
+            ts: now,
+            value: serde_json::json!(n),
+            raw: None,
+            level: None,
+            watched: false,
+        })
+        .collect();
+    let recorded = ingest::record(storage, &[message], &readings, &[])
+        .await
+        .expect("record");
+    assert_eq!(recorded.ledger_rows, 2, "one value per child");
+
+    devices::delete(storage, scope, "child-1")
+        .await
+        .expect("delete a child");
+    let left: Vec<i64> = ledger::Entity::find()
+        .all(storage.db())
+        .await
+        .expect("ledger")
+        .iter()
+        .map(|row| row.device_id)
+        .collect();
+    assert_eq!(left, vec![children[1].id], "the deleted child's values go");
+
+    devices::delete(storage, scope, &gateway.uid)
+        .await
+        .expect("delete the gateway");
+    let logged = message_log::Entity::find()
+        .filter(message_log::Column::MessageKey.eq("g"))
+        .one(storage.db())
+        .await
+        .expect("log")
+        .expect("a deleted device's messages stay logged");
+    assert_eq!(logged.device_id, None, "without the device");
+}
+
+/// What a workflow saves: a value no logged message carries.
+async fn a_value_of_no_message_is_stored(storage: &Storage) {
+    let (scope, device) = acme_with_one_device(storage).await;
+    let saved = Reading {
+        message: "workflow:by-hand".into(),
+        tenant: scope.tenant,
+        device: device.id,
+        attribute: "setpoint".into(),
+        ts: Utc::now(),
+        value: serde_json::json!(42),
+        raw: None,
+        level: None,
+        watched: false,
+    };
+    let recorded = ingest::record(storage, &[] as &[LoggedMessage], &[saved], &[])
+        .await
+        .expect("record");
+    assert_eq!((recorded.messages, recorded.ledger_rows), (0, 1));
+    let latest = latest_value::Entity::find_by_id((device.id, "setpoint".to_string()))
+        .one(storage.db())
+        .await
+        .expect("query")
+        .expect("latest");
+    assert_eq!(latest.value_num, Some(42.0));
 }

@@ -44,8 +44,9 @@ use workflows::{Triggers, WorkflowMetrics};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
-    /// Concurrent consumers of the acquisition queue.
-    pub consumers: usize,
+    /// Concurrent consumers of the acquisition queue (default: as many as the database writes
+    /// to good effect at once, [`Storage::parallel_writers`]).
+    pub consumers: Option<usize>,
     /// Items a consumer takes per pull.
     pub batch_size: usize,
     /// How long an idle consumer waits for items in one pull.
@@ -80,7 +81,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            consumers: 2,
+            consumers: None,
             batch_size: 1000,
             poll_wait: Duration::from_secs(1),
             batch_linger: Duration::from_millis(20),
@@ -319,7 +320,11 @@ impl Role for WorkerRole {
             .map_err(|err| RoleError::other(format!("cannot follow announced changes: {err}")))?;
         let forgetting =
             forget_on_change(changes, pipeline.clone(), triggers.clone(), stop.clone());
-        let mut consumers: Vec<JoinHandle<()>> = (0..config.consumers.max(1))
+        let consumer_count = config
+            .consumers
+            .unwrap_or_else(|| storage.parallel_writers())
+            .max(1);
+        let mut consumers: Vec<JoinHandle<()>> = (0..consumer_count)
             .map(|_| {
                 health.supervise(
                     "an acquisition consumer",
@@ -397,7 +402,7 @@ impl Role for WorkerRole {
         *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { stop, consumers });
         self.health.set(HealthStatus::Healthy);
         tracing::info!(
-            consumers = config.consumers.max(1),
+            consumers = consumer_count,
             "worker consuming the acquisition queue"
         );
         Ok(())

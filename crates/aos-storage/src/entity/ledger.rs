@@ -15,7 +15,8 @@ pub struct Model {
     pub value_json: Option<Json>,
     pub raw: Option<Json>,
     pub level: Option<String>,
-    /// The message that produced it (with `attribute`, what makes a redelivery a no-op).
+    /// The message that produced it (with device, attribute and time, what makes a redelivery
+    /// a no-op).
     pub message_id: Option<i64>,
 }
 

@@ -10,6 +10,7 @@ mod m0007_message_log_indexes;
 mod m0008_child_class;
 mod m0009_ledger_retention_by_series;
 mod m0010_device_sessions;
+mod m0011_ledger_by_series;
 
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_child_class::Migration),
             Box::new(m0009_ledger_retention_by_series::Migration),
             Box::new(m0010_device_sessions::Migration),
+            Box::new(m0011_ledger_by_series::Migration),
         ]
     }
 }

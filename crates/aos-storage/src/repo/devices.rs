@@ -12,7 +12,9 @@ pub use super::device_lookup::{OFFLINE, ONLINE, get};
 pub(crate) use super::device_lookup::{get_in, visible};
 use super::paging::{self, Page};
 use super::{Scope, bound_entity, check_identifier, check_name, classes, duplicate};
-use crate::entity::{credential_change, device, device_class, device_credential};
+use crate::entity::{
+    credential_change, device, device_class, device_credential, ledger, message_log,
+};
 use crate::{Storage, StorageError};
 
 /// A device to create, its references given by name.
@@ -656,6 +658,26 @@ pub async fn update(
 pub async fn delete(storage: &Storage, scope: Scope, uid: &str) -> Result<(), StorageError> {
     let txn = storage.begin_write().await?;
     let found = get_in(&txn, scope, uid).await?;
+    // The ledger and the log have no foreign keys on PostgreSQL (they cost ingest a third): their
+    // rows go, or leave the device, here. The device's row is locked first: a batch storing its
+    // values meanwhile either committed before (its rows are deleted here) or fails on the latest
+    // values' foreign key, which waits for this lock (SQLite has one writer anyway).
+    device::Entity::find_by_id(found.id)
+        .lock_exclusive()
+        .one(&txn)
+        .await?;
+    ledger::Entity::delete_many()
+        .filter(ledger::Column::DeviceId.eq(found.id))
+        .exec(&txn)
+        .await?;
+    message_log::Entity::update_many()
+        .col_expr(
+            message_log::Column::DeviceId,
+            Expr::value(Option::<i64>::None),
+        )
+        .filter(message_log::Column::DeviceId.eq(found.id))
+        .exec(&txn)
+        .await?;
     device::Entity::delete_by_id(found.id).exec(&txn).await?;
     credential_changed(&txn, &found.uid, Utc::now()).await?;
     txn.commit().await?;

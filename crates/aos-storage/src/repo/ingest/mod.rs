@@ -1,5 +1,6 @@
 //! Device messages into storage: a batch's message-log entries, ledger rows and latest values in
-//! one transaction, idempotent — a redelivered message (same key) writes nothing twice.
+//! one transaction, idempotent — a redelivered message (same key) writes nothing again: its
+//! first delivery's outcome stands.
 //!
 //! The statements differ by database: SQLite (one writer at a time) takes multi-row inserts
 //! built by sea-orm ([`portable`]); PostgreSQL, written by several workers at once, takes each
@@ -10,7 +11,8 @@ mod portable;
 mod postgres;
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -86,13 +88,13 @@ const INBOUND: &str = "inbound";
 
 /// What a batch writes, by database.
 trait BatchWrites {
-    /// Adds the message-log entries not there yet; returns how many.
+    /// Adds the message-log entries not there yet, and the ledger rows of the readings
+    /// (distinct) [`to_store`].
     async fn log(
         db: &impl ConnectionTrait,
         messages: &[&LoggedMessage],
-    ) -> Result<u64, StorageError>;
-    /// Adds the ledger rows not there yet (the messages are logged); returns how many.
-    async fn ledger(db: &impl ConnectionTrait, readings: &[&Reading]) -> Result<u64, StorageError>;
+        readings: &[&Reading],
+    ) -> Result<Logged, StorageError>;
     /// The stored latest values the batch's newest readings may replace, where its changes are
     /// wanted (and, where writers run side by side, locked until the batch commits).
     async fn latest_before(
@@ -104,6 +106,14 @@ trait BatchWrites {
         db: &impl ConnectionTrait,
         latest: &[&Reading],
     ) -> Result<(), StorageError>;
+}
+
+/// What the log step of a batch added.
+struct Logged {
+    /// The keys of the messages logged now. A message logged by an earlier delivery had its
+    /// values stored with it: the first outcome stands.
+    keys: HashSet<String>,
+    ledger_rows: u64,
 }
 
 /// What a batch added.
@@ -150,7 +160,7 @@ pub async fn record(
     replies: &[Reply],
 ) -> Result<Recorded, StorageError> {
     let messages: Vec<&LoggedMessage> = messages.iter().map(Borrow::borrow).collect();
-    let readings: Vec<&Reading> = readings.iter().map(Borrow::borrow).collect();
+    let readings = distinct(readings.iter().map(Borrow::borrow));
     let txn = storage.begin_write().await?;
     let recorded = match storage.backend() {
         DatabaseBackend::Postgres => {
@@ -168,17 +178,16 @@ async fn write<W: BatchWrites>(
     readings: &[&Reading],
     replies: &[Reply],
 ) -> Result<Recorded, StorageError> {
-    let messages_added = W::log(db, messages).await?;
-    let ledger_rows = W::ledger(db, readings).await?;
-    let latest = newest_per_attribute(readings);
+    let logged = W::log(db, messages, readings).await?;
+    let latest = newest_per_attribute(&to_store(messages, &logged.keys, readings));
     let before = W::latest_before(db, &latest).await?;
     let changes = changes(&latest, before);
     let events = raise_events(db, &changes).await?;
     W::upsert_latest(db, &latest).await?;
     commands::settle(db, replies).await?;
     Ok(Recorded {
-        messages: messages_added,
-        ledger_rows,
+        messages: logged.keys.len() as u64,
+        ledger_rows: logged.ledger_rows,
         events,
         changes,
     })
@@ -264,6 +273,42 @@ async fn raise_events(db: &impl ConnectionTrait, changes: &[Change]) -> Result<u
         }
     }
     Ok(raised)
+}
+
+/// The readings a batch stores: those of the messages it logs now, and those of no message in
+/// the batch (a workflow's saved values). A message logged by an earlier delivery had its
+/// values stored then.
+fn to_store<'a>(
+    messages: &[&LoggedMessage],
+    logged_now: &HashSet<String>,
+    readings: &[&'a Reading],
+) -> Vec<&'a Reading> {
+    let carried: HashSet<&str> = messages.iter().map(|m| m.key.as_str()).collect();
+    readings
+        .iter()
+        .filter(|r| logged_now.contains(&r.message) || !carried.contains(r.message.as_str()))
+        .copied()
+        .collect()
+}
+
+/// The readings without repeats: of the readings of one device attribute at one time from one
+/// message (a payload naming a value twice), the last one.
+fn distinct<'a>(readings: impl Iterator<Item = &'a Reading>) -> Vec<&'a Reading> {
+    let mut last: HashMap<(&str, i64, &str, DateTime<Utc>), usize> = HashMap::new();
+    let mut kept: Vec<Option<&Reading>> = Vec::new();
+    for r in readings {
+        match last.entry((r.message.as_str(), r.device, r.attribute.as_str(), r.ts)) {
+            Entry::Occupied(mut at) => {
+                kept[*at.get()] = None;
+                at.insert(kept.len());
+            }
+            Entry::Vacant(at) => {
+                at.insert(kept.len());
+            }
+        }
+        kept.push(Some(r));
+    }
+    kept.into_iter().flatten().collect()
 }
 
 /// The newest reading of each device attribute in the batch (one row per upsert key: a

@@ -1,15 +1,14 @@
 //! A batch's rows as sea-orm multi-row inserts, for SQLite: one writer at a time, so nothing is
 //! locked ahead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
-    TryInsertResult,
 };
 
-use super::{BatchWrites, INBOUND, LoggedMessage, Reading, wanted};
+use super::{BatchWrites, INBOUND, Logged, LoggedMessage, Reading, to_store, wanted};
 use crate::StorageError;
 use crate::entity::{latest_value, ledger, message_log};
 
@@ -23,50 +22,23 @@ impl BatchWrites for Rows {
     async fn log(
         db: &impl ConnectionTrait,
         messages: &[&LoggedMessage],
-    ) -> Result<u64, StorageError> {
-        let mut added = 0;
+        readings: &[&Reading],
+    ) -> Result<Logged, StorageError> {
+        // One writer at a time: what is logged before the insert is what it does not add.
+        let logged_before = message_ids(db, messages.iter().map(|m| m.key.as_str())).await?;
         for chunk in messages.chunks(ROWS_PER_STATEMENT) {
-            added += inserted(
-                message_log::Entity::insert_many(chunk.iter().map(|m| log_row(m)))
-                    .on_conflict_do_nothing_on([message_log::Column::MessageKey])
-                    .exec_without_returning(db)
-                    .await?,
-            );
+            message_log::Entity::insert_many(chunk.iter().map(|m| log_row(m)))
+                .on_conflict_do_nothing_on([message_log::Column::MessageKey])
+                .exec_without_returning(db)
+                .await?;
         }
-        Ok(added)
-    }
-
-    async fn ledger(db: &impl ConnectionTrait, readings: &[&Reading]) -> Result<u64, StorageError> {
-        let ids = message_ids(db, readings).await?;
-        let mut added = 0;
-        for chunk in readings.chunks(ROWS_PER_STATEMENT) {
-            let rows = chunk.iter().map(|r| {
-                let (num, json) = r.columns();
-                ledger::ActiveModel {
-                    tenant_id: Set(r.tenant),
-                    device_id: Set(r.device),
-                    attribute: Set(r.attribute.clone()),
-                    ts: Set(r.ts),
-                    value_num: Set(num),
-                    value_json: Set(json.cloned()),
-                    raw: Set(r.raw.clone()),
-                    level: Set(r.level.clone()),
-                    message_id: Set(ids.get(&r.message).copied()),
-                    ..Default::default()
-                }
-            });
-            added += inserted(
-                ledger::Entity::insert_many(rows)
-                    .on_conflict_do_nothing_on([
-                        ledger::Column::MessageId,
-                        ledger::Column::Attribute,
-                        ledger::Column::Ts,
-                    ])
-                    .exec_without_returning(db)
-                    .await?,
-            );
-        }
-        Ok(added)
+        let keys: HashSet<String> = messages
+            .iter()
+            .filter(|m| !logged_before.contains_key(&m.key))
+            .map(|m| m.key.clone())
+            .collect();
+        let ledger_rows = ledger(db, &to_store(messages, &keys, readings)).await?;
+        Ok(Logged { keys, ledger_rows })
     }
 
     async fn latest_before(
@@ -134,12 +106,32 @@ impl BatchWrites for Rows {
     }
 }
 
-/// Rows an `INSERT … ON CONFLICT DO NOTHING` added.
-fn inserted(result: TryInsertResult<u64>) -> u64 {
-    match result {
-        TryInsertResult::Inserted(rows) => rows,
-        TryInsertResult::Empty | TryInsertResult::Conflicted => 0,
+/// Adds the ledger rows, each naming its message's log entry where there is one; returns how
+/// many.
+async fn ledger(db: &impl ConnectionTrait, readings: &[&Reading]) -> Result<u64, StorageError> {
+    let ids = message_ids(db, readings.iter().map(|r| r.message.as_str())).await?;
+    let mut added = 0;
+    for chunk in readings.chunks(ROWS_PER_STATEMENT) {
+        let rows = chunk.iter().map(|r| {
+            let (num, json) = r.columns();
+            ledger::ActiveModel {
+                tenant_id: Set(r.tenant),
+                device_id: Set(r.device),
+                attribute: Set(r.attribute.clone()),
+                ts: Set(r.ts),
+                value_num: Set(num),
+                value_json: Set(json.cloned()),
+                raw: Set(r.raw.clone()),
+                level: Set(r.level.clone()),
+                message_id: Set(ids.get(&r.message).copied()),
+                ..Default::default()
+            }
+        });
+        added += ledger::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
     }
+    Ok(added)
 }
 
 fn log_row(m: &LoggedMessage) -> message_log::ActiveModel {
@@ -159,12 +151,12 @@ fn log_row(m: &LoggedMessage) -> message_log::ActiveModel {
     }
 }
 
-/// The message-log ids of the messages the readings came from.
-async fn message_ids(
+/// The message-log ids of the messages with these keys that are logged.
+async fn message_ids<'a>(
     db: &impl ConnectionTrait,
-    readings: &[&Reading],
+    keys: impl Iterator<Item = &'a str>,
 ) -> Result<HashMap<String, i64>, StorageError> {
-    let mut keys: Vec<&str> = readings.iter().map(|r| r.message.as_str()).collect();
+    let mut keys: Vec<&str> = keys.collect();
     keys.sort_unstable();
     keys.dedup();
     let mut ids = HashMap::with_capacity(keys.len());

@@ -13,35 +13,45 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseBackend, EntityTrait, Statement};
 use serde::{Serialize, Serializer};
 
-use super::{BatchWrites, INBOUND, LoggedMessage, Reading};
+use super::{BatchWrites, INBOUND, Logged, LoggedMessage, Reading};
 use crate::StorageError;
 use crate::entity::latest_value;
 
 /// Statements over JSON arrays of rows.
 pub(super) struct Bulk;
 
-const LOG: &str = r#"
-INSERT INTO message_log (tenant_id, device_id, direction, topic, payload, status, error,
-                         message_key, received_at, started_at, processed_at)
-SELECT tenant_id, device_id, direction, topic, payload, status, error,
-       message_key, received_at, started_at, processed_at
-FROM json_to_recordset($1::text::json) AS m(
-    tenant_id bigint, device_id bigint, direction text, topic text, payload bytea, status text,
-    error text, message_key text, received_at timestamptz, started_at timestamptz,
-    processed_at timestamptz)
-ON CONFLICT (message_key) DO NOTHING"#;
-
-/// Ledger rows name their message by its id: joined on the key, logged by the same batch.
-const LEDGER: &str = r#"
-INSERT INTO ledger (tenant_id, device_id, attribute, ts, value_num, value_json, raw, level,
-                    message_id)
-SELECT r.tenant_id, r.device_id, r.attribute, r.ts, r.value_num, r.value_json, r.raw, r.level,
-       m.id
-FROM json_to_recordset($1::text::json) AS r(
-    message_key text, tenant_id bigint, device_id bigint, attribute text, ts timestamptz,
-    value_num double precision, value_json json, raw json, level text)
-JOIN message_log m ON m.message_key = r.message_key
-ON CONFLICT (message_id, attribute, ts) DO NOTHING"#;
+/// The log entries not there yet, then the ledger rows of the messages just logged (a message
+/// logged before, by an earlier delivery, had its rows written with it) and of no message in the
+/// batch (`carried` false: a workflow's saved values), in one statement: the ledger takes the new
+/// entries' ids from the insert itself, and needs no conflict check (the batch's readings are
+/// distinct). Answers the ledger rows added, then the keys logged, a row each.
+const LOG_AND_LEDGER: &str = r#"
+WITH logged AS (
+    INSERT INTO message_log (tenant_id, device_id, direction, topic, payload, status, error,
+                             message_key, received_at, started_at, processed_at)
+    SELECT tenant_id, device_id, direction, topic, payload, status, error,
+           message_key, received_at, started_at, processed_at
+    FROM json_to_recordset($1::text::json) AS m(
+        tenant_id bigint, device_id bigint, direction text, topic text, payload bytea,
+        status text, error text, message_key text, received_at timestamptz,
+        started_at timestamptz, processed_at timestamptz)
+    ON CONFLICT (message_key) DO NOTHING
+    RETURNING id, message_key
+), stored AS (
+    INSERT INTO ledger (tenant_id, device_id, attribute, ts, value_num, value_json, raw, level,
+                        message_id)
+    SELECT r.tenant_id, r.device_id, r.attribute, r.ts, r.value_num, r.value_json, r.raw,
+           r.level, logged.id
+    FROM json_to_recordset($2::text::json) AS r(
+        message_key text, carried boolean, tenant_id bigint, device_id bigint, attribute text,
+        ts timestamptz, value_num double precision, value_json json, raw json, level text)
+    LEFT JOIN logged ON logged.message_key = r.message_key
+    WHERE logged.id IS NOT NULL OR NOT r.carried
+    RETURNING 1
+)
+SELECT NULL::text AS message_key, (SELECT count(*) FROM stored) AS ledger_rows
+UNION ALL
+SELECT message_key, NULL FROM logged"#;
 
 /// The batch's newest readings as latest-value rows, in (device, attribute) order: what the
 /// claim and the upsert insert (they differ in what a row already there does).
@@ -88,14 +98,40 @@ impl BatchWrites for Bulk {
     async fn log(
         db: &impl ConnectionTrait,
         messages: &[&LoggedMessage],
-    ) -> Result<u64, StorageError> {
-        let rows: Vec<LogRow> = messages.iter().map(|m| LogRow::of(m)).collect();
-        execute(db, LOG, &rows).await
-    }
-
-    async fn ledger(db: &impl ConnectionTrait, readings: &[&Reading]) -> Result<u64, StorageError> {
-        let rows: Vec<LedgerRow> = readings.iter().map(|r| LedgerRow::of(r)).collect();
-        execute(db, LEDGER, &rows).await
+        readings: &[&Reading],
+    ) -> Result<Logged, StorageError> {
+        if messages.is_empty() && readings.is_empty() {
+            return Ok(Logged {
+                keys: HashSet::new(),
+                ledger_rows: 0,
+            });
+        }
+        let log: Vec<LogRow> = messages.iter().map(|m| LogRow::of(m)).collect();
+        let carried: HashSet<&str> = messages.iter().map(|m| m.key.as_str()).collect();
+        let ledger: Vec<LedgerRow> = readings
+            .iter()
+            .map(|r| LedgerRow::of(r, carried.contains(r.message.as_str())))
+            .collect();
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                LOG_AND_LEDGER,
+                [json(&log)?.into(), json(&ledger)?.into()],
+            ))
+            .await?;
+        let mut logged = Logged {
+            keys: HashSet::with_capacity(rows.len()),
+            ledger_rows: 0,
+        };
+        for row in rows {
+            if let Some(key) = row.try_get::<Option<String>>("", "message_key")? {
+                logged.keys.insert(key);
+            }
+            if let Some(added) = row.try_get::<Option<i64>>("", "ledger_rows")? {
+                logged.ledger_rows = added.unsigned_abs();
+            }
+        }
+        Ok(logged)
     }
 
     /// New rows are inserted first (they replace nothing), existing ones then locked: a
@@ -150,17 +186,20 @@ async fn execute(
     Ok(db.execute_raw(statement(sql, rows)?).await?.rows_affected())
 }
 
-/// `sql` with the rows as its one parameter, a JSON array (text: bound as is, cast by the
-/// statement).
+/// `sql` with the rows as its one parameter.
 fn statement(sql: &str, rows: &[impl Serialize]) -> Result<Statement, StorageError> {
-    let json = serde_json::to_string(rows).map_err(|err| {
-        StorageError::invalid("a batch", format!("cannot be written as JSON: {err}"))
-    })?;
     Ok(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         sql,
-        [json.into()],
+        [json(rows)?.into()],
     ))
+}
+
+/// Rows as a JSON array (text: bound as is, cast by the statement).
+fn json(rows: &[impl Serialize]) -> Result<String, StorageError> {
+    serde_json::to_string(rows).map_err(|err| {
+        StorageError::invalid("a batch", format!("cannot be written as JSON: {err}"))
+    })
 }
 
 #[derive(Serialize)]
@@ -203,6 +242,8 @@ impl<'a> LogRow<'a> {
 #[derive(Serialize)]
 struct LedgerRow<'a> {
     message_key: &'a str,
+    /// Whether a message of the batch carries it.
+    carried: bool,
     tenant_id: i64,
     device_id: i64,
     attribute: &'a str,
@@ -215,10 +256,11 @@ struct LedgerRow<'a> {
 }
 
 impl<'a> LedgerRow<'a> {
-    fn of(r: &'a Reading) -> LedgerRow<'a> {
+    fn of(r: &'a Reading, carried: bool) -> LedgerRow<'a> {
         let (value_num, value_json) = r.columns();
         LedgerRow {
             message_key: &r.message,
+            carried,
             tenant_id: r.tenant,
             device_id: r.device,
             attribute: &r.attribute,
