@@ -20,6 +20,8 @@ pub struct Model {
     pub message_id: Option<i64>,
 }
 
+/// For joins: on PostgreSQL the ledger has no foreign key (migration m0011); deleting a device
+/// deletes its rows itself.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     #[sea_orm(

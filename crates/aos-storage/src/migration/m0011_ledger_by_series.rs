@@ -16,7 +16,7 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-#[derive(DeriveIden)]
+#[derive(DeriveIden, Clone, Copy)]
 enum Ledger {
     Table,
     DeviceId,
@@ -51,23 +51,16 @@ const FOREIGN_KEYS: [(&str, &str, &str); 3] = [
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use Ledger::{Attribute, DeviceId, MessageId, Ts};
         manager
-            .create_index(
-                Index::create()
-                    .name(SERIES_UNIQUE)
-                    .table(Ledger::Table)
-                    .col(Ledger::DeviceId)
-                    .col(Ledger::Attribute)
-                    .col(Ledger::Ts)
-                    .col(Ledger::MessageId)
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(index(
+                SERIES_UNIQUE,
+                [DeviceId, Attribute, Ts, MessageId],
+                true,
+            ))
             .await?;
         for name in [SERIES, BY_MESSAGE] {
-            manager
-                .drop_index(Index::drop().name(name).table(Ledger::Table).to_owned())
-                .await?;
+            drop_index(manager, name).await?;
         }
         if manager.get_database_backend() == DatabaseBackend::Postgres {
             for (table, constraint, _) in FOREIGN_KEYS {
@@ -83,6 +76,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        use Ledger::{Attribute, DeviceId, MessageId, Ts};
         if manager.get_database_backend() == DatabaseBackend::Postgres {
             for (table, constraint, definition) in FOREIGN_KEYS {
                 manager
@@ -94,35 +88,30 @@ impl MigrationTrait for Migration {
             }
         }
         manager
-            .create_index(
-                Index::create()
-                    .name(SERIES)
-                    .table(Ledger::Table)
-                    .col(Ledger::DeviceId)
-                    .col(Ledger::Attribute)
-                    .col(Ledger::Ts)
-                    .to_owned(),
-            )
+            .create_index(index(SERIES, [DeviceId, Attribute, Ts], false))
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .name(BY_MESSAGE)
-                    .table(Ledger::Table)
-                    .col(Ledger::MessageId)
-                    .col(Ledger::Attribute)
-                    .col(Ledger::Ts)
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(index(BY_MESSAGE, [MessageId, Attribute, Ts], true))
             .await?;
-        manager
-            .drop_index(
-                Index::drop()
-                    .name(SERIES_UNIQUE)
-                    .table(Ledger::Table)
-                    .to_owned(),
-            )
-            .await
+        drop_index(manager, SERIES_UNIQUE).await
     }
+}
+
+/// The ledger's index `name` on `columns`.
+fn index<const N: usize>(name: &str, columns: [Ledger; N], unique: bool) -> IndexCreateStatement {
+    let mut index = Index::create();
+    index.name(name).table(Ledger::Table);
+    for column in columns {
+        index.col(column);
+    }
+    if unique {
+        index.unique();
+    }
+    index
+}
+
+async fn drop_index(manager: &SchemaManager<'_>, name: &str) -> Result<(), DbErr> {
+    manager
+        .drop_index(Index::drop().name(name).table(Ledger::Table).to_owned())
+        .await
 }

@@ -169,21 +169,13 @@ impl BatchWrites for Bulk {
         db: &impl ConnectionTrait,
         latest: &[&Reading],
     ) -> Result<(), StorageError> {
+        if latest.is_empty() {
+            return Ok(());
+        }
         let rows: Vec<LatestRow> = latest.iter().map(|r| LatestRow::of(r)).collect();
-        execute(db, UPSERT_LATEST, &rows).await.map(drop)
+        db.execute_raw(statement(UPSERT_LATEST, &rows)?).await?;
+        Ok(())
     }
-}
-
-/// Runs `sql` over `rows`; returns the rows it changed.
-async fn execute(
-    db: &impl ConnectionTrait,
-    sql: &str,
-    rows: &[impl Serialize],
-) -> Result<u64, StorageError> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    Ok(db.execute_raw(statement(sql, rows)?).await?.rows_affected())
 }
 
 /// `sql` with the rows as its one parameter.
