@@ -6,7 +6,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::mqtt::{Client3, Client5, options3, options5, read_packet};
+use common::mqtt::{
+    Client3, Client5, connect_packet, options3, options5, publish_packet, read_packet,
+};
 use common::platform::{access_token, ledger_numbers, storage, wait_logged};
 use common::{Aos, Broker, cli_ok};
 use rumqttc::v5::mqttbytes::v5::{PublishProperties, SubscribeProperties};
@@ -140,39 +142,6 @@ async fn a_5_0_session_keeps_its_subscription_options_and_message_properties() {
     assert_eq!(&second.payload[..], b"one");
 }
 
-/// A raw MQTT 3.1.1 CONNECT: keep alive 60, username and password if given, clean session as
-/// given.
-fn connect_packet(client_id: &str, credentials: Option<(&str, &str)>, clean: bool) -> Vec<u8> {
-    let string = |s: &str| {
-        let mut v = (s.len() as u16).to_be_bytes().to_vec();
-        v.extend_from_slice(s.as_bytes());
-        v
-    };
-    let signs_in = if credentials.is_some() {
-        0x80 | 0x40
-    } else {
-        0
-    };
-    let flags = signs_in | if clean { 0x02 } else { 0 };
-    let mut body = string("MQTT");
-    body.extend_from_slice(&[4, flags, 0, 60]);
-    body.extend(string(client_id));
-    if let Some((username, password)) = credentials {
-        body.extend(string(username));
-        body.extend(string(password));
-    }
-    packet(0x10, body)
-}
-
-/// A raw PUBLISH with a packet id (`header`: 0x32 QoS 1, 0x34 QoS 2, | 0x08 for DUP).
-fn publish_packet(header: u8, topic: &str, id: u16, payload: &str) -> Vec<u8> {
-    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
-    body.extend_from_slice(topic.as_bytes());
-    body.extend_from_slice(&id.to_be_bytes());
-    body.extend_from_slice(payload.as_bytes());
-    packet(header, body)
-}
-
 /// Opens a raw connection, sends `connect` and returns the connection and its CONNACK.
 async fn raw_connect(port: u16, connect: &[u8]) -> (tokio::net::TcpStream, (u8, Vec<u8>)) {
     let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -181,21 +150,6 @@ async fn raw_connect(port: u16, connect: &[u8]) -> (tokio::net::TcpStream, (u8, 
     raw.write_all(connect).await.expect("CONNECT");
     let connack = read_packet(&mut raw).await;
     (raw, connack)
-}
-
-fn packet(header: u8, body: Vec<u8>) -> Vec<u8> {
-    let mut out = vec![header];
-    let mut len = body.len();
-    loop {
-        let byte = (len % 128) as u8;
-        len /= 128;
-        out.push(if len > 0 { byte | 0x80 } else { byte });
-        if len == 0 {
-            break;
-        }
-    }
-    out.extend(body);
-    out
 }
 
 #[tokio::test]

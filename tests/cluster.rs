@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aos_storage::entity::ledger;
 use common::api::{PASSWORD, call};
 use common::cluster::Shared;
-use common::mqtt::{Client3, options3};
+use common::mqtt::{Client3, connect_packet, options3, publish_packet};
 use common::platform::printed;
 use common::{AosProcess, PATIENCE};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
@@ -466,4 +466,74 @@ async fn acknowledged_messages_survive_a_broker_node_and_a_nats_server_dying() {
     // A worker started now, on the two servers left, stores every one of them, once.
     let _worker = replicated(&shared, "worker");
     wait_stored(&shared, 300, PATIENCE * 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_node_holds_a_bounded_number_of_publishes_while_its_queue_stalls() {
+    use tokio::io::AsyncWriteExt;
+    const SENT: u16 = 2000;
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let token = acme(&shared);
+    let node = shared
+        .aos(&["run", "--roles", "broker,worker"])
+        .env("AOS_BROKER__MAX_PENDING_PACKETS", "50");
+    let mut node = node.spawn();
+    node.wait_ready();
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", node.ports.mqtt))
+        .await
+        .expect("connect");
+    let (mut from_broker, mut to_broker) = stream.into_split();
+    to_broker
+        .write_all(&connect_packet("d-1", Some(("d-1", &token)), true))
+        .await
+        .expect("CONNECT");
+    let (header, body) = common::mqtt::read_half_packet(&mut from_broker).await;
+    assert_eq!((header, body), (0x20, vec![0, 0]), "CONNACK accepted");
+
+    // The queue stalls (NATS stopped, not killed: it resumes with all it had) while a device
+    // that does not wait for acknowledgements sends publish after publish.
+    let nats = shared.nats.pid(0).expect("the test NATS") as i32;
+    // SAFETY: signals to the test's own NATS server.
+    assert_eq!(unsafe { libc::kill(nats, libc::SIGSTOP) }, 0);
+    let publishes: Vec<u8> = (1..=SENT)
+        .flat_map(|id| {
+            let payload = format!(r#"{{"n": {id}}}"#);
+            publish_packet(0x32, "aos/d-1/telemetry", id, &payload)
+        })
+        .collect();
+    let writer = tokio::spawn(async move {
+        to_broker.write_all(&publishes).await.expect("PUBLISH");
+        to_broker
+    });
+    // The node stops reading the device at its bound instead of taking all of them in.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while node.metric("aos_broker_reads_paused_total") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the node never stopped reading: {} packets pending",
+            node.metric("aos_broker_packets_pending")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pending = node.metric("aos_broker_packets_pending");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(nats, libc::SIGCONT) }, 0);
+    assert!(
+        pending <= 50,
+        "{pending} packets pending past the bound of 50"
+    );
+
+    // Once the queue is back, every publish is acknowledged, in order, and stored once.
+    for id in 1..=SENT {
+        let (header, body) = common::mqtt::read_half_packet(&mut from_broker).await;
+        assert_eq!(
+            (header, body),
+            (0x40, id.to_be_bytes().to_vec()),
+            "PUBACK {id}"
+        );
+    }
+    let _to_broker = writer.await.expect("the writer");
+    wait_stored(&shared, u64::from(SENT), PATIENCE).await;
 }

@@ -256,6 +256,15 @@ impl Client5 {
 
 /// Reads one MQTT packet from a raw connection: (first byte, body).
 pub async fn read_packet(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    read_from(stream).await
+}
+
+/// Reads one MQTT packet from the read half of a raw connection: (first byte, body).
+pub async fn read_half_packet(stream: &mut tokio::net::tcp::OwnedReadHalf) -> (u8, Vec<u8>) {
+    read_from(stream).await
+}
+
+async fn read_from(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> (u8, Vec<u8>) {
     use tokio::io::AsyncReadExt;
     let read = async {
         let header = stream.read_u8().await.expect("header");
@@ -275,4 +284,53 @@ pub async fn read_packet(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
     tokio::time::timeout(WAIT, read)
         .await
         .expect("a packet in time")
+}
+
+/// A raw MQTT 3.1.1 CONNECT: keep alive 60, username and password if given, clean session as
+/// given.
+pub fn connect_packet(client_id: &str, credentials: Option<(&str, &str)>, clean: bool) -> Vec<u8> {
+    let string = |s: &str| {
+        let mut v = (s.len() as u16).to_be_bytes().to_vec();
+        v.extend_from_slice(s.as_bytes());
+        v
+    };
+    let signs_in = if credentials.is_some() {
+        0x80 | 0x40
+    } else {
+        0
+    };
+    let flags = signs_in | if clean { 0x02 } else { 0 };
+    let mut body = string("MQTT");
+    body.extend_from_slice(&[4, flags, 0, 60]);
+    body.extend(string(client_id));
+    if let Some((username, password)) = credentials {
+        body.extend(string(username));
+        body.extend(string(password));
+    }
+    packet(0x10, body)
+}
+
+/// A raw PUBLISH with a packet id (`header`: 0x32 QoS 1, 0x34 QoS 2, | 0x08 for DUP).
+pub fn publish_packet(header: u8, topic: &str, id: u16, payload: &str) -> Vec<u8> {
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&id.to_be_bytes());
+    body.extend_from_slice(payload.as_bytes());
+    packet(header, body)
+}
+
+/// An MQTT packet: its first byte, the remaining length, the body.
+fn packet(header: u8, body: Vec<u8>) -> Vec<u8> {
+    let mut out = vec![header];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        out.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend(body);
+    out
 }

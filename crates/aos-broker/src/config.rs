@@ -76,6 +76,12 @@ pub struct BrokerConfig {
     /// QoS 1/2 messages the broker sends a client before waiting for acknowledgements (also
     /// bounded by the client's receive maximum).
     pub max_inflight: u16,
+    /// Client packets a node holds while they are handled (waiting for the acquisition queue,
+    /// the store, or an earlier packet of their connection). Beyond it, a connection with a
+    /// packet pending is not read from until its packets are answered: publishers slow down
+    /// instead of the node's memory growing (each pending PUBLISH costs a few KiB plus its
+    /// payload).
+    pub max_pending_packets: usize,
     /// Topic aliases a 5.0 client may use.
     pub max_topic_alias: u16,
     /// Topic aliases the broker assigns to the topics it sends a 5.0 client that accepts them
@@ -112,6 +118,7 @@ impl Default for BrokerConfig {
             max_keepalive: 600,
             receive_maximum: 128,
             max_inflight: 1000,
+            max_pending_packets: 16_384,
             max_topic_alias: 32,
             server_topic_aliases: 0,
             max_queued_messages: 1000,

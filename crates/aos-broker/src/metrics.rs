@@ -40,6 +40,11 @@ pub struct BrokerMetrics {
     pub denied: Counter,
     /// QoS 1 PUBLISH packets a client sent again (DUP): each may duplicate one already taken.
     pub resent_received: Counter,
+    /// Client packets being handled after their connection's dispatcher moved on (waiting for
+    /// the queue, the store, or an earlier packet of their connection).
+    pub packets_pending: Gauge,
+    /// Times a connection was not read from because the node held `max_pending_packets`.
+    pub reads_paused: Counter,
     /// Messages waiting in session queues, and sent but not yet acknowledged.
     pub session_queues: crate::session::QueueGauges,
 }
@@ -91,6 +96,16 @@ impl BrokerMetrics {
             "broker_resent_received",
             "QoS 1 PUBLISH packets clients sent again (DUP set); each may duplicate a message already taken",
             self.resent_received.clone(),
+        );
+        m.register(
+            "broker_packets_pending",
+            "Client packets being handled, waiting for the queue, the store or an earlier packet of their connection",
+            self.packets_pending.clone(),
+        );
+        m.register(
+            "broker_reads_paused",
+            "Times a connection with packets pending was not read from because the node held broker.max_pending_packets",
+            self.reads_paused.clone(),
         );
         m.register(
             "broker_messages_sent",

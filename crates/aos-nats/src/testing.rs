@@ -192,6 +192,12 @@ impl NatsServers {
         self.urls.join(",")
     }
 
+    /// The process id of server `index`, for drills that signal it (SIGSTOP: a server that
+    /// stalls).
+    pub fn pid(&self, index: usize) -> Option<u32> {
+        self.children.get(index).map(Child::id)
+    }
+
     /// Kills server `index` at once (`kill -9`), as a failure drill.
     pub fn kill(&mut self, index: usize) {
         if let Some(child) = self.children.get_mut(index) {

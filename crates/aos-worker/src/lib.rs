@@ -25,7 +25,7 @@ pub mod workflows;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aos_core::acquisition::ACQUISITION_QUEUE;
+use aos_core::acquisition::{self, ACQUISITION_QUEUE};
 use aos_core::live::LiveFeed;
 use aos_core::queue::{Delivery, WorkQueue};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
@@ -47,7 +47,8 @@ pub struct WorkerConfig {
     /// Concurrent consumers of the acquisition queue (default: as many as the database writes
     /// to good effect at once, [`Storage::parallel_writers`]).
     pub consumers: Option<usize>,
-    /// Items a consumer takes per pull.
+    /// Device messages a consumer stores per batch (a queue item carries one message or a group
+    /// of them: a batch may exceed this by part of one item's group).
     pub batch_size: usize,
     /// How long an idle consumer waits for items in one pull.
     #[serde(with = "humantime_serde")]
@@ -121,23 +122,40 @@ impl WorkerRole {
 /// How long a batch that could not be written waits before it is delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// Adds what arrives within the linger time to a batch, up to the batch size.
+/// The device messages queue items carry.
+fn messages_in(items: &[Delivery]) -> usize {
+    items
+        .iter()
+        .map(|item| acquisition::messages_in(&item.payload))
+        .sum()
+}
+
+/// Queue items to pull for `wanted` more messages, at `per_item` messages an item (as in the
+/// consumer's last batch).
+fn items_for(wanted: usize, per_item: usize) -> usize {
+    wanted.div_ceil(per_item.max(1)).max(1)
+}
+
+/// Adds what arrives within the linger time to a batch, up to the batch size in messages.
 async fn top_up(
     queue: &dyn WorkQueue,
     mut batch: Vec<Delivery>,
     config: &WorkerConfig,
+    per_item: usize,
 ) -> Vec<Delivery> {
     let deadline = tokio::time::Instant::now() + config.batch_linger;
-    while batch.len() < config.batch_size {
+    let mut messages = messages_in(&batch);
+    while messages < config.batch_size {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             break;
         }
-        match queue
-            .pull(ACQUISITION_QUEUE, config.batch_size - batch.len(), left)
-            .await
-        {
-            Ok(more) if !more.is_empty() => batch.extend(more),
+        let wanted = items_for(config.batch_size - messages, per_item);
+        match queue.pull(ACQUISITION_QUEUE, wanted, left).await {
+            Ok(more) if !more.is_empty() => {
+                messages += messages_in(&more);
+                batch.extend(more);
+            }
             // Nothing more in time, or a pull error (the next pull reports it): go with what is in hand.
             _ => break,
         }
@@ -175,14 +193,17 @@ async fn consume(
     stop: CancellationToken,
     health: Arc<HealthCell>,
 ) {
+    // Messages per queue item in the last batch: groups grow with the load.
+    let mut per_item = 1;
     loop {
+        let wanted = items_for(config.batch_size, per_item);
         let pulled = tokio::select! {
             _ = stop.cancelled() => return,
-            pulled = queue.pull(ACQUISITION_QUEUE, config.batch_size, config.poll_wait) => pulled,
+            pulled = queue.pull(ACQUISITION_QUEUE, wanted, config.poll_wait) => pulled,
         };
         let batch = match pulled {
             Ok(batch) if batch.is_empty() => continue,
-            Ok(batch) => top_up(queue.as_ref(), batch, &config).await,
+            Ok(batch) => top_up(queue.as_ref(), batch, &config, per_item).await,
             Err(err) => {
                 tracing::error!(%err, "pulling from the acquisition queue failed");
                 health.set_with_detail(HealthStatus::Degraded, err.to_string());
@@ -193,7 +214,9 @@ async fn consume(
                 continue;
             }
         };
-        let span = tracing::info_span!("batch", size = batch.len());
+        let messages = messages_in(&batch);
+        per_item = (messages / batch.len()).max(1);
+        let span = tracing::info_span!("batch", items = batch.len(), messages);
         let retry = pipeline.process(&batch).instrument(span).await;
         let done: Vec<u64> = batch
             .iter()
@@ -209,7 +232,10 @@ async fn consume(
         } else {
             health.set_with_detail(
                 HealthStatus::Degraded,
-                format!("{} messages could not be stored", retry.len()),
+                format!(
+                    "messages of {} queue items could not be stored",
+                    retry.len()
+                ),
             );
         }
         for id in retry {

@@ -7,7 +7,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-use aos_core::acquisition::Acquired;
+use aos_core::acquisition::{self, Acquired};
 use aos_core::live::{LiveFeed, LiveKind, LiveUpdate};
 use aos_core::queue::Delivery;
 use aos_formats::interpret::{self, InterpreterSpec, TenantInterpreters};
@@ -138,14 +138,14 @@ impl Pipeline {
         self.formats.clone()
     }
 
-    /// Processes a batch; returns the ids of the deliveries that could not be stored (to be
-    /// delivered again). The phases: route and decode the envelopes, look up what the batch
-    /// needs, interpret each message, store them (as a whole, else one by one, so that one
-    /// message storage refuses does not hold back the others), then tell about what was
-    /// stored (live updates, workflow triggers).
+    /// Processes a batch; returns the ids of the deliveries that cannot be read or have a
+    /// message that could not be stored (to be delivered again). The phases: route and decode the envelopes, look up
+    /// what the batch needs, interpret each message, store them (as a whole, else one by one,
+    /// so that one message storage refuses does not hold back the others), then tell about
+    /// what was stored (live updates, workflow triggers).
     pub async fn process(&self, batch: &[Delivery]) -> Vec<u64> {
         let started = Utc::now();
-        let routed = self.route(batch);
+        let (routed, mut retry) = self.route(batch);
         let mut lookups = match self.look_up(&routed).await {
             Ok(lookups) => lookups,
             Err(err) => {
@@ -170,32 +170,43 @@ impl Pipeline {
                 .start(stored.runs(&lookups.automations, &lookups.known))
                 .await;
         }
-        items
-            .iter()
-            .filter(|item| !item.stored)
-            .map(|item| item.delivery)
-            .collect()
+        // A queue item is delivered again whole when any of its messages was not stored (those
+        // stored already are then written nothing twice).
+        retry.extend(
+            items
+                .iter()
+                .filter(|item| !item.stored)
+                .map(|item| item.delivery),
+        );
+        retry.sort_unstable();
+        retry.dedup();
+        retry
     }
 
-    /// Route and decode: each readable envelope with the route its topic names (or why it
-    /// names none).
-    fn route(&self, batch: &[Delivery]) -> Vec<Routed> {
-        batch
-            .iter()
-            .filter_map(|d| match Acquired::decode(d.payload.clone()) {
-                Ok(envelope) => Some(Routed {
-                    delivery: d.id,
+    /// Route and decode: each message of each readable queue item (one message, or a group of
+    /// them) with the route its topic names (or why it names none); and the items that cannot
+    /// be read.
+    fn route(&self, batch: &[Delivery]) -> (Vec<Routed>, Vec<u64>) {
+        let mut routed = Vec::with_capacity(batch.len());
+        let mut unreadable = Vec::new();
+        for delivery in batch {
+            match acquisition::unpack(delivery.payload.clone()) {
+                Ok(messages) => routed.extend(messages.into_iter().map(|envelope| Routed {
+                    delivery: delivery.id,
                     route: pms::route(&envelope.device, &envelope.topic),
                     envelope,
-                }),
+                })),
                 Err(err) => {
-                    // Nothing names its tenant or device: it cannot even be logged.
-                    tracing::error!(id = d.id, %err, "dropped an unreadable queue item");
+                    // Nothing names its tenant or device, so it cannot be logged; perhaps a
+                    // newer node's format. Never dropped: given back, it ends among the dead
+                    // letters after `queue.max_attempts`, where an operator sees and replays it.
+                    tracing::error!(id = delivery.id, %err, "a queue item cannot be read; it is given back");
                     self.metrics.failed.inc();
-                    None
+                    unreadable.push(delivery.id);
                 }
-            })
-            .collect()
+            }
+        }
+        (routed, unreadable)
     }
 
     /// Look up, once per batch: the devices named, their formats, and each tenant's

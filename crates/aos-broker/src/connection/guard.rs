@@ -31,7 +31,7 @@ use ntex_mqtt::{v3, v5};
 
 use super::Conn;
 use super::order::publish_key;
-use super::replies::Replies;
+use super::replies::{NodeBound, Replies};
 
 /// What the guard needs to know of a packet of either protocol version.
 pub(crate) trait InboundPacket: 'static {
@@ -124,7 +124,13 @@ where
     type Service = ConnectionGuardService<S, St, R, E>;
 
     fn create(&self, inner: S, (_, session): (ntex::SharedCfg, St)) -> Self::Service {
-        let replies = Rc::new(Replies::new(session.io.clone(), R::codec(&session)));
+        let metrics = &session.broker().metrics;
+        let node = NodeBound {
+            waiting: metrics.packets_pending.clone(),
+            limit: session.listener.config.max_pending_packets,
+            paused: metrics.reads_paused.clone(),
+        };
+        let replies = Rc::new(Replies::new(session.io.clone(), R::codec(&session), node));
         ConnectionGuardService {
             inner: Pipeline::new(inner),
             session,

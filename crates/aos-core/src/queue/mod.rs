@@ -62,7 +62,7 @@ impl QueueDepth {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("invalid queue name `{0}`: use 1 to 64 characters of A-Z a-z 0-9 - _ .")]
     InvalidName(String),

@@ -2,7 +2,7 @@
 //! and given another chance (system administrators only).
 
 use aos_auth::permissions::{ObjectKind, Operation};
-use aos_core::acquisition::{ACQUISITION_QUEUE, Acquired};
+use aos_core::acquisition::{self, ACQUISITION_QUEUE};
 use aos_core::queue::{Delivery, QueueError, dead_letter_queue, replay_dead_letters};
 use chrono::{DateTime, Utc};
 use ntex::http::StatusCode;
@@ -87,7 +87,8 @@ fn readable(payload: &[u8]) -> Readable {
     }
 }
 
-/// A dead letter: the device message for the `acquisition` queue, else its payload.
+/// A dead letter: the device messages it carries for the `acquisition` queue (one, or a group
+/// of messages accepted together), else its payload.
 #[derive(Serialize, ToSchema)]
 pub(super) struct DeadLetter {
     id: u64,
@@ -95,8 +96,8 @@ pub(super) struct DeadLetter {
     attempts: u32,
     /// Its size.
     bytes: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<DeadMessage>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    messages: Vec<DeadMessage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<Readable>,
 }
@@ -121,19 +122,22 @@ fn item(queue: &str, delivery: &Delivery) -> DeadLetter {
         id: delivery.id,
         attempts: delivery.attempt,
         bytes: delivery.payload.len(),
-        message: None,
+        messages: Vec::new(),
         payload: None,
     };
-    match Acquired::decode(delivery.payload.clone()) {
-        Ok(message) if queue == ACQUISITION_QUEUE => {
-            shown.message = Some(DeadMessage {
-                key: message.key,
-                tenant: message.tenant,
-                device: message.device,
-                topic: message.topic,
-                received_at: DateTime::from_timestamp_millis(message.received_at_ms),
-                payload: readable(&message.payload),
-            });
+    match acquisition::unpack(delivery.payload.clone()) {
+        Ok(messages) if queue == ACQUISITION_QUEUE => {
+            shown.messages = messages
+                .into_iter()
+                .map(|message| DeadMessage {
+                    key: message.key,
+                    tenant: message.tenant,
+                    device: message.device,
+                    topic: message.topic,
+                    received_at: DateTime::from_timestamp_millis(message.received_at_ms),
+                    payload: readable(&message.payload),
+                })
+                .collect();
         }
         _ => shown.payload = Some(readable(&delivery.payload)),
     }
