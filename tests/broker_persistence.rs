@@ -7,11 +7,12 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::mqtt::{
-    Client3, Client5, connect_packet, options3, options5, publish_packet, read_packet,
+    Client3, Client5, assert_kept, connect_packet, kept_properties, options3, options5,
+    publish_packet, read_packet,
 };
 use common::platform::{access_token, ledger_numbers, storage, wait_logged};
 use common::{Aos, Broker, cli_ok};
-use rumqttc::v5::mqttbytes::v5::{PublishProperties, SubscribeProperties};
+use rumqttc::v5::mqttbytes::v5::SubscribeProperties;
 use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
@@ -99,15 +100,9 @@ async fn a_5_0_session_keeps_its_subscription_options_and_message_properties() {
     keeper.disconnected().await;
 
     let mut publisher = Client5::start(broker.port(), "publisher5").await;
-    let properties = PublishProperties {
-        content_type: Some("text/plain".into()),
-        user_properties: vec![("k".into(), "v".into())],
-        message_expiry_interval: Some(3600),
-        ..PublishProperties::default()
-    };
     publisher
         .client
-        .publish_with_properties("v5/a", QoS::ExactlyOnce, false, "two", properties)
+        .publish_with_properties("v5/a", QoS::ExactlyOnce, false, "two", kept_properties())
         .await
         .expect("publish");
     // QoS 2 completes with PUBCOMP; a QoS 1 message after it is acknowledged once both are
@@ -134,10 +129,7 @@ async fn a_5_0_session_keeps_its_subscription_options_and_message_properties() {
     assert_eq!(first.qos, QoS::ExactlyOnce);
     let props = first.properties.expect("properties");
     assert_eq!(props.subscription_identifiers, vec![7]);
-    assert_eq!(props.content_type.as_deref(), Some("text/plain"));
-    assert_eq!(props.user_properties, vec![("k".into(), "v".into())]);
-    let left = props.message_expiry_interval.expect("expiry forwarded");
-    assert!((3500..=3600).contains(&left), "what remains of it: {left}");
+    assert_kept(&props);
     let second = keeper.publish_received().await;
     assert_eq!(&second.payload[..], b"one");
 }

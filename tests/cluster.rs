@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use aos_storage::entity::ledger;
 use common::api::{PASSWORD, call};
 use common::cluster::Shared;
-use common::mqtt::{Client3, connect_packet, options3, publish_packet};
+use common::mqtt::{
+    Client3, Client5, assert_kept, connect_packet, kept_properties, options3, publish_packet,
+};
 use common::platform::printed;
 use common::{AosProcess, PATIENCE};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
@@ -536,4 +538,88 @@ async fn a_broker_node_holds_a_bounded_number_of_publishes_while_its_queue_stall
     }
     let _to_broker = writer.await.expect("the writer");
     wait_stored(&shared, u64::from(SENT), PATIENCE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_published_on_one_broker_node_reaches_subscribers_on_another() {
+    use rumqttc::v5::mqttbytes::QoS;
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let token = acme(&shared);
+    let broker = |shared: &Shared| {
+        let mut node = shared
+            .aos(&["run", "--roles", "broker"])
+            .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "true")
+            .env("AOS_BROKER__AUTH__ACL_DEFAULT", "allow")
+            .spawn();
+        node.wait_ready();
+        node
+    };
+    let (a, b) = (broker(&shared), broker(&shared));
+
+    // On B: overlapping filters of one client, topics NATS subjects cannot carry as they are.
+    let mut subscriber = Client5::start(b.ports.mqtt, "subscriber").await;
+    for (filter, qos) in [
+        ("a/+/c", QoS::AtLeastOnce),
+        ("x/#", QoS::AtMostOnce),
+        ("e//m.p t*y/>", QoS::AtLeastOnce),
+        ("#", QoS::AtMostOnce),
+    ] {
+        subscriber.subscribe(filter, qos).await;
+    }
+
+    // On A: a device of tenant acme first (anonymous clients get no tenant's traffic), then
+    // the platform's messages, in order.
+    let mut device = device(&a, &token).await;
+    publish(&mut device, 0, 1).await;
+    let publisher = Client5::start(a.ports.mqtt, "publisher").await;
+    publisher
+        .client
+        .publish_with_properties("a/b/c", QoS::AtLeastOnce, true, "1", kept_properties())
+        .await
+        .expect("publish");
+    for (topic, payload) in [("x", "2"), ("e//m.p t*y/>", "3"), ("a//c", "4"), ("z", "5")] {
+        publisher
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish");
+    }
+
+    // Each message once (overlapping filters and NATS copies notwithstanding), with the higher
+    // QoS of the matching subscriptions capped by the publish's, properties intact,
+    // the retain flag cleared (not retain-as-published); the device's message never.
+    let mut received = Vec::new();
+    while received.len() < 5 {
+        let message = subscriber.publish_received().await;
+        if &message.payload[..] == b"1" {
+            assert_kept(message.properties.as_ref().expect("properties"));
+            assert!(!message.retain, "a live message, not retain-as-published");
+        }
+        received.push((
+            String::from_utf8_lossy(&message.topic).to_string(),
+            String::from_utf8_lossy(&message.payload).to_string(),
+            message.qos,
+        ));
+    }
+    let want = [
+        ("a/b/c", "1", QoS::AtLeastOnce),
+        ("x", "2", QoS::AtMostOnce),
+        ("e//m.p t*y/>", "3", QoS::AtLeastOnce),
+        ("a//c", "4", QoS::AtLeastOnce),
+        ("z", "5", QoS::AtMostOnce),
+    ]
+    .map(|(t, p, q)| (t.to_string(), p.to_string(), q));
+    // MQTT orders messages per topic; these are on five.
+    received.sort_by(|x, y| x.1.cmp(&y.1));
+    assert_eq!(received, want);
+    // Nothing more: no copy, and not the device's message.
+    publisher
+        .client
+        .publish("z", QoS::AtMostOnce, false, "6")
+        .await
+        .expect("publish");
+    let last = subscriber.publish_received().await;
+    assert_eq!(&last.payload[..], b"6", "one copy of each, then the next");
 }

@@ -334,3 +334,22 @@ fn packet(header: u8, body: Vec<u8>) -> Vec<u8> {
     out.extend(body);
     out
 }
+
+/// 5.0 publish properties a message should keep on its way: a content type, a user property
+/// and an hour's expiry.
+pub fn kept_properties() -> rumqttc::v5::mqttbytes::v5::PublishProperties {
+    rumqttc::v5::mqttbytes::v5::PublishProperties {
+        content_type: Some("text/plain".into()),
+        user_properties: vec![("k".into(), "v".into())],
+        message_expiry_interval: Some(3600),
+        ..Default::default()
+    }
+}
+
+/// Checks that a received message kept [`kept_properties`] (its expiry counting down).
+pub fn assert_kept(props: &rumqttc::v5::mqttbytes::v5::PublishProperties) {
+    assert_eq!(props.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(props.user_properties, vec![("k".into(), "v".into())]);
+    let left = props.message_expiry_interval.expect("expiry forwarded");
+    assert!((3500..=3600).contains(&left), "what remains of it: {left}");
+}

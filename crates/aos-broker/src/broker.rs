@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use aos_core::state::StateError;
 
 use crate::auth::{Authenticator, Principal, ReadCheck, SubscribeAccess, is_protected};
+use crate::cluster::ClusterRoutes;
 use crate::delivery::{Outgoing, SubOptions};
 use crate::message::{Message, min_qos};
 use crate::metrics::BrokerMetrics;
@@ -84,6 +85,8 @@ pub struct Broker {
     persistence: Option<Arc<Persistence>>,
     /// Where devices connecting and disconnecting are reported (on the platform).
     pub(crate) presence: OnceLock<mpsc::UnboundedSender<Presence>>,
+    /// The other broker nodes of a cluster (distributed mode).
+    cluster: OnceLock<Arc<ClusterRoutes>>,
 }
 
 /// Collects, per session, one delivery for all its matching subscriptions: the highest granted
@@ -167,6 +170,7 @@ impl Broker {
             retained: RwLock::new(HashMap::new()),
             persistence,
             presence: OnceLock::new(),
+            cluster: OnceLock::new(),
         }
     }
 
@@ -249,7 +253,9 @@ impl Broker {
                     .write()
                     .unwrap_or_else(|e| e.into_inner());
                 for (_, filter, opts) in subscriptions {
-                    tree.insert(&filter, key.clone(), opts);
+                    if tree.insert(&filter, key.clone(), opts).is_none() {
+                        self.interest_added(&filter);
+                    }
                 }
                 self.metrics.subscriptions.set(tree.len() as i64);
             }
@@ -479,7 +485,11 @@ impl Broker {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         for filter in filters {
-            tree.remove(filter, &key);
+            if tree.remove(filter, &key).is_some()
+                && let Some(cluster) = self.cluster.get()
+            {
+                cluster.interest_removed(&filter.filter);
+            }
         }
         self.metrics.subscriptions.set(tree.len() as i64);
     }
@@ -564,6 +574,9 @@ impl Broker {
             let existed = tree
                 .insert(&filter, SessionKey(session.clone()), opts)
                 .is_some();
+            if !existed {
+                self.interest_added(&filter);
+            }
             self.metrics.subscriptions.set(tree.len() as i64);
             existed
         };
@@ -644,16 +657,48 @@ impl Broker {
         self.metrics.retained.set(retained.len() as i64);
     }
 
-    /// Routes a message to every matching subscription; returns the number of sessions it was
-    /// queued for.
+    /// Routes messages to and from the other broker nodes of a cluster through `routes`.
+    pub fn set_cluster(&self, routes: Arc<ClusterRoutes>) {
+        let _ = self.cluster.set(routes);
+    }
+
+    fn interest_added(&self, filter: &SubscriptionFilter) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.interest_added(&filter.filter);
+        }
+    }
+
+    /// Waits until the subscriptions made so far receive what other nodes route (a no-op on a
+    /// node of its own).
+    pub async fn subscriptions_routed(&self) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.settled().await;
+        }
+    }
+
+    /// Routes a message to every matching subscription, on this node and (in a cluster) on the
+    /// others; returns the number of this node's sessions it was queued for.
     pub fn publish(&self, message: Message) -> usize {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.forward(&message);
+        }
         let message = Arc::new(message);
         if message.retain {
             self.retain(&message);
         }
+        self.route(&message)
+    }
+
+    /// Routes a message another node accepted to this node's sessions (its retained messages
+    /// are that node's).
+    pub(crate) fn route_from_cluster(&self, message: Message) {
+        self.route(&Arc::new(message));
+    }
+
+    fn route(&self, message: &Arc<Message>) -> usize {
         let tree = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
         let mut deliveries = Deliveries {
-            message: &message,
+            message,
             protected: is_protected(&message.topic, message.tenant),
             auth: self.auth.as_ref(),
             plain: HashMap::new(),

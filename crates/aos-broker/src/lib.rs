@@ -17,6 +17,7 @@
 pub mod acquisition;
 pub mod auth;
 pub mod broker;
+mod cluster;
 pub mod commands;
 mod config;
 mod connection;
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use crate::acquisition::AcquisitionHook;
 use crate::auth::{Authenticator, ConfigAuthenticator};
 use crate::broker::{Broker, BrokerLimits};
+use crate::cluster::ClusterRoutes;
 use crate::connection::ListenerContext;
 use crate::metrics::BrokerMetrics;
 use crate::persist::Persistence;
@@ -185,6 +187,13 @@ impl Role for BrokerRole {
             metrics,
             persistence.clone(),
         ));
+        // Set before the restore: the restored sessions' filters are interests too (held until
+        // the routing runs).
+        let routing = ctx.bus.spans_nodes().then(|| {
+            let (routes, routing) = ClusterRoutes::new(&ctx.node.id);
+            broker.set_cluster(routes);
+            routing
+        });
         if let Some(persistence) = &persistence {
             let restored = persistence.load().await.map_err(RoleError::other)?;
             let (retained, sessions) = (restored.retained.len(), restored.sessions.len());
@@ -224,6 +233,13 @@ impl Role for BrokerRole {
         self.server.set(server);
 
         let stop = CancellationToken::new();
+        if let Some(routing) = routing {
+            self.health.supervise(
+                "routing between broker nodes",
+                &stop,
+                routing.run(broker.clone(), ctx.bus.clone(), stop.clone()),
+            );
+        }
         let sweeping = broker.clone();
         let cancelled = stop.clone();
         self.health

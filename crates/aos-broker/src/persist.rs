@@ -377,7 +377,7 @@ pub fn instant_as_wall_ms(instant: Instant) -> i64 {
 
 // The record bodies: fields one after another, byte strings prefixed by their u32 LE length.
 
-fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     buf.extend_from_slice(bytes);
 }
@@ -402,16 +402,29 @@ fn put_opt_i64(buf: &mut Vec<u8>, value: Option<i64>) {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn new(body: &'a [u8]) -> Self {
+        Reader(body)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A message written by [`encode_message`].
+    pub(crate) fn message(&mut self, now: Instant, wall: i64) -> Option<Message> {
+        read_message(self, now, wall)
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let bytes = self.0.get(..n)?;
         self.0 = &self.0[n..];
         Some(bytes)
     }
 
-    fn u8(&mut self) -> Option<u8> {
+    pub(crate) fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
 
@@ -428,7 +441,7 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
-    fn text(&mut self) -> Option<ByteString> {
+    pub(crate) fn text(&mut self) -> Option<ByteString> {
         std::str::from_utf8(self.bytes()?)
             .ok()
             .map(ByteString::from)
@@ -443,7 +456,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn encode_message(buf: &mut Vec<u8>, m: &Message) {
+pub(crate) fn encode_message(buf: &mut Vec<u8>, m: &Message) {
     put(buf, m.topic.as_bytes());
     put(buf, &m.payload);
     buf.push(m.qos as u8);

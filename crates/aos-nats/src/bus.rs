@@ -116,4 +116,8 @@ impl Bus for NatsBus {
     async fn queue_subscribe(&self, pattern: &str, group: &str) -> Result<Subscription, BusError> {
         self.open(pattern, Some(group)).await
     }
+
+    fn spans_nodes(&self) -> bool {
+        true
+    }
 }

@@ -292,9 +292,11 @@ impl Conn {
         self.broker().durable().await
     }
 
-    /// Waits until the session's subscriptions are durable, before SUBACK / UNSUBACK; a store
-    /// that cannot write is logged, and the client still answered.
+    /// Waits until the session's subscriptions are durable and, in a cluster, receive what the
+    /// other nodes route, before SUBACK / UNSUBACK; a store that cannot write is logged, and
+    /// the client still answered.
     pub(crate) async fn settled(&self) {
+        self.broker().subscriptions_routed().await;
         if let Err(err) = self.durable().await {
             tracing::error!(client_id = %self.session.client_id, %err, "the session's subscriptions could not be stored");
         }

@@ -57,6 +57,10 @@ pub trait Bus: Send + Sync + 'static {
     async fn subscribe(&self, pattern: &str) -> Result<Subscription, BusError>;
     /// Subscribes as a member of `group`: each matching message goes to one member of the group.
     async fn queue_subscribe(&self, pattern: &str, group: &str) -> Result<Subscription, BusError>;
+    /// Whether other nodes share this bus (what one node publishes, another receives).
+    fn spans_nodes(&self) -> bool {
+        false
+    }
 }
 
 fn valid_tokens(subject: &str) -> bool {

@@ -1,0 +1,302 @@
+//! Routing between the broker nodes of a cluster, on the bus (NATS core in distributed mode).
+//!
+//! Every message a node routes is also published on the bus, on the subject of its topic
+//! ([`subject::of_topic`]). A node subscribes once per distinct filter its own sessions hold
+//! ([`subject::patterns_of`]), so it receives only what its clients may want, and routes what
+//! arrives to its own sessions exactly as a local publish (QoS, retain-as-published, expiry,
+//! properties, subscription identifiers, tenant isolation), never onwards. Its own messages
+//! coming back, and the second copy NATS sends when two of its filters overlap, are dropped by
+//! the sender's incarnation and sequence number.
+//!
+//! Delivery between nodes is as NATS core's: at most once, in order per topic (what MQTT
+//! orders); messages on topics that different filters cover may overtake one another.
+
+pub(crate) mod subject;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aos_core::Bus;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::message::Message;
+
+/// Routed messages a node may have waiting before its bus subscriptions wait for it.
+const INBOUND_BUFFER: usize = 65_536;
+
+/// A change in the filters a node's sessions hold.
+enum Interest {
+    Added(String),
+    Removed(String),
+    /// Answered once every change before it is in place.
+    Settled(oneshot::Sender<()>),
+}
+
+/// What the broker calls: messages to send, filters held. Cheap and non-blocking: the work is
+/// done by [`ClusterRouting::run`].
+pub struct ClusterRoutes {
+    /// This node's incarnation: its id and start time (sequence numbers restart with it).
+    sender: String,
+    seq: AtomicU64,
+    outbound: mpsc::UnboundedSender<(String, Bytes)>,
+    interest: mpsc::UnboundedSender<Interest>,
+}
+
+/// The tasks behind [`ClusterRoutes`], run by the broker role.
+pub struct ClusterRouting {
+    sender: String,
+    outbound: mpsc::UnboundedReceiver<(String, Bytes)>,
+    interest: mpsc::UnboundedReceiver<Interest>,
+}
+
+impl ClusterRoutes {
+    pub fn new(node_id: &str) -> (Arc<ClusterRoutes>, ClusterRouting) {
+        let sender = format!("{node_id}-{}", crate::persist::wall_ms());
+        let (outbound_tx, outbound) = mpsc::unbounded_channel();
+        let (interest_tx, interest) = mpsc::unbounded_channel();
+        let routes = ClusterRoutes {
+            sender: sender.clone(),
+            seq: AtomicU64::new(1),
+            outbound: outbound_tx,
+            interest: interest_tx,
+        };
+        let routing = ClusterRouting {
+            sender,
+            outbound,
+            interest,
+        };
+        (Arc::new(routes), routing)
+    }
+
+    /// Sends a message this node accepted to the other nodes.
+    pub fn forward(&self, message: &Message) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let payload = wire::encode(&self.sender, seq, message);
+        // Closed only once the role stops.
+        let _ = self
+            .outbound
+            .send((subject::of_topic(&message.topic), payload));
+    }
+
+    /// A session of this node now holds `filter` (counted per filter).
+    pub fn interest_added(&self, filter: &str) {
+        let _ = self.interest.send(Interest::Added(filter.to_string()));
+    }
+
+    /// A session of this node no longer holds `filter`.
+    pub fn interest_removed(&self, filter: &str) {
+        let _ = self.interest.send(Interest::Removed(filter.to_string()));
+    }
+
+    /// Waits until the filters held so far receive the other nodes' messages (before a SUBACK:
+    /// a message published anywhere after it reaches the new subscription).
+    pub async fn settled(&self) {
+        let (done, settled) = oneshot::channel();
+        if self.interest.send(Interest::Settled(done)).is_ok() {
+            let _ = settled.await;
+        }
+    }
+}
+
+impl ClusterRouting {
+    /// Sends, subscribes and routes until `stop`.
+    pub async fn run(self, broker: Arc<Broker>, bus: Arc<dyn Bus>, stop: CancellationToken) {
+        let ClusterRouting {
+            sender,
+            mut outbound,
+            mut interest,
+        } = self;
+        let (inbound_tx, mut inbound) = mpsc::channel::<Bytes>(INBOUND_BUFFER);
+        let mut held = Held::default();
+        let mut seen = Seen::default();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                Some((subject, payload)) = outbound.recv() => {
+                    if let Err(err) = bus.publish(&subject, payload).await {
+                        tracing::warn!(%err, %subject, "a message could not be routed to the other nodes");
+                    }
+                }
+                Some(change) = interest.recv() => {
+                    held.change(change, bus.as_ref(), &inbound_tx).await;
+                }
+                Some(payload) = inbound.recv() => {
+                    match wire::decode(&payload) {
+                        Some(routed) if routed.sender != sender && seen.first(&routed.sender, routed.seq) => {
+                            broker.route_from_cluster(routed.message);
+                        }
+                        Some(_) => {}
+                        None => tracing::warn!("ignored a malformed routed message"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The bus subscriptions of the filters this node's sessions hold, with how many hold each.
+#[derive(Default)]
+struct Held {
+    filters: HashMap<String, usize>,
+    /// Per pattern: the filters that need it, and the task reading it (ended when dropped).
+    patterns: HashMap<String, (usize, Reader)>,
+}
+
+/// Ends its reading task when dropped (which drops the bus subscription).
+struct Reader(JoinHandle<()>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Held {
+    async fn change(&mut self, change: Interest, bus: &dyn Bus, inbound: &mpsc::Sender<Bytes>) {
+        match change {
+            Interest::Added(filter) => {
+                let count = self.filters.entry(filter.clone()).or_default();
+                *count += 1;
+                if *count > 1 {
+                    return;
+                }
+                for pattern in subject::patterns_of(&filter) {
+                    if let Some((users, _)) = self.patterns.get_mut(&pattern) {
+                        *users += 1;
+                        continue;
+                    }
+                    match bus.subscribe(&pattern).await {
+                        Ok(mut subscription) => {
+                            let inbound = inbound.clone();
+                            let reader = tokio::spawn(async move {
+                                while let Some(message) = subscription.next().await {
+                                    if inbound.send(message.payload).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            });
+                            self.patterns.insert(pattern, (1, Reader(reader)));
+                        }
+                        Err(err) => {
+                            tracing::error!(%err, %filter, "cannot subscribe to other nodes' messages for a filter; its subscribers here get only this node's");
+                        }
+                    }
+                }
+            }
+            Interest::Settled(done) => {
+                let _ = done.send(());
+            }
+            Interest::Removed(filter) => {
+                let Some(count) = self.filters.get_mut(&filter) else {
+                    return;
+                };
+                *count -= 1;
+                if *count > 0 {
+                    return;
+                }
+                self.filters.remove(&filter);
+                for pattern in subject::patterns_of(&filter) {
+                    if let Some((users, _)) = self.patterns.get_mut(&pattern) {
+                        *users -= 1;
+                        if *users == 0 {
+                            self.patterns.remove(&pattern);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sequence numbers a node's window holds: a copy arriving later than this many newer
+/// messages of its sender is taken for one already routed.
+const WINDOW: u64 = 1 << 16;
+
+/// Which messages of each sender were routed already (NATS sends a node one copy per
+/// matching subscription).
+#[derive(Default)]
+struct Seen {
+    senders: HashMap<String, Window>,
+}
+
+struct Window {
+    newest: u64,
+    /// Bit `seq % WINDOW`: seen, for the WINDOW sequence numbers up to `newest`.
+    bits: Vec<u64>,
+}
+
+impl Seen {
+    /// Whether this is the first copy of message `seq` of `sender`.
+    fn first(&mut self, sender: &str, seq: u64) -> bool {
+        let window = self
+            .senders
+            .entry(sender.to_string())
+            .or_insert_with(|| Window {
+                newest: 0,
+                bits: vec![0; (WINDOW / 64) as usize],
+            });
+        if seq > window.newest {
+            if seq - window.newest >= WINDOW {
+                window.bits.fill(0);
+            } else {
+                for cleared in window.newest + 1..seq {
+                    window.set(cleared, false);
+                }
+            }
+            window.newest = seq;
+            window.set(seq, true);
+            return true;
+        }
+        if window.newest - seq >= WINDOW || window.get(seq) {
+            return false;
+        }
+        window.set(seq, true);
+        true
+    }
+}
+
+impl Window {
+    fn index(seq: u64) -> (usize, u64) {
+        let bit = seq % WINDOW;
+        ((bit / 64) as usize, 1 << (bit % 64))
+    }
+
+    fn get(&self, seq: u64) -> bool {
+        let (word, mask) = Window::index(seq);
+        self.bits[word] & mask != 0
+    }
+
+    fn set(&mut self, seq: u64, seen: bool) {
+        let (word, mask) = Window::index(seq);
+        if seen {
+            self.bits[word] |= mask;
+        } else {
+            self.bits[word] &= !mask;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_message_of_each_sender_is_routed_once() {
+        let mut seen = Seen::default();
+        assert!(seen.first("a", 1));
+        assert!(seen.first("a", 3));
+        assert!(!seen.first("a", 1));
+        assert!(seen.first("a", 2), "out of order, still a first copy");
+        assert!(!seen.first("a", 2));
+        assert!(seen.first("b", 2), "senders are apart");
+        assert!(seen.first("a", 3 + WINDOW + 5));
+        assert!(!seen.first("a", 3), "older than the window");
+        assert!(seen.first("a", 3 + WINDOW + 4));
+    }
+}
