@@ -269,3 +269,38 @@ async fn a_pipelined_qos1_stream_to_a_persistent_session_keeps_its_order() {
     }
     let _to_broker = sending.await.expect("publisher");
 }
+
+/// 5.0 clients that sent no client id keep sessions under the ids the broker assigned; after a
+/// restart, new such clients get other ids, not those sessions.
+#[tokio::test]
+async fn an_assigned_client_id_is_not_assigned_again_after_a_restart() {
+    use rumqttc::v5::mqttbytes::QoS;
+    const CLIENTS: usize = 6;
+    let mut broker = Broker::start(&[]);
+    let connect = |port| async move {
+        let mut options = options5(port, "");
+        options.set_clean_start(false);
+        options.set_session_expiry_interval(Some(3600));
+        let (client, ack) = Client5::connect(options).await.expect("connect");
+        let assigned = ack
+            .properties
+            .as_ref()
+            .and_then(|p| p.assigned_client_identifier.clone())
+            .expect("an assigned client id");
+        (client, assigned, ack.session_present)
+    };
+    let mut before = BTreeSet::new();
+    for _ in 0..CLIENTS {
+        let (mut client, assigned, _) = connect(broker.port()).await;
+        client.subscribe("kept/#", QoS::AtLeastOnce).await;
+        before.insert(assigned);
+    }
+    broker.crash_and_restart();
+    for _ in 0..CLIENTS {
+        let (_client, assigned, present) = connect(broker.port()).await;
+        assert!(
+            !before.contains(&assigned) && !present,
+            "{assigned} assigned again, its session present: {present}"
+        );
+    }
+}

@@ -73,6 +73,9 @@ pub struct BrokerLimits {
 }
 
 pub struct Broker {
+    /// The node's id and start time: what the broker makes (assigned client ids, the sender of
+    /// routed messages) is unique in the cluster and across restarts with it.
+    pub(crate) incarnation: String,
     pub limits: BrokerLimits,
     pub auth: Arc<dyn Authenticator>,
     hook: RwLock<Option<Arc<dyn PublishHook>>>,
@@ -153,13 +156,16 @@ pub(crate) fn max_qos(a: QoS, b: QoS) -> QoS {
 }
 
 impl Broker {
+    /// `node_id`: the node's id, which client ids the broker assigns carry.
     pub fn new(
+        node_id: &str,
         limits: BrokerLimits,
         auth: Arc<dyn Authenticator>,
         metrics: BrokerMetrics,
         persistence: Option<Arc<Persistence>>,
     ) -> Broker {
         Broker {
+            incarnation: format!("{node_id}-{:x}", wall_ms()),
             limits,
             auth,
             hook: RwLock::new(None),

@@ -176,6 +176,7 @@ impl Role for BrokerRole {
             .persistence
             .then(|| Persistence::new(ctx.state.clone()));
         let broker = Arc::new(Broker::new(
+            &ctx.node.id,
             BrokerLimits {
                 queue: QueueLimits {
                     max_messages: config.max_queued_messages,
@@ -190,7 +191,7 @@ impl Role for BrokerRole {
         // Set before the restore: the restored sessions' filters are interests too (held until
         // the routing runs).
         let routing = ctx.bus.spans_nodes().then(|| {
-            let (routes, routing) = ClusterRoutes::new(&ctx.node.id);
+            let (routes, routing) = ClusterRoutes::new(&broker.incarnation);
             broker.set_cluster(routes);
             routing
         });

@@ -56,8 +56,9 @@ pub struct ClusterRouting {
 }
 
 impl ClusterRoutes {
-    pub fn new(node_id: &str) -> (Arc<ClusterRoutes>, ClusterRouting) {
-        let sender = format!("{node_id}-{}", crate::persist::wall_ms());
+    /// `sender`: the broker's incarnation (sequence numbers restart with it).
+    pub fn new(sender: &str) -> (Arc<ClusterRoutes>, ClusterRouting) {
+        let sender = sender.to_string();
         let (outbound_tx, outbound) = mpsc::unbounded_channel();
         let (interest_tx, interest) = mpsc::unbounded_channel();
         let routes = ClusterRoutes {

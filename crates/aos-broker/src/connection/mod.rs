@@ -132,9 +132,15 @@ impl ListenerContext {
         self.listener_connections.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// A client id for a client that sent none.
+    /// A client id for a client that sent none: unique in the cluster and across restarts (a
+    /// 5.0 client may keep a session under it, which no later client may inherit).
     pub(crate) fn assign_client_id(&self) -> ByteString {
-        ByteString::from(format!("aos-{}-{}", self.name, self.broker.next_id()))
+        ByteString::from(format!(
+            "aos-{}-{}-{}",
+            self.broker.incarnation,
+            self.name,
+            self.broker.next_id()
+        ))
     }
 
     /// Opens the session for an admitted client and starts its writer task.
