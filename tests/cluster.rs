@@ -540,6 +540,17 @@ async fn a_broker_node_holds_a_bounded_number_of_publishes_while_its_queue_stall
     wait_stored(&shared, u64::from(SENT), PATIENCE).await;
 }
 
+/// A broker-only node open to anonymous clients with every topic allowed.
+fn open_broker(shared: &Shared) -> AosProcess {
+    let mut node = shared
+        .aos(&["run", "--roles", "broker"])
+        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "true")
+        .env("AOS_BROKER__AUTH__ACL_DEFAULT", "allow")
+        .spawn();
+    node.wait_ready();
+    node
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_published_on_one_broker_node_reaches_subscribers_on_another() {
     use rumqttc::v5::mqttbytes::QoS;
@@ -547,16 +558,7 @@ async fn a_message_published_on_one_broker_node_reaches_subscribers_on_another()
         return;
     };
     let token = acme(&shared);
-    let broker = |shared: &Shared| {
-        let mut node = shared
-            .aos(&["run", "--roles", "broker"])
-            .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "true")
-            .env("AOS_BROKER__AUTH__ACL_DEFAULT", "allow")
-            .spawn();
-        node.wait_ready();
-        node
-    };
-    let (a, b) = (broker(&shared), broker(&shared));
+    let (a, b) = (open_broker(&shared), open_broker(&shared));
 
     // On B: overlapping filters of one client, topics NATS subjects cannot carry as they are.
     let mut subscriber = Client5::start(b.ports.mqtt, "subscriber").await;
@@ -622,4 +624,24 @@ async fn a_message_published_on_one_broker_node_reaches_subscribers_on_another()
         .expect("publish");
     let last = subscriber.publish_received().await;
     assert_eq!(&last.payload[..], b"6", "one copy of each, then the next");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_connected_on_another_broker_node_takes_the_connection_over() {
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let token = acme(&shared);
+    let (a, b) = (open_broker(&shared), open_broker(&shared));
+    // The device on A; someone else connecting with its id on B does not take it over.
+    let mut device = device(&a, &token).await;
+    let _impostor = Client5::start(b.ports.mqtt, "d-1").await;
+    // An application's client id connected on B after A: A's connection is closed (0x8E). B
+    // announced both in order, so the device's is settled once this one is.
+    let mut app = Client5::start(a.ports.mqtt, "app-1").await;
+    let _app_again = Client5::start(b.ports.mqtt, "app-1").await;
+    let ended = app.disconnected().await;
+    assert!(ended.contains("SessionTakenOver"), "{ended}");
+    publish(&mut device, 0, 1).await;
+    assert_eq!(a.metric("aos_broker_session_takeovers_total"), 1);
 }

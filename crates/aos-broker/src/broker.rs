@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use aos_core::state::StateError;
 
 use crate::auth::{Authenticator, Principal, ReadCheck, SubscribeAccess, is_protected};
-use crate::cluster::ClusterRoutes;
+use crate::cluster::{ClusterRoutes, Connected};
 use crate::delivery::{Outgoing, SubOptions};
 use crate::message::{Message, min_qos};
 use crate::metrics::BrokerMetrics;
@@ -353,6 +353,9 @@ impl Broker {
             std::mem::replace(&mut state.will, will)
         };
         self.presence_changed(identity, PresenceChange::Connected, link.generation);
+        if let Some(cluster) = self.cluster.get() {
+            cluster.connected(client_id, link.signed_in_at_ms, identity);
+        }
         if let Some(previous) = session.attach(link) {
             self.metrics.takeovers.inc();
             if let Some(kick) = previous.kick {
@@ -661,6 +664,30 @@ impl Broker {
             retained.insert(message.topic.clone(), message.clone());
         }
         self.metrics.retained.set(retained.len() as i64);
+    }
+
+    /// Another node connected a client: this node's connection of its client id, if older, is
+    /// closed as taken over — unless it is a device's session and the newcomer is not that
+    /// device (who may take a device's session over is checked where it is held).
+    pub(crate) fn connected_elsewhere(&self, elsewhere: &Connected) {
+        let Some(session) = self.session(&elsewhere.client_id) else {
+            return;
+        };
+        if Connected::device_of(session.identity.as_ref()).is_some()
+            && Connected::device_of(session.identity.as_ref()) != elsewhere.device
+        {
+            tracing::warn!(client_id = %elsewhere.client_id, "another node connected a client with a device's id; the device stays connected here");
+            return;
+        }
+        let older = session.lock().link.as_ref().is_some_and(|link| {
+            // Connections of the same millisecond: the node names decide, the same way on both.
+            (link.signed_in_at_ms, self.incarnation.as_str())
+                < (elsewhere.signed_in_at_ms, elsewhere.sender.as_str())
+        });
+        if older {
+            self.metrics.takeovers.inc();
+            kick_session(&session, Kick::TakenOver);
+        }
     }
 
     /// Routes messages to and from the other broker nodes of a cluster through `routes`.

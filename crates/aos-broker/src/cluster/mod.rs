@@ -8,17 +8,24 @@
 //! coming back, and the second copy NATS sends when two of its filters overlap, are dropped by
 //! the sender's incarnation and sequence number.
 //!
+//! A node that connects a client tells the others (`broker.connected`), and a node holding an
+//! older connection of the same client id closes it as taken over (5.0: 0x8E) — unless it is a
+//! device's session and the newcomer is not that device.
+//!
 //! Delivery between nodes is as NATS core's: at most once, in order per topic (what MQTT
 //! orders); messages on topics that different filters cover may overtake one another.
 
 pub(crate) mod subject;
 mod wire;
 
+pub(crate) use wire::Connected;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use aos_core::Bus;
+use aos_core::access::Identity;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -26,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::message::Message;
+
+/// Where nodes announce the clients they connect.
+const CONNECTED_SUBJECT: &str = "broker.connected";
 
 /// Routed messages a node may have waiting before its bus subscriptions wait for it.
 const INBOUND_BUFFER: usize = 65_536;
@@ -85,6 +95,20 @@ impl ClusterRoutes {
             .send((subject::of_topic(&message.topic), payload));
     }
 
+    /// This node connected a client: an older connection of its client id on another node is
+    /// taken over.
+    pub fn connected(&self, client_id: &str, signed_in_at_ms: i64, identity: Option<&Identity>) {
+        let connected = wire::Connected {
+            sender: self.sender.clone(),
+            client_id: client_id.to_string(),
+            signed_in_at_ms,
+            device: wire::Connected::device_of(identity),
+        };
+        let _ = self
+            .outbound
+            .send((CONNECTED_SUBJECT.to_string(), connected.encode()));
+    }
+
     /// A session of this node now holds `filter` (counted per filter).
     pub fn interest_added(&self, filter: &str) {
         let _ = self.interest.send(Interest::Added(filter.to_string()));
@@ -116,9 +140,31 @@ impl ClusterRouting {
         let (inbound_tx, mut inbound) = mpsc::channel::<Bytes>(INBOUND_BUFFER);
         let mut held = Held::default();
         let mut seen = Seen::default();
+        let mut connected = match bus.subscribe(CONNECTED_SUBJECT).await {
+            Ok(subscription) => Some(subscription),
+            Err(err) => {
+                tracing::error!(%err, "cannot follow the clients other nodes connect; a client id connected twice stays connected on both nodes");
+                None
+            }
+        };
         loop {
+            let next_connected = async {
+                match &mut connected {
+                    Some(subscription) => subscription.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stop.cancelled() => return,
+                Some(message) = next_connected => {
+                    match wire::Connected::decode(&message.payload) {
+                        Some(elsewhere) if elsewhere.sender != sender => {
+                            broker.connected_elsewhere(&elsewhere);
+                        }
+                        Some(_) => {}
+                        None => tracing::warn!("ignored a malformed connection announcement"),
+                    }
+                }
                 Some((subject, payload)) = outbound.recv() => {
                     if let Err(err) = bus.publish(&subject, payload).await {
                         tracing::warn!(%err, %subject, "a message could not be routed to the other nodes");

@@ -1,4 +1,6 @@
-//! A routed message on the bus: who sent it (the sender's incarnation and a sequence number, to
+//! What broker nodes tell one another on the bus.
+//!
+//! A routed message: who sent it (the sender's incarnation and a sequence number, to
 //! drop copies), then the message as the broker's store writes it (`persist`: tenant, QoS,
 //! retain flag, 5.0 properties, and the expiry as a wall-clock time — the nodes' clocks are
 //! assumed synchronised, as NTP keeps them, to well within the second an expiry counts in).
@@ -7,10 +9,71 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use aos_core::access::Identity;
+
 use crate::message::Message;
 use crate::persist::{self, Reader};
 
 const VERSION: u8 = 1;
+
+/// A client connected on a node: a connection of its client id elsewhere, if older, is taken
+/// over.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Connected {
+    pub sender: String,
+    pub client_id: String,
+    /// When the connection signed in (milliseconds since the Unix epoch).
+    pub signed_in_at_ms: i64,
+    /// The device it signed in as, if a device (a device's session is taken over only by it).
+    pub device: Option<(String, i64)>,
+}
+
+impl Connected {
+    pub fn device_of(identity: Option<&Identity>) -> Option<(String, i64)> {
+        match identity {
+            Some(Identity::Device { uid, tenant }) => Some((uid.clone(), *tenant)),
+            _ => None,
+        }
+    }
+
+    pub fn encode(&self) -> Bytes {
+        let mut buf = Vec::with_capacity(64 + self.client_id.len());
+        buf.push(VERSION);
+        persist::put(&mut buf, self.sender.as_bytes());
+        persist::put(&mut buf, self.client_id.as_bytes());
+        buf.extend_from_slice(&self.signed_in_at_ms.to_le_bytes());
+        match &self.device {
+            Some((uid, tenant)) => {
+                buf.push(1);
+                persist::put(&mut buf, uid.as_bytes());
+                buf.extend_from_slice(&tenant.to_le_bytes());
+            }
+            None => buf.push(0),
+        }
+        Bytes::from(buf)
+    }
+
+    pub fn decode(body: &[u8]) -> Option<Connected> {
+        let mut r = Reader::new(body);
+        if r.u8()? != VERSION {
+            return None;
+        }
+        let sender = r.text()?.to_string();
+        let client_id = r.text()?.to_string();
+        let signed_in_at_ms = r.i64()?;
+        let device = match r.u8()? {
+            0 => None,
+            1 => Some((r.text()?.to_string(), r.i64()?)),
+            _ => return None,
+        };
+        r.is_empty().then_some(Connected {
+            sender,
+            client_id,
+            signed_in_at_ms,
+            device,
+        })
+    }
+}
 
 /// A message as another node routed it.
 pub struct Routed {
@@ -83,5 +146,18 @@ mod tests {
             assert!(decode(&encoded[..cut]).is_none(), "cut at {cut}");
         }
         assert!(decode(b"\x09").is_none());
+    }
+
+    #[test]
+    fn connections_round_trip() {
+        let connected = Connected {
+            sender: "n1-1".into(),
+            client_id: "d-1".into(),
+            signed_in_at_ms: 1_764_000_000_000,
+            device: Some(("d-1".into(), 7)),
+        };
+        let encoded = connected.encode();
+        assert_eq!(Connected::decode(&encoded), Some(connected));
+        assert!(Connected::decode(&encoded[..encoded.len() - 1]).is_none());
     }
 }
