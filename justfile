@@ -30,3 +30,7 @@ bench-quick:
 # Ingest side by side: standalone SQLite, standalone PostgreSQL, distributed (see docs/performance.md).
 bench-ingest *ARGS:
     scripts/bench-ingest {{ARGS}}
+
+# Messages between broker nodes: same node vs cross-node (see docs/performance.md).
+bench-cluster *ARGS:
+    scripts/bench-cluster {{ARGS}}

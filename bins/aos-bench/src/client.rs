@@ -23,12 +23,24 @@ pub enum Protocol {
 pub struct Target {
     pub host: String,
     pub port: u16,
+    /// Where subscribers connect (another node of a cluster, or `port`).
+    pub subscriber_port: u16,
     pub protocol: Protocol,
     /// Sent in every CONNECT, when given.
     pub username: Option<String>,
     pub password: Option<String>,
     /// Subscribers connect with a persistent session (clean session 0; 5.0: expiry 1 hour).
     pub persistent_subscribers: bool,
+}
+
+impl Target {
+    /// The target of the subscribers' connections.
+    pub fn for_subscribers(&self) -> Target {
+        Target {
+            port: self.subscriber_port,
+            ..self.clone()
+        }
+    }
 }
 
 /// Keep alive announced in CONNECT: longer than any run, so no PINGREQ is needed.

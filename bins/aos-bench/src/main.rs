@@ -30,6 +30,10 @@ struct Cli {
     host: String,
     #[arg(long, default_value_t = 1883)]
     port: u16,
+    /// Port the subscribers connect to (default: `--port`): another broker node of a cluster,
+    /// to measure messages routed between nodes.
+    #[arg(long)]
+    subscriber_port: Option<u16>,
     #[arg(long, value_enum, default_value = "3.1.1")]
     protocol: Protocol,
     /// QoS of publishes and subscriptions.
@@ -273,6 +277,7 @@ async fn main() -> anyhow::Result<()> {
     let target = Target {
         host: cli.host.clone(),
         port: cli.port,
+        subscriber_port: cli.subscriber_port.unwrap_or(cli.port),
         protocol: cli.protocol,
         username: cli.username.clone(),
         password: cli.password.clone(),
@@ -507,7 +512,7 @@ async fn messages(cli: &Cli, target: &Target, plan: &Plan) -> anyhow::Result<Rep
     let mut subscriber_tasks = Vec::new();
     for (i, filter) in plan.subscribers.iter().enumerate() {
         let mut connection = client::Connection::open(
-            target,
+            &target.for_subscribers(),
             &format!("bench-sub-{i}"),
             target.persistent_subscribers,
         )

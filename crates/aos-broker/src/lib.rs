@@ -191,7 +191,8 @@ impl Role for BrokerRole {
         // Set before the restore: the restored sessions' filters are interests too (held until
         // the routing runs).
         let routing = ctx.bus.spans_nodes().then(|| {
-            let (routes, routing) = ClusterRoutes::new(&broker.incarnation);
+            let dropped = broker.metrics.cluster_dropped.clone();
+            let (routes, routing) = ClusterRoutes::new(&broker.incarnation, dropped);
             broker.set_cluster(routes);
             routing
         });

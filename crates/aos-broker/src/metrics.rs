@@ -45,6 +45,8 @@ pub struct BrokerMetrics {
     pub packets_pending: Gauge,
     /// Times a connection was not read from because the node held `max_pending_packets`.
     pub reads_paused: Counter,
+    /// Messages for the other broker nodes of a cluster that the bus could not take in time.
+    pub cluster_dropped: Counter,
     /// Messages waiting in session queues, and sent but not yet acknowledged.
     pub session_queues: crate::session::QueueGauges,
 }
@@ -106,6 +108,11 @@ impl BrokerMetrics {
             "broker_reads_paused",
             "Times a connection with packets pending was not read from because the node held broker.max_pending_packets",
             self.reads_paused.clone(),
+        );
+        m.register(
+            "broker_cluster_dropped",
+            "Messages for the other broker nodes that the bus could not take in time (dropped: delivery between nodes is at most once)",
+            self.cluster_dropped.clone(),
         );
         m.register(
             "broker_messages_sent",

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aos_core::Bus;
 use aos_core::access::Identity;
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +40,10 @@ const CONNECTED_SUBJECT: &str = "broker.connected";
 
 /// Routed messages a node may have waiting before its bus subscriptions wait for it.
 const INBOUND_BUFFER: usize = 65_536;
+/// Messages a node may have waiting for the bus; more are dropped and counted.
+const OUTBOUND_BUFFER: usize = 65_536;
+/// Messages handed to the bus, or routed from it, in one go.
+const BATCH: usize = 256;
 
 /// A change in the filters a node's sessions hold.
 enum Interest {
@@ -54,27 +59,31 @@ pub struct ClusterRoutes {
     /// This node's incarnation: its id and start time (sequence numbers restart with it).
     sender: String,
     seq: AtomicU64,
-    outbound: mpsc::UnboundedSender<(String, Bytes)>,
+    outbound: mpsc::Sender<(String, Bytes)>,
+    /// Counts what the bus could not take in time.
+    dropped: Counter,
     interest: mpsc::UnboundedSender<Interest>,
 }
 
 /// The tasks behind [`ClusterRoutes`], run by the broker role.
 pub struct ClusterRouting {
     sender: String,
-    outbound: mpsc::UnboundedReceiver<(String, Bytes)>,
+    outbound: mpsc::Receiver<(String, Bytes)>,
     interest: mpsc::UnboundedReceiver<Interest>,
 }
 
 impl ClusterRoutes {
     /// `sender`: the broker's incarnation (sequence numbers restart with it).
-    pub fn new(sender: &str) -> (Arc<ClusterRoutes>, ClusterRouting) {
+    /// `dropped` counts the messages the bus could not take in time.
+    pub fn new(sender: &str, dropped: Counter) -> (Arc<ClusterRoutes>, ClusterRouting) {
         let sender = sender.to_string();
-        let (outbound_tx, outbound) = mpsc::unbounded_channel();
+        let (outbound_tx, outbound) = mpsc::channel(OUTBOUND_BUFFER);
         let (interest_tx, interest) = mpsc::unbounded_channel();
         let routes = ClusterRoutes {
             sender: sender.clone(),
             seq: AtomicU64::new(1),
             outbound: outbound_tx,
+            dropped,
             interest: interest_tx,
         };
         let routing = ClusterRouting {
@@ -89,10 +98,16 @@ impl ClusterRoutes {
     pub fn forward(&self, message: &Message) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let payload = wire::encode(&self.sender, seq, message);
-        // Closed only once the role stops.
-        let _ = self
-            .outbound
-            .send((subject::of_topic(&message.topic), payload));
+        self.send(subject::of_topic(&message.topic), payload);
+    }
+
+    /// Hands something to the bus; what it cannot take in time is dropped and counted (delivery
+    /// between nodes is at most once), so a node's memory does not grow with a backlog.
+    fn send(&self, subject: String, payload: Bytes) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send((subject, payload))
+        {
+            self.dropped.inc();
+        }
     }
 
     /// This node connected a client: an older connection of its client id on another node is
@@ -104,9 +119,7 @@ impl ClusterRoutes {
             signed_in_at_ms,
             device: wire::Connected::device_of(identity),
         };
-        let _ = self
-            .outbound
-            .send((CONNECTED_SUBJECT.to_string(), connected.encode()));
+        self.send(CONNECTED_SUBJECT.to_string(), connected.encode());
     }
 
     /// A session of this node now holds `filter` (counted per filter).
@@ -140,6 +153,7 @@ impl ClusterRouting {
         let (inbound_tx, mut inbound) = mpsc::channel::<Bytes>(INBOUND_BUFFER);
         let mut held = Held::default();
         let mut seen = Seen::default();
+        let (mut sending, mut arrived) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
         let mut connected = match bus.subscribe(CONNECTED_SUBJECT).await {
             Ok(subscription) => Some(subscription),
             Err(err) => {
@@ -165,21 +179,28 @@ impl ClusterRouting {
                         None => tracing::warn!("ignored a malformed connection announcement"),
                     }
                 }
-                Some((subject, payload)) = outbound.recv() => {
-                    if let Err(err) = bus.publish(&subject, payload).await {
-                        tracing::warn!(%err, %subject, "a message could not be routed to the other nodes");
+                sent = outbound.recv_many(&mut sending, BATCH) => {
+                    if sent == 0 {
+                        return;
+                    }
+                    for (subject, payload) in sending.drain(..) {
+                        if let Err(err) = bus.publish(&subject, payload).await {
+                            tracing::warn!(%err, %subject, "a message could not be routed to the other nodes");
+                        }
                     }
                 }
                 Some(change) = interest.recv() => {
                     held.change(change, bus.as_ref(), &inbound_tx).await;
                 }
-                Some(payload) = inbound.recv() => {
-                    match wire::decode(&payload) {
-                        Some(routed) if routed.sender != sender && seen.first(&routed.sender, routed.seq) => {
-                            broker.route_from_cluster(routed.message);
+                _ = inbound.recv_many(&mut arrived, BATCH) => {
+                    for payload in arrived.drain(..) {
+                        match wire::decode(&payload) {
+                            Some(routed) if routed.sender != sender && seen.first(&routed.sender, routed.seq) => {
+                                broker.route_from_cluster(routed.message);
+                            }
+                            Some(_) => {}
+                            None => tracing::warn!("ignored a malformed routed message"),
                         }
-                        Some(_) => {}
-                        None => tracing::warn!("ignored a malformed routed message"),
                     }
                 }
             }
