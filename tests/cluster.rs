@@ -645,3 +645,56 @@ async fn a_client_id_connected_on_another_broker_node_takes_the_connection_over(
     publish(&mut device, 0, 1).await;
     assert_eq!(a.metric("aos_broker_session_takeovers_total"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_gives_each_message_to_one_member_on_any_node() {
+    use rumqttc::v5::mqttbytes::QoS;
+    const SENT: usize = 40;
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let (a, b) = (open_broker(&shared), open_broker(&shared));
+    let mut members = Vec::new();
+    for (node, id) in [(&a, "member-a"), (&b, "member-b")] {
+        let mut member = Client5::start(node.ports.mqtt, id).await;
+        member.subscribe("$share/g/work/#", QoS::AtLeastOnce).await;
+        members.push(member);
+    }
+    let mut everything = Client5::start(b.ports.mqtt, "everything").await;
+    everything.subscribe("work/#", QoS::AtLeastOnce).await;
+
+    let publisher = Client5::start(a.ports.mqtt, "publisher").await;
+    for i in 0..SENT {
+        publisher
+            .client
+            .publish(format!("work/{i}"), QoS::AtLeastOnce, false, i.to_string())
+            .await
+            .expect("publish");
+    }
+    // The plain subscriber gets every message; the members between them each message once,
+    // both some (the bus picks a node per message).
+    for _ in 0..SENT {
+        everything.publish_received().await;
+    }
+    let text =
+        |m: rumqttc::v5::mqttbytes::v5::Publish| String::from_utf8_lossy(&m.payload).to_string();
+    let (mut on_b, mut on_a) = (members.pop().expect("b"), members.pop().expect("a"));
+    let (mut got_a, mut got_b) = (Vec::new(), Vec::new());
+    while got_a.len() + got_b.len() < SENT {
+        tokio::select! {
+            m = on_a.publish_received() => got_a.push(text(m)),
+            m = on_b.publish_received() => got_b.push(text(m)),
+        }
+    }
+    assert!(
+        !got_a.is_empty() && !got_b.is_empty(),
+        "one member got all: {got_a:?} {got_b:?}"
+    );
+    let mut all: Vec<usize> = got_a
+        .iter()
+        .chain(&got_b)
+        .map(|p| p.parse().expect("a number"))
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..SENT).collect::<Vec<_>>(), "each message once");
+}

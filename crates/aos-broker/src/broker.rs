@@ -100,6 +100,9 @@ struct Deliveries<'a> {
     protected: bool,
     auth: &'a dyn Authenticator,
     plain: HashMap<u64, (&'a SessionKey, QoS, bool, Vec<NonZeroU32>)>,
+    /// Whether shared subscriptions are served here (in a cluster they are served through the
+    /// bus, which picks a node).
+    groups: bool,
     shared: Vec<(&'a SessionKey, &'a SubOptions)>,
 }
 
@@ -120,17 +123,28 @@ impl<'a> MatchSink<'a, SessionKey, SubOptions> for Deliveries<'a> {
     }
 
     fn group(&mut self, group: &'a SharedGroup<SessionKey, SubOptions>) {
-        // Prefer a connected member; a disconnected one still queues QoS 1/2 for later.
-        let readable = |k: &SessionKey, opts: &SubOptions| {
-            may_read(self.auth, &k.0, opts, self.message, self.protected)
-        };
-        if let Some(pick) = group
-            .pick(|k, opts| readable(k, opts) && k.0.is_connected())
-            .or_else(|| group.pick(readable))
-        {
+        if !self.groups {
+            return;
+        }
+        if let Some(pick) = pick_member(group, self.auth, self.message, self.protected) {
             self.shared.push(pick);
         }
     }
+}
+
+/// The member of a shared subscription to give `message` to: a connected one in turn, else a
+/// disconnected one (it still queues QoS 1/2 for later).
+fn pick_member<'a>(
+    group: &'a SharedGroup<SessionKey, SubOptions>,
+    auth: &dyn Authenticator,
+    message: &Message,
+    protected: bool,
+) -> Option<(&'a SessionKey, &'a SubOptions)> {
+    let readable =
+        |k: &SessionKey, opts: &SubOptions| may_read(auth, &k.0, opts, message, protected);
+    group
+        .pick(|k, opts| readable(k, opts) && k.0.is_connected())
+        .or_else(|| group.pick(readable))
 }
 
 /// Whether `session` may receive `message` (`protected`: [`is_protected`]) through a
@@ -497,7 +511,7 @@ impl Broker {
             if tree.remove(filter, &key).is_some()
                 && let Some(cluster) = self.cluster.get()
             {
-                cluster.interest_removed(&filter.filter);
+                cluster.interest_removed(filter);
             }
         }
         self.metrics.subscriptions.set(tree.len() as i64);
@@ -697,7 +711,7 @@ impl Broker {
 
     fn interest_added(&self, filter: &SubscriptionFilter) {
         if let Some(cluster) = self.cluster.get() {
-            cluster.interest_added(&filter.filter);
+            cluster.interest_added(filter);
         }
     }
 
@@ -719,22 +733,50 @@ impl Broker {
         if message.retain {
             self.retain(&message);
         }
-        self.route(&message)
+        self.route(&message, self.cluster.get().is_none())
     }
 
-    /// Routes a message another node accepted to this node's sessions (its retained messages
-    /// are that node's).
+    /// Routes a message another node accepted to this node's plain subscriptions (its retained
+    /// messages are that node's).
     pub(crate) fn route_from_cluster(&self, message: Message) {
-        self.route(&Arc::new(message));
+        self.route(&Arc::new(message), false);
     }
 
-    fn route(&self, message: &Arc<Message>) -> usize {
+    /// Gives a message the bus chose this node for to one member of shared subscription
+    /// `filter` here.
+    pub(crate) fn route_to_group(&self, message: Message, filter: &SubscriptionFilter) {
+        let message = Arc::new(message);
+        let tree = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
+        let protected = is_protected(&message.topic, message.tenant);
+        let pick = tree
+            .group(filter)
+            .and_then(|group| pick_member(group, self.auth.as_ref(), &message, protected));
+        if let Some((key, opts)) = pick {
+            self.deliver_shared(key, opts, &message);
+        }
+    }
+
+    fn deliver_shared(&self, key: &SessionKey, opts: &SubOptions, message: &Arc<Message>) -> bool {
+        let qos = min_qos(message.qos, opts.qos);
+        let retain = opts.retain_as_published && message.retain;
+        let sub_ids = opts.id.into_iter().collect();
+        let result = key.0.enqueue(
+            Outgoing::new(message.clone(), qos, retain, sub_ids),
+            self.limits.queue,
+        );
+        self.count(result);
+        result == Enqueued::Queued
+    }
+
+    /// `groups`: whether this node serves the shared subscriptions the message matches.
+    fn route(&self, message: &Arc<Message>, groups: bool) -> usize {
         let tree = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
         let mut deliveries = Deliveries {
             message,
             protected: is_protected(&message.topic, message.tenant),
             auth: self.auth.as_ref(),
             plain: HashMap::new(),
+            groups,
             shared: Vec::new(),
         };
         tree.for_each_match(&message.topic, &mut deliveries);
@@ -750,15 +792,7 @@ impl Broker {
             self.count(result);
         }
         for (key, opts) in deliveries.shared {
-            let qos = min_qos(message.qos, opts.qos);
-            let retain = opts.retain_as_published && message.retain;
-            let sub_ids = opts.id.into_iter().collect();
-            let result = key.0.enqueue(
-                Outgoing::new(message.clone(), qos, retain, sub_ids),
-                self.limits.queue,
-            );
-            queued += usize::from(result == Enqueued::Queued);
-            self.count(result);
+            queued += usize::from(self.deliver_shared(key, opts, message));
         }
         queued
     }

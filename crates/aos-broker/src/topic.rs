@@ -17,7 +17,7 @@ pub fn valid_topic_name(topic: &str) -> bool {
 }
 
 /// A subscription's filter, possibly shared among a group (`$share/{group}/{filter}`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SubscriptionFilter {
     pub group: Option<String>,
     pub filter: String,
@@ -196,6 +196,15 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTree<K, V> {
             self.len -= 1;
         }
         removed
+    }
+
+    /// The members of the shared subscription `filter` (which names a group), if any.
+    pub fn group(&self, filter: &SubscriptionFilter) -> Option<&SharedGroup<K, V>> {
+        let mut node = &self.root;
+        for level in filter.filter.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.groups.get(filter.group.as_deref()?)
     }
 
     /// Calls `sink` for every subscription matching `topic`.

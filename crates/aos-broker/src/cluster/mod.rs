@@ -8,6 +8,10 @@
 //! coming back, and the second copy NATS sends when two of its filters overlap, are dropped by
 //! the sender's incarnation and sequence number.
 //!
+//! A shared subscription's members on every node form one NATS queue group per pattern: the
+//! bus gives each message to one node (the sender's too), which gives it to one of its members;
+//! a node never serves shared subscriptions from its own publishes directly.
+//!
 //! A node that connects a client tells the others (`broker.connected`), and a node holding an
 //! older connection of the same client id closes it as taken over (5.0: 0x8E) — unless it is a
 //! device's session and the newcomer is not that device.
@@ -24,8 +28,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aos_core::Bus;
 use aos_core::access::Identity;
+use aos_core::bus::BusError;
+use aos_core::{Bus, Subscription};
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
@@ -34,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::message::Message;
+use crate::topic::SubscriptionFilter;
 
 /// Where nodes announce the clients they connect.
 const CONNECTED_SUBJECT: &str = "broker.connected";
@@ -47,8 +53,8 @@ const BATCH: usize = 256;
 
 /// A change in the filters a node's sessions hold.
 enum Interest {
-    Added(String),
-    Removed(String),
+    Added(SubscriptionFilter),
+    Removed(SubscriptionFilter),
     /// Answered once every change before it is in place.
     Settled(oneshot::Sender<()>),
 }
@@ -122,14 +128,14 @@ impl ClusterRoutes {
         self.send(CONNECTED_SUBJECT.to_string(), connected.encode());
     }
 
-    /// A session of this node now holds `filter` (counted per filter).
-    pub fn interest_added(&self, filter: &str) {
-        let _ = self.interest.send(Interest::Added(filter.to_string()));
+    /// A session of this node now holds `filter` (counted per filter and shared group).
+    pub fn interest_added(&self, filter: &SubscriptionFilter) {
+        let _ = self.interest.send(Interest::Added(filter.clone()));
     }
 
     /// A session of this node no longer holds `filter`.
-    pub fn interest_removed(&self, filter: &str) {
-        let _ = self.interest.send(Interest::Removed(filter.to_string()));
+    pub fn interest_removed(&self, filter: &SubscriptionFilter) {
+        let _ = self.interest.send(Interest::Removed(filter.clone()));
     }
 
     /// Waits until the filters held so far receive the other nodes' messages (before a SUBACK:
@@ -150,7 +156,7 @@ impl ClusterRouting {
             mut outbound,
             mut interest,
         } = self;
-        let (inbound_tx, mut inbound) = mpsc::channel::<Bytes>(INBOUND_BUFFER);
+        let (inbound_tx, mut inbound) = mpsc::channel::<Arrived>(INBOUND_BUFFER);
         let mut held = Held::default();
         let mut seen = Seen::default();
         let (mut sending, mut arrived) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
@@ -193,13 +199,18 @@ impl ClusterRouting {
                     held.change(change, bus.as_ref(), &inbound_tx).await;
                 }
                 _ = inbound.recv_many(&mut arrived, BATCH) => {
-                    for payload in arrived.drain(..) {
-                        match wire::decode(&payload) {
-                            Some(routed) if routed.sender != sender && seen.first(&routed.sender, routed.seq) => {
+                    for (payload, shared) in arrived.drain(..) {
+                        let Some(routed) = wire::decode(&payload) else {
+                            tracing::warn!("ignored a malformed routed message");
+                            continue;
+                        };
+                        match shared {
+                            // The bus chose this node (maybe the sender) for a shared subscription.
+                            Some(filter) => broker.route_to_group(routed.message, &filter),
+                            None if routed.sender != sender && seen.first(&routed.sender, routed.seq) => {
                                 broker.route_from_cluster(routed.message);
                             }
-                            Some(_) => {}
-                            None => tracing::warn!("ignored a malformed routed message"),
+                            None => {}
                         }
                     }
                 }
@@ -208,12 +219,17 @@ impl ClusterRouting {
     }
 }
 
+/// A routed message as a bus subscription received it: through a plain filter's pattern, or
+/// as the chosen member node of a shared subscription.
+type Arrived = (Bytes, Option<Arc<SubscriptionFilter>>);
+
 /// The bus subscriptions of the filters this node's sessions hold, with how many hold each.
 #[derive(Default)]
 struct Held {
-    filters: HashMap<String, usize>,
-    /// Per pattern: the filters that need it, and the task reading it (ended when dropped).
-    patterns: HashMap<String, (usize, Reader)>,
+    filters: HashMap<SubscriptionFilter, usize>,
+    /// Per pattern (and shared group): how many filters need it, and the task reading it
+    /// (ended when dropped).
+    patterns: HashMap<(Option<String>, String), (usize, Reader)>,
 }
 
 /// Ends its reading task when dropped (which drops the bus subscription).
@@ -226,39 +242,43 @@ impl Drop for Reader {
 }
 
 impl Held {
-    async fn change(&mut self, change: Interest, bus: &dyn Bus, inbound: &mpsc::Sender<Bytes>) {
+    async fn change(&mut self, change: Interest, bus: &dyn Bus, inbound: &mpsc::Sender<Arrived>) {
         match change {
+            Interest::Settled(done) => {
+                let _ = done.send(());
+            }
             Interest::Added(filter) => {
                 let count = self.filters.entry(filter.clone()).or_default();
                 *count += 1;
                 if *count > 1 {
                     return;
                 }
-                for pattern in subject::patterns_of(&filter) {
-                    if let Some((users, _)) = self.patterns.get_mut(&pattern) {
+                let filter = Arc::new(filter);
+                for pattern in subject::patterns_of(&filter.filter) {
+                    let key = (filter.group.clone(), pattern);
+                    if let Some((users, _)) = self.patterns.get_mut(&key) {
                         *users += 1;
                         continue;
                     }
-                    match bus.subscribe(&pattern).await {
+                    match subscribe(bus, &key.1, &filter).await {
                         Ok(mut subscription) => {
                             let inbound = inbound.clone();
+                            let shared = filter.group.is_some().then(|| filter.clone());
                             let reader = tokio::spawn(async move {
                                 while let Some(message) = subscription.next().await {
-                                    if inbound.send(message.payload).await.is_err() {
+                                    let arrived = (message.payload, shared.clone());
+                                    if inbound.send(arrived).await.is_err() {
                                         return;
                                     }
                                 }
                             });
-                            self.patterns.insert(pattern, (1, Reader(reader)));
+                            self.patterns.insert(key, (1, Reader(reader)));
                         }
                         Err(err) => {
-                            tracing::error!(%err, %filter, "cannot subscribe to other nodes' messages for a filter; its subscribers here get only this node's");
+                            tracing::error!(%err, filter = %filter.filter, "cannot subscribe to other nodes' messages for a filter; its subscribers here get only this node's");
                         }
                     }
                 }
-            }
-            Interest::Settled(done) => {
-                let _ = done.send(());
             }
             Interest::Removed(filter) => {
                 let Some(count) = self.filters.get_mut(&filter) else {
@@ -269,16 +289,33 @@ impl Held {
                     return;
                 }
                 self.filters.remove(&filter);
-                for pattern in subject::patterns_of(&filter) {
-                    if let Some((users, _)) = self.patterns.get_mut(&pattern) {
+                for pattern in subject::patterns_of(&filter.filter) {
+                    let key = (filter.group.clone(), pattern);
+                    if let Some((users, _)) = self.patterns.get_mut(&key) {
                         *users -= 1;
                         if *users == 0 {
-                            self.patterns.remove(&pattern);
+                            self.patterns.remove(&key);
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// A plain filter's pattern takes every message; a shared subscription's joins the queue group
+/// of its members on every node, so each message goes to one node.
+async fn subscribe(
+    bus: &dyn Bus,
+    pattern: &str,
+    filter: &SubscriptionFilter,
+) -> Result<Subscription, BusError> {
+    match &filter.group {
+        Some(group) => {
+            bus.queue_subscribe(pattern, &subject::queue_of(group, &filter.filter))
+                .await
+        }
+        None => bus.subscribe(pattern).await,
     }
 }
 

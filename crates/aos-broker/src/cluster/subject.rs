@@ -3,7 +3,8 @@
 //! reach NATS as they are), and an empty level is `%` alone (a token may not be empty). A
 //! filter becomes the subject patterns that cover it: `+` is `*`, and `#` is `>` together with
 //! its parent level (`a/#` matches `a`). The patterns may cover more than the filter (`#`
-//! also takes `$` topics); the node's own subscription tree decides what each client gets.
+//! also takes `$` topics); the node's own subscription tree decides what each client gets. The
+//! members of a shared subscription on every node form one NATS queue group.
 
 use std::fmt::Write;
 
@@ -33,6 +34,16 @@ pub fn of_topic(topic: &str) -> String {
         out.push('.');
         token(level, &mut out);
     }
+    out
+}
+
+/// The NATS queue group of the members of shared subscription `$share/{group}/{filter}` on
+/// every node: each message goes to one node's, which gives it to one of its members.
+pub fn queue_of(group: &str, filter: &str) -> String {
+    let mut out = String::from("share.");
+    token(group, &mut out);
+    out.push('.');
+    token(filter, &mut out);
     out
 }
 
@@ -81,6 +92,9 @@ mod tests {
         distinct.dedup();
         assert_eq!(distinct.len(), subjects.len(), "{subjects:?}");
         assert_eq!(of_topic("a//b"), "mqtt.a.%.b");
+        let queue = queue_of("g 1", "a/+/#");
+        validate_subject(&queue).unwrap_or_else(|e| panic!("{queue}: {e}"));
+        assert_ne!(queue, queue_of("g", "1/a/+/#"));
         assert_eq!(of_topic("a.b/c d"), "mqtt.a%2Eb.c%20d");
     }
 
