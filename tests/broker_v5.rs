@@ -4,12 +4,12 @@
 mod common;
 
 use bytes::Bytes;
-use common::Broker;
 use common::mqtt::{Client5, options5, read_packet};
+use common::{Broker, PATIENCE};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnectReturnCode, DisconnectReasonCode, Filter, LastWill, LastWillProperties, PubAckReason,
-    PublishProperties, RetainForwardRule, SubscribeProperties, SubscribeReasonCode,
+    ConnectReturnCode, DisconnectReasonCode, Filter, LastWill, LastWillProperties, Packet,
+    PubAckReason, PublishProperties, RetainForwardRule, SubscribeProperties, SubscribeReasonCode,
 };
 
 /// Will properties with only a will delay (seconds).
@@ -784,4 +784,66 @@ async fn a_resent_qos1_publish_is_taken_again_and_counted() {
         assert_eq!(&sub.publish_received().await.payload[..], b"ok");
     }
     assert_eq!(broker.metric("aos_broker_resent_received_total"), 1);
+}
+
+/// Stopping the node closes its clients' connections with DISCONNECT 0x8B (server shutting
+/// down), `broker.drain_rate` a second: after the first is closed, the others are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_broker_disconnects_its_clients_a_few_at_a_time() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const CLIENTS: usize = 30;
+    let mut broker = Broker::start(&[
+        ("AOS_BROKER__DRAIN_RATE", "10"),
+        ("AOS_BROKER__DRAIN_TIMEOUT", "60s"),
+    ]);
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        clients.push(Client5::start(broker.port(), &format!("drained-{i}")).await);
+    }
+    // Each client publishes and awaits the PUBACK, again and again, until it is disconnected;
+    // round trips completed after the first disconnection are counted.
+    let first_gone = Arc::new(AtomicBool::new(false));
+    let served_after = Arc::new(AtomicUsize::new(0));
+    let mut running = Vec::new();
+    for mut client in clients {
+        let (first_gone, served_after) = (first_gone.clone(), served_after.clone());
+        running.push(tokio::spawn(async move {
+            loop {
+                if client
+                    .client
+                    .publish("drain/ping", QoS::AtLeastOnce, false, "x")
+                    .await
+                    .is_err()
+                {
+                    first_gone.store(true, Ordering::SeqCst);
+                    return "the client's event loop ended".to_string();
+                }
+                loop {
+                    match client.next().await {
+                        Ok(Packet::PubAck(_)) => break,
+                        Ok(_) => {}
+                        Err(how) => {
+                            first_gone.store(true, Ordering::SeqCst);
+                            return how;
+                        }
+                    }
+                }
+                if first_gone.load(Ordering::SeqCst) {
+                    served_after.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    broker.process.signal(libc::SIGTERM);
+    for client in running {
+        let how = client.await.expect("the client task");
+        assert!(how.contains("ServerShuttingDown"), "{how}");
+    }
+    let served = served_after.load(Ordering::SeqCst);
+    assert!(
+        served >= 10 * CLIENTS,
+        "only {served} round trips after the first disconnection: all closed at once?"
+    );
+    broker.process.wait_exit(PATIENCE).expect("the node exits");
 }

@@ -541,6 +541,33 @@ impl Broker {
     }
 
     /// Closes every connection (node shutdown).
+    /// Closes the clients' connections as the node stops (5.0: DISCONNECT 0x8B), `per_second`
+    /// at a time (0: all at once), so that they reconnect to other nodes without a thundering
+    /// herd; what is still connected after `within` is closed at once.
+    pub async fn drain(&self, per_second: u32, within: Duration) {
+        const STEP: Duration = Duration::from_millis(100);
+        let per_step = usize::try_from(per_second.div_ceil(10)).unwrap_or(usize::MAX);
+        let deadline = Instant::now() + within;
+        while per_second > 0 && Instant::now() + STEP < deadline {
+            // Those kicked already may still be closing: only connections not yet told count.
+            let next: Vec<Arc<Session>> = self
+                .sessions()
+                .values()
+                .filter(|s| s.lock().link.as_ref().is_some_and(|l| l.kick.is_some()))
+                .take(per_step)
+                .cloned()
+                .collect();
+            if next.is_empty() {
+                return;
+            }
+            for session in &next {
+                kick_session(session, Kick::ShuttingDown);
+            }
+            tokio::time::sleep(STEP).await;
+        }
+        self.kick_all(Kick::ShuttingDown);
+    }
+
     pub fn kick_all(&self, kick: Kick) {
         let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
         for session in sessions {

@@ -57,9 +57,13 @@ pub struct BrokerConfig {
     pub listeners: Vec<ListenerConfig>,
     /// Threads serving MQTT connections; 0: one per CPU core.
     pub workers: usize,
-    /// How long open connections may take to finish when the node stops.
+    /// How long open connections may take to finish when the node stops (or the role is
+    /// switched off): clients are disconnected at `drain_rate` within it, the rest at its end.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Clients disconnected per second when the broker stops (5.0: DISCONNECT 0x8B), so that
+    /// they reconnect to other nodes without a thundering herd; 0: all at once.
+    pub drain_rate: u32,
     /// Open connections the broker accepts (all listeners); beyond it CONNECT is refused (server
     /// unavailable / server busy).
     pub max_connections: usize,
@@ -112,6 +116,7 @@ impl Default for BrokerConfig {
             listeners: Vec::new(),
             workers: 0,
             drain_timeout: Duration::from_secs(5),
+            drain_rate: 1000,
             max_connections: 100_000,
             max_packet_size: 1024 * 1024,
             max_qos: 2,

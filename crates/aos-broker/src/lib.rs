@@ -50,7 +50,7 @@ use crate::cluster::ClusterRoutes;
 use crate::connection::ListenerContext;
 use crate::metrics::BrokerMetrics;
 use crate::persist::Persistence;
-use crate::session::{Kick, QueueLimits};
+use crate::session::QueueLimits;
 
 /// Binds the main listener and every `[[broker.listeners]]` entry, loading TLS set-ups.
 fn bind_listeners(
@@ -121,6 +121,8 @@ pub struct BrokerRole {
     health: Arc<HealthCell>,
     broker: Mutex<Option<Arc<Broker>>>,
     sweeper: Mutex<Option<CancellationToken>>,
+    /// `broker.drain_rate` and `broker.drain_timeout` of the running broker.
+    drain: Mutex<(u32, Duration)>,
     authenticator: Option<Arc<dyn Authenticator>>,
     /// Kept across a stop and a new start (the node can switch the role off and on).
     metrics: BrokerMetrics,
@@ -216,6 +218,8 @@ impl Role for BrokerRole {
             // ...and commands come back from them, with devices' presence going to them.
             broker.report_presence(presence_tx);
         }
+        *self.drain.lock().unwrap_or_else(|e| e.into_inner()) =
+            (config.drain_rate, config.drain_timeout);
         let config = Arc::new(config);
         let listeners = bind_listeners(&broker, &config)?;
         let addresses: Vec<String> = listeners
@@ -282,7 +286,10 @@ impl Role for BrokerRole {
     async fn stop(&self) -> Result<(), RoleError> {
         self.health.set(HealthStatus::Stopping);
         if let Some(broker) = self.broker() {
-            broker.kick_all(Kick::ShuttingDown);
+            // New clients go elsewhere while the connected ones are closed at the drain rate.
+            self.server.pause().await;
+            let (rate, within) = *self.drain.lock().unwrap_or_else(|e| e.into_inner());
+            broker.drain(rate, within).await;
         }
         self.server.stop().await;
         if let Some(stop) = self

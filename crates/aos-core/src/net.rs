@@ -127,6 +127,14 @@ impl ServerSlot {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
     }
 
+    /// Stops accepting new connections; open ones carry on.
+    pub async fn pause(&self) {
+        let server = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(server) = server {
+            server.pause().await;
+        }
+    }
+
     /// Stops accepting, lets open connections finish within the server's shutdown timeout.
     pub async fn stop(&self) {
         let server = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
