@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use aos_core::state::StateError;
 
 use crate::auth::{Authenticator, Principal, ReadCheck, SubscribeAccess, is_protected};
-use crate::cluster::{ClusterRoutes, Connected};
+use crate::cluster::{ClusterRoutes, Connected, LocalBroker};
 use crate::delivery::{Outgoing, SubOptions};
 use crate::message::{Message, min_qos};
 use crate::metrics::BrokerMetrics;
@@ -707,30 +707,6 @@ impl Broker {
         self.metrics.retained.set(retained.len() as i64);
     }
 
-    /// Another node connected a client: this node's connection of its client id, if older, is
-    /// closed as taken over — unless it is a device's session and the newcomer is not that
-    /// device (who may take a device's session over is checked where it is held).
-    pub(crate) fn connected_elsewhere(&self, elsewhere: &Connected) {
-        let Some(session) = self.session(&elsewhere.client_id) else {
-            return;
-        };
-        if Connected::device_of(session.identity.as_ref()).is_some()
-            && Connected::device_of(session.identity.as_ref()) != elsewhere.device
-        {
-            tracing::warn!(client_id = %elsewhere.client_id, "another node connected a client with a device's id; the device stays connected here");
-            return;
-        }
-        let older = session.lock().link.as_ref().is_some_and(|link| {
-            // Connections of the same millisecond: the node names decide, the same way on both.
-            (link.signed_in_at_ms, self.incarnation.as_str())
-                < (elsewhere.signed_in_at_ms, elsewhere.sender.as_str())
-        });
-        if older {
-            self.metrics.takeovers.inc();
-            kick_session(&session, Kick::TakenOver);
-        }
-    }
-
     /// Routes messages to and from the other broker nodes of a cluster through `routes`.
     pub fn set_cluster(&self, routes: Arc<ClusterRoutes>) {
         let _ = self.cluster.set(routes);
@@ -761,26 +737,6 @@ impl Broker {
             self.retain(&message);
         }
         self.route(&message, self.cluster.get().is_none())
-    }
-
-    /// Routes a message another node accepted to this node's plain subscriptions (its retained
-    /// messages are that node's).
-    pub(crate) fn route_from_cluster(&self, message: Message) {
-        self.route(&Arc::new(message), false);
-    }
-
-    /// Gives a message the bus chose this node for to one member of shared subscription
-    /// `filter` here.
-    pub(crate) fn route_to_group(&self, message: Message, filter: &SubscriptionFilter) {
-        let message = Arc::new(message);
-        let tree = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
-        let protected = is_protected(&message.topic, message.tenant);
-        let pick = tree
-            .group(filter)
-            .and_then(|group| pick_member(group, self.auth.as_ref(), &message, protected));
-        if let Some((key, opts)) = pick {
-            self.deliver_shared(key, opts, &message);
-        }
     }
 
     fn deliver_shared(&self, key: &SessionKey, opts: &SubOptions, message: &Arc<Message>) -> bool {
@@ -822,6 +778,53 @@ impl Broker {
             queued += usize::from(self.deliver_shared(key, opts, message));
         }
         queued
+    }
+}
+
+/// What other broker nodes send, delivered to this node's sessions.
+impl LocalBroker for Broker {
+    /// Routes a message another node accepted to this node's plain subscriptions (its retained
+    /// messages are that node's).
+    fn route_from_cluster(&self, message: Message) {
+        self.route(&Arc::new(message), false);
+    }
+
+    /// Gives a message the bus chose this node for to one member of shared subscription
+    /// `filter` here.
+    fn route_to_group(&self, message: Message, filter: &SubscriptionFilter) {
+        let message = Arc::new(message);
+        let tree = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
+        let protected = is_protected(&message.topic, message.tenant);
+        let pick = tree
+            .group(filter)
+            .and_then(|group| pick_member(group, self.auth.as_ref(), &message, protected));
+        if let Some((key, opts)) = pick {
+            self.deliver_shared(key, opts, &message);
+        }
+    }
+
+    /// Another node connected a client: this node's connection of its client id, if older, is
+    /// closed as taken over — unless it is a device's session and the newcomer is not that
+    /// device (who may take a device's session over is checked where it is held).
+    fn connected_elsewhere(&self, elsewhere: &Connected) {
+        let Some(session) = self.session(&elsewhere.client_id) else {
+            return;
+        };
+        if Connected::device_of(session.identity.as_ref()).is_some()
+            && Connected::device_of(session.identity.as_ref()) != elsewhere.device
+        {
+            tracing::warn!(client_id = %elsewhere.client_id, "another node connected a client with a device's id; the device stays connected here");
+            return;
+        }
+        let older = session.lock().link.as_ref().is_some_and(|link| {
+            // Connections of the same millisecond: the node names decide, the same way on both.
+            (link.signed_in_at_ms, self.incarnation.as_str())
+                < (elsewhere.signed_in_at_ms, elsewhere.sender.as_str())
+        });
+        if older {
+            self.metrics.takeovers.inc();
+            kick_session(&session, Kick::TakenOver);
+        }
     }
 }
 

@@ -37,7 +37,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
 use crate::message::Message;
 use crate::topic::SubscriptionFilter;
 
@@ -57,6 +56,19 @@ enum Interest {
     Removed(SubscriptionFilter),
     /// Answered once every change before it is in place.
     Settled(oneshot::Sender<()>),
+}
+
+/// What the routing needs of this node's broker: to deliver what other nodes send.
+pub trait LocalBroker: Send + Sync + 'static {
+    /// Routes a message another node accepted to this node's plain subscriptions (its retained
+    /// messages are that node's).
+    fn route_from_cluster(&self, message: Message);
+    /// Gives a message the bus chose this node for to one member of shared subscription
+    /// `filter` here.
+    fn route_to_group(&self, message: Message, filter: &SubscriptionFilter);
+    /// Another node connected a client: this node's older connection of its client id, if any,
+    /// is taken over.
+    fn connected_elsewhere(&self, elsewhere: &Connected);
 }
 
 /// What the broker calls: messages to send, filters held. Cheap and non-blocking: the work is
@@ -150,7 +162,12 @@ impl ClusterRoutes {
 
 impl ClusterRouting {
     /// Sends, subscribes and routes until `stop`.
-    pub async fn run(self, broker: Arc<Broker>, bus: Arc<dyn Bus>, stop: CancellationToken) {
+    pub async fn run(
+        self,
+        broker: Arc<dyn LocalBroker>,
+        bus: Arc<dyn Bus>,
+        stop: CancellationToken,
+    ) {
         let ClusterRouting {
             sender,
             mut outbound,
