@@ -491,7 +491,7 @@ async fn a_broker_node_holds_a_bounded_number_of_publishes_while_its_queue_stall
         .write_all(&connect_packet("d-1", Some(("d-1", &token)), true))
         .await
         .expect("CONNECT");
-    let (header, body) = common::mqtt::read_half_packet(&mut from_broker).await;
+    let (header, body) = common::mqtt::read_packet(&mut from_broker).await;
     assert_eq!((header, body), (0x20, vec![0, 0]), "CONNACK accepted");
 
     // The queue stalls (NATS stopped, not killed: it resumes with all it had) while a device
@@ -529,7 +529,7 @@ async fn a_broker_node_holds_a_bounded_number_of_publishes_while_its_queue_stall
 
     // Once the queue is back, every publish is acknowledged, in order, and stored once.
     for id in 1..=SENT {
-        let (header, body) = common::mqtt::read_half_packet(&mut from_broker).await;
+        let (header, body) = common::mqtt::read_packet(&mut from_broker).await;
         assert_eq!(
             (header, body),
             (0x40, id.to_be_bytes().to_vec()),

@@ -255,16 +255,8 @@ impl Client5 {
 }
 
 /// Reads one MQTT packet from a raw connection: (first byte, body).
-pub async fn read_packet(stream: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
-    read_from(stream).await
-}
-
-/// Reads one MQTT packet from the read half of a raw connection: (first byte, body).
-pub async fn read_half_packet(stream: &mut tokio::net::tcp::OwnedReadHalf) -> (u8, Vec<u8>) {
-    read_from(stream).await
-}
-
-async fn read_from(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> (u8, Vec<u8>) {
+/// (A whole connection, or the read half of one.)
+pub async fn read_packet(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> (u8, Vec<u8>) {
     use tokio::io::AsyncReadExt;
     let read = async {
         let header = stream.read_u8().await.expect("header");
