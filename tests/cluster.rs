@@ -633,11 +633,19 @@ async fn a_client_id_connected_on_another_broker_node_takes_the_connection_over(
     };
     let token = acme(&shared);
     let (a, b) = (open_broker(&shared), open_broker(&shared));
-    // The device on A; someone else connecting with its id on B does not take it over.
+    // The device on A; someone else connecting with its id on B is refused (as on one node:
+    // the device's session is the cluster's).
     let mut device = device(&a, &token).await;
-    let _impostor = Client5::start(b.ports.mqtt, "d-1").await;
-    // An application's client id connected on B after A: A's connection is closed (0x8E). B
-    // announced both in order, so the device's is settled once this one is.
+    let refused = Client5::connect(common::mqtt::options5(b.ports.mqtt, "d-1")).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|err| err.contains("NotAuthorized")),
+        "{:?}",
+        refused.map(|(_, ack)| ack)
+    );
+    // An application's client id connected on B after A: A's connection is closed (0x8E); the
+    // device's stays.
     let mut app = Client5::start(a.ports.mqtt, "app-1").await;
     let _app_again = Client5::start(b.ports.mqtt, "app-1").await;
     let ended = app.disconnected().await;
@@ -697,4 +705,94 @@ async fn a_shared_subscription_gives_each_message_to_one_member_on_any_node() {
         .collect();
     all.sort_unstable();
     assert_eq!(all, (0..SENT).collect::<Vec<_>>(), "each message once");
+}
+
+/// A persistent 5.0 session of client id `app` on `port`.
+fn persistent_app(port: u16) -> rumqttc::v5::MqttOptions {
+    let mut options = common::mqtt::options5(port, "app");
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(600));
+    options
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_and_retained_messages_are_the_same_on_every_broker_node() {
+    use rumqttc::v5::mqttbytes::QoS;
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let (a, mut b) = (open_broker(&shared), open_broker(&shared));
+    let publisher = Client5::start(a.ports.mqtt, "publisher").await;
+
+    // A persistent session on A, subscribed, then offline with a message waiting for it.
+    let (mut app, ack) = Client5::connect(persistent_app(a.ports.mqtt))
+        .await
+        .expect("connect");
+    assert!(!ack.session_present);
+    app.subscribe("jobs/#", QoS::AtLeastOnce).await;
+    app.client.disconnect().await.expect("disconnect");
+    app.disconnected().await;
+    publisher
+        .client
+        .publish("jobs/1", QoS::AtLeastOnce, false, "1")
+        .await
+        .expect("publish");
+    a.wait_metric("aos_broker_queued_messages", 1);
+
+    // A retained message set on A is read on B; deleted on B, it is gone on A.
+    publisher
+        .client
+        .publish("state/x", QoS::AtLeastOnce, true, "on")
+        .await
+        .expect("publish");
+    b.wait_metric("aos_broker_retained_messages", 1);
+    let mut reader = Client5::start(b.ports.mqtt, "reader").await;
+    reader.subscribe("state/#", QoS::AtLeastOnce).await;
+    let retained = reader.publish_received().await;
+    assert_eq!((&retained.payload[..], retained.retain), (&b"on"[..], true));
+    reader
+        .client
+        .publish("state/x", QoS::AtLeastOnce, true, "")
+        .await
+        .expect("publish");
+    a.wait_metric("aos_broker_retained_messages", 0);
+
+    // The client comes back on B: its session is there, with the message queued on A.
+    let (mut app, ack) = Client5::connect(persistent_app(b.ports.mqtt))
+        .await
+        .expect("connect");
+    assert!(ack.session_present, "the session moved to B");
+    assert_eq!(&app.publish_received().await.payload[..], b"1");
+    a.wait_metric("aos_broker_sessions", 1);
+    publisher
+        .client
+        .publish("jobs/2", QoS::AtLeastOnce, false, "2")
+        .await
+        .expect("publish");
+    assert_eq!(&app.publish_received().await.payload[..], b"2");
+
+    // B dies; on A again, the session is whole: its subscription routes A's messages.
+    b.signal(libc::SIGKILL);
+    b.wait_exit(PATIENCE).expect("killed");
+    drop(app);
+    let (mut app, ack) = Client5::connect(persistent_app(a.ports.mqtt))
+        .await
+        .expect("connect");
+    assert!(ack.session_present, "the session survived its node");
+    publisher
+        .client
+        .publish("jobs/3", QoS::AtLeastOnce, false, "3")
+        .await
+        .expect("publish");
+    // Message 2 may come again first, flagged DUP: B may have died before its PUBACK was stored.
+    // Counted, too.
+    let mut next = app.publish_received().await;
+    let mut resent = 0;
+    if &next.payload[..] == b"2" {
+        assert!(next.dup, "a message sent again is flagged DUP");
+        resent += 1;
+        next = app.publish_received().await;
+    }
+    assert_eq!(&next.payload[..], b"3");
+    assert_eq!(a.metric("aos_broker_resent_total"), resent);
 }

@@ -252,6 +252,22 @@ impl AosProcess {
             .unwrap_or_else(|| panic!("{name} missing from /metrics"))
     }
 
+    /// Waits (up to [`PATIENCE`]) until metric `name` reads `want`.
+    pub fn wait_metric(&self, name: &str, want: u64) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let now = self.metric(name);
+            if now == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} is {now}, not {want}, after {PATIENCE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + PATIENCE;
         loop {

@@ -18,14 +18,14 @@ use ntex::util::ByteString;
 use ntex_mqtt::QoS;
 use tokio::sync::mpsc;
 
-use aos_core::state::StateError;
+use aos_core::state::{StateError, StateStore, StateUpdate};
 
 use crate::auth::{Authenticator, Principal, ReadCheck, SubscribeAccess, is_protected};
 use crate::cluster::{ClusterRoutes, Connected, LocalBroker};
 use crate::delivery::{Outgoing, SubOptions};
 use crate::message::{Message, min_qos};
 use crate::metrics::BrokerMetrics;
-use crate::persist::{Persistence, Restored, wall_ms};
+use crate::persist::{Persistence, Restored, RestoredSession, wall_ms};
 use crate::session::{Enqueued, Kick, Link, QueueLimits, Session, Will};
 use crate::topic::{MatchSink, SharedGroup, SubscriptionFilter, SubscriptionTree, matches};
 
@@ -170,16 +170,19 @@ pub(crate) fn max_qos(a: QoS, b: QoS) -> QoS {
 }
 
 impl Broker {
-    /// `node_id`: the node's id, which client ids the broker assigns carry.
+    /// `node_id`: the node's id, which client ids the broker assigns carry. `state`: where
+    /// retained messages and persistent sessions are kept, if anywhere.
     pub fn new(
         node_id: &str,
         limits: BrokerLimits,
         auth: Arc<dyn Authenticator>,
         metrics: BrokerMetrics,
-        persistence: Option<Arc<Persistence>>,
+        state: Option<Arc<dyn StateStore>>,
     ) -> Broker {
+        let incarnation = format!("{node_id}-{:x}", wall_ms());
+        let persistence = state.map(|state| Persistence::new(state, &incarnation));
         Broker {
-            incarnation: format!("{node_id}-{:x}", wall_ms()),
+            incarnation,
             limits,
             auth,
             hook: RwLock::new(None),
@@ -199,6 +202,11 @@ impl Broker {
         self.persistence.is_some()
     }
 
+    /// What the broker keeps in the state store, if anything.
+    pub fn persistence(&self) -> Option<&Arc<Persistence>> {
+        self.persistence.as_ref()
+    }
+
     /// Waits until everything the broker stored so far is durable (at once without persistence).
     pub async fn durable(&self) -> Result<(), StateError> {
         match &self.persistence {
@@ -210,8 +218,6 @@ impl Broker {
     /// Takes back what a previous run stored: retained messages, and persistent sessions (as
     /// disconnected, their subscriptions granted again by the ACL in force now).
     pub fn restore(&self, restored: Restored) {
-        let now = Instant::now();
-        let wall = wall_ms();
         {
             let mut retained = self.retained.write().unwrap_or_else(|e| e.into_inner());
             for message in restored.retained {
@@ -220,69 +226,155 @@ impl Broker {
             self.metrics.retained.set(retained.len() as i64);
         }
         for record in restored.sessions {
-            let meta = &record.meta;
-            let owner = Principal {
-                client_id: record.client_id.to_string(),
-                username: meta.username.clone(),
-                identity: meta.identity.clone(),
-                signed_in_at_ms: 0,
-            };
-            let session = Arc::new(Session::new(
-                self.next_id(),
-                record.client_id.clone(),
-                meta.identity.clone(),
-                meta.username.as_deref().map(ByteString::from),
-                self.metrics.session_queues.clone(),
-            ));
-            let subscriptions: Vec<(String, SubscriptionFilter, SubOptions)> = meta
-                .subscriptions
-                .iter()
-                .filter_map(|sub| {
-                    let filter = SubscriptionFilter::parse(&sub.filter, true).ok()?;
-                    match self.auth.may_subscribe(&owner, &filter.filter) {
-                        SubscribeAccess::Granted(read) => {
-                            Some((sub.filter.clone(), filter, sub.options(read)))
-                        }
-                        SubscribeAccess::Refused => None,
-                    }
-                })
-                .collect();
-            {
-                let mut state = session.lock();
-                state.expiry = meta.expiry_secs.map(Duration::from_secs);
-                state.disconnected_at = Some(meta.disconnected_at(now, wall));
-                if state.expired(now) {
-                    record.stored.end();
-                    continue;
-                }
-                for (full, filter, opts) in &subscriptions {
-                    state
-                        .subscriptions
-                        .insert(full.clone(), (filter.clone(), *opts));
-                }
-                state.qos2_received.extend(record.qos2_received);
-                state.stored = Some(record.stored);
-                // What the ACL no longer grants is gone from the store too.
-                session.save(&state);
-            }
-            session.restore_queue(record.queued);
-            {
-                let key = SessionKey(session.clone());
-                let mut tree = self
-                    .subscriptions
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner());
-                for (_, filter, opts) in subscriptions {
-                    if tree.insert(&filter, key.clone(), opts).is_none() {
-                        self.interest_added(&filter);
-                    }
-                }
-                self.metrics.subscriptions.set(tree.len() as i64);
-            }
-            let mut sessions = self.sessions();
-            sessions.insert(record.client_id, session);
-            self.metrics.sessions.set(sessions.len() as i64);
+            self.restore_session(record);
         }
+    }
+
+    /// Takes back a stored session, as disconnected (unless it has expired).
+    fn restore_session(&self, record: RestoredSession) {
+        let now = Instant::now();
+        let wall = wall_ms();
+        let meta = &record.meta;
+        let owner = Principal {
+            client_id: record.client_id.to_string(),
+            username: meta.username.clone(),
+            identity: meta.identity.clone(),
+            signed_in_at_ms: 0,
+        };
+        let session = Arc::new(Session::new(
+            self.next_id(),
+            record.client_id.clone(),
+            meta.identity.clone(),
+            meta.username.as_deref().map(ByteString::from),
+            self.metrics.session_queues.clone(),
+        ));
+        let subscriptions: Vec<(String, SubscriptionFilter, SubOptions)> = meta
+            .subscriptions
+            .iter()
+            .filter_map(|sub| {
+                let filter = SubscriptionFilter::parse(&sub.filter, true).ok()?;
+                match self.auth.may_subscribe(&owner, &filter.filter) {
+                    SubscribeAccess::Granted(read) => {
+                        Some((sub.filter.clone(), filter, sub.options(read)))
+                    }
+                    SubscribeAccess::Refused => None,
+                }
+            })
+            .collect();
+        {
+            let mut state = session.lock();
+            state.expiry = meta.expiry_secs.map(Duration::from_secs);
+            state.disconnected_at = Some(meta.disconnected_at(now, wall));
+            if state.expired(now) {
+                record.stored.end();
+                return;
+            }
+            for (full, filter, opts) in &subscriptions {
+                state
+                    .subscriptions
+                    .insert(full.clone(), (filter.clone(), *opts));
+            }
+            state.qos2_received.extend(record.qos2_received);
+            state.stored = Some(record.stored);
+            // What the ACL no longer grants is gone from the store too.
+            session.save(&state);
+        }
+        session.restore_queue(record.queued);
+        {
+            let key = SessionKey(session.clone());
+            let mut tree = self
+                .subscriptions
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            for (_, filter, opts) in subscriptions {
+                if tree.insert(&filter, key.clone(), opts).is_none() {
+                    self.interest_added(&filter);
+                }
+            }
+            self.metrics.subscriptions.set(tree.len() as i64);
+        }
+        let mut sessions = self.sessions();
+        sessions.insert(record.client_id, session);
+        self.metrics.sessions.set(sessions.len() as i64);
+    }
+
+    /// In a cluster sharing its state store: before a client connects here, the session of its
+    /// client id is taken over from the store (once the node holding it has let go). Returns
+    /// false when the client may not connect: the session is a device's, and it is not that
+    /// device.
+    pub async fn take_over(&self, client_id: &str, identity: Option<&Identity>) -> bool {
+        let (Some(persistence), Some(cluster)) = (&self.persistence, self.cluster.get()) else {
+            return true;
+        };
+        if !persistence.shared() || self.session(client_id).is_some() {
+            return true;
+        }
+        let load = || async {
+            persistence.load_session(client_id).await.unwrap_or_else(|err| {
+                tracing::warn!(%err, client_id, "cannot read a session from the shared store; the client starts a new one");
+                None
+            })
+        };
+        let Some(mut record) = load().await else {
+            return true;
+        };
+        if matches!(record.meta.identity, Some(Identity::Device { .. }))
+            && record.meta.identity.as_ref() != identity
+        {
+            return false;
+        }
+        let released = match record.meta.holder.clone() {
+            // Let go of by this node itself, whole.
+            Some(holder) if holder == self.incarnation => true,
+            Some(holder) if !self.same_node(&holder) => {
+                let released = cluster.release(client_id, &holder).await;
+                // What the holder stored until it let go is in the store now.
+                match load().await {
+                    Some(again) => record = again,
+                    None => return true,
+                }
+                released
+            }
+            // Held by this node before a restart: gone.
+            Some(_) => false,
+            None => true,
+        };
+        if !released {
+            // A holder that died may have sent any of them, and not yet stored that it did.
+            let resent = record
+                .queued
+                .iter_mut()
+                .filter(|o| o.packet_id.is_none())
+                .map(|o| o.dup = true)
+                .count();
+            self.metrics.session_queues.resent.inc_by(resent as u64);
+        }
+        if self.session(client_id).is_none() {
+            self.restore_session(record);
+            // Its subscriptions receive what other nodes route before the client is told its
+            // session is present.
+            self.subscriptions_routed().await;
+        }
+        true
+    }
+
+    /// Whether `incarnation` is this node's (this run, or an earlier one, which is gone).
+    fn same_node(&self, incarnation: &str) -> bool {
+        let node = |i: &str| i.rsplit_once('-').map_or(i, |(node, _)| node).to_string();
+        node(incarnation) == node(&self.incarnation)
+    }
+
+    /// A retained message another node stored (or this one: the store tells every node).
+    pub fn retained_elsewhere(&self, update: &StateUpdate) {
+        let Some((topic, message)) = Persistence::retained_update(update) else {
+            return;
+        };
+        let mut retained = self.retained.write().unwrap_or_else(|e| e.into_inner());
+        match message {
+            Some(message) => retained.insert(topic, Arc::new(message)),
+            None => retained.remove(&topic),
+        };
+        self.metrics.retained.set(retained.len() as i64);
     }
 
     /// Keeps the session in the store while its expiry makes it persistent, and not otherwise.
@@ -290,6 +382,14 @@ impl Broker {
         let Some(persistence) = &self.persistence else {
             return;
         };
+        // A session let go of (another node took it over) is no longer this node's to store.
+        if self
+            .sessions()
+            .get(&session.client_id)
+            .is_none_or(|s| s.id != session.id)
+        {
+            return;
+        }
         let (persistent, stored) = {
             let state = session.lock();
             (state.expiry != Some(Duration::ZERO), state.stored.is_some())
@@ -782,6 +882,7 @@ impl Broker {
 }
 
 /// What other broker nodes send, delivered to this node's sessions.
+#[async_trait]
 impl LocalBroker for Broker {
     /// Routes a message another node accepted to this node's plain subscriptions (its retained
     /// messages are that node's).
@@ -824,6 +925,24 @@ impl LocalBroker for Broker {
         if older {
             self.metrics.takeovers.inc();
             kick_session(&session, Kick::TakenOver);
+        }
+    }
+
+    async fn release(&self, client_id: &str) {
+        let released = {
+            let mut sessions = self.sessions();
+            let released = sessions.remove(client_id);
+            self.metrics.sessions.set(sessions.len() as i64);
+            released
+        };
+        if let Some(session) = released {
+            // Its records stay: they are the session the other node takes over.
+            session.forget();
+            self.metrics.takeovers.inc();
+            self.end_session(&session, Some(Kick::TakenOver));
+        }
+        if let Err(err) = self.durable().await {
+            tracing::warn!(%err, client_id, "a session let go of may not be stored whole");
         }
     }
 }

@@ -49,7 +49,6 @@ use crate::broker::{Broker, BrokerLimits};
 use crate::cluster::ClusterRoutes;
 use crate::connection::ListenerContext;
 use crate::metrics::BrokerMetrics;
-use crate::persist::Persistence;
 use crate::session::QueueLimits;
 
 /// Binds the main listener and every `[[broker.listeners]]` entry, loading TLS set-ups.
@@ -174,9 +173,6 @@ impl Role for BrokerRole {
             )),
             (None, None) => Arc::new(ConfigAuthenticator::new(config.auth.clone())),
         };
-        let persistence = config
-            .persistence
-            .then(|| Persistence::new(ctx.state.clone()));
         let broker = Arc::new(Broker::new(
             &ctx.node.id,
             BrokerLimits {
@@ -188,7 +184,7 @@ impl Role for BrokerRole {
             },
             auth,
             metrics,
-            persistence.clone(),
+            config.persistence.then(|| ctx.state.clone()),
         ));
         // Set before the restore: the restored sessions' filters are interests too (held until
         // the routing runs).
@@ -198,7 +194,13 @@ impl Role for BrokerRole {
             broker.set_cluster(routes);
             routing
         });
-        if let Some(persistence) = &persistence {
+        let mut retained_elsewhere = None;
+        if let Some(persistence) = broker.persistence() {
+            // Watched before the load: a change made in between is applied (again) after it.
+            retained_elsewhere = persistence
+                .watch_retained()
+                .await
+                .map_err(RoleError::other)?;
             let restored = persistence.load().await.map_err(RoleError::other)?;
             let (retained, sessions) = (restored.retained.len(), restored.sessions.len());
             broker.restore(restored);
@@ -245,6 +247,24 @@ impl Role for BrokerRole {
                 &stop,
                 routing.run(broker.clone(), ctx.bus.clone(), stop.clone()),
             );
+        }
+        if let Some(mut updates) = retained_elsewhere {
+            let broker = broker.clone();
+            self.health
+                .supervise("retained messages of the other nodes", &stop, {
+                    let cancelled = stop.clone();
+                    async move {
+                        loop {
+                            tokio::select! {
+                                _ = cancelled.cancelled() => return,
+                                update = updates.recv() => match update {
+                                    Some(update) => broker.retained_elsewhere(&update),
+                                    None => return,
+                                },
+                            }
+                        }
+                    }
+                });
         }
         let sweeping = broker.clone();
         let cancelled = stop.clone();

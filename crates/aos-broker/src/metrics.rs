@@ -155,6 +155,11 @@ impl BrokerMetrics {
             self.session_queues.inflight.clone(),
         );
         m.register(
+            "broker_resent",
+            "QoS 1/2 messages sent again, flagged DUP, to a client that reconnected (to this node or, after a takeover, from another)",
+            self.session_queues.resent.clone(),
+        );
+        m.register(
             "broker_denied",
             "Publishes and subscriptions refused by the ACL",
             self.denied.clone(),

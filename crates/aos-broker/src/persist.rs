@@ -9,7 +9,7 @@
 //!
 //! Keys: `broker.r.<topic>` is a retained message. A session's records share the prefix
 //! `broker.s.<n>:<client id>.` (`n`: the client id's length in bytes, so that no session's prefix
-//! starts another's): `meta`, `q.<seq>` a queued message, `p.<seq>` the packet id a QoS 2 one
+//! starts another's): `meta`, `q.<seq>` a queued message, `p.<seq>` the packet id a QoS 1/2 one
 //! was sent with, `i.<packet id>` an inbound QoS 2 message received and not yet released.
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aos_core::access::Identity;
-use aos_core::state::{StateChange, StateError, StateStore};
+use aos_core::state::{StateChange, StateError, StateStore, StateUpdate};
 use ntex::util::{ByteString, Bytes};
 use ntex_mqtt::QoS;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use crate::delivery::{Outgoing, RetainHandling, SubOptions};
 use crate::message::{Message, Properties};
@@ -32,6 +33,8 @@ const SESSIONS: &str = "broker.s.";
 /// The broker's view of the state store.
 pub struct Persistence {
     state: Arc<dyn StateStore>,
+    /// The broker's incarnation, recorded as the holder of the sessions it stores.
+    holder: String,
 }
 
 /// A persistent session's place in the store (kept in its state while it is persistent).
@@ -100,6 +103,10 @@ pub struct SessionMeta {
     /// When its connection ended (ms since the Unix epoch); `None`: it was connected.
     pub disconnected_at_ms: Option<i64>,
     pub subscriptions: Vec<StoredSubscription>,
+    /// The incarnation of the broker that holds it (in a shared store, the node another must
+    /// ask to let go of it before taking it over).
+    #[serde(default)]
+    pub holder: Option<String>,
 }
 
 impl SessionMeta {
@@ -128,8 +135,38 @@ pub struct Restored {
 }
 
 impl Persistence {
-    pub fn new(state: Arc<dyn StateStore>) -> Arc<Persistence> {
-        Arc::new(Persistence { state })
+    /// `holder`: the broker's incarnation.
+    pub fn new(state: Arc<dyn StateStore>, holder: &str) -> Arc<Persistence> {
+        Arc::new(Persistence {
+            state,
+            holder: holder.to_string(),
+        })
+    }
+
+    /// Whether other broker nodes share the store: a session is then taken over from it by
+    /// whichever node its client connects to, and retained messages are everyone's.
+    pub fn shared(&self) -> bool {
+        self.state.shared()
+    }
+
+    /// The retained messages other nodes store from now on (`None`: the store is this node's
+    /// own).
+    pub async fn watch_retained(&self) -> Result<Option<mpsc::Receiver<StateUpdate>>, StateError> {
+        self.state.watch(RETAINED).await
+    }
+
+    /// A retained message as another node stored it: its topic, and the message (`None`:
+    /// deleted, or expired).
+    pub fn retained_update(update: &StateUpdate) -> Option<(ByteString, Option<Message>)> {
+        let topic = update.key.strip_prefix(RETAINED)?;
+        let now = Instant::now();
+        let message = match &update.value {
+            Some(value) => {
+                Some(decode_message(value, now, wall_ms())?).filter(|m| !m.is_expired(now))
+            }
+            None => None,
+        };
+        Some((ByteString::from(topic), message))
     }
 
     /// Stores (or, with an empty payload, deletes) the retained message of its topic.
@@ -160,6 +197,8 @@ impl Persistence {
     }
 
     /// Reads back everything the broker stored; drops what no longer decodes (with a warning).
+    /// From a shared store, only the retained messages: a session is taken over when its
+    /// client connects ([`Persistence::load_session`]).
     pub async fn load(self: &Arc<Self>) -> Result<Restored, StateError> {
         let now = Instant::now();
         let wall = wall_ms();
@@ -176,9 +215,43 @@ impl Persistence {
                 }
             }
         }
+        let sessions = if self.shared() {
+            Vec::new()
+        } else {
+            let records = self.state.load(SESSIONS).await?;
+            self.sessions(records, now, wall, &mut broken)
+        };
+        if !broken.is_empty() {
+            self.state.stage(broken);
+        }
+        Ok(Restored { retained, sessions })
+    }
+
+    /// The session of `client_id` as the store holds it (a shared store: as another node left it).
+    pub async fn load_session(
+        self: &Arc<Self>,
+        client_id: &str,
+    ) -> Result<Option<RestoredSession>, StateError> {
+        let records = self.state.load(&session_prefix(client_id)).await?;
+        let mut broken = Vec::new();
+        let sessions = self.sessions(records, Instant::now(), wall_ms(), &mut broken);
+        if !broken.is_empty() {
+            self.state.stage(broken);
+        }
+        Ok(sessions.into_iter().next())
+    }
+
+    /// The sessions in `records`; what is broken goes to `broken`, to be deleted.
+    fn sessions(
+        self: &Arc<Self>,
+        records: Vec<(String, bytes::Bytes)>,
+        now: Instant,
+        wall: i64,
+        broken: &mut Vec<StateChange>,
+    ) -> Vec<RestoredSession> {
         // A session's records are adjacent (they share its prefix); gather them by client id.
         let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-        for (key, value) in self.state.load(SESSIONS).await? {
+        for (key, value) in records {
             let Some((client_id, record)) = split_session_key(&key) else {
                 broken.push(StateChange::delete(key));
                 continue;
@@ -241,10 +314,7 @@ impl Persistence {
                 stored,
             });
         }
-        if !broken.is_empty() {
-            self.state.stage(broken);
-        }
-        Ok(Restored { retained, sessions })
+        sessions
     }
 }
 
@@ -276,7 +346,7 @@ impl StoredSession {
         self.stage(vec![StateChange::put(self.key(&seq_record("q", seq)), buf)]);
     }
 
-    /// QoS 2 message `seq` went out with packet id `id`.
+    /// QoS 1/2 message `seq` went out with packet id `id`.
     pub fn sent(&self, seq: u64, id: NonZeroU16) {
         self.stage(vec![StateChange::put(
             self.key(&seq_record("p", seq)),
@@ -306,8 +376,10 @@ impl StoredSession {
         )]);
     }
 
-    pub fn save(&self, meta: &SessionMeta) {
-        match serde_json::to_vec(meta) {
+    /// Stores who owns the session (this broker holding it), its expiry and subscriptions.
+    pub fn save(&self, mut meta: SessionMeta) {
+        meta.holder = Some(self.persistence.holder.clone());
+        match serde_json::to_vec(&meta) {
             Ok(body) => self.stage(vec![StateChange::put(self.key("meta"), body)]),
             Err(err) => tracing::error!(%err, "a session could not be stored"),
         }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use aos_core::access::Identity;
 use ntex::util::ByteString;
 use ntex_mqtt::QoS;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, oneshot};
 
@@ -112,11 +113,13 @@ impl SessionState {
     }
 }
 
-/// Broker-wide gauges every session keeps current: messages waiting, and in flight.
+/// Broker-wide figures every session keeps current: messages waiting, in flight, and sent
+/// again (flagged DUP) to a client that came back.
 #[derive(Clone, Default)]
 pub struct QueueGauges {
     pub queued: Gauge,
     pub inflight: Gauge,
+    pub resent: Counter,
 }
 
 pub struct Session {
@@ -182,6 +185,12 @@ impl Session {
         }
     }
 
+    /// Lets go of the session's records without deleting them: another node of a cluster takes
+    /// the session over from the shared store.
+    pub fn forget(&self) {
+        self.lock().stored = None;
+    }
+
     /// Drops everything the session holds (it has ended).
     pub fn discard(&self) {
         let mut state = self.lock();
@@ -208,6 +217,7 @@ impl Session {
         // Unacknowledged messages are sent again first, flagged DUP, with their packet ids.
         let resend: Vec<Outgoing> = state.inflight.drain(..).collect();
         self.gauges.inflight.dec_by(resend.len() as i64);
+        self.gauges.resent.inc_by(resend.len() as u64);
         self.gauges.queued.inc_by(resend.len() as i64);
         for mut out in resend.into_iter().rev() {
             out.dup = true;
@@ -302,11 +312,10 @@ impl Session {
                 if out.packet_id.is_none() {
                     let id = state.next_packet_id();
                     out.packet_id = Some(id);
-                    // Only QoS 2 needs its packet id after a restart (the client may be waiting
-                    // for PUBREL under it); a QoS 1 message simply goes out again.
-                    if out.qos == QoS::ExactlyOnce
-                        && let (Some(stored), Some(seq)) = (&state.stored, out.seq)
-                    {
+                    // Stored, so that after a restart or on another node it goes out again as
+                    // MQTT resends: flagged DUP, under its packet id (QoS 2: the client may be
+                    // waiting for PUBREL under it).
+                    if let (Some(stored), Some(seq)) = (&state.stored, out.seq) {
                         stored.sent(seq, id);
                     }
                 }
@@ -342,7 +351,7 @@ impl Session {
         for out in state.inflight.iter_mut().chain(state.queue.iter_mut()) {
             if out.qos != QoS::AtMostOnce {
                 stored.queued(out);
-                if let (QoS::ExactlyOnce, Some(id), Some(seq)) = (out.qos, out.packet_id, out.seq) {
+                if let (Some(id), Some(seq)) = (out.packet_id, out.seq) {
                     stored.sent(seq, id);
                 }
             }
@@ -363,12 +372,13 @@ impl Session {
             .map(|(filter, (_, opts))| StoredSubscription::new(filter, opts))
             .collect();
         subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
-        stored.save(&SessionMeta {
+        stored.save(SessionMeta {
             identity: self.identity.clone(),
             username: self.username.as_ref().map(|u| u.to_string()),
             expiry_secs: state.expiry.map(|e| e.as_secs()),
             disconnected_at_ms: state.disconnected_at.map(instant_as_wall_ms),
             subscriptions,
+            holder: None,
         });
     }
 

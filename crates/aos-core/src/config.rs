@@ -555,22 +555,14 @@ impl Default for DiskQueueSection {
 
 /// The durable state store: what roles keep across restarts, such as the broker's retained
 /// messages and persistent sessions.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
-    /// `disk:` (a log on local disk, `[state.disk]`) or `memory:` (kept only while the process
-    /// runs).
+    /// `disk:` (a log on local disk, `[state.disk]`), `memory:` (kept only while the process
+    /// runs) or `nats:` (a JetStream bucket every node of the deployment shares, `[cluster]`).
+    /// Empty: the mode's (`disk:` standalone, `nats:` distributed).
     pub url: String,
     pub disk: DiskStateSection,
-}
-
-impl Default for StateConfig {
-    fn default() -> Self {
-        StateConfig {
-            url: "disk:".into(),
-            disk: DiskStateSection::default(),
-        }
-    }
 }
 
 /// `[state.disk]`: the embedded state store's log.
@@ -592,6 +584,7 @@ impl CoreConfig {
             (&mut self.bus.url, memory),
             (&mut self.kv.url, memory),
             (&mut self.queue.url, disk),
+            (&mut self.state.url, disk),
         ] {
             if url.is_empty() {
                 *url = default.to_string();

@@ -16,9 +16,6 @@ use futures_util::TryStreamExt;
 use crate::Nats;
 use crate::names::bucket;
 
-/// How long the marker an expired or deleted key leaves is kept (the least JetStream takes).
-const MARKER_TTL: Duration = Duration::from_secs(1);
-
 pub struct JetStreamKv {
     nats: Nats,
     store: Store,
@@ -36,21 +33,7 @@ impl JetStreamKv {
     }
 
     async fn bucket(nats: &Nats) -> Result<Store, KvError> {
-        let name = bucket(&nats.prefix);
-        Ok(match nats.js.get_key_value(&name).await {
-            Ok(store) => store,
-            Err(_) => nats
-                .js
-                .create_key_value(kv::Config {
-                    bucket: name,
-                    history: 1,
-                    num_replicas: nats.replicas,
-                    limit_markers: Some(MARKER_TTL),
-                    ..Default::default()
-                })
-                .await
-                .map_err(backend)?,
-        })
+        nats.key_value(bucket(&nats.prefix)).await.map_err(backend)
     }
 
     fn subject(&self, key: &str) -> String {

@@ -4,21 +4,25 @@
 //!   groups where one of many must take a message;
 //! - [`JetStreamQueue`]: the [`aos_core::WorkQueue`] on JetStream — one work-queue stream per
 //!   queue, one durable pull consumer shared by every node, dead letters moved by AOS;
-//! - [`JetStreamKv`]: the [`aos_core::Kv`] on a JetStream key-value bucket with per-key TTL.
+//! - [`JetStreamKv`]: the [`aos_core::Kv`] on a JetStream key-value bucket with per-key TTL;
+//! - [`JetStreamState`]: the [`aos_core::state::StateStore`] on a second bucket, shared by the
+//!   nodes (a broker's sessions and retained messages, which any node may take over).
 //!
-//! All three share one connection ([`Nats`]). They need NATS server 2.11 or later (per-message
+//! All four share one connection ([`Nats`]). They need NATS server 2.11 or later (per-message
 //! TTL), with JetStream enabled.
 
 mod bus;
 mod kv;
 mod names;
 mod queue;
+mod state;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use bus::NatsBus;
 pub use kv::JetStreamKv;
 pub use queue::JetStreamQueue;
+pub use state::JetStreamState;
 
 use std::time::Duration;
 
@@ -47,6 +51,10 @@ pub(crate) async fn patiently<T, E: std::fmt::Display, F: Future<Output = Result
     }
 }
 
+/// How long the marker an expired or deleted key leaves in a bucket is kept (the least
+/// JetStream takes).
+pub(crate) const MARKER_TTL: Duration = Duration::from_secs(1);
+
 /// One connection to the deployment's NATS, shared by the seams of a node.
 #[derive(Clone)]
 pub struct Nats {
@@ -74,6 +82,27 @@ pub enum ConnectError {
 }
 
 impl Nats {
+    /// The key-value bucket `name`, created on first use: one value per key, with markers for
+    /// deleted and expired keys that go after [`MARKER_TTL`] (per-message TTL).
+    pub(crate) async fn key_value(
+        &self,
+        name: String,
+    ) -> Result<jetstream::kv::Store, async_nats::Error> {
+        if let Ok(store) = self.js.get_key_value(&name).await {
+            return Ok(store);
+        }
+        Ok(self
+            .js
+            .create_key_value(jetstream::kv::Config {
+                bucket: name,
+                history: 1,
+                num_replicas: self.replicas,
+                limit_markers: Some(MARKER_TTL),
+                ..Default::default()
+            })
+            .await?)
+    }
+
     /// Connects to the servers of `config` as node `name` and checks that JetStream answers.
     pub async fn connect(config: &ClusterConfig, name: &str) -> Result<Nats, ConnectError> {
         if config.nats_url.is_empty() {

@@ -5,8 +5,9 @@ use aos_core::bus::Bus;
 use aos_core::config::ClusterConfig;
 use aos_core::kv::Kv;
 use aos_core::queue::WorkQueue;
+use aos_core::state::StateStore;
 use aos_nats::testing::NatsServers;
-use aos_nats::{JetStreamKv, JetStreamQueue, Nats, NatsBus};
+use aos_nats::{JetStreamKv, JetStreamQueue, JetStreamState, Nats, NatsBus};
 
 /// A backend and the server it runs on (stopped with it).
 struct Fixture<T: ?Sized> {
@@ -52,6 +53,9 @@ fixture!(queue, WorkQueue, |nats: Nats| async move {
 fixture!(kv, Kv, |nats: Nats| async move {
     Box::new(JetStreamKv::open(nats).await.expect("bucket")) as Box<dyn Kv>
 });
+fixture!(state, StateStore, |nats: Nats| async move {
+    Box::new(JetStreamState::open(nats).await.expect("bucket")) as Box<dyn StateStore>
+});
 fixture!(bus, Bus, |nats: Nats| async move {
     Box::new(NatsBus::new(nats)) as Box<dyn Bus>
 });
@@ -69,4 +73,9 @@ mod jetstream_kv {
 mod nats_bus {
     use super::*;
     aos_core::bus_conformance!(bus);
+}
+
+mod jetstream_state {
+    use super::*;
+    aos_core::state_conformance!(state);
 }

@@ -8,7 +8,7 @@
 //! | bus | in-process | — | NATS core subjects |
 //! | kv | in-process | — | a JetStream key-value bucket |
 //! | queue | — | log on local disk (`[queue.disk]`) | JetStream work-queue streams |
-//! | state | in-process, gone with the process | log on local disk (`[state.disk]`) | — |
+//! | state | in-process, gone with the process | log on local disk (`[state.disk]`) | a JetStream key-value bucket all nodes share |
 //!
 //! The seams on NATS share one connection to `cluster.nats_url`.
 
@@ -21,7 +21,7 @@ use aos_core::metrics::Metrics;
 use aos_core::queue::disk::DiskQueueConfig;
 use aos_core::queue::{DiskQueue, WorkQueue};
 use aos_core::state::{DiskState, MemoryState, StateStore};
-use aos_nats::{JetStreamKv, JetStreamQueue, Nats, NatsBus};
+use aos_nats::{JetStreamKv, JetStreamQueue, JetStreamState, Nats, NatsBus};
 
 /// The seams a node's roles share.
 #[derive(Clone)]
@@ -76,9 +76,14 @@ pub async fn open(
     metrics: &Metrics,
 ) -> Result<Seams, SeamError> {
     check_schemes(config)?;
-    let on_nats = [&config.bus.url, &config.kv.url, &config.queue.url]
-        .iter()
-        .any(|url| scheme(url) == "nats");
+    let on_nats = [
+        &config.bus.url,
+        &config.kv.url,
+        &config.queue.url,
+        &config.state.url,
+    ]
+    .iter()
+    .any(|url| scheme(url) == "nats");
     let nats = if on_nats {
         Some(Nats::connect(&config.cluster, node_id).await?)
     } else {
@@ -102,7 +107,7 @@ pub async fn open(
         _ => Arc::new(MemoryKv::new()),
     };
     let queue = open_queue(config, nats.as_ref(), metrics)?;
-    let state = match open_state(config, metrics) {
+    let state = match open_state(config, nats.as_ref(), metrics).await {
         Ok(state) => state,
         Err(err) => {
             let _ = queue.close().await;
@@ -142,8 +147,8 @@ fn check_schemes(config: &CoreConfig) -> Result<(), SeamError> {
         (
             "state.url",
             &config.state.url,
-            &["disk", "memory"],
-            "`disk:` or `memory:`",
+            &["disk", "memory", "nats"],
+            "`disk:`, `memory:` or `nats:`",
         ),
     ];
     for (key, url, known, expected) in seams {
@@ -190,10 +195,27 @@ fn open_queue(
     Ok(Arc::new(queue))
 }
 
-fn open_state(config: &CoreConfig, metrics: &Metrics) -> Result<Arc<dyn StateStore>, SeamError> {
+async fn open_state(
+    config: &CoreConfig,
+    nats: Option<&Nats>,
+    metrics: &Metrics,
+) -> Result<Arc<dyn StateStore>, SeamError> {
     let url = &config.state.url;
-    if scheme(url) == "memory" {
-        return Ok(Arc::new(MemoryState::new()));
+    match (scheme(url), nats) {
+        ("memory", _) => return Ok(Arc::new(MemoryState::new())),
+        ("nats", Some(nats)) => {
+            let state =
+                JetStreamState::open(nats.clone())
+                    .await
+                    .map_err(|err| SeamError::Open {
+                        seam: "state store",
+                        key: "state.url",
+                        url: url.clone(),
+                        reason: err.to_string(),
+                    })?;
+            return Ok(Arc::new(state));
+        }
+        _ => {}
     }
     let dir = config.node.dir_or_default(&config.state.disk.dir, "state");
     let state = DiskState::open(&dir, metrics).map_err(|err| SeamError::Open {

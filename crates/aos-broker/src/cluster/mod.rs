@@ -16,6 +16,11 @@
 //! older connection of the same client id closes it as taken over (5.0: 0x8E) — unless it is a
 //! device's session and the newcomer is not that device.
 //!
+//! With a shared state store a session is the cluster's: the node a client connects to takes
+//! its session over from the store, first asking the node that holds it to let go
+//! (`broker.release`, answered on `broker.released` once what it stored is durable). A holder
+//! that does not answer within [`RELEASE_WAIT`] is taken for gone.
+//!
 //! Delivery between nodes is as NATS core's: at most once, in order per topic (what MQTT
 //! orders); messages on topics that different filters cover may overtake one another.
 
@@ -25,12 +30,14 @@ mod wire;
 pub(crate) use wire::Connected;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aos_core::access::Identity;
 use aos_core::bus::BusError;
 use aos_core::{Bus, Subscription};
+use async_trait::async_trait;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
@@ -40,8 +47,16 @@ use tokio_util::sync::CancellationToken;
 use crate::message::Message;
 use crate::topic::SubscriptionFilter;
 
+/// The subjects of the nodes' talk about clients and sessions.
+const CONTROL_SUBJECTS: &str = "broker.>";
 /// Where nodes announce the clients they connect.
 const CONNECTED_SUBJECT: &str = "broker.connected";
+/// Where a node asks the holder of a session to let go of it.
+const RELEASE_SUBJECT: &str = "broker.release";
+/// Where the holder answers that it did.
+const RELEASED_SUBJECT: &str = "broker.released";
+/// How long a node waits for the holder of a session to let go of it before taking it for gone.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// Routed messages a node may have waiting before its bus subscriptions wait for it.
 const INBOUND_BUFFER: usize = 65_536;
@@ -59,6 +74,7 @@ enum Interest {
 }
 
 /// What the routing needs of this node's broker: to deliver what other nodes send.
+#[async_trait]
 pub trait LocalBroker: Send + Sync + 'static {
     /// Routes a message another node accepted to this node's plain subscriptions (its retained
     /// messages are that node's).
@@ -69,7 +85,13 @@ pub trait LocalBroker: Send + Sync + 'static {
     /// Another node connected a client: this node's older connection of its client id, if any,
     /// is taken over.
     fn connected_elsewhere(&self, elsewhere: &Connected);
+    /// Another node takes the session of `client_id` over from the shared store: this node lets
+    /// go of it, and returns once what it stored of it is durable.
+    async fn release(&self, client_id: &str);
 }
+
+/// The nodes waiting for holders to let go of sessions, by client id.
+type Releases = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>>;
 
 /// What the broker calls: messages to send, filters held. Cheap and non-blocking: the work is
 /// done by [`ClusterRouting::run`].
@@ -81,6 +103,7 @@ pub struct ClusterRoutes {
     /// Counts what the bus could not take in time.
     dropped: Counter,
     interest: mpsc::UnboundedSender<Interest>,
+    releases: Releases,
 }
 
 /// The tasks behind [`ClusterRoutes`], run by the broker role.
@@ -88,6 +111,7 @@ pub struct ClusterRouting {
     sender: String,
     outbound: mpsc::Receiver<(String, Bytes)>,
     interest: mpsc::UnboundedReceiver<Interest>,
+    releases: Releases,
 }
 
 impl ClusterRoutes {
@@ -97,17 +121,20 @@ impl ClusterRoutes {
         let sender = sender.to_string();
         let (outbound_tx, outbound) = mpsc::channel(OUTBOUND_BUFFER);
         let (interest_tx, interest) = mpsc::unbounded_channel();
+        let releases = Releases::default();
         let routes = ClusterRoutes {
             sender: sender.clone(),
             seq: AtomicU64::new(1),
             outbound: outbound_tx,
             dropped,
             interest: interest_tx,
+            releases: releases.clone(),
         };
         let routing = ClusterRouting {
             sender,
             outbound,
             interest,
+            releases,
         };
         (Arc::new(routes), routing)
     }
@@ -138,6 +165,42 @@ impl ClusterRoutes {
             device: wire::Connected::device_of(identity),
         };
         self.send(CONNECTED_SUBJECT.to_string(), connected.encode());
+    }
+
+    /// Asks `holder` (a broker's incarnation) to let go of the session of `client_id`; returns
+    /// true once it has, false after [`RELEASE_WAIT`] (the holder is gone).
+    pub async fn release(&self, client_id: &str, holder: &str) -> bool {
+        let (done, released) = oneshot::channel();
+        self.releases()
+            .entry(client_id.to_string())
+            .or_default()
+            .push(done);
+        let ask = wire::Handover {
+            sender: self.sender.clone(),
+            client_id: client_id.to_string(),
+            to: holder.to_string(),
+        };
+        self.send(RELEASE_SUBJECT.to_string(), ask.encode());
+        if tokio::time::timeout(RELEASE_WAIT, released).await.is_ok() {
+            return true;
+        }
+        tracing::info!(
+            client_id,
+            holder,
+            "the node holding a session did not let go of it in time; taken for gone"
+        );
+        let mut releases = self.releases();
+        if let Some(waiting) = releases.get_mut(client_id) {
+            waiting.retain(|w| !w.is_closed());
+            if waiting.is_empty() {
+                releases.remove(client_id);
+            }
+        }
+        false
+    }
+
+    fn releases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<oneshot::Sender<()>>>> {
+        self.releases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A session of this node now holds `filter` (counted per filter and shared group).
@@ -172,12 +235,13 @@ impl ClusterRouting {
             sender,
             mut outbound,
             mut interest,
+            releases,
         } = self;
         let (inbound_tx, mut inbound) = mpsc::channel::<Arrived>(INBOUND_BUFFER);
         let mut held = Held::default();
         let mut seen = Seen::default();
         let (mut sending, mut arrived) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
-        let mut connected = match bus.subscribe(CONNECTED_SUBJECT).await {
+        let mut control = match bus.subscribe(CONTROL_SUBJECTS).await {
             Ok(subscription) => Some(subscription),
             Err(err) => {
                 tracing::error!(%err, "cannot follow the clients other nodes connect; a client id connected twice stays connected on both nodes");
@@ -185,22 +249,16 @@ impl ClusterRouting {
             }
         };
         loop {
-            let next_connected = async {
-                match &mut connected {
+            let next_control = async {
+                match &mut control {
                     Some(subscription) => subscription.next().await,
                     None => std::future::pending().await,
                 }
             };
             tokio::select! {
                 _ = stop.cancelled() => return,
-                Some(message) = next_connected => {
-                    match wire::Connected::decode(&message.payload) {
-                        Some(elsewhere) if elsewhere.sender != sender => {
-                            broker.connected_elsewhere(&elsewhere);
-                        }
-                        Some(_) => {}
-                        None => tracing::warn!("ignored a malformed connection announcement"),
-                    }
+                Some(message) = next_control => {
+                    control_message(&message, &sender, &broker, &bus, &releases);
                 }
                 sent = outbound.recv_many(&mut sending, BATCH) => {
                     if sent == 0 {
@@ -233,6 +291,55 @@ impl ClusterRouting {
                 }
             }
         }
+    }
+}
+
+/// Handles what another node says about clients and sessions.
+fn control_message(
+    message: &aos_core::bus::BusMessage,
+    me: &str,
+    broker: &Arc<dyn LocalBroker>,
+    bus: &Arc<dyn Bus>,
+    releases: &Releases,
+) {
+    match message.subject.as_str() {
+        CONNECTED_SUBJECT => match wire::Connected::decode(&message.payload) {
+            Some(elsewhere) if elsewhere.sender != me => broker.connected_elsewhere(&elsewhere),
+            Some(_) => {}
+            None => tracing::warn!("ignored a malformed connection announcement"),
+        },
+        RELEASE_SUBJECT => match wire::Handover::decode(&message.payload) {
+            Some(ask) if ask.to == me => {
+                let (broker, bus) = (broker.clone(), bus.clone());
+                let answer = wire::Handover {
+                    sender: me.to_string(),
+                    client_id: ask.client_id,
+                    to: ask.sender,
+                };
+                tokio::spawn(async move {
+                    broker.release(&answer.client_id).await;
+                    if let Err(err) = bus.publish(RELEASED_SUBJECT, answer.encode()).await {
+                        tracing::warn!(%err, "could not answer a node taking a session over; it waits a while");
+                    }
+                });
+            }
+            Some(_) => {}
+            None => tracing::warn!("ignored a malformed request to let go of a session"),
+        },
+        RELEASED_SUBJECT => match wire::Handover::decode(&message.payload) {
+            Some(answer) if answer.to == me => {
+                let waiting = releases
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&answer.client_id);
+                for done in waiting.into_iter().flatten() {
+                    let _ = done.send(());
+                }
+            }
+            Some(_) => {}
+            None => tracing::warn!("ignored a malformed answer about a session"),
+        },
+        _ => {}
     }
 }
 

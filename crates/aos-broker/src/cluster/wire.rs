@@ -75,6 +75,40 @@ impl Connected {
     }
 }
 
+/// A node asks the holder of a session to let go of it (`to`: the holder), or the holder
+/// answers that it did (`to`: the node that asked).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Handover {
+    pub sender: String,
+    pub client_id: String,
+    pub to: String,
+}
+
+impl Handover {
+    pub fn encode(&self) -> Bytes {
+        let mut buf =
+            Vec::with_capacity(16 + self.sender.len() + self.client_id.len() + self.to.len());
+        buf.push(VERSION);
+        for text in [&self.sender, &self.client_id, &self.to] {
+            persist::put(&mut buf, text.as_bytes());
+        }
+        Bytes::from(buf)
+    }
+
+    pub fn decode(body: &[u8]) -> Option<Handover> {
+        let mut r = Reader::new(body);
+        if r.u8()? != VERSION {
+            return None;
+        }
+        let handover = Handover {
+            sender: r.text()?.to_string(),
+            client_id: r.text()?.to_string(),
+            to: r.text()?.to_string(),
+        };
+        r.is_empty().then_some(handover)
+    }
+}
+
 /// A message as another node routed it.
 pub struct Routed {
     pub sender: String,
@@ -159,5 +193,13 @@ mod tests {
         let encoded = connected.encode();
         assert_eq!(Connected::decode(&encoded), Some(connected));
         assert!(Connected::decode(&encoded[..encoded.len() - 1]).is_none());
+        let handover = Handover {
+            sender: "n2-1".into(),
+            client_id: "app".into(),
+            to: "n1-1".into(),
+        };
+        let encoded = handover.encode();
+        assert_eq!(Handover::decode(&encoded), Some(handover));
+        assert!(Handover::decode(&encoded[..encoded.len() - 1]).is_none());
     }
 }

@@ -88,24 +88,29 @@ impl ListenerContext {
             return Admission::Busy;
         }
         let signed_in_at_ms = chrono::Utc::now().timestamp_millis();
-        let authenticated =
-            self.broker
-                .auth
-                .authenticate(&request)
+        let mut authenticated = self.broker.auth.authenticate(&request).await;
+        // In a cluster, the session is the cluster's: taken over here before it is opened.
+        if let Ok(principal) = &authenticated
+            && !self
+                .broker
+                .take_over(&request.client_id, principal.identity.as_ref())
                 .await
-                .and_then(|mut principal| {
-                    principal.signed_in_at_ms = signed_in_at_ms;
-                    // A device's session (its client id is its id) is taken over by that device only:
-                    // nobody else may disconnect it or inherit its messages.
-                    if self.broker.is_device_session_of_another(
-                        &request.client_id,
-                        principal.identity.as_ref(),
-                    ) {
-                        Err(Refusal::NotAuthorized)
-                    } else {
-                        Ok(principal)
-                    }
-                });
+        {
+            authenticated = Err(Refusal::NotAuthorized);
+        }
+        let authenticated = authenticated.and_then(|mut principal| {
+            principal.signed_in_at_ms = signed_in_at_ms;
+            // A device's session (its client id is its id) is taken over by that device only:
+            // nobody else may disconnect it or inherit its messages.
+            if self
+                .broker
+                .is_device_session_of_another(&request.client_id, principal.identity.as_ref())
+            {
+                Err(Refusal::NotAuthorized)
+            } else {
+                Ok(principal)
+            }
+        });
         match authenticated {
             Ok(principal) => Admission::Accepted(principal),
             Err(refusal) => {

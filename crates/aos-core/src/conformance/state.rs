@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::unique;
-use crate::state::{StateChange, StateStore};
+use crate::state::{StateChange, StateStore, StateUpdate};
 
 /// Generates one test per case for the backend made by `$make`.
 #[macro_export]
@@ -17,6 +17,7 @@ macro_rules! state_conformance {
                 staged_changes_are_read_at_once_in_order,
                 delete_prefix_removes_only_what_it_names,
                 positions_grow_and_become_durable,
+                a_shared_store_tells_its_changes,
             ]
         );
     };
@@ -69,4 +70,35 @@ pub async fn positions_grow_and_become_durable(state: &dyn StateStore) {
         .durable(first)
         .await
         .expect("an earlier position is durable too");
+}
+
+/// A shared store tells the changes under a watched prefix (to its own node too), deletions as
+/// `None`; a store of one node's own has nothing to tell.
+pub async fn a_shared_store_tells_its_changes(state: &dyn StateStore) {
+    let p = prefix("watch");
+    let watch = state.watch(&p).await.expect("watch");
+    let Some(mut updates) = watch else {
+        assert!(!state.shared(), "a shared store can be watched");
+        return;
+    };
+    assert!(state.shared());
+    let key = format!("{p}a b");
+    state.stage(vec![
+        StateChange::put(format!("other.{p}x"), "not watched"),
+        StateChange::put(&key, "1"),
+    ]);
+    let put = StateUpdate {
+        key: key.clone(),
+        value: Some(Bytes::from("1")),
+    };
+    assert_eq!(told(&mut updates).await, put);
+    state.stage(vec![StateChange::delete(&key)]);
+    assert_eq!(told(&mut updates).await, StateUpdate { key, value: None });
+}
+
+async fn told(updates: &mut tokio::sync::mpsc::Receiver<StateUpdate>) -> StateUpdate {
+    tokio::time::timeout(std::time::Duration::from_secs(10), updates.recv())
+        .await
+        .expect("told within 10 s")
+        .expect("still watching")
 }

@@ -15,6 +15,7 @@ pub use memory::MemoryState;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::mpsc;
 
 /// One change to the stored records.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +52,14 @@ impl StateChange {
     }
 }
 
+/// A record changed by a node sharing the store (this one included): its new value, or `None`
+/// when it was deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateUpdate {
+    pub key: String,
+    pub value: Option<Bytes>,
+}
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StateError {
     /// Writing failed; changes staged since then are not durable.
@@ -73,6 +82,19 @@ pub trait StateStore: Send + Sync + 'static {
     async fn durable(&self, position: u64) -> Result<(), StateError>;
     /// Makes everything staged durable, then refuses further writes (node shutdown).
     async fn close(&self) -> Result<(), StateError>;
+    /// Whether other nodes share the records (what one node stores, another reads).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// The changes made from now on to the records under `prefix`, by any node sharing the store,
+    /// in order (a change overwritten at once may be passed over: the last one is told).
+    /// `None`: the store is this node's own, whose changes this node made itself.
+    async fn watch(
+        &self,
+        _prefix: &str,
+    ) -> Result<Option<mpsc::Receiver<StateUpdate>>, StateError> {
+        Ok(None)
+    }
 }
 
 /// Applies `change` to an ordered map of records (what every backend's view is); returns by how
