@@ -796,3 +796,79 @@ async fn sessions_and_retained_messages_are_the_same_on_every_broker_node() {
     assert_eq!(&next.payload[..], b"3");
     assert_eq!(a.metric("aos_broker_resent_total"), resent);
 }
+
+/// The number a message of [`publish_jobs`] carries.
+fn job(message: &rumqttc::v5::mqttbytes::v5::Publish) -> u32 {
+    String::from_utf8_lossy(&message.payload)
+        .parse()
+        .expect("a number")
+}
+
+/// Publishes QoS 1 `jobs/<i>` with payload `i` for each `i` in `range`, each acknowledged.
+async fn publish_jobs(publisher: &mut Client5, range: std::ops::RangeInclusive<u32>) {
+    use rumqttc::v5::mqttbytes::QoS;
+    for i in range {
+        publisher
+            .client
+            .publish(format!("jobs/{i}"), QoS::AtLeastOnce, false, i.to_string())
+            .await
+            .expect("publish");
+        publisher.puback().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_acknowledged_for_a_persistent_session_survive_the_death_of_its_node() {
+    use rumqttc::v5::mqttbytes::QoS;
+    const SENT: u32 = 60;
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let (a, mut b) = (open_broker(&shared), open_broker(&shared));
+    // The application's persistent session on B; A knows of it.
+    let (mut app, _) = Client5::connect(persistent_app(b.ports.mqtt))
+        .await
+        .expect("connect");
+    app.subscribe("jobs/#", QoS::AtLeastOnce).await;
+    a.wait_metric("aos_broker_cluster_sessions", 1);
+
+    // Devices publish on A while B lives, and on after B was killed: every message A
+    // acknowledged is kept for the application, whatever B had done with it.
+    let mut publisher = Client5::start(a.ports.mqtt, "publisher").await;
+    publish_jobs(&mut publisher, 1..=SENT / 2).await;
+    b.signal(libc::SIGKILL);
+    b.wait_exit(PATIENCE).expect("killed");
+    // What the application received from B before it died.
+    let mut got = std::collections::BTreeSet::new();
+    while let Ok(packet) = app.next().await {
+        if let rumqttc::v5::mqttbytes::v5::Packet::Publish(message) = packet {
+            got.insert(job(&message));
+        }
+    }
+    publish_jobs(&mut publisher, SENT / 2 + 1..=SENT).await;
+
+    // The application comes back on A: everything, a message it may have had already flagged
+    // DUP (and counted).
+    let (mut app, ack) = Client5::connect(persistent_app(a.ports.mqtt))
+        .await
+        .expect("connect");
+    assert!(ack.session_present);
+    let mut duplicates = 0;
+    while got.len() < SENT as usize {
+        let message = app.publish_received().await;
+        let n = job(&message);
+        if !got.insert(n) {
+            assert!(
+                message.dup,
+                "message {n} came twice, the second time not flagged DUP"
+            );
+            duplicates += 1;
+        }
+    }
+    assert_eq!(got, (1..=SENT).collect());
+    let resent = a.metric("aos_broker_resent_total");
+    println!(
+        "{SENT} messages acknowledged, every one delivered; {duplicates} duplicates, {resent} sent flagged DUP"
+    );
+    assert!(resent >= duplicates);
+}

@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 use aos_core::state::{StateError, StateStore, StateUpdate};
 
 use crate::auth::{Authenticator, Principal, ReadCheck, SubscribeAccess, is_protected};
-use crate::cluster::{ClusterRoutes, Connected, LocalBroker};
-use crate::delivery::{Outgoing, SubOptions};
+use crate::cluster::{ClusterRoutes, Connected, LocalBroker, Origin};
+use crate::delivery::{Outgoing, Record, SubOptions};
 use crate::message::{Message, min_qos};
 use crate::metrics::BrokerMetrics;
 use crate::persist::{Persistence, Restored, RestoredSession, wall_ms};
@@ -90,6 +90,17 @@ pub struct Broker {
     pub(crate) presence: OnceLock<mpsc::UnboundedSender<Presence>>,
     /// The other broker nodes of a cluster (distributed mode).
     cluster: OnceLock<Arc<ClusterRoutes>>,
+    /// The persistent sessions other nodes hold (with a shared store): what this node stores a
+    /// message for before it acknowledges it.
+    remote: RwLock<RemoteSessions>,
+}
+
+/// The persistent sessions other broker nodes hold, as their records in the shared store say:
+/// stand-in sessions (never connected here) with the subscriptions the ACL grants them.
+#[derive(Default)]
+struct RemoteSessions {
+    tree: SubscriptionTree<SessionKey, SubOptions>,
+    sessions: HashMap<String, (SessionKey, Vec<SubscriptionFilter>)>,
 }
 
 /// Collects, per session, one delivery for all its matching subscriptions: the highest granted
@@ -194,6 +205,7 @@ impl Broker {
             persistence,
             presence: OnceLock::new(),
             cluster: OnceLock::new(),
+            remote: RwLock::new(RemoteSessions::default()),
         }
     }
 
@@ -248,19 +260,7 @@ impl Broker {
             meta.username.as_deref().map(ByteString::from),
             self.metrics.session_queues.clone(),
         ));
-        let subscriptions: Vec<(String, SubscriptionFilter, SubOptions)> = meta
-            .subscriptions
-            .iter()
-            .filter_map(|sub| {
-                let filter = SubscriptionFilter::parse(&sub.filter, true).ok()?;
-                match self.auth.may_subscribe(&owner, &filter.filter) {
-                    SubscribeAccess::Granted(read) => {
-                        Some((sub.filter.clone(), filter, sub.options(read)))
-                    }
-                    SubscribeAccess::Refused => None,
-                }
-            })
-            .collect();
+        let subscriptions = self.granted(&owner, &meta.subscriptions);
         {
             let mut state = session.lock();
             state.expiry = meta.expiry_secs.map(Duration::from_secs);
@@ -296,6 +296,126 @@ impl Broker {
         let mut sessions = self.sessions();
         sessions.insert(record.client_id, session);
         self.metrics.sessions.set(sessions.len() as i64);
+    }
+
+    /// Stored subscriptions of `owner` as the ACL in force now grants them.
+    fn granted(
+        &self,
+        owner: &Principal,
+        stored: &[crate::persist::StoredSubscription],
+    ) -> Vec<(String, SubscriptionFilter, SubOptions)> {
+        stored
+            .iter()
+            .filter_map(|sub| {
+                let filter = SubscriptionFilter::parse(&sub.filter, true).ok()?;
+                match self.auth.may_subscribe(owner, &filter.filter) {
+                    SubscribeAccess::Granted(read) => {
+                        Some((sub.filter.clone(), filter, sub.options(read)))
+                    }
+                    SubscribeAccess::Refused => None,
+                }
+            })
+            .collect()
+    }
+
+    /// A persistent session changed in the shared store (by any node): the stand-in of one
+    /// another node holds is replaced, or goes.
+    pub fn session_elsewhere(&self, update: &StateUpdate) {
+        let Some((client_id, meta)) = Persistence::session_update(update) else {
+            tracing::warn!(key = %update.key, "ignored a session record that does not decode");
+            return;
+        };
+        let mut remote = self.remote.write().unwrap_or_else(|e| e.into_inner());
+        let remote = &mut *remote;
+        if let Some((key, filters)) = remote.sessions.remove(&client_id) {
+            for filter in &filters {
+                remote.tree.remove(filter, &key);
+            }
+            self.metrics
+                .cluster_sessions
+                .set(remote.sessions.len() as i64);
+        }
+        let Some(meta) = meta.filter(|m| m.holder.as_deref() != Some(self.incarnation.as_str()))
+        else {
+            return;
+        };
+        let owner = Principal {
+            client_id: client_id.clone(),
+            username: meta.username.clone(),
+            identity: meta.identity.clone(),
+            signed_in_at_ms: 0,
+        };
+        // Only plain QoS 1/2 subscriptions: QoS 0 is not kept, shared ones go through the bus.
+        let subscriptions: Vec<_> = self
+            .granted(&owner, &meta.subscriptions)
+            .into_iter()
+            .filter(|(_, filter, opts)| filter.group.is_none() && opts.qos != QoS::AtMostOnce)
+            .collect();
+        if subscriptions.is_empty() {
+            return;
+        }
+        let key = SessionKey(Arc::new(Session::new(
+            self.next_id(),
+            ByteString::from(client_id.as_str()),
+            meta.identity,
+            meta.username.as_deref().map(ByteString::from),
+            Default::default(),
+        )));
+        let mut filters = Vec::with_capacity(subscriptions.len());
+        for (_, filter, opts) in subscriptions {
+            remote.tree.insert(&filter, key.clone(), opts);
+            filters.push(filter);
+        }
+        remote.sessions.insert(client_id, (key, filters));
+        self.metrics
+            .cluster_sessions
+            .set(remote.sessions.len() as i64);
+    }
+
+    /// Stores a QoS 1/2 message, as message `seq` of this node, in the queue of every matching
+    /// persistent session another node holds (before it is acknowledged: a node that dies, or
+    /// the bus, cannot lose it); returns their client ids.
+    fn store_for_others(&self, message: &Message, seq: u64) -> Vec<String> {
+        let Some(persistence) = &self.persistence else {
+            return Vec::new();
+        };
+        if message.qos == QoS::AtMostOnce {
+            return Vec::new();
+        }
+        let remote = self.remote.read().unwrap_or_else(|e| e.into_inner());
+        if remote.sessions.is_empty() {
+            return Vec::new();
+        }
+        let mut deliveries = Deliveries {
+            message,
+            protected: is_protected(&message.topic, message.tenant),
+            auth: self.auth.as_ref(),
+            plain: HashMap::new(),
+            groups: false,
+            shared: Vec::new(),
+        };
+        remote.tree.for_each_match(&message.topic, &mut deliveries);
+        if deliveries.plain.is_empty() {
+            return Vec::new();
+        }
+        let mut stored_for = Vec::new();
+        let message = Arc::new(message.clone());
+        for (key, granted, retain_as_published, sub_ids) in deliveries.plain.into_values() {
+            let client_id = &key.0.client_id;
+            // Taken over by this node meanwhile: it is routed here.
+            if self.sessions().contains_key(client_id) {
+                continue;
+            }
+            let qos = min_qos(message.qos, granted);
+            let retain = retain_as_published && message.retain;
+            let out = Outgoing::new(message.clone(), qos, retain, sub_ids);
+            persistence.store_routed(client_id, &self.incarnation, seq, &out);
+            stored_for.push(client_id.to_string());
+        }
+        if !stored_for.is_empty() {
+            self.metrics.cluster_stored.inc_by(stored_for.len() as u64);
+        }
+        stored_for
     }
 
     /// In a cluster sharing its state store: before a client connects here, the session of its
@@ -830,13 +950,15 @@ impl Broker {
     /// others; returns the number of this node's sessions it was queued for.
     pub fn publish(&self, message: Message) -> usize {
         if let Some(cluster) = self.cluster.get() {
-            cluster.forward(&message);
+            let seq = cluster.next_seq();
+            let stored_for = self.store_for_others(&message, seq);
+            cluster.forward(seq, &stored_for, &message);
         }
         let message = Arc::new(message);
         if message.retain {
             self.retain(&message);
         }
-        self.route(&message, self.cluster.get().is_none())
+        self.route(&message, self.cluster.get().is_none(), None)
     }
 
     fn deliver_shared(&self, key: &SessionKey, opts: &SubOptions, message: &Arc<Message>) -> bool {
@@ -852,7 +974,8 @@ impl Broker {
     }
 
     /// `groups`: whether this node serves the shared subscriptions the message matches.
-    fn route(&self, message: &Arc<Message>, groups: bool) -> usize {
+    /// `origin`: the node that routed it here, and the sessions it stored it for.
+    fn route(&self, message: &Arc<Message>, groups: bool, origin: Option<&Origin>) -> usize {
         let tree = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
         let mut deliveries = Deliveries {
             message,
@@ -864,13 +987,19 @@ impl Broker {
         };
         tree.for_each_match(&message.topic, &mut deliveries);
         let mut queued = 0;
+        let sender = origin.map(|o| Arc::<str>::from(o.sender.as_str()));
         for (key, granted, retain_as_published, sub_ids) in deliveries.plain.into_values() {
             let qos = min_qos(message.qos, granted);
             let retain = retain_as_published && message.retain;
-            let result = key.0.enqueue(
-                Outgoing::new(message.clone(), qos, retain, sub_ids),
-                self.limits.queue,
-            );
+            let mut out = Outgoing::new(message.clone(), qos, retain, sub_ids);
+            if let (Some(origin), Some(sender)) = (origin, &sender)
+                && qos != QoS::AtMostOnce
+                && origin.stored_for.iter().any(|c| **c == *key.0.client_id)
+            {
+                // Its node stored it for this session already.
+                out.record = Some(Record::Routed(sender.clone(), origin.seq));
+            }
+            let result = key.0.enqueue(out, self.limits.queue);
             queued += usize::from(result == Enqueued::Queued);
             self.count(result);
         }
@@ -886,8 +1015,8 @@ impl Broker {
 impl LocalBroker for Broker {
     /// Routes a message another node accepted to this node's plain subscriptions (its retained
     /// messages are that node's).
-    fn route_from_cluster(&self, message: Message) {
-        self.route(&Arc::new(message), false);
+    fn route_from_cluster(&self, message: Message, origin: &Origin) {
+        self.route(&Arc::new(message), false, Some(origin));
     }
 
     /// Gives a message the bus chose this node for to one member of shared subscription

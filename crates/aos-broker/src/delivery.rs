@@ -68,8 +68,18 @@ pub struct Outgoing {
     pub packet_id: Option<NonZeroU16>,
     /// Whether it is a resend.
     pub dup: bool,
-    /// Its number in the session's stored queue (persistent sessions, QoS 1/2).
-    pub seq: Option<u64>,
+    /// Its record in the session's stored queue (persistent sessions, QoS 1/2).
+    pub record: Option<Record>,
+}
+
+/// Where a message queued for a persistent session is stored among the session's records.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Record {
+    /// Queued by the node holding the session, numbered in the session's order.
+    Own(u64),
+    /// Stored by the node the message was published through, before it acknowledged it (the
+    /// session was held by another node): that node's incarnation and message number.
+    Routed(Arc<str>, u64),
 }
 
 impl Outgoing {
@@ -81,7 +91,7 @@ impl Outgoing {
             sub_ids,
             packet_id: None,
             dup: false,
-            seq: None,
+            record: None,
         }
     }
 }

@@ -40,6 +40,7 @@ use aos_core::acquisition::ACQUISITION_QUEUE;
 
 use aos_core::net::{ServerSlot, bind_tcp};
 use aos_core::role::{Health, HealthCell, HealthStatus, Role, RoleContext, RoleError, RoleKind};
+use aos_core::state::StateUpdate;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
@@ -194,7 +195,7 @@ impl Role for BrokerRole {
             broker.set_cluster(routes);
             routing
         });
-        let mut retained_elsewhere = None;
+        let (mut retained_elsewhere, mut sessions_elsewhere) = (None, None);
         if let Some(persistence) = broker.persistence() {
             // Watched before the load: a change made in between is applied (again) after it.
             retained_elsewhere = persistence
@@ -205,6 +206,16 @@ impl Role for BrokerRole {
             let (retained, sessions) = (restored.retained.len(), restored.sessions.len());
             broker.restore(restored);
             tracing::info!(retained, sessions, "broker state restored");
+            if let Some((now, changes)) = persistence
+                .follow_sessions()
+                .await
+                .map_err(RoleError::other)?
+            {
+                for update in &now {
+                    broker.session_elsewhere(update);
+                }
+                sessions_elsewhere = Some(changes);
+            }
         }
         let (presence_tx, presence_rx) = tokio::sync::mpsc::unbounded_channel();
         if clients.is_some() {
@@ -248,23 +259,21 @@ impl Role for BrokerRole {
                 routing.run(broker.clone(), ctx.bus.clone(), stop.clone()),
             );
         }
-        if let Some(mut updates) = retained_elsewhere {
+        if let Some(updates) = retained_elsewhere {
             let broker = broker.clone();
-            self.health
-                .supervise("retained messages of the other nodes", &stop, {
-                    let cancelled = stop.clone();
-                    async move {
-                        loop {
-                            tokio::select! {
-                                _ = cancelled.cancelled() => return,
-                                update = updates.recv() => match update {
-                                    Some(update) => broker.retained_elsewhere(&update),
-                                    None => return,
-                                },
-                            }
-                        }
-                    }
-                });
+            self.health.supervise(
+                "retained messages of the other nodes",
+                &stop,
+                follow(updates, stop.clone(), move |u| broker.retained_elsewhere(u)),
+            );
+        }
+        if let Some(updates) = sessions_elsewhere {
+            let broker = broker.clone();
+            self.health.supervise(
+                "persistent sessions of the other nodes",
+                &stop,
+                follow(updates, stop.clone(), move |u| broker.session_elsewhere(u)),
+            );
         }
         let sweeping = broker.clone();
         let cancelled = stop.clone();
@@ -326,6 +335,24 @@ impl Role for BrokerRole {
 
     fn health(&self) -> Health {
         self.health.get()
+    }
+}
+
+/// Applies the changes other nodes make in the shared state store, until `stop` (the watch
+/// ending before is a failure of the role).
+async fn follow(
+    mut updates: tokio::sync::mpsc::Receiver<StateUpdate>,
+    stop: CancellationToken,
+    apply: impl Fn(&StateUpdate) + Send + 'static,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            update = updates.recv() => match update {
+                Some(update) => apply(&update),
+                None => return,
+            },
+        }
     }
 }
 

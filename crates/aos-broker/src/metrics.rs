@@ -47,6 +47,8 @@ pub struct BrokerMetrics {
     pub reads_paused: Counter,
     /// Messages for the other broker nodes of a cluster that the bus could not take in time.
     pub cluster_dropped: Counter,
+    pub cluster_stored: Counter,
+    pub cluster_sessions: Gauge,
     /// Messages waiting in session queues, and sent but not yet acknowledged.
     pub session_queues: crate::session::QueueGauges,
 }
@@ -113,6 +115,16 @@ impl BrokerMetrics {
             "broker_cluster_dropped",
             "Messages for the other broker nodes that the bus could not take in time (dropped: delivery between nodes is at most once)",
             self.cluster_dropped.clone(),
+        );
+        m.register(
+            "broker_cluster_stored",
+            "Copies of messages stored for persistent sessions other broker nodes hold, before the publisher was acknowledged",
+            self.cluster_stored.clone(),
+        );
+        m.register(
+            "broker_cluster_sessions",
+            "Persistent sessions with QoS 1/2 subscriptions that other broker nodes hold, known here",
+            self.cluster_sessions.clone(),
         );
         m.register(
             "broker_messages_sent",

@@ -10,7 +10,12 @@
 //! Keys: `broker.r.<topic>` is a retained message. A session's records share the prefix
 //! `broker.s.<n>:<client id>.` (`n`: the client id's length in bytes, so that no session's prefix
 //! starts another's): `meta`, `q.<seq>` a queued message, `p.<seq>` the packet id a QoS 1/2 one
-//! was sent with, `i.<packet id>` an inbound QoS 2 message received and not yet released.
+//! was sent with, `i.<packet id>` an inbound QoS 2 message received and not yet released, and in
+//! a cluster `x.<node>.<seq>` / `y.<node>.<seq>` the same as `q` / `p` for a message the node it
+//! was published through stored before acknowledging it.
+//!
+//! In a shared store, `broker.m.<client id>` (the client id as one level) repeats a session's
+//! `meta`: every node follows these records to know the persistent sessions other nodes hold.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::{NonZeroU16, NonZeroU32};
@@ -24,11 +29,12 @@ use ntex_mqtt::QoS;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::delivery::{Outgoing, RetainHandling, SubOptions};
+use crate::delivery::{Outgoing, Record, RetainHandling, SubOptions};
 use crate::message::{Message, Properties};
 
 const RETAINED: &str = "broker.r.";
 const SESSIONS: &str = "broker.s.";
+const ROUTES: &str = "broker.m.";
 
 /// The broker's view of the state store.
 pub struct Persistence {
@@ -41,6 +47,8 @@ pub struct Persistence {
 pub struct StoredSession {
     persistence: Arc<Persistence>,
     prefix: String,
+    /// Its `broker.m.` record, in a shared store.
+    route: Option<String>,
     next_seq: u64,
 }
 
@@ -155,6 +163,48 @@ impl Persistence {
         self.state.watch(RETAINED).await
     }
 
+    /// The persistent sessions of the cluster as stored now (`broker.m.` records), and their
+    /// changes from then on (`None`: the store is this node's own).
+    pub async fn follow_sessions(
+        &self,
+    ) -> Result<Option<(Vec<StateUpdate>, mpsc::Receiver<StateUpdate>)>, StateError> {
+        let Some(changes) = self.state.watch(ROUTES).await? else {
+            return Ok(None);
+        };
+        let now = self
+            .state
+            .load(ROUTES)
+            .await?
+            .into_iter()
+            .map(|(key, value)| StateUpdate {
+                key,
+                value: Some(value),
+            })
+            .collect();
+        Ok(Some((now, changes)))
+    }
+
+    /// A session as another node stored it (`broker.m.` record): its client id, and its meta
+    /// (`None`: the session ended).
+    pub fn session_update(update: &StateUpdate) -> Option<(String, Option<SessionMeta>)> {
+        let client_id = unescape_level(update.key.strip_prefix(ROUTES)?)?;
+        let meta = match &update.value {
+            Some(value) => Some(serde_json::from_slice(value).ok()?),
+            None => None,
+        };
+        Some((client_id, meta))
+    }
+
+    /// Stores `out` in the queue of the session of `client_id`, which another node holds, as
+    /// message `seq` of this node (`sender`).
+    pub fn store_routed(&self, client_id: &str, sender: &str, seq: u64, out: &Outgoing) {
+        let mut buf = Vec::new();
+        encode_outgoing(&mut buf, out);
+        let record = Record::Routed(Arc::from(sender), seq);
+        let key = format!("{}{}", session_prefix(client_id), message_record(&record));
+        self.state.stage(vec![StateChange::put(key, buf)]);
+    }
+
     /// A retained message as another node stored it: its topic, and the message (`None`:
     /// deleted, or expired).
     pub fn retained_update(update: &StateUpdate) -> Option<(ByteString, Option<Message>)> {
@@ -187,6 +237,9 @@ impl Persistence {
         StoredSession {
             persistence: self.clone(),
             prefix: session_prefix(client_id),
+            route: self
+                .shared()
+                .then(|| format!("{ROUTES}{}", escape_level(client_id))),
             next_seq: 0,
         }
     }
@@ -258,24 +311,41 @@ impl Persistence {
             };
             let group = groups.entry(client_id.to_string()).or_default();
             let seq = |r: &str| r.parse::<u64>().ok();
+            let routed = |r: &str| {
+                let (sender, n) = r.rsplit_once('.')?;
+                Some(Record::Routed(Arc::from(sender), n.parse().ok()?))
+            };
+            let packet_id = |value: &[u8]| {
+                <[u8; 2]>::try_from(value)
+                    .ok()
+                    .and_then(|b| NonZeroU16::new(u16::from_le_bytes(b)))
+            };
             let read = match record.split_once('.') {
                 None if record == "meta" => serde_json::from_slice(&value)
                     .ok()
                     .map(|meta| group.meta = Some(meta)),
                 Some(("q", n)) => seq(n)
+                    .map(Record::Own)
                     .zip(decode_outgoing(&value, now, wall))
-                    .map(|(n, out)| {
-                        group.queued.insert(n, out);
+                    .map(|(r, out)| {
+                        group.queued.insert(r, out);
                     }),
+                Some(("x", r)) => {
+                    routed(r)
+                        .zip(decode_outgoing(&value, now, wall))
+                        .map(|(r, out)| {
+                            group.queued.insert(r, out);
+                        })
+                }
                 Some(("p", n)) => seq(n)
-                    .zip(
-                        <[u8; 2]>::try_from(&value[..])
-                            .ok()
-                            .and_then(|b| NonZeroU16::new(u16::from_le_bytes(b))),
-                    )
-                    .map(|(n, id)| {
-                        group.sent.insert(n, id);
+                    .map(Record::Own)
+                    .zip(packet_id(&value))
+                    .map(|(r, id)| {
+                        group.sent.insert(r, id);
                     }),
+                Some(("y", r)) => routed(r).zip(packet_id(&value)).map(|(r, id)| {
+                    group.sent.insert(r, id);
+                }),
                 Some(("i", id)) => id
                     .parse()
                     .ok()
@@ -296,13 +366,21 @@ impl Persistence {
                 continue;
             };
             let mut stored = self.session(&client_id);
-            stored.next_seq = group.queued.keys().next_back().map_or(0, |n| n + 1);
+            stored.next_seq = group
+                .queued
+                .keys()
+                .filter_map(|r| match r {
+                    Record::Own(n) => Some(n + 1),
+                    Record::Routed(..) => None,
+                })
+                .max()
+                .unwrap_or(0);
             let queued = group
                 .queued
                 .into_iter()
-                .map(|(n, mut out)| {
-                    out.seq = Some(n);
-                    out.packet_id = group.sent.get(&n).copied();
+                .map(|(r, mut out)| {
+                    out.packet_id = group.sent.get(&r).copied();
+                    out.record = Some(r);
                     out
                 })
                 .collect();
@@ -322,8 +400,8 @@ impl Persistence {
 #[derive(Default)]
 struct Group {
     meta: Option<SessionMeta>,
-    queued: BTreeMap<u64, Outgoing>,
-    sent: HashMap<u64, NonZeroU16>,
+    queued: BTreeMap<Record, Outgoing>,
+    sent: HashMap<Record, NonZeroU16>,
     qos2_received: Vec<NonZeroU16>,
 }
 
@@ -336,29 +414,36 @@ impl StoredSession {
         self.persistence.state.stage(changes);
     }
 
-    /// Stores a message queued for the session, numbering it.
+    /// Stores a message queued for the session, numbering it — unless the node it was
+    /// published through stored it already.
     pub fn queued(&mut self, out: &mut Outgoing) {
-        let seq = self.next_seq;
+        if let Some(Record::Routed(..)) = out.record {
+            return;
+        }
+        let record = Record::Own(self.next_seq);
         self.next_seq += 1;
-        out.seq = Some(seq);
         let mut buf = Vec::new();
         encode_outgoing(&mut buf, out);
-        self.stage(vec![StateChange::put(self.key(&seq_record("q", seq)), buf)]);
+        self.stage(vec![StateChange::put(
+            self.key(&message_record(&record)),
+            buf,
+        )]);
+        out.record = Some(record);
     }
 
-    /// QoS 1/2 message `seq` went out with packet id `id`.
-    pub fn sent(&self, seq: u64, id: NonZeroU16) {
+    /// QoS 1/2 message `record` went out with packet id `id`.
+    pub fn sent(&self, record: &Record, id: NonZeroU16) {
         self.stage(vec![StateChange::put(
-            self.key(&seq_record("p", seq)),
+            self.key(&sent_record(record)),
             id.get().to_le_bytes().to_vec(),
         )]);
     }
 
-    /// Message `seq` is done with (acknowledged, expired or dropped).
-    pub fn done(&self, seq: u64) {
+    /// Message `record` is done with (acknowledged, expired or dropped).
+    pub fn done(&self, record: &Record) {
         self.stage(vec![
-            StateChange::delete(self.key(&seq_record("q", seq))),
-            StateChange::delete(self.key(&seq_record("p", seq))),
+            StateChange::delete(self.key(&message_record(record))),
+            StateChange::delete(self.key(&sent_record(record))),
         ]);
     }
 
@@ -379,15 +464,27 @@ impl StoredSession {
     /// Stores who owns the session (this broker holding it), its expiry and subscriptions.
     pub fn save(&self, mut meta: SessionMeta) {
         meta.holder = Some(self.persistence.holder.clone());
-        match serde_json::to_vec(&meta) {
-            Ok(body) => self.stage(vec![StateChange::put(self.key("meta"), body)]),
-            Err(err) => tracing::error!(%err, "a session could not be stored"),
+        let body = match serde_json::to_vec(&meta) {
+            Ok(body) => body,
+            Err(err) => {
+                tracing::error!(%err, "a session could not be stored");
+                return;
+            }
+        };
+        let mut changes = vec![StateChange::put(self.key("meta"), body.clone())];
+        if let Some(route) = &self.route {
+            changes.push(StateChange::put(route.clone(), body));
         }
+        self.stage(changes);
     }
 
     /// The session has ended: everything it stored goes.
     pub fn end(&self) {
-        self.stage(vec![StateChange::delete_prefix(self.prefix.clone())]);
+        let mut changes = vec![StateChange::delete_prefix(self.prefix.clone())];
+        if let Some(route) = &self.route {
+            changes.push(StateChange::delete(route.clone()));
+        }
+        self.stage(changes);
     }
 }
 
@@ -405,9 +502,42 @@ fn split_session_key(key: &str) -> Option<(&str, &str)> {
     Some((client_id, record))
 }
 
-/// Zero-padded, so that key order is queue order.
-fn seq_record(kind: &str, seq: u64) -> String {
-    format!("{kind}.{seq:020}")
+/// A queued message's record: `q.<seq>`, or `x.<node>.<seq>` (zero-padded, so that key order
+/// is queue order).
+fn message_record(record: &Record) -> String {
+    match record {
+        Record::Own(seq) => format!("q.{seq:020}"),
+        Record::Routed(sender, seq) => format!("x.{sender}.{seq:020}"),
+    }
+}
+
+/// The record of the packet id a queued message was sent with: `p.…` / `y.…`.
+fn sent_record(record: &Record) -> String {
+    match record {
+        Record::Own(seq) => format!("p.{seq:020}"),
+        Record::Routed(sender, seq) => format!("y.{sender}.{seq:020}"),
+    }
+}
+
+/// `text` as one level of a key: `%` and `.` written `%25` and `%2E`.
+fn escape_level(text: &str) -> String {
+    text.replace('%', "%25").replace('.', "%2E")
+}
+
+fn unescape_level(level: &str) -> Option<String> {
+    let mut out = String::with_capacity(level.len());
+    let mut rest = level;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        match rest.get(at..at + 3)? {
+            "%25" => out.push('%'),
+            "%2E" => out.push('.'),
+            _ => return None,
+        }
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 fn qos(level: u8) -> QoS {
@@ -628,6 +758,20 @@ mod tests {
             Some(("a.b", "q.00000000000000000003"))
         );
         assert_eq!(split_session_key("broker.s.9:short.meta"), None);
+    }
+
+    #[test]
+    fn client_ids_are_one_level_of_a_route_key() {
+        for client_id in ["app", "a.b", "%2E", "a%.b.", ""] {
+            let level = escape_level(client_id);
+            assert!(!level.contains('.'), "{level}");
+            assert_eq!(unescape_level(&level).as_deref(), Some(client_id));
+        }
+        assert_eq!(unescape_level("a%2"), None);
+        assert_eq!(
+            message_record(&Record::Routed(Arc::from("n1-19a"), 7)),
+            "x.n1-19a.00000000000000000007"
+        );
     }
 
     #[test]

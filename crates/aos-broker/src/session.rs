@@ -272,6 +272,10 @@ impl Session {
         if state.queue.len() >= limits.max_messages
             || state.queued_bytes + weight > limits.max_bytes
         {
+            // A copy another node stored for it goes too.
+            if let (Some(stored), Some(record)) = (&state.stored, &out.record) {
+                stored.done(record);
+            }
             return Enqueued::Overflow;
         }
         state.queued_bytes += weight;
@@ -303,8 +307,8 @@ impl Session {
             state.queued_bytes = state.queued_bytes.saturating_sub(out.message.weight());
             if out.message.is_expired(now) {
                 expired += 1;
-                if let (Some(stored), Some(seq)) = (&state.stored, out.seq) {
-                    stored.done(seq);
+                if let (Some(stored), Some(record)) = (&state.stored, &out.record) {
+                    stored.done(record);
                 }
                 continue;
             }
@@ -315,8 +319,8 @@ impl Session {
                     // Stored, so that after a restart or on another node it goes out again as
                     // MQTT resends: flagged DUP, under its packet id (QoS 2: the client may be
                     // waiting for PUBREL under it).
-                    if let (Some(stored), Some(seq)) = (&state.stored, out.seq) {
-                        stored.sent(seq, id);
+                    if let (Some(stored), Some(record)) = (&state.stored, &out.record) {
+                        stored.sent(record, id);
                     }
                 }
                 state.inflight.push_back(out.clone());
@@ -333,8 +337,8 @@ impl Session {
             && let Some(out) = state.inflight.remove(pos)
         {
             self.gauges.inflight.dec();
-            if let (Some(stored), Some(seq)) = (&state.stored, out.seq) {
-                stored.done(seq);
+            if let (Some(stored), Some(record)) = (&state.stored, &out.record) {
+                stored.done(record);
             }
         }
     }
@@ -351,8 +355,8 @@ impl Session {
         for out in state.inflight.iter_mut().chain(state.queue.iter_mut()) {
             if out.qos != QoS::AtMostOnce {
                 stored.queued(out);
-                if let (Some(id), Some(seq)) = (out.packet_id, out.seq) {
-                    stored.sent(seq, id);
+                if let (Some(id), Some(record)) = (out.packet_id, &out.record) {
+                    stored.sent(record, id);
                 }
             }
         }

@@ -27,7 +27,7 @@
 pub(crate) mod subject;
 mod wire;
 
-pub(crate) use wire::Connected;
+pub(crate) use wire::{Connected, Origin};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +78,7 @@ enum Interest {
 pub trait LocalBroker: Send + Sync + 'static {
     /// Routes a message another node accepted to this node's plain subscriptions (its retained
     /// messages are that node's).
-    fn route_from_cluster(&self, message: Message);
+    fn route_from_cluster(&self, message: Message, origin: &Origin);
     /// Gives a message the bus chose this node for to one member of shared subscription
     /// `filter` here.
     fn route_to_group(&self, message: Message, filter: &SubscriptionFilter);
@@ -139,10 +139,15 @@ impl ClusterRoutes {
         (Arc::new(routes), routing)
     }
 
-    /// Sends a message this node accepted to the other nodes.
-    pub fn forward(&self, message: &Message) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let payload = wire::encode(&self.sender, seq, message);
+    /// The number of the next message this node routes (unique with its incarnation).
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends message `seq` (of [`ClusterRoutes::next_seq`]), which this node accepted and
+    /// stored for the persistent sessions `stored_for`, to the other nodes.
+    pub fn forward(&self, seq: u64, stored_for: &[String], message: &Message) {
+        let payload = wire::encode(&self.sender, seq, stored_for, message);
         self.send(subject::of_topic(&message.topic), payload);
     }
 
@@ -282,8 +287,10 @@ impl ClusterRouting {
                         match shared {
                             // The bus chose this node (maybe the sender) for a shared subscription.
                             Some(filter) => broker.route_to_group(routed.message, &filter),
-                            None if routed.sender != sender && seen.first(&routed.sender, routed.seq) => {
-                                broker.route_from_cluster(routed.message);
+                            None if routed.origin.sender != sender
+                                && seen.first(&routed.origin.sender, routed.origin.seq) =>
+                            {
+                                broker.route_from_cluster(routed.message, &routed.origin);
                             }
                             None => {}
                         }

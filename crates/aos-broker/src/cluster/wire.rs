@@ -1,7 +1,8 @@
 //! What broker nodes tell one another on the bus.
 //!
 //! A routed message: who sent it (the sender's incarnation and a sequence number, to
-//! drop copies), then the message as the broker's store writes it (`persist`: tenant, QoS,
+//! drop copies), the client ids of the persistent sessions the sender stored it for, then the
+//! message as the broker's store writes it (`persist`: tenant, QoS,
 //! retain flag, 5.0 properties, and the expiry as a wall-clock time — the nodes' clocks are
 //! assumed synchronised, as NTP keeps them, to well within the second an expiry counts in).
 
@@ -15,6 +16,8 @@ use crate::message::Message;
 use crate::persist::{self, Reader};
 
 const VERSION: u8 = 1;
+/// Routed messages carry the sessions they were stored for since version 2.
+const ROUTED_VERSION: u8 = 2;
 
 /// A client connected on a node: a connection of its client id elsewhere, if older, is taken
 /// over.
@@ -111,16 +114,28 @@ impl Handover {
 
 /// A message as another node routed it.
 pub struct Routed {
-    pub sender: String,
-    pub seq: u64,
+    pub origin: Origin,
     pub message: Message,
 }
 
-pub fn encode(sender: &str, seq: u64, message: &Message) -> Bytes {
+/// Which node routed a message, and what it did with it.
+pub struct Origin {
+    pub sender: String,
+    pub seq: u64,
+    /// The persistent sessions (held by other nodes) the sender stored it for before it
+    /// acknowledged it.
+    pub stored_for: Vec<String>,
+}
+
+pub fn encode(sender: &str, seq: u64, stored_for: &[String], message: &Message) -> Bytes {
     let mut buf = Vec::with_capacity(64 + message.topic.len() + message.payload.len());
-    buf.push(VERSION);
+    buf.push(ROUTED_VERSION);
     persist::put(&mut buf, sender.as_bytes());
     buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&(stored_for.len() as u32).to_le_bytes());
+    for client_id in stored_for {
+        persist::put(&mut buf, client_id.as_bytes());
+    }
     persist::encode_message(&mut buf, message);
     Bytes::from(buf)
 }
@@ -128,15 +143,23 @@ pub fn encode(sender: &str, seq: u64, message: &Message) -> Bytes {
 /// The routed message, or `None` if `body` is not one.
 pub fn decode(body: &[u8]) -> Option<Routed> {
     let mut r = Reader::new(body);
-    if r.u8()? != VERSION {
+    if r.u8()? != ROUTED_VERSION {
         return None;
     }
     let sender = r.text()?.to_string();
     let seq = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let count = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+    let mut stored_for = Vec::new();
+    for _ in 0..count {
+        stored_for.push(r.text()?.to_string());
+    }
     let message = r.message(Instant::now(), persist::wall_ms())?;
     r.is_empty().then_some(Routed {
-        sender,
-        seq,
+        origin: Origin {
+            sender,
+            seq,
+            stored_for,
+        },
         message,
     })
 }
@@ -165,9 +188,11 @@ mod tests {
             correlation_data: Some(ntex::util::Bytes::new()),
             user_properties: vec![("k".into(), "v".into()), ("k".into(), "".into())],
         }));
-        let encoded = encode("n1-1", 42, &message);
+        let encoded = encode("n1-1", 42, &["app".into(), "a.b".into()], &message);
         let routed = decode(&encoded).expect("decodes");
-        assert_eq!((routed.sender.as_str(), routed.seq), ("n1-1", 42));
+        let origin = routed.origin;
+        assert_eq!((origin.sender.as_str(), origin.seq), ("n1-1", 42));
+        assert_eq!(origin.stored_for, ["app", "a.b"]);
         let got = routed.message;
         assert_eq!(
             (&got.topic, &got.payload, got.qos, got.retain, got.tenant),
