@@ -872,3 +872,49 @@ async fn messages_acknowledged_for_a_persistent_session_survive_the_death_of_its
     );
     assert!(resent >= duplicates);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wills_of_a_dead_nodes_clients_are_published_once_by_a_surviving_node() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::LastWill;
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let (a, mut b) = (open_broker(&shared), open_broker(&shared));
+    let mut watcher = Client5::start(a.ports.mqtt, "watcher").await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+    // Two clients with wills on B; one leaves politely first (its will is gone with it).
+    let mut clients = Vec::new();
+    for id in ["rude", "polite"] {
+        let mut options = common::mqtt::options5(b.ports.mqtt, id);
+        options.set_last_will(LastWill::new(
+            format!("wills/{id}"),
+            "gone",
+            QoS::AtLeastOnce,
+            false,
+            None,
+        ));
+        clients.push(Client5::connect(options).await.expect("connect").0);
+    }
+    let mut polite = clients.pop().expect("polite");
+    polite.client.disconnect().await.expect("disconnect");
+    polite.disconnected().await;
+
+    b.signal(libc::SIGKILL);
+    b.wait_exit(PATIENCE).expect("killed");
+    let will = watcher.publish_received().await;
+    assert_eq!(
+        (&will.topic[..], &will.payload[..]),
+        (&b"wills/rude"[..], &b"gone"[..])
+    );
+    // Once: nothing more comes before a message published after it.
+    let publisher = Client5::start(a.ports.mqtt, "publisher").await;
+    a.wait_metric("aos_broker_orphan_wills_total", 1);
+    publisher
+        .client
+        .publish("wills/marker", QoS::AtLeastOnce, false, "after")
+        .await
+        .expect("publish");
+    let next = watcher.publish_received().await;
+    assert_eq!(&next.topic[..], b"wills/marker", "the will came once");
+}

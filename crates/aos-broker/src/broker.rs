@@ -602,8 +602,11 @@ impl Broker {
         if let Some(will) = previous_will
             && will.delay.is_zero()
         {
-            self.publish(will.message);
+            self.publish_will(client_id, will.message);
         }
+        // Kept where a surviving node finds it should this node die.
+        let will = session.lock().will.clone();
+        self.keep_will(client_id, will.as_ref());
         (session, present)
     }
 
@@ -643,16 +646,17 @@ impl Broker {
             PresenceChange::Disconnected,
             generation,
         );
-        let (will, expiry) = {
+        let (will, expiry, discarded) = {
             let mut state = session.lock();
             if let Some(expiry) = expiry {
                 state.expiry = expiry.map(|e| e.min(self.limits.max_session_expiry));
             }
-            if graceful {
-                state.will = None;
-            }
-            (state.will.clone(), state.expiry)
+            let discarded = graceful && state.will.take().is_some();
+            (state.will.clone(), state.expiry, discarded)
         };
+        if discarded {
+            self.keep_will(&session.client_id, None);
+        }
         self.store_session(session);
         if expiry == Some(Duration::ZERO) {
             let removed = {
@@ -676,7 +680,7 @@ impl Broker {
         let delay = expiry.map_or(will.delay, |e| will.delay.min(e));
         if delay.is_zero() {
             session.lock().will = None;
-            self.publish(will.message);
+            self.publish_will(&session.client_id, will.message);
             return;
         }
         let broker = self.clone();
@@ -692,9 +696,23 @@ impl Broker {
                 state.will.take()
             };
             if let Some(will) = will {
-                broker.publish(will.message);
+                broker.publish_will(&session.client_id, will.message);
             }
         });
+    }
+
+    /// Publishes the will of `client_id`'s connection (its node did: no other will).
+    fn publish_will(&self, client_id: &str, message: Message) {
+        self.keep_will(client_id, None);
+        self.publish(message);
+    }
+
+    /// Keeps the will of `client_id`'s connection here in the shared store (`None`: there is
+    /// none), for a surviving node to publish if this one dies.
+    fn keep_will(&self, client_id: &str, will: Option<&Will>) {
+        if let Some(persistence) = &self.persistence {
+            persistence.keep_will(client_id, will.map(|w| (&w.message, w.delay)));
+        }
     }
 
     /// Ends a session: its subscriptions go, its pending will is published, its connection (if
@@ -714,7 +732,7 @@ impl Broker {
             let _ = tx.send(kick);
         }
         if let Some(will) = will {
-            self.publish(will.message);
+            self.publish_will(&session.client_id, will.message);
         }
     }
 

@@ -3,8 +3,9 @@
 //! ntex-mqtt provides the codec and the connection framework; this crate is the broker proper:
 //! sessions ([`session`]) and what they deliver ([`delivery`]), the subscription tree and topic
 //! rules ([`topic`]), routing and retained messages ([`broker`]), access control ([`auth`]), what
-//! survives a restart ([`persist`], over the node's state store) and the per-connection glue
-//! (`connection`). It runs as a role of the `aos` binary, or embedded through [`BrokerRole`].
+//! survives a restart ([`persist`], over the node's state store), the per-connection glue
+//! (`connection`), and in a cluster the routing between nodes (`cluster`) and the wills of dead
+//! nodes' clients (`orphans`). It runs as a role of the `aos` binary, or embedded through [`BrokerRole`].
 //!
 //! What it needs from its host (the [`RoleContext`] a node gives it): the `[broker]` settings;
 //! the state store (retained messages, persistent sessions); the work queue, into which device
@@ -24,6 +25,7 @@ mod connection;
 pub mod delivery;
 pub mod message;
 pub mod metrics;
+mod orphans;
 pub mod persist;
 mod server;
 pub mod session;
@@ -265,6 +267,19 @@ impl Role for BrokerRole {
                 "retained messages of the other nodes",
                 &stop,
                 follow(updates, stop.clone(), move |u| broker.retained_elsewhere(u)),
+            );
+        }
+        if let Some(persistence) = broker.persistence().filter(|p| p.shared()) {
+            self.health.supervise(
+                "publishing the wills of dead nodes' clients",
+                &stop,
+                orphans::run(
+                    broker.clone(),
+                    persistence.clone(),
+                    ctx.kv.clone(),
+                    ctx.node.id.clone(),
+                    stop.clone(),
+                ),
             );
         }
         if let Some(updates) = sessions_elsewhere {

@@ -49,6 +49,7 @@ pub struct BrokerMetrics {
     pub cluster_dropped: Counter,
     pub cluster_stored: Counter,
     pub cluster_sessions: Gauge,
+    pub orphan_wills: Counter,
     /// Messages waiting in session queues, and sent but not yet acknowledged.
     pub session_queues: crate::session::QueueGauges,
 }
@@ -125,6 +126,11 @@ impl BrokerMetrics {
             "broker_cluster_sessions",
             "Persistent sessions with QoS 1/2 subscriptions that other broker nodes hold, known here",
             self.cluster_sessions.clone(),
+        );
+        m.register(
+            "broker_orphan_wills",
+            "Wills of clients whose broker node died, published by this node",
+            self.orphan_wills.clone(),
         );
         m.register(
             "broker_messages_sent",

@@ -15,7 +15,8 @@
 //! was published through stored before acknowledging it.
 //!
 //! In a shared store, `broker.m.<client id>` (the client id as one level) repeats a session's
-//! `meta`: every node follows these records to know the persistent sessions other nodes hold.
+//! `meta`: every node follows these records to know the persistent sessions other nodes hold;
+//! `broker.w.<client id>` is the will of a connected client, with the node holding it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::{NonZeroU16, NonZeroU32};
@@ -35,6 +36,7 @@ use crate::message::{Message, Properties};
 const RETAINED: &str = "broker.r.";
 const SESSIONS: &str = "broker.s.";
 const ROUTES: &str = "broker.m.";
+const WILLS: &str = "broker.w.";
 
 /// The broker's view of the state store.
 pub struct Persistence {
@@ -136,6 +138,15 @@ pub struct RestoredSession {
     pub stored: StoredSession,
 }
 
+/// The will of a client connected to a node, as a shared store keeps it.
+pub struct StoredWill {
+    pub client_id: String,
+    /// The incarnation of the broker it is connected to.
+    pub holder: String,
+    pub delay: Duration,
+    pub message: Message,
+}
+
 /// Everything read back at start.
 pub struct Restored {
     pub retained: Vec<Message>,
@@ -193,6 +204,62 @@ impl Persistence {
             None => None,
         };
         Some((client_id, meta))
+    }
+
+    /// Keeps the will of `client_id`'s connection to this node (`None`: it has none) — in a
+    /// shared store only, where another node finds it if this one dies.
+    pub fn keep_will(&self, client_id: &str, will: Option<(&Message, Duration)>) {
+        if !self.shared() {
+            return;
+        }
+        let key = format!("{WILLS}{}", escape_level(client_id));
+        let change = match will {
+            Some((message, delay)) => {
+                let mut buf = Vec::new();
+                put(&mut buf, self.holder.as_bytes());
+                buf.extend_from_slice(&delay.as_secs().to_le_bytes());
+                encode_message(&mut buf, message);
+                StateChange::put(key, buf)
+            }
+            None => StateChange::delete(key),
+        };
+        self.state.stage(vec![change]);
+    }
+
+    /// The wills of the clients connected to any node (a shared store); what does not decode is
+    /// dropped.
+    pub async fn wills(&self) -> Result<Vec<StoredWill>, StateError> {
+        let (now, wall) = (Instant::now(), wall_ms());
+        let mut wills = Vec::new();
+        for (key, value) in self.state.load(WILLS).await? {
+            let read = || {
+                let client_id = unescape_level(key.strip_prefix(WILLS)?)?;
+                let mut r = Reader::new(&value);
+                let holder = r.text()?.to_string();
+                let delay = Duration::from_secs(u64::from_le_bytes(r.take(8)?.try_into().ok()?));
+                let message = r.message(now, wall)?;
+                r.is_empty().then_some(StoredWill {
+                    client_id,
+                    holder,
+                    delay,
+                    message,
+                })
+            };
+            match read() {
+                Some(will) => wills.push(will),
+                None => {
+                    tracing::warn!(%key, "a stored will does not decode; dropped");
+                    self.state.stage(vec![StateChange::delete(key)]);
+                }
+            }
+        }
+        Ok(wills)
+    }
+
+    /// A will another node kept was published (its node died).
+    pub fn will_published(&self, will: &StoredWill) {
+        let key = format!("{WILLS}{}", escape_level(&will.client_id));
+        self.state.stage(vec![StateChange::delete(key)]);
     }
 
     /// Stores `out` in the queue of the session of `client_id`, which another node holds, as

@@ -31,9 +31,9 @@ use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::{LOOK_LEASE, take_lease};
 use crate::lookups::FormatCache;
 use crate::workflows::Triggers;
+use aos_core::kv::{LOOK_LEASE, take_lease};
 
 /// How often queued commands are looked at (and expired ones marked).
 const TICK: Duration = Duration::from_secs(1);

@@ -8,45 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aos_core::kv::{Kv, KvError};
+use aos_core::kv::{Kv, take_lease};
 use aos_storage::entity::message_log;
 use aos_storage::repo::retention;
 use aos_storage::{Storage, StorageError};
-use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// The lease of a job that looks every second (command offers, workflow schedules): its holder
-/// renews it at each look; when the holder stops, another worker takes the job over within it.
-pub const LOOK_LEASE: Duration = Duration::from_secs(3);
-
-/// Takes the lease `key` for `holder` until `ttl` (whole seconds, see [`aos_core::kv::ttl`])
-/// from now, or renews it if `holder` has it already; false when another holder has it.
-pub async fn take_lease(
-    kv: &dyn Kv,
-    key: &str,
-    holder: &str,
-    ttl: Duration,
-) -> Result<bool, KvError> {
-    let value = Bytes::from(holder.to_string());
-    match kv.create(key, value.clone(), Some(ttl)).await {
-        Ok(_) => return Ok(true),
-        Err(KvError::Exists(_)) => {}
-        Err(err) => return Err(err),
-    }
-    let Some(held) = kv.get(key).await? else {
-        // Expired in between: the next period tries again.
-        return Ok(false);
-    };
-    if held.value != value {
-        return Ok(false);
-    }
-    match kv.update(key, value, held.revision, Some(ttl)).await {
-        Ok(_) => Ok(true),
-        Err(KvError::RevisionMismatch { .. }) => Ok(false),
-        Err(err) => Err(err),
-    }
-}
 
 /// How long data is kept (the `[worker]` retention keys).
 #[derive(Clone, Debug)]
@@ -228,29 +195,5 @@ async fn retain_once(storage: &Storage, retention: &Retention) {
             "retention: old data deleted"
         ),
         Err(err) => tracing::warn!(%err, "retention failed; it runs again next period"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use aos_core::kv::MemoryKv;
-
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn one_holder_per_lease_which_it_renews_until_it_stops() {
-        let kv = MemoryKv::new();
-        let ttl = Duration::from_secs(2);
-        assert!(take_lease(&kv, "jobs.x", "node-a", ttl).await.expect("kv"));
-        assert!(!take_lease(&kv, "jobs.x", "node-b", ttl).await.expect("kv"));
-        assert!(take_lease(&kv, "jobs.y", "node-b", ttl).await.expect("kv"));
-        // The holder renews its lease before it runs out, and keeps it.
-        tokio::time::advance(Duration::from_millis(1500)).await;
-        assert!(take_lease(&kv, "jobs.x", "node-a", ttl).await.expect("kv"));
-        tokio::time::advance(Duration::from_millis(1500)).await;
-        assert!(!take_lease(&kv, "jobs.x", "node-b", ttl).await.expect("kv"));
-        // A holder that stopped renewing loses it once it expires.
-        tokio::time::advance(ttl).await;
-        assert!(take_lease(&kv, "jobs.x", "node-b", ttl).await.expect("kv"));
     }
 }

@@ -19,8 +19,8 @@ use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::jobs::{LOOK_LEASE, take_lease};
 use crate::lookups::Cached;
+use aos_core::kv::{LOOK_LEASE, take_lease};
 
 /// Counters of workflows (registered by the worker role).
 #[derive(Clone, Default)]
