@@ -918,3 +918,77 @@ async fn the_wills_of_a_dead_nodes_clients_are_published_once_by_a_surviving_nod
     let next = watcher.publish_received().await;
     assert_eq!(&next.topic[..], b"wills/marker", "the will came once");
 }
+
+/// A broker node behind a load balancer: its main listener expects the PROXY protocol.
+fn proxied_broker(shared: &Shared) -> AosProcess {
+    let mut node = shared
+        .aos(&["run", "--roles", "broker"])
+        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "true")
+        .env("AOS_BROKER__AUTH__ACL_DEFAULT", "allow")
+        .env("AOS_BROKER__PROXY_PROTOCOL", "true")
+        .spawn();
+    node.wait_ready();
+    node
+}
+
+/// Sends a 3.1.1 CONNECT for `client_id` on `stream`; returns the CONNACK's return code, or
+/// `None` when the connection was closed instead.
+async fn raw_connect(stream: &mut tokio::net::TcpStream, client_id: &str) -> Option<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(&connect_packet(client_id, None, true))
+        .await
+        .ok()?;
+    let mut ack = [0u8; 4];
+    match tokio::time::timeout(PATIENCE, stream.read_exact(&mut ack)).await {
+        Ok(Ok(_)) if ack[0] == 0x20 => Some(ack[3]),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_haproxy_brokers_see_each_clients_own_address() {
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let (a, b) = (proxied_broker(&shared), proxied_broker(&shared));
+    let Some(balancer) = common::haproxy::Haproxy::start(&[&a, &b]) else {
+        return;
+    };
+    // Through the balancer (once its checks found the nodes up): connected, and the node that
+    // took the client logs the client's own address, not the balancer's.
+    let deadline = Instant::now() + PATIENCE;
+    let (stream, code) = loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", balancer.mqtt)).await
+            && let Some(code) = raw_connect(&mut stream, "behind").await
+        {
+            break (stream, code);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the balancer never passed a client on"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(code, 0, "connection accepted");
+    let own = format!("peer=Some({})", stream.local_addr().expect("local address"));
+    let deadline = Instant::now() + PATIENCE;
+    while ![&a, &b].iter().any(|node| {
+        node.stderr()
+            .lines()
+            .any(|l| l.contains("client connected") && l.contains("behind") && l.contains(&own))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "no node logged {own}: {}\n{}",
+            a.stderr(),
+            b.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A client that bypasses the balancer cannot claim an address: it is not served.
+    let mut direct = tokio::net::TcpStream::connect(("127.0.0.1", a.ports.mqtt))
+        .await
+        .expect("connect");
+    assert_eq!(raw_connect(&mut direct, "direct").await, None);
+}

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cluster;
+pub mod haproxy;
 pub mod mqtt;
 pub mod pki;
 pub mod platform;

@@ -41,6 +41,10 @@ pub struct ListenerConfig {
     /// Connections this listener accepts (within the broker's `max_connections`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// Whether every connection starts with a PROXY protocol v2 header (behind HAProxy
+    /// `send-proxy-v2`); those without one are refused.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 fn default_ws_path() -> String {
@@ -53,6 +57,8 @@ fn default_ws_path() -> String {
 pub struct BrokerConfig {
     /// Address of the main MQTT (TCP) listener, named `mqtt`; it accepts 3.1.1 and 5.0 clients.
     pub listen: SocketAddr,
+    /// Whether connections to the main listener start with a PROXY protocol v2 header.
+    pub proxy_protocol: bool,
     /// More listeners: TLS, WebSocket, more TCP ports.
     pub listeners: Vec<ListenerConfig>,
     /// Threads serving MQTT connections; 0: one per CPU core.
@@ -113,6 +119,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            proxy_protocol: false,
             listeners: Vec::new(),
             workers: 0,
             drain_timeout: Duration::from_secs(5),

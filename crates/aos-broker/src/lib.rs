@@ -27,6 +27,7 @@ pub mod message;
 pub mod metrics;
 mod orphans;
 pub mod persist;
+mod proxy;
 mod server;
 pub mod session;
 pub mod topic;
@@ -76,6 +77,7 @@ fn bind_listeners(
         transport: Transport::Tcp,
         tls: None,
         ws_path: "/mqtt".into(),
+        proxy_protocol: config.proxy_protocol,
     }];
     for (i, listener) in config.listeners.iter().enumerate() {
         let key = format!("broker.listeners[{i}]");
@@ -108,6 +110,7 @@ fn bind_listeners(
             transport: listener.transport,
             tls,
             ws_path: listener.path.as_str().into(),
+            proxy_protocol: listener.proxy_protocol,
         });
     }
     Ok(bound)

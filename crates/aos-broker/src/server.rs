@@ -20,6 +20,7 @@ use crate::config::Transport;
 use crate::connection::{
     ConnError, ConnectionGuard, ExactlyOnce, ListenerContext, v3 as c3, v5 as c5,
 };
+use crate::proxy;
 
 /// Time a client has to send its whole CONNECT after connecting.
 const CONNECT_TIMEOUT: Seconds = Seconds(10);
@@ -33,6 +34,8 @@ pub(crate) struct Bound {
     pub transport: Transport,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub ws_path: Arc<str>,
+    /// Whether connections start with a PROXY protocol v2 header ([`crate::proxy`]).
+    pub proxy_protocol: bool,
 }
 
 /// The MQTT protocol on any transport (3.1.1 and 5.0 on the same listener).
@@ -193,29 +196,32 @@ pub(crate) async fn start(
                 let cfg = service_config(&bound.ctx);
                 let ctx = bound.ctx.clone();
                 let path = bound.ws_path.clone();
+                let listener = bound.listener;
+                // Each transport's stack, behind the PROXY protocol if the listener expects it.
+                macro_rules! serve {
+                    ($stack:expr) => {
+                        if bound.proxy_protocol {
+                            builder.listen(&name, listener, async move |_| {
+                                chain_factory(proxy::accept(CONNECT_TIMEOUT)).and_then($stack)
+                            })?
+                        } else {
+                            builder.listen(&name, listener, async move |_| $stack)?
+                        }
+                    };
+                }
                 builder = match (bound.transport, bound.tls) {
-                    (Transport::Tcp, _) => {
-                        builder.listen(&name, bound.listener, async move |_| mqtt(ctx.clone()))?
-                    }
-                    (Transport::Ws, _) => {
-                        builder.listen(&name, bound.listener, async move |_| {
-                            websocket(ctx.clone(), path.clone())
-                        })?
-                    }
-                    (Transport::Tls, Some(tls)) => {
-                        builder.listen(&name, bound.listener, async move |_| {
-                            chain_factory(TlsAcceptor::new(tls.clone()))
-                                .map_err(MqttError::<ConnError>::from)
-                                .and_then(mqtt(ctx.clone()))
-                        })?
-                    }
-                    (Transport::Wss, Some(tls)) => {
-                        builder.listen(&name, bound.listener, async move |_| {
-                            chain_factory(TlsAcceptor::new(tls.clone()))
-                                .map_err(BoxError::from)
-                                .and_then(websocket(ctx.clone(), path.clone()))
-                        })?
-                    }
+                    (Transport::Tcp, _) => serve!(mqtt(ctx.clone())),
+                    (Transport::Ws, _) => serve!(websocket(ctx.clone(), path.clone())),
+                    (Transport::Tls, Some(tls)) => serve!(
+                        chain_factory(TlsAcceptor::new(tls.clone()))
+                            .map_err(MqttError::<ConnError>::from)
+                            .and_then(mqtt(ctx.clone()))
+                    ),
+                    (Transport::Wss, Some(tls)) => serve!(
+                        chain_factory(TlsAcceptor::new(tls.clone()))
+                            .map_err(BoxError::from)
+                            .and_then(websocket(ctx.clone(), path.clone()))
+                    ),
                     (Transport::Tls | Transport::Wss, None) => {
                         return Err(std::io::Error::other(format!(
                             "listener `{name}` needs a [tls] section"

@@ -115,7 +115,7 @@ impl ListenerContext {
             Ok(principal) => Admission::Accepted(principal),
             Err(refusal) => {
                 self.refused();
-                tracing::info!(client_id = %request.client_id, user = ?request.username, ?refusal, "CONNECT refused");
+                tracing::info!(client_id = %request.client_id, user = ?request.username, peer = ?request.peer, ?refusal, "CONNECT refused");
                 Admission::Refused(refusal)
             }
         }
@@ -193,7 +193,12 @@ impl ListenerContext {
             kick_rx,
             closed.clone(),
         ));
-        tracing::debug!(%client_id, present, "session opened");
+        let peer = wire
+            .io
+            .query::<ntex::io::types::PeerAddr>()
+            .get()
+            .map(|a| a.0);
+        tracing::info!(%client_id, peer = ?peer, listener = %self.name, present, "client connected");
         (
             Conn {
                 io: wire.io,
