@@ -899,6 +899,13 @@ async fn the_wills_of_a_dead_nodes_clients_are_published_once_by_a_surviving_nod
     let mut polite = clients.pop().expect("polite");
     polite.client.disconnect().await.expect("disconnect");
     polite.disconnected().await;
+    // B has let go of its will (its session went), and stored that: a SUBACK of a persistent
+    // session waits for everything B staged before.
+    b.wait_metric("aos_broker_sessions", 1);
+    let (mut flush, _) = Client5::connect(persistent_app(b.ports.mqtt))
+        .await
+        .expect("connect");
+    flush.subscribe("flush", QoS::AtLeastOnce).await;
 
     b.signal(libc::SIGKILL);
     b.wait_exit(PATIENCE).expect("killed");

@@ -135,6 +135,15 @@ impl Aos {
         self
     }
 
+    /// On `ports` (those of a node that is gone: its successor at the same address).
+    pub fn on_ports(mut self, ports: Ports) -> Aos {
+        for (k, v) in ports.env() {
+            self.cmd.env(k, v);
+        }
+        self.ports = ports;
+        self
+    }
+
     pub fn spawn(mut self) -> AosProcess {
         let mut child = self.cmd.spawn().expect("spawn aos");
         let stderr = Arc::new(Mutex::new(String::new()));

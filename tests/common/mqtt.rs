@@ -281,6 +281,20 @@ pub async fn read_packet(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> (u
 /// A raw MQTT 3.1.1 CONNECT: keep alive 60, username and password if given, clean session as
 /// given.
 pub fn connect_packet(client_id: &str, credentials: Option<(&str, &str)>, clean: bool) -> Vec<u8> {
+    connect_packet_with(client_id, credentials, clean, None)
+}
+
+/// A raw MQTT 3.1.1 CONNECT of a clean session with a QoS 1 will (`topic`, `payload`).
+pub fn connect_packet_with_will(client_id: &str, topic: &str, payload: &str) -> Vec<u8> {
+    connect_packet_with(client_id, None, true, Some((topic, payload)))
+}
+
+fn connect_packet_with(
+    client_id: &str,
+    credentials: Option<(&str, &str)>,
+    clean: bool,
+    will: Option<(&str, &str)>,
+) -> Vec<u8> {
     let string = |s: &str| {
         let mut v = (s.len() as u16).to_be_bytes().to_vec();
         v.extend_from_slice(s.as_bytes());
@@ -291,10 +305,15 @@ pub fn connect_packet(client_id: &str, credentials: Option<(&str, &str)>, clean:
     } else {
         0
     };
-    let flags = signs_in | if clean { 0x02 } else { 0 };
+    let wills = if will.is_some() { 0x04 | 0x08 } else { 0 };
+    let flags = signs_in | wills | if clean { 0x02 } else { 0 };
     let mut body = string("MQTT");
     body.extend_from_slice(&[4, flags, 0, 60]);
     body.extend(string(client_id));
+    if let Some((topic, payload)) = will {
+        body.extend(string(topic));
+        body.extend(string(payload));
+    }
     if let Some((username, password)) = credentials {
         body.extend(string(username));
         body.extend(string(password));

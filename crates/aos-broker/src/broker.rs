@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use aos_core::state::{StateError, StateStore, StateUpdate};
 
-use crate::auth::{Authenticator, Principal, ReadCheck, SubscribeAccess, is_protected};
+use crate::auth::{Authenticator, Principal, ReadCheck, Refusal, SubscribeAccess, is_protected};
 use crate::cluster::{ClusterRoutes, Connected, LocalBroker, Origin};
 use crate::delivery::{Outgoing, Record, SubOptions};
 use crate::message::{Message, min_qos};
@@ -419,29 +419,41 @@ impl Broker {
     }
 
     /// In a cluster sharing its state store: before a client connects here, the session of its
-    /// client id is taken over from the store (once the node holding it has let go). Returns
-    /// false when the client may not connect: the session is a device's, and it is not that
-    /// device.
-    pub async fn take_over(&self, client_id: &str, identity: Option<&Identity>) -> bool {
+    /// client id is taken over from the store (once the node holding it has let go). Refuses
+    /// the client when the session is a device's and it is not that device, and when the store
+    /// cannot be read (the client tries again: a session must not be lost to a slow read).
+    pub async fn take_over(
+        &self,
+        client_id: &str,
+        identity: Option<&Identity>,
+    ) -> Result<(), Refusal> {
         let (Some(persistence), Some(cluster)) = (&self.persistence, self.cluster.get()) else {
-            return true;
+            return Ok(());
         };
-        if !persistence.shared() || self.session(client_id).is_some() {
-            return true;
+        if !persistence.shared() {
+            return Ok(());
         }
         let load = || async {
-            persistence.load_session(client_id).await.unwrap_or_else(|err| {
-                tracing::warn!(%err, client_id, "cannot read a session from the shared store; the client starts a new one");
-                None
+            persistence.load_session(client_id).await.map_err(|err| {
+                tracing::warn!(%err, client_id, "cannot read a session from the shared store; the client is asked to come back");
+                Refusal::Unavailable
             })
         };
-        let Some(mut record) = load().await else {
-            return true;
+        if let Some(session) = self.session(client_id) {
+            // Held here already: copies other nodes stored whose live copy the bus lost (a
+            // NATS server died, or the bus was overloaded) go out on this connection.
+            if session.lock().stored.is_some() {
+                session.merge_stored(load().await?.map(|r| r.queued).unwrap_or_default());
+            }
+            return Ok(());
+        }
+        let Some(mut record) = load().await? else {
+            return Ok(());
         };
         if matches!(record.meta.identity, Some(Identity::Device { .. }))
             && record.meta.identity.as_ref() != identity
         {
-            return false;
+            return Err(Refusal::NotAuthorized);
         }
         let released = match record.meta.holder.clone() {
             // Let go of by this node itself, whole.
@@ -449,9 +461,9 @@ impl Broker {
             Some(holder) if !self.same_node(&holder) => {
                 let released = cluster.release(client_id, &holder).await;
                 // What the holder stored until it let go is in the store now.
-                match load().await {
+                match load().await? {
                     Some(again) => record = again,
-                    None => return true,
+                    None => return Ok(()),
                 }
                 released
             }
@@ -474,8 +486,13 @@ impl Broker {
             // Its subscriptions receive what other nodes route before the client is told its
             // session is present.
             self.subscriptions_routed().await;
+            // Other nodes route a copy they stored only once it is durable: what was stored
+            // before the subscriptions were routed here is in the store now, later copies arrive.
+            if let Some(session) = self.session(client_id) {
+                session.merge_stored(load().await?.map(|r| r.queued).unwrap_or_default());
+            }
         }
-        true
+        Ok(())
     }
 
     /// Whether `incarnation` is this node's (this run, or an earlier one, which is gone).
@@ -970,7 +987,12 @@ impl Broker {
         if let Some(cluster) = self.cluster.get() {
             let seq = cluster.next_seq();
             let stored_for = self.store_for_others(&message, seq);
-            cluster.forward(seq, &stored_for, &message);
+            let stored_at = self
+                .persistence
+                .as_ref()
+                .filter(|_| !stored_for.is_empty())
+                .map(|p| p.position());
+            cluster.forward(seq, &stored_for, stored_at, &message);
         }
         let message = Arc::new(message);
         if message.retain {
@@ -1090,6 +1112,14 @@ impl LocalBroker for Broker {
         }
         if let Err(err) = self.durable().await {
             tracing::warn!(%err, client_id, "a session let go of may not be stored whole");
+        }
+    }
+
+    async fn durable_at(&self, position: u64) {
+        if let Some(persistence) = &self.persistence
+            && let Err(err) = persistence.durable_at(position).await
+        {
+            tracing::warn!(%err, "routing a stored message that may not be durable");
         }
     }
 }

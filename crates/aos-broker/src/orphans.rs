@@ -1,11 +1,13 @@
-//! What a dead broker node leaves behind in a cluster: the wills of its clients. The nodes
-//! keep the will of every connected client in the shared store with the node holding it; one
-//! node at a time (a lease in the `Kv` seam, taken over within seconds when its holder stops)
-//! looks every second for wills whose node is gone — no longer registered, or registered since
-//! a restart — and publishes each once its will delay has passed since the death was seen,
-//! unless its client connected again meanwhile (its new node then holds its will).
+//! What a dead broker node leaves behind in a cluster: the wills of its clients' connections.
+//! Every node keeps the will of each connection to it in the shared store, under the client id
+//! and the node; one node at a time (a lease in the `Kv` seam, taken over within seconds when
+//! its holder stops) looks every second for wills whose node is gone — no longer registered,
+//! or registered since a restart — and publishes each once its will delay has passed since the
+//! death was seen. A delayed will is dropped instead if its client connected to a live node
+//! meanwhile (MQTT 5: the session went on); a will without delay was due when the connection
+//! died, and goes out whatever the client did since.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,8 +75,17 @@ pub async fn run(
         };
         let now = Instant::now();
         let mut still = HashMap::new();
+        let back: HashSet<String> = wills
+            .iter()
+            .filter(|w| alive(&w.holder, &started))
+            .map(|w| w.client_id.clone())
+            .collect();
         for will in wills {
             if alive(&will.holder, &started) {
+                continue;
+            }
+            if !will.delay.is_zero() && back.contains(&will.client_id) {
+                persistence.will_done(&will);
                 continue;
             }
             let key = (will.client_id.clone(), will.holder.clone());
@@ -84,7 +95,7 @@ pub async fn run(
                 continue;
             }
             tracing::info!(client_id = %will.client_id, node = %will.holder, "the client's broker node is gone: its will is published");
-            persistence.will_published(&will);
+            persistence.will_done(&will);
             broker.publish(will.message);
             broker.metrics.orphan_wills.inc();
         }

@@ -16,7 +16,7 @@
 //!
 //! In a shared store, `broker.m.<client id>` (the client id as one level) repeats a session's
 //! `meta`: every node follows these records to know the persistent sessions other nodes hold;
-//! `broker.w.<client id>` is the will of a connected client, with the node holding it.
+//! `broker.w.<client id>.<node incarnation>` is the will of a client's connection to that node.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::{NonZeroU16, NonZeroU32};
@@ -212,11 +212,10 @@ impl Persistence {
         if !self.shared() {
             return;
         }
-        let key = format!("{WILLS}{}", escape_level(client_id));
+        let key = will_key(client_id, &self.holder);
         let change = match will {
             Some((message, delay)) => {
                 let mut buf = Vec::new();
-                put(&mut buf, self.holder.as_bytes());
                 buf.extend_from_slice(&delay.as_secs().to_le_bytes());
                 encode_message(&mut buf, message);
                 StateChange::put(key, buf)
@@ -233,9 +232,9 @@ impl Persistence {
         let mut wills = Vec::new();
         for (key, value) in self.state.load(WILLS).await? {
             let read = || {
-                let client_id = unescape_level(key.strip_prefix(WILLS)?)?;
+                let (client_id, holder) = key.strip_prefix(WILLS)?.split_once('.')?;
+                let (client_id, holder) = (unescape_level(client_id)?, unescape_level(holder)?);
                 let mut r = Reader::new(&value);
-                let holder = r.text()?.to_string();
                 let delay = Duration::from_secs(u64::from_le_bytes(r.take(8)?.try_into().ok()?));
                 let message = r.message(now, wall)?;
                 r.is_empty().then_some(StoredWill {
@@ -256,9 +255,9 @@ impl Persistence {
         Ok(wills)
     }
 
-    /// A will another node kept was published (its node died).
-    pub fn will_published(&self, will: &StoredWill) {
-        let key = format!("{WILLS}{}", escape_level(&will.client_id));
+    /// A will another node kept is done with (published, or its session went on elsewhere).
+    pub fn will_done(&self, will: &StoredWill) {
+        let key = will_key(&will.client_id, &will.holder);
         self.state.stage(vec![StateChange::delete(key)]);
     }
 
@@ -314,6 +313,16 @@ impl Persistence {
     /// Waits until everything staged so far is durable.
     pub async fn durable(&self) -> Result<(), StateError> {
         self.state.durable(self.state.position()).await
+    }
+
+    /// The position of what was staged last (see [`Persistence::durable_at`]).
+    pub fn position(&self) -> u64 {
+        self.state.position()
+    }
+
+    /// Waits until everything staged up to `position` is durable.
+    pub async fn durable_at(&self, position: u64) -> Result<(), StateError> {
+        self.state.durable(position).await
     }
 
     /// Reads back everything the broker stored; drops what no longer decodes (with a warning).
@@ -584,6 +593,14 @@ fn sent_record(record: &Record) -> String {
         Record::Own(seq) => format!("p.{seq:020}"),
         Record::Routed(sender, seq) => format!("y.{sender}.{seq:020}"),
     }
+}
+
+fn will_key(client_id: &str, holder: &str) -> String {
+    format!(
+        "{WILLS}{}.{}",
+        escape_level(client_id),
+        escape_level(holder)
+    )
 }
 
 /// `text` as one level of a key: `%` and `.` written `%25` and `%2E`.

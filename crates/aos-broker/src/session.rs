@@ -262,6 +262,32 @@ impl Session {
         }
     }
 
+    /// Adds the stored messages it does not hold yet (by their record): copies other nodes
+    /// stored while this one took the session over.
+    pub fn merge_stored(&self, stored: Vec<Outgoing>) {
+        let missing: Vec<Outgoing> = {
+            let state = self.lock();
+            stored
+                .into_iter()
+                .filter(|out| {
+                    out.record.is_some()
+                        && !state
+                            .queue
+                            .iter()
+                            .chain(&state.inflight)
+                            .any(|held| held.record == out.record)
+                })
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        self.restore_queue(missing);
+        if let Some(link) = &self.lock().link {
+            link.wake.notify_one();
+        }
+    }
+
     /// Offers a message to the session.
     pub fn enqueue(&self, out: Outgoing, limits: QueueLimits) -> Enqueued {
         let mut state = self.lock();

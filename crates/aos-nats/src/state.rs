@@ -130,7 +130,10 @@ async fn send(
     store: &Store,
     batch: &[(u64, Vec<StateChange>)],
 ) -> Result<(), StateError> {
-    let mut acks: Vec<PublishAckFuture> = Vec::new();
+    let mut acks: Vec<(PublishAckFuture, String)> = Vec::new();
+    let failed = |key: &str, err: &dyn std::fmt::Display| {
+        StateError::Write(format!("cannot store `{key}`: {err}"))
+    };
     for change in batch.iter().flat_map(|(_, changes)| changes) {
         let message = match change {
             StateChange::Put { key, value } => {
@@ -145,8 +148,8 @@ async fn send(
             ),
             StateChange::DeletePrefix { prefix } => {
                 // Everything sent before is in place first: the purge must not pass it.
-                for ack in acks.drain(..) {
-                    ack.await.map_err(write_error)?;
+                for (ack, key) in acks.drain(..) {
+                    ack.await.map_err(|err| failed(&key, &err))?;
                 }
                 purge(nats, store, prefix).await?;
                 continue;
@@ -154,15 +157,15 @@ async fn send(
         };
         let (key, message) = message;
         let subject = format!("{}{}", store.prefix, encode_key(key));
-        acks.push(
-            nats.js
-                .send_publish(subject, message)
-                .await
-                .map_err(write_error)?,
-        );
+        let ack = nats
+            .js
+            .send_publish(subject, message)
+            .await
+            .map_err(|err| failed(key, &err))?;
+        acks.push((ack, key.clone()));
     }
-    for ack in acks {
-        ack.await.map_err(write_error)?;
+    for (ack, key) in acks {
+        ack.await.map_err(|err| failed(&key, &err))?;
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// A running test server or cluster.
 pub struct NatsServers {
     children: Vec<Child>,
+    /// How each server was started (the program and its configuration file), to restart it.
+    commands: Vec<(PathBuf, PathBuf)>,
     /// Client URLs, one per server.
     pub urls: Vec<String>,
     _dir: tempfile::TempDir,
@@ -78,6 +80,16 @@ fn version(binary: &Path) -> Option<(u32, u32)> {
     Some((parts.next()??, parts.next()??))
 }
 
+fn spawn(binary: &Path, config: &Path) -> Child {
+    Command::new(binary)
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {}: {err}", binary.display()))
+}
+
 impl NatsServers {
     /// One server with JetStream.
     pub fn single() -> Option<NatsServers> {
@@ -113,6 +125,7 @@ impl NatsServers {
             .map(|(_, cluster)| format!("nats-route://127.0.0.1:{cluster}"))
             .collect();
         let mut children = Vec::new();
+        let mut commands = Vec::new();
         let mut urls = Vec::new();
         for (i, (client, cluster)) in ports.iter().enumerate() {
             let store = dir.path().join(format!("n{i}"));
@@ -130,18 +143,13 @@ impl NatsServers {
             );
             let file = dir.path().join(format!("n{i}.conf"));
             std::fs::write(&file, config).unwrap_or_else(|err| panic!("write config: {err}"));
-            let child = Command::new(&binary)
-                .arg("-c")
-                .arg(&file)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|err| panic!("start {}: {err}", binary.display()));
-            children.push(child);
+            children.push(spawn(&binary, &file));
+            commands.push((binary.clone(), file));
             urls.push(format!("nats://127.0.0.1:{client}"));
         }
         let servers = NatsServers {
             children,
+            commands,
             urls,
             _dir: dir,
         };
@@ -204,5 +212,16 @@ impl NatsServers {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts server `index` again (after [`NatsServers::kill`]) on its ports and storage; it
+    /// catches up with the others by itself.
+    pub fn restart(&mut self, index: usize) {
+        if let (Some(child), Some((binary, config))) =
+            (self.children.get_mut(index), self.commands.get(index))
+        {
+            *child = spawn(binary, config);
+        }
+        self.wait_for_jetstream();
     }
 }

@@ -88,7 +88,15 @@ pub trait LocalBroker: Send + Sync + 'static {
     /// Another node takes the session of `client_id` over from the shared store: this node lets
     /// go of it, and returns once what it stored of it is durable.
     async fn release(&self, client_id: &str);
+    /// Returns once what this node stored up to `position` is durable.
+    async fn durable_at(&self, position: u64);
 }
+
+/// Something to publish on the bus: its subject and payload, and the position in this node's
+/// store that must be durable first (a message stored for other nodes' sessions goes out only
+/// once stored, so that a node that takes one of them over either finds it in the store or
+/// receives it).
+type Outbound = (String, Bytes, Option<u64>);
 
 /// The nodes waiting for holders to let go of sessions, by client id.
 type Releases = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>>;
@@ -99,7 +107,7 @@ pub struct ClusterRoutes {
     /// This node's incarnation: its id and start time (sequence numbers restart with it).
     sender: String,
     seq: AtomicU64,
-    outbound: mpsc::Sender<(String, Bytes)>,
+    outbound: mpsc::Sender<Outbound>,
     /// Counts what the bus could not take in time.
     dropped: Counter,
     interest: mpsc::UnboundedSender<Interest>,
@@ -109,7 +117,7 @@ pub struct ClusterRoutes {
 /// The tasks behind [`ClusterRoutes`], run by the broker role.
 pub struct ClusterRouting {
     sender: String,
-    outbound: mpsc::Receiver<(String, Bytes)>,
+    outbound: mpsc::Receiver<Outbound>,
     interest: mpsc::UnboundedReceiver<Interest>,
     releases: Releases,
 }
@@ -145,16 +153,29 @@ impl ClusterRoutes {
     }
 
     /// Sends message `seq` (of [`ClusterRoutes::next_seq`]), which this node accepted and
-    /// stored for the persistent sessions `stored_for`, to the other nodes.
-    pub fn forward(&self, seq: u64, stored_for: &[String], message: &Message) {
+    /// stored for the persistent sessions `stored_for` (durable from `stored_at` on), to the
+    /// other nodes.
+    pub fn forward(
+        &self,
+        seq: u64,
+        stored_for: &[String],
+        stored_at: Option<u64>,
+        message: &Message,
+    ) {
         let payload = wire::encode(&self.sender, seq, stored_for, message);
-        self.send(subject::of_topic(&message.topic), payload);
+        self.send_after(subject::of_topic(&message.topic), payload, stored_at);
     }
 
     /// Hands something to the bus; what it cannot take in time is dropped and counted (delivery
     /// between nodes is at most once), so a node's memory does not grow with a backlog.
     fn send(&self, subject: String, payload: Bytes) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send((subject, payload))
+        self.send_after(subject, payload, None);
+    }
+
+    /// [`ClusterRoutes::send`], once this node's store is durable up to `position`.
+    fn send_after(&self, subject: String, payload: Bytes, position: Option<u64>) {
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.outbound.try_send((subject, payload, position))
         {
             self.dropped.inc();
         }
@@ -269,7 +290,11 @@ impl ClusterRouting {
                     if sent == 0 {
                         return;
                     }
-                    for (subject, payload) in sending.drain(..) {
+                    // In order: what waits for the store holds back what follows it.
+                    if let Some(position) = sending.iter().filter_map(|(_, _, p)| *p).max() {
+                        broker.durable_at(position).await;
+                    }
+                    for (subject, payload, _) in sending.drain(..) {
                         if let Err(err) = bus.publish(&subject, payload).await {
                             tracing::warn!(%err, %subject, "a message could not be routed to the other nodes");
                         }

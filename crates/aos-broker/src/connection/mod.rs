@@ -91,12 +91,12 @@ impl ListenerContext {
         let mut authenticated = self.broker.auth.authenticate(&request).await;
         // In a cluster, the session is the cluster's: taken over here before it is opened.
         if let Ok(principal) = &authenticated
-            && !self
+            && let Err(refusal) = self
                 .broker
                 .take_over(&request.client_id, principal.identity.as_ref())
                 .await
         {
-            authenticated = Err(Refusal::NotAuthorized);
+            authenticated = Err(refusal);
         }
         let authenticated = authenticated.and_then(|mut principal| {
             principal.signed_in_at_ms = signed_in_at_ms;
