@@ -999,3 +999,37 @@ async fn behind_haproxy_brokers_see_each_clients_own_address() {
         .expect("connect");
     assert_eq!(raw_connect(&mut direct, "direct").await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_of_a_dead_node_expire_as_their_expiry_says() {
+    use rumqttc::v5::mqttbytes::QoS;
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let (a, mut b) = (open_broker(&shared), open_broker(&shared));
+    // Two persistent sessions connected to B: one kept 2 s after its connection ends, one 10
+    // minutes.
+    let mut clients = Vec::new();
+    for (id, expiry) in [("brief", 2), ("app", 600)] {
+        let mut options = common::mqtt::options5(b.ports.mqtt, id);
+        options.set_clean_start(false);
+        options.set_session_expiry_interval(Some(expiry));
+        let (mut client, _) = Client5::connect(options).await.expect("connect");
+        client.subscribe("jobs/#", QoS::AtLeastOnce).await;
+        clients.push(client);
+    }
+    a.wait_metric("aos_broker_cluster_sessions", 2);
+
+    // B dies with both connected: the brief one ends once B's death is seen and 2 s passed.
+    b.signal(libc::SIGKILL);
+    b.wait_exit(PATIENCE).expect("killed");
+    a.wait_metric("aos_broker_cluster_sessions", 1);
+    let mut brief = common::mqtt::options5(a.ports.mqtt, "brief");
+    brief.set_clean_start(false);
+    let (_, ack) = Client5::connect(brief).await.expect("connect");
+    assert!(!ack.session_present, "the brief session expired");
+    let (_, ack) = Client5::connect(persistent_app(a.ports.mqtt))
+        .await
+        .expect("connect");
+    assert!(ack.session_present, "the long one is kept");
+}

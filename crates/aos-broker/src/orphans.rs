@@ -5,7 +5,9 @@
 //! or registered since a restart — and publishes each once its will delay has passed since the
 //! death was seen. A delayed will is dropped instead if its client connected to a live node
 //! meanwhile (MQTT 5: the session went on); a will without delay was due when the connection
-//! died, and goes out whatever the client did since.
+//! died, and goes out whatever the client did since. Every few seconds the same node ends the
+//! persistent sessions a dead node held once their session expiry has passed (nobody else
+//! would: a session expires on the node holding it).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,15 +18,20 @@ use aos_core::node::{REGISTRATIONS, Registration};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-use crate::persist::Persistence;
+use crate::persist::{Persistence, wall_ms};
 
 /// The lease of the job.
-const LEASE: &str = "jobs.broker-wills";
-/// How often the job looks.
+const LEASE: &str = "jobs.broker-orphans";
+/// How often the job looks at the wills.
 const LOOK: Duration = Duration::from_secs(1);
+/// How many looks apart it looks at the sessions (all of them: less often).
+const SESSIONS_EVERY: u32 = 5;
 
-/// Publishes the wills of the clients of dead broker nodes, while this node holds the lease,
-/// until `stop`. `node`: this node's id (the lease's holder).
+/// When each orphan was first seen with its node gone, by client id and that node.
+type Orphans = HashMap<(String, String), Instant>;
+
+/// Publishes the wills of the clients of dead broker nodes and ends their expired sessions,
+/// while this node holds the lease, until `stop`. `node`: this node's id (the lease's holder).
 pub async fn run(
     broker: Arc<Broker>,
     persistence: Arc<Persistence>,
@@ -32,10 +39,9 @@ pub async fn run(
     node: String,
     stop: CancellationToken,
 ) {
-    // When each will was first seen with its node gone (by client id and that node).
-    let mut orphaned: HashMap<(String, String), Instant> = HashMap::new();
+    let (mut wills, mut sessions) = (Orphans::new(), Orphans::new());
     let mut tick = tokio::time::interval(LOOK);
-    loop {
+    for look in 0u32.. {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
@@ -43,7 +49,8 @@ pub async fn run(
         match take_lease(kv.as_ref(), LEASE, &node, LOOK_LEASE).await {
             Ok(true) => {}
             Ok(false) => {
-                orphaned.clear();
+                wills.clear();
+                sessions.clear();
                 continue;
             }
             Err(err) => {
@@ -51,7 +58,7 @@ pub async fn run(
                 continue;
             }
         }
-        // Never guessed from a registry or wills that cannot be read.
+        // Never guessed from a registry that cannot be read.
         let started = match kv.list(REGISTRATIONS).await {
             Ok(entries) => entries
                 .iter()
@@ -62,45 +69,97 @@ pub async fn run(
                 })
                 .collect::<HashMap<String, i64>>(),
             Err(err) => {
-                tracing::warn!(%err, "cannot read the node registry; wills wait");
+                tracing::warn!(%err, "cannot read the node registry; the dead nodes' clients wait");
                 continue;
             }
         };
-        let wills = match persistence.wills().await {
-            Ok(wills) => wills,
-            Err(err) => {
-                tracing::warn!(%err, "cannot read the wills of connected clients");
-                continue;
-            }
-        };
-        let now = Instant::now();
-        let mut still = HashMap::new();
-        let back: HashSet<String> = wills
-            .iter()
-            .filter(|w| alive(&w.holder, &started))
-            .map(|w| w.client_id.clone())
-            .collect();
-        for will in wills {
-            if alive(&will.holder, &started) {
-                continue;
-            }
-            if !will.delay.is_zero() && back.contains(&will.client_id) {
-                persistence.will_done(&will);
-                continue;
-            }
-            let key = (will.client_id.clone(), will.holder.clone());
-            let since = orphaned.get(&key).copied().unwrap_or(now);
-            if now.duration_since(since) < will.delay {
-                still.insert(key, since);
-                continue;
-            }
-            tracing::info!(client_id = %will.client_id, node = %will.holder, "the client's broker node is gone: its will is published");
-            persistence.will_done(&will);
-            broker.publish(will.message);
-            broker.metrics.orphan_wills.inc();
+        publish_wills(&broker, &persistence, &started, &mut wills).await;
+        if look % SESSIONS_EVERY == 0 {
+            end_sessions(&persistence, &started, &mut sessions).await;
         }
-        orphaned = still;
     }
+}
+
+/// Publishes the wills whose node is gone, once their delay has passed.
+async fn publish_wills(
+    broker: &Broker,
+    persistence: &Persistence,
+    started: &HashMap<String, i64>,
+    orphaned: &mut Orphans,
+) {
+    let wills = match persistence.wills().await {
+        Ok(wills) => wills,
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the wills of connected clients");
+            return;
+        }
+    };
+    let now = Instant::now();
+    let mut still = Orphans::new();
+    let back: HashSet<String> = wills
+        .iter()
+        .filter(|w| alive(&w.holder, started))
+        .map(|w| w.client_id.clone())
+        .collect();
+    for will in wills {
+        if alive(&will.holder, started) {
+            continue;
+        }
+        if !will.delay.is_zero() && back.contains(&will.client_id) {
+            persistence.will_done(&will);
+            continue;
+        }
+        let key = (will.client_id.clone(), will.holder.clone());
+        let since = orphaned.get(&key).copied().unwrap_or(now);
+        if now.duration_since(since) < will.delay {
+            still.insert(key, since);
+            continue;
+        }
+        tracing::info!(client_id = %will.client_id, node = %will.holder, "the client's broker node is gone: its will is published");
+        persistence.will_done(&will);
+        broker.publish(will.message);
+        broker.metrics.orphan_wills.inc();
+    }
+    *orphaned = still;
+}
+
+/// Ends the persistent sessions whose node is gone once their expiry has passed — counted from
+/// their disconnection, or for those connected when their node died, from when that was seen.
+async fn end_sessions(
+    persistence: &Persistence,
+    started: &HashMap<String, i64>,
+    orphaned: &mut Orphans,
+) {
+    let sessions = match persistence.sessions_held().await {
+        Ok(sessions) => sessions,
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the persistent sessions of the cluster");
+            return;
+        }
+    };
+    let (now, wall) = (Instant::now(), wall_ms());
+    let mut still = Orphans::new();
+    for (client_id, meta) in sessions {
+        let Some(holder) = meta.holder.clone().filter(|h| !alive(h, started)) else {
+            continue;
+        };
+        let key = (client_id, holder);
+        let seen = orphaned.get(&key).copied().unwrap_or(now);
+        let since = match meta.disconnected_at_ms {
+            Some(_) => meta.disconnected_at(now, wall),
+            None => seen,
+        };
+        let expired = meta
+            .expiry_secs
+            .is_some_and(|secs| now.duration_since(since) >= Duration::from_secs(secs));
+        if expired {
+            tracing::info!(client_id = %key.0, node = %key.1, "the session's broker node is gone and it expired: ended");
+            persistence.end_session(&key.0);
+        } else {
+            still.insert(key, seen);
+        }
+    }
+    *orphaned = still;
 }
 
 /// Whether the broker `incarnation` (`<node id>-<start, hex ms>`) still runs: its node is

@@ -195,6 +195,36 @@ impl Persistence {
         Ok(Some((now, changes)))
     }
 
+    /// Every persistent session of the cluster, with its meta (a shared store's `broker.m.`
+    /// records; what does not decode is left out).
+    pub async fn sessions_held(&self) -> Result<Vec<(String, SessionMeta)>, StateError> {
+        Ok(self
+            .state
+            .load(ROUTES)
+            .await?
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let update = StateUpdate {
+                    key,
+                    value: Some(value),
+                };
+                match Persistence::session_update(&update)? {
+                    (client_id, Some(meta)) => Some((client_id, meta)),
+                    (_, None) => None,
+                }
+            })
+            .collect())
+    }
+
+    /// Ends the session of `client_id` in the store (its node is gone): everything it stored
+    /// goes.
+    pub fn end_session(&self, client_id: &str) {
+        self.state.stage(vec![
+            StateChange::delete_prefix(session_prefix(client_id)),
+            StateChange::delete(route_key(client_id)),
+        ]);
+    }
+
     /// A session as another node stored it (`broker.m.` record): its client id, and its meta
     /// (`None`: the session ended).
     pub fn session_update(update: &StateUpdate) -> Option<(String, Option<SessionMeta>)> {
@@ -303,9 +333,7 @@ impl Persistence {
         StoredSession {
             persistence: self.clone(),
             prefix: session_prefix(client_id),
-            route: self
-                .shared()
-                .then(|| format!("{ROUTES}{}", escape_level(client_id))),
+            route: self.shared().then(|| route_key(client_id)),
             next_seq: 0,
         }
     }
@@ -593,6 +621,10 @@ fn sent_record(record: &Record) -> String {
         Record::Own(seq) => format!("p.{seq:020}"),
         Record::Routed(sender, seq) => format!("y.{sender}.{seq:020}"),
     }
+}
+
+fn route_key(client_id: &str) -> String {
+    format!("{ROUTES}{}", escape_level(client_id))
 }
 
 fn will_key(client_id: &str, holder: &str) -> String {
