@@ -191,7 +191,7 @@ impl StateStore for JetStreamState {
         // What this node staged is read back too.
         self.durable(self.position()).await?;
         let (filter_subject, check) = self.filter(prefix);
-        let read = |err: async_nats::Error| StateError::Write(format!("cannot read: {err}"));
+        let read = |err: async_nats::Error| StateError::Read(err.to_string());
         let consumer = self
             .store
             .stream
@@ -292,7 +292,7 @@ impl StateStore for JetStreamState {
             .store
             .watch(key)
             .await
-            .map_err(|err| StateError::Write(format!("cannot watch: {err}")))?;
+            .map_err(|err| StateError::Read(format!("cannot watch: {err}")))?;
         let (tx, rx) = mpsc::channel(WATCH_BACKLOG);
         let prefix = prefix.to_string();
         tokio::spawn(async move {

@@ -65,6 +65,9 @@ pub enum StateError {
     /// Writing failed; changes staged since then are not durable.
     #[error("the state store cannot write: {0}")]
     Write(String),
+    /// Reading (or watching) failed; nothing was changed.
+    #[error("the state store cannot be read: {0}")]
+    Read(String),
     #[error("the state store is closed")]
     Closed,
 }
