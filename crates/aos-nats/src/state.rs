@@ -13,7 +13,7 @@
 //! that ends with `.` is a subject filter: loading and watching a prefix reads only its records.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aos_core::state::{StateChange, StateError, StateStore, StateUpdate};
@@ -25,7 +25,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OnceCell, mpsc, watch};
 
 use crate::{MARKER_TTL, Nats};
 
@@ -38,7 +38,9 @@ const WATCH_BACKLOG: usize = 4096;
 
 pub struct JetStreamState {
     nats: Nats,
-    store: Store,
+    /// The bucket, opened at first use: a node whose roles never use the store does not wait
+    /// for it at start (JetStream may be electing leaders then).
+    bucket: Arc<OnceCell<Store>>,
     staging: Mutex<Staging>,
     durable: watch::Receiver<Progress>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -61,15 +63,16 @@ fn write_error(err: impl std::fmt::Display) -> StateError {
 }
 
 impl JetStreamState {
-    /// Opens the deployment's state bucket, creating it on first use.
+    /// The deployment's state store; its bucket is opened (and created the first time) when it
+    /// is first used.
     pub async fn open(nats: Nats) -> Result<JetStreamState, StateError> {
-        let store = crate::patiently("the state bucket opens", || Self::bucket(&nats)).await?;
+        let bucket = Arc::new(OnceCell::new());
         let (tx, rx) = mpsc::unbounded_channel();
         let (progress, durable) = watch::channel(Progress::default());
-        let writer = tokio::spawn(write(nats.clone(), store.clone(), rx, progress));
+        let writer = tokio::spawn(write(nats.clone(), bucket.clone(), rx, progress));
         Ok(JetStreamState {
             nats,
-            store,
+            bucket,
             staging: Mutex::new(Staging {
                 position: 0,
                 tx: Some(tx),
@@ -79,43 +82,66 @@ impl JetStreamState {
         })
     }
 
-    async fn bucket(nats: &Nats) -> Result<Store, StateError> {
-        let name = format!("{}_state", nats.prefix);
-        nats.key_value(name).await.map_err(write_error)
+    async fn store(&self) -> Result<Store, StateError> {
+        bucket(&self.nats, &self.bucket).await
     }
 
     fn staging(&self) -> std::sync::MutexGuard<'_, Staging> {
         self.staging.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    /// The subject filter of the records under `prefix`, and whether a key under it must still
-    /// be checked (a prefix that does not end a level cannot be a filter of its own).
-    fn filter(&self, prefix: &str) -> (String, bool) {
-        match prefix.strip_suffix('.') {
-            Some(levels) if !levels.is_empty() => (
-                format!("{}{}.>", self.store.prefix, encode_key(levels)),
-                false,
-            ),
-            _ => (format!("{}>", self.store.prefix), !prefix.is_empty()),
+/// The deployment's state bucket, opened once (waiting out a NATS cluster electing leaders).
+async fn bucket(nats: &Nats, cell: &OnceCell<Store>) -> Result<Store, StateError> {
+    cell.get_or_try_init(|| {
+        crate::patiently("the state bucket opens", || async {
+            let name = format!("{}_state", nats.prefix);
+            nats.key_value(name).await.map_err(write_error)
+        })
+    })
+    .await
+    .cloned()
+}
+
+/// The subject filter of the records under `prefix` in `store`, and whether a key under it must
+/// still be checked (a prefix that does not end a level cannot be a filter of its own).
+fn filter(store: &Store, prefix: &str) -> (String, bool) {
+    match prefix.strip_suffix('.') {
+        Some(levels) if !levels.is_empty() => {
+            (format!("{}{}.>", store.prefix, encode_key(levels)), false)
         }
+        _ => (format!("{}>", store.prefix), !prefix.is_empty()),
     }
 }
 
 /// Sends what is staged, in order, and reports how far it is durable.
 async fn write(
     nats: Nats,
-    store: Store,
+    cell: Arc<OnceCell<Store>>,
     mut rx: mpsc::UnboundedReceiver<(u64, Vec<StateChange>)>,
     progress: watch::Sender<Progress>,
 ) {
     let mut batch = Vec::new();
+    let mut opened = None;
     loop {
         if rx.recv_many(&mut batch, BATCH).await == 0 {
             progress.send_modify(|p| p.closed = true);
             return;
         }
         let last = batch.last().map_or(0, |(position, _)| *position);
-        while let Err(err) = send(&nats, &store, &batch).await {
+        let store = loop {
+            if let Some(store) = &opened {
+                break store;
+            }
+            match bucket(&nats, &cell).await {
+                Ok(store) => opened = Some(store),
+                Err(err) => {
+                    tracing::warn!(%err, "the shared state store cannot be opened; trying again");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        };
+        while let Err(err) = send(&nats, store, &batch).await {
             tracing::warn!(%err, "the shared state store did not take a write; sending again");
             tokio::time::sleep(RETRY).await;
         }
@@ -190,10 +216,10 @@ impl StateStore for JetStreamState {
     async fn load(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, StateError> {
         // What this node staged is read back too.
         self.durable(self.position()).await?;
-        let (filter_subject, check) = self.filter(prefix);
+        let store = self.store().await?;
+        let (filter_subject, check) = filter(&store, prefix);
         let read = |err: async_nats::Error| StateError::Read(err.to_string());
-        let consumer = self
-            .store
+        let consumer = store
             .stream
             .create_consumer(OrderedConfig {
                 deliver_subject: self.nats.client.new_inbox(),
@@ -215,7 +241,7 @@ impl StateStore for JetStreamState {
             let pending = info.pending;
             let key = message
                 .subject
-                .strip_prefix(&self.store.prefix)
+                .strip_prefix(&store.prefix)
                 .and_then(decode_key);
             match key {
                 Some(key) if !check || key.starts_with(prefix) => {
@@ -283,13 +309,13 @@ impl StateStore for JetStreamState {
     }
 
     async fn watch(&self, prefix: &str) -> Result<Option<mpsc::Receiver<StateUpdate>>, StateError> {
-        let (filter, check) = self.filter(prefix);
+        let store = self.store().await?;
+        let (filter, check) = filter(&store, prefix);
         let key = filter
-            .strip_prefix(&self.store.prefix)
+            .strip_prefix(&store.prefix)
             .unwrap_or(">")
             .to_string();
-        let mut watch = self
-            .store
+        let mut watch = store
             .watch(key)
             .await
             .map_err(|err| StateError::Read(format!("cannot watch: {err}")))?;
