@@ -63,10 +63,18 @@ fn write_error(err: impl std::fmt::Display) -> StateError {
 }
 
 impl JetStreamState {
-    /// The deployment's state store; its bucket is opened (and created the first time) when it
-    /// is first used.
+    /// The deployment's state store. Its bucket is opened (and created the first time) now if
+    /// JetStream answers at once — so it exists before work queues take their share of the
+    /// servers' storage — else at first use: a node whose roles do not use it never waits for
+    /// it (JetStream may be electing leaders as it starts).
     pub async fn open(nats: Nats) -> Result<JetStreamState, StateError> {
         let bucket = Arc::new(OnceCell::new());
+        match nats.key_value(bucket_name(&nats)).await {
+            Ok(store) => {
+                let _ = bucket.set(store);
+            }
+            Err(err) => tracing::info!(%err, "the state bucket opens at first use"),
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let (progress, durable) = watch::channel(Progress::default());
         let writer = tokio::spawn(write(nats.clone(), bucket.clone(), rx, progress));
@@ -91,12 +99,15 @@ impl JetStreamState {
     }
 }
 
+fn bucket_name(nats: &Nats) -> String {
+    format!("{}_state", nats.prefix)
+}
+
 /// The deployment's state bucket, opened once (waiting out a NATS cluster electing leaders).
 async fn bucket(nats: &Nats, cell: &OnceCell<Store>) -> Result<Store, StateError> {
     cell.get_or_try_init(|| {
         crate::patiently("the state bucket opens", || async {
-            let name = format!("{}_state", nats.prefix);
-            nats.key_value(name).await.map_err(write_error)
+            nats.key_value(bucket_name(nats)).await.map_err(write_error)
         })
     })
     .await
