@@ -25,7 +25,7 @@ use crate::cluster::{ClusterRoutes, Connected, LocalBroker, Origin};
 use crate::delivery::{Outgoing, Record, SubOptions};
 use crate::message::{Message, min_qos};
 use crate::metrics::BrokerMetrics;
-use crate::persist::{Persistence, Restored, RestoredSession, wall_ms};
+use crate::persist::{Persistence, Restored, RestoredSession, SessionMeta, wall_ms};
 use crate::session::{Enqueued, Kick, Link, QueueLimits, Session, Will};
 use crate::topic::{MatchSink, SharedGroup, SubscriptionFilter, SubscriptionTree, matches};
 
@@ -247,12 +247,6 @@ impl Broker {
         let now = Instant::now();
         let wall = wall_ms();
         let meta = &record.meta;
-        let owner = Principal {
-            client_id: record.client_id.to_string(),
-            username: meta.username.clone(),
-            identity: meta.identity.clone(),
-            signed_in_at_ms: 0,
-        };
         let session = Arc::new(Session::new(
             self.next_id(),
             record.client_id.clone(),
@@ -260,7 +254,7 @@ impl Broker {
             meta.username.as_deref().map(ByteString::from),
             self.metrics.session_queues.clone(),
         ));
-        let subscriptions = self.granted(&owner, &meta.subscriptions);
+        let subscriptions = self.granted(&record.client_id, meta);
         {
             let mut state = session.lock();
             state.expiry = meta.expiry_secs.map(Duration::from_secs);
@@ -298,17 +292,24 @@ impl Broker {
         self.metrics.sessions.set(sessions.len() as i64);
     }
 
-    /// Stored subscriptions of `owner` as the ACL in force now grants them.
+    /// The stored subscriptions of the session of `client_id` as the ACL in force now grants
+    /// them to its owner.
     fn granted(
         &self,
-        owner: &Principal,
-        stored: &[crate::persist::StoredSubscription],
+        client_id: &str,
+        meta: &SessionMeta,
     ) -> Vec<(String, SubscriptionFilter, SubOptions)> {
-        stored
+        let owner = Principal {
+            client_id: client_id.to_string(),
+            username: meta.username.clone(),
+            identity: meta.identity.clone(),
+            signed_in_at_ms: 0,
+        };
+        meta.subscriptions
             .iter()
             .filter_map(|sub| {
                 let filter = SubscriptionFilter::parse(&sub.filter, true).ok()?;
-                match self.auth.may_subscribe(owner, &filter.filter) {
+                match self.auth.may_subscribe(&owner, &filter.filter) {
                     SubscribeAccess::Granted(read) => {
                         Some((sub.filter.clone(), filter, sub.options(read)))
                     }
@@ -339,15 +340,9 @@ impl Broker {
         else {
             return;
         };
-        let owner = Principal {
-            client_id: client_id.clone(),
-            username: meta.username.clone(),
-            identity: meta.identity.clone(),
-            signed_in_at_ms: 0,
-        };
         // Only plain QoS 1/2 subscriptions: QoS 0 is not kept, shared ones go through the bus.
         let subscriptions: Vec<_> = self
-            .granted(&owner, &meta.subscriptions)
+            .granted(&client_id, &meta)
             .into_iter()
             .filter(|(_, filter, opts)| filter.group.is_none() && opts.qos != QoS::AtMostOnce)
             .collect();
@@ -406,9 +401,7 @@ impl Broker {
             if self.sessions().contains_key(client_id) {
                 continue;
             }
-            let qos = min_qos(message.qos, granted);
-            let retain = retain_as_published && message.retain;
-            let out = Outgoing::new(message.clone(), qos, retain, sub_ids);
+            let out = Outgoing::granted(&message, granted, retain_as_published, sub_ids);
             persistence.store_routed(client_id, &self.incarnation, seq, &out);
             stored_for.push(client_id.to_string());
         }
@@ -1002,11 +995,9 @@ impl Broker {
     }
 
     fn deliver_shared(&self, key: &SessionKey, opts: &SubOptions, message: &Arc<Message>) -> bool {
-        let qos = min_qos(message.qos, opts.qos);
-        let retain = opts.retain_as_published && message.retain;
         let sub_ids = opts.id.into_iter().collect();
         let result = key.0.enqueue(
-            Outgoing::new(message.clone(), qos, retain, sub_ids),
+            Outgoing::granted(message, opts.qos, opts.retain_as_published, sub_ids),
             self.limits.queue,
         );
         self.count(result);
@@ -1029,11 +1020,9 @@ impl Broker {
         let mut queued = 0;
         let sender = origin.map(|o| Arc::<str>::from(o.sender.as_str()));
         for (key, granted, retain_as_published, sub_ids) in deliveries.plain.into_values() {
-            let qos = min_qos(message.qos, granted);
-            let retain = retain_as_published && message.retain;
-            let mut out = Outgoing::new(message.clone(), qos, retain, sub_ids);
+            let mut out = Outgoing::granted(message, granted, retain_as_published, sub_ids);
             if let (Some(origin), Some(sender)) = (origin, &sender)
-                && qos != QoS::AtMostOnce
+                && out.qos != QoS::AtMostOnce
                 && origin.stored_for.iter().any(|c| **c == *key.0.client_id)
             {
                 // Its node stored it for this session already.

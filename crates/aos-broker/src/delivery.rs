@@ -83,6 +83,19 @@ pub enum Record {
 }
 
 impl Outgoing {
+    /// The copy of `message` a subscription granted `granted` receives: the lower QoS, the
+    /// retain flag only if it asked for retain-as-published.
+    pub fn granted(
+        message: &Arc<Message>,
+        granted: QoS,
+        retain_as_published: bool,
+        sub_ids: Vec<NonZeroU32>,
+    ) -> Self {
+        let qos = crate::message::min_qos(message.qos, granted);
+        let retain = retain_as_published && message.retain;
+        Outgoing::new(message.clone(), qos, retain, sub_ids)
+    }
+
     pub fn new(message: Arc<Message>, qos: QoS, retain: bool, sub_ids: Vec<NonZeroU32>) -> Self {
         Outgoing {
             message,
