@@ -1033,3 +1033,91 @@ async fn the_sessions_of_a_dead_node_expire_as_their_expiry_says() {
         .expect("connect");
     assert!(ack.session_present, "the long one is kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_of_a_persistent_session_keeps_what_was_acknowledged_for_it() {
+    use rumqttc::v5::mqttbytes::QoS;
+    const SENT: u32 = 20;
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let (a, mut b) = (open_broker(&shared), open_broker(&shared));
+    // Two members of one shared subscription: the application's persistent session on B, and a
+    // clean one on A.
+    let (mut app, _) = Client5::connect(persistent_app(b.ports.mqtt))
+        .await
+        .expect("connect");
+    app.subscribe("$share/workers/jobs/#", QoS::AtLeastOnce)
+        .await;
+    let mut helper = Client5::start(a.ports.mqtt, "helper").await;
+    helper
+        .subscribe("$share/workers/jobs/#", QoS::AtLeastOnce)
+        .await;
+
+    // While both live, each message goes to one of them.
+    let mut publisher = Client5::start(a.ports.mqtt, "publisher").await;
+    publish_jobs(&mut publisher, 1..=SENT).await;
+    let (mut to_app, mut to_helper) = (Vec::new(), Vec::new());
+    while to_app.len() + to_helper.len() < SENT as usize {
+        tokio::select! {
+            m = app.publish_received() => to_app.push(job(&m)),
+            m = helper.publish_received() => to_helper.push(job(&m)),
+        }
+    }
+    assert!(
+        !to_app.is_empty() && !to_helper.is_empty(),
+        "one member got all: {to_app:?} {to_helper:?}"
+    );
+    let mut got: Vec<u32> = to_app.into_iter().chain(to_helper).collect();
+    got.sort_unstable();
+    assert_eq!(got, (1..=SENT).collect::<Vec<_>>(), "each message once");
+
+    // The application's node dies, and the helper leaves: what A acknowledges now is kept for
+    // the application's session, which it finds on A.
+    b.signal(libc::SIGKILL);
+    b.wait_exit(PATIENCE).expect("killed");
+    drop(app);
+    helper.client.disconnect().await.expect("disconnect");
+    helper.disconnected().await;
+    publish_jobs(&mut publisher, SENT + 1..=2 * SENT).await;
+    let (mut app, ack) = Client5::connect(persistent_app(a.ports.mqtt))
+        .await
+        .expect("connect");
+    assert!(ack.session_present);
+    let mut later = std::collections::BTreeSet::new();
+    while later.len() < SENT as usize {
+        let n = job(&app.publish_received().await);
+        // Earlier ones B had not seen acknowledged may come again (flagged DUP).
+        if n > SENT {
+            later.insert(n);
+        }
+    }
+    assert_eq!(later, (SENT + 1..=2 * SENT).collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broker_node_knows_a_persistent_subscription_once_it_is_acknowledged() {
+    use rumqttc::v5::mqttbytes::QoS;
+    const ROUNDS: u64 = 50;
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let (a, b) = (open_broker(&shared), open_broker(&shared));
+    let (mut app, _) = Client5::connect(persistent_app(b.ports.mqtt))
+        .await
+        .expect("connect");
+    let mut publisher = Client5::start(a.ports.mqtt, "publisher").await;
+    // A message published on A the moment a subscription on B is acknowledged is stored for
+    // it by A before A acknowledges it — every time.
+    for round in 0..ROUNDS {
+        let topic = format!("fresh/{round}");
+        app.subscribe(&topic, QoS::AtLeastOnce).await;
+        publisher
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, round.to_string())
+            .await
+            .expect("publish");
+        publisher.puback().await;
+    }
+    assert_eq!(a.metric("aos_broker_cluster_stored_total"), ROUNDS);
+}

@@ -4,7 +4,7 @@
 //! by short critical sections. Publishing never waits for a subscriber: it appends to each
 //! matching session's bounded queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +16,14 @@ use aos_core::commands::{Presence, PresenceChange};
 use async_trait::async_trait;
 use ntex::util::ByteString;
 use ntex_mqtt::QoS;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use aos_core::state::{StateError, StateStore, StateUpdate};
 
 use crate::auth::{Authenticator, Principal, ReadCheck, Refusal, SubscribeAccess, is_protected};
-use crate::cluster::{ClusterRoutes, Connected, LocalBroker, Origin};
+use crate::cluster::{
+    ClusterRoutes, Connected, Handled, LocalBroker, Member, Origin, RELEASE_WAIT, node_of,
+};
 use crate::delivery::{Outgoing, Record, SubOptions};
 use crate::message::{Message, min_qos};
 use crate::metrics::BrokerMetrics;
@@ -93,14 +95,69 @@ pub struct Broker {
     /// The persistent sessions other nodes hold (with a shared store): what this node stores a
     /// message for before it acknowledges it.
     remote: RwLock<RemoteSessions>,
+    /// The ids of the other nodes running the broker role (as the node registry said lately).
+    peers: RwLock<Vec<String>>,
 }
 
 /// The persistent sessions other broker nodes hold, as their records in the shared store say:
-/// stand-in sessions (never connected here) with the subscriptions the ACL grants them.
+/// stand-in sessions (never connected here) with the subscriptions the ACL grants them, and
+/// every such session by its holder (what a dead node leaves behind is found without reading
+/// the store).
 #[derive(Default)]
 struct RemoteSessions {
     tree: SubscriptionTree<SessionKey, SubOptions>,
     sessions: HashMap<String, (SessionKey, Vec<SubscriptionFilter>)>,
+    /// Each session's meta (without its subscriptions), by client id.
+    held: HashMap<String, SessionMeta>,
+    /// The client ids of the sessions each broker incarnation holds.
+    by_holder: HashMap<String, HashSet<String>>,
+    /// Who waits to see a version of a session's record, by client id.
+    waiting: HashMap<String, Vec<(u64, oneshot::Sender<()>)>>,
+}
+
+impl RemoteSessions {
+    /// Forgets the session of `client_id`.
+    fn remove(&mut self, client_id: &str) {
+        if let Some((key, filters)) = self.sessions.remove(client_id) {
+            for filter in &filters {
+                self.tree.remove(filter, &key);
+            }
+        }
+        let holder = self.held.remove(client_id).and_then(|meta| meta.holder);
+        if let Some(holder) = holder
+            && let Some(clients) = self.by_holder.get_mut(&holder)
+        {
+            clients.remove(client_id);
+            if clients.is_empty() {
+                self.by_holder.remove(&holder);
+            }
+        }
+    }
+
+    /// Tells those waiting for a version of the record of `client_id` up to `seen` (`None`:
+    /// the session ended, every version was seen) that it was.
+    fn seen(&mut self, client_id: &str, seen: Option<u64>) {
+        let Some(waiting) = self.waiting.get_mut(client_id) else {
+            return;
+        };
+        for (_, done) in waiting.extract_if(.., |(v, _)| seen.is_none_or(|s| *v <= s)) {
+            let _ = done.send(());
+        }
+        waiting.retain(|(_, done)| !done.is_closed());
+        if waiting.is_empty() {
+            self.waiting.remove(client_id);
+        }
+    }
+
+    /// Records that `holder` holds the session of `client_id`, with `meta`.
+    fn hold(&mut self, client_id: &str, holder: String, mut meta: SessionMeta) {
+        meta.subscriptions = Vec::new();
+        self.by_holder
+            .entry(holder)
+            .or_default()
+            .insert(client_id.to_string());
+        self.held.insert(client_id.to_string(), meta);
+    }
 }
 
 /// Collects, per session, one delivery for all its matching subscriptions: the highest granted
@@ -111,10 +168,22 @@ struct Deliveries<'a> {
     protected: bool,
     auth: &'a dyn Authenticator,
     plain: HashMap<u64, (&'a SessionKey, QoS, bool, Vec<NonZeroU32>)>,
-    /// Whether shared subscriptions are served here (in a cluster they are served through the
-    /// bus, which picks a node).
-    groups: bool,
+    groups: Groups<'a>,
+    /// The member picked in each group served.
     shared: Vec<(&'a SessionKey, &'a SubOptions)>,
+    /// The groups found, with [`Groups::Find`].
+    found: Vec<&'a SharedGroup<SessionKey, SubOptions>>,
+}
+
+/// What a routing does with the shared subscriptions a message matches.
+#[derive(Clone, Copy)]
+enum Groups<'a> {
+    /// Serves them all (a node of its own).
+    All,
+    /// Serves those of these filters (in a cluster the bus picks a node for the others).
+    Only(&'a [SubscriptionFilter]),
+    /// Finds them without serving them (the stand-ins of other nodes' sessions).
+    Find,
 }
 
 impl<'a> MatchSink<'a, SessionKey, SubOptions> for Deliveries<'a> {
@@ -134,12 +203,38 @@ impl<'a> MatchSink<'a, SessionKey, SubOptions> for Deliveries<'a> {
     }
 
     fn group(&mut self, group: &'a SharedGroup<SessionKey, SubOptions>) {
-        if !self.groups {
-            return;
-        }
-        if let Some(pick) = pick_member(group, self.auth, self.message, self.protected) {
+        let serve = match self.groups {
+            Groups::All => true,
+            Groups::Only(filters) => filters.contains(&group.filter),
+            Groups::Find => {
+                self.found.push(group);
+                false
+            }
+        };
+        if serve && let Some(pick) = pick_member(group, self.auth, self.message, self.protected) {
             self.shared.push(pick);
         }
+    }
+}
+
+/// Which member of a shared subscription a node chose for a message.
+enum Choice<'a> {
+    /// None of its members is a persistent session elsewhere: not chosen here.
+    None,
+    /// One of this node's own.
+    Here,
+    /// A persistent session elsewhere, and the broker holding it.
+    There((&'a SessionKey, &'a SubOptions, String)),
+}
+
+/// The shared subscriptions a topic matches.
+struct FoundGroups<'a>(Vec<&'a SharedGroup<SessionKey, SubOptions>>);
+
+impl<'a> MatchSink<'a, SessionKey, SubOptions> for FoundGroups<'a> {
+    fn subscriber(&mut self, _: &'a SessionKey, _: &'a SubOptions) {}
+
+    fn group(&mut self, group: &'a SharedGroup<SessionKey, SubOptions>) {
+        self.0.push(group);
     }
 }
 
@@ -206,6 +301,7 @@ impl Broker {
             presence: OnceLock::new(),
             cluster: OnceLock::new(),
             remote: RwLock::new(RemoteSessions::default()),
+            peers: RwLock::new(Vec::new()),
         }
     }
 
@@ -328,23 +424,23 @@ impl Broker {
         };
         let mut remote = self.remote.write().unwrap_or_else(|e| e.into_inner());
         let remote = &mut *remote;
-        if let Some((key, filters)) = remote.sessions.remove(&client_id) {
-            for filter in &filters {
-                remote.tree.remove(filter, &key);
-            }
-            self.metrics
-                .cluster_sessions
-                .set(remote.sessions.len() as i64);
-        }
+        remote.remove(&client_id);
+        remote.seen(&client_id, meta.as_ref().map(|m| m.version));
+        self.metrics
+            .cluster_sessions
+            .set(remote.sessions.len() as i64);
         let Some(meta) = meta.filter(|m| m.holder.as_deref() != Some(self.incarnation.as_str()))
         else {
             return;
         };
-        // Only plain QoS 1/2 subscriptions: QoS 0 is not kept, shared ones go through the bus.
+        if let Some(holder) = meta.holder.clone() {
+            remote.hold(&client_id, holder, meta.clone());
+        }
+        // Only QoS 1/2 subscriptions: QoS 0 is not kept.
         let subscriptions: Vec<_> = self
             .granted(&client_id, &meta)
             .into_iter()
-            .filter(|(_, filter, opts)| filter.group.is_none() && opts.qos != QoS::AtMostOnce)
+            .filter(|(_, _, opts)| opts.qos != QoS::AtMostOnce)
             .collect();
         if subscriptions.is_empty() {
             return;
@@ -367,48 +463,186 @@ impl Broker {
             .set(remote.sessions.len() as i64);
     }
 
-    /// Stores a QoS 1/2 message, as message `seq` of this node, in the queue of every matching
-    /// persistent session another node holds (before it is acknowledged: a node that dies, or
-    /// the bus, cannot lose it); returns their client ids.
-    fn store_for_others(&self, message: &Message, seq: u64) -> Vec<String> {
-        let Some(persistence) = &self.persistence else {
+    /// The broker incarnations other than this one that hold persistent sessions.
+    pub fn holders_elsewhere(&self) -> Vec<String> {
+        let remote = self.remote.read().unwrap_or_else(|e| e.into_inner());
+        remote.by_holder.keys().cloned().collect()
+    }
+
+    /// The persistent sessions broker incarnation `holder` holds, with their meta (without
+    /// subscriptions).
+    pub fn sessions_held_by(&self, holder: &str) -> Vec<(String, SessionMeta)> {
+        let remote = self.remote.read().unwrap_or_else(|e| e.into_inner());
+        let Some(clients) = remote.by_holder.get(holder) else {
             return Vec::new();
         };
-        if message.qos == QoS::AtMostOnce {
-            return Vec::new();
+        clients
+            .iter()
+            .filter_map(|c| Some((c.clone(), remote.held.get(c)?.clone())))
+            .collect()
+    }
+
+    /// Which broker incarnation holds the persistent session of `client_id`, if any (this
+    /// node's own included).
+    pub fn holder_of(&self, client_id: &str) -> Option<String> {
+        if self
+            .session(client_id)
+            .is_some_and(|s| s.lock().stored.is_some())
+        {
+            return Some(self.incarnation.clone());
         }
         let remote = self.remote.read().unwrap_or_else(|e| e.into_inner());
-        if remote.sessions.is_empty() {
-            return Vec::new();
+        remote
+            .held
+            .get(client_id)
+            .and_then(|meta| meta.holder.clone())
+    }
+
+    /// Stores a QoS 1/2 message, as message `seq` of this node, in the queue of every matching
+    /// persistent session another node holds (before it is acknowledged: a node that dies, or
+    /// the bus, cannot lose it), and chooses the member itself of each shared subscription
+    /// with a persistent member (this node's, or one elsewhere, whom it stores it for). Returns
+    /// what it did, and the shared subscriptions whose member is to be one of this node's.
+    fn store_for_others(&self, message: &Message, seq: u64) -> (Handled, Vec<SubscriptionFilter>) {
+        let Some(persistence) = &self.persistence else {
+            return Default::default();
+        };
+        if message.qos == QoS::AtMostOnce {
+            return Default::default();
         }
+        // This node's own persistent members are stored for as it routes: through the bus they
+        // would get the message only after it was acknowledged.
+        let mut here = self.groups_with_persistent_members(&message.topic);
+        let mut handled = Handled {
+            served: here.clone(),
+            ..Handled::default()
+        };
+        let remote = self.remote.read().unwrap_or_else(|e| e.into_inner());
+        if remote.sessions.is_empty() {
+            return (handled, here);
+        }
+        let protected = is_protected(&message.topic, message.tenant);
         let mut deliveries = Deliveries {
             message,
-            protected: is_protected(&message.topic, message.tenant),
+            protected,
             auth: self.auth.as_ref(),
             plain: HashMap::new(),
-            groups: false,
+            groups: Groups::Find,
             shared: Vec::new(),
+            found: Vec::new(),
         };
         remote.tree.for_each_match(&message.topic, &mut deliveries);
-        if deliveries.plain.is_empty() {
-            return Vec::new();
-        }
-        let mut stored_for = Vec::new();
         let message = Arc::new(message.clone());
+        let mut store = |key: &SessionKey, out: Outgoing| {
+            persistence.store_routed(&key.0.client_id, &self.incarnation, seq, &out);
+            handled.stored_for.push(key.0.client_id.to_string());
+        };
         for (key, granted, retain_as_published, sub_ids) in deliveries.plain.into_values() {
-            let client_id = &key.0.client_id;
             // Taken over by this node meanwhile: it is routed here.
-            if self.sessions().contains_key(client_id) {
-                continue;
+            if self.session(&key.0.client_id).is_none() {
+                let out = Outgoing::granted(&message, granted, retain_as_published, sub_ids);
+                store(key, out);
             }
-            let out = Outgoing::granted(&message, granted, retain_as_published, sub_ids);
-            persistence.store_routed(client_id, &self.incarnation, seq, &out);
-            stored_for.push(client_id.to_string());
         }
-        if !stored_for.is_empty() {
-            self.metrics.cluster_stored.inc_by(stored_for.len() as u64);
+        for group in deliveries.found {
+            let chosen = match self.choose_member(group, &remote, &message, protected, seq) {
+                Choice::None => continue,
+                Choice::Here => None,
+                Choice::There(member) => Some(member),
+            };
+            if !handled.served.contains(&group.filter) {
+                handled.served.push(group.filter.clone());
+            }
+            here.retain(|f| *f != group.filter);
+            let Some((key, opts, holder)) = chosen else {
+                here.push(group.filter.clone());
+                continue;
+            };
+            let sub_ids = opts.id.into_iter().collect();
+            store(
+                key,
+                Outgoing::granted(&message, opts.qos, opts.retain_as_published, sub_ids),
+            );
+            handled.members.push(Member {
+                holder,
+                client_id: key.0.client_id.to_string(),
+                filter: format!(
+                    "$share/{}/{}",
+                    group.filter.group.as_deref().unwrap_or_default(),
+                    group.filter.filter
+                ),
+            });
         }
-        stored_for
+        if !handled.stored_for.is_empty() {
+            self.metrics
+                .cluster_stored
+                .inc_by(handled.stored_for.len() as u64);
+        }
+        (handled, here)
+    }
+
+    /// The shared subscriptions matching `topic` with a persistent session among their members
+    /// on this node.
+    fn groups_with_persistent_members(&self, topic: &str) -> Vec<SubscriptionFilter> {
+        let local = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
+        let mut found = FoundGroups(Vec::new());
+        local.for_each_match(topic, &mut found);
+        found
+            .0
+            .into_iter()
+            .filter(|g| g.members.keys().any(|k| k.0.lock().stored.is_some()))
+            .map(|g| g.filter.clone())
+            .collect()
+    }
+
+    /// Chooses the member of shared subscription `group` (the stand-ins of its members
+    /// elsewhere) to give message `seq` to: in turn by sequence number among this node's
+    /// members and those elsewhere, connected ones first.
+    fn choose_member<'a>(
+        &self,
+        group: &'a SharedGroup<SessionKey, SubOptions>,
+        remote: &RemoteSessions,
+        message: &Message,
+        protected: bool,
+        seq: u64,
+    ) -> Choice<'a> {
+        let readable = |k: &SessionKey, opts: &SubOptions| {
+            may_read(self.auth.as_ref(), &k.0, opts, message, protected)
+        };
+        // Members elsewhere (not taken over by this node meanwhile): whether each is connected,
+        // and its holder.
+        let there: Vec<_> = group
+            .members
+            .iter()
+            .filter(|(k, opts)| self.session(&k.0.client_id).is_none() && readable(k, opts))
+            .filter_map(|(k, opts)| {
+                let meta = remote.held.get(&*k.0.client_id)?;
+                let connected = meta.disconnected_at_ms.is_none();
+                Some((k, opts, connected, meta.holder.clone()?))
+            })
+            .collect();
+        if there.is_empty() {
+            return Choice::None;
+        }
+        let ours: Vec<bool> = {
+            let local = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
+            local.group(&group.filter).map_or_else(Vec::new, |g| {
+                g.members
+                    .iter()
+                    .filter(|(k, opts)| readable(k, opts))
+                    .map(|(k, _)| k.0.is_connected())
+                    .collect()
+            })
+        };
+        let any_connected = there.iter().any(|m| m.2) || ours.contains(&true);
+        let eligible = |connected: bool| connected || !any_connected;
+        let there: Vec<_> = there.into_iter().filter(|m| eligible(m.2)).collect();
+        let candidates = there.len() + ours.iter().filter(|c| eligible(**c)).count();
+        // Past the members elsewhere: one of this node's, which its own routing picks.
+        match there.into_iter().nth((seq % candidates as u64) as usize) {
+            Some((key, opts, _, holder)) => Choice::There((key, opts, holder)),
+            None => Choice::Here,
+        }
     }
 
     /// In a cluster sharing its state store: before a client connects here, the session of its
@@ -490,8 +724,7 @@ impl Broker {
 
     /// Whether `incarnation` is this node's (this run, or an earlier one, which is gone).
     fn same_node(&self, incarnation: &str) -> bool {
-        let node = |i: &str| i.rsplit_once('-').map_or(i, |(node, _)| node).to_string();
-        node(incarnation) == node(&self.incarnation)
+        node_of(incarnation) == node_of(&self.incarnation)
     }
 
     /// A retained message another node stored (or this one: the store tells every node).
@@ -614,8 +847,15 @@ impl Broker {
         {
             self.publish_will(client_id, will.message);
         }
-        // Kept where a surviving node finds it should this node die.
-        let will = session.lock().will.clone();
+        // Kept where a surviving node finds it should this node die — due when the delay or the
+        // session's expiry runs out, whichever comes first.
+        let will = {
+            let state = session.lock();
+            state.will.clone().map(|mut will| {
+                will.delay = state.expiry.map_or(will.delay, |e| will.delay.min(e));
+                will
+            })
+        };
         self.keep_will(client_id, will.as_ref());
         (session, present)
     }
@@ -974,24 +1214,64 @@ impl Broker {
         }
     }
 
+    /// The other nodes running the broker role now, by id.
+    pub fn set_peers(&self, peers: Vec<String>) {
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = peers;
+    }
+
+    /// In a cluster sharing its state store: waits (a while at most) until the other broker
+    /// nodes know the stored subscriptions of persistent `session` (they store what they accept
+    /// for it before acknowledging it only once they know them; and their bus servers know
+    /// where to send it), before a SUBACK promises them.
+    pub async fn subscriptions_seen(&self, session: &Session) {
+        let (Some(cluster), Some(persistence)) = (self.cluster.get(), &self.persistence) else {
+            return;
+        };
+        if !persistence.shared() {
+            return;
+        }
+        let Some(version) = session
+            .lock()
+            .stored
+            .as_ref()
+            .and_then(|s| s.subscribed_at())
+        else {
+            return;
+        };
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if cluster
+            .seen_everywhere(&session.client_id, version, peers)
+            .await
+            && let Some(stored) = session.lock().stored.as_ref()
+        {
+            stored.seen_everywhere(version);
+        }
+    }
+
     /// Routes a message to every matching subscription, on this node and (in a cluster) on the
     /// others; returns the number of this node's sessions it was queued for.
     pub fn publish(&self, message: Message) -> usize {
+        let mut here = Vec::new();
         if let Some(cluster) = self.cluster.get() {
             let seq = cluster.next_seq();
-            let stored_for = self.store_for_others(&message, seq);
+            let handled;
+            (handled, here) = self.store_for_others(&message, seq);
             let stored_at = self
                 .persistence
                 .as_ref()
-                .filter(|_| !stored_for.is_empty())
+                .filter(|_| !handled.stored_for.is_empty())
                 .map(|p| p.position());
-            cluster.forward(seq, &stored_for, stored_at, &message);
+            cluster.forward(seq, handled, stored_at, &message);
         }
         let message = Arc::new(message);
         if message.retain {
             self.retain(&message);
         }
-        self.route(&message, self.cluster.get().is_none(), None)
+        let groups = match self.cluster.get() {
+            None => Groups::All,
+            Some(_) => Groups::Only(&here),
+        };
+        self.route(&message, groups, None)
     }
 
     fn deliver_shared(&self, key: &SessionKey, opts: &SubOptions, message: &Arc<Message>) -> bool {
@@ -1004,9 +1284,9 @@ impl Broker {
         result == Enqueued::Queued
     }
 
-    /// `groups`: whether this node serves the shared subscriptions the message matches.
-    /// `origin`: the node that routed it here, and the sessions it stored it for.
-    fn route(&self, message: &Arc<Message>, groups: bool, origin: Option<&Origin>) -> usize {
+    /// `groups`: which shared subscriptions the message matches this node serves. `origin`: the
+    /// node that routed it here, and the sessions it stored it for.
+    fn route(&self, message: &Arc<Message>, groups: Groups<'_>, origin: Option<&Origin>) -> usize {
         let tree = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
         let mut deliveries = Deliveries {
             message,
@@ -1015,6 +1295,7 @@ impl Broker {
             plain: HashMap::new(),
             groups,
             shared: Vec::new(),
+            found: Vec::new(),
         };
         tree.for_each_match(&message.topic, &mut deliveries);
         let mut queued = 0;
@@ -1045,7 +1326,7 @@ impl LocalBroker for Broker {
     /// Routes a message another node accepted to this node's plain subscriptions (its retained
     /// messages are that node's).
     fn route_from_cluster(&self, message: Message, origin: &Origin) {
-        self.route(&Arc::new(message), false, Some(origin));
+        self.route(&Arc::new(message), Groups::Only(&[]), Some(origin));
     }
 
     /// Gives a message the bus chose this node for to one member of shared subscription
@@ -1059,6 +1340,31 @@ impl LocalBroker for Broker {
             .and_then(|group| pick_member(group, self.auth.as_ref(), &message, protected));
         if let Some((key, opts)) = pick {
             self.deliver_shared(key, opts, &message);
+        }
+    }
+
+    /// Gives a message the node that accepted it stored for sessions here to their shared
+    /// subscriptions (a session that moved on finds it in the store).
+    fn route_to_members(&self, message: Message, origin: &Origin) {
+        let message = Arc::new(message);
+        let protected = is_protected(&message.topic, message.tenant);
+        let sender = Arc::<str>::from(origin.sender.as_str());
+        for (client_id, filter) in &origin.members {
+            let Some(session) = self.session(client_id) else {
+                continue;
+            };
+            let subscription = session.lock().subscriptions.get(filter).map(|(_, o)| *o);
+            let Some(opts) = subscription
+                .filter(|opts| may_read(self.auth.as_ref(), &session, opts, &message, protected))
+            else {
+                continue;
+            };
+            let sub_ids = opts.id.into_iter().collect();
+            let mut out = Outgoing::granted(&message, opts.qos, opts.retain_as_published, sub_ids);
+            if out.qos != QoS::AtMostOnce {
+                out.record = Some(Record::Routed(sender.clone(), origin.seq));
+            }
+            self.count(session.enqueue(out, self.limits.queue));
         }
     }
 
@@ -1101,6 +1407,31 @@ impl LocalBroker for Broker {
         }
         if let Err(err) = self.durable().await {
             tracing::warn!(%err, client_id, "a session let go of may not be stored whole");
+        }
+    }
+
+    async fn seen(&self, client_id: &str, version: u64) {
+        let seen = {
+            let mut remote = self.remote.write().unwrap_or_else(|e| e.into_inner());
+            let known = remote.held.get(client_id).map(|m| m.version);
+            if known.is_some_and(|known| known >= version) {
+                return;
+            }
+            let (done, seen) = oneshot::channel();
+            remote
+                .waiting
+                .entry(client_id.to_string())
+                .or_default()
+                .push((version, done));
+            seen
+        };
+        if tokio::time::timeout(RELEASE_WAIT, seen).await.is_err() {
+            tracing::warn!(
+                client_id,
+                "the record of a session another node changed was not seen in time"
+            );
+            let mut remote = self.remote.write().unwrap_or_else(|e| e.into_inner());
+            remote.seen(client_id, Some(0));
         }
     }
 

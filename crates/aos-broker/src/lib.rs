@@ -211,6 +211,7 @@ impl Role for BrokerRole {
             let (retained, sessions) = (restored.retained.len(), restored.sessions.len());
             broker.restore(restored);
             tracing::info!(retained, sessions, "broker state restored");
+            persistence.mark_holder();
             if let Some((now, changes)) = persistence
                 .follow_sessions()
                 .await

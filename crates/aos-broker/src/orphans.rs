@@ -1,18 +1,23 @@
-//! What a dead broker node leaves behind in a cluster: the wills of its clients' connections.
-//! Every node keeps the will of each connection to it in the shared store, under the client id
-//! and the node; one node at a time (a lease in the `Kv` seam, taken over within seconds when
-//! its holder stops) looks every second for wills whose node is gone — no longer registered,
-//! or registered since a restart — and publishes each once its will delay has passed since the
-//! death was seen. A delayed will is dropped instead if its client connected to a live node
-//! meanwhile (MQTT 5: the session went on); a will without delay was due when the connection
-//! died, and goes out whatever the client did since. Every few seconds the same node ends the
-//! persistent sessions a dead node held once their session expiry has passed (nobody else
-//! would: a session expires on the node holding it).
+//! What a dead broker node leaves behind in a cluster: the wills of its clients' connections,
+//! and the persistent sessions it held. Every node keeps the will of each connection to it in
+//! the shared store, under its own incarnation (and marks that it may have some); one node at a
+//! time (a lease in the `Kv` seam, taken over within seconds when its holder stops) looks every
+//! second for marked incarnations that are gone — no longer registered, or registered since a
+//! restart — and publishes each of their wills once its will delay has passed since the death
+//! was seen. A delayed will is dropped instead if its client's persistent session went on on a
+//! live node meanwhile (MQTT 5: the session continued); a will without delay was due when the
+//! connection died, and goes out whatever the client did since. Every few seconds the same node
+//! ends the persistent sessions a dead node held once their session expiry has passed (nobody
+//! else would: a session expires on the node holding it); it finds them in the session records
+//! every node follows, by holder. The cost of a look grows with the number of nodes and with
+//! what dead nodes left, never with the number of clients of live ones. (Every node reads the
+//! registry each second anyway: it tells the broker which other broker nodes there are.)
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aos_core::RoleKind;
 use aos_core::kv::{Kv, LOOK_LEASE, take_lease};
 use aos_core::node::{REGISTRATIONS, Registration};
 use tokio_util::sync::CancellationToken;
@@ -24,8 +29,10 @@ use crate::persist::{Persistence, wall_ms};
 const LEASE: &str = "jobs.broker-orphans";
 /// How often the job looks at the wills.
 const LOOK: Duration = Duration::from_secs(1);
-/// How many looks apart it looks at the sessions (all of them: less often).
+/// How many looks apart it looks at the sessions.
 const SESSIONS_EVERY: u32 = 5;
+/// How many looks apart every node marks again that it may leave wills.
+const MARK_EVERY: u32 = 30;
 
 /// When each orphan was first seen with its node gone, by client id and that node.
 type Orphans = HashMap<(String, String), Instant>;
@@ -46,6 +53,28 @@ pub async fn run(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // (Marked first as the broker started, before it had clients.)
+        if look > 0 && look % MARK_EVERY == 0 {
+            persistence.mark_holder();
+        }
+        // Never guessed from a registry that cannot be read.
+        let registry: Vec<Registration> = match kv.list(REGISTRATIONS).await {
+            Ok(entries) => entries
+                .iter()
+                .filter_map(|entry| serde_json::from_slice(&entry.value).ok())
+                .collect(),
+            Err(err) => {
+                tracing::warn!(%err, "cannot read the node registry; the dead nodes' clients wait");
+                continue;
+            }
+        };
+        broker.set_peers(
+            registry
+                .iter()
+                .filter(|r| r.running_roles.contains(&RoleKind::Broker))
+                .map(|r| r.info.id.clone())
+                .collect(),
+        );
         match take_lease(kv.as_ref(), LEASE, &node, LOOK_LEASE).await {
             Ok(true) => {}
             Ok(false) => {
@@ -58,105 +87,104 @@ pub async fn run(
                 continue;
             }
         }
-        // Never guessed from a registry that cannot be read.
-        let started = match kv.list(REGISTRATIONS).await {
-            Ok(entries) => entries
-                .iter()
-                .filter_map(|entry| {
-                    let node: Registration = serde_json::from_slice(&entry.value).ok()?;
-                    let at = chrono::DateTime::parse_from_rfc3339(&node.info.started_at).ok()?;
-                    Some((node.info.id, at.timestamp_millis()))
-                })
-                .collect::<HashMap<String, i64>>(),
-            Err(err) => {
-                tracing::warn!(%err, "cannot read the node registry; the dead nodes' clients wait");
-                continue;
-            }
-        };
+        let started: HashMap<String, i64> = registry
+            .into_iter()
+            .filter_map(|r| {
+                let at = chrono::DateTime::parse_from_rfc3339(&r.info.started_at).ok()?;
+                Some((r.info.id, at.timestamp_millis()))
+            })
+            .collect();
         publish_wills(&broker, &persistence, &started, &mut wills).await;
         if look % SESSIONS_EVERY == 0 {
-            end_sessions(&persistence, &started, &mut sessions).await;
+            end_sessions(&broker, &persistence, &started, &mut sessions);
         }
     }
 }
 
-/// Publishes the wills whose node is gone, once their delay has passed.
+/// Publishes the wills of dead nodes, once their delay has passed; forgets a dead node once it
+/// left nothing.
 async fn publish_wills(
     broker: &Broker,
     persistence: &Persistence,
     started: &HashMap<String, i64>,
     orphaned: &mut Orphans,
 ) {
-    let wills = match persistence.wills().await {
-        Ok(wills) => wills,
+    let holders = match persistence.holders().await {
+        Ok(holders) => holders,
         Err(err) => {
-            tracing::warn!(%err, "cannot read the wills of connected clients");
+            tracing::warn!(%err, "cannot read which nodes left wills");
             return;
         }
     };
     let now = Instant::now();
     let mut still = Orphans::new();
-    let back: HashSet<String> = wills
-        .iter()
-        .filter(|w| alive(&w.holder, started))
-        .map(|w| w.client_id.clone())
-        .collect();
-    for will in wills {
-        if alive(&will.holder, started) {
+    let with_sessions: HashSet<String> = broker.holders_elsewhere().into_iter().collect();
+    for holder in holders.into_iter().filter(|h| !alive(h, started)) {
+        let wills = match persistence.wills_of(&holder).await {
+            Ok(wills) => wills,
+            Err(err) => {
+                tracing::warn!(%err, node = %holder, "cannot read the wills a dead node left");
+                continue;
+            }
+        };
+        if wills.is_empty() && !with_sessions.contains(&holder) {
+            persistence.forget_holder(&holder);
             continue;
         }
-        if !will.delay.is_zero() && back.contains(&will.client_id) {
+        for will in wills {
+            let went_on = broker
+                .holder_of(&will.client_id)
+                .is_some_and(|h| h != holder && alive(&h, started));
+            if !will.delay.is_zero() && went_on {
+                persistence.will_done(&will);
+                continue;
+            }
+            let key = (will.client_id.clone(), holder.clone());
+            let since = orphaned.get(&key).copied().unwrap_or(now);
+            if now.duration_since(since) < will.delay {
+                still.insert(key, since);
+                continue;
+            }
+            tracing::info!(client_id = %will.client_id, node = %holder, "the client's broker node is gone: its will is published");
             persistence.will_done(&will);
-            continue;
+            broker.publish(will.message);
+            broker.metrics.orphan_wills.inc();
         }
-        let key = (will.client_id.clone(), will.holder.clone());
-        let since = orphaned.get(&key).copied().unwrap_or(now);
-        if now.duration_since(since) < will.delay {
-            still.insert(key, since);
-            continue;
-        }
-        tracing::info!(client_id = %will.client_id, node = %will.holder, "the client's broker node is gone: its will is published");
-        persistence.will_done(&will);
-        broker.publish(will.message);
-        broker.metrics.orphan_wills.inc();
     }
     *orphaned = still;
 }
 
 /// Ends the persistent sessions whose node is gone once their expiry has passed — counted from
 /// their disconnection, or for those connected when their node died, from when that was seen.
-async fn end_sessions(
+fn end_sessions(
+    broker: &Broker,
     persistence: &Persistence,
     started: &HashMap<String, i64>,
     orphaned: &mut Orphans,
 ) {
-    let sessions = match persistence.sessions_held().await {
-        Ok(sessions) => sessions,
-        Err(err) => {
-            tracing::warn!(%err, "cannot read the persistent sessions of the cluster");
-            return;
-        }
-    };
     let (now, wall) = (Instant::now(), wall_ms());
     let mut still = Orphans::new();
-    for (client_id, meta) in sessions {
-        let Some(holder) = meta.holder.clone().filter(|h| !alive(h, started)) else {
-            continue;
-        };
-        let key = (client_id, holder);
-        let seen = orphaned.get(&key).copied().unwrap_or(now);
-        let since = match meta.disconnected_at_ms {
-            Some(_) => meta.disconnected_at(now, wall),
-            None => seen,
-        };
-        let expired = meta
-            .expiry_secs
-            .is_some_and(|secs| now.duration_since(since) >= Duration::from_secs(secs));
-        if expired {
-            tracing::info!(client_id = %key.0, node = %key.1, "the session's broker node is gone and it expired: ended");
-            persistence.end_session(&key.0);
-        } else {
-            still.insert(key, seen);
+    let dead = broker
+        .holders_elsewhere()
+        .into_iter()
+        .filter(|h| !alive(h, started));
+    for holder in dead {
+        for (client_id, meta) in broker.sessions_held_by(&holder) {
+            let key = (client_id, holder.clone());
+            let seen = orphaned.get(&key).copied().unwrap_or(now);
+            let since = match meta.disconnected_at_ms {
+                Some(_) => meta.disconnected_at(now, wall),
+                None => seen,
+            };
+            let expired = meta
+                .expiry_secs
+                .is_some_and(|secs| now.duration_since(since) >= Duration::from_secs(secs));
+            if expired {
+                tracing::info!(client_id = %key.0, node = %key.1, "the session's broker node is gone and it expired: ended");
+                persistence.end_session(&key.0);
+            } else {
+                still.insert(key, seen);
+            }
         }
     }
     *orphaned = still;

@@ -16,11 +16,15 @@
 //!
 //! In a shared store, `broker.m.<client id>` (the client id as one level) repeats a session's
 //! `meta`: every node follows these records to know the persistent sessions other nodes hold;
-//! `broker.w.<client id>.<node incarnation>` is the will of a client's connection to that node.
+//! `broker.w.<node incarnation>.<client id>` is the will of a client's connection to that node,
+//! and `broker.n.<node incarnation>` says that the node may have left wills (so that a surviving
+//! node reads the wills of dead nodes only, never everyone's).
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::num::{NonZeroU16, NonZeroU32};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aos_core::access::Identity;
@@ -37,6 +41,7 @@ const RETAINED: &str = "broker.r.";
 const SESSIONS: &str = "broker.s.";
 const ROUTES: &str = "broker.m.";
 const WILLS: &str = "broker.w.";
+const HOLDERS: &str = "broker.n.";
 
 /// The broker's view of the state store.
 pub struct Persistence {
@@ -52,10 +57,15 @@ pub struct StoredSession {
     /// Its `broker.m.` record, in a shared store.
     route: Option<String>,
     next_seq: u64,
+    /// The version of its meta saved last (see [`SessionMeta::version`]).
+    version: AtomicU64,
+    /// The version since which its subscriptions are as they are, a hash of them, and whether
+    /// the other nodes were seen to know them.
+    subscribed: Mutex<(u64, u64, bool)>,
 }
 
 /// A subscription as stored (its ACL answer is worked out again when it is restored).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct StoredSubscription {
     pub filter: String,
     pub qos: u8,
@@ -117,9 +127,20 @@ pub struct SessionMeta {
     /// ask to let go of it before taking it over).
     #[serde(default)]
     pub holder: Option<String>,
+    /// Grows with every change, whichever node holds it (microseconds since the Unix epoch at
+    /// least): a node that follows the records can tell that it saw a change.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl SessionMeta {
+    /// A hash of its subscriptions (to tell when they change).
+    fn subscriptions_hash(&self) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.subscriptions.hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// When its connection ended (`None` in it: at `now`, the restart).
     pub fn disconnected_at(&self, now: Instant, wall: i64) -> Instant {
         self.disconnected_at_ms
@@ -195,27 +216,6 @@ impl Persistence {
         Ok(Some((now, changes)))
     }
 
-    /// Every persistent session of the cluster, with its meta (a shared store's `broker.m.`
-    /// records; what does not decode is left out).
-    pub async fn sessions_held(&self) -> Result<Vec<(String, SessionMeta)>, StateError> {
-        Ok(self
-            .state
-            .load(ROUTES)
-            .await?
-            .into_iter()
-            .filter_map(|(key, value)| {
-                let update = StateUpdate {
-                    key,
-                    value: Some(value),
-                };
-                match Persistence::session_update(&update)? {
-                    (client_id, Some(meta)) => Some((client_id, meta)),
-                    (_, None) => None,
-                }
-            })
-            .collect())
-    }
-
     /// Ends the session of `client_id` in the store (its node is gone): everything it stored
     /// goes.
     pub fn end_session(&self, client_id: &str) {
@@ -242,7 +242,7 @@ impl Persistence {
         if !self.shared() {
             return;
         }
-        let key = will_key(client_id, &self.holder);
+        let key = will_key(&self.holder, client_id);
         let change = match will {
             Some((message, delay)) => {
                 let mut buf = Vec::new();
@@ -255,21 +255,49 @@ impl Persistence {
         self.state.stage(vec![change]);
     }
 
-    /// The wills of the clients connected to any node (a shared store); what does not decode is
-    /// dropped.
-    pub async fn wills(&self) -> Result<Vec<StoredWill>, StateError> {
+    /// Records that this node may leave wills (a shared store only; again from time to time,
+    /// in case a surviving node took it for dead and forgot it).
+    pub fn mark_holder(&self) {
+        if self.shared() {
+            let key = format!("{HOLDERS}{}", escape_level(&self.holder));
+            self.state.stage(vec![StateChange::put(
+                key,
+                self.holder.clone().into_bytes(),
+            )]);
+        }
+    }
+
+    /// The broker incarnations that may have left wills.
+    pub async fn holders(&self) -> Result<Vec<String>, StateError> {
+        Ok(self
+            .state
+            .load(HOLDERS)
+            .await?
+            .into_iter()
+            .filter_map(|(key, _)| unescape_level(key.strip_prefix(HOLDERS)?))
+            .collect())
+    }
+
+    /// `holder` is gone and left nothing: it is no longer looked at.
+    pub fn forget_holder(&self, holder: &str) {
+        let key = format!("{HOLDERS}{}", escape_level(holder));
+        self.state.stage(vec![StateChange::delete(key)]);
+    }
+
+    /// The wills of the clients connected to broker `holder`; what does not decode is dropped.
+    pub async fn wills_of(&self, holder: &str) -> Result<Vec<StoredWill>, StateError> {
         let (now, wall) = (Instant::now(), wall_ms());
+        let prefix = will_key(holder, "");
         let mut wills = Vec::new();
-        for (key, value) in self.state.load(WILLS).await? {
+        for (key, value) in self.state.load(&prefix).await? {
             let read = || {
-                let (client_id, holder) = key.strip_prefix(WILLS)?.split_once('.')?;
-                let (client_id, holder) = (unescape_level(client_id)?, unescape_level(holder)?);
+                let client_id = unescape_level(key.strip_prefix(&prefix)?)?;
                 let mut r = Reader::new(&value);
                 let delay = Duration::from_secs(u64::from_le_bytes(r.take(8)?.try_into().ok()?));
                 let message = r.message(now, wall)?;
                 r.is_empty().then_some(StoredWill {
                     client_id,
-                    holder,
+                    holder: holder.to_string(),
                     delay,
                     message,
                 })
@@ -287,7 +315,7 @@ impl Persistence {
 
     /// A will another node kept is done with (published, or its session went on elsewhere).
     pub fn will_done(&self, will: &StoredWill) {
-        let key = will_key(&will.client_id, &will.holder);
+        let key = will_key(&will.holder, &will.client_id);
         self.state.stage(vec![StateChange::delete(key)]);
     }
 
@@ -335,6 +363,8 @@ impl Persistence {
             prefix: session_prefix(client_id),
             route: self.shared().then(|| route_key(client_id)),
             next_seq: 0,
+            version: AtomicU64::new(0),
+            subscribed: Mutex::new((0, 0, true)),
         }
     }
 
@@ -470,6 +500,8 @@ impl Persistence {
                 continue;
             };
             let mut stored = self.session(&client_id);
+            stored.version = AtomicU64::new(meta.version);
+            stored.subscribed = Mutex::new((meta.version, meta.subscriptions_hash(), true));
             stored.next_seq = group
                 .queued
                 .keys()
@@ -568,6 +600,17 @@ impl StoredSession {
     /// Stores who owns the session (this broker holding it), its expiry and subscriptions.
     pub fn save(&self, mut meta: SessionMeta) {
         meta.holder = Some(self.persistence.holder.clone());
+        let floor = u64::try_from(wall_ms()).unwrap_or_default() * 1000;
+        let before = self.version.load(Ordering::Relaxed);
+        meta.version = floor.max(before + 1);
+        self.version.store(meta.version, Ordering::Relaxed);
+        let hash = meta.subscriptions_hash();
+        {
+            let mut subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
+            if subscribed.1 != hash {
+                *subscribed = (meta.version, hash, false);
+            }
+        }
         let body = match serde_json::to_vec(&meta) {
             Ok(body) => body,
             Err(err) => {
@@ -580,6 +623,22 @@ impl StoredSession {
             changes.push(StateChange::put(route.clone(), body));
         }
         self.stage(changes);
+    }
+
+    /// The version of its meta since which its subscriptions are as they are (what a node
+    /// following the records must have seen to route to them), unless the other nodes were
+    /// seen to know it.
+    pub fn subscribed_at(&self) -> Option<u64> {
+        let subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
+        (!subscribed.2).then_some(subscribed.0)
+    }
+
+    /// The other nodes know the subscriptions of version `version`.
+    pub fn seen_everywhere(&self, version: u64) {
+        let mut subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
+        if subscribed.0 == version {
+            subscribed.2 = true;
+        }
     }
 
     /// The session has ended: everything it stored goes.
@@ -627,11 +686,12 @@ fn route_key(client_id: &str) -> String {
     format!("{ROUTES}{}", escape_level(client_id))
 }
 
-fn will_key(client_id: &str, holder: &str) -> String {
+/// `broker.w.<holder>.<client id>` (with an empty client id: the prefix of a holder's wills).
+fn will_key(holder: &str, client_id: &str) -> String {
     format!(
         "{WILLS}{}.{}",
-        escape_level(client_id),
-        escape_level(holder)
+        escape_level(holder),
+        escape_level(client_id)
     )
 }
 

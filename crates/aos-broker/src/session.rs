@@ -409,6 +409,7 @@ impl Session {
             disconnected_at_ms: state.disconnected_at.map(instant_as_wall_ms),
             subscriptions,
             holder: None,
+            version: 0,
         });
     }
 

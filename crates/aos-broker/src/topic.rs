@@ -78,20 +78,21 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 
 /// The members of one shared subscription (`$share/{group}/{filter}`); each message goes to one.
 pub struct SharedGroup<K, V> {
+    /// Its filter (with the group's name).
+    pub filter: SubscriptionFilter,
     pub members: HashMap<K, V>,
     turn: AtomicUsize,
 }
 
-impl<K, V> Default for SharedGroup<K, V> {
-    fn default() -> Self {
+impl<K, V> SharedGroup<K, V> {
+    fn new(filter: &SubscriptionFilter) -> Self {
         SharedGroup {
+            filter: filter.clone(),
             members: HashMap::new(),
             turn: AtomicUsize::new(0),
         }
     }
-}
 
-impl<K, V> SharedGroup<K, V> {
     /// The next member in turn among those `eligible` accepts (round robin), if any.
     pub fn pick(&self, eligible: impl Fn(&K, &V) -> bool) -> Option<(&K, &V)> {
         let n = self.members.len();
@@ -176,7 +177,7 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTree<K, V> {
                 &mut node
                     .groups
                     .entry(group.as_str().into())
-                    .or_default()
+                    .or_insert_with(|| SharedGroup::new(filter))
                     .members
             }
             None => &mut node.subscribers,
@@ -394,7 +395,8 @@ mod tests {
 
     #[test]
     fn a_shared_group_takes_turns_and_skips_ineligible_members() {
-        let mut group = SharedGroup::default();
+        let filter = SubscriptionFilter::parse("$share/g/a", true).expect("filter");
+        let mut group = SharedGroup::new(&filter);
         for k in [1u32, 2, 3] {
             group.members.insert(k, ());
         }

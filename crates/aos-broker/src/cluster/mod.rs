@@ -9,8 +9,12 @@
 //! the sender's incarnation and sequence number.
 //!
 //! A shared subscription's members on every node form one NATS queue group per pattern: the
-//! bus gives each message to one node (the sender's too), which gives it to one of its members;
-//! a node never serves shared subscriptions from its own publishes directly.
+//! bus gives each message to one node (the sender's too), which gives it to one of its members.
+//! When a member is a persistent session another node holds, the publishing node chooses the
+//! member itself (before it acknowledges a QoS 1/2 message it must have stored it for the one
+//! chosen): one of its own, or one elsewhere, to which it sends the message on the subject of
+//! that member's node ([`subject::of_node`]); the message on the topic's subject then tells the
+//! group's other members to leave it.
 //!
 //! A node that connects a client tells the others (`broker.connected`), and a node holding an
 //! older connection of the same client id closes it as taken over (5.0: 0x8E) — unless it is a
@@ -19,7 +23,12 @@
 //! With a shared state store a session is the cluster's: the node a client connects to takes
 //! its session over from the store, first asking the node that holds it to let go
 //! (`broker.release`, answered on `broker.released` once what it stored is durable). A holder
-//! that does not answer within [`RELEASE_WAIT`] is taken for gone.
+//! that does not answer within [`RELEASE_WAIT`] is taken for gone. Before it answers a SUBSCRIBE
+//! of a persistent session, a node asks every other broker node to say once it saw the
+//! session's record with those subscriptions (`broker.know`, answered on `broker.known`): from
+//! then on each stores what it accepts for them before acknowledging it, and its bus server
+//! knows the node's interest (the question travelled the same routes after it). A node that does
+//! not answer within [`RELEASE_WAIT`] is not waited for longer.
 //!
 //! Delivery between nodes is as NATS core's: at most once, in order per topic (what MQTT
 //! orders); messages on topics that different filters cover may overtake one another.
@@ -29,7 +38,7 @@ mod wire;
 
 pub(crate) use wire::{Connected, Origin};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,8 +64,13 @@ const CONNECTED_SUBJECT: &str = "broker.connected";
 const RELEASE_SUBJECT: &str = "broker.release";
 /// Where the holder answers that it did.
 const RELEASED_SUBJECT: &str = "broker.released";
-/// How long a node waits for the holder of a session to let go of it before taking it for gone.
+/// How long a node waits for the holder of a session to let go of it before taking it for gone
+/// (and for the other nodes to see a session's record).
 pub const RELEASE_WAIT: Duration = Duration::from_secs(2);
+/// Where a node asks the others to say once they saw a version of a session's record.
+const KNOW_SUBJECT: &str = "broker.know";
+/// Where they answer that they did.
+const KNOWN_SUBJECT: &str = "broker.known";
 
 /// Routed messages a node may have waiting before its bus subscriptions wait for it.
 const INBOUND_BUFFER: usize = 65_536;
@@ -82,12 +96,18 @@ pub trait LocalBroker: Send + Sync + 'static {
     /// Gives a message the bus chose this node for to one member of shared subscription
     /// `filter` here.
     fn route_to_group(&self, message: Message, filter: &SubscriptionFilter);
+    /// Gives a message the node that accepted it stored for sessions here (`origin.members`)
+    /// to their shared subscriptions.
+    fn route_to_members(&self, message: Message, origin: &Origin);
     /// Another node connected a client: this node's older connection of its client id, if any,
     /// is taken over.
     fn connected_elsewhere(&self, elsewhere: &Connected);
     /// Another node takes the session of `client_id` over from the shared store: this node lets
     /// go of it, and returns once what it stored of it is durable.
     async fn release(&self, client_id: &str);
+    /// Returns once this node saw version `version` of the record of the session of
+    /// `client_id` (or after [`RELEASE_WAIT`]).
+    async fn seen(&self, client_id: &str, version: u64);
     /// Returns once what this node stored up to `position` is durable.
     async fn durable_at(&self, position: u64);
 }
@@ -98,8 +118,39 @@ pub trait LocalBroker: Send + Sync + 'static {
 /// receives it).
 type Outbound = (String, Bytes, Option<u64>);
 
+/// What the publishing node did with a message before it routes it to the others.
+#[derive(Default)]
+pub struct Handled {
+    /// The persistent sessions held elsewhere it stored the message for.
+    pub stored_for: Vec<String>,
+    /// The shared subscriptions it chose the member of.
+    pub served: Vec<SubscriptionFilter>,
+    /// The members elsewhere it chose, among `stored_for`.
+    pub members: Vec<Member>,
+}
+
+/// A member of a shared subscription that a persistent session on another node holds.
+pub struct Member {
+    /// The broker incarnation holding the session.
+    pub holder: String,
+    pub client_id: String,
+    /// The filter as subscribed (`$share/{group}/{filter}`).
+    pub filter: String,
+}
+
 /// The nodes waiting for holders to let go of sessions, by client id.
 type Releases = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<()>>>>>;
+
+/// The versions of session records this node waits for the other nodes to see, by client id
+/// and version: the nodes yet to answer, and who waits.
+type Knowing = Arc<Mutex<HashMap<(String, u64), (HashSet<String>, Option<oneshot::Sender<()>>)>>>;
+
+/// The node of broker incarnation `incarnation` (`<node id>-<start, hex ms>`).
+pub fn node_of(incarnation: &str) -> &str {
+    incarnation
+        .rsplit_once('-')
+        .map_or(incarnation, |(node, _)| node)
+}
 
 /// What the broker calls: messages to send, filters held. Cheap and non-blocking: the work is
 /// done by [`ClusterRouting::run`].
@@ -112,6 +163,7 @@ pub struct ClusterRoutes {
     dropped: Counter,
     interest: mpsc::UnboundedSender<Interest>,
     releases: Releases,
+    knowing: Knowing,
 }
 
 /// The tasks behind [`ClusterRoutes`], run by the broker role.
@@ -120,6 +172,7 @@ pub struct ClusterRouting {
     outbound: mpsc::Receiver<Outbound>,
     interest: mpsc::UnboundedReceiver<Interest>,
     releases: Releases,
+    knowing: Knowing,
 }
 
 impl ClusterRoutes {
@@ -129,7 +182,7 @@ impl ClusterRoutes {
         let sender = sender.to_string();
         let (outbound_tx, outbound) = mpsc::channel(OUTBOUND_BUFFER);
         let (interest_tx, interest) = mpsc::unbounded_channel();
-        let releases = Releases::default();
+        let (releases, knowing) = (Releases::default(), Knowing::default());
         let routes = ClusterRoutes {
             sender: sender.clone(),
             seq: AtomicU64::new(1),
@@ -137,12 +190,14 @@ impl ClusterRoutes {
             dropped,
             interest: interest_tx,
             releases: releases.clone(),
+            knowing: knowing.clone(),
         };
         let routing = ClusterRouting {
             sender,
             outbound,
             interest,
             releases,
+            knowing,
         };
         (Arc::new(routes), routing)
     }
@@ -153,16 +208,43 @@ impl ClusterRoutes {
     }
 
     /// Sends message `seq` (of [`ClusterRoutes::next_seq`]), which this node accepted and
-    /// stored for the persistent sessions `stored_for` (durable from `stored_at` on), to the
-    /// other nodes.
-    pub fn forward(
-        &self,
-        seq: u64,
-        stored_for: &[String],
-        stored_at: Option<u64>,
-        message: &Message,
-    ) {
-        let payload = wire::encode(&self.sender, seq, stored_for, message);
+    /// handled as `handled` says (what it stored durable from `stored_at` on), to the other
+    /// nodes.
+    pub fn forward(&self, seq: u64, handled: Handled, stored_at: Option<u64>, message: &Message) {
+        let Handled {
+            stored_for,
+            served,
+            members,
+        } = handled;
+        let mut by_holder: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for member in members {
+            by_holder
+                .entry(member.holder)
+                .or_default()
+                .push((member.client_id, member.filter));
+        }
+        for (holder, members) in by_holder {
+            let origin = Origin {
+                sender: self.sender.clone(),
+                seq,
+                stored_for: members.iter().map(|(c, _)| c.clone()).collect(),
+                served: Vec::new(),
+                members,
+            };
+            let payload = wire::encode(&origin, message);
+            self.send_after(subject::of_node(&holder), payload, stored_at);
+        }
+        let origin = Origin {
+            sender: self.sender.clone(),
+            seq,
+            stored_for,
+            served: served
+                .iter()
+                .filter_map(|f| Some(subject::queue_of(f.group.as_deref()?, &f.filter)))
+                .collect(),
+            members: Vec::new(),
+        };
+        let payload = wire::encode(&origin, message);
         self.send_after(subject::of_topic(&message.topic), payload, stored_at);
     }
 
@@ -225,6 +307,36 @@ impl ClusterRoutes {
         false
     }
 
+    /// Asks the broker nodes `peers` (node ids; this one is left out) to see version `version`
+    /// of the record of the session of `client_id`; returns true once all of them said they
+    /// did, false after [`RELEASE_WAIT`].
+    pub async fn seen_everywhere(&self, client_id: &str, version: u64, peers: Vec<String>) -> bool {
+        let me = node_of(&self.sender);
+        let peers: HashSet<String> = peers.into_iter().filter(|p| p != me).collect();
+        if peers.is_empty() {
+            return true;
+        }
+        let (done, seen) = oneshot::channel();
+        let key = (client_id.to_string(), version);
+        self.knowing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), (peers, Some(done)));
+        let ask = wire::Known {
+            sender: self.sender.clone(),
+            client_id: client_id.to_string(),
+            version,
+            to: String::new(),
+        };
+        self.send(KNOW_SUBJECT.to_string(), ask.encode());
+        let seen = tokio::time::timeout(RELEASE_WAIT, seen).await.is_ok();
+        let mut knowing = self.knowing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((late, _)) = knowing.remove(&key).filter(|_| !seen) {
+            tracing::warn!(client_id, nodes = ?late, "broker nodes did not say in time that they know a session's subscriptions");
+        }
+        seen
+    }
+
     fn releases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<oneshot::Sender<()>>>> {
         self.releases.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -262,6 +374,7 @@ impl ClusterRouting {
             mut outbound,
             mut interest,
             releases,
+            knowing,
         } = self;
         let (inbound_tx, mut inbound) = mpsc::channel::<Arrived>(INBOUND_BUFFER);
         let mut held = Held::default();
@@ -274,18 +387,23 @@ impl ClusterRouting {
                 None
             }
         };
+        let mut members = match bus.subscribe(&subject::of_node(&sender)).await {
+            Ok(subscription) => Some(subscription),
+            Err(err) => {
+                tracing::error!(%err, "cannot receive what other nodes send to this node's members of shared subscriptions; they get it when they connect again");
+                None
+            }
+        };
         loop {
-            let next_control = async {
-                match &mut control {
-                    Some(subscription) => subscription.next().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = stop.cancelled() => return,
-                Some(message) = next_control => {
-                    control_message(&message, &sender, &broker, &bus, &releases);
+                Some(message) = next_of(&mut control) => {
+                    control_message(&message, &sender, &broker, &bus, (&releases, &knowing));
                 }
+                Some(message) = next_of(&mut members) => match wire::decode(&message.payload) {
+                    Some(routed) => broker.route_to_members(routed.message, &routed.origin),
+                    None => tracing::warn!("ignored a malformed message for members of shared subscriptions"),
+                },
                 sent = outbound.recv_many(&mut sending, BATCH) => {
                     if sent == 0 {
                         return;
@@ -310,6 +428,8 @@ impl ClusterRouting {
                             continue;
                         };
                         match shared {
+                            // Its sender chose the member.
+                            Some(filter) if served_by_sender(&routed.origin, &filter) => {}
                             // The bus chose this node (maybe the sender) for a shared subscription.
                             Some(filter) => broker.route_to_group(routed.message, &filter),
                             None if routed.origin.sender != sender
@@ -326,13 +446,31 @@ impl ClusterRouting {
     }
 }
 
+/// The next message of `subscription`, if it could be made (else never).
+async fn next_of(subscription: &mut Option<Subscription>) -> Option<aos_core::bus::BusMessage> {
+    match subscription {
+        Some(subscription) => subscription.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether the node that accepted a message chose the member of shared subscription `filter`
+/// itself.
+fn served_by_sender(origin: &Origin, filter: &SubscriptionFilter) -> bool {
+    let queue = filter
+        .group
+        .as_deref()
+        .map(|group| subject::queue_of(group, &filter.filter));
+    queue.is_some_and(|queue| origin.served.contains(&queue))
+}
+
 /// Handles what another node says about clients and sessions.
 fn control_message(
     message: &aos_core::bus::BusMessage,
     me: &str,
     broker: &Arc<dyn LocalBroker>,
     bus: &Arc<dyn Bus>,
-    releases: &Releases,
+    (releases, knowing): (&Releases, &Knowing),
 ) {
     match message.subject.as_str() {
         CONNECTED_SUBJECT => match wire::Connected::decode(&message.payload) {
@@ -370,6 +508,40 @@ fn control_message(
             }
             Some(_) => {}
             None => tracing::warn!("ignored a malformed answer about a session"),
+        },
+        KNOW_SUBJECT => match wire::Known::decode(&message.payload) {
+            Some(ask) if ask.sender != me => {
+                let (broker, bus) = (broker.clone(), bus.clone());
+                let answer = wire::Known {
+                    sender: me.to_string(),
+                    to: ask.sender,
+                    ..ask
+                };
+                tokio::spawn(async move {
+                    broker.seen(&answer.client_id, answer.version).await;
+                    if let Err(err) = bus.publish(KNOWN_SUBJECT, answer.encode()).await {
+                        tracing::warn!(%err, "could not tell a node that its session's record was seen; it waits a while");
+                    }
+                });
+            }
+            Some(_) => {}
+            None => tracing::warn!("ignored a malformed question about a session's record"),
+        },
+        KNOWN_SUBJECT => match wire::Known::decode(&message.payload) {
+            Some(answer) if answer.to == me => {
+                let mut knowing = knowing.lock().unwrap_or_else(|e| e.into_inner());
+                let key = (answer.client_id, answer.version);
+                if let Some((waiting, done)) = knowing.get_mut(&key) {
+                    waiting.remove(node_of(&answer.sender));
+                    if waiting.is_empty()
+                        && let Some(done) = done.take()
+                    {
+                        let _ = done.send(());
+                    }
+                }
+            }
+            Some(_) => {}
+            None => tracing::warn!("ignored a malformed answer about a session's record"),
         },
         _ => {}
     }

@@ -37,6 +37,14 @@ pub fn of_topic(topic: &str) -> String {
     out
 }
 
+/// Where messages for the shared subscriptions of one broker's sessions go (no topic's
+/// subject, nor any filter's pattern, covers it).
+pub fn of_node(incarnation: &str) -> String {
+    let mut out = String::from("mqttn.");
+    token(incarnation, &mut out);
+    out
+}
+
 /// The NATS queue group of the members of shared subscription `$share/{group}/{filter}` on
 /// every node: each message goes to one node's, which gives it to one of its members.
 pub fn queue_of(group: &str, filter: &str) -> String {
@@ -96,6 +104,9 @@ mod tests {
         validate_subject(&queue).unwrap_or_else(|e| panic!("{queue}: {e}"));
         assert_ne!(queue, queue_of("g", "1/a/+/#"));
         assert_eq!(of_topic("a.b/c d"), "mqtt.a%2Eb.c%20d");
+        let node = of_node("n.1-18f");
+        validate_subject(&node).unwrap_or_else(|e| panic!("{node}: {e}"));
+        assert!(!subject_matches("mqtt.>", &node));
     }
 
     /// A pattern covers every topic the filter matches.

@@ -1,7 +1,8 @@
 //! What broker nodes tell one another on the bus.
 //!
 //! A routed message: who sent it (the sender's incarnation and a sequence number, to
-//! drop copies), the client ids of the persistent sessions the sender stored it for, then the
+//! drop copies), the client ids of the persistent sessions the sender stored it for, the shared
+//! subscriptions it served itself and the members it sends to directly, then the
 //! message as the broker's store writes it (`persist`: tenant, QoS,
 //! retain flag, 5.0 properties, and the expiry as a wall-clock time — the nodes' clocks are
 //! assumed synchronised, as NTP keeps them, to well within the second an expiry counts in).
@@ -16,8 +17,9 @@ use crate::message::Message;
 use crate::persist::{self, Reader};
 
 const VERSION: u8 = 1;
-/// Routed messages carry the sessions they were stored for since version 2.
-const ROUTED_VERSION: u8 = 2;
+/// Routed messages carry the sessions they were stored for since version 2, the shared
+/// subscriptions their sender served since version 3.
+const ROUTED_VERSION: u8 = 3;
 
 /// A client connected on a node: a connection of its client id elsewhere, if older, is taken
 /// over.
@@ -112,6 +114,44 @@ impl Handover {
     }
 }
 
+/// A node asks the others to tell it once they saw version `version` of the record of the
+/// session of `client_id` (`to` empty), or one answers that it did (`to`: the node that asked).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Known {
+    pub sender: String,
+    pub client_id: String,
+    pub version: u64,
+    pub to: String,
+}
+
+impl Known {
+    pub fn encode(&self) -> Bytes {
+        let mut buf =
+            Vec::with_capacity(24 + self.sender.len() + self.client_id.len() + self.to.len());
+        buf.push(VERSION);
+        for text in [&self.sender, &self.client_id, &self.to] {
+            persist::put(&mut buf, text.as_bytes());
+        }
+        buf.extend_from_slice(&self.version.to_le_bytes());
+        Bytes::from(buf)
+    }
+
+    pub fn decode(body: &[u8]) -> Option<Known> {
+        let mut r = Reader::new(body);
+        if r.u8()? != VERSION {
+            return None;
+        }
+        let (sender, client_id, to) = (r.text()?, r.text()?, r.text()?);
+        let known = Known {
+            sender: sender.to_string(),
+            client_id: client_id.to_string(),
+            to: to.to_string(),
+            version: u64::from_le_bytes(r.take(8)?.try_into().ok()?),
+        };
+        r.is_empty().then_some(known)
+    }
+}
+
 /// A message as another node routed it.
 pub struct Routed {
     pub origin: Origin,
@@ -119,22 +159,44 @@ pub struct Routed {
 }
 
 /// Which node routed a message, and what it did with it.
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Origin {
     pub sender: String,
     pub seq: u64,
     /// The persistent sessions (held by other nodes) the sender stored it for before it
     /// acknowledged it.
     pub stored_for: Vec<String>,
+    /// The shared subscriptions (their queue groups) the sender chose the member of itself:
+    /// their members on other nodes do not take it from the bus.
+    pub served: Vec<String>,
+    /// Sent to the node holding these sessions, for their shared subscription alone (client
+    /// id, the filter as subscribed), not for its subscriptions to the topic.
+    pub members: Vec<(String, String)>,
 }
 
-pub fn encode(sender: &str, seq: u64, stored_for: &[String], message: &Message) -> Bytes {
+fn put_texts<'a>(buf: &mut Vec<u8>, texts: impl ExactSizeIterator<Item = &'a String>) {
+    buf.extend_from_slice(&(texts.len() as u32).to_le_bytes());
+    for text in texts {
+        persist::put(buf, text.as_bytes());
+    }
+}
+
+fn texts(r: &mut Reader<'_>) -> Option<Vec<String>> {
+    let count = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+    (0..count).map(|_| Some(r.text()?.to_string())).collect()
+}
+
+pub fn encode(origin: &Origin, message: &Message) -> Bytes {
     let mut buf = Vec::with_capacity(64 + message.topic.len() + message.payload.len());
     buf.push(ROUTED_VERSION);
-    persist::put(&mut buf, sender.as_bytes());
-    buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(&(stored_for.len() as u32).to_le_bytes());
-    for client_id in stored_for {
+    persist::put(&mut buf, origin.sender.as_bytes());
+    buf.extend_from_slice(&origin.seq.to_le_bytes());
+    put_texts(&mut buf, origin.stored_for.iter());
+    put_texts(&mut buf, origin.served.iter());
+    buf.extend_from_slice(&(origin.members.len() as u32).to_le_bytes());
+    for (client_id, filter) in &origin.members {
         persist::put(&mut buf, client_id.as_bytes());
+        persist::put(&mut buf, filter.as_bytes());
     }
     persist::encode_message(&mut buf, message);
     Bytes::from(buf)
@@ -148,17 +210,20 @@ pub fn decode(body: &[u8]) -> Option<Routed> {
     }
     let sender = r.text()?.to_string();
     let seq = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+    let stored_for = texts(&mut r)?;
+    let served = texts(&mut r)?;
     let count = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
-    let mut stored_for = Vec::new();
-    for _ in 0..count {
-        stored_for.push(r.text()?.to_string());
-    }
+    let members = (0..count)
+        .map(|_| Some((r.text()?.to_string(), r.text()?.to_string())))
+        .collect::<Option<Vec<_>>>()?;
     let message = r.message(Instant::now(), persist::wall_ms())?;
     r.is_empty().then_some(Routed {
         origin: Origin {
             sender,
             seq,
             stored_for,
+            served,
+            members,
         },
         message,
     })
@@ -188,11 +253,16 @@ mod tests {
             correlation_data: Some(ntex::util::Bytes::new()),
             user_properties: vec![("k".into(), "v".into()), ("k".into(), "".into())],
         }));
-        let encoded = encode("n1-1", 42, &["app".into(), "a.b".into()], &message);
+        let origin = Origin {
+            sender: "n1-1".into(),
+            seq: 42,
+            stored_for: vec!["app".into(), "a.b".into()],
+            served: vec!["share.g.a%2F%2B".into()],
+            members: vec![("app".into(), "$share/g/a/+".into())],
+        };
+        let encoded = encode(&origin, &message);
         let routed = decode(&encoded).expect("decodes");
-        let origin = routed.origin;
-        assert_eq!((origin.sender.as_str(), origin.seq), ("n1-1", 42));
-        assert_eq!(origin.stored_for, ["app", "a.b"]);
+        assert_eq!(routed.origin, origin);
         let got = routed.message;
         assert_eq!(
             (&got.topic, &got.payload, got.qos, got.retain, got.tenant),
@@ -226,5 +296,14 @@ mod tests {
         let encoded = handover.encode();
         assert_eq!(Handover::decode(&encoded), Some(handover));
         assert!(Handover::decode(&encoded[..encoded.len() - 1]).is_none());
+        let known = Known {
+            sender: "n2-1".into(),
+            client_id: "app".into(),
+            version: 1_764_000_000_000_123,
+            to: String::new(),
+        };
+        let encoded = known.encode();
+        assert_eq!(Known::decode(&encoded), Some(known));
+        assert!(Known::decode(&encoded[..encoded.len() - 1]).is_none());
     }
 }

@@ -309,13 +309,16 @@ impl Conn {
     }
 
     /// Waits until the session's subscriptions are durable and, in a cluster, receive what the
-    /// other nodes route, before SUBACK / UNSUBACK; a store that cannot write is logged, and
+    /// other nodes route (a persistent session's: that the other nodes know them), before
+    /// SUBACK / UNSUBACK; a store that cannot write is logged, and
     /// the client still answered.
     pub(crate) async fn settled(&self) {
         self.broker().subscriptions_routed().await;
         if let Err(err) = self.durable().await {
             tracing::error!(client_id = %self.session.client_id, %err, "the session's subscriptions could not be stored");
+            return;
         }
+        self.broker().subscriptions_seen(&self.session).await;
     }
 
     /// Checks a PUBLISH from this client, hands it to the platform hook, and routes it in its
