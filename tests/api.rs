@@ -362,17 +362,37 @@ fn commands_and_dead_letters_through_the_api() {
         (200, json!(0)),
         "{replayed}"
     );
-    refused(
-        call(
-            port,
-            "GET",
-            "/api/queues/acquisition/dead",
-            Some(&olga),
-            None,
-        ),
-        403,
-        "forbidden",
+    let (status, dropped) = call(
+        port,
+        "POST",
+        "/api/queues/acquisition/dead/drop",
+        Some(&admin),
+        Some(&json!({"ids": [12345]}).to_string()),
     );
+    assert_eq!(
+        (status, dropped["dropped"].clone()),
+        (200, json!(0)),
+        "{dropped}"
+    );
+    let (_, audit) = call(
+        port,
+        "GET",
+        "/api/audit?action=dead_letters.drop",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(audit["total"], json!(1), "the drop is audited: {audit}");
+    for (method, path) in [
+        ("GET", "/api/queues/acquisition/dead"),
+        ("POST", "/api/queues/acquisition/dead/drop"),
+    ] {
+        let body = (method == "POST").then(|| json!({"ids": [1]}).to_string());
+        refused(
+            call(port, method, path, Some(&olga), body.as_deref()),
+            403,
+            "forbidden",
+        );
+    }
     refused(
         call(port, "GET", "/api/queues/nothing/dead", Some(&admin), None),
         404,

@@ -252,6 +252,42 @@ fn a_tenant_is_looked_after_through_the_api() {
     );
     assert_eq!(status, 200, "{changed}");
     assert_eq!(changed["roles"], json!(["operator"]), "{changed}");
+    // Her roles replaced, in force at her next request.
+    let (status, changed) = send(
+        "PATCH",
+        "/api/users/olga",
+        Some(json!({"roles": ["technician"]})),
+    );
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["roles"], json!(["technician"]), "{changed}");
+    let (_, me) = call(port, "GET", "/api/me", Some(&olga), None);
+    assert_eq!(
+        me["grants"]["permissions"]["devices"],
+        json!("view"),
+        "{me}"
+    );
+    // A role that does not exist, or the platform's, changes nothing.
+    for wrong in ["no such role", "system administrator"] {
+        let (status, body) = send(
+            "PATCH",
+            "/api/users/olga",
+            Some(json!({"roles": ["operator", wrong], "name": "Changed"})),
+        );
+        assert!(status == 404 || status == 422, "{status} {body}");
+    }
+    let (_, users) = send("GET", "/api/users", None);
+    let olga_now = users["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|u| u["login"] == "olga"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(olga_now["roles"], json!(["technician"]), "{olga_now}");
+    assert_eq!(olga_now["name"], json!("Olga K."), "{olga_now}");
+    send(
+        "PATCH",
+        "/api/users/olga",
+        Some(json!({"roles": ["operator"]})),
+    );
     for not_an_address in [
         "not-an-address",
         "olga@",

@@ -284,6 +284,37 @@ async fn the_views_of_the_web_client() {
         }),
         "{audit}"
     );
+    // Narrowed down by who, what (exactly, or a family ending in a dot) and when.
+    let (_, mine) = get("/api/audit?tenant=acme&user=admin&action=user.", &admin);
+    let items = mine["items"].as_array().expect("audit");
+    assert!(!items.is_empty(), "{mine}");
+    assert!(
+        items.iter().all(|a| a["actor"] == json!("user:admin")
+            && a["action"].as_str().is_some_and(|x| x.starts_with("user."))),
+        "{mine}"
+    );
+    let (_, exact) = get("/api/audit?tenant=acme&action=user.create", &admin);
+    assert!(
+        exact["items"]
+            .as_array()
+            .expect("audit")
+            .iter()
+            .all(|a| a["action"] == json!("user.create")),
+        "{exact}"
+    );
+    for narrow in [
+        "user=nobody",
+        "from=2999-01-01T00:00:00Z",
+        "to=2000-01-01T00:00:00Z",
+    ] {
+        let (_, none) = get(&format!("/api/audit?tenant=acme&{narrow}"), &admin);
+        assert_eq!(none["total"], json!(0), "{narrow}: {none}");
+    }
+    refused(
+        get("/api/audit?tenant=acme&from=yesterday", &admin),
+        422,
+        "invalid",
+    );
 
     // The platform: tenants and nodes for system administrators only.
     refused(get("/api/tenants", &olga), 403, "forbidden");

@@ -1,9 +1,11 @@
 //! The web client end to end in headless Chromium (`tests/browser/e2e.mjs`, playwright-core),
 //! against a standalone node, with this test playing the MQTT device: sign in, create a class
 //! and a device in the pages, see telemetry arrive and the chart grow live, send a command and
-//! see it acknowledged, acknowledge the event a level change raised, open the API's
-//! documentation page; then, as the system administrator, see the node on the platform page and
-//! switch its broker off and on. Screenshots of the main pages go to
+//! see it acknowledged, acknowledge the event a level change raised; add a user, make a custom
+//! role and give it to the user in its edit dialog, see an API key refused with the error at its
+//! field and then made (its secret shown once) and revoked, reset a password; open the API's
+//! documentation page; then, as the system administrator, create a tenant, see the node on the
+//! platform page and switch its broker off and on. Screenshots of the main pages go to
 //! `target/browser-screenshots/`.
 //!
 //! Needs Debian's Chromium and `tests/browser/node_modules` (`tests/browser/setup.sh`, run by

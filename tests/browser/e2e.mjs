@@ -92,6 +92,16 @@ async function run(page, url, login, password, shots) {
     await page.screenshot({path: path.join(shots, `${name}.png`), fullPage: true});
     log(`screenshot ${name}.png`);
   };
+  // Light, then dark (the system's preference, which the client follows without a reload).
+  const shootBoth = async (name) => {
+    await shoot(name);
+    await page.emulateMedia({colorScheme: 'dark'});
+    const background = await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
+    await shoot(`${name}-dark`);
+    await page.emulateMedia({colorScheme: 'light'});
+    const light = await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
+    if (background === light) throw new Error(`the ${name} page looks the same in dark mode (${background})`);
+  };
   // Set before a step and checked after it: the page changed live, it was not loaded again.
   const markPage = () => page.evaluate(() => { window.e2eMark = true; });
   const expectSamePage = async (during) => {
@@ -159,7 +169,8 @@ async function run(page, url, login, password, shots) {
   await page.getByTestId('command-name').fill('reboot');
   await page.getByTestId('command-parameters').fill('{"delay": ');
   await page.getByTestId('command-send').click();
-  await expectText(page.getByTestId('error'), /JSON/, 'the message about invalid JSON');
+  await expectText(page.getByTestId('command-form').getByTestId('field-error'), /JSON/, 'the message about invalid JSON, at the parameters');
+  if ((await page.getByTestId('command-parameters').getAttribute('aria-invalid')) !== 'true') throw new Error('the parameters are not marked invalid');
   if ((await page.getByTestId('command-row').count()) !== 0) throw new Error('a command was sent with invalid parameters');
   await page.getByTestId('command-parameters').fill('{"delay": 5}');
   await page.getByTestId('command-send').click();
@@ -197,18 +208,116 @@ async function run(page, url, login, password, shots) {
     await page.getByTestId(nav).click();
     await appear(page, page.locator(ready).first(), `the ${name} page`);
     await noError(page, `the ${name} page`);
-    await shoot(name);
+    await shootBoth(name);
     if (name === 'devices') {
       await row('device-row', 'uid', 'sensor-1').locator('a').first().click();
       await appear(page, page.locator('[data-testid="chart"] [data-testid="chart-series"]').first(), 'the device chart');
       await appear(page, page.getByTestId('commands-table'), 'the commands of the device');
       await appear(page, page.getByTestId('messages-table'), 'the messages of the device');
       await noError(page, 'the device page');
-      await shoot('device');
+      await shootBoth('device');
     }
   }
 
-  // 8. The API's documentation, linked from the header: every operation rendered from the
+  // 7b. The keyboard sorts the devices (Enter on a column's header, the focus kept on it); on a
+  //     phone's 390 px the page reflows without sideways scrolling and the navigation folds
+  //     behind the menu button.
+  await page.getByTestId('nav-devices').click();
+  await appear(page, row('device-row', 'uid', 'sensor-1'), 'the devices');
+  await page.getByTestId('sort-uid').focus();
+  await page.keyboard.press('Enter');
+  await eventually('the devices sorted by the keyboard', async () => {
+    const sort = await page.getByTestId('sort-uid').getAttribute('aria-sort', {timeout: 1000});
+    const focused = await page.evaluate(() => document.activeElement && document.activeElement.dataset.testid);
+    return {ok: sort !== 'none' && focused === 'sort-uid', detail: `aria-sort=${sort}, focus on ${focused}`};
+  });
+  await page.setViewportSize({width: 390, height: 844});
+  if (await page.getByTestId('nav-devices').isVisible()) throw new Error('at 390 px the navigation is not folded away');
+  await page.getByTestId('menu-toggle').click();
+  await page.getByTestId('nav-events').click();
+  await appear(page, page.locator('[data-testid="event-row"]').first(), 'the events page at 390 px');
+  if (await page.getByTestId('nav-devices').isVisible()) throw new Error('the navigation stays open after choosing a page');
+  const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+  if (wide > 390) throw new Error(`at 390 px the page is ${wide} px wide`);
+  await shootBoth('phone-events');
+  await page.setViewportSize({width: 1366, height: 768});
+  log('keyboard sorting; the 390 px layout');
+
+  // 8. People, through the forms: a user added, a custom role made and given to it, the user
+  //    edited; an API key refused with the error at its field, then made (its secret shown
+  //    once) and revoked; a password reset (shown once).
+  await page.getByTestId('nav-users').click();
+  await appear(page, page.getByTestId('user-form'), 'the form that adds a user');
+  await page.getByTestId('user-login').fill('operator-1');
+  await page.getByTestId('user-password').fill('a long enough password');
+  await page.getByTestId('user-create').click();
+  await appear(page, row('user-row', 'login', 'operator-1'), 'user operator-1 in the table');
+  await page.getByTestId('role-new').click();
+  const roleForm = page.getByTestId('role-form');
+  await roleForm.getByTestId('role-name').fill('auditor');
+  await roleForm.getByTestId('level-events').selectOption('view');
+  await roleForm.getByTestId('level-devices').selectOption('view');
+  await shoot('role-dialog');
+  await roleForm.getByTestId('role-save').click();
+  await expectText(row('role-row', 'name', 'auditor'), /view: devices, events/, 'role auditor with what it grants');
+  await row('user-row', 'login', 'operator-1').getByTestId('user-edit').click();
+  const userForm = page.getByTestId('edit-user-form');
+  await userForm.getByTestId('edit-user-name').fill('First operator');
+  await userForm.locator('input[data-role="auditor"]').check();
+  await userForm.getByTestId('edit-user-save').click();
+  await expectText(row('user-row', 'login', 'operator-1'), /First operator.*auditor/, 'operator-1 renamed, with role auditor');
+  await noError(page, 'editing a user');
+  log('user added and edited; role auditor made and given');
+
+  await page.getByTestId('key-new').click();
+  const keyForm = page.getByTestId('key-form');
+  await keyForm.getByTestId('key-name').fill('dashboard-app');
+  await keyForm.getByTestId('key-filter').fill('aos/#/telemetry');
+  await keyForm.getByTestId('key-create').click();
+  await appear(page, keyForm.getByTestId('field-error'), 'the error at the topic filter');
+  if ((await keyForm.getByTestId('key-filter').getAttribute('aria-invalid')) !== 'true') throw new Error('the topic filter is not marked invalid');
+  await shoot('field-error');
+  await keyForm.getByTestId('key-filter').fill('aos/+/telemetry');
+  await keyForm.getByTestId('key-create').click();
+  const secret = await page.getByTestId('secret').textContent();
+  if (!secret || secret.length < 16) throw new Error(`the API key's secret shown is "${secret}"`);
+  await page.getByTestId('dialog-close').click();
+  const key = row('key-row', 'name', 'dashboard-app');
+  await appear(page, key, 'API key dashboard-app in the table');
+  page.once('dialog', (question) => question.accept());
+  await key.getByTestId('key-revoke').click();
+  await expectText(row('key-row', 'name', 'dashboard-app'), /revoked/, 'API key dashboard-app revoked');
+  log('API key refused at its field, made, its secret shown once, revoked');
+
+  page.once('dialog', (question) => question.accept());
+  await row('user-row', 'login', 'operator-1').getByTestId('user-reset').click();
+  const newPassword = await page.getByTestId('secret').textContent();
+  if (!newPassword || newPassword.length < 8) throw new Error(`the new password shown is "${newPassword}"`);
+  await shoot('secret-dialog');
+  await page.getByTestId('dialog-close').click();
+  await noError(page, 'resetting a password');
+  log('password reset, shown once');
+
+  // 8b. Operations: the message log shows sensor-1's messages; the audit log, narrowed to this
+  //     user's `user.` actions, shows the user it added and nothing else; a user who did
+  //     nothing shows nothing.
+  await page.getByTestId('nav-operations').click();
+  await appear(page, page.getByTestId('message-row').first(), 'the message log');
+  await page.getByTestId('audit-user').fill(login);
+  await page.getByTestId('audit-action').fill('user.');
+  await page.getByTestId('audit-apply').click();
+  await eventually('the audit log narrowed to user actions', async () => {
+    const actions = await page.getByTestId('audit-row').evaluateAll((rows) => rows.map((r) => r.dataset.action));
+    return {ok: actions.includes('user.create') && actions.every((a) => a.startsWith('user.')), detail: actions.join(', ')};
+  });
+  await shootBoth('operations');
+  await page.getByTestId('audit-user').fill('someone-who-did-nothing');
+  await page.getByTestId('audit-apply').click();
+  await expectText(page.getByTestId('audit-table'), /Nothing recorded/, 'an empty audit log for a user who did nothing');
+  await noError(page, 'the operations page');
+  log('message log and audit log');
+
+  // 9. The API's documentation, linked from the header: every operation rendered from the
   //    server's OpenAPI document, one opened on its parameters and answers.
   const docsLink = await page.getByTestId('api-docs-link').getAttribute('href');
   if (docsLink !== '/api/docs') throw new Error(`the header links the API docs to ${docsLink}`);
@@ -225,8 +334,9 @@ async function run(page, url, login, password, shots) {
   await shoot('api-docs');
   log(`API docs: ${count} operations`);
 
-  // 9. The platform page, as the system administrator: every node with its roles, health and
-  //    listeners; the broker (switchable on this node) switched off and on again.
+  // 10. The platform page, as the system administrator: a tenant created; every node with its
+  //     roles, health and listeners; the broker (switchable on this node) switched off and on
+  //     again.
   const admin = process.env.AOS_ADMIN_LOGIN;
   if (!admin) return;
   await page.goto(url);
@@ -234,6 +344,33 @@ async function run(page, url, login, password, shots) {
   await page.getByTestId('login').fill(admin);
   await page.getByTestId('password').fill(env('AOS_ADMIN_PASSWORD'));
   await page.getByTestId('sign-in').click();
+  await page.getByTestId('nav-admin').click();
+  await page.getByTestId('tenant-name').fill('globex');
+  await page.getByTestId('tenant-create').click();
+  await appear(page, row('tenant-row', 'name', 'globex'), 'tenant globex in the table');
+  log('tenant globex created');
+  // The tenant is in the page's link: a link to globex's devices shows globex's (none), after
+  // a reload too; the picker back to acme changes the link.
+  const picker = page.getByTestId('tenant-picker');
+  await eventually('globex offered by the tenant picker', async () => {
+    const offered = await picker.locator('option').allTextContents();
+    return {ok: offered.includes('globex'), detail: offered.join(', ')};
+  });
+  for (const visit of [() => page.goto(`${url}#/devices?tenant=globex`), () => page.reload()]) {
+    await visit();
+    await appear(page, page.getByTestId('devices-table'), "globex's devices");
+    await eventually('the picker on globex', async () => ({ok: (await picker.inputValue()) === 'globex', detail: await picker.inputValue()}));
+    if ((await page.getByTestId('device-row').count()) !== 0) throw new Error("acme's devices shown in globex");
+  }
+  await picker.selectOption('acme');
+  await appear(page, row('device-row', 'uid', 'sensor-1'), "acme's devices again");
+  if (!page.url().includes('tenant=acme')) throw new Error(`the link does not name the tenant: ${page.url()}`);
+  log('the tenant follows the link');
+  await page.getByTestId('nav-operations').click();
+  await appear(page, page.getByTestId('dead-table'), 'the dead letters');
+  await page.getByTestId('audit-whose').selectOption('platform');
+  await page.getByTestId('audit-apply').click();
+  await appear(page, row('audit-row', 'action', 'sign_in').first(), "the platform's audit log");
   await page.getByTestId('nav-admin').click();
   const node = page.getByTestId('node-row').first();
   await appear(page, node, 'a node on the platform page');

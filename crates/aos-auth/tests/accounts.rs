@@ -110,7 +110,7 @@ async fn signing_in_gives_tokens_that_carry_the_users_roles(storage: &Storage) {
             .expect_err("refused");
         assert_eq!(err.to_string(), "wrong login or password");
     }
-    let (events, _) = audit::search(storage, subject.tenant, &newest(10))
+    let (events, _) = audit::search(storage, subject.tenant, &Default::default(), &newest(10))
         .await
         .expect("audit");
     assert!(events.iter().any(|e| e.action == "sign_in" && e.success));
@@ -155,7 +155,7 @@ async fn refresh_tokens_rotate_and_a_replay_revokes_the_family(storage: &Storage
         Err(SignInError::InvalidToken)
     ));
     let tenant = tenants::by_name(storage, "acme").await.expect("acme").id;
-    let (events, _) = audit::search(storage, Some(tenant), &newest(20))
+    let (events, _) = audit::search(storage, Some(tenant), &Default::default(), &newest(20))
         .await
         .expect("audit");
     assert!(

@@ -8,7 +8,7 @@ const REFRESH_KEY = 'aos.refresh';
 const TENANT_KEY = 'aos.tenant';
 
 /** Calls that are not about one tenant's objects: they never carry `tenant=`. */
-const PLATFORM_PATH = /^\/api\/(auth\/|me$|tenants|nodes|version)/;
+const PLATFORM_PATH = /^\/api\/(auth\/|me$|tenants|nodes|queues\/|version|openapi\.json)/;
 
 export class ApiError extends Error {
   constructor(message, status = 0, code = 'network', field = null) {
@@ -49,10 +49,15 @@ export function accessHeader() {
   return {Authorization: `Bearer ${accessToken}`};
 }
 
-/** Whether the user's roles grant any access to a kind of object (`devices`, `users`, …). */
-export function can(kind) {
-  const level = me && me.grants && me.grants.permissions ? me.grants.permissions[kind] : null;
-  return Boolean(level) && level !== 'none';
+const LEVELS = ['none', 'view', 'manage', 'full'];
+
+/**
+ * Whether the user's roles grant a kind of object (`devices`, `users`, …) at least `level`:
+ * `view` to see it, `manage` to create and change it, `full` to delete it.
+ */
+export function can(kind, level = 'view') {
+  const granted = me && me.grants && me.grants.permissions ? me.grants.permissions[kind] : null;
+  return LEVELS.indexOf(granted || 'none') >= LEVELS.indexOf(level);
 }
 
 /** The tenant a system administrator works in (null for a tenant's user). */
@@ -65,24 +70,27 @@ export function setTenant(name) {
   else sessionStorage.removeItem(TENANT_KEY);
 }
 
-/** The URL of an API call, with its query and, for a system administrator, its tenant. */
-export function apiUrl(path, query = {}) {
+/**
+ * The URL of an API call, with its query and, for a system administrator, its tenant (unless
+ * `platform`: a call about the platform itself).
+ */
+export function apiUrl(path, query = {}, platform = false) {
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(query)) {
     if (value !== undefined && value !== null && value !== '') params.set(key, value);
   }
   const chosen = tenant();
-  if (chosen && !PLATFORM_PATH.test(path)) params.set('tenant', chosen);
+  if (chosen && !platform && !PLATFORM_PATH.test(path)) params.set('tenant', chosen);
   const text = params.toString();
   return text ? `${path}?${text}` : path;
 }
 
-async function send(method, path, {query, body, auth = true} = {}) {
+async function send(method, path, {query, body, auth = true, platform = false} = {}) {
   const headers = {Accept: 'application/json'};
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (auth && accessToken) Object.assign(headers, accessHeader());
   try {
-    return await fetch(apiUrl(path, query), {
+    return await fetch(apiUrl(path, query, platform), {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -127,8 +135,12 @@ async function request(method, path, options = {}) {
 }
 
 export const get = (path, query) => request('GET', path, {query});
+/** A system administrator's GET about the platform, not the tenant worked in. */
+export const getPlatform = (path, query) => request('GET', path, {query, platform: true});
 export const post = (path, body = {}, query) => request('POST', path, {body, query});
 export const put = (path, body = {}, query) => request('PUT', path, {body, query});
+export const patch = (path, body = {}, query) => request('PATCH', path, {body, query});
+export const del = (path, query) => request('DELETE', path, {query});
 
 function keep(pair) {
   accessToken = pair.access_token;

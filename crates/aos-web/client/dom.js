@@ -2,6 +2,8 @@
 // that data from the server is never parsed as HTML, and nothing sets a `style` attribute (the
 // Content-Security-Policy forbids inline styles).
 
+import * as api from './api.js';
+
 /** Properties set on the element object rather than as attributes. */
 const PROPERTIES = new Set(['value', 'checked', 'disabled', 'selected', 'hidden', 'multiple', 'required']);
 
@@ -131,7 +133,99 @@ export function options(pairs, selected) {
   return pairs.map(([value, label]) => h('option', {value, selected: value === selected}, label));
 }
 
+/**
+ * The hash of a page of the client (`#/devices/sensor-1`); a system administrator's carries the
+ * tenant worked in (`?tenant=acme`), so that the link shows the same to whoever opens it.
+ */
+export function pageHash(parts) {
+  const tenant = api.tenant();
+  const query = tenant ? `?tenant=${encodeURIComponent(tenant)}` : '';
+  return `#/${parts.map(encodeURIComponent).join('/')}${query}`;
+}
+
 /** Builds a hash link to a page of the client: `link(['devices', uid], uid)`. */
 export function link(parts, text, props = {}) {
-  return h('a', {href: `#/${parts.map(encodeURIComponent).join('/')}`, ...props}, text);
+  return h('a', {href: pageHash(parts), ...props}, text);
+}
+
+// ---- dialogs and forms ----
+
+/**
+ * A modal dialog (`<dialog>`, closed with Escape or its Close button); removed from the page
+ * when closed. Returns the element; `close()` on it closes it.
+ */
+export function dialog(title, ...content) {
+  const close = h('button', {type: 'button', class: 'secondary', testid: 'dialog-close', onclick: () => box.close()}, 'Close');
+  const box = h('dialog', {class: 'dialog', testid: 'dialog', 'aria-label': title},
+    h('div', {class: 'dialog-head'}, h('h2', {}, title), close),
+    content);
+  box.addEventListener('close', () => box.remove());
+  document.body.append(box);
+  box.showModal();
+  return box;
+}
+
+/** Shows a secret the server gives out once (a password, an API key), with what to do with it. */
+export function secretDialog(title, explanation, secret) {
+  const value = h('code', {class: 'secret', testid: 'secret'}, secret);
+  const copy = h('button', {type: 'button', testid: 'secret-copy', onclick: async () => {
+    try {
+      await navigator.clipboard.writeText(secret);
+      copy.textContent = 'Copied';
+    } catch {
+      copy.textContent = 'Select it and copy it';
+    }
+  }}, 'Copy');
+  return dialog(title, h('p', {}, explanation), h('div', {class: 'secret-row'}, value, copy),
+    h('p', {class: 'muted'}, 'It is not shown again: keep it somewhere safe now.'));
+}
+
+/** Clears the errors a form shows at its fields. */
+export function clearFieldErrors(form) {
+  for (const el of form.querySelectorAll('.field-error')) el.remove();
+  for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+}
+
+/**
+ * Shows an API error at the form's control the error names (`field`, matched against the
+ * controls' `name`, or `data-fields`: `permissions grants`); returns whether it found one.
+ */
+export function showFieldError(form, error) {
+  const name = error && error.field;
+  if (!name) return false;
+  const top = String(name).split(/[.[]/)[0];
+  const control = [...form.querySelectorAll('[name], [data-fields]')].find((el) =>
+    el.name === name || el.name === top || (el.dataset.fields || '').split(' ').includes(top));
+  if (!control) return false;
+  control.setAttribute('aria-invalid', 'true');
+  const message = h('span', {class: 'field-error', role: 'alert', testid: 'field-error'}, error.message);
+  (control.closest('.field') || control).after(message);
+  control.focus();
+  return true;
+}
+
+/** Shows an error the form's fields do not name at the foot of the form (in a dialog, where the
+ * page's banner would be hidden behind it). */
+export function showFormError(form, error) {
+  form.append(h('p', {class: 'field-error', role: 'alert', testid: 'form-error'}, error && error.message ? error.message : String(error)));
+}
+
+/** A button that asks before it acts: `confirmButton('Delete', 'Delete sensor-1?', fn)`. */
+export function confirmButton(label, question, action, props = {}) {
+  return h('button', {type: 'button', class: 'small danger', ...props, onclick: () => {
+    if (window.confirm(question)) action();
+  }}, label);
+}
+
+/**
+ * A pager's parts for a page of a list: "21–40 of 95", Previous, Next. `go(offset)` shows the
+ * page starting there. `prefix` names the test ids (`${prefix}-count`, `-prev`, `-next`).
+ */
+export function pager({offset, limit, total, shown, noun, prefix = 'page'}, go) {
+  const last = offset + shown;
+  return [
+    h('span', {class: 'muted', testid: `${prefix}-count`}, total ? `${offset + 1}–${last} of ${total}` : `0 ${noun}`),
+    h('button', {type: 'button', class: 'secondary', testid: `${prefix}-prev`, disabled: offset === 0, onclick: () => go(Math.max(0, offset - limit))}, 'Previous'),
+    h('button', {type: 'button', class: 'secondary', testid: `${prefix}-next`, disabled: last >= total, onclick: () => go(offset + limit)}, 'Next'),
+  ];
 }

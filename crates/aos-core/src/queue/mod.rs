@@ -104,6 +104,26 @@ pub async fn replay_dead_letters(
     Ok(replayed.len())
 }
 
+/// Drops the dead letters `ids` of `queue` for good; returns how many were found.
+pub async fn drop_dead_letters(
+    backend: &dyn WorkQueue,
+    queue: &str,
+    ids: &[u64],
+) -> Result<usize, QueueError> {
+    let dead = dead_letter_queue(queue);
+    let found: Vec<u64> = backend
+        .browse(&dead, usize::MAX)
+        .await?
+        .iter()
+        .map(|d| d.id)
+        .filter(|id| ids.contains(id))
+        .collect();
+    if !found.is_empty() {
+        backend.ack(&dead, &found).await?;
+    }
+    Ok(found.len())
+}
+
 pub fn validate_queue_name(name: &str) -> Result<(), QueueError> {
     let ok = !name.is_empty()
         && name.len() <= 64

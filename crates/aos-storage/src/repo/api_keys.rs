@@ -37,7 +37,7 @@ fn check_grants(grants: &[TopicGrant]) -> Result<(), StorageError> {
     for grant in grants {
         if !valid_topic_filter(&grant.filter) {
             return Err(StorageError::invalid(
-                "grant",
+                "grants",
                 format!(
                     "`{}` is not an MQTT topic filter (`+` and `#` take a whole level, `#` only the last)",
                     grant.filter
@@ -46,7 +46,7 @@ fn check_grants(grants: &[TopicGrant]) -> Result<(), StorageError> {
         }
         if !grant.publish && !grant.subscribe {
             return Err(StorageError::invalid(
-                "grant",
+                "grants",
                 format!("`{}` allows neither publish nor subscribe", grant.filter),
             ));
         }

@@ -1,6 +1,6 @@
 //! The audit log of security events.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Order, QueryFilter};
 
 use super::paging::{self, Page};
@@ -59,17 +59,48 @@ pub async fn record(storage: &Storage, event: AuditEvent) -> Result<(), StorageE
 /// What audit lists sort by.
 pub const SORT_FIELDS: [&str; 2] = ["at", "action"];
 
-/// A page of a tenant's events (None: the platform's), newest first unless sorted, and how
-/// many there are.
+/// Which events to list (None: any).
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    /// Who acted, as recorded (`user:<login>`, `device:<id>`, `cli`, `system`).
+    pub actor: Option<String>,
+    /// What was done: an action (`user.create`), or all those it starts (`user.`).
+    pub action: Option<String>,
+    /// At or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// A page of a tenant's events (None: the platform's) that `filter` lets through, newest first
+/// unless sorted, and how many there are.
 pub async fn search(
     storage: &Storage,
     tenant: Option<i64>,
+    filter: &AuditFilter,
     page: &Page,
 ) -> Result<(Vec<audit_log::Model>, u64), StorageError> {
-    let query = match tenant {
+    let mut query = match tenant {
         Some(id) => audit_log::Entity::find().filter(audit_log::Column::TenantId.eq(id)),
         None => audit_log::Entity::find().filter(audit_log::Column::TenantId.is_null()),
     };
+    if let Some(actor) = &filter.actor {
+        query = query.filter(audit_log::Column::Actor.eq(actor.as_str()));
+    }
+    if let Some(action) = &filter.action {
+        query = match action.strip_suffix('.') {
+            Some(prefix) => {
+                query.filter(audit_log::Column::Action.starts_with(format!("{prefix}.")))
+            }
+            None => query.filter(audit_log::Column::Action.eq(action.as_str())),
+        };
+    }
+    if let Some(from) = filter.from {
+        query = query.filter(audit_log::Column::At.gte(from));
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(audit_log::Column::At.lt(to));
+    }
     let query = paging::ordered(
         query,
         page,

@@ -188,6 +188,22 @@ pub(crate) async fn assign_in(
     Ok(())
 }
 
+/// Gives `user` exactly the roles `names`, inside the caller's transaction.
+pub(crate) async fn replace_in(
+    db: &impl ConnectionTrait,
+    user: &app_user::Model,
+    names: &[String],
+) -> Result<(), StorageError> {
+    user_role::Entity::delete_many()
+        .filter(user_role::Column::UserId.eq(user.id))
+        .exec(db)
+        .await?;
+    for name in names {
+        assign_in(db, user, name).await?;
+    }
+    Ok(())
+}
+
 /// Built-in roles, and those of `tenant`.
 fn builtin_or_of(tenant: Option<i64>) -> Condition {
     let roles = Condition::any().add(role::Column::TenantId.is_null());

@@ -170,9 +170,12 @@ pub struct UserChange {
     pub email: Option<String>,
     /// A disabled user cannot sign in, and its tokens stop working at their next use.
     pub disabled: Option<bool>,
+    /// The names of all its roles from now on (built-in, or of its tenant).
+    pub roles: Option<Vec<String>>,
 }
 
-/// Changes a user of the scope's tenant (a customer scope: of its own entity).
+/// Changes a user of the scope's tenant (a customer scope: of its own entity): the user and its
+/// roles, or nothing.
 pub async fn update(
     storage: &Storage,
     scope: Scope,
@@ -192,6 +195,10 @@ pub async fn update(
         // Indistinguishable from a user that does not exist.
         return Err(StorageError::not_found("user", login));
     }
+    let txn = storage.begin_write().await?;
+    if let Some(names) = &change.roles {
+        roles::replace_in(&txn, &user, names).await?;
+    }
     let mut row = user.into_active_model();
     if let Some(name) = change.name {
         row.name = Set(name);
@@ -202,7 +209,9 @@ pub async fn update(
     if let Some(disabled) = change.disabled {
         row.disabled = Set(disabled);
     }
-    Ok(row.update(storage.db()).await?)
+    let user = row.update(&txn).await?;
+    txn.commit().await?;
+    Ok(user)
 }
 
 /// Sets a user's password hash. `scope` None: a platform-level change (the CLI, a system

@@ -1,9 +1,9 @@
-// Platform administration (system administrators): the nodes of the deployment, the roles each
-// one has compiled in and runs, their health and their listeners; roles a node allows to switch
-// (`node.switchable_roles`) are switched on and off here.
+// Platform administration (system administrators): the tenants, created here; the nodes of the
+// deployment, the roles each one has compiled in and runs, their health and their listeners;
+// roles a node allows to switch (`node.switchable_roles`) are switched on and off here.
 
 import * as api from '../api.js';
-import {h, badge, dataTable, panel, showNotice, timeCell} from '../dom.js';
+import {h, badge, dataTable, field, panel, showNotice, timeCell} from '../dom.js';
 
 const HEALTH_BADGE = {healthy: 'normal', degraded: 'warning'};
 
@@ -47,10 +47,34 @@ export default {
   nav: 'admin',
   async mount(root, ctx) {
     const nodesBox = h('div', {class: 'table-wrap'});
+    const tenantsBox = h('div', {class: 'table-wrap'});
+    const tenantName = h('input', {name: 'name', required: true, testid: 'tenant-name', autocomplete: 'off', placeholder: 'e.g. acme'});
+    const tenantForm = h('form', {class: 'inline-form', testid: 'tenant-form'},
+      field('Name', tenantName), h('button', {type: 'submit', testid: 'tenant-create'}, 'Create'));
     root.append(
       h('h1', {}, 'Platform administration'),
+      panel('Tenants', tenantsBox, tenantForm),
       panel('Nodes', h('p', {class: 'muted'}, 'Roles compiled into each node; the highlighted ones run. Roles a node allows to switch (node.switchable_roles) have a switch.'), nodesBox),
     );
+
+    async function loadTenants() {
+      const page = await api.get('/api/tenants', {limit: 1000});
+      if (!ctx.active) return;
+      const rows = page.items.map((t) => h('tr', {testid: 'tenant-row', data: {name: t.name}},
+        h('td', {}, t.name),
+        h('td', {}, t.disabled ? badge('disabled', 'offline') : badge('active', 'online')),
+        h('td', {}, timeCell(t.created_at))));
+      tenantsBox.replaceChildren(dataTable(['Name', 'State', 'Created'], rows, 'No tenants yet.', {testid: 'tenants-table'}));
+    }
+
+    ctx.form(tenantForm, async () => {
+      const name = tenantName.value.trim();
+      await api.post('/api/tenants', {name});
+      showNotice(`Tenant ${name} created. Choose it in the tenant picker to work in it.`);
+      tenantForm.reset();
+      window.dispatchEvent(new Event('aos:tenants-changed'));
+      await loadTenants();
+    });
 
     async function toggle(node, role, enabled) {
       await ctx.task(async () => {
@@ -77,6 +101,6 @@ export default {
     }
 
     ctx.every(15000, load);
-    await load();
+    await Promise.all([load(), loadTenants()]);
   },
 };

@@ -3,12 +3,15 @@
 // their status following the device's replies live).
 
 import * as api from '../api.js';
-import {h, badge, dataTable, field, fmtValue, levelBadge, link, options, panel, showNotice, statusBadge, timeCell} from '../dom.js';
+import {h, badge, dataTable, field, fmtValue, levelBadge, link, options, pager, panel, showNotice, statusBadge, timeCell} from '../dom.js';
 import {drawInto, lineChart} from '../charts.js';
 import {eventsTable} from './events.js';
+import {messagesTable} from './messages.js';
 
 const MINUTE = 60 * 1000;
 const HOUR = 60 * MINUTE;
+/** Messages shown at a time (the pager goes further back). */
+const MESSAGES_PAGE = 20;
 
 /** Chart ranges: short ones show raw values; long ones averages over an interval. */
 const RANGES = {
@@ -228,18 +231,18 @@ export default {
     }
 
     const messagesBox = h('div', {class: 'table-wrap'});
+    const messagePages = h('div', {class: 'pager'});
     let messageLoads = 0;
+    let messageOffset = 0;
     async function loadMessages() {
       const mine = ++messageLoads;
-      const page = await api.get('/api/messages', {device: uid, limit: 20});
+      const page = await api.get('/api/messages', {device: uid, limit: MESSAGES_PAGE, offset: messageOffset});
       if (!ctx.active || mine !== messageLoads) return;
-      const rows = page.items.map((m) => h('tr', {testid: 'message-row', data: {id: m.id}},
-        h('td', {}, timeCell(m.received_at)),
-        h('td', {}, h('code', {}, m.topic || '')),
-        h('td', {}, badge(m.status, m.status === 'failed' ? 'faulty' : m.status === 'processed' ? 'normal' : 'offline')),
-        h('td', {class: 'payload'}, h('code', {title: m.payload || ''}, (m.payload || '').length > 120 ? `${m.payload.slice(0, 120)}…` : m.payload || '')),
-        h('td', {class: 'error-text'}, m.error || '')));
-      messagesBox.replaceChildren(dataTable(['Received', 'Topic', 'Status', 'Payload', 'Error'], rows, 'No messages yet.', {testid: 'messages-table'}));
+      messagesBox.replaceChildren(messagesTable(page.items));
+      messagePages.replaceChildren(...pager({offset: messageOffset, limit: MESSAGES_PAGE, total: page.total, shown: page.items.length, noun: 'messages', prefix: 'messages'}, (offset) => {
+        messageOffset = offset;
+        ctx.task(loadMessages);
+      }));
     }
 
     root.append(
@@ -253,7 +256,7 @@ export default {
         panel('Send a command', commandForm),
         panel('Commands', commandsBox)),
       panel('Events', eventsBox),
-      panel('Messages', messagesBox),
+      panel('Messages', messagesBox, messagePages),
     );
 
     // ---- live updates ----

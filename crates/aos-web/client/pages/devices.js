@@ -2,7 +2,7 @@
 // that registers a device.
 
 import * as api from '../api.js';
-import {h, dataTable, field, link, options, panel, showNotice, statusBadge, timeCell} from '../dom.js';
+import {h, dataTable, field, link, options, pager, panel, showNotice, statusBadge, timeCell} from '../dom.js';
 
 const PAGE_SIZE = 25;
 
@@ -28,7 +28,7 @@ export default {
     const statusFilter = h('select', {testid: 'device-status-filter', 'aria-label': 'Status'},
       options([['', 'Any status'], ['online', 'Online'], ['offline', 'Offline']], ''));
     const list = h('div', {class: 'table-wrap'});
-    const pager = h('div', {class: 'pager'});
+    const pages = h('div', {class: 'pager'});
 
     const uid = h('input', {name: 'uid', required: true, testid: 'device-uid', placeholder: 'e.g. sensor-1'});
     const name = h('input', {name: 'name', testid: 'device-name'});
@@ -39,7 +39,7 @@ export default {
 
     root.append(
       h('h1', {}, 'Devices'),
-      panel(null, h('div', {class: 'toolbar'}, search, classFilter, statusFilter), list, pager),
+      panel(null, h('div', {class: 'toolbar'}, search, classFilter, statusFilter), list, pages),
       panel('Register a device', form),
     );
 
@@ -48,13 +48,24 @@ export default {
         if (!col.sort) return h('th', {}, col.label);
         const asc = query.sort === col.sort;
         const desc = query.sort === `-${col.sort}`;
+        const sort = () => {
+          query.sort = asc ? `-${col.sort}` : col.sort;
+          query.offset = 0;
+          ctx.task(async () => {
+            await load();
+            // The table was drawn again: the focus stays on the column.
+            root.querySelector(`[data-testid="sort-${col.sort}"]`)?.focus();
+          });
+        };
         return h('th', {
           class: 'sortable', tabindex: 0, testid: `sort-${col.sort}`,
           'aria-sort': asc ? 'ascending' : desc ? 'descending' : 'none',
-          onclick: () => {
-            query.sort = asc ? `-${col.sort}` : col.sort;
-            query.offset = 0;
-            ctx.task(load);
+          onclick: sort,
+          // Keyboard users sort with Enter or Space, as with a button.
+          onkeydown: (event) => {
+            if (event.key !== 'Enter' && event.key !== ' ') return;
+            event.preventDefault();
+            sort();
           },
         }, col.label, asc ? ' ▲' : desc ? ' ▼' : '');
       });
@@ -75,17 +86,10 @@ export default {
       const page = await api.get('/api/devices', {...query, limit: PAGE_SIZE});
       if (!ctx.active || mine !== loads) return;
       list.replaceChildren(dataTable(header(), page.items.map(row), 'No devices match.', {testid: 'devices-table'}));
-      const last = query.offset + page.items.length;
-      pager.replaceChildren(
-        h('span', {class: 'muted', testid: 'device-count'}, page.total ? `${query.offset + 1}–${last} of ${page.total}` : '0 devices'),
-        h('button', {type: 'button', class: 'secondary', testid: 'page-prev', disabled: query.offset === 0, onclick: () => {
-          query.offset = Math.max(0, query.offset - PAGE_SIZE);
-          ctx.task(load);
-        }}, 'Previous'),
-        h('button', {type: 'button', class: 'secondary', testid: 'page-next', disabled: last >= page.total, onclick: () => {
-          query.offset += PAGE_SIZE;
-          ctx.task(load);
-        }}, 'Next'));
+      pages.replaceChildren(...pager({offset: query.offset, limit: PAGE_SIZE, total: page.total, shown: page.items.length, noun: 'devices'}, (offset) => {
+        query.offset = offset;
+        ctx.task(load);
+      }));
     }
 
     async function loadClasses() {

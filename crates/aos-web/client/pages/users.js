@@ -1,9 +1,11 @@
-// Users (with the form that adds one) and roles with what they grant.
+// Users, roles and API keys: each listed, created, changed and removed (or disabled) here, as
+// far as the signed-in user's roles allow — the buttons a role cannot use are not shown.
 
 import * as api from '../api.js';
-import {h, badge, dataTable, field, options, panel, showNotice, timeCell} from '../dom.js';
+import {h, badge, confirmButton, dataTable, dialog, field, options, panel, secretDialog, showNotice, timeCell} from '../dom.js';
 
 const LEVELS = ['full', 'manage', 'view'];
+const ACTIONS = ['validate', 'lock', 'disable'];
 
 /** "full: devices, classes · view: events": the kinds a role grants, grouped by level. */
 function permissionSummary(permissions) {
@@ -16,28 +18,90 @@ function permissionSummary(permissions) {
   return parts.length ? parts.join(' · ') : 'nothing';
 }
 
+/** The kinds of objects a tenant's role grants, as the API's own document lists them. */
+async function roleKinds() {
+  const doc = await api.get('/api/openapi.json');
+  const schema = doc.components.schemas.RolePermissions;
+  return Object.keys(schema.properties || {});
+}
+
+/** A multiple choice of roles, `chosen` ticked. */
+function roleChoice(roleNames, chosen, testid) {
+  return h('fieldset', {class: 'choices', 'data-fields': 'roles', testid},
+    h('legend', {}, 'Roles'),
+    roleNames.map((name) => h('label', {class: 'check'},
+      h('input', {type: 'checkbox', value: name, checked: chosen.includes(name), data: {role: name}}), name)));
+}
+
+function ticked(fieldset) {
+  return [...fieldset.querySelectorAll('input[type=checkbox]:checked')].map((c) => c.value);
+}
+
+/** The grid of a role's grants: a level per kind, and the advanced actions. */
+function grantsForm(kinds, role) {
+  const permissions = role ? role.permissions || {} : {};
+  const grid = h('div', {class: 'grants', 'data-fields': 'permissions', testid: 'role-permissions'},
+    kinds.map((kind) => field(kind.replace(/_/g, ' '),
+      h('select', {data: {kind}, testid: `level-${kind}`},
+        options([['none', 'none'], ['view', 'view'], ['manage', 'manage'], ['full', 'full']], permissions[kind] || 'none')))));
+  const actions = h('fieldset', {class: 'choices', 'data-fields': 'actions'},
+    h('legend', {}, 'Advanced actions'),
+    ACTIONS.map((action) => h('label', {class: 'check'},
+      h('input', {type: 'checkbox', value: action, checked: (role ? role.actions || [] : []).includes(action)}), action)));
+  const read = () => ({
+    permissions: Object.fromEntries([...grid.querySelectorAll('select')]
+      .filter((s) => s.value !== 'none').map((s) => [s.dataset.kind, s.value])),
+    actions: ticked(actions),
+  });
+  return {grid, actions, read};
+}
+
 export default {
   title: 'Users & roles',
   nav: 'users',
   async mount(root, ctx) {
     const usersBox = h('div', {class: 'table-wrap'});
     const rolesBox = h('div', {class: 'table-wrap'});
+    const keysBox = h('div', {class: 'table-wrap'});
+    let roleList = [];
+    let fillRoles = () => {}; // the new user's choice of roles, when the form is shown
+    const kinds = await roleKinds();
 
-    const login = h('input', {name: 'login', required: true, testid: 'user-login', autocomplete: 'off'});
-    const name = h('input', {name: 'name', testid: 'user-name', autocomplete: 'off'});
-    const password = h('input', {name: 'password', type: 'password', required: true, testid: 'user-password', autocomplete: 'new-password'});
-    const roles = h('select', {name: 'roles', multiple: true, size: 4, testid: 'user-roles'});
-    const form = h('form', {class: 'inline-form', testid: 'user-form'},
-      field('Login', login), field('Name', name), field('Password', password),
-      field('Roles (Ctrl-click for several)', roles),
-      h('button', {type: 'submit', testid: 'user-create'}, 'Add'));
+    const canUsers = api.can('users', 'manage');
+    const canRoles = api.can('roles', 'manage');
+    const canKeys = api.can('api_keys', 'manage');
 
-    root.append(
-      h('h1', {}, 'Users & roles'),
-      panel('Users', usersBox),
-      panel('Add a user', form),
-      panel('Roles', rolesBox),
-    );
+    root.append(h('h1', {}, 'Users & roles'), panel('Users', usersBox));
+
+    // ---- users ----
+
+    function editUser(user) {
+      const name = h('input', {name: 'name', value: user.name || '', testid: 'edit-user-name'});
+      const email = h('input', {name: 'email', type: 'email', value: user.email || '', testid: 'edit-user-email'});
+      const roles = roleChoice(roleList.map((r) => r.name), user.roles || [], 'edit-user-roles');
+      const disabled = h('input', {type: 'checkbox', name: 'disabled', checked: user.disabled, testid: 'edit-user-disabled'});
+      const form = h('form', {class: 'stack-form', testid: 'edit-user-form'},
+        field('Name', name), field('E-mail', email), roles,
+        h('label', {class: 'check'}, disabled, 'Disabled (cannot sign in; its sessions end at once)'),
+        h('button', {type: 'submit', testid: 'edit-user-save'}, 'Save'));
+      const box = dialog(`User ${user.login}`, form);
+      ctx.form(form, async () => {
+        await api.patch(`/api/users/${encodeURIComponent(user.login)}`, {
+          name: name.value.trim(),
+          email: email.value.trim() || undefined,
+          roles: ticked(roles),
+          disabled: disabled.checked,
+        });
+        box.close();
+        showNotice(`User ${user.login} saved.`);
+        await loadUsers();
+      });
+    }
+
+    async function resetPassword(user) {
+      const answer = await api.post(`/api/users/${encodeURIComponent(user.login)}/password-reset`);
+      secretDialog(`New password of ${user.login}`, 'Give the user this password; its old one and its sessions no longer work.', answer.password);
+    }
 
     async function loadUsers() {
       const page = await api.get('/api/users', {limit: 1000});
@@ -48,31 +112,127 @@ export default {
         h('td', {}, u.email || ''),
         h('td', {}, (u.roles || []).map((r) => h('span', {class: 'chip'}, r))),
         h('td', {}, u.disabled ? badge('disabled', 'offline') : badge('active', 'online')),
-        h('td', {}, timeCell(u.created_at))));
-      usersBox.replaceChildren(dataTable(['Login', 'Name', 'Email', 'Roles', 'State', 'Created'], rows, 'No users.', {testid: 'users-table'}));
+        h('td', {}, timeCell(u.created_at)),
+        h('td', {class: 'actions'}, canUsers ? [
+          h('button', {type: 'button', class: 'small', testid: 'user-edit', onclick: () => editUser(u)}, 'Edit'),
+          confirmButton('Reset password', `Give ${u.login} a new password? Its current one stops working.`,
+            () => ctx.task(() => resetPassword(u)), {class: 'small secondary', testid: 'user-reset'}),
+        ] : null)));
+      usersBox.replaceChildren(dataTable(['Login', 'Name', 'E-mail', 'Roles', 'State', 'Created', ''], rows, 'No users.', {testid: 'users-table'}));
+    }
+
+    if (canUsers) {
+      const login = h('input', {name: 'login', required: true, testid: 'user-login', autocomplete: 'off'});
+      const name = h('input', {name: 'name', testid: 'user-name', autocomplete: 'off'});
+      const password = h('input', {name: 'password', type: 'password', required: true, testid: 'user-password', autocomplete: 'new-password'});
+      const roles = h('select', {name: 'roles', multiple: true, size: 4, testid: 'user-roles'});
+      const form = h('form', {class: 'inline-form', testid: 'user-form'},
+        field('Login', login), field('Name', name), field('Password', password),
+        field('Roles (Ctrl-click for several)', roles),
+        h('button', {type: 'submit', testid: 'user-create'}, 'Add'));
+      root.append(panel('Add a user', form));
+      ctx.form(form, async () => {
+        const chosen = [...roles.selectedOptions].map((o) => o.value);
+        const userLogin = login.value.trim();
+        await api.post('/api/users', {login: userLogin, name: name.value.trim() || undefined, password: password.value, roles: chosen});
+        showNotice(`User ${userLogin} added.`);
+        form.reset();
+        await loadUsers();
+      });
+      fillRoles = (names) => roles.replaceChildren(...options(names.map((n) => [n, n])));
+    }
+
+    // ---- roles ----
+
+    function editRole(role) {
+      const name = h('input', {name: 'name', required: true, value: role ? role.name : '', disabled: Boolean(role), testid: 'role-name'});
+      const grants = grantsForm(kinds, role);
+      const form = h('form', {class: 'stack-form', testid: 'role-form'},
+        field('Name', name), grants.grid, grants.actions,
+        h('button', {type: 'submit', testid: 'role-save'}, role ? 'Save' : 'Create'));
+      const box = dialog(role ? `Role ${role.name}` : 'New role', form);
+      ctx.form(form, async () => {
+        const body = grants.read();
+        if (role) await api.put(`/api/roles/${encodeURIComponent(role.name)}`, body);
+        else await api.post('/api/roles', {name: name.value.trim(), ...body});
+        box.close();
+        showNotice(`Role ${role ? role.name : name.value.trim()} saved.`);
+        await loadRoles();
+      });
     }
 
     async function loadRoles() {
       const page = await api.get('/api/roles', {limit: 1000});
       if (!ctx.active) return;
-      roles.replaceChildren(...options(page.items.map((r) => [r.name, r.name])));
+      roleList = page.items;
+      fillRoles(roleList.map((r) => r.name));
       const rows = page.items.map((r) => h('tr', {testid: 'role-row', data: {name: r.name}},
         h('td', {}, r.name),
         h('td', {}, r.builtin ? badge('built-in', 'info') : ''),
         h('td', {class: 'summary'}, permissionSummary(r.permissions)),
-        h('td', {}, (r.actions || []).join(', '))));
-      rolesBox.replaceChildren(dataTable(['Name', '', 'Permissions', 'Actions'], rows, 'No roles.', {testid: 'roles-table'}));
+        h('td', {}, (r.actions || []).join(', ')),
+        h('td', {class: 'actions'}, canRoles && !r.builtin
+          ? h('button', {type: 'button', class: 'small', testid: 'role-edit', onclick: () => editRole(r)}, 'Edit')
+          : null)));
+      rolesBox.replaceChildren(dataTable(['Name', '', 'Permissions', 'Actions', ''], rows, 'No roles.', {testid: 'roles-table'}));
     }
 
-    ctx.form(form, async () => {
-      const chosen = [...roles.selectedOptions].map((o) => o.value);
-      const userLogin = login.value.trim();
-      await api.post('/api/users', {login: userLogin, name: name.value.trim() || undefined, password: password.value, roles: chosen});
-      showNotice(`User ${userLogin} added.`);
-      form.reset();
-      await loadUsers();
-    });
+    root.append(panel('Roles', rolesBox,
+      canRoles ? h('button', {type: 'button', testid: 'role-new', onclick: () => editRole(null)}, 'New role') : null));
 
-    await Promise.all([loadUsers(), loadRoles()]);
+    // ---- API keys ----
+
+    function newKey() {
+      const name = h('input', {name: 'name', required: true, testid: 'key-name', autocomplete: 'off'});
+      const filter = h('input', {name: 'grants', required: true, testid: 'key-filter', placeholder: 'e.g. aos/+/telemetry'});
+      const publish = h('input', {type: 'checkbox', testid: 'key-publish'});
+      const subscribe = h('input', {type: 'checkbox', checked: true, testid: 'key-subscribe'});
+      const expires = h('input', {name: 'expires_in', testid: 'key-expires', placeholder: 'e.g. 90d (empty: until revoked)'});
+      const form = h('form', {class: 'stack-form', testid: 'key-form'},
+        field('Name', name), field('Topic filter', filter),
+        h('label', {class: 'check'}, publish, 'May publish'),
+        h('label', {class: 'check'}, subscribe, 'May subscribe'),
+        field('Expires in', expires),
+        h('button', {type: 'submit', testid: 'key-create'}, 'Create'));
+      const box = dialog('New API key', form);
+      ctx.form(form, async () => {
+        const created = await api.post('/api/api-keys', {
+          name: name.value.trim(),
+          grants: [{filter: filter.value.trim(), publish: publish.checked, subscribe: subscribe.checked}],
+          expires_in: expires.value.trim() || undefined,
+        });
+        box.close();
+        secretDialog(`API key ${created.name}`, 'The application signs in over MQTT with the username apikey and this secret as its password.', created.secret);
+        await loadKeys();
+      });
+    }
+
+    async function loadKeys() {
+      const page = await api.get('/api/api-keys', {limit: 1000});
+      if (!ctx.active) return;
+      const rows = page.items.map((k) => h('tr', {testid: 'key-row', data: {name: k.name}},
+        h('td', {}, k.name),
+        h('td', {}, h('code', {}, `${k.prefix}…`)),
+        h('td', {}, (k.grants || []).map((g) => h('span', {class: 'chip'},
+          `${g.filter} (${[g.publish ? 'publish' : null, g.subscribe ? 'subscribe' : null].filter(Boolean).join(', ') || 'nothing'})`))),
+        h('td', {}, timeCell(k.created_at)),
+        h('td', {}, k.expires_at ? timeCell(k.expires_at) : h('span', {class: 'muted'}, 'never')),
+        h('td', {}, k.revoked_at ? badge('revoked', 'offline') : badge('active', 'online')),
+        h('td', {class: 'actions'}, api.can('api_keys', 'full') && !k.revoked_at
+          ? confirmButton('Revoke', `Revoke API key ${k.name}? Applications using it are disconnected.`, () => ctx.task(async () => {
+            await api.del(`/api/api-keys/${encodeURIComponent(k.name)}`);
+            showNotice(`API key ${k.name} revoked.`);
+            await loadKeys();
+          }), {testid: 'key-revoke'})
+          : null)));
+      keysBox.replaceChildren(dataTable(['Name', 'Key', 'Grants', 'Created', 'Expires', 'State', ''], rows, 'No API keys.', {testid: 'keys-table'}));
+    }
+
+    if (api.can('api_keys')) {
+      root.append(panel('API keys', keysBox,
+        canKeys ? h('button', {type: 'button', testid: 'key-new', onclick: newKey}, 'New API key') : null));
+    }
+
+    await Promise.all([loadUsers(), loadRoles(), api.can('api_keys') ? loadKeys() : null]);
   },
 };

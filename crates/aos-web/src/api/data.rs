@@ -238,6 +238,15 @@ pub(super) async fn figures(
 pub(super) struct AuditQuery {
     /// The tenant whose log a system administrator reads (without it: the platform's own).
     tenant: Option<String>,
+    /// Only what this user did (its login).
+    user: Option<String>,
+    /// Only this action (`user.create`), or every action it starts when it ends with a dot
+    /// (`user.`).
+    action: Option<String>,
+    /// At or after (RFC 3339).
+    from: Option<DateTime<Utc>>,
+    /// Before (RFC 3339).
+    to: Option<DateTime<Utc>>,
     /// Items per page, 1 to 1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
@@ -267,7 +276,7 @@ pub(super) struct AuditView {
 /// Read the audit log
 ///
 /// The tenant's security events, newest first (a system administrator without `?tenant=` sees
-/// the platform's own).
+/// the platform's own); `user`, `action`, `from` and `to` narrow them down.
 #[utoipa::path(
     get,
     path = "/api/audit",
@@ -306,8 +315,14 @@ pub(super) async fn audit_log(
                 .tenant,
         ),
     };
+    let filter = audit::AuditFilter {
+        actor: query.user.map(|login| format!("user:{login}")),
+        action: query.action,
+        from: query.from,
+        to: query.to,
+    };
     let wanted = page(query.limit, query.offset, query.sort)?;
-    let (found, total) = audit::search(&api.storage, tenant, &wanted).await?;
+    let (found, total) = audit::search(&api.storage, tenant, &filter, &wanted).await?;
     let items = found
         .into_iter()
         .map(|a| AuditView {

@@ -90,6 +90,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         nodes::switch_role,
         queues::list,
         queues::replay,
+        queues::drop,
         device_http::telemetry,
         device_http::attributes,
         device_http::events,
@@ -377,7 +378,7 @@ mod tests {
             unserved.is_empty(),
             "documented but not routed: {unserved:?}"
         );
-        assert_eq!(served.0.len(), 67);
+        assert_eq!(served.0.len(), 68);
     }
 
     #[test]

@@ -331,11 +331,14 @@ pub(super) struct UserChangeBody {
     email: Option<String>,
     /// A disabled user cannot sign in, and its access tokens stop working at once.
     disabled: Option<bool>,
+    /// All its roles from now on (built-in, or of the tenant); they apply to its next request.
+    #[schema(value_type = Option<Vec<super::schema::Name>>)]
+    roles: Option<Vec<String>>,
 }
 
 /// Change a user
 ///
-/// Its name, e-mail, or whether it is disabled (audited).
+/// Its name, e-mail, roles, or whether it is disabled (audited).
 #[utoipa::path(
     patch,
     path = "/api/users/{login}",
@@ -372,6 +375,7 @@ pub(super) async fn update_user(
         name: body.name,
         email: body.email,
         disabled: body.disabled,
+        roles: body.roles,
     };
     let changed = users::update(&api.storage, scope, &login, change).await?;
     audit::record(

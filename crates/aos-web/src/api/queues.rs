@@ -1,20 +1,25 @@
 //! Dead letters: the items a queue gave up on after `queue.max_attempts` deliveries, looked at
-//! and given another chance (system administrators only).
+//! and given another chance, or dropped (system administrators only).
 
 use aos_auth::permissions::{ObjectKind, Operation};
 use aos_core::acquisition::{self, ACQUISITION_QUEUE};
-use aos_core::queue::{Delivery, QueueError, dead_letter_queue, replay_dead_letters};
+use aos_core::queue::{
+    Delivery, QueueError, dead_letter_queue, drop_dead_letters, replay_dead_letters,
+};
 use chrono::{DateTime, Utc};
 use ntex::http::StatusCode;
 use ntex::web::{self, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use aos_storage::repo::audit;
+
 use super::{ApiError, ApiState, Caller, ErrorBody, Json, Listed, Query, Routes, page};
 
 pub fn routes(r: &mut impl Routes) {
     r.get("/queues/{queue}/dead", list)
-        .post("/queues/{queue}/dead/replay", replay);
+        .post("/queues/{queue}/dead/replay", replay)
+        .post("/queues/{queue}/dead/drop", drop);
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -30,10 +35,10 @@ pub(super) struct ListQuery {
     offset: Option<u64>,
 }
 
-/// Dead letters to give another chance.
+/// Dead letters to give another chance, or to drop.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Replay {
+pub(super) struct DeadLetterIds {
     /// Their ids (unknown ones are skipped).
     #[serde(deserialize_with = "whole_numbers")]
     ids: Vec<u64>,
@@ -150,6 +155,12 @@ pub(super) struct Replayed {
     replayed: usize,
 }
 
+/// How many dead letters were dropped.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Dropped {
+    dropped: usize,
+}
+
 /// List dead letters
 ///
 /// The items a queue gave up on after `queue.max_attempts` deliveries, oldest first (system
@@ -196,7 +207,7 @@ pub(super) async fn list(
     tag = "platform",
     operation_id = "replay_dead_letters",
     params(("queue" = String, Path, description = "`acquisition` (device messages) or `workflows` (workflow runs)")),
-    request_body = Replay,
+    request_body = DeadLetterIds,
     responses(
         (status = 200, description = "How many went back", body = Replayed),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
@@ -213,10 +224,45 @@ pub(super) async fn replay(
     api: ApiState,
     caller: Caller,
     queue: web::types::Path<String>,
-    body: Json<Replay>,
+    body: Json<DeadLetterIds>,
 ) -> Result<HttpResponse, ApiError> {
     caller.platform(ObjectKind::Nodes, Operation::Update)?;
     let replayed = replay_dead_letters(api.queue.as_ref(), &queue, &body.0.ids).await?;
     tracing::info!(queue = %queue.as_str(), replayed, "dead letters replayed");
     Ok(HttpResponse::Ok().json(&Replayed { replayed }))
+}
+
+/// Drop dead letters
+///
+/// Those items are deleted for good (system administrators; audited).
+#[utoipa::path(
+    post,
+    path = "/api/queues/{queue}/dead/drop",
+    tag = "platform",
+    operation_id = "drop_dead_letters",
+    params(("queue" = String, Path, description = "`acquisition` (device messages) or `workflows` (workflow runs)")),
+    request_body = DeadLetterIds,
+    responses(
+        (status = 200, description = "How many were dropped", body = Dropped),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "Not a system administrator", body = ErrorBody),
+        (status = 404, description = "No such queue", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The body is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn drop(
+    api: ApiState,
+    caller: Caller,
+    queue: web::types::Path<String>,
+    body: Json<DeadLetterIds>,
+) -> Result<HttpResponse, ApiError> {
+    caller.platform(ObjectKind::Nodes, Operation::Delete)?;
+    let dropped = drop_dead_letters(api.queue.as_ref(), &queue, &body.0.ids).await?;
+    let mut event = super::people::api_event(&caller, None, "dead_letters.drop", "queue", &queue);
+    event.detail = serde_json::json!({ "ids": body.0.ids, "dropped": dropped });
+    audit::record(&api.storage, event).await?;
+    Ok(HttpResponse::Ok().json(&Dropped { dropped }))
 }
