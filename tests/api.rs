@@ -445,6 +445,29 @@ async fn events_are_listed_acknowledged_and_cleared() {
     assert_eq!(status, 200, "{open}");
     assert_eq!(open["items"][0]["id"], json!(raised.id));
     assert_eq!(open["items"][0]["level"], json!("faulty"));
+    assert_eq!(open["items"][0]["count"], json!(1), "{open}");
+    // Narrowed by level, acknowledgement and time.
+    let listed = |query: &str| {
+        let (status, page) = call(
+            port,
+            "GET",
+            &format!("/api/events?{query}"),
+            Some(&olga),
+            None,
+        );
+        assert_eq!(status, 200, "{query}: {page}");
+        page["total"].as_u64().unwrap_or_default()
+    };
+    assert_eq!(listed("level=faulty"), 1);
+    assert_eq!(listed("level=warning"), 0);
+    assert_eq!(listed("acknowledged=false"), 1);
+    assert_eq!(listed("acknowledged=true"), 0);
+    assert_eq!(
+        listed("from=2000-01-01T00:00:00Z&to=2999-01-01T00:00:00Z"),
+        1
+    );
+    assert_eq!(listed("from=2999-01-01T00:00:00Z"), 0);
+    assert_eq!(listed("to=2000-01-01T00:00:00Z"), 0);
     let path = |what: &str| format!("/api/events/{}/{what}", raised.id);
     let (status, acked) = call(port, "POST", &path("acknowledge"), Some(&olga), None);
     assert_eq!(status, 200, "{acked}");
@@ -474,6 +497,7 @@ async fn events_are_listed_acknowledged_and_cleared() {
     assert_eq!(open["items"], json!([]));
     let (_, closed) = call(port, "GET", "/api/events?open=false", Some(&olga), None);
     assert_eq!(closed["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed("acknowledged=true"), 1);
     refused(
         call(port, "POST", "/api/events/999999/clear", Some(&olga), None),
         404,

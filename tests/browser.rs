@@ -1,7 +1,9 @@
 //! The web client end to end in headless Chromium (`tests/browser/e2e.mjs`, playwright-core),
 //! against a standalone node, with this test playing the MQTT device: sign in, create a class
 //! and a device in the pages, see telemetry arrive and the chart grow live, send a command and
-//! see it acknowledged, acknowledge the event a level change raised; add a user, make a custom
+//! see it acknowledged; read the chart (an axis per unit, values on hover, a range dragged to
+//! zoom, a CSV of what it shows); acknowledge the alarm a level change raised and see it counted again
+//! live when the value crosses into the level once more; add a user, make a custom
 //! role and give it to the user in its edit dialog, see an API key refused with the error at its
 //! field and then made (its secret shown once) and revoked, reset a password; open the API's
 //! documentation page; then, as the system administrator, create a tenant, see the node on the
@@ -150,6 +152,20 @@ async fn the_web_client_works_in_a_real_browser() {
     };
 
     assert_eq!(next("creating the device"), "STEP device-created");
+    // The class's model gives temperatures their unit (the chart's axis shows it).
+    let tina = common::api::access_token(node.ports.http, "tina", &password);
+    let model = json!({"attributes": [
+        {"name": "temperature", "data_type": "number", "unit": "°C", "kind": "measurement"},
+        {"name": "humidity", "data_type": "number", "unit": "%", "kind": "measurement"},
+    ]});
+    let (status, saved) = common::api::call(
+        node.ports.http,
+        "PUT",
+        "/api/classes/thermo/model",
+        Some(&tina),
+        Some(&model.to_string()),
+    );
+    assert_eq!(status, 200, "{saved}");
     // The page registered sensor-1 in class thermo: give it credentials and connect it.
     let token = access_token(d, "sensor-1", "acme");
     let mut options = options5(node.ports.mqtt, "sensor-1");
@@ -164,8 +180,8 @@ async fn the_web_client_works_in_a_real_browser() {
     go();
 
     assert_eq!(next("seeing the first value"), "STEP value-seen");
-    publish(&mut device, json!({"temperature": 23})).await;
-    publish(&mut device, json!({"temperature": 24.5})).await;
+    publish(&mut device, json!({"temperature": 23, "humidity": 40})).await;
+    publish(&mut device, json!({"temperature": 24.5, "humidity": 42})).await;
     go();
 
     assert_eq!(next("sending the command"), "STEP command-sent");
@@ -193,6 +209,35 @@ async fn the_web_client_works_in_a_real_browser() {
     publish(&mut device, json!({"temperature": 95})).await;
     go();
 
+    // Back to normal, then faulty again: the open alarm counts it (the page sees it live).
+    assert_eq!(next("crossing again"), "STEP cross-again");
+    publish(&mut device, json!({"temperature": 40})).await;
+    // Stored before the next one (values of one batch count as the newest alone).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, shown) = common::api::call(
+            node.ports.http,
+            "GET",
+            "/api/devices/sensor-1",
+            Some(&tina),
+            None,
+        );
+        let latest = shown["latest"].as_array().cloned().unwrap_or_default();
+        if latest
+            .iter()
+            .any(|v| v["attribute"] == json!("temperature") && v["value"] == json!(40.0))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "temperature 40 never stored: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    publish(&mut device, json!({"temperature": 97})).await;
+    go();
+
     assert_eq!(next("finishing"), "DONE");
     let status = script
         .wait_timeout_or_kill(Duration::from_secs(30))
@@ -204,7 +249,10 @@ async fn the_web_client_works_in_a_real_browser() {
         "device",
         "classes",
         "events",
+        "events-dark",
         "users",
+        "operations",
+        "phone-events",
         "api-docs",
     ] {
         assert!(

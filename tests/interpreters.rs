@@ -1,6 +1,7 @@
 //! Interpreters through the real interfaces: set with the CLI, applied to what a device
-//! publishes over MQTT (a value map, an expression, levels), and level changes raising and
-//! clearing events that the CLI lists, acknowledges and clears.
+//! publishes over MQTT (a value map, an expression, levels), and level changes raising alarms
+//! (one per attribute and level, counted again while open) that the CLI lists, acknowledges and
+//! clears.
 
 mod common;
 
@@ -57,10 +58,10 @@ fn setup(dir: &Path) -> String {
     access_token(dir, "d-1", "acme")
 }
 
-/// The CLI's event list as (level, acknowledged, cleared) per line, oldest first.
-fn events(dir: &Path) -> Vec<(String, String, String, String)> {
+/// The CLI's event list as (id, level, acknowledged, cleared, count) per line, oldest first.
+fn events(dir: &Path) -> Vec<(String, String, String, String, String)> {
     let listed = cli_ok(dir, &["event", "list", "--tenant", "acme"]);
-    let mut rows: Vec<(String, String, String, String)> = listed
+    let mut rows: Vec<(String, String, String, String, String)> = listed
         .lines()
         .skip(1)
         .map(|l| {
@@ -70,6 +71,7 @@ fn events(dir: &Path) -> Vec<(String, String, String, String)> {
                 f[1].to_string(),
                 f[3].to_string(),
                 f[4].to_string(),
+                f[5].to_string(),
             )
         })
         .collect();
@@ -78,7 +80,7 @@ fn events(dir: &Path) -> Vec<(String, String, String, String)> {
 }
 
 #[tokio::test]
-async fn values_are_interpreted_and_level_changes_raise_and_clear_events() {
+async fn values_are_interpreted_and_level_changes_raise_alarms_counted_while_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let token = setup(d);
@@ -111,6 +113,7 @@ async fn values_are_interpreted_and_level_changes_raise_and_clear_events() {
         r#"{"ts": 1796032860000, "values": {"temperature": 350}}"#,
         r#"{"ts": 1796032920000, "values": {"temperature": 550}}"#,
         r#"{"ts": 1796032980000, "values": {"temperature": 200}}"#,
+        r#"{"ts": 1796033040000, "values": {"temperature": 360}}"#,
     ];
     let mut seen = Vec::new();
     for (i, payload) in steps.iter().enumerate() {
@@ -122,23 +125,25 @@ async fn values_are_interpreted_and_level_changes_raise_and_clear_events() {
         wait_logged(&storage, i as u64 + 1).await;
         seen.push(events(d));
     }
-    // 21.5: normal, no event; 35: warning raised; 55: warning cleared, faulty raised; 20: cleared.
+    // 21.5: normal, no alarm; 35: a warning alarm; 55: a faulty one too; 20: both stay open
+    // until someone clears them; 36: warning again, counted in its open alarm.
+    let shown = |i: usize| -> Vec<(&str, &str, &str)> {
+        seen[i]
+            .iter()
+            .map(|e| (e.1.as_str(), e.3.as_str(), e.4.as_str()))
+            .collect()
+    };
     assert!(seen[0].is_empty(), "{seen:?}");
-    assert_eq!(seen[1].len(), 1);
+    assert_eq!(shown(1), [("warning", "false", "1")]);
     assert_eq!(
-        (seen[1][0].1.as_str(), seen[1][0].3.as_str()),
-        ("warning", "false")
+        shown(2),
+        [("warning", "false", "1"), ("faulty", "false", "1")]
     );
-    assert_eq!(seen[2].len(), 2);
+    assert_eq!(shown(3), shown(2));
     assert_eq!(
-        (seen[2][0].1.as_str(), seen[2][0].3.as_str()),
-        ("warning", "true")
+        shown(4),
+        [("warning", "false", "2"), ("faulty", "false", "1")]
     );
-    assert_eq!(
-        (seen[2][1].1.as_str(), seen[2][1].3.as_str()),
-        ("faulty", "false")
-    );
-    assert!(seen[3].iter().all(|e| e.3 == "true"), "{seen:?}");
 
     let temperature = latest_value::Entity::find()
         .filter(latest_value::Column::Attribute.eq("temperature"))
@@ -148,7 +153,7 @@ async fn values_are_interpreted_and_level_changes_raise_and_clear_events() {
         .expect("latest");
     assert_eq!(
         (temperature.value_num, temperature.level.as_deref()),
-        (Some(20.0), Some("normal"))
+        (Some(36.0), Some("warning"))
     );
     let door = ledger::Entity::find()
         .filter(ledger::Column::Attribute.eq("door"))

@@ -8,7 +8,7 @@
 // Environment: AOS_URL, AOS_LOGIN, AOS_PASSWORD (a tenant administrator), SCREENSHOT_DIR,
 // CHROMIUM (default /usr/bin/chromium).
 
-import {mkdir} from 'node:fs/promises';
+import {mkdir, readFile} from 'node:fs/promises';
 import path from 'node:path';
 import {createInterface} from 'node:readline';
 import {chromium} from 'playwright-core';
@@ -165,6 +165,44 @@ async function run(page, url, login, password, shots) {
   await expectSamePage('live values');
   log('live values and chart updated');
 
+  // 4b. The chart: humidity charted too — one axis per unit, labelled from the class's model;
+  //     the values under the pointer; a stretch dragged across becomes the range; a CSV of what
+  //     is drawn.
+  const humidity = page.locator('[data-testid="chart-attribute"][value="humidity"]');
+  await appear(page, humidity, 'humidity among the chartable attributes');
+  if (!(await humidity.isChecked())) await humidity.check();
+  await eventually('an axis per unit', async () => {
+    const units = await page.locator('[data-testid="chart"] [data-testid="chart-unit"]').allTextContents();
+    return {ok: units.includes('°C') && units.includes('%'), detail: units.join(', ')};
+  });
+  const plot = page.locator('[data-testid="chart"] .chart-pad');
+  const area = await plot.boundingBox();
+  // On the newest temperature's marker.
+  const newest = await page.locator('[data-testid="chart"] .marks[data-series="temperature"] circle').last().boundingBox();
+  await page.mouse.move(newest.x + newest.width / 2, newest.y + newest.height / 2);
+  await expectText(page.getByTestId('chart-hover'), /temperature: 24\.5 °C/, 'the newest temperature under the pointer');
+  await shoot('chart-hover');
+  await page.mouse.move(area.x + area.width * 0.5, area.y + 10);
+  await page.mouse.down();
+  // Past the plot's right end: the stretch ends there (the pointer is held by the chart).
+  await page.mouse.move(area.x + area.width + 20, area.y + 10, {steps: 5});
+  await page.mouse.up();
+  await eventually('the dragged stretch as the range', async () => {
+    const chosen = await page.getByTestId('chart-range').inputValue();
+    const from = await page.getByTestId('chart-from').inputValue();
+    return {ok: chosen === 'custom' && from !== '', detail: `${chosen} from ${from}`};
+  });
+  await eventually('the newest values still drawn after zooming in', async () => {
+    const n = await points(series);
+    return {ok: n >= 1, detail: `data-points=${n}`};
+  });
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('chart-csv').click()]);
+  const csv = await readFile(await download.path(), 'utf8');
+  const csvLines = csv.trim().split('\n');
+  if (csvLines[0] !== 'time,attribute,value,unit') throw new Error(`the CSV starts with ${csvLines[0]}`);
+  if (!csvLines.some((l) => /,temperature,24\.5,°C$/.test(l))) throw new Error(`the CSV lacks the last temperature:\n${csv}`);
+  log(`chart: an axis per unit, hover, zoom, CSV of ${csvLines.length - 1} values`);
+
   // 5. Commands: invalid JSON is refused in the page; a valid command is sent and acknowledged.
   await page.getByTestId('command-name').fill('reboot');
   await page.getByTestId('command-parameters').fill('{"delay": ');
@@ -193,7 +231,22 @@ async function run(page, url, login, password, shots) {
   await event.getByTestId('event-acknowledge').click();
   await expectText(row('event-row', 'id', eventId).getByTestId('event-state'), /acknowledged/, 'the event to show acknowledged');
   await noError(page, 'acknowledging the event');
+  if ((await row('event-row', 'id', eventId).getByTestId('event-acknowledge').count()) !== 0) throw new Error('an acknowledged alarm still offers to be acknowledged');
   log(`event ${eventId} acknowledged`);
+  // The value goes back to normal and crosses into faulty again: the same alarm, counted twice,
+  // live; the level filter keeps it, another level hides it.
+  await markPage();
+  await step('cross-again');
+  await expectText(row('event-row', 'id', eventId).getByTestId('event-count'), /^2$/, 'the alarm counted again, live');
+  await expectSamePage('the alarm counted again');
+  if ((await page.getByTestId('event-row').count()) !== 1) throw new Error('a second alarm was raised instead of counting the open one');
+  await page.getByTestId('event-level').selectOption('warning');
+  await page.getByTestId('event-apply').click();
+  await expectText(page.getByTestId('events-table'), /No alarms/, 'no warning alarms');
+  await page.getByTestId('event-level').selectOption('faulty');
+  await page.getByTestId('event-apply').click();
+  await appear(page, row('event-row', 'id', eventId), 'the faulty alarm again');
+  log('the open alarm counted a second crossing, live; filtered by level');
 
   // 7. Screenshots of each page.
   const pages = [
@@ -211,7 +264,11 @@ async function run(page, url, login, password, shots) {
     await shootBoth(name);
     if (name === 'devices') {
       await row('device-row', 'uid', 'sensor-1').locator('a').first().click();
-      await appear(page, page.locator('[data-testid="chart"] [data-testid="chart-series"]').first(), 'the device chart');
+      await appear(page, page.locator('[data-testid="chart"]'), 'the device chart');
+      await eventually('the device chart with its series', async () => {
+        const n = await page.locator('[data-testid="chart"] [data-testid="chart-series"]').count();
+        return {ok: n >= 1, detail: `${n} series`};
+      });
       await appear(page, page.getByTestId('commands-table'), 'the commands of the device');
       await appear(page, page.getByTestId('messages-table'), 'the messages of the device');
       await noError(page, 'the device page');

@@ -190,7 +190,76 @@ async fn level_changes_raise_events_once(storage: &Storage) {
         .expect("events");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].level, "warning");
-    assert!(events[0].cleared_at.is_some(), "back to normal clears it");
+    assert!(
+        events[0].cleared_at.is_none(),
+        "back to normal, the alarm stays open until someone clears it"
+    );
+    // Warning again while it is open: the same alarm, counted again with the new value and time.
+    let again = |key: &str, age_s: i64, value: f64| {
+        let (m, mut r) = step(key, age_s, "warning");
+        r[0].value = serde_json::json!(value);
+        (m, r)
+    };
+    let (m, r) = again("w2", -10, 7.5);
+    assert_eq!(
+        ingest::record(storage, &m, &r, &[])
+            .await
+            .expect("again")
+            .events,
+        0,
+        "counted in the open alarm"
+    );
+    let events = event::Entity::find()
+        .all(storage.db())
+        .await
+        .expect("events");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].crossings, events[0].last_value.as_deref()),
+        (2, Some("7.5"))
+    );
+    let ms = |t: DateTime<Utc>| t.timestamp_millis();
+    assert_eq!(
+        events[0].last_at.map(ms),
+        Some(ms(now + Duration::seconds(10)))
+    );
+    assert_eq!(
+        ms(events[0].raised_at),
+        ms(now - Duration::seconds(30)),
+        "first raised then"
+    );
+    // Faulty is another alarm; once the warning one is cleared, a warning raises a new one.
+    let (m, r) = step("f", -20, "faulty");
+    assert_eq!(
+        ingest::record(storage, &m, &r, &[])
+            .await
+            .expect("faulty")
+            .events,
+        1
+    );
+    event::Entity::update_many()
+        .col_expr(
+            event::Column::ClearedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
+        .filter(event::Column::Level.eq("warning"))
+        .exec(storage.db())
+        .await
+        .expect("clear");
+    let (m, r) = step("w3", -30, "warning");
+    assert_eq!(
+        ingest::record(storage, &m, &r, &[])
+            .await
+            .expect("warning")
+            .events,
+        1
+    );
+    let open = event::Entity::find()
+        .filter(event::Column::ClearedAt.is_null())
+        .count(storage.db())
+        .await
+        .expect("count");
+    assert_eq!(open, 2, "the faulty one, and the new warning");
 }
 
 async fn batches_written_at_once_all_land_and_raise_each_event_once(storage: &Storage) {

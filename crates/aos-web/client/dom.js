@@ -91,6 +91,13 @@ export function timeCell(iso) {
   return h('time', {datetime: iso, title: fmtTime(iso)}, text);
 }
 
+/** An RFC 3339 time from a `datetime-local` input (the browser's time zone), or undefined. */
+export function instant(input) {
+  if (!input.value) return undefined;
+  const date = new Date(input.value);
+  return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
+}
+
 export function fmtValue(value) {
   if (value === null || value === undefined) return '—';
   if (typeof value === 'object') return JSON.stringify(value);

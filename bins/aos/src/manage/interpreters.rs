@@ -173,8 +173,8 @@ pub async fn events(storage: &Storage, command: EventCommand) -> anyhow::Result<
         EventCommand::List { tenant, limit } => {
             let scope = scope(storage, &tenant).await?;
             println!(
-                "{:<6} {:<10} {:<21} {:<6} {:<8} message",
-                "id", "level", "raised", "acked", "cleared"
+                "{:<6} {:<10} {:<21} {:<6} {:<8} {:<6} message",
+                "id", "level", "raised", "acked", "cleared", "count"
             );
             let filter = interpreters::EventFilter {
                 page: Page {
@@ -185,12 +185,13 @@ pub async fn events(storage: &Storage, command: EventCommand) -> anyhow::Result<
             };
             for (e, _) in interpreters::events(storage, scope, &filter).await?.0 {
                 println!(
-                    "{:<6} {:<10} {:<21} {:<6} {:<8} {}",
+                    "{:<6} {:<10} {:<21} {:<6} {:<8} {:<6} {}",
                     e.id,
                     e.level,
                     e.raised_at.format("%Y-%m-%dT%H:%M:%SZ"),
                     e.acknowledged_at.is_some(),
                     e.cleared_at.is_some(),
+                    e.crossings,
                     e.message
                 );
             }

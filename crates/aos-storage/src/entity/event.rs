@@ -1,4 +1,6 @@
-//! An event or alarm raised for a device; acknowledged and cleared by people or workflows.
+//! An event or alarm raised for a device; acknowledged and cleared by people or workflows. While
+//! an alarm of a device attribute stays open (not cleared), the value crossing into its level
+//! again updates it rather than raising another.
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -18,6 +20,12 @@ pub struct Model {
     pub acknowledged_at: Option<ChronoDateTimeUtc>,
     pub acknowledged_by: Option<String>,
     pub cleared_at: Option<ChronoDateTimeUtc>,
+    /// How many times the value crossed into the level while it stayed open (1: once).
+    pub crossings: i64,
+    /// The value of the last crossing, as JSON text.
+    pub last_value: Option<String>,
+    /// When the last crossing was (the value's time).
+    pub last_at: Option<ChronoDateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,7 +7,7 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-#[derive(DeriveIden)]
+#[derive(Clone, Copy, DeriveIden)]
 enum Device {
     Table,
     Session,
@@ -18,42 +18,30 @@ enum Device {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // One column per statement: SQLite alters one at a time.
-        for column in [
-            ColumnDef::new(Device::Session).string().null().to_owned(),
-            ColumnDef::new(Device::SessionNode)
-                .string()
-                .null()
-                .to_owned(),
-            ColumnDef::new(Device::SessionAt)
-                .timestamp_with_time_zone()
-                .null()
-                .to_owned(),
-        ] {
-            let mut column = column;
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Device::Table)
-                        .add_column(&mut column)
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        super::add_columns(
+            manager,
+            Device::Table,
+            vec![
+                ColumnDef::new(Device::Session).string().null().to_owned(),
+                ColumnDef::new(Device::SessionNode)
+                    .string()
+                    .null()
+                    .to_owned(),
+                ColumnDef::new(Device::SessionAt)
+                    .timestamp_with_time_zone()
+                    .null()
+                    .to_owned(),
+            ],
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for column in [Device::Session, Device::SessionNode, Device::SessionAt] {
-            manager
-                .alter_table(
-                    Table::alter()
-                        .table(Device::Table)
-                        .drop_column(column)
-                        .to_owned(),
-                )
-                .await?;
-        }
-        Ok(())
+        super::drop_columns(
+            manager,
+            Device::Table,
+            vec![Device::Session, Device::SessionNode, Device::SessionAt],
+        )
+        .await
     }
 }

@@ -11,7 +11,9 @@ mod m0008_child_class;
 mod m0009_ledger_retention_by_series;
 mod m0010_device_sessions;
 mod m0011_ledger_by_series;
+mod m0012_alarm_crossings;
 
+use sea_orm_migration::prelude::*;
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
 pub struct Migrator;
@@ -30,6 +32,45 @@ impl MigratorTrait for Migrator {
             Box::new(m0009_ledger_retention_by_series::Migration),
             Box::new(m0010_device_sessions::Migration),
             Box::new(m0011_ledger_by_series::Migration),
+            Box::new(m0012_alarm_crossings::Migration),
         ]
     }
+}
+
+/// Adds `columns` to `table`, one statement each (SQLite alters one column at a time).
+async fn add_columns<T: IntoIden + Clone + 'static>(
+    manager: &SchemaManager<'_>,
+    table: T,
+    columns: Vec<ColumnDef>,
+) -> Result<(), DbErr> {
+    for mut column in columns {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(table.clone())
+                    .add_column(&mut column)
+                    .to_owned(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Drops `columns` from `table`, one statement each.
+async fn drop_columns<T: IntoIden + Clone + 'static, C: IntoIden + 'static>(
+    manager: &SchemaManager<'_>,
+    table: T,
+    columns: Vec<C>,
+) -> Result<(), DbErr> {
+    for column in columns {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(table.clone())
+                    .drop_column(column)
+                    .to_owned(),
+            )
+            .await?;
+    }
+    Ok(())
 }

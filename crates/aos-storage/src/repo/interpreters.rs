@@ -1,10 +1,11 @@
 //! Interpreters of a tenant's attributes (checked by the worker's compiler before they are
 //! saved), and the events their levels (or workflows) raise.
 
+use sea_orm::Condition;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, Order,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TryIntoModel,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    Order, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TryIntoModel,
 };
 
 use super::paging::{self, Page};
@@ -80,13 +81,21 @@ pub async fn list(
 pub struct EventFilter {
     /// Of this device only.
     pub device: Option<String>,
+    /// Of this level only.
+    pub level: Option<String>,
     /// Only those not cleared yet (`true`), or only cleared ones (`false`).
     pub open: Option<bool>,
+    /// Only those acknowledged (`true`), or only those not acknowledged yet (`false`).
+    pub acknowledged: Option<bool>,
+    /// Only those whose last crossing is at or after this time.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only those raised before this time.
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
     pub page: Page,
 }
 
 /// What event lists sort by.
-pub const EVENT_SORT_FIELDS: [&str; 3] = ["raised_at", "level", "attribute"];
+pub const EVENT_SORT_FIELDS: [&str; 4] = ["raised_at", "last_at", "level", "attribute"];
 
 /// A page of the events of the scope's devices, newest first unless sorted (a customer sees its
 /// own devices' only), each with its device's id, and how many match in all.
@@ -104,19 +113,40 @@ pub async fn events(
     if let Some(uid) = &filter.device {
         query = query.filter(device::Column::Uid.eq(uid.as_str()));
     }
+    if let Some(level) = &filter.level {
+        query = query.filter(event::Column::Level.eq(level.as_str()));
+    }
     query = match filter.open {
         Some(true) => query.filter(event::Column::ClearedAt.is_null()),
         Some(false) => query.filter(event::Column::ClearedAt.is_not_null()),
         None => query,
     };
+    query = match filter.acknowledged {
+        Some(true) => query.filter(event::Column::AcknowledgedAt.is_not_null()),
+        Some(false) => query.filter(event::Column::AcknowledgedAt.is_null()),
+        None => query,
+    };
+    if let Some(from) = filter.from {
+        query = query.filter(
+            Condition::any().add(event::Column::LastAt.gte(from)).add(
+                Condition::all()
+                    .add(event::Column::LastAt.is_null())
+                    .add(event::Column::RaisedAt.gte(from)),
+            ),
+        );
+    }
+    if let Some(to) = filter.to {
+        query = query.filter(event::Column::RaisedAt.lt(to));
+    }
     let total = query.clone().count(storage.db()).await?;
     let query = paging::ordered(
         query,
         &filter.page,
         &[
             (EVENT_SORT_FIELDS[0], event::Column::RaisedAt),
-            (EVENT_SORT_FIELDS[1], event::Column::Level),
-            (EVENT_SORT_FIELDS[2], event::Column::Attribute),
+            (EVENT_SORT_FIELDS[1], event::Column::LastAt),
+            (EVENT_SORT_FIELDS[2], event::Column::Level),
+            (EVENT_SORT_FIELDS[3], event::Column::Attribute),
         ],
         (event::Column::RaisedAt, Order::Desc),
         event::Column::Id,
@@ -171,7 +201,68 @@ pub async fn settle(
         .ok_or_else(|| StorageError::not_found("event", id.to_string()))
 }
 
-/// Raises an event for a device (a workflow's doing).
+/// An alarm to raise, or to count again if one of its device, attribute and level is open.
+pub(crate) struct Alarm<'a> {
+    pub tenant: i64,
+    pub device: i64,
+    pub attribute: Option<&'a str>,
+    pub level: &'a str,
+    pub message: String,
+    /// The value that crossed into the level, as JSON text.
+    pub value: Option<String>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Updates the open alarm of the device, attribute and level (one more crossing, its value,
+/// time and message) or, if none is open, raises it; returns the alarm and whether it is new.
+/// Alarms stay open until cleared, so a value crossing a threshold back and forth makes one
+/// alarm, not one per crossing.
+pub(crate) async fn raise_in(
+    db: &impl ConnectionTrait,
+    alarm: Alarm<'_>,
+) -> Result<(event::Model, bool), StorageError> {
+    let attribute = match alarm.attribute {
+        Some(name) => event::Column::Attribute.eq(name),
+        None => event::Column::Attribute.is_null(),
+    };
+    let open = event::Entity::find()
+        .filter(event::Column::DeviceId.eq(alarm.device))
+        .filter(attribute)
+        .filter(event::Column::Level.eq(alarm.level))
+        .filter(event::Column::ClearedAt.is_null())
+        .one(db)
+        .await?;
+    if let Some(open) = open {
+        let crossings = open.crossings + 1;
+        let mut open = open.into_active_model();
+        open.crossings = Set(crossings);
+        open.last_value = Set(alarm.value);
+        open.last_at = Set(Some(alarm.at));
+        open.message = Set(alarm.message);
+        return Ok((open.update(db).await?, false));
+    }
+    let raised = event::ActiveModel {
+        tenant_id: Set(alarm.tenant),
+        device_id: Set(alarm.device),
+        attribute: Set(alarm.attribute.map(String::from)),
+        level: Set(alarm.level.to_string()),
+        message: Set(alarm.message),
+        raised_at: Set(alarm.at),
+        acknowledged_at: Set(None),
+        acknowledged_by: Set(None),
+        cleared_at: Set(None),
+        crossings: Set(1),
+        last_value: Set(alarm.value),
+        last_at: Set(Some(alarm.at)),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok((raised, true))
+}
+
+/// Raises an event for a device (a workflow's doing), or counts the open one of its attribute
+/// and level again.
 pub async fn raise(
     storage: &Storage,
     device: &device::Model,
@@ -180,20 +271,16 @@ pub async fn raise(
     message: &str,
 ) -> Result<event::Model, StorageError> {
     check_name("event level", level)?;
-    Ok(event::ActiveModel {
-        tenant_id: Set(device.tenant_id),
-        device_id: Set(device.id),
-        attribute: Set(attribute.map(String::from)),
-        level: Set(level.to_string()),
-        message: Set(message.chars().take(1000).collect()),
-        raised_at: Set(chrono::Utc::now()),
-        acknowledged_at: Set(None),
-        acknowledged_by: Set(None),
-        cleared_at: Set(None),
-        ..Default::default()
-    }
-    .insert(storage.db())
-    .await?)
+    let alarm = Alarm {
+        tenant: device.tenant_id,
+        device: device.id,
+        attribute,
+        level,
+        message: message.chars().take(1000).collect(),
+        value: None,
+        at: chrono::Utc::now(),
+    };
+    Ok(raise_in(storage.db(), alarm).await?.0)
 }
 
 /// Clears a device's open events (of one attribute, if given); returns how many.

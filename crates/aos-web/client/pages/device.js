@@ -4,7 +4,7 @@
 
 import * as api from '../api.js';
 import {h, badge, dataTable, field, fmtValue, levelBadge, link, options, pager, panel, showNotice, statusBadge, timeCell} from '../dom.js';
-import {drawInto, lineChart} from '../charts.js';
+import {drawInto, lineChart, seriesCsv} from '../charts.js';
 import {eventsTable} from './events.js';
 import {messagesTable} from './messages.js';
 
@@ -17,10 +17,26 @@ const MESSAGES_PAGE = 20;
 const RANGES = {
   '15m': {label: 'Last 15 minutes', span: 15 * MINUTE},
   '1h': {label: 'Last hour', span: HOUR},
-  '6h': {label: 'Last 6 hours', span: 6 * HOUR, interval: '5m'},
-  '24h': {label: 'Last 24 hours', span: 24 * HOUR, interval: '15m'},
-  '7d': {label: 'Last 7 days', span: 7 * 24 * HOUR, interval: '1h'},
+  '6h': {label: 'Last 6 hours', span: 6 * HOUR},
+  '24h': {label: 'Last 24 hours', span: 24 * HOUR},
+  '7d': {label: 'Last 7 days', span: 7 * 24 * HOUR},
+  custom: {label: 'From … to …'},
 };
+
+/** The averaging interval for a span of time (none: raw values), as the API names it and in ms. */
+function intervalFor(span) {
+  if (span <= HOUR) return null;
+  if (span <= 6 * HOUR) return {name: '5m', ms: 5 * MINUTE};
+  if (span <= 24 * HOUR) return {name: '15m', ms: 15 * MINUTE};
+  if (span <= 7 * 24 * HOUR) return {name: '1h', ms: HOUR};
+  return {name: '6h', ms: 6 * HOUR};
+}
+
+/** A `datetime-local` input's value for a time (the browser's time zone), to the second. */
+function localInput(ms) {
+  const date = new Date(ms - new Date(ms).getTimezoneOffset() * MINUTE);
+  return date.toISOString().slice(0, 19);
+}
 
 /** How far a command's status has gone: a later answer never goes back to an earlier status. */
 const COMMAND_STAGE = {queued: 0, sent: 1, acknowledged: 2, failed: 2, expired: 2};
@@ -92,6 +108,12 @@ export default {
     let truncated = false; // the server sent only part of the range (too many raw values)
     const range = h('select', {testid: 'chart-range', 'aria-label': 'Range'},
       options(Object.entries(RANGES).map(([key, r]) => [key, r.label]), '1h'));
+    // A custom range: typed in, or dragged across the chart.
+    const customFrom = h('input', {type: 'datetime-local', step: 1, testid: 'chart-from', 'aria-label': 'From'});
+    const customTo = h('input', {type: 'datetime-local', step: 1, testid: 'chart-to', 'aria-label': 'To'});
+    const custom = h('span', {class: 'custom-range', hidden: true}, customFrom, ' – ', customTo);
+    const csv = h('button', {type: 'button', class: 'secondary small', testid: 'chart-csv', onclick: downloadCsv}, 'Download CSV');
+    const units = new Map(); // attribute -> unit, from the class's model
     const checks = h('div', {class: 'checks', testid: 'chart-attributes'});
     const chartBox = h('div', {class: 'chart-box'});
     const chartNote = h('p', {class: 'muted', hidden: true}, 'Only part of this range is drawn: it holds too many values. A longer range draws averages.');
@@ -115,15 +137,53 @@ export default {
         }}), a)) : [h('span', {class: 'muted'}, 'No numeric attribute yet.')]));
     }
 
+    /** The time range drawn: a custom one as chosen, else the last span up to now. */
+    function chartSpan() {
+      if (range.value === 'custom') {
+        const from = Date.parse(customFrom.value);
+        const to = Date.parse(customTo.value);
+        if (Number.isFinite(from) && Number.isFinite(to) && to > from) return {from, to};
+        throw new api.ApiError('Choose a start and an end of the range, the end after the start.', 0, 'invalid');
+      }
+      // It ends now, or at the newest point if the server's clock is ahead of this one's.
+      const newest = Math.max(0, ...[...series.values()].map((points) => points.at(-1)?.t ?? 0));
+      const to = Math.max(Date.now(), newest);
+      return {from: to - RANGES[range.value].span, to};
+    }
+
+    let shown = []; // the series drawn, for the CSV
     function drawChart() {
       const names = chartable().filter((a) => selected.has(a));
-      // The axis ends now, or at the newest point if the server's clock is ahead of this one's.
-      const newest = Math.max(0, ...names.map((a) => (series.get(a) || []).at(-1)?.t ?? 0));
-      const to = Math.max(Date.now(), newest);
-      const from = to - RANGES[range.value].span;
-      const shown = names.map((a) => ({name: a, points: (series.get(a) || []).filter((p) => p.t >= from)}));
-      drawInto(chartBox, lineChart, {series: shown, from, to, empty: shown.length ? 'No values in this range' : 'Tick an attribute to chart it'});
+      const {from, to} = chartSpan();
+      const interval = intervalFor(to - from);
+      shown = names.map((a) => ({
+        name: a,
+        unit: units.get(a),
+        interval: interval ? interval.ms : null,
+        points: (series.get(a) || []).filter((p) => p.t >= from && p.t <= to),
+      }));
+      drawInto(chartBox, lineChart, {series: shown, from, to, onZoom: zoom, empty: shown.length ? 'No values in this range' : 'Tick an attribute to chart it'});
       chartNote.hidden = !truncated;
+    }
+
+    /** The chart was dragged across: that stretch becomes the custom range. */
+    function zoom(from, to) {
+      range.value = 'custom';
+      // Whole seconds, rounded outwards: what was dragged over stays in.
+      customFrom.value = localInput(Math.floor(from / 1000) * 1000);
+      customTo.value = localInput(Math.ceil(to / 1000) * 1000);
+      custom.hidden = false;
+      ctx.task(loadChart);
+    }
+
+    function downloadCsv() {
+      const file = new Blob([seriesCsv(shown)], {type: 'text/csv'});
+      const url = URL.createObjectURL(file);
+      const a = h('a', {href: url, download: `${uid}-values.csv`, hidden: true});
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 1000);
     }
 
     function addPoint(v) {
@@ -138,14 +198,14 @@ export default {
       const attributes = chartable().filter((a) => selected.has(a));
       const fetched = new Map();
       if (!attributes.length) return {fetched, cut: false};
-      const r = RANGES[range.value];
-      const to = new Date();
+      const {from, to} = chartSpan();
+      const interval = intervalFor(to - from);
       const answer = await api.get(`${base}/values`, {
         attributes: attributes.join(','),
-        from: new Date(to.getTime() - r.span).toISOString(),
-        to: to.toISOString(),
-        interval: r.interval,
-        aggregate: r.interval ? 'avg' : undefined,
+        from: new Date(from).toISOString(),
+        to: new Date(to).toISOString(),
+        interval: interval ? interval.name : undefined,
+        aggregate: interval ? 'avg' : undefined,
       });
       for (const s of answer.series) {
         fetched.set(s.attribute, s.points.map((p) => ({t: Date.parse(p.ts), v: numeric(p.value)})).filter((p) => p.v !== null));
@@ -170,7 +230,16 @@ export default {
       heldBack = [];
       drawChart();
     }
-    range.addEventListener('change', () => ctx.task(loadChart));
+    range.addEventListener('change', () => {
+      custom.hidden = range.value !== 'custom';
+      if (range.value === 'custom' && !customFrom.value) {
+        // Start from the last hour, to be changed.
+        customTo.value = localInput(Date.now());
+        customFrom.value = localInput(Date.now() - HOUR);
+      }
+      ctx.task(loadChart);
+    });
+    for (const input of [customFrom, customTo]) input.addEventListener('change', () => ctx.task(loadChart));
 
     // ---- commands ----
     const liveStage = new Map(); // command id -> status last heard live
@@ -251,7 +320,7 @@ export default {
       facts,
       h('div', {class: 'columns-2 wide-right'},
         panel('Latest values', latestBox),
-        panel('Chart', h('div', {class: 'toolbar'}, range, checks), chartBox, chartNote)),
+        panel('Chart', h('div', {class: 'toolbar'}, range, custom, checks, csv), chartBox, chartNote)),
       h('div', {class: 'columns-2 wide-right'},
         panel('Send a command', commandForm),
         panel('Commands', commandsBox)),
@@ -294,10 +363,19 @@ export default {
       if (news.device === uid) eventsSoon();
     });
 
+    /** The units of the class's attributes, for the chart's axes (none if the model is not
+     * to be read). */
+    async function loadUnits(cls) {
+      if (!cls || !api.can('classes') || units.size) return;
+      const model = await api.get(`/api/classes/${encodeURIComponent(cls)}/model`);
+      for (const a of model.attributes || []) if (a.unit) units.set(a.name, a.unit);
+    }
+
     async function loadAll() {
       const d = await api.get(base);
       if (!ctx.active) return;
       showDevice(d);
+      await loadUnits(d.class);
       for (const v of d.latest || []) keepLatest(v);
       showLatest();
       showChecks();

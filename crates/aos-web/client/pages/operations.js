@@ -3,17 +3,10 @@
 // replayed or dropped).
 
 import * as api from '../api.js';
-import {h, badge, confirmButton, dataTable, field, options, pager, panel, showNotice, timeCell} from '../dom.js';
+import {h, badge, confirmButton, dataTable, field, instant, options, pager, panel, showNotice, timeCell} from '../dom.js';
 import {messagesTable} from './messages.js';
 
 const PAGE = 50;
-
-/** An RFC 3339 time from a `datetime-local` input (the browser's time zone), or undefined. */
-function instant(input) {
-  if (!input.value) return undefined;
-  const date = new Date(input.value);
-  return Number.isNaN(date.getTime()) ? undefined : date.toISOString();
-}
 
 /**
  * A filtered list in pages: `fields` are the filter's controls (each a [label, control]), `load`

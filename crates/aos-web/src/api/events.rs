@@ -26,15 +26,23 @@ pub(super) struct ListQuery {
     tenant: Option<String>,
     /// A device's id.
     device: Option<String>,
+    /// A level (`warning`, `faulty`, …).
+    level: Option<String>,
     /// `true`: not cleared yet; `false`: cleared.
     open: Option<bool>,
+    /// `true`: acknowledged; `false`: not acknowledged yet.
+    acknowledged: Option<bool>,
+    /// Only those whose last crossing is at or after this time (RFC 3339).
+    from: Option<DateTime<Utc>>,
+    /// Only those raised before this time (RFC 3339).
+    to: Option<DateTime<Utc>>,
     /// Items per page, 1 to 1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
     /// Items to skip, up to 1,000,000 (default 0).
     #[param(maximum = 1_000_000)]
     offset: Option<u64>,
-    /// `raised_at`, `level` or `attribute`, `-field` for descending.
+    /// `raised_at`, `last_at`, `level` or `attribute`, `-field` for descending.
     sort: Option<String>,
 }
 
@@ -54,6 +62,12 @@ pub(super) struct EventView {
     /// `user:<login>`, or the workflow that did.
     acknowledged_by: Option<String>,
     cleared_at: Option<DateTime<Utc>>,
+    /// How many times the value crossed into the level while the alarm stayed open.
+    count: i64,
+    /// The value of the last crossing (a number, or the JSON value as sent).
+    last_value: Option<serde_json::Value>,
+    /// When the last crossing was.
+    last_at: Option<DateTime<Utc>>,
 }
 
 fn event_view(e: event::Model, device: String) -> EventView {
@@ -67,6 +81,9 @@ fn event_view(e: event::Model, device: String) -> EventView {
         acknowledged_at: e.acknowledged_at,
         acknowledged_by: e.acknowledged_by,
         cleared_at: e.cleared_at,
+        count: e.crossings,
+        last_value: e.last_value.and_then(|v| serde_json::from_str(&v).ok()),
+        last_at: e.last_at.or(Some(e.raised_at)),
     }
 }
 
@@ -82,7 +99,8 @@ pub(super) struct SettledView {
 /// List events
 ///
 /// The events (alarms) of the tenant's devices (a customer's user: its own), newest first
-/// unless sorted.
+/// unless sorted. One alarm per device, attribute and level stays open until cleared: the value
+/// crossing into the level again counts in it (`count`, `last_value`, `last_at`).
 #[utoipa::path(
     get,
     path = "/api/events",
@@ -114,7 +132,11 @@ pub(super) async fn list(
         .await?;
     let filter = EventFilter {
         device: query.device,
+        level: query.level,
         open: query.open,
+        acknowledged: query.acknowledged,
+        from: query.from,
+        to: query.to,
         page: page(query.limit, query.offset, query.sort)?,
     };
     let (found, total) = interpreters::events(&api.storage, scope, &filter).await?;

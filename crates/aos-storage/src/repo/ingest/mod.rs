@@ -15,14 +15,11 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait,
-    QueryFilter,
-};
+use sea_orm::{ConnectionTrait, DatabaseBackend};
 
 use super::commands::{self, Reply};
-use crate::entity::{event, latest_value};
+use super::interpreters;
+use crate::entity::latest_value;
 use crate::{Storage, StorageError};
 
 /// One device message and what became of it.
@@ -238,37 +235,27 @@ fn changes(latest: &[&Reading], before: Vec<latest_value::Model>) -> Vec<Change>
     changes
 }
 
-/// Raises an event for every attribute whose level changes to one other than normal, and clears
-/// the attribute's open events when it changes.
+/// Raises (or counts again: [`interpreters::raise_in`]) the alarm of every attribute whose level
+/// changes to one other than normal; returns how many were raised anew.
 async fn raise_events(db: &impl ConnectionTrait, changes: &[Change]) -> Result<u64, StorageError> {
-    let now = Utc::now();
     let mut raised = 0;
-    for change in changes.iter().filter(|c| c.level_changed()) {
-        event::Entity::update_many()
-            .col_expr(event::Column::ClearedAt, Expr::value(now))
-            .filter(event::Column::DeviceId.eq(change.device))
-            .filter(event::Column::Attribute.eq(change.attribute.clone()))
-            .filter(event::Column::ClearedAt.is_null())
-            .exec(db)
-            .await?;
-        if change.level != NORMAL_LEVEL {
-            event::ActiveModel {
-                tenant_id: Set(change.tenant),
-                device_id: Set(change.device),
-                attribute: Set(Some(change.attribute.clone())),
-                level: Set(change.level.clone()),
-                message: Set(format!(
-                    "{} is {} ({})",
-                    change.attribute, change.level, change.value
-                )),
-                raised_at: Set(change.ts),
-                acknowledged_at: Set(None),
-                acknowledged_by: Set(None),
-                cleared_at: Set(None),
-                ..Default::default()
-            }
-            .insert(db)
-            .await?;
+    for change in changes
+        .iter()
+        .filter(|c| c.level_changed() && c.level != NORMAL_LEVEL)
+    {
+        let alarm = interpreters::Alarm {
+            tenant: change.tenant,
+            device: change.device,
+            attribute: Some(&change.attribute),
+            level: &change.level,
+            message: format!(
+                "{} is {} ({})",
+                change.attribute, change.level, change.value
+            ),
+            value: Some(change.value.to_string()),
+            at: change.ts,
+        };
+        if interpreters::raise_in(db, alarm).await?.1 {
             raised += 1;
         }
     }
