@@ -111,7 +111,21 @@ fn a_tenant_is_looked_after_through_the_api() {
         422,
         "invalid",
     );
-    assert_eq!(bad["field"], json!("format"));
+    assert_eq!(
+        bad["field"],
+        json!("proto"),
+        "the part that is wrong: {bad}"
+    );
+    let bad = refused(
+        send(
+            "POST",
+            "/api/formats",
+            Some(json!({"name": "j", "kind": "json", "schema": {"type": 12}})),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(bad["field"], json!("schema"), "{bad}");
     let (status, format) = send(
         "POST",
         "/api/formats",

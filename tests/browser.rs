@@ -1,14 +1,18 @@
 //! The web client end to end in headless Chromium (`tests/browser/e2e.mjs`, playwright-core),
-//! against a standalone node, with this test playing the MQTT device: sign in, create a class
-//! and a device in the pages, see telemetry arrive and the chart grow live, send a command and
-//! see it acknowledged; read the chart (an axis per unit, values on hover, a range dragged to
-//! zoom, a CSV of what it shows); acknowledge the alarm a level change raised and see it counted again
-//! live when the value crosses into the level once more; add a user, make a custom
-//! role and give it to the user in its edit dialog, see an API key refused with the error at its
-//! field and then made (its secret shown once) and revoked, reset a password; open the API's
-//! documentation page; then, as the system administrator, create a tenant, see the node on the
-//! platform page and switch its broker off and on. Screenshots of the main pages go to
-//! `target/browser-screenshots/`.
+//! against a standalone node, with this test playing the MQTT device: sign in; create a class,
+//! its model, a message format (a bad .proto refused at its field) and an interpreter in their
+//! dialogs; register a device; see telemetry arrive and the chart grow live; read the chart (an
+//! axis per unit, values on hover, a range dragged to zoom, a CSV of what it shows); send a
+//! command and see it acknowledged; acknowledge the alarm a level change raised and see it
+//! counted again live when the value crosses into the level once more; use the keyboard and a
+//! 390 px screen; write a workflow (its errors at the document), export it, delete it; rename a
+//! spare device, give it a password and a token, delete it; add a user, make a custom role and
+//! give it to the user in its edit dialog, see an API key refused with the error at its field
+//! and then made (its secret shown once) and revoked, reset a password; read the message and
+//! audit logs; open the API's documentation page; then, as the system administrator, create a
+//! tenant and follow it through a link, see the dead letters and the platform's audit log, see
+//! the node on the platform page and switch its broker off and on. Screenshots of every page, in
+//! light and dark, go to `target/browser-screenshots/`.
 //!
 //! Needs Debian's Chromium and `tests/browser/node_modules` (`tests/browser/setup.sh`, run by
 //! `scripts/test`); without them it skips loudly, except under `CI=true`, where it fails.
@@ -152,20 +156,6 @@ async fn the_web_client_works_in_a_real_browser() {
     };
 
     assert_eq!(next("creating the device"), "STEP device-created");
-    // The class's model gives temperatures their unit (the chart's axis shows it).
-    let tina = common::api::access_token(node.ports.http, "tina", &password);
-    let model = json!({"attributes": [
-        {"name": "temperature", "data_type": "number", "unit": "°C", "kind": "measurement"},
-        {"name": "humidity", "data_type": "number", "unit": "%", "kind": "measurement"},
-    ]});
-    let (status, saved) = common::api::call(
-        node.ports.http,
-        "PUT",
-        "/api/classes/thermo/model",
-        Some(&tina),
-        Some(&model.to_string()),
-    );
-    assert_eq!(status, 200, "{saved}");
     // The page registered sensor-1 in class thermo: give it credentials and connect it.
     let token = access_token(d, "sensor-1", "acme");
     let mut options = options5(node.ports.mqtt, "sensor-1");
@@ -210,6 +200,7 @@ async fn the_web_client_works_in_a_real_browser() {
     go();
 
     // Back to normal, then faulty again: the open alarm counts it (the page sees it live).
+    let tina = common::api::access_token(node.ports.http, "tina", &password);
     assert_eq!(next("crossing again"), "STEP cross-again");
     publish(&mut device, json!({"temperature": 40})).await;
     // Stored before the next one (values of one batch count as the newest alone).

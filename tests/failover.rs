@@ -301,8 +301,8 @@ impl Drill {
     }
 
     /// Stops the devices, then waits (up to twice PATIENCE) for the application to receive
-    /// everything acknowledged.
-    async fn finish(self) -> Outcome {
+    /// everything acknowledged, and the wills of devices `wills_of`.
+    async fn finish(self, wills_of: &BTreeSet<u32>) -> Outcome {
         self.stop.cancel();
         for device in self.devices {
             device.await.expect("device");
@@ -322,15 +322,16 @@ impl Drill {
         let stop = CancellationToken::new();
         let app = tokio::spawn(application(self.port, self.received.clone(), stop.clone()));
         let missing = loop {
-            let missing: Vec<(u32, u32)> = {
+            let (missing, wills_in): (Vec<(u32, u32)>, bool) = {
                 let received = self.received.lock().unwrap_or_else(|e| e.into_inner());
-                acked
+                let missing = acked
                     .iter()
                     .filter(|k| !received.data.contains_key(k))
                     .copied()
-                    .collect()
+                    .collect();
+                (missing, wills_of.is_subset(&received.wills))
             };
-            if missing.is_empty() || Instant::now() >= deadline {
+            if (missing.is_empty() && wills_in) || Instant::now() >= deadline {
                 break missing;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -424,7 +425,7 @@ async fn a_broker_node_and_a_nats_server_die_and_nothing_acknowledged_is_lost() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let outcome = drill.finish().await;
+    let outcome = drill.finish(&on_victim).await;
     let live: Vec<&AosProcess> = (0..nodes.len())
         .filter(|i| *i != holder)
         .map(|i| &nodes[i])
@@ -468,7 +469,7 @@ async fn every_broker_node_restarted_in_turn_loses_nothing_acknowledged() {
             .progress(&format!("after node {index} restarted"))
             .await;
     }
-    let outcome = drill.finish().await;
+    let outcome = drill.finish(&BTreeSet::new()).await;
     println!(
         "rolling restart: {DEVICES} devices, {} messages acknowledged, {} lost, {} duplicates \
          ({} sent again flagged DUP); {} reconnections, the longest {:.1} s",

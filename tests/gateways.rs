@@ -160,4 +160,28 @@ async fn gateways_report_for_their_children_and_register_new_ones_when_allowed()
         ),
         "{errors:?}"
     );
+
+    // A gateway's children, as its page lists them.
+    let scope = aos_storage::repo::Scope {
+        tenant: devices[0].tenant_id,
+        customer: None,
+    };
+    let children_of = |gateway: &str| {
+        let query = aos_storage::repo::devices::DeviceQuery {
+            gateway: Some(gateway.to_string()),
+            ..Default::default()
+        };
+        let storage = &storage;
+        async move {
+            let (found, _) = aos_storage::repo::devices::search(storage, scope, &query)
+                .await
+                .expect("children");
+            let mut uids: Vec<String> = found.into_iter().map(|d| d.uid).collect();
+            uids.sort();
+            uids
+        }
+    };
+    assert_eq!(children_of("open-1").await, ["n-2", "n-3", "n-4"]);
+    assert_eq!(children_of("closed-1").await, ["n-1"]);
+    assert!(children_of("n-1").await.is_empty());
 }

@@ -130,6 +130,45 @@ async function run(page, url, login, password, shots) {
   await appear(page, row('class-row', 'name', 'thermo'), 'class thermo in the table');
   log('class thermo created');
 
+  // 2b. Its model through the form: temperatures in °C, humidity in % (the chart's axes).
+  await row('class-row', 'name', 'thermo').getByTestId('class-model').click();
+  const modelForm = page.getByTestId('model-form');
+  for (const [name, unit] of [['temperature', '°C'], ['humidity', '%']]) {
+    await modelForm.getByTestId('model-attribute-add').click();
+    const attribute = modelForm.getByTestId('model-attribute-row').last();
+    await attribute.locator('[data-part="name"]').fill(name);
+    await attribute.locator('[data-part="unit"]').fill(unit);
+  }
+  await shoot('model-dialog');
+  await modelForm.getByTestId('model-save').click();
+  await expectText(page.getByTestId('notice'), /model of thermo is saved/, 'the model saved');
+  // A message format: a .proto that does not compile is refused at the .proto text; a JSON one
+  // with a schema is made.
+  await page.getByTestId('format-new').click();
+  const formatForm = page.getByTestId('format-form');
+  await formatForm.getByTestId('format-name').fill('thermo-proto');
+  await formatForm.getByTestId('format-kind').selectOption('protobuf');
+  await formatForm.getByTestId('format-proto').fill('syntax = "proto3"; message Reading { double t = ; }');
+  await formatForm.getByTestId('format-message').fill('Reading');
+  await formatForm.getByTestId('format-save').click();
+  await appear(page, formatForm.getByTestId('field-error'), 'the error at the .proto text');
+  if ((await formatForm.getByTestId('format-proto').getAttribute('aria-invalid')) !== 'true') throw new Error('the .proto text is not marked invalid');
+  await formatForm.getByTestId('format-kind').selectOption('json');
+  await formatForm.getByTestId('format-name').fill('thermo-json');
+  await formatForm.getByTestId('format-schema').fill('{"type": "object"}');
+  await formatForm.getByTestId('format-save').click();
+  await appear(page, row('format-row', 'name', 'thermo-json'), 'format thermo-json in the table');
+  // An interpreter: humidity of 80 and above is a warning.
+  await page.getByTestId('interpreter-new').click();
+  const interpreterForm = page.getByTestId('interpreter-form');
+  await interpreterForm.getByTestId('interpreter-attribute').fill('humidity');
+  await interpreterForm.getByTestId('interpreter-level-add').click();
+  await interpreterForm.locator('[data-part="min"]').fill('80');
+  await interpreterForm.getByTestId('interpreter-save').click();
+  await expectText(row('interpreter-row', 'attribute', 'humidity').getByTestId('interpreter-levels'), /warning 80/, 'the humidity interpreter with its level');
+  await noError(page, 'the classes page');
+  log('model, format and interpreter made in the forms');
+
   // 3. Register the device `sensor-1`.
   await page.getByTestId('nav-devices').click();
   await page.getByTestId('device-uid').fill('sensor-1');
@@ -354,6 +393,66 @@ async function run(page, url, login, password, shots) {
   await page.getByTestId('dialog-close').click();
   await noError(page, 'resetting a password');
   log('password reset, shown once');
+
+  // 8w. A workflow written in the page: not JSON and a wrong trigger refused at the document,
+  //     then saved; exported as the same document; deleted.
+  await page.getByTestId('nav-workflows').click();
+  await page.getByTestId('workflow-new').click();
+  const workflowForm = page.getByTestId('workflow-form');
+  await workflowForm.getByTestId('workflow-document').fill('{"name": ');
+  await workflowForm.getByTestId('workflow-save').click();
+  await expectText(workflowForm.getByTestId('field-error'), /not valid JSON/, 'the JSON error at the document');
+  const written = {name: 'by-hand', enabled: true, trigger: {kind: 'nope'}, actions: [{save: {attribute: 'checked', value: 1}}]};
+  await workflowForm.getByTestId('workflow-document').fill(JSON.stringify(written));
+  await workflowForm.getByTestId('workflow-save').click();
+  await expectText(workflowForm.getByTestId('field-error'), /trigger|kind/, 'the wrong trigger at the document');
+  written.trigger = {kind: 'manual'};
+  await workflowForm.getByTestId('workflow-document').fill(JSON.stringify(written));
+  await workflowForm.getByTestId('workflow-save').click();
+  await appear(page, row('workflow-row', 'name', 'by-hand'), 'workflow by-hand in the table');
+  const [exportedFile] = await Promise.all([page.waitForEvent('download'), row('workflow-row', 'name', 'by-hand').getByTestId('workflow-export').click()]);
+  const exportedDoc = JSON.parse(await readFile(await exportedFile.path(), 'utf8'));
+  if (exportedDoc.name !== 'by-hand' || exportedDoc.trigger.kind !== 'manual') throw new Error(`exported: ${JSON.stringify(exportedDoc)}`);
+  page.once('dialog', (question) => question.accept());
+  await row('workflow-row', 'name', 'by-hand').getByTestId('workflow-delete').click();
+  await eventually('workflow by-hand gone', async () => ({ok: (await row('workflow-row', 'name', 'by-hand').count()) === 0, detail: ''}));
+  await noError(page, 'writing a workflow');
+  log('workflow refused at its document, saved, exported, deleted');
+
+  // 8a. A device changed from its page: a spare one registered, renamed, given a username and
+  //     password (a short one refused at its field), then a token (shown once), and deleted.
+  await page.getByTestId('nav-devices').click();
+  await page.getByTestId('device-uid').fill('spare-1');
+  await page.getByTestId('device-class').selectOption('thermo');
+  await page.getByTestId('device-create').click();
+  await appear(page, row('device-row', 'uid', 'spare-1'), 'device spare-1 in the table');
+  await row('device-row', 'uid', 'spare-1').locator('a').first().click();
+  await page.getByTestId('device-edit').click();
+  const deviceForm = page.getByTestId('device-edit-form');
+  await deviceForm.getByTestId('device-edit-name').fill('Spare sensor');
+  await deviceForm.getByTestId('device-edit-save').click();
+  await expectText(page.locator('h1'), /spare-1 · Spare sensor/, 'the device renamed');
+  await page.getByTestId('device-credentials').click();
+  const credentialForm = page.getByTestId('credential-form');
+  await credentialForm.getByTestId('credential-kind').selectOption('password');
+  await credentialForm.getByTestId('credential-username').fill('spare-user');
+  await credentialForm.getByTestId('credential-password').fill('short');
+  await credentialForm.getByTestId('credential-save').click();
+  await appear(page, credentialForm.getByTestId('field-error'), 'the error at the short password');
+  await credentialForm.getByTestId('credential-password').fill('a long enough secret');
+  await credentialForm.getByTestId('credential-save').click();
+  await expectText(page.getByTestId('notice'), /spare-user/, 'the new username');
+  await page.getByTestId('device-credentials').click();
+  await page.getByTestId('credential-form').getByTestId('credential-save').click();
+  const deviceToken = await page.getByTestId('secret').textContent();
+  if (!deviceToken || deviceToken.length < 16) throw new Error(`the token shown is "${deviceToken}"`);
+  await page.getByTestId('dialog-close').click();
+  page.once('dialog', (question) => question.accept());
+  await page.getByTestId('device-delete').click();
+  await appear(page, row('device-row', 'uid', 'sensor-1'), 'the devices after deleting spare-1');
+  if ((await row('device-row', 'uid', 'spare-1').count()) !== 0) throw new Error('spare-1 is still listed');
+  await noError(page, 'changing a device');
+  log('device renamed, given a password and a token, deleted');
 
   // 8b. Operations: the message log shows sensor-1's messages; the audit log, narrowed to this
   //     user's `user.` actions, shows the user it added and nothing else; a user who did

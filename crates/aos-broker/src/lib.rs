@@ -281,7 +281,7 @@ impl Role for BrokerRole {
                     broker.clone(),
                     persistence.clone(),
                     ctx.kv.clone(),
-                    ctx.node.id.clone(),
+                    (ctx.node.id.clone(), ctx.settings.core().node.heartbeat()),
                     stop.clone(),
                 ),
             );

@@ -38,15 +38,17 @@ const MARK_EVERY: u32 = 30;
 type Orphans = HashMap<(String, String), Instant>;
 
 /// Publishes the wills of the clients of dead broker nodes and ends their expired sessions,
-/// while this node holds the lease, until `stop`. `node`: this node's id (the lease's holder).
+/// while this node holds the lease, until `stop`. `node`: this node's id (the lease's holder)
+/// and the nodes' heartbeat period.
 pub async fn run(
     broker: Arc<Broker>,
     persistence: Arc<Persistence>,
     kv: Arc<dyn Kv>,
-    node: String,
+    (node, heartbeat): (String, Duration),
     stop: CancellationToken,
 ) {
     let (mut wills, mut sessions) = (Orphans::new(), Orphans::new());
+    let mut registry = Registry::new(heartbeat);
     let mut tick = tokio::time::interval(LOOK);
     for look in 0u32.. {
         tokio::select! {
@@ -58,23 +60,27 @@ pub async fn run(
             persistence.mark_holder();
         }
         // Never guessed from a registry that cannot be read.
-        let registry: Vec<Registration> = match kv.list(REGISTRATIONS).await {
+        let read: Vec<Registration> = match kv.list(REGISTRATIONS).await {
             Ok(entries) => entries
                 .iter()
                 .filter_map(|entry| serde_json::from_slice(&entry.value).ok())
                 .collect(),
             Err(err) => {
                 tracing::warn!(%err, "cannot read the node registry; the dead nodes' clients wait");
+                registry.unread();
                 continue;
             }
         };
         broker.set_peers(
-            registry
-                .iter()
+            read.iter()
                 .filter(|r| r.running_roles.contains(&RoleKind::Broker))
                 .map(|r| r.info.id.clone())
                 .collect(),
         );
+        registry.read(read.into_iter().filter_map(|r| {
+            let at = chrono::DateTime::parse_from_rfc3339(&r.info.started_at).ok()?;
+            Some((r.info.id, at.timestamp_millis()))
+        }));
         match take_lease(kv.as_ref(), LEASE, &node, LOOK_LEASE).await {
             Ok(true) => {}
             Ok(false) => {
@@ -87,17 +93,75 @@ pub async fn run(
                 continue;
             }
         }
-        let started: HashMap<String, i64> = registry
-            .into_iter()
-            .filter_map(|r| {
-                let at = chrono::DateTime::parse_from_rfc3339(&r.info.started_at).ok()?;
-                Some((r.info.id, at.timestamp_millis()))
-            })
-            .collect();
-        publish_wills(&broker, &persistence, &started, &mut wills).await;
+        publish_wills(&broker, &persistence, &registry, &mut wills).await;
         if look % SESSIONS_EVERY == 0 {
-            end_sessions(&broker, &persistence, &started, &mut sessions);
+            end_sessions(&broker, &persistence, &registry, &mut sessions);
         }
+    }
+}
+
+/// What the node registry says of the broker incarnations, as read every second. A node that
+/// restarted since an incarnation began is certain news; a node missing from the registry is
+/// taken for dead only once it stayed missing for a heartbeat and more after the registry was
+/// last unreadable (nodes whose store was out of reach for a while register again within one
+/// heartbeat: their clients are not orphans).
+struct Registry {
+    heartbeat: Duration,
+    /// Each registered node's start (ms since the Unix epoch).
+    started: HashMap<String, i64>,
+    /// Since when each node known before is missing.
+    missing: HashMap<String, Instant>,
+}
+
+impl Registry {
+    fn new(heartbeat: Duration) -> Registry {
+        Registry {
+            heartbeat,
+            started: HashMap::new(),
+            missing: HashMap::new(),
+        }
+    }
+
+    /// The registry was read: these nodes are registered now (id, start in ms since the Unix
+    /// epoch).
+    fn read(&mut self, nodes: impl IntoIterator<Item = (String, i64)>) {
+        let now = Instant::now();
+        let registered: HashMap<String, i64> = nodes.into_iter().collect();
+        for node in self.started.keys() {
+            if !registered.contains_key(node) {
+                self.missing.entry(node.clone()).or_insert(now);
+            }
+        }
+        self.missing
+            .retain(|node, _| !registered.contains_key(node));
+        // A node missing for good is forgotten, its absence kept in `missing`.
+        self.started
+            .retain(|node, _| !registered.contains_key(node));
+        self.started.extend(registered);
+    }
+
+    /// The registry could not be read: absences seen so far prove nothing any more.
+    fn unread(&mut self) {
+        let now = Instant::now();
+        for since in self.missing.values_mut() {
+            *since = now;
+        }
+    }
+
+    /// Whether the broker `incarnation` (`<node id>-<start, hex ms>`) still runs: its node is
+    /// registered, or not missing for long, and has not started again since.
+    fn alive(&self, incarnation: &str) -> bool {
+        let Some((node, start)) = incarnation.rsplit_once('-') else {
+            return false;
+        };
+        let Ok(start) = i64::from_str_radix(start, 16) else {
+            return false;
+        };
+        if let Some(since) = self.missing.get(node) {
+            return since.elapsed() < self.heartbeat + LOOK;
+        }
+        // The registry has the node's start in whole seconds; the broker starts after it.
+        self.started.get(node).is_some_and(|&at| at <= start)
     }
 }
 
@@ -106,7 +170,7 @@ pub async fn run(
 async fn publish_wills(
     broker: &Broker,
     persistence: &Persistence,
-    started: &HashMap<String, i64>,
+    registry: &Registry,
     orphaned: &mut Orphans,
 ) {
     let holders = match persistence.holders().await {
@@ -119,7 +183,7 @@ async fn publish_wills(
     let now = Instant::now();
     let mut still = Orphans::new();
     let with_sessions: HashSet<String> = broker.holders_elsewhere().into_iter().collect();
-    for holder in holders.into_iter().filter(|h| !alive(h, started)) {
+    for holder in holders.into_iter().filter(|h| !registry.alive(h)) {
         let wills = match persistence.wills_of(&holder).await {
             Ok(wills) => wills,
             Err(err) => {
@@ -134,7 +198,7 @@ async fn publish_wills(
         for will in wills {
             let went_on = broker
                 .holder_of(&will.client_id)
-                .is_some_and(|h| h != holder && alive(&h, started));
+                .is_some_and(|h| h != holder && registry.alive(&h));
             if !will.delay.is_zero() && went_on {
                 persistence.will_done(&will);
                 continue;
@@ -159,7 +223,7 @@ async fn publish_wills(
 fn end_sessions(
     broker: &Broker,
     persistence: &Persistence,
-    started: &HashMap<String, i64>,
+    registry: &Registry,
     orphaned: &mut Orphans,
 ) {
     let (now, wall) = (Instant::now(), wall_ms());
@@ -167,7 +231,7 @@ fn end_sessions(
     let dead = broker
         .holders_elsewhere()
         .into_iter()
-        .filter(|h| !alive(h, started));
+        .filter(|h| !registry.alive(h));
     for holder in dead {
         for (client_id, meta) in broker.sessions_held_by(&holder) {
             let key = (client_id, holder.clone());
@@ -190,32 +254,48 @@ fn end_sessions(
     *orphaned = still;
 }
 
-/// Whether the broker `incarnation` (`<node id>-<start, hex ms>`) still runs: its node is
-/// registered, and has not started again since.
-fn alive(incarnation: &str, started: &HashMap<String, i64>) -> bool {
-    let Some((node, start)) = incarnation.rsplit_once('-') else {
-        return false;
-    };
-    let Ok(start) = i64::from_str_radix(start, 16) else {
-        return false;
-    };
-    // The registry has the node's start in whole seconds; the broker starts after it.
-    started.get(node).is_some_and(|&at| at <= start)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn registration(id: &str, started_ms: i64) -> [(String, i64); 1] {
+        [(id.to_string(), started_ms)]
+    }
+
     #[test]
     fn a_broker_is_alive_while_its_node_is_registered_and_not_restarted() {
-        let started = HashMap::from([("n-1".to_string(), 1_000_000)]);
-        assert!(alive(&format!("n-1-{:x}", 1_000_400), &started));
+        let mut registry = Registry::new(Duration::from_secs(3600));
+        registry.read(registration("n-1", 1_000_000));
+        assert!(registry.alive(&format!("n-1-{:x}", 1_000_400)));
         assert!(
-            !alive(&format!("n-1-{:x}", 999_000), &started),
+            !registry.alive(&format!("n-1-{:x}", 999_000)),
             "restarted since"
         );
-        assert!(!alive(&format!("n-2-{:x}", 1_000_400), &started), "gone");
-        assert!(!alive("garbage", &started));
+        assert!(
+            !registry.alive(&format!("n-2-{:x}", 1_000_400)),
+            "never registered"
+        );
+        assert!(!registry.alive("garbage"));
+        // Missing from one read: not dead before a heartbeat has passed (a store that was out of
+        // reach, its registration not yet renewed).
+        registry.read([]);
+        assert!(registry.alive(&format!("n-1-{:x}", 1_000_400)));
+        registry.unread();
+        registry.read(registration("n-1", 1_000_000));
+        assert!(registry.alive(&format!("n-1-{:x}", 1_000_400)));
+        // Restarted: its earlier run is dead at once.
+        registry.read(registration("n-1", 2_000_000));
+        assert!(!registry.alive(&format!("n-1-{:x}", 1_000_400)));
+    }
+
+    #[test]
+    fn a_node_missing_for_a_heartbeat_is_dead() {
+        let mut registry = Registry::new(Duration::ZERO);
+        registry.read(registration("n-1", 1_000_000));
+        registry.read([]);
+        registry
+            .missing
+            .insert("n-1".into(), Instant::now() - LOOK * 2);
+        assert!(!registry.alive(&format!("n-1-{:x}", 1_000_400)));
     }
 }

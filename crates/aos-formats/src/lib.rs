@@ -78,31 +78,93 @@ pub struct Format {
     mapping: Option<Mapping>,
 }
 
+/// Why a format does not compile: the part that is wrong (`kind`, `proto`, `message`, `schema`
+/// or `mapping`, as the API names them) and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormatError {
+    pub part: &'static str,
+    pub message: String,
+}
+
+impl FormatError {
+    fn at(part: &'static str, message: impl Into<String>) -> FormatError {
+        FormatError {
+            part,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FormatError {}
+
 impl Format {
     /// Compiles a stored format; the error says which part is wrong.
-    pub fn compile(spec: &FormatSpec) -> Result<Format, String> {
-        let kind = Kind::parse(spec.kind)?;
+    pub fn compile(spec: &FormatSpec) -> Result<Format, FormatError> {
+        let kind = Kind::parse(spec.kind).map_err(|e| FormatError::at("kind", e))?;
         let proto = match (kind, spec.proto_text, spec.proto_message) {
-            (Kind::Protobuf, Some(text), Some(message)) => Some(protobuf::compile(text, message)?),
-            (Kind::Protobuf, _, _) => {
-                return Err("a protobuf format needs its .proto text and the message name".into());
+            (Kind::Protobuf, Some(text), Some(message)) => {
+                Some(protobuf::compile(text, message).map_err(|e| {
+                    // A message type the text does not declare is the message's fault.
+                    let part = if e.contains("does not compile") {
+                        "proto"
+                    } else {
+                        "message"
+                    };
+                    FormatError::at(part, e)
+                })?)
+            }
+            (Kind::Protobuf, None, _) => {
+                return Err(FormatError::at(
+                    "proto",
+                    "a protobuf format needs its .proto text",
+                ));
+            }
+            (Kind::Protobuf, _, None) => {
+                return Err(FormatError::at(
+                    "message",
+                    "a protobuf format needs the message name",
+                ));
             }
             (_, None, None) => None,
-            _ => return Err("only a protobuf format takes a .proto text and message".into()),
+            (_, Some(_), _) => {
+                return Err(FormatError::at(
+                    "proto",
+                    "only a protobuf format takes a .proto text",
+                ));
+            }
+            (_, None, Some(_)) => {
+                return Err(FormatError::at(
+                    "message",
+                    "only a protobuf format takes a message name",
+                ));
+            }
         };
         let schema = match spec.json_schema {
-            Some(schema) => Some(
-                jsonschema::validator_for(schema)
-                    .map_err(|e| format!("the JSON Schema is not valid: {e}"))?,
-            ),
+            Some(schema) => Some(jsonschema::validator_for(schema).map_err(|e| {
+                FormatError::at("schema", format!("the JSON Schema is not valid: {e}"))
+            })?),
             None => None,
         };
         let mapping = match spec.mapping {
-            Some(mapping) => Mapping::parse(mapping)?,
+            Some(mapping) => Mapping::parse(mapping).map_err(|e| FormatError::at("mapping", e))?,
             None => None,
         };
         if kind == Kind::Pms && (mapping.is_some() || schema.is_some()) {
-            return Err("a pms format is read as is: it takes no mapping or schema".into());
+            let part = if schema.is_some() {
+                "schema"
+            } else {
+                "mapping"
+            };
+            return Err(FormatError::at(
+                part,
+                "a pms format is read as is: it takes no mapping or schema",
+            ));
         }
         Ok(Format {
             kind,
@@ -233,39 +295,70 @@ mod tests {
     }
 
     #[test]
-    fn formats_that_cannot_work_are_refused_when_saved() {
-        let compile = |spec: FormatSpec| Format::compile(&spec).err().unwrap_or_default();
-        assert!(
-            compile(FormatSpec {
+    fn formats_that_cannot_work_are_refused_when_saved_naming_the_part() {
+        let refused = |spec: FormatSpec| {
+            let err = Format::compile(&spec).err().expect("refused");
+            (err.part, err.message)
+        };
+        let said = |(part, message): (&str, String), want_part: &str, want: &str| {
+            assert_eq!(part, want_part, "{message}");
+            assert!(message.contains(want), "{message}");
+        };
+        said(
+            refused(FormatSpec {
                 kind: "yaml",
                 ..Default::default()
-            })
-            .contains("unknown format kind")
+            }),
+            "kind",
+            "unknown format kind",
         );
-        assert!(
-            compile(FormatSpec {
+        said(
+            refused(FormatSpec {
                 kind: "protobuf",
                 ..Default::default()
-            })
-            .contains("needs its .proto")
+            }),
+            "proto",
+            "needs its .proto",
+        );
+        said(
+            refused(FormatSpec {
+                kind: "protobuf",
+                proto_text: Some("message {"),
+                proto_message: Some("x"),
+                ..Default::default()
+            }),
+            "proto",
+            "does not compile",
+        );
+        said(
+            refused(FormatSpec {
+                kind: "protobuf",
+                proto_text: Some("syntax = \"proto3\"; message Reading { double t = 1; }"),
+                proto_message: Some("Nope"),
+                ..Default::default()
+            }),
+            "message",
+            "Nope",
         );
         let bad_schema = serde_json::json!({"type": 12});
-        assert!(
-            compile(FormatSpec {
+        said(
+            refused(FormatSpec {
                 kind: "json",
                 json_schema: Some(&bad_schema),
                 ..Default::default()
-            })
-            .contains("JSON Schema is not valid")
+            }),
+            "schema",
+            "JSON Schema is not valid",
         );
         let bad_mapping = serde_json::json!({"attributes": {"t": "data.t"}});
-        assert!(
-            compile(FormatSpec {
+        said(
+            refused(FormatSpec {
                 kind: "json",
                 mapping: Some(&bad_mapping),
                 ..Default::default()
-            })
-            .contains("not a JSON pointer")
+            }),
+            "mapping",
+            "not a JSON pointer",
         );
     }
 }

@@ -539,6 +539,8 @@ pub struct DeviceQuery {
     pub status: Option<String>,
     /// Part of the device's id or name.
     pub search: Option<String>,
+    /// The children of this gateway (by id).
+    pub gateway: Option<String>,
     pub page: Page,
 }
 
@@ -562,6 +564,10 @@ pub async fn search(
             return Err(StorageError::invalid("status", "must be online or offline"));
         }
         select = select.filter(device::Column::Status.eq(status.as_str()));
+    }
+    if let Some(gateway) = &query.gateway {
+        let gateway = get_in(storage.db(), scope, gateway).await?;
+        select = select.filter(device::Column::GatewayId.eq(gateway.id));
     }
     if let Some(text) = query.search.as_deref().filter(|t| !t.is_empty()) {
         let pattern = format!("%{}%", text.replace(['%', '_'], ""));

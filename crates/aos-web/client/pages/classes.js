@@ -1,7 +1,9 @@
-// Device classes (with the form that creates one) and message formats.
+// Device classes (created here; their model and formats changed in dialogs), message formats
+// (created here) and the interpreters of attributes with their levels.
 
 import * as api from '../api.js';
-import {h, badge, dataTable, field, panel, showNotice, timeCell} from '../dom.js';
+import {h, badge, dataTable, field, fmtValue, panel, showNotice, timeCell} from '../dom.js';
+import {formatsDialog, interpreterDialog, modelDialog, newFormatDialog} from './class-editors.js';
 
 export default {
   title: 'Classes & formats',
@@ -19,12 +21,34 @@ export default {
       h('label', {class: 'check'}, gateway, 'Gateway'),
       h('button', {type: 'submit', testid: 'class-create'}, 'Create'));
 
+    const interpretersBox = h('div', {class: 'table-wrap'});
+    const may = api.can('classes', 'manage');
+    let classList = [];
     root.append(
       h('h1', {}, 'Classes & formats'),
       panel('Device classes', classesBox),
-      panel('Create a class', form),
-      panel('Message formats', formatsBox),
+      may ? panel('Create a class', form) : null,
+      panel('Message formats', formatsBox,
+        api.can('formats', 'manage') ? h('button', {type: 'button', testid: 'format-new', onclick: () => newFormatDialog(ctx, () => ctx.task(loadFormats))}, 'New format') : null),
+      api.can('interpreters') ? panel('Interpreters', interpretersBox,
+        api.can('interpreters', 'manage') ? h('button', {type: 'button', testid: 'interpreter-new', onclick: () => interpreterDialog(ctx, classList.map((c) => c.name), null, () => ctx.task(loadInterpreters))}, 'New interpreter') : null) : null,
     );
+
+    async function loadInterpreters() {
+      const page = await api.get('/api/interpreters', {limit: 1000});
+      if (!ctx.active) return;
+      const levels = (list) => (Array.isArray(list) ? list.map((l) => `${l.level} ${l.min ?? '…'}–${l.max ?? '…'}`).join(', ') : '');
+      const rows = page.items.map((i) => h('tr', {testid: 'interpreter-row', data: {attribute: i.attribute}},
+        h('td', {}, i.attribute),
+        h('td', {}, i.class || h('span', {class: 'muted'}, 'every class')),
+        h('td', {}, h('code', {}, i.expression || '')),
+        h('td', {}, i.value_map ? h('code', {}, fmtValue(i.value_map)) : ''),
+        h('td', {testid: 'interpreter-levels'}, levels(i.levels)),
+        h('td', {class: 'actions'}, api.can('interpreters', 'manage')
+          ? h('button', {type: 'button', class: 'small', testid: 'interpreter-edit', onclick: () => interpreterDialog(ctx, classList.map((c) => c.name), i, () => ctx.task(loadInterpreters))}, 'Edit')
+          : null)));
+      interpretersBox.replaceChildren(dataTable(['Attribute', 'For', 'Expression', 'Value map', 'Levels', ''], rows, 'No interpreters yet.', {testid: 'interpreters-table'}));
+    }
 
     async function loadClasses() {
       const page = await api.get('/api/classes', {limit: 1000});
@@ -36,8 +60,12 @@ export default {
         h('td', {}, c.format || h('span', {class: 'muted'}, 'default')),
         h('td', {}, c.outbound_format || h('span', {class: 'muted'}, 'default')),
         h('td', {class: 'num'}, c.devices ?? ''),
-        h('td', {}, timeCell(c.created_at))));
-      classesBox.replaceChildren(dataTable(['Name', 'Description', 'Kind', 'Inbound format', 'Outbound format', 'Devices', 'Created'], rows, 'No classes yet.', {testid: 'classes-table'}));
+        h('td', {}, timeCell(c.created_at)),
+        h('td', {class: 'actions'},
+          h('button', {type: 'button', class: 'small secondary', testid: 'class-model', onclick: () => ctx.task(() => modelDialog(ctx, c.name, may, () => {}))}, may ? 'Model' : 'View model'),
+          may ? h('button', {type: 'button', class: 'small secondary', testid: 'class-formats', onclick: () => ctx.task(() => formatsDialog(ctx, c, () => ctx.task(loadClasses)))}, 'Formats') : null)));
+      classList = page.items;
+      classesBox.replaceChildren(dataTable(['Name', 'Description', 'Kind', 'Inbound format', 'Outbound format', 'Devices', 'Created', ''], rows, 'No classes yet.', {testid: 'classes-table'}));
     }
 
     async function loadFormats() {
@@ -59,6 +87,6 @@ export default {
       await loadClasses();
     });
 
-    await Promise.all([loadClasses(), loadFormats()]);
+    await Promise.all([loadClasses(), loadFormats(), api.can('interpreters') ? loadInterpreters() : null]);
   },
 };

@@ -7,6 +7,7 @@ import {h, badge, dataTable, field, fmtValue, levelBadge, link, options, pager, 
 import {drawInto, lineChart, seriesCsv} from '../charts.js';
 import {eventsTable} from './events.js';
 import {messagesTable} from './messages.js';
+import {childrenPanel, deviceActions} from './device-admin.js';
 
 const MINUTE = 60 * 1000;
 const HOUR = 60 * MINUTE;
@@ -74,10 +75,14 @@ export default {
     const facts = h('p', {class: 'muted facts'});
     const latestBox = h('div', {class: 'table-wrap'});
 
+    const actionsHolder = h('span', {class: 'device-actions-holder'});
+    const childrenHolder = h('div');
+
     function showDevice(d) {
       title.replaceChildren(d.name && d.name !== d.uid ? `${d.uid} · ${d.name}` : d.uid);
       statusHolder.replaceChildren(statusBadge(d.status));
       facts.replaceChildren('Class ', d.class || '—', ' · last seen ', timeCell(d.last_seen), d.disabled ? ' · disabled' : '');
+      actionsHolder.replaceChildren(deviceActions(ctx, d, (changed) => showDevice({...d, ...changed})));
     }
 
     function showLatest() {
@@ -316,8 +321,9 @@ export default {
 
     root.append(
       h('p', {class: 'crumbs'}, link(['devices'], 'Devices'), ' / ', uid),
-      h('div', {class: 'device-head'}, title, statusHolder),
+      h('div', {class: 'device-head'}, title, statusHolder, actionsHolder),
       facts,
+      childrenHolder,
       h('div', {class: 'columns-2 wide-right'},
         panel('Latest values', latestBox),
         panel('Chart', h('div', {class: 'toolbar'}, range, custom, checks, csv), chartBox, chartNote)),
@@ -379,7 +385,8 @@ export default {
       for (const v of d.latest || []) keepLatest(v);
       showLatest();
       showChecks();
-      await Promise.all([loadChart(), loadCommands(), loadEvents(), loadMessages()]);
+      const children = async () => childrenHolder.replaceChildren(...[await childrenPanel(uid)].filter(Boolean));
+      await Promise.all([loadChart(), loadCommands(), loadEvents(), loadMessages(), children()]);
     }
     ctx.live('reconnected', ctx.debounce(loadAll, 300));
     await loadAll();

@@ -1,7 +1,26 @@
-// Workflows: enable, disable or run one now; `#/workflows/{name}` also shows that one's run log.
+// Workflows: written or imported as JSON documents (checked when saved, the error placed in the
+// document), exported, enabled, disabled, run now or deleted; `#/workflows/{name}` also shows
+// that one's run log.
 
 import * as api from '../api.js';
-import {h, badge, dataTable, fmtValue, link, panel, showNotice, timeCell} from '../dom.js';
+import {h, badge, confirmButton, dataTable, dialog, field, fmtValue, link, pageHash, panel, showNotice, timeCell} from '../dom.js';
+
+const EXAMPLE = {
+  name: 'example',
+  enabled: false,
+  trigger: {kind: 'manual'},
+  actions: [{save: {attribute: 'checked', value: true}}],
+};
+
+/** Saves `text` (a file the browser downloads) as `name`. */
+function download(name, text) {
+  const url = URL.createObjectURL(new Blob([text], {type: 'application/json'}));
+  const a = h('a', {href: url, download: name, hidden: true});
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
 
 /** "temperature, level faulty" for {"kind": "level", "attribute": "temperature", "level": "faulty"}. */
 function triggerDetails(trigger) {
@@ -19,9 +38,40 @@ export default {
     const runsBox = h('div', {class: 'table-wrap'});
     const path = (name, verb) => `/api/workflows/${encodeURIComponent(name)}/${verb}`;
 
+    const may = api.can('workflows', 'manage');
+
+    /** The document editor: a new workflow (or a file imported into it), or one to change. */
+    function editor(doc) {
+      const text = h('textarea', {name: 'document', rows: 18, spellcheck: 'false', testid: 'workflow-document',
+        // The server names a document's parts (`trigger`, `actions`…): its errors show here.
+        'data-fields': 'document name enabled trigger actions variables'}, JSON.stringify(doc, null, 2));
+      const file = h('input', {type: 'file', accept: 'application/json,.json', testid: 'workflow-file', onchange: async () => {
+        if (file.files.length) text.value = await file.files[0].text();
+      }});
+      const form = h('form', {class: 'stack-form', testid: 'workflow-form'},
+        field('Import a file', file),
+        field('Document (JSON)', text),
+        h('button', {type: 'submit', testid: 'workflow-save'}, 'Save'));
+      const box = dialog(doc.name === EXAMPLE.name ? 'New workflow' : `Workflow ${doc.name}`, form);
+      ctx.form(form, async () => {
+        let parsed;
+        try {
+          parsed = JSON.parse(text.value);
+        } catch (error) {
+          throw new api.ApiError(`The document is not valid JSON: ${error.message}`, 0, 'invalid', 'document');
+        }
+        const saved = await api.post('/api/workflows', parsed);
+        box.close();
+        showNotice(`Workflow ${saved.name || parsed.name} saved.`);
+        await load();
+      });
+    }
+
+    const exported = async (name) => api.get(`/api/workflows/${encodeURIComponent(name)}`);
+
     root.append(
       h('h1', {}, 'Workflows'),
-      panel(null, listBox),
+      panel(null, listBox, may ? h('button', {type: 'button', testid: 'workflow-new', onclick: () => editor(EXAMPLE)}, 'New or import') : null),
       selected ? panel(`Run log of ${selected}`,
         h('div', {class: 'toolbar'}, h('button', {type: 'button', class: 'secondary', testid: 'runs-refresh', onclick: () => ctx.task(loadRuns)}, 'Refresh')),
         runsBox) : h('p', {class: 'muted'}, 'Choose a workflow to see its run log.'),
@@ -44,8 +94,20 @@ export default {
         h('td', {}, w.enabled ? badge('enabled', 'online') : badge('disabled', 'offline')),
         h('td', {}, timeCell(w.updated_at)),
         h('td', {class: 'actions'},
-          h('button', {type: 'button', class: 'small secondary', testid: 'workflow-toggle', onclick: toggle}, w.enabled ? 'Disable' : 'Enable'),
-          h('button', {type: 'button', class: 'small', testid: 'workflow-run', onclick: run}, 'Run now')));
+          h('button', {type: 'button', class: 'small secondary', testid: 'workflow-export', onclick: () => ctx.task(async () => {
+            download(`${w.name}.json`, `${JSON.stringify(await exported(w.name), null, 2)}\n`);
+          })}, 'Export'),
+          may ? [
+            h('button', {type: 'button', class: 'small secondary', testid: 'workflow-edit', onclick: () => ctx.task(async () => editor(await exported(w.name)))}, 'Edit'),
+            h('button', {type: 'button', class: 'small secondary', testid: 'workflow-toggle', onclick: toggle}, w.enabled ? 'Disable' : 'Enable'),
+            h('button', {type: 'button', class: 'small', testid: 'workflow-run', onclick: run}, 'Run now'),
+          ] : null,
+          api.can('workflows', 'full') ? confirmButton('Delete', `Delete workflow ${w.name}?`, () => ctx.task(async () => {
+            await api.del(`/api/workflows/${encodeURIComponent(w.name)}`);
+            showNotice(`Workflow ${w.name} deleted.`);
+            if (w.name === selected) location.hash = pageHash(['workflows']);
+            else await load();
+          }), {testid: 'workflow-delete'}) : null));
     }
 
     async function load() {

@@ -37,6 +37,8 @@ pub(super) struct ListQuery {
     status: Option<String>,
     /// Part of the id or the name.
     search: Option<String>,
+    /// The children of this gateway (its id).
+    gateway: Option<String>,
     /// Items per page, 1 to 1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
@@ -164,6 +166,7 @@ pub(super) async fn list(
         class: query.class,
         status: query.status,
         search: query.search,
+        gateway: query.gateway,
         page: page(query.limit, query.offset, query.sort)?,
     };
     let (found, total) = devices::search(&api.storage, scope, &wanted).await?;

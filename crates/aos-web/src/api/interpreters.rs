@@ -290,7 +290,7 @@ pub(super) async fn create_format(
         json_schema: body.schema.as_ref(),
         mapping: Some(&mapping),
     })
-    .map_err(|e| invalid("format", format!("format `{}`: {e}", body.name)))?;
+    .map_err(|e| invalid(e.part, format!("format `{}`: {e}", body.name)))?;
     let made = formats::create(
         &api.storage,
         scope,
