@@ -454,6 +454,25 @@ async function run(page, url, login, password, shots) {
   await noError(page, 'changing a device');
   log('device renamed, given a password and a token, deleted');
 
+  // 8c. A customer entity made in its dialog; one command sent to every thermo device at once.
+  await page.getByTestId('nav-users').click();
+  await page.getByTestId('entity-new').click();
+  const entityForm = page.getByTestId('entity-form');
+  await entityForm.getByTestId('entity-name').fill('north-customer');
+  await entityForm.getByTestId('entity-kind').selectOption('customer');
+  await entityForm.getByTestId('entity-create').click();
+  await expectText(row('entity-row', 'name', 'north-customer'), /customer/, 'the customer entity');
+  await page.getByTestId('nav-devices').click();
+  await page.getByTestId('batch-new').click();
+  const batchForm = page.getByTestId('batch-form');
+  await batchForm.getByTestId('batch-name').fill('nightly check');
+  await batchForm.getByTestId('batch-command').fill('selftest');
+  await batchForm.locator('input[data-class="thermo"]').check();
+  await batchForm.getByTestId('batch-send').click();
+  await expectText(page.getByTestId('notice'), /1 command queued/, 'the batch queued for sensor-1');
+  await noError(page, 'sending a batch');
+  log('customer entity made; a command batch queued');
+
   // 8b. Operations: the message log shows sensor-1's messages; the audit log, narrowed to this
   //     user's `user.` actions, shows the user it added and nothing else; a user who did
   //     nothing shows nothing.

@@ -1,8 +1,8 @@
-// Devices: a searchable, filterable, sortable list in pages, live status badges, and the form
-// that registers a device.
+// Devices: a searchable, filterable, sortable list in pages, live status badges, a command sent
+// to many devices at once, and the form that registers a device.
 
 import * as api from '../api.js';
-import {h, dataTable, field, link, options, pager, panel, showNotice, statusBadge, timeCell} from '../dom.js';
+import {h, dataTable, dialog, field, link, options, pager, panel, showNotice, statusBadge, timeCell} from '../dom.js';
 
 const PAGE_SIZE = 25;
 
@@ -37,10 +37,46 @@ export default {
       field('Device id', uid), field('Name', name), field('Class', deviceClass),
       h('button', {type: 'submit', testid: 'device-create'}, 'Register'));
 
+    let classNames = [];
+    /** One command to many devices: listed by id, or every device of classes (later ones too). */
+    function batchDialog() {
+      const batchName = h('input', {name: 'name', required: true, testid: 'batch-name', placeholder: 'e.g. firmware 2.1'});
+      const command = h('input', {name: 'command', required: true, testid: 'batch-command', placeholder: 'e.g. reboot'});
+      const parameters = h('textarea', {name: 'parameters', rows: 3, spellcheck: 'false', testid: 'batch-parameters'}, '{}');
+      const devices = h('input', {name: 'devices', testid: 'batch-devices', placeholder: 'device ids, comma-separated'});
+      const classes = h('fieldset', {class: 'choices', 'data-fields': 'classes', testid: 'batch-classes'}, h('legend', {}, 'Every device of'),
+        classNames.map((c) => h('label', {class: 'check'}, h('input', {type: 'checkbox', value: c, data: {class: c}}), c)));
+      const future = h('input', {type: 'checkbox', name: 'include_future', testid: 'batch-future'});
+      const batchForm = h('form', {class: 'stack-form', testid: 'batch-form'},
+        field('Batch name', batchName), field('Command', command), field('Parameters (JSON object)', parameters),
+        field('Devices', devices), classes,
+        h('label', {class: 'check'}, future, 'Also devices registered in those classes later'),
+        h('button', {type: 'submit', testid: 'batch-send'}, 'Send'));
+      const box = dialog('A command to many devices', batchForm);
+      ctx.form(batchForm, async () => {
+        let params;
+        try {
+          params = JSON.parse(parameters.value.trim() || '{}');
+        } catch (error) {
+          throw new api.ApiError(`The parameters are not valid JSON: ${error.message}`, 0, 'invalid', 'parameters');
+        }
+        const queued = await api.post('/api/command-batches', {
+          name: batchName.value.trim(),
+          command: {name: command.value.trim(), parameters: params},
+          devices: devices.value.split(',').map((d) => d.trim()).filter(Boolean),
+          classes: [...classes.querySelectorAll('input:checked')].map((c) => c.value),
+          include_future: future.checked,
+        });
+        box.close();
+        showNotice(`Batch ${queued.batch}: ${queued.queued} command${queued.queued === 1 ? '' : 's'} queued.`);
+      });
+    }
+
     root.append(
       h('h1', {}, 'Devices'),
-      panel(null, h('div', {class: 'toolbar'}, search, classFilter, statusFilter), list, pages),
-      panel('Register a device', form),
+      panel(null, h('div', {class: 'toolbar'}, search, classFilter, statusFilter,
+        api.can('commands', 'manage') ? h('button', {type: 'button', class: 'secondary', testid: 'batch-new', onclick: batchDialog}, 'Command to many') : null), list, pages),
+      api.can('devices', 'manage') ? panel('Register a device', form) : null,
     );
 
     function header() {
@@ -96,6 +132,7 @@ export default {
       const classes = (await api.get('/api/classes', {limit: 1000})).items;
       if (!ctx.active) return;
       const pairs = classes.map((c) => [c.name, c.name]);
+      classNames = classes.map((c) => c.name);
       classFilter.replaceChildren(...options([['', 'Any class'], ...pairs], query.class));
       deviceClass.replaceChildren(...(pairs.length ? options(pairs) : [h('option', {value: ''}, 'no class yet: create one first')]));
     }

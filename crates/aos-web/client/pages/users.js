@@ -1,5 +1,6 @@
-// Users, roles and API keys: each listed, created, changed and removed (or disabled) here, as
-// far as the signed-in user's roles allow — the buttons a role cannot use are not shown.
+// Users, roles, entities and API keys: each listed, created, changed and removed (or disabled)
+// here, as far as the signed-in user's roles allow — the buttons a role cannot use are not
+// shown. (Entities are created only: the API has no change or removal of them yet.)
 
 import * as api from '../api.js';
 import {h, badge, confirmButton, dataTable, dialog, field, options, panel, secretDialog, showNotice, timeCell} from '../dom.js';
@@ -228,11 +229,48 @@ export default {
       keysBox.replaceChildren(dataTable(['Name', 'Key', 'Grants', 'Created', 'Expires', 'State', ''], rows, 'No API keys.', {testid: 'keys-table'}));
     }
 
+    // ---- entities: the tenant's units and customers ----
+
+    const entitiesBox = h('div', {class: 'table-wrap'});
+    let entityNames = [];
+    function newEntity() {
+      const entityName = h('input', {name: 'name', required: true, testid: 'entity-name', autocomplete: 'off'});
+      const kind = h('select', {name: 'kind', testid: 'entity-kind'}, options([['unit', 'unit (of the tenant)'], ['customer', 'customer (sees only its own devices)']], 'unit'));
+      const parent = h('select', {name: 'parent', testid: 'entity-parent'}, options([['', 'none'], ...entityNames.map((n) => [n, n])], ''));
+      const form = h('form', {class: 'stack-form', testid: 'entity-form'},
+        field('Name', entityName), field('Kind', kind), field('Within', parent),
+        h('button', {type: 'submit', testid: 'entity-create'}, 'Create'));
+      const box = dialog('New entity', form);
+      ctx.form(form, async () => {
+        await api.post('/api/entities', {name: entityName.value.trim(), kind: kind.value, parent: parent.value || undefined});
+        box.close();
+        showNotice(`Entity ${entityName.value.trim()} created.`);
+        await loadEntities();
+      });
+    }
+
+    async function loadEntities() {
+      const page = await api.get('/api/entities', {limit: 1000});
+      if (!ctx.active) return;
+      entityNames = page.items.map((e) => e.name);
+      const rows = page.items.map((e) => h('tr', {testid: 'entity-row', data: {name: e.name}},
+        h('td', {}, e.name),
+        h('td', {}, e.kind === 'customer' ? badge('customer', 'info') : 'unit'),
+        h('td', {}, e.parent || ''),
+        h('td', {}, timeCell(e.created_at))));
+      entitiesBox.replaceChildren(dataTable(['Name', 'Kind', 'Within', 'Created'], rows, 'No entities.', {testid: 'entities-table'}));
+    }
+
+    if (api.can('entities')) {
+      root.append(panel('Entities (units and customers)', entitiesBox,
+        api.can('entities', 'manage') ? h('button', {type: 'button', testid: 'entity-new', onclick: newEntity}, 'New entity') : null));
+    }
+
     if (api.can('api_keys')) {
       root.append(panel('API keys', keysBox,
         canKeys ? h('button', {type: 'button', testid: 'key-new', onclick: newKey}, 'New API key') : null));
     }
 
-    await Promise.all([loadUsers(), loadRoles(), api.can('api_keys') ? loadKeys() : null]);
+    await Promise.all([loadUsers(), loadRoles(), api.can('api_keys') ? loadKeys() : null, api.can('entities') ? loadEntities() : null]);
   },
 };
