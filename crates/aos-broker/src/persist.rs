@@ -59,9 +59,16 @@ pub struct StoredSession {
     next_seq: u64,
     /// The version of its meta saved last (see [`SessionMeta::version`]).
     version: AtomicU64,
-    /// The version since which its subscriptions are as they are, a hash of them, and whether
-    /// the other nodes were seen to know them.
-    subscribed: Mutex<(u64, u64, bool)>,
+    subscribed: Mutex<Subscribed>,
+}
+
+/// Since which version of its meta a stored session's subscriptions are as they are, a hash of
+/// them (to tell when they change), and whether the other nodes were seen to know them.
+#[derive(Clone, Copy)]
+struct Subscribed {
+    version: u64,
+    hash: u64,
+    seen_everywhere: bool,
 }
 
 /// A subscription as stored (its ACL answer is worked out again when it is restored).
@@ -364,7 +371,11 @@ impl Persistence {
             route: self.shared().then(|| route_key(client_id)),
             next_seq: 0,
             version: AtomicU64::new(0),
-            subscribed: Mutex::new((0, 0, true)),
+            subscribed: Mutex::new(Subscribed {
+                version: 0,
+                hash: 0,
+                seen_everywhere: true,
+            }),
         }
     }
 
@@ -501,7 +512,11 @@ impl Persistence {
             };
             let mut stored = self.session(&client_id);
             stored.version = AtomicU64::new(meta.version);
-            stored.subscribed = Mutex::new((meta.version, meta.subscriptions_hash(), true));
+            stored.subscribed = Mutex::new(Subscribed {
+                version: meta.version,
+                hash: meta.subscriptions_hash(),
+                seen_everywhere: true,
+            });
             stored.next_seq = group
                 .queued
                 .keys()
@@ -607,8 +622,12 @@ impl StoredSession {
         let hash = meta.subscriptions_hash();
         {
             let mut subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
-            if subscribed.1 != hash {
-                *subscribed = (meta.version, hash, false);
+            if subscribed.hash != hash {
+                *subscribed = Subscribed {
+                    version: meta.version,
+                    hash,
+                    seen_everywhere: false,
+                };
             }
         }
         let body = match serde_json::to_vec(&meta) {
@@ -630,14 +649,14 @@ impl StoredSession {
     /// seen to know it.
     pub fn subscribed_at(&self) -> Option<u64> {
         let subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
-        (!subscribed.2).then_some(subscribed.0)
+        (!subscribed.seen_everywhere).then_some(subscribed.version)
     }
 
     /// The other nodes know the subscriptions of version `version`.
     pub fn seen_everywhere(&self, version: u64) {
         let mut subscribed = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
-        if subscribed.0 == version {
-            subscribed.2 = true;
+        if subscribed.version == version {
+            subscribed.seen_everywhere = true;
         }
     }
 

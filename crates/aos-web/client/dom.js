@@ -211,6 +211,29 @@ export function showFieldError(form, error) {
   return true;
 }
 
+/**
+ * The JSON typed into the form's control `field` (`fallback` when it is left empty); a mistake
+ * is an error at that control.
+ */
+export function jsonField(text, field, fallback) {
+  if (!text.trim()) return fallback;
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new api.ApiError(`This is not valid JSON: ${error.message}`, 0, 'invalid', field);
+  }
+}
+
+/** Has the browser save `text` as a file called `name`. */
+export function download(name, text, type) {
+  const url = URL.createObjectURL(new Blob([text], {type}));
+  const a = h('a', {href: url, download: name, hidden: true});
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
 /** Shows an error the form's fields do not name at the foot of the form (in a dialog, where the
  * page's banner would be hidden behind it). */
 export function showFormError(form, error) {

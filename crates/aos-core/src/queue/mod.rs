@@ -90,9 +90,7 @@ pub async fn replay_dead_letters(
     queue: &str,
     ids: &[u64],
 ) -> Result<usize, QueueError> {
-    let dead = dead_letter_queue(queue);
-    let waiting = backend.browse(&dead, usize::MAX).await?;
-    let chosen: Vec<&Delivery> = waiting.iter().filter(|d| ids.contains(&d.id)).collect();
+    let (dead, chosen) = dead_letters(backend, queue, ids).await?;
     if chosen.is_empty() {
         return Ok(0);
     }
@@ -104,20 +102,26 @@ pub async fn replay_dead_letters(
     Ok(replayed.len())
 }
 
+/// The dead-letter queue of `queue`, and those of its items that `ids` name.
+async fn dead_letters(
+    backend: &dyn WorkQueue,
+    queue: &str,
+    ids: &[u64],
+) -> Result<(String, Vec<Delivery>), QueueError> {
+    let dead = dead_letter_queue(queue);
+    let mut waiting = backend.browse(&dead, usize::MAX).await?;
+    waiting.retain(|d| ids.contains(&d.id));
+    Ok((dead, waiting))
+}
+
 /// Drops the dead letters `ids` of `queue` for good; returns how many were found.
 pub async fn drop_dead_letters(
     backend: &dyn WorkQueue,
     queue: &str,
     ids: &[u64],
 ) -> Result<usize, QueueError> {
-    let dead = dead_letter_queue(queue);
-    let found: Vec<u64> = backend
-        .browse(&dead, usize::MAX)
-        .await?
-        .iter()
-        .map(|d| d.id)
-        .filter(|id| ids.contains(id))
-        .collect();
+    let (dead, chosen) = dead_letters(backend, queue, ids).await?;
+    let found: Vec<u64> = chosen.iter().map(|d| d.id).collect();
     if !found.is_empty() {
         backend.ack(&dead, &found).await?;
     }

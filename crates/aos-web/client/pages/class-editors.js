@@ -4,21 +4,11 @@
 // the field it names.
 
 import * as api from '../api.js';
-import {h, dialog, field, options, showNotice} from '../dom.js';
+import {h, dialog, field, jsonField, options, showNotice} from '../dom.js';
 
 const DATA_TYPES = ['number', 'integer', 'boolean', 'string', 'json'];
 const KINDS = ['measurement', 'configuration', 'operational', 'event'];
 const LEVELS = ['normal', 'warning', 'faulty'];
-
-/** Parses JSON typed into a field; a mistake is an error at that field. */
-function parsed(text, name, fallback) {
-  if (!text.trim()) return fallback;
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw new api.ApiError(`This is not valid JSON: ${error.message}`, 0, 'invalid', name);
-  }
-}
 
 /** Rows that can be added and removed: `make(values)` builds a row's controls, `read(row)` reads them. */
 function rows(testid, make, initial, label) {
@@ -63,7 +53,7 @@ export async function modelDialog(ctx, className, editable, saved) {
         kind: part(row, 'kind'),
         function: part(row, 'function') || undefined,
       })),
-      command_groups: parsed(groups.value, 'command_groups', []),
+      command_groups: jsonField(groups.value, 'command_groups', []),
     };
     await api.put(`/api/classes/${encodeURIComponent(className)}/model`, body);
     box.close();
@@ -113,9 +103,9 @@ export function newFormatDialog(ctx, saved) {
     h('button', {type: 'submit', testid: 'format-save'}, 'Create'));
   const box = dialog('New message format', form);
   ctx.form(form, async () => {
-    const body = {name: name.value.trim(), kind: kind.value, direction: direction.value, mapping: parsed(mapping.value, 'mapping', {})};
+    const body = {name: name.value.trim(), kind: kind.value, direction: direction.value, mapping: jsonField(mapping.value, 'mapping', {})};
     if (kind.value === 'protobuf') Object.assign(body, {proto: proto.value, message: message.value.trim()});
-    if (kind.value === 'json' && schema.value.trim()) body.schema = parsed(schema.value, 'schema', undefined);
+    if (kind.value === 'json' && schema.value.trim()) body.schema = jsonField(schema.value, 'schema', undefined);
     await api.post('/api/formats', body);
     box.close();
     showNotice(`Format ${body.name} created.`);
@@ -150,7 +140,7 @@ export function interpreterDialog(ctx, classNames, current, saved) {
     const body = {
       class: cls.value || undefined,
       expression: expression.value.trim() || undefined,
-      value_map: parsed(valueMap.value, 'value_map', undefined),
+      value_map: jsonField(valueMap.value, 'value_map', undefined),
       levels: levels.rows().map((row) => ({level: row.querySelector('[data-part="level"]').value, min: number(row, 'min'), max: number(row, 'max')})),
     };
     if (!body.levels.length) delete body.levels;

@@ -3,7 +3,7 @@
 // their status following the device's replies live).
 
 import * as api from '../api.js';
-import {h, badge, dataTable, field, fmtValue, levelBadge, link, options, pager, panel, showNotice, statusBadge, timeCell} from '../dom.js';
+import {h, badge, dataTable, download, field, fmtValue, jsonField, levelBadge, link, options, pager, panel, showNotice, statusBadge, timeCell} from '../dom.js';
 import {drawInto, lineChart, seriesCsv} from '../charts.js';
 import {eventsTable} from './events.js';
 import {messagesTable} from './messages.js';
@@ -182,13 +182,7 @@ export default {
     }
 
     function downloadCsv() {
-      const file = new Blob([seriesCsv(shown)], {type: 'text/csv'});
-      const url = URL.createObjectURL(file);
-      const a = h('a', {href: url, download: `${uid}-values.csv`, hidden: true});
-      document.body.append(a);
-      a.click();
-      a.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 1000);
+      download(`${uid}-values.csv`, seriesCsv(shown), 'text/csv');
     }
 
     function addPoint(v) {
@@ -280,12 +274,7 @@ export default {
     }
 
     ctx.form(commandForm, async () => {
-      let params;
-      try {
-        params = JSON.parse(parameters.value.trim() || '{}');
-      } catch (error) {
-        throw new api.ApiError(`The parameters are not valid JSON: ${error.message}`, 0, 'invalid', 'parameters');
-      }
+      const params = jsonField(parameters.value, 'parameters', {});
       if (params === null || typeof params !== 'object' || Array.isArray(params)) {
         throw new api.ApiError('The parameters must be a JSON object, e.g. {"delay": 5}.', 0, 'invalid', 'parameters');
       }

@@ -2,7 +2,7 @@
 // to many devices at once, and the form that registers a device.
 
 import * as api from '../api.js';
-import {h, dataTable, dialog, field, link, options, pager, panel, showNotice, statusBadge, timeCell} from '../dom.js';
+import {h, dataTable, dialog, field, jsonField, link, options, pager, panel, showNotice, statusBadge, timeCell} from '../dom.js';
 
 const PAGE_SIZE = 25;
 
@@ -54,12 +54,7 @@ export default {
         h('button', {type: 'submit', testid: 'batch-send'}, 'Send'));
       const box = dialog('A command to many devices', batchForm);
       ctx.form(batchForm, async () => {
-        let params;
-        try {
-          params = JSON.parse(parameters.value.trim() || '{}');
-        } catch (error) {
-          throw new api.ApiError(`The parameters are not valid JSON: ${error.message}`, 0, 'invalid', 'parameters');
-        }
+        const params = jsonField(parameters.value, 'parameters', {});
         const queued = await api.post('/api/command-batches', {
           name: batchName.value.trim(),
           command: {name: command.value.trim(), parameters: params},

@@ -3,7 +3,7 @@
 // that one's run log.
 
 import * as api from '../api.js';
-import {h, badge, confirmButton, dataTable, dialog, field, fmtValue, link, pageHash, panel, showNotice, timeCell} from '../dom.js';
+import {h, badge, confirmButton, dataTable, dialog, download, field, fmtValue, jsonField, link, pageHash, panel, showNotice, timeCell} from '../dom.js';
 
 const EXAMPLE = {
   name: 'example',
@@ -12,15 +12,6 @@ const EXAMPLE = {
   actions: [{save: {attribute: 'checked', value: true}}],
 };
 
-/** Saves `text` (a file the browser downloads) as `name`. */
-function download(name, text) {
-  const url = URL.createObjectURL(new Blob([text], {type: 'application/json'}));
-  const a = h('a', {href: url, download: name, hidden: true});
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 1000);
-}
 
 /** "temperature, level faulty" for {"kind": "level", "attribute": "temperature", "level": "faulty"}. */
 function triggerDetails(trigger) {
@@ -54,12 +45,7 @@ export default {
         h('button', {type: 'submit', testid: 'workflow-save'}, 'Save'));
       const box = dialog(doc.name === EXAMPLE.name ? 'New workflow' : `Workflow ${doc.name}`, form);
       ctx.form(form, async () => {
-        let parsed;
-        try {
-          parsed = JSON.parse(text.value);
-        } catch (error) {
-          throw new api.ApiError(`The document is not valid JSON: ${error.message}`, 0, 'invalid', 'document');
-        }
+        const parsed = jsonField(text.value, 'document', {});
         const saved = await api.post('/api/workflows', parsed);
         box.close();
         showNotice(`Workflow ${saved.name || parsed.name} saved.`);
@@ -95,7 +81,7 @@ export default {
         h('td', {}, timeCell(w.updated_at)),
         h('td', {class: 'actions'},
           h('button', {type: 'button', class: 'small secondary', testid: 'workflow-export', onclick: () => ctx.task(async () => {
-            download(`${w.name}.json`, `${JSON.stringify(await exported(w.name), null, 2)}\n`);
+            download(`${w.name}.json`, `${JSON.stringify(await exported(w.name), null, 2)}\n`, 'application/json');
           })}, 'Export'),
           may ? [
             h('button', {type: 'button', class: 'small secondary', testid: 'workflow-edit', onclick: () => ctx.task(async () => editor(await exported(w.name)))}, 'Edit'),
