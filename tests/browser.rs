@@ -9,7 +9,8 @@
 //! spare device, give it a password and a token, delete it; add a user, make a custom role and
 //! give it to the user in its edit dialog, see an API key refused with the error at its field
 //! and then made (its secret shown once) and revoked, reset a password; read the message and
-//! audit logs; open the API's documentation page; then, as the system administrator, create a
+//! audit logs; in the broker view delete the device's retained status and close its connection
+//! (the device told why); open the API's documentation page; then, as the system administrator, create a
 //! tenant and follow it through a link, see the dead letters and the platform's audit log, see
 //! the node on the platform page and switch its broker off and on. Screenshots of every page, in
 //! light and dark, go to `target/browser-screenshots/`.
@@ -227,6 +228,19 @@ async fn the_web_client_works_in_a_real_browser() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     publish(&mut device, json!({"temperature": 97})).await;
+    // A retained status for the broker view.
+    device
+        .client
+        .publish("aos/sensor-1/status", QoS::AtLeastOnce, true, "online")
+        .await
+        .expect("publish the status");
+    device.puback().await;
+    go();
+
+    // The page closed the device's connection in the broker view: the device is told why.
+    assert_eq!(next("disconnecting the device"), "STEP client-disconnected");
+    let how = device.disconnected().await;
+    assert!(how.contains("AdministrativeAction"), "{how}");
     go();
 
     assert_eq!(next("finishing"), "DONE");
@@ -243,6 +257,8 @@ async fn the_web_client_works_in_a_real_browser() {
         "events-dark",
         "users",
         "operations",
+        "broker",
+        "broker-platform",
         "phone-events",
         "api-docs",
     ] {

@@ -438,6 +438,50 @@ async fn what_people_rely_on_is_the_same_on_every_node() {
         Some(&body),
     );
     assert_eq!(status, 429, "{refusal}");
+
+    // The broker view asks every broker node, from any web node: the device's connection is
+    // listed (by the node holding it, as a second broker node answers too), and closed.
+    let second = shared.node("broker");
+    let (status, page) = call(
+        front.ports.http,
+        "GET",
+        "/api/broker/clients",
+        Some(&olga),
+        None,
+    );
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["client_id"], "d-1", "{page}");
+    assert_eq!(
+        page["items"][0]["node"],
+        node_id(&broker).as_str(),
+        "{page}"
+    );
+    assert_eq!(page["silent"], serde_json::json!([]), "{page}");
+    let admin = sign_in(&back);
+    let (_, traffic) = call(
+        back.ports.http,
+        "GET",
+        "/api/broker/traffic",
+        Some(&admin),
+        None,
+    );
+    let mut answered: Vec<&str> = traffic["nodes"]
+        .as_array()
+        .map(|n| n.iter().filter_map(|n| n["node"].as_str()).collect())
+        .unwrap_or_default();
+    answered.sort_unstable();
+    let mut brokers = [node_id(&broker), node_id(&second)];
+    brokers.sort_unstable();
+    assert_eq!(answered, brokers, "{traffic}");
+    let (status, done) = call(
+        back.ports.http,
+        "POST",
+        "/api/broker/clients/disconnect",
+        Some(&olga),
+        Some(r#"{"client_id": "d-1"}"#),
+    );
+    assert_eq!(status, 200, "{done}");
+    device.closed().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

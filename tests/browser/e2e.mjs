@@ -492,6 +492,31 @@ async function run(page, url, login, password, shots) {
   await noError(page, 'the operations page');
   log('message log and audit log');
 
+  // 8d. The broker view: sensor-1's connection (protocol, subscriptions) and its retained
+  //     status; the retained message deleted, the connection closed (the device is told why).
+  await page.getByTestId('nav-broker').click();
+  const client = row('client-row', 'client', 'sensor-1');
+  await expectText(client, /5\.0/, "sensor-1's connection");
+  await expectText(client, /aos\/sensor-1\/commands/, "sensor-1's subscription");
+  const status = row('retained-row', 'topic', 'aos/sensor-1/status');
+  await expectText(status, /online/, "sensor-1's retained status");
+  await shootBoth('broker');
+  page.once('dialog', (question) => question.accept());
+  await status.getByTestId('retained-delete').click();
+  await expectText(page.getByTestId('notice'), /is gone/, 'the retained message deleted');
+  await eventually('the retained status gone', async () => ({ok: (await status.count()) === 0, detail: `${await status.count()} rows`}));
+  page.once('dialog', (question) => question.accept());
+  await client.getByTestId('client-disconnect').click();
+  await expectText(page.getByTestId('notice'), /was disconnected/, 'sensor-1 disconnected');
+  await step('client-disconnected');
+  await eventually('sensor-1 no longer connected', async () => {
+    await page.getByTestId('clients-apply').click();
+    const connected = await page.locator('[data-testid="client-row"][data-client="sensor-1"][data-connected="true"]').count();
+    return {ok: connected === 0, detail: `${connected} connected rows`};
+  });
+  await noError(page, 'the broker view');
+  log('broker view: a retained message deleted, a client disconnected');
+
   // 9. The API's documentation, linked from the header: every operation rendered from the
   //    server's OpenAPI document, one opened on its parameters and answers.
   const docsLink = await page.getByTestId('api-docs-link').getAttribute('href');
@@ -565,6 +590,9 @@ async function run(page, url, login, password, shots) {
     await noError(page, 'switching the broker');
   }
   log('the broker was switched off and on from the platform page');
+  await page.getByTestId('nav-broker').click();
+  await appear(page, page.getByTestId('traffic-row').first(), "the broker nodes' traffic");
+  await shoot('broker-platform');
 }
 
 async function main() {

@@ -1,5 +1,6 @@
 //! `aos`: the AOS binary. One process, the roles its configuration gives it.
 
+mod broker_view;
 mod logging;
 mod manage;
 mod roles;
@@ -65,6 +66,9 @@ enum Command {
     Migrate,
     /// List the nodes of the deployment: live or not, running roles, health, last seen.
     Status,
+    /// The broker view, through a running node's REST API: MQTT clients, retained messages,
+    /// traffic; disconnect a client, delete a retained message.
+    Broker(broker_view::BrokerView),
     #[command(flatten)]
     Manage(manage::Manage),
 }
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
         Command::Config => print_config(&settings),
         Command::Migrate => with_logging(&settings, run::migrate),
         Command::Status => status::status(&settings),
+        Command::Broker(view) => broker_view::run(&settings, view),
         Command::Run { .. } => with_logging(&settings, run::run),
         Command::Manage(manage) => manage::run(&settings, manage),
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use aos_core::Settings;
-use aos_core::node::{REGISTRATIONS, Registration};
+use aos_core::node::Registration;
 use aos_storage::{Storage, StorageConfig, nodes};
 
 use crate::run::runtime;
@@ -34,10 +34,8 @@ async fn report(settings: &Settings, config: &StorageConfig) -> anyhow::Result<(
     storage.close().await.ok();
     let mut registered: HashMap<String, Registration> = HashMap::new();
     if let Some(kv) = aos_seams::shared_kv(core, "aos status").await? {
-        for entry in kv.list(REGISTRATIONS).await? {
-            if let Ok(node) = serde_json::from_slice::<Registration>(&entry.value) {
-                registered.insert(node.info.id.clone(), node);
-            }
+        for node in aos_core::node::registered(kv.as_ref()).await? {
+            registered.insert(node.info.id.clone(), node);
         }
     }
     println!(

@@ -28,10 +28,13 @@ pub enum ObjectKind {
     Audit,
     Nodes,
     Brokers,
+    /// A tenant's MQTT clients as the brokers hold them (connections, sessions) and its
+    /// retained messages: the broker view of a tenant.
+    Clients,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 17] = [
+    pub const ALL: [ObjectKind; 18] = [
         ObjectKind::Tenants,
         ObjectKind::Entities,
         ObjectKind::Users,
@@ -49,6 +52,7 @@ impl ObjectKind {
         ObjectKind::Audit,
         ObjectKind::Nodes,
         ObjectKind::Brokers,
+        ObjectKind::Clients,
     ];
 
     /// Kinds that belong to the platform, not to a tenant: only platform users reach them.
@@ -332,6 +336,7 @@ pub fn builtin_roles() -> Vec<(&'static str, Grants)> {
                     (
                         Level::View,
                         &[
+                            Clients,
                             Entities,
                             Classes,
                             Formats,

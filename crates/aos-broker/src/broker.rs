@@ -1063,6 +1063,52 @@ impl Broker {
         }
     }
 
+    /// Every session this node holds now.
+    pub fn sessions_now(&self) -> Vec<Arc<Session>> {
+        self.sessions().values().cloned().collect()
+    }
+
+    /// Every retained message this node knows now.
+    pub fn retained_now(&self) -> Vec<Arc<Message>> {
+        self.retained
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Closes the connection of `client_id` for an administrator (of `tenant`, if named: only
+    /// that tenant's clients); returns whether it was connected here. Its session stays, and
+    /// its will goes out as for any connection the broker closes.
+    pub fn disconnect(&self, client_id: &str, tenant: Option<i64>) -> bool {
+        let Some(session) = self.session(client_id) else {
+            return false;
+        };
+        if !session.of_tenant(tenant) {
+            return false;
+        }
+        let kick = session.lock().link.as_mut().and_then(|l| l.kick.take());
+        kick.is_some_and(|kick| kick.send(Kick::Administrator).is_ok())
+    }
+
+    /// Forgets the retained message of `topic` (of `tenant`, if named), here and in the store;
+    /// returns whether there was one. Nobody receives anything: unlike an empty retained
+    /// PUBLISH, this is not a message.
+    pub fn forget_retained(&self, topic: &str, tenant: Option<i64>) -> bool {
+        let found = self
+            .retained
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .is_some_and(|m| tenant.is_none_or(|t| m.tenant == Some(t)));
+        if found {
+            let forget = Message::new(topic, ntex::util::Bytes::new(), QoS::AtMostOnce, true);
+            self.retain(&Arc::new(forget));
+        }
+        found
+    }
+
     /// Whether `client_id` has a session opened by a device other than `identity`.
     pub fn is_device_session_of_another(
         &self,

@@ -4,8 +4,8 @@
 //! sessions ([`session`]) and what they deliver ([`delivery`]), the subscription tree and topic
 //! rules ([`topic`]), routing and retained messages ([`broker`]), access control ([`auth`]), what
 //! survives a restart ([`persist`], over the node's state store), the per-connection glue
-//! (`connection`), and in a cluster the routing between nodes (`cluster`) and the wills of dead
-//! nodes' clients (`orphans`). It runs as a role of the `aos` binary, or embedded through [`BrokerRole`].
+//! (`connection`), what it tells the platform's broker view (`admin`), and in a cluster the
+//! routing between nodes (`cluster`) and the wills of dead nodes' clients (`orphans`). It runs as a role of the `aos` binary, or embedded through [`BrokerRole`].
 //!
 //! What it needs from its host (the [`RoleContext`] a node gives it): the `[broker]` settings;
 //! the state store (retained messages, persistent sessions); the work queue, into which device
@@ -16,6 +16,7 @@
 //! with one.
 
 pub mod acquisition;
+mod admin;
 pub mod auth;
 pub mod broker;
 mod cluster;
@@ -294,6 +295,20 @@ impl Role for BrokerRole {
                 follow(updates, stop.clone(), move |u| broker.session_elsewhere(u)),
             );
         }
+        let requests = admin::subscribe(ctx.bus.as_ref())
+            .await
+            .map_err(RoleError::other)?;
+        self.health.supervise(
+            "answering the broker view",
+            &stop,
+            admin::serve(
+                broker.clone(),
+                ctx.bus.clone(),
+                ctx.node.id.clone(),
+                requests,
+                stop.clone(),
+            ),
+        );
         let sweeping = broker.clone();
         let cancelled = stop.clone();
         self.health

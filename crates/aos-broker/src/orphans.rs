@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use aos_core::RoleKind;
 use aos_core::kv::{Kv, LOOK_LEASE, take_lease};
-use aos_core::node::{REGISTRATIONS, Registration};
+use aos_core::node::{Registration, registered};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
@@ -60,11 +60,8 @@ pub async fn run(
             persistence.mark_holder();
         }
         // Never guessed from a registry that cannot be read.
-        let read: Vec<Registration> = match kv.list(REGISTRATIONS).await {
-            Ok(entries) => entries
-                .iter()
-                .filter_map(|entry| serde_json::from_slice(&entry.value).ok())
-                .collect(),
+        let read: Vec<Registration> = match registered(kv.as_ref()).await {
+            Ok(read) => read,
             Err(err) => {
                 tracing::warn!(%err, "cannot read the node registry; the dead nodes' clients wait");
                 registry.unread();

@@ -7,6 +7,7 @@
 //! and the connection's writer task, woken through the link, sends it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,6 +35,35 @@ pub enum Kick {
     ShuttingDown,
     /// The client's credentials were changed or revoked.
     Revoked,
+    /// An administrator closed the connection (the broker view, `aos broker disconnect`).
+    Administrator,
+}
+
+/// Which MQTT version a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    V3,
+    V5,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::V3 => "3.1.1",
+            Protocol::V5 => "5.0",
+        }
+    }
+}
+
+/// Who is at the other end of a connection, as the broker view shows it.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// As the PROXY protocol header gave it, behind a load balancer.
+    pub address: Option<SocketAddr>,
+    pub protocol: Protocol,
+    pub listener: Arc<str>,
+    /// Seconds, as in force (5.0: the server's when it set one).
+    pub keep_alive: u16,
 }
 
 /// The live connection of a session.
@@ -46,6 +76,7 @@ pub struct Link {
     pub wake: Arc<Notify>,
     /// Asks the connection to close.
     pub kick: Option<oneshot::Sender<Kick>>,
+    pub peer: Peer,
 }
 
 /// A will message and when to publish it.
@@ -164,6 +195,12 @@ impl Session {
     }
 
     /// Who the session belongs to, for the ACL.
+    /// Whether the session is `tenant`'s (a device's or an application's of it); `None`: any
+    /// session.
+    pub fn of_tenant(&self, tenant: Option<i64>) -> bool {
+        tenant.is_none_or(|t| self.identity.as_ref().is_some_and(|i| i.tenant() == t))
+    }
+
     pub fn reader(&self) -> Reader<'_> {
         Reader {
             client_id: &self.client_id,
@@ -466,6 +503,12 @@ mod tests {
             signed_in_at_ms: 0,
             wake: Arc::new(Notify::new()),
             kick: None,
+            peer: Peer {
+                address: None,
+                protocol: Protocol::V5,
+                listener: "mqtt".into(),
+                keep_alive: 0,
+            },
         }
     }
 

@@ -74,14 +74,8 @@ async fn info(node: NodeState) -> HttpResponse {
 }
 
 async fn cluster(node: NodeState) -> HttpResponse {
-    match node.context().kv.list(crate::node::REGISTRATIONS).await {
-        Ok(entries) => {
-            let nodes: Vec<crate::node::Registration> = entries
-                .iter()
-                .filter_map(|e| serde_json::from_slice(&e.value).ok())
-                .collect();
-            json(StatusCode::OK, &serde_json::json!({ "nodes": nodes }))
-        }
+    match crate::node::registered(node.context().kv.as_ref()).await {
+        Ok(nodes) => json(StatusCode::OK, &serde_json::json!({ "nodes": nodes })),
         Err(err) => json(
             StatusCode::SERVICE_UNAVAILABLE,
             &serde_json::json!({ "error": format!("cannot read the node registry: {err}") }),

@@ -7,11 +7,13 @@
 //!   [`bus`] (publish/subscribe between nodes), [`queue`] (durable work queues), [`kv`]
 //!   (key-value store with TTL and compare-and-set) and [`state`] (durable records), opened
 //!   from configuration by the resolver (`aos-seams`), the one place that names a backend;
-//! - [`metrics`], [`admin`] (the per-node admin HTTP listener) and [`net`] (hosting ntex servers).
+//! - [`metrics`], [`admin`] (the per-node admin HTTP listener) and [`net`] (hosting ntex servers);
+//! - [`broker_admin`]: what the platform asks the broker nodes about their clients.
 
 pub mod access;
 pub mod acquisition;
 pub mod admin;
+pub mod broker_admin;
 pub mod bus;
 pub mod changes;
 pub mod commands;

@@ -34,6 +34,23 @@ pub fn registration_key(node_id: &str) -> String {
     format!("{REGISTRATIONS}.{node_id}")
 }
 
+/// The nodes registered now (live: a registration lapses unless renewed); one that cannot be
+/// read is logged and left out.
+pub async fn registered(kv: &dyn Kv) -> Result<Vec<Registration>, crate::kv::KvError> {
+    Ok(kv
+        .list(REGISTRATIONS)
+        .await?
+        .into_iter()
+        .filter_map(|entry| match serde_json::from_slice(&entry.value) {
+            Ok(registration) => Some(registration),
+            Err(err) => {
+                tracing::warn!(key = %entry.key, %err, "a node registration that cannot be read");
+                None
+            }
+        })
+        .collect())
+}
+
 /// The parts a node is assembled from.
 pub struct NodeParts {
     pub info: NodeInfo,

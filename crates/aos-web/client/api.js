@@ -8,7 +8,7 @@ const REFRESH_KEY = 'aos.refresh';
 const TENANT_KEY = 'aos.tenant';
 
 /** Calls that are not about one tenant's objects: they never carry `tenant=`. */
-const PLATFORM_PATH = /^\/api\/(auth\/|me$|tenants|nodes|queues\/|version|openapi\.json)/;
+const PLATFORM_PATH = /^\/api\/(auth\/|me$|tenants|nodes|queues\/|broker\/|version|openapi\.json)/;
 
 export class ApiError extends Error {
   constructor(message, status = 0, code = 'network', field = null) {

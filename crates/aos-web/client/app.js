@@ -14,6 +14,7 @@ import events from './pages/events.js';
 import users from './pages/users.js';
 import admin from './pages/admin.js';
 import operations from './pages/operations.js';
+import broker from './pages/broker.js';
 
 const app = document.getElementById('app');
 
@@ -27,6 +28,7 @@ const NAV = [
   {key: 'events', label: 'Events', kind: 'events'},
   {key: 'users', label: 'Users & roles', kind: 'users'},
   {key: 'operations', label: 'Operations', kind: ['messages', 'audit']},
+  {key: 'broker', label: 'Broker', kind: 'clients'},
   {key: 'admin', label: 'Platform', platform: true},
 ];
 
@@ -40,6 +42,7 @@ const ROUTES = [
   [/^events$/, events],
   [/^users$/, users],
   [/^operations$/, operations],
+  [/^broker$/, broker],
   [/^admin$/, admin],
 ];
 

@@ -259,3 +259,34 @@ export function pager({offset, limit, total, shown, noun, prefix = 'page'}, go) 
     h('button', {type: 'button', class: 'secondary', testid: `${prefix}-next`, disabled: last >= total, onclick: () => go(offset + limit)}, 'Next'),
   ];
 }
+
+/**
+ * A filtered list in pages: `fields` are the filter's controls (each a [label, control]), `load`
+ * gets the query and returns `{items, total}`, `draw(items, page, reload)` turns the items into
+ * what is shown (an element, or several). `deepest`: how far the list pages at most.
+ */
+export function filteredList(ctx, {testid, fields, query, load, draw, noun, limit = 50, deepest = Infinity}) {
+  const box = h('div', {class: 'table-wrap'});
+  const pages = h('div', {class: 'pager'});
+  let offset = 0;
+  let loads = 0;
+  async function show() {
+    const mine = ++loads;
+    const page = await load({...query(), limit, offset});
+    if (!ctx.active || mine !== loads) return;
+    const drawn = draw(page.items, page, show);
+    box.replaceChildren(...(Array.isArray(drawn) ? drawn : [drawn]));
+    pages.replaceChildren(...pager({offset, limit, total: Math.min(page.total, deepest), shown: page.items.length, noun, prefix: testid}, (to) => {
+      offset = to;
+      ctx.task(show);
+    }));
+  }
+  const form = h('form', {class: 'inline-form toolbar', testid: `${testid}-filter`},
+    fields.map(([label, control]) => field(label, control)),
+    h('button', {type: 'submit', class: 'secondary', testid: `${testid}-apply`}, 'Show'));
+  ctx.form(form, async () => {
+    offset = 0;
+    await show();
+  });
+  return {element: h('div', {}, form, box, pages), show};
+}

@@ -27,7 +27,7 @@ use crate::broker::{Broker, HookError};
 use crate::delivery::Outgoing;
 use crate::message::Message;
 use crate::metrics::{ListenerLabel, QosLabel};
-use crate::session::{Kick, Link, Session, Will};
+use crate::session::{Kick, Link, Peer, Protocol, Session, Will};
 use crate::topic::valid_topic_name;
 
 pub(crate) use exactly_once::ExactlyOnce;
@@ -161,6 +161,17 @@ impl ListenerContext {
         let generation = self.broker.next_id();
         let wake = Arc::new(Notify::new());
         let (kick_tx, kick_rx) = oneshot::channel();
+        let address = wire
+            .io
+            .query::<ntex::io::types::PeerAddr>()
+            .get()
+            .map(|a| a.0);
+        let peer = Peer {
+            address,
+            protocol: wire.protocol,
+            listener: self.name.clone(),
+            keep_alive: wire.keep_alive,
+        };
         let (session, present) = self.broker.connect(
             &client_id,
             &principal,
@@ -172,6 +183,7 @@ impl ListenerContext {
                 signed_in_at_ms: principal.signed_in_at_ms,
                 wake: wake.clone(),
                 kick: Some(kick_tx),
+                peer,
             },
         );
         let closed = Arc::new(Notify::new());
@@ -193,12 +205,7 @@ impl ListenerContext {
             kick_rx,
             closed.clone(),
         ));
-        let peer = wire
-            .io
-            .query::<ntex::io::types::PeerAddr>()
-            .get()
-            .map(|a| a.0);
-        tracing::info!(%client_id, peer = ?peer, listener = %self.name, present, "client connected");
+        tracing::info!(%client_id, peer = ?address, listener = %self.name, present, "client connected");
         (
             Conn {
                 io: wire.io,
@@ -238,6 +245,9 @@ pub(crate) struct Wire<S> {
     pub io: ntex::io::IoRef,
     /// The largest packet the client takes (0: no limit).
     pub max_packet_size: u32,
+    pub protocol: Protocol,
+    /// Seconds, as in force.
+    pub keep_alive: u16,
 }
 
 /// Per-connection state (the ntex-mqtt session state).

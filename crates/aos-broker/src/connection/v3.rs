@@ -12,7 +12,7 @@ use super::{
 };
 use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
 use crate::delivery::{Outgoing, SubOptions};
-use crate::session::{Kick, Will};
+use crate::session::{Kick, Protocol, Will};
 use crate::topic::SubscriptionFilter;
 
 pub(crate) type Session = v3::Session<Conn>;
@@ -136,6 +136,8 @@ pub(crate) async fn handshake(
         sink: sink.clone(),
         io: handshake.io().get_ref(),
         max_packet_size: 0,
+        protocol: Protocol::V3,
+        keep_alive: connect.keep_alive,
     };
     let (conn, present) = ctx.open(
         wire,

@@ -21,7 +21,7 @@ use super::{
 use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
 use crate::delivery::{Outgoing, RetainHandling, SubOptions};
 use crate::message::{Properties, min_qos};
-use crate::session::{Kick, Will};
+use crate::session::{Kick, Protocol, Will};
 use crate::topic::{SubscriptionFilter, valid_topic_name};
 
 pub(crate) type Session = v5::Session<Conn>;
@@ -185,6 +185,7 @@ impl Outbound for Sink5 {
             Kick::TakenOver => DisconnectReasonCode::SessionTakenOver,
             Kick::ShuttingDown => DisconnectReasonCode::ServerShuttingDown,
             Kick::Revoked => DisconnectReasonCode::NotAuthorized,
+            Kick::Administrator => DisconnectReasonCode::AdministrativeAction,
         };
         self.sink.close_with_reason(Disconnect::new(reason));
     }
@@ -313,10 +314,18 @@ pub(crate) async fn handshake(
             assigned: RefCell::default(),
         },
     };
+    let max_keepalive = ctx.config.max_keepalive.max(1);
+    let keep_alive = if connect.keep_alive == 0 || connect.keep_alive > max_keepalive {
+        max_keepalive
+    } else {
+        connect.keep_alive
+    };
     let wire = Wire {
         sink: outbound,
         io: handshake.io().get_ref(),
         max_packet_size: connect.max_packet_size.map_or(0, |size| size.get()),
+        protocol: Protocol::V5,
+        keep_alive,
     };
     let (conn, present) = ctx.open(
         wire,
@@ -332,12 +341,6 @@ pub(crate) async fn handshake(
             session.acknowledged(ack.packet_id);
         }
     });
-    let max_keepalive = ctx.config.max_keepalive.max(1);
-    let keep_alive = if connect.keep_alive == 0 || connect.keep_alive > max_keepalive {
-        max_keepalive
-    } else {
-        connect.keep_alive
-    };
     let config = ctx.config.clone();
     Ok(handshake
         .ack(conn)

@@ -3,39 +3,10 @@
 // replayed or dropped).
 
 import * as api from '../api.js';
-import {h, badge, confirmButton, dataTable, field, instant, options, pager, panel, showNotice, timeCell} from '../dom.js';
+import {h, badge, confirmButton, dataTable, field, filteredList, instant, options, panel, showNotice, timeCell} from '../dom.js';
 import {messagesTable} from './messages.js';
 
 const PAGE = 50;
-
-/**
- * A filtered list in pages: `fields` are the filter's controls (each a [label, control]), `load`
- * gets the query and returns `{items, total}`, `draw` turns the items into a table.
- */
-function filteredList(ctx, {testid, fields, query, load, draw, noun}) {
-  const box = h('div', {class: 'table-wrap'});
-  const pages = h('div', {class: 'pager'});
-  let offset = 0;
-  let loads = 0;
-  async function show() {
-    const mine = ++loads;
-    const page = await load({...query(), limit: PAGE, offset});
-    if (!ctx.active || mine !== loads) return;
-    box.replaceChildren(draw(page.items));
-    pages.replaceChildren(...pager({offset, limit: PAGE, total: page.total, shown: page.items.length, noun, prefix: testid}, (to) => {
-      offset = to;
-      ctx.task(show);
-    }));
-  }
-  const form = h('form', {class: 'inline-form toolbar', testid: `${testid}-filter`},
-    fields.map(([label, control]) => field(label, control)),
-    h('button', {type: 'submit', class: 'secondary', testid: `${testid}-apply`}, 'Show'));
-  ctx.form(form, async () => {
-    offset = 0;
-    await show();
-  });
-  return {element: h('div', {}, form, box, pages), show};
-}
 
 function auditTable(items) {
   const rows = items.map((a) => h('tr', {testid: 'audit-row', data: {id: a.id, action: a.action}},

@@ -4,6 +4,7 @@
 //! in the OpenAPI document ([`openapi`], served at `/api/openapi.json`).
 
 mod auth;
+mod brokers;
 mod classes;
 mod commands;
 mod data;
@@ -128,6 +129,7 @@ impl Routes for web::ServiceConfig {
 /// a `ServiceConfig`, so that the OpenAPI document's test sees it.
 pub fn routes(r: &mut impl Routes) {
     auth::routes(r);
+    brokers::routes(r);
     classes::routes(r);
     commands::routes(r);
     data::routes(r);

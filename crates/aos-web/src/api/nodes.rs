@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use aos_auth::permissions::{ObjectKind, Operation};
 use aos_core::RoleKind;
 use aos_core::node::{
-    NodeHealth, REGISTRATIONS, Registration, RoleSwitch, control_subject, registration_key,
+    NodeHealth, Registration, RoleSwitch, control_subject, registered, registration_key,
 };
 use aos_core::node_info::ListenerInfo;
 use chrono::{DateTime, Utc};
@@ -88,19 +88,11 @@ pub(super) async fn list(
     caller.platform(ObjectKind::Nodes, Operation::View)?;
     let query = query.0;
     let wanted = page(query.limit, query.offset, query.sort)?;
-    let mut registrations: HashMap<String, Registration> = api
-        .kv
-        .list(REGISTRATIONS)
+    let mut registrations: HashMap<String, Registration> = registered(api.kv.as_ref())
         .await
         .map_err(ApiError::internal)?
         .into_iter()
-        .filter_map(|entry| match serde_json::from_slice::<Registration>(&entry.value) {
-            Ok(registration) => Some((registration.info.id.clone(), registration)),
-            Err(err) => {
-                tracing::warn!(key = %entry.key, %err, "a node registration that cannot be read");
-                None
-            }
-        })
+        .map(|registration| (registration.info.id.clone(), registration))
         .collect();
     let all: Vec<NodeView> = aos_storage::nodes::list(&api.storage)
         .await?

@@ -14,7 +14,7 @@ use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    auth, classes, commands, data, device_admin, device_http, devices, entities, events,
+    auth, brokers, classes, commands, data, device_admin, device_http, devices, entities, events,
     interpreters, live, nodes, people, queues, workflows,
 };
 
@@ -91,6 +91,11 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         queues::list,
         queues::replay,
         queues::drop,
+        brokers::clients,
+        brokers::disconnect,
+        brokers::retained,
+        brokers::forget_retained,
+        brokers::traffic,
         device_http::telemetry,
         device_http::attributes,
         device_http::events,
@@ -111,6 +116,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         (name = "data", description = "The message log and the dashboard's key figures"),
         (name = "people", description = "Users, roles, tenants and the audit log"),
         (name = "platform", description = "The cluster's nodes and the queues' dead letters (system administrators)"),
+        (name = "broker", description = "The broker view: MQTT clients, retained messages and traffic of the broker nodes"),
         (name = "device-api", description = "For devices that cannot speak MQTT: they sign every request with their access token"),
         (name = "live", description = "Live updates as Server-Sent Events"),
         (name = "meta", description = "The version, and this document"),
@@ -378,7 +384,7 @@ mod tests {
             unserved.is_empty(),
             "documented but not routed: {unserved:?}"
         );
-        assert_eq!(served.0.len(), 68);
+        assert_eq!(served.0.len(), 73);
     }
 
     #[test]
