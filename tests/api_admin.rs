@@ -504,3 +504,187 @@ fn a_tenant_is_looked_after_through_the_api() {
     let (_, all) = send("GET", "/api/devices", None);
     assert_eq!(all["total"], json!(2), "d-1 and pump-1 remain: {all}");
 }
+
+/// Entities renamed, moved (never under themselves) and deleted once nothing is bound to them;
+/// a custom role deleted once nobody has it; a tenant disabled — its users and devices shut
+/// out at once, their live sessions closed — and enabled again.
+#[tokio::test(flavor = "multi_thread")]
+async fn entities_roles_and_tenants_are_changed_and_removed() {
+    use common::mqtt::{Client3, options3};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let olga_password = acme(d);
+    let device_token = common::platform::access_token(d, "d-1", "acme");
+    let node = start(d);
+    let port = node.ports.http;
+    let admin = access_token(port, "admin", PASSWORD);
+    let send = |method: &str, path: &str, body: Option<Value>| {
+        let joiner = if path.contains('?') { '&' } else { '?' };
+        call(
+            port,
+            method,
+            &format!("{path}{joiner}tenant=acme"),
+            Some(&admin),
+            body.map(|b| b.to_string()).as_deref(),
+        )
+    };
+
+    // Entities: east holds east-1; moving east under east-1 would loop.
+    for (name, parent) in [("east", None), ("east-1", Some("east")), ("north", None)] {
+        let (status, made) = send(
+            "POST",
+            "/api/entities",
+            Some(json!({"name": name, "kind": "unit", "parent": parent})),
+        );
+        assert_eq!(status, 201, "{made}");
+    }
+    let wrong = refused(
+        send(
+            "PATCH",
+            "/api/entities/east",
+            Some(json!({"parent": "east-1"})),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(wrong["field"], json!("parent"));
+    let (status, moved) = send(
+        "PATCH",
+        "/api/entities/east-1",
+        Some(json!({"name": "west", "parent": null})),
+    );
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(
+        moved,
+        json!({"name": "west", "kind": "unit", "parent": null, "created_at": moved["created_at"]})
+    );
+    refused(
+        send(
+            "PATCH",
+            "/api/entities/north",
+            Some(json!({"name": "west"})),
+        ),
+        409,
+        "conflict",
+    );
+    let (status, user) = send(
+        "POST",
+        "/api/users",
+        Some(
+            json!({"login": "nina", "password": "a long password", "entity": "north", "roles": ["viewer"]}),
+        ),
+    );
+    assert_eq!(status, 201, "{user}");
+    let held = refused(send("DELETE", "/api/entities/north", None), 409, "conflict");
+    assert!(
+        held["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 user")),
+        "{held}"
+    );
+    assert_eq!(send("DELETE", "/api/entities/east", None).0, 204);
+    refused(send("DELETE", "/api/entities/east", None), 404, "not_found");
+
+    // Roles: a custom role goes once nobody has it; built-in roles never.
+    let (status, _) = send(
+        "POST",
+        "/api/roles",
+        Some(json!({"name": "auditor", "permissions": {"audit": "view"}})),
+    );
+    assert_eq!(status, 201);
+    let (status, _) = send(
+        "PATCH",
+        "/api/users/nina",
+        Some(json!({"roles": ["viewer", "auditor"]})),
+    );
+    assert_eq!(status, 200);
+    refused(send("DELETE", "/api/roles/auditor", None), 409, "conflict");
+    let (status, _) = send(
+        "PATCH",
+        "/api/users/nina",
+        Some(json!({"roles": ["viewer"]})),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(send("DELETE", "/api/roles/auditor", None).0, 204);
+    refused(
+        send("DELETE", "/api/roles/operator", None),
+        403,
+        "forbidden",
+    );
+    let (_, audit) = send("GET", "/api/audit?action=role.delete", None);
+    assert_eq!(audit["total"], json!(1), "{audit}");
+
+    // A disabled tenant: its signed-in user and its connected device are shut out at once.
+    let olga = access_token(port, "olga", &olga_password);
+    let mut options = options3(node.ports.mqtt, "d-1");
+    options.set_credentials("d-1", device_token.as_str());
+    let (mut device, _) = Client3::connect(options.clone())
+        .await
+        .expect("d-1 connects");
+    let (status, tenant) = call(
+        port,
+        "PATCH",
+        "/api/tenants/acme",
+        Some(&admin),
+        Some(r#"{"disabled": true}"#),
+    );
+    assert_eq!(status, 200, "{tenant}");
+    assert_eq!(tenant["disabled"], json!(true));
+    refused(
+        call(port, "GET", "/api/devices", Some(&olga), None),
+        403,
+        "forbidden",
+    );
+    let body = json!({"login": "olga", "password": olga_password}).to_string();
+    refused(
+        call(port, "POST", "/api/auth/sign-in", None, Some(&body)),
+        403,
+        "forbidden",
+    );
+    let closed = device.closed().await;
+    assert!(
+        !closed.contains("nothing received"),
+        "d-1 stays connected: {closed}"
+    );
+    let refusal = Client3::connect(options.clone())
+        .await
+        .err()
+        .expect("a disabled tenant's device is refused");
+    assert!(refusal.contains("NotAuthorized"), "{refusal}");
+
+    // Enabled again: both are back.
+    let (status, _) = call(
+        port,
+        "PATCH",
+        "/api/tenants/acme",
+        Some(&admin),
+        Some(r#"{"disabled": false}"#),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = call(port, "GET", "/api/devices", Some(&olga), None);
+    assert_eq!(status, 200);
+    Client3::connect(options).await.expect("d-1 connects again");
+    refused(
+        call(
+            port,
+            "PATCH",
+            "/api/tenants/nobody",
+            Some(&admin),
+            Some(r#"{"disabled": true}"#),
+        ),
+        404,
+        "not_found",
+    );
+    refused(
+        call(
+            port,
+            "PATCH",
+            "/api/tenants/acme",
+            Some(&olga),
+            Some(r#"{"disabled": true}"#),
+        ),
+        403,
+        "forbidden",
+    );
+}

@@ -218,7 +218,11 @@ async fn operators_see_disconnect_and_forget_through_the_broker_view() {
         .output();
     assert!(status.success(), "{err}");
     assert!(out.contains("disconnected g-1"), "{out}");
-    g1.closed().await;
+    let closed = g1.closed().await;
+    assert!(
+        !closed.contains("nothing received"),
+        "g-1 stays connected: {closed}"
+    );
     let (status, _, err) = Aos::new(d, &["broker", "--url", &url, "--user", "admin", "traffic"])
         .output_with_input("wrong password\n");
     assert!(!status.success());

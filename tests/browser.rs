@@ -2,7 +2,8 @@
 //! against a standalone node, with this test playing the MQTT device: sign in; create a class,
 //! its model, a message format (a bad .proto refused at its field) and an interpreter in their
 //! dialogs; register a device; see telemetry arrive and the chart grow live; read the chart (an
-//! axis per unit, values on hover, a range dragged to zoom, a CSV of what it shows); send a
+//! axis per unit, values on hover, a range dragged to zoom, a CSV of what it shows, a gap where
+//! an averaged interval has no values); send a
 //! command and see it acknowledged; acknowledge the alarm a level change raised and see it
 //! counted again live when the value crosses into the level once more; use the keyboard and a
 //! 390 px screen; write a workflow (its errors at the document), export it, delete it; rename a
@@ -116,6 +117,8 @@ async fn the_web_client_works_in_a_real_browser() {
     let mut node = Aos::new(d, &["run"])
         .env("AOS_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("AOS_NODE__SWITCHABLE_ROLES", "broker")
+        // The platform page's "last seen" is shown moving on.
+        .env("AOS_NODE__HEARTBEAT_INTERVAL", "1s")
         .spawn();
     node.wait_ready();
     let screenshots =
@@ -167,6 +170,13 @@ async fn the_web_client_works_in_a_real_browser() {
     device
         .subscribe("aos/sensor-1/commands", QoS::AtLeastOnce)
         .await;
+    // A value of two hours ago (the device's own time): the 6-hour chart has a gap after it.
+    let two_hours_ago = chrono::Utc::now().timestamp_millis() - 2 * 3600 * 1000;
+    publish(
+        &mut device,
+        json!({"ts": two_hours_ago, "values": {"temperature": 20}}),
+    )
+    .await;
     publish(&mut device, json!({"temperature": 21.5})).await;
     go();
 

@@ -481,7 +481,11 @@ async fn what_people_rely_on_is_the_same_on_every_node() {
         Some(r#"{"client_id": "d-1"}"#),
     );
     assert_eq!(status, 200, "{done}");
-    device.closed().await;
+    let closed = device.closed().await;
+    assert!(
+        !closed.contains("nothing received"),
+        "d-1 stays connected: {closed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

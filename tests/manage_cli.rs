@@ -149,6 +149,11 @@ fn duplicates_unknown_references_and_bad_input_get_clear_errors() {
     let devices = ok(d, &["device", "list", "--tenant", "acme"]);
     assert_eq!(devices.lines().count(), 2, "{devices}");
     assert!(ok(d, &["user", "list", "--tenant", "acme"]).lines().count() == 1);
+    // A tenant disabled and enabled again from the command line.
+    ok(d, &["tenant", "disable", "acme"]);
+    assert!(ok(d, &["tenant", "list"]).contains("disabled"));
+    ok(d, &["tenant", "enable", "acme"]);
+    assert!(!ok(d, &["tenant", "list"]).contains("disabled"));
 }
 
 #[test]

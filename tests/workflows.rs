@@ -80,6 +80,7 @@ fn runs(dir: &Path, name: &str) -> Vec<(String, String)> {
     let mut rows: Vec<(String, String)> = listed
         .lines()
         .skip(1)
+        .filter(|l| !l.starts_with(' '))
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             (f[2].to_string(), f[4..].join(" "))
@@ -87,6 +88,17 @@ fn runs(dir: &Path, name: &str) -> Vec<(String, String)> {
         .collect();
     rows.reverse();
     rows
+}
+
+/// The steps of workflow `name`'s newest run, as the CLI lists them (`3 http ok: …`).
+fn newest_steps(dir: &Path, name: &str) -> Vec<String> {
+    let listed = cli_ok(dir, &["workflow", "runs", name, "--tenant", "acme"]);
+    listed
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with(' '))
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 /// Waits (polling, with a deadline) until `done` holds of workflow `name`'s runs.
@@ -240,6 +252,25 @@ async fn workflows_run_on_their_triggers_and_act() {
         wait_runs(d, "cool-down", |r| !r.is_empty() && r[0].0 != "running").await;
     assert_eq!(runs_of_cool_down.len(), 1, "{runs_of_cool_down:?}");
     assert_eq!(runs_of_cool_down[0].0, "ok", "{runs_of_cool_down:?}");
+    // Its log says what each action did: the `if` took its `then`, whose save is step 4.then.1.
+    let steps = newest_steps(d, "cool-down");
+    let starts: Vec<&str> = steps
+        .iter()
+        .map(|s| s.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            "1 assign ok",
+            "2 command ok",
+            "3 http ok",
+            "4 if ok",
+            "4.then.1 save ok"
+        ],
+        "{steps:?}"
+    );
+    assert!(steps[0].contains("target = 35"), "{steps:?}");
+    assert!(steps[2].contains("answered 200"), "{steps:?}");
     // The API failed once (500), was retried, and got the device's value.
     let bodies = received.lock().expect("lock").clone();
     assert_eq!(bodies, vec![json!({"device": "d-1", "value": 55}); 2]);
@@ -252,6 +283,11 @@ async fn workflows_run_on_their_triggers_and_act() {
     assert!(
         broken_runs[0].1.contains("action 1 (http)"),
         "{broken_runs:?}"
+    );
+    let steps = newest_steps(d, "broken");
+    assert!(
+        steps.len() == 1 && steps[0].starts_with("1 http failed"),
+        "{steps:?}"
     );
 
     // The pipeline went on: the next value is stored, and staying faulty starts nothing new.

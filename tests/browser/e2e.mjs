@@ -241,6 +241,15 @@ async function run(page, url, login, password, shots) {
   if (csvLines[0] !== 'time,attribute,value,unit') throw new Error(`the CSV starts with ${csvLines[0]}`);
   if (!csvLines.some((l) => /,temperature,24\.5,°C$/.test(l))) throw new Error(`the CSV lacks the last temperature:\n${csv}`);
   log(`chart: an axis per unit, hover, zoom, CSV of ${csvLines.length - 1} values`);
+  // Six hours are drawn as 5-minute averages: the value of two hours ago and today's are not
+  // joined across the empty intervals between them.
+  await page.getByTestId('chart-range').selectOption('6h');
+  await eventually('a gap in the averaged temperature', async () => {
+    const d = (await series.getAttribute('d', {timeout: 1000})) || '';
+    const moves = (d.match(/M/g) || []).length;
+    return {ok: moves >= 2, detail: `${moves} segment(s): ${d.slice(0, 80)}`};
+  });
+  log('an interval without values is a gap');
 
   // 5. Commands: invalid JSON is refused in the page; a valid command is sent and acknowledged.
   await page.getByTestId('command-name').fill('reboot');
@@ -363,7 +372,19 @@ async function run(page, url, login, password, shots) {
   await userForm.getByTestId('edit-user-save').click();
   await expectText(row('user-row', 'login', 'operator-1'), /First operator.*auditor/, 'operator-1 renamed, with role auditor');
   await noError(page, 'editing a user');
-  log('user added and edited; role auditor made and given');
+  // A role somebody has cannot go (the page says why); one nobody has can.
+  page.once('dialog', (question) => question.accept());
+  await row('role-row', 'name', 'auditor').getByTestId('role-delete').click();
+  await expectText(page.getByTestId('error'), /1 user still has it/, 'the refusal to delete a role in use');
+  await page.getByTestId('error').locator('.banner-close').click();
+  await page.getByTestId('role-new').click();
+  await roleForm.getByTestId('role-name').fill('scratch');
+  await roleForm.getByTestId('role-save').click();
+  await appear(page, row('role-row', 'name', 'scratch'), 'role scratch');
+  page.once('dialog', (question) => question.accept());
+  await row('role-row', 'name', 'scratch').getByTestId('role-delete').click();
+  await eventually('role scratch gone', async () => ({ok: (await row('role-row', 'name', 'scratch').count()) === 0}));
+  log('user added and edited; role auditor made and given; a spare role deleted');
 
   await page.getByTestId('key-new').click();
   const keyForm = page.getByTestId('key-form');
@@ -462,6 +483,26 @@ async function run(page, url, login, password, shots) {
   await entityForm.getByTestId('entity-kind').selectOption('customer');
   await entityForm.getByTestId('entity-create').click();
   await expectText(row('entity-row', 'name', 'north-customer'), /customer/, 'the customer entity');
+  // A spare unit made and deleted; the customer renamed (its dialog keeps what it is under).
+  await page.getByTestId('entity-new').click();
+  await entityForm.getByTestId('entity-name').fill('spare-unit');
+  await entityForm.getByTestId('entity-create').click();
+  await appear(page, row('entity-row', 'name', 'spare-unit'), 'the spare unit');
+  page.once('dialog', (question) => question.accept());
+  await row('entity-row', 'name', 'spare-unit').getByTestId('entity-delete').click();
+  await eventually('the spare unit gone', async () => ({ok: (await row('entity-row', 'name', 'spare-unit').count()) === 0}));
+  await row('entity-row', 'name', 'north-customer').getByTestId('entity-edit').click();
+  await page.getByTestId('edit-entity-name').fill('north');
+  await page.getByTestId('edit-entity-save').click();
+  await expectText(row('entity-row', 'name', 'north'), /customer/, 'the customer renamed north');
+  // A user bound to the customer from the add-user form.
+  await page.getByTestId('user-login').fill('nora');
+  await page.getByTestId('user-password').fill('a long password for nora');
+  await page.getByTestId('user-roles').selectOption('customer');
+  await page.getByTestId('user-entity').selectOption('north');
+  await page.getByTestId('user-create').click();
+  await appear(page, row('user-row', 'login', 'nora'), 'nora, bound to the customer north');
+  await noError(page, 'entities changed');
   await page.getByTestId('nav-devices').click();
   await page.getByTestId('batch-new').click();
   const batchForm = page.getByTestId('batch-form');
@@ -549,6 +590,12 @@ async function run(page, url, login, password, shots) {
   await page.getByTestId('tenant-create').click();
   await appear(page, row('tenant-row', 'name', 'globex'), 'tenant globex in the table');
   log('tenant globex created');
+  page.once('dialog', (question) => question.accept());
+  await row('tenant-row', 'name', 'globex').getByTestId('tenant-disable').click();
+  await expectText(row('tenant-row', 'name', 'globex').getByTestId('tenant-state'), /disabled/, 'globex disabled');
+  await row('tenant-row', 'name', 'globex').getByTestId('tenant-enable').click();
+  await expectText(row('tenant-row', 'name', 'globex').getByTestId('tenant-state'), /active/, 'globex enabled again');
+  await noError(page, 'disabling and enabling a tenant');
   // The tenant is in the page's link: a link to globex's devices shows globex's (none), after
   // a reload too; the picker back to acme changes the link.
   const picker = page.getByTestId('tenant-picker');
@@ -574,6 +621,16 @@ async function run(page, url, login, password, shots) {
   await page.getByTestId('nav-admin').click();
   const node = page.getByTestId('node-row').first();
   await appear(page, node, 'a node on the platform page');
+  // Last seen is the node's latest heartbeat (every second here): recent, and it moves on.
+  const lastSeen = async () => Date.parse(await page.locator('[data-testid="node-row"] [data-testid="node-last-seen"] time').first().getAttribute('datetime', {timeout: 1000}));
+  const seen = await lastSeen();
+  if (!(Math.abs(Date.now() - seen) < 30000)) throw new Error(`the node was last seen at ${new Date(seen).toISOString()}`);
+  await eventually('a later heartbeat shown', async () => {
+    await page.getByTestId('nav-dashboard').click();
+    await page.getByTestId('nav-admin').click();
+    const now = await lastSeen();
+    return {ok: now > seen, detail: new Date(now).toISOString()};
+  });
   await appear(page, node.getByTestId('listener').first(), 'the listeners of the node');
   const broker = node.locator('[data-testid="role-chip"][data-role="broker"]');
   await expectText(broker, /broker/, 'the broker role');

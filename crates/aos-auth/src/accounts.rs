@@ -11,7 +11,7 @@ use aos_core::kv::KvError;
 
 use aos_storage::entity::app_user;
 use aos_storage::repo::audit::{self, AuditEvent};
-use aos_storage::repo::{roles, tokens, users};
+use aos_storage::repo::{roles, tenants, tokens, users};
 use aos_storage::{Storage, StorageError};
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -97,7 +97,7 @@ pub enum SignInError {
     BadCredentials,
     #[error("too many failed sign-ins: try again in {} s", retry_after.as_secs().max(1))]
     Throttled { retry_after: Duration },
-    #[error("this account is disabled or locked: ask an administrator")]
+    #[error("this account (or its tenant) is disabled or locked: ask an administrator")]
     Disabled,
     #[error("the token is invalid or has expired: sign in again")]
     InvalidToken,
@@ -307,7 +307,7 @@ impl Accounts {
             }
             return Err(SignInError::BadCredentials);
         };
-        if user.disabled || user.locked {
+        if self.shut_out(&user).await? {
             return Err(SignInError::Disabled);
         }
         self.throttle.clear(&account_key).await;
@@ -321,6 +321,17 @@ impl Accounts {
         )
         .await?;
         self.tokens_for(&user, refresh).await
+    }
+
+    /// Whether `user` may not act: disabled or locked, or its tenant disabled.
+    async fn shut_out(&self, user: &app_user::Model) -> Result<bool, StorageError> {
+        if user.disabled || user.locked {
+            return Ok(true);
+        }
+        match user.tenant_id {
+            Some(tenant) => tenants::is_disabled(&self.storage, tenant).await,
+            None => Ok(false),
+        }
     }
 
     fn refresh_expiry(&self) -> chrono::DateTime<Utc> {
@@ -373,7 +384,7 @@ impl Accounts {
         if old.expires_at < Utc::now() {
             return Err(SignInError::InvalidToken);
         }
-        if user.disabled || user.locked {
+        if self.shut_out(&user).await? {
             return Err(SignInError::Disabled);
         }
         let refresh = secret::generate();
@@ -420,7 +431,7 @@ impl Accounts {
         let user = users::by_id(&self.storage, claims.uid)
             .await
             .map_err(|_| SignInError::InvalidToken)?;
-        if user.disabled || user.locked {
+        if self.shut_out(&user).await? {
             return Err(SignInError::Disabled);
         }
         let mut grants = Grants::default();

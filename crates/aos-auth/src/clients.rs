@@ -13,7 +13,7 @@ use aos_core::access::{
 };
 use aos_storage::repo::audit::{self, AuditEvent};
 use aos_storage::repo::devices::{self, DeviceLogin, LoginSecret, NewDevice};
-use aos_storage::repo::{Scope, api_keys, classes};
+use aos_storage::repo::{Scope, api_keys, classes, tenants};
 use aos_storage::{Storage, StorageError};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
@@ -301,6 +301,13 @@ impl ClientDirectory for StorageClientDirectory {
         let Some((identity, until)) = self.identify(credentials).await? else {
             return Ok(None);
         };
+        // A disabled tenant's clients stay out (its change log entry closed their sessions).
+        if tenants::is_disabled(&self.storage, identity.tenant())
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(ClientRefusal::NotAuthorized);
+        }
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())

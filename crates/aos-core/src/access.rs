@@ -60,6 +60,7 @@ impl Identity {
         match (self, revoked) {
             (Identity::Device { uid, .. }, Revoked::Device(r)) => uid == r,
             (Identity::Application { key, .. }, Revoked::ApiKey(r)) => key == r,
+            (identity, Revoked::Tenant(t)) => identity.tenant() == *t,
             _ => false,
         }
     }
@@ -83,6 +84,8 @@ pub enum Revoked {
     Device(String),
     /// An API key (by its row id).
     ApiKey(i64),
+    /// Every device and application of a tenant (by id): the tenant was disabled.
+    Tenant(i64),
 }
 
 /// A revocation and when it was made: connections authenticated after it used the new

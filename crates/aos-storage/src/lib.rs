@@ -88,6 +88,13 @@ pub enum StorageError {
     Invalid { field: &'static str, reason: String },
     #[error("not allowed: {0}")]
     Forbidden(&'static str),
+    /// `reason` says what holds on to it and what to do first.
+    #[error("{what} `{name}` is in use: {reason}")]
+    InUse {
+        what: &'static str,
+        name: String,
+        reason: String,
+    },
 }
 
 impl StorageError {

@@ -1,6 +1,6 @@
 //! Announces every successful change made through the API (see `aos_core::changes`), so the
 //! caches of every node follow within a moment. Sign-in, the HTTP device API and live streams
-//! change nothing cached.
+//! change nothing cached, nor does the broker view (it acts on the broker nodes directly).
 
 use std::sync::Arc;
 
@@ -41,9 +41,15 @@ fn changes_something<E>(req: &WebRequest<E>) -> bool {
     let path = req.path();
     !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         && path.starts_with("/api/")
-        && !["/api/auth/", "/api/device/", "/api/live", "/api/me"]
-            .iter()
-            .any(|p| path.starts_with(p))
+        && ![
+            "/api/auth/",
+            "/api/device/",
+            "/api/live",
+            "/api/me",
+            "/api/broker/",
+        ]
+        .iter()
+        .any(|p| path.starts_with(p))
 }
 
 impl<S, E> Service<WebRequest<E>> for AnnounceService<S>

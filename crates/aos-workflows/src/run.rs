@@ -27,6 +27,10 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_EXPIRY: Duration = Duration::from_secs(3600);
 /// Webhook notifications are tried this many more times.
 const NOTIFY_RETRIES: u32 = 2;
+/// The most steps a run's log keeps (a workflow has no loops: its definition bounds them).
+const MAX_STEPS: usize = 200;
+/// The longest detail a step's log keeps, in characters.
+const MAX_DETAIL: usize = 300;
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +39,21 @@ pub struct Outcome {
     pub result: &'static str,
     pub error: Option<String>,
     pub duration: Duration,
+    pub steps: Vec<StepRecord>,
+}
+
+/// One action a run took.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StepRecord {
+    /// Its place: `2`, or `3.then.1` / `3.else.1` inside the `if` that is action 3.
+    pub step: String,
+    pub action: &'static str,
+    /// `ok`, `failed`, or `running` when the run's time ran out during it.
+    pub result: &'static str,
+    /// What it did, or why it failed.
+    pub detail: String,
+    /// How long it took, in milliseconds.
+    pub ms: u64,
 }
 
 /// What a run needs around it.
@@ -61,25 +80,43 @@ pub async fn execute(
         name,
         scope: Scope::tenant(tenant),
         vars: variables,
+        steps: Vec::new(),
+        note: String::new(),
     };
-    let result = tokio::time::timeout(runtime.timeout, run.actions(&workflow.actions)).await;
+    let result = tokio::time::timeout(
+        runtime.timeout,
+        run.actions(&workflow.actions, String::new()),
+    )
+    .await;
     let duration = started.elapsed();
+    let steps = run.steps;
     match result {
         Ok(Ok(())) => Outcome {
             result: "ok",
             error: None,
             duration,
+            steps,
         },
         Ok(Err(error)) => Outcome {
             result: "failed",
             error: Some(error),
             duration,
+            steps,
         },
         Err(_) => Outcome {
             result: "timeout",
             error: Some(format!("the run took longer than {:?}", runtime.timeout)),
             duration,
+            steps,
         },
+    }
+}
+
+/// At most [`MAX_DETAIL`] characters of `text`.
+fn clipped(text: String) -> String {
+    match text.char_indices().nth(MAX_DETAIL) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
     }
 }
 
@@ -90,6 +127,10 @@ struct Run<'a> {
     name: &'a str,
     scope: Scope,
     vars: Map<String, Value>,
+    /// What the run did so far.
+    steps: Vec<StepRecord>,
+    /// What the action being taken did, for its step.
+    note: String,
 }
 
 type Step<'b> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'b>>;
@@ -160,21 +201,43 @@ impl Run<'_> {
             .map_err(|e| e.to_string())
     }
 
-    fn actions<'b>(&'b mut self, actions: &'b [Action]) -> Step<'b> {
+    /// Takes `actions` in order, each logged as a step numbered after `prefix`.
+    fn actions<'b>(&'b mut self, actions: &'b [Action], prefix: String) -> Step<'b> {
         Box::pin(async move {
             for (i, action) in actions.iter().enumerate() {
-                self.action(action)
-                    .await
-                    .map_err(|e| format!("action {} ({}): {e}", i + 1, kind(action)))?;
+                let step = format!("{prefix}{}", i + 1);
+                let logged = (self.steps.len() < MAX_STEPS).then(|| {
+                    self.steps.push(StepRecord {
+                        step: step.clone(),
+                        action: kind(action),
+                        result: "running",
+                        detail: String::new(),
+                        ms: 0,
+                    });
+                    self.steps.len() - 1
+                });
+                let started = Instant::now();
+                self.note.clear();
+                let done = self.action(action, &step).await;
+                if let Some(at) = logged {
+                    let record = &mut self.steps[at];
+                    record.ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    (record.result, record.detail) = match &done {
+                        Ok(()) => ("ok", clipped(std::mem::take(&mut self.note))),
+                        Err(error) => ("failed", clipped(error.clone())),
+                    };
+                }
+                done.map_err(|e| format!("action {} ({}): {e}", i + 1, kind(action)))?;
             }
             Ok(())
         })
     }
 
-    async fn action(&mut self, action: &Action) -> Result<(), String> {
+    async fn action(&mut self, action: &Action, step: &str) -> Result<(), String> {
         match action {
             Action::Assign { name, expression } => {
                 let value = self.eval(expression)?;
+                self.note = format!("{name} = {value}");
                 self.vars.insert(name.clone(), value);
             }
             Action::If {
@@ -186,7 +249,19 @@ impl Run<'_> {
                     Value::Bool(b) => b,
                     other => return Err(format!("the condition gave {other}, not true or false")),
                 };
-                self.actions(if holds { then } else { otherwise }).await?;
+                let (branch, taken) = if holds {
+                    ("then", then)
+                } else {
+                    ("else", otherwise)
+                };
+                self.note = format!(
+                    "the condition was {holds}: {branch}, {} action{}",
+                    taken.len(),
+                    if taken.len() == 1 { "" } else { "s" }
+                );
+                let note = std::mem::take(&mut self.note);
+                self.actions(taken, format!("{step}.{branch}.")).await?;
+                self.note = note;
             }
             Action::Http(call) => self.http(call).await?,
             Action::Command {
@@ -214,6 +289,7 @@ impl Run<'_> {
                 let created = commands::create(self.storage, self.scope, &target.uid, &new)
                     .await
                     .map_err(|e| e.to_string())?;
+                self.note = format!("command {} `{}` to {}", created.id, new.name, target.uid);
                 self.vars.insert("command_id".into(), created.id.into());
             }
             Action::RaiseEvent {
@@ -223,21 +299,24 @@ impl Run<'_> {
                 message,
             } => {
                 let target = self.device(device.as_deref()).await?;
+                let level = self.text(level)?;
                 interpreters::raise(
                     self.storage,
                     &target,
                     attribute.as_deref(),
-                    &self.text(level)?,
+                    &level,
                     &self.text(message)?,
                 )
                 .await
                 .map_err(|e| e.to_string())?;
+                self.note = format!("{level} event of {}", target.uid);
             }
             Action::ClearEvent { device, attribute } => {
                 let target = self.device(device.as_deref()).await?;
                 interpreters::clear_open(self.storage, &target, attribute.as_deref())
                     .await
                     .map_err(|e| e.to_string())?;
+                self.note = format!("open events of {} cleared", target.uid);
             }
             Action::Notify { webhook, message } => {
                 let body = json!({
@@ -258,6 +337,7 @@ impl Run<'_> {
                 if answer.status >= 400 {
                     return Err(format!("the webhook answered {}", answer.status));
                 }
+                self.note = format!("the webhook answered {}", answer.status);
             }
             Action::Save {
                 device,
@@ -265,13 +345,15 @@ impl Run<'_> {
                 value,
             } => {
                 let target = self.device(device.as_deref()).await?;
+                let value = self.render(value)?;
+                self.note = format!("{}.{attribute} = {value}", target.uid);
                 let reading = Reading {
                     message: format!("workflow:{}", self.name),
                     tenant: target.tenant_id,
                     device: target.id,
                     attribute: attribute.clone(),
                     ts: Utc::now(),
-                    value: self.render(value)?,
+                    value,
                     raw: None,
                     level: None,
                     watched: false,
@@ -304,15 +386,17 @@ impl Run<'_> {
             .iter()
             .map(|(k, v)| Ok((k.clone(), self.text(v)?)))
             .collect::<Result<Vec<_>, String>>()?;
+        let url = self.text(&call.url)?;
         let answer = http::call(Request {
             method: call.method.clone(),
-            url: self.text(&call.url)?,
+            url: url.clone(),
             headers,
             body,
             timeout,
             retries: call.retries,
         })
         .await?;
+        self.note = format!("{} {url} answered {}", call.method, answer.status);
         if let Some(variable) = &call.result {
             self.vars.insert(
                 variable.clone(),
@@ -368,16 +452,15 @@ pub async fn perform(
             result: "failed",
             error: Some(error),
             duration: Duration::ZERO,
+            steps: Vec::new(),
         },
     };
-    let millis = i64::try_from(outcome.duration.as_millis()).unwrap_or(i64::MAX);
-    workflows::finish_run(
-        runtime.storage,
-        run,
-        outcome.result,
-        millis,
-        outcome.error.as_deref(),
-    )
-    .await?;
+    let end = workflows::RunEnd {
+        result: outcome.result,
+        duration_ms: i64::try_from(outcome.duration.as_millis()).unwrap_or(i64::MAX),
+        error: outcome.error.as_deref(),
+        steps: serde_json::to_value(&outcome.steps).unwrap_or_default(),
+    };
+    workflows::finish_run(runtime.storage, run, end).await?;
     Ok(Some(outcome))
 }

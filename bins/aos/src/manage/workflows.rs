@@ -196,6 +196,23 @@ pub async fn workflows(storage: &Storage, command: WorkflowCommand) -> anyhow::R
                     r.duration_ms,
                     r.error.unwrap_or_default()
                 );
+                for step in r
+                    .steps
+                    .as_ref()
+                    .and_then(|s| s.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let text = |key: &str| step[key].as_str().unwrap_or_default().to_string();
+                    println!(
+                        "         {} {} {}: {} ({} ms)",
+                        text("step"),
+                        text("action"),
+                        text("result"),
+                        text("detail"),
+                        step["ms"]
+                    );
+                }
             }
         }
     }

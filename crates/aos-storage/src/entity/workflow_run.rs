@@ -1,4 +1,4 @@
-//! One run of a workflow: result, duration, error.
+//! One run of a workflow: result, duration, error, and the steps it took.
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -14,6 +14,9 @@ pub struct Model {
     /// `ok`, `failed` or `timeout`.
     pub result: String,
     pub error: Option<String>,
+    /// Each action taken, in order: `[{"step", "action", "result", "detail", "ms"}]` (runs
+    /// logged before steps were recorded: null).
+    pub steps: Option<Json>,
     /// What triggered it (with the trigger's key, what makes a redelivery a no-op).
     #[sea_orm(unique)]
     pub run_key: Option<String>,

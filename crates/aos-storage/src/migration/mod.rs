@@ -12,6 +12,8 @@ mod m0009_ledger_retention_by_series;
 mod m0010_device_sessions;
 mod m0011_ledger_by_series;
 mod m0012_alarm_crossings;
+mod m0013_tenant_revocations;
+mod m0014_workflow_run_steps;
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
@@ -33,6 +35,8 @@ impl MigratorTrait for Migrator {
             Box::new(m0010_device_sessions::Migration),
             Box::new(m0011_ledger_by_series::Migration),
             Box::new(m0012_alarm_crossings::Migration),
+            Box::new(m0013_tenant_revocations::Migration),
+            Box::new(m0014_workflow_run_steps::Migration),
         ]
     }
 }

@@ -320,9 +320,10 @@ pub async fn credential_changes_since(
         .await?
         .into_iter()
         .map(|c| {
-            let revoked = match c.api_key_id {
-                Some(key) => Revoked::ApiKey(key),
-                None => Revoked::Device(c.device_uid),
+            let revoked = match (c.tenant_id, c.api_key_id) {
+                (Some(tenant), _) => Revoked::Tenant(tenant),
+                (None, Some(key)) => Revoked::ApiKey(key),
+                (None, None) => Revoked::Device(c.device_uid),
             };
             let at_ms = c.at.timestamp_millis();
             (c.id, Revocation { revoked, at_ms })

@@ -3,11 +3,12 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
+    PaginatorTrait, QueryFilter, QueryOrder,
 };
 
 use super::{Scope, bound_entity, check_name, duplicate};
-use crate::entity::org_entity;
+use crate::entity::{app_user, device, org_entity};
 use crate::{Storage, StorageError};
 
 /// What an entity is.
@@ -65,4 +66,114 @@ pub async fn list(storage: &Storage, scope: Scope) -> Result<Vec<org_entity::Mod
         .order_by_asc(org_entity::Column::Name)
         .all(storage.db())
         .await?)
+}
+
+/// A change of an entity: its name, and the entity it is under (`Some(None)`: none).
+#[derive(Clone, Debug, Default)]
+pub struct EntityChange {
+    pub name: Option<String>,
+    pub parent: Option<Option<String>>,
+}
+
+/// The entity `name` of the scope's tenant, for a change (customers change none).
+async fn changeable(
+    db: &impl ConnectionTrait,
+    scope: Scope,
+    name: &str,
+    what: &'static str,
+) -> Result<org_entity::Model, StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden(what));
+    }
+    org_entity::Entity::find()
+        .filter(org_entity::Column::TenantId.eq(scope.tenant))
+        .filter(org_entity::Column::Name.eq(name))
+        .one(db)
+        .await?
+        .ok_or_else(|| StorageError::not_found("entity", name))
+}
+
+/// Renames an entity, or puts it under another (never under itself or one of its own).
+pub async fn update(
+    storage: &Storage,
+    scope: Scope,
+    name: &str,
+    change: EntityChange,
+) -> Result<org_entity::Model, StorageError> {
+    let txn = storage.begin_write().await?;
+    let found = changeable(&txn, scope, name, "customers cannot change entities").await?;
+    let id = found.id;
+    let mut row = found.into_active_model();
+    if let Some(new_name) = &change.name {
+        check_name("name", new_name)?;
+        row.name = Set(new_name.clone());
+    }
+    if let Some(parent) = change.parent {
+        let parent = bound_entity(&txn, scope, parent.as_deref()).await?;
+        // Walking up from the new parent must not come back here.
+        let mut above = parent;
+        while let Some(at) = above {
+            if at == id {
+                return Err(StorageError::invalid(
+                    "parent",
+                    format!(
+                        "would put `{name}` under itself: choose an entity that is not under it"
+                    ),
+                ));
+            }
+            above = org_entity::Entity::find_by_id(at)
+                .one(&txn)
+                .await?
+                .and_then(|e| e.parent_id);
+        }
+        row.parent_id = Set(parent);
+    }
+    let updated = row
+        .update(&txn)
+        .await
+        .map_err(duplicate("entity", change.name.as_deref().unwrap_or(name)))?;
+    txn.commit().await?;
+    Ok(updated)
+}
+
+/// Deletes an entity that nothing is bound to (no users, devices or entities under it).
+pub async fn delete(storage: &Storage, scope: Scope, name: &str) -> Result<(), StorageError> {
+    let txn = storage.begin_write().await?;
+    let found = changeable(&txn, scope, name, "customers cannot delete entities").await?;
+    let users = app_user::Entity::find()
+        .filter(app_user::Column::EntityId.eq(found.id))
+        .count(&txn)
+        .await?;
+    let devices = device::Entity::find()
+        .filter(device::Column::EntityId.eq(found.id))
+        .count(&txn)
+        .await?;
+    let children = org_entity::Entity::find()
+        .filter(org_entity::Column::ParentId.eq(found.id))
+        .count(&txn)
+        .await?;
+    let held: Vec<String> = [
+        (users, "user", "users"),
+        (devices, "device", "devices"),
+        (children, "entity under it", "entities under it"),
+    ]
+    .into_iter()
+    .filter(|(n, ..)| *n > 0)
+    .map(|(n, one, many)| format!("{n} {}", if n == 1 { one } else { many }))
+    .collect();
+    if !held.is_empty() {
+        return Err(StorageError::InUse {
+            what: "entity",
+            name: name.to_string(),
+            reason: format!(
+                "it still has {}: bind them elsewhere or delete them first",
+                held.join(", ")
+            ),
+        });
+    }
+    org_entity::Entity::delete_by_id(found.id)
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(())
 }

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder,
 };
 
 use super::{Scope, check_name, duplicate};
@@ -123,6 +123,41 @@ pub async fn update(
     role.permissions = Set(grants.permissions);
     role.actions = Set(grants.actions);
     Ok(role.update(storage.db()).await?)
+}
+
+/// Deletes a role of the scope's tenant that no user has (built-in roles cannot be deleted).
+pub async fn delete(storage: &Storage, scope: Scope, name: &str) -> Result<(), StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden("customers cannot delete roles"));
+    }
+    let txn = storage.begin_write().await?;
+    let role = role::Entity::find()
+        .filter(builtin_or_of(Some(scope.tenant)))
+        .filter(role::Column::Name.eq(name))
+        .one(&txn)
+        .await?
+        .ok_or_else(|| StorageError::not_found("role", name))?;
+    if role.builtin {
+        return Err(StorageError::Forbidden("built-in roles cannot be deleted"));
+    }
+    let holders = user_role::Entity::find()
+        .filter(user_role::Column::RoleId.eq(role.id))
+        .count(&txn)
+        .await?;
+    if holders > 0 {
+        return Err(StorageError::InUse {
+            what: "role",
+            name: name.to_string(),
+            reason: format!(
+                "{holders} user{} still {} it: take it from them first",
+                if holders == 1 { "" } else { "s" },
+                if holders == 1 { "has" } else { "have" }
+            ),
+        });
+    }
+    role::Entity::delete_by_id(role.id).exec(&txn).await?;
+    txn.commit().await?;
+    Ok(())
 }
 
 /// The roles the scope's users may be given: the built-in ones (but the platform's), then the

@@ -2,11 +2,12 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder,
 };
 
 use super::{check_identifier, duplicate};
-use crate::entity::tenant;
+use crate::entity::{credential_change, tenant};
 use crate::{Storage, StorageError};
 
 pub async fn create(storage: &Storage, name: &str) -> Result<tenant::Model, StorageError> {
@@ -43,4 +44,43 @@ pub async fn by_id(storage: &Storage, id: i64) -> Result<tenant::Model, StorageE
         .one(storage.db())
         .await?
         .ok_or_else(|| StorageError::not_found("tenant", id.to_string()))
+}
+
+/// Disables a tenant (its users cannot sign in, its devices and applications cannot connect,
+/// and every node closes their live sessions) or enables it again.
+pub async fn set_disabled(
+    storage: &Storage,
+    name: &str,
+    disabled: bool,
+) -> Result<tenant::Model, StorageError> {
+    let txn = storage.begin_write().await?;
+    let found = tenant::Entity::find()
+        .filter(tenant::Column::Name.eq(name))
+        .one(&txn)
+        .await?
+        .ok_or_else(|| StorageError::not_found("tenant", name))?;
+    let was_disabled = found.disabled;
+    let mut row = found.into_active_model();
+    row.disabled = Set(disabled);
+    let updated = row.update(&txn).await?;
+    if disabled && !was_disabled {
+        credential_change::ActiveModel {
+            device_uid: Set(String::new()),
+            tenant_id: Set(Some(updated.id)),
+            at: Set(Utc::now()),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(updated)
+}
+
+/// Whether tenant `id` is disabled (a tenant that is gone is).
+pub async fn is_disabled(storage: &Storage, id: i64) -> Result<bool, StorageError> {
+    Ok(tenant::Entity::find_by_id(id)
+        .one(storage.db())
+        .await?
+        .is_none_or(|t| t.disabled))
 }

@@ -138,6 +138,7 @@ pub async fn claim_run(
         duration_ms: Set(0),
         result: Set(RUNNING.into()),
         error: Set(None),
+        steps: Set(None),
         run_key: Set(key.map(String::from)),
         ..Default::default()
     }
@@ -150,18 +151,24 @@ pub async fn claim_run(
     }
 }
 
-/// Logs how a run ended: `ok`, `failed` or `timeout`.
-pub async fn finish_run(
-    storage: &Storage,
-    run: i64,
-    result: &str,
-    duration_ms: i64,
-    error: Option<&str>,
-) -> Result<(), StorageError> {
+/// How a run ended: `ok`, `failed` or `timeout`, and the steps it took.
+pub struct RunEnd<'a> {
+    pub result: &'a str,
+    pub duration_ms: i64,
+    pub error: Option<&'a str>,
+    pub steps: serde_json::Value,
+}
+
+/// Logs how a run ended.
+pub async fn finish_run(storage: &Storage, run: i64, end: RunEnd<'_>) -> Result<(), StorageError> {
     workflow_run::Entity::update_many()
-        .col_expr(workflow_run::Column::Result, Expr::value(result))
-        .col_expr(workflow_run::Column::DurationMs, Expr::value(duration_ms))
-        .col_expr(workflow_run::Column::Error, Expr::value(error))
+        .col_expr(workflow_run::Column::Result, Expr::value(end.result))
+        .col_expr(
+            workflow_run::Column::DurationMs,
+            Expr::value(end.duration_ms),
+        )
+        .col_expr(workflow_run::Column::Error, Expr::value(end.error))
+        .col_expr(workflow_run::Column::Steps, Expr::value(end.steps))
         .filter(workflow_run::Column::Id.eq(run))
         .exec(storage.db())
         .await?;

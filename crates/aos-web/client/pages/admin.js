@@ -3,7 +3,7 @@
 // roles a node allows to switch (`node.switchable_roles`) are switched on and off here.
 
 import * as api from '../api.js';
-import {h, badge, dataTable, field, panel, showNotice, timeCell} from '../dom.js';
+import {h, badge, confirmButton, dataTable, field, panel, showNotice, timeCell} from '../dom.js';
 
 const HEALTH_BADGE = {healthy: 'normal', degraded: 'warning'};
 
@@ -60,11 +60,20 @@ export default {
     async function loadTenants() {
       const page = await api.get('/api/tenants', {limit: 1000});
       if (!ctx.active) return;
-      const rows = page.items.map((t) => h('tr', {testid: 'tenant-row', data: {name: t.name}},
+      const switchTo = (t, disabled) => ctx.task(async () => {
+        await api.patch(`/api/tenants/${encodeURIComponent(t.name)}`, {disabled});
+        showNotice(disabled ? `Tenant ${t.name} disabled: its users and devices are shut out.` : `Tenant ${t.name} enabled again.`);
+        await loadTenants();
+      });
+      const rows = page.items.map((t) => h('tr', {testid: 'tenant-row', data: {name: t.name, disabled: String(t.disabled)}},
         h('td', {}, t.name),
-        h('td', {}, t.disabled ? badge('disabled', 'offline') : badge('active', 'online')),
-        h('td', {}, timeCell(t.created_at))));
-      tenantsBox.replaceChildren(dataTable(['Name', 'State', 'Created'], rows, 'No tenants yet.', {testid: 'tenants-table'}));
+        h('td', {testid: 'tenant-state'}, t.disabled ? badge('disabled', 'offline') : badge('active', 'online')),
+        h('td', {}, timeCell(t.created_at)),
+        h('td', {class: 'actions'}, t.disabled
+          ? h('button', {type: 'button', class: 'small secondary', testid: 'tenant-enable', onclick: () => switchTo(t, false)}, 'Enable')
+          : confirmButton('Disable', `Disable tenant ${t.name}? Its users can no longer sign in and its devices are disconnected; nothing is deleted.`,
+            () => switchTo(t, true), {testid: 'tenant-disable'}))));
+      tenantsBox.replaceChildren(dataTable(['Name', 'State', 'Created', ''], rows, 'No tenants yet.', {testid: 'tenants-table'}));
     }
 
     ctx.form(tenantForm, async () => {
@@ -96,7 +105,7 @@ export default {
         h('td', {}, roleHealth(n)),
         h('td', {}, listeners(n)),
         h('td', {}, timeCell(n.started_at)),
-        h('td', {}, n.stopped_at ? ['stopped ', timeCell(n.stopped_at)] : timeCell(n.last_seen))));
+        h('td', {testid: 'node-last-seen'}, n.stopped_at ? ['stopped ', timeCell(n.stopped_at)] : timeCell(n.last_seen))));
       nodesBox.replaceChildren(dataTable(['Node', 'Version', 'Roles', 'Readiness', 'Role health', 'Listeners', 'Started', 'Last seen'], rows, 'No nodes.', {testid: 'nodes-table'}));
     }
 

@@ -66,6 +66,7 @@ export default {
     const keysBox = h('div', {class: 'table-wrap'});
     let roleList = [];
     let fillRoles = () => {}; // the new user's choice of roles, when the form is shown
+    let fillEntities = () => {}; // ...and of its entity
     const kinds = await roleKinds();
 
     const canUsers = api.can('users', 'manage');
@@ -127,20 +128,25 @@ export default {
       const name = h('input', {name: 'name', testid: 'user-name', autocomplete: 'off'});
       const password = h('input', {name: 'password', type: 'password', required: true, testid: 'user-password', autocomplete: 'new-password'});
       const roles = h('select', {name: 'roles', multiple: true, size: 4, testid: 'user-roles'});
+      // A user bound to a customer sees only that customer's devices and data.
+      const entity = h('select', {name: 'entity', testid: 'user-entity'}, options([['', 'none (the whole tenant)']], ''));
       const form = h('form', {class: 'inline-form', testid: 'user-form'},
         field('Login', login), field('Name', name), field('Password', password),
         field('Roles (Ctrl-click for several)', roles),
+        api.can('entities') ? field('Entity', entity) : null,
         h('button', {type: 'submit', testid: 'user-create'}, 'Add'));
       root.append(panel('Add a user', form));
       ctx.form(form, async () => {
         const chosen = [...roles.selectedOptions].map((o) => o.value);
         const userLogin = login.value.trim();
-        await api.post('/api/users', {login: userLogin, name: name.value.trim() || undefined, password: password.value, roles: chosen});
+        await api.post('/api/users', {login: userLogin, name: name.value.trim() || undefined, password: password.value, roles: chosen, entity: entity.value || undefined});
         showNotice(`User ${userLogin} added.`);
         form.reset();
         await loadUsers();
       });
       fillRoles = (names) => roles.replaceChildren(...options(names.map((n) => [n, n])));
+      fillEntities = (entities) => entity.replaceChildren(...options([['', 'none (the whole tenant)'],
+        ...entities.map((e) => [e.name, `${e.name} (${e.kind})`])], ''));
     }
 
     // ---- roles ----
@@ -172,9 +178,14 @@ export default {
         h('td', {}, r.builtin ? badge('built-in', 'info') : ''),
         h('td', {class: 'summary'}, permissionSummary(r.permissions)),
         h('td', {}, (r.actions || []).join(', ')),
-        h('td', {class: 'actions'}, canRoles && !r.builtin
-          ? h('button', {type: 'button', class: 'small', testid: 'role-edit', onclick: () => editRole(r)}, 'Edit')
-          : null)));
+        h('td', {class: 'actions'}, canRoles && !r.builtin ? [
+          h('button', {type: 'button', class: 'small', testid: 'role-edit', onclick: () => editRole(r)}, 'Edit'),
+          api.can('roles', 'full') ? confirmButton('Delete', `Delete role ${r.name}? Only a role nobody has can go.`, () => ctx.task(async () => {
+            await api.del(`/api/roles/${encodeURIComponent(r.name)}`);
+            showNotice(`Role ${r.name} deleted.`);
+            await loadRoles();
+          }), {testid: 'role-delete'}) : null,
+        ] : null)));
       rolesBox.replaceChildren(dataTable(['Name', '', 'Permissions', 'Actions', ''], rows, 'No roles.', {testid: 'roles-table'}));
     }
 
@@ -249,16 +260,41 @@ export default {
       });
     }
 
+    function editEntity(entity) {
+      const entityName = h('input', {name: 'name', required: true, value: entity.name, testid: 'edit-entity-name', autocomplete: 'off'});
+      const parent = h('select', {name: 'parent', testid: 'edit-entity-parent'},
+        options([['', 'none'], ...entityNames.filter((n) => n !== entity.name).map((n) => [n, n])], entity.parent || ''));
+      const form = h('form', {class: 'stack-form', testid: 'edit-entity-form'},
+        field('Name', entityName), field('Within', parent),
+        h('button', {type: 'submit', testid: 'edit-entity-save'}, 'Save'));
+      const box = dialog(`Entity ${entity.name}`, form);
+      ctx.form(form, async () => {
+        const saved = await api.patch(`/api/entities/${encodeURIComponent(entity.name)}`, {name: entityName.value.trim(), parent: parent.value || null});
+        box.close();
+        showNotice(`Entity ${saved.name} saved.`);
+        await loadEntities();
+      });
+    }
+
     async function loadEntities() {
       const page = await api.get('/api/entities', {limit: 1000});
       if (!ctx.active) return;
       entityNames = page.items.map((e) => e.name);
+      fillEntities(page.items);
       const rows = page.items.map((e) => h('tr', {testid: 'entity-row', data: {name: e.name}},
         h('td', {}, e.name),
         h('td', {}, e.kind === 'customer' ? badge('customer', 'info') : 'unit'),
         h('td', {}, e.parent || ''),
-        h('td', {}, timeCell(e.created_at))));
-      entitiesBox.replaceChildren(dataTable(['Name', 'Kind', 'Within', 'Created'], rows, 'No entities.', {testid: 'entities-table'}));
+        h('td', {}, timeCell(e.created_at)),
+        h('td', {class: 'actions'}, [
+          api.can('entities', 'manage') ? h('button', {type: 'button', class: 'small', testid: 'entity-edit', onclick: () => editEntity(e)}, 'Edit') : null,
+          api.can('entities', 'full') ? confirmButton('Delete', `Delete entity ${e.name}? Only one nothing is bound to can go.`, () => ctx.task(async () => {
+            await api.del(`/api/entities/${encodeURIComponent(e.name)}`);
+            showNotice(`Entity ${e.name} deleted.`);
+            await loadEntities();
+          }), {testid: 'entity-delete'}) : null,
+        ])));
+      entitiesBox.replaceChildren(dataTable(['Name', 'Kind', 'Within', 'Created', ''], rows, 'No entities.', {testid: 'entities-table'}));
     }
 
     if (api.can('entities')) {

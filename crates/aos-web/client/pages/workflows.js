@@ -21,6 +21,18 @@ function triggerDetails(trigger) {
     .join(', ');
 }
 
+/** A run's steps, folded: each action with how it went, what it did and how long it took. */
+function stepsCell(steps) {
+  if (!steps) return h('span', {class: 'muted'}, 'not recorded');
+  if (!steps.length) return h('span', {class: 'muted'}, 'none');
+  return h('details', {testid: 'run-steps'},
+    h('summary', {}, `${steps.length} step${steps.length === 1 ? '' : 's'}`),
+    h('ol', {class: 'steps'}, steps.map((step) => h('li', {testid: 'run-step', data: {step: step.step, result: step.result}},
+      h('code', {}, step.step), ' ', h('strong', {}, step.action), ' ',
+      badge(step.result, step.result === 'ok' ? 'normal' : 'faulty'), ' ',
+      step.detail || '', h('span', {class: 'muted'}, ` · ${step.ms} ms`)))));
+}
+
 export default {
   title: 'Workflows',
   nav: 'workflows',
@@ -109,8 +121,9 @@ export default {
         h('td', {}, timeCell(r.started_at)),
         h('td', {}, badge(r.result, r.result === 'ok' ? 'normal' : 'faulty')),
         h('td', {class: 'num'}, r.duration_ms ?? ''),
+        h('td', {}, stepsCell(r.steps)),
         h('td', {class: 'error-text'}, r.error || '')));
-      runsBox.replaceChildren(dataTable(['Started', 'Result', 'Duration (ms)', 'Error'], rows, 'No runs yet.', {testid: 'runs-table'}));
+      runsBox.replaceChildren(dataTable(['Started', 'Result', 'Duration (ms)', 'Steps', 'Error'], rows, 'No runs yet.', {testid: 'runs-table'}));
     }
 
     if (selected) ctx.every(10000, loadRuns);

@@ -5,7 +5,7 @@ use aos_auth::secret;
 use aos_core::access::TopicGrant;
 use aos_storage::repo::api_keys::{self, NewApiKey};
 use aos_storage::repo::audit;
-use aos_storage::repo::entities::{self, EntityKind};
+use aos_storage::repo::entities::{self, EntityChange, EntityKind};
 use aos_storage::repo::paging;
 use chrono::{DateTime, Utc};
 use ntex::http::StatusCode;
@@ -22,6 +22,8 @@ use super::{
 pub fn routes(r: &mut impl Routes) {
     r.get("/entities", list)
         .post("/entities", create)
+        .patch("/entities/{name}", update)
+        .delete("/entities/{name}", delete)
         .get("/api-keys", list_keys)
         .post("/api-keys", create_key)
         .delete("/api-keys/{name}", revoke_key);
@@ -176,6 +178,125 @@ pub(super) async fn create(
         parent: body.parent,
         created_at: made.created_at,
     }))
+}
+
+/// What to change of an entity (absent: kept).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EntityChangeBody {
+    #[schema(value_type = Option<super::schema::Name>)]
+    name: Option<String>,
+    /// The entity it is under (null: none).
+    #[serde(default, with = "super::serde_with_null")]
+    #[schema(value_type = Option<String>)]
+    parent: Option<Option<String>>,
+}
+
+/// Change an entity
+///
+/// Rename it, or put it under another entity (never under itself or one of its own); its
+/// users and devices stay bound to it. Audited.
+#[utoipa::path(
+    patch,
+    path = "/api/entities/{name}",
+    tag = "people",
+    operation_id = "update_entity",
+    params(("name" = String, Path, description = "The entity"), InTenant),
+    request_body = EntityChangeBody,
+    responses(
+        (status = 200, description = "Changed", body = EntityView),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such entity (or parent)", body = ErrorBody),
+        (status = 409, description = "The new name is taken", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "A field is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn update(
+    api: ApiState,
+    caller: Caller,
+    name: web::types::Path<String>,
+    query: Query<InTenant>,
+    body: Json<EntityChangeBody>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = caller
+        .scope(
+            &api,
+            ObjectKind::Entities,
+            Operation::Update,
+            query.0.tenant.as_deref(),
+        )
+        .await?;
+    let body = body.0;
+    let change = EntityChange {
+        name: body.name,
+        parent: body.parent,
+    };
+    let updated = entities::update(&api.storage, scope, &name, change).await?;
+    let mut event = api_event(
+        &caller,
+        Some(scope.tenant),
+        "entity.update",
+        "entity",
+        &name,
+    );
+    event.detail = serde_json::json!({ "name": updated.name });
+    audit::record(&api.storage, event).await?;
+    let parent = match updated.parent_id {
+        Some(id) => entities::list(&api.storage, scope)
+            .await?
+            .into_iter()
+            .find(|e| e.id == id)
+            .map(|e| e.name),
+        None => None,
+    };
+    Ok(HttpResponse::Ok().json(&EntityView {
+        name: updated.name,
+        kind: updated.kind,
+        parent,
+        created_at: updated.created_at,
+    }))
+}
+
+/// Delete an entity
+///
+/// Only one nothing is bound to: no users, devices or entities under it (`409` says what is
+/// left). Audited.
+#[utoipa::path(
+    delete,
+    path = "/api/entities/{name}",
+    tag = "people",
+    operation_id = "delete_entity",
+    params(("name" = String, Path, description = "The entity"), InTenant),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such entity", body = ErrorBody),
+        (status = 409, description = "Users, devices or entities are bound to it", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn delete(
+    api: ApiState,
+    caller: Caller,
+    name: web::types::Path<String>,
+    query: Query<InTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = query.0.tenant.as_deref();
+    super::delete_named(
+        &api,
+        &caller,
+        (ObjectKind::Entities, "entity"),
+        tenant,
+        &name,
+        |scope| entities::delete(&api.storage, scope, &name),
+    )
+    .await
 }
 
 /// An API key of an application (never the key itself).

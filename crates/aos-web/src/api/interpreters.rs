@@ -329,24 +329,13 @@ pub(super) async fn create_format(
 #[serde(deny_unknown_fields)]
 pub(super) struct ClassFormats {
     /// How its devices' payloads are read (a format's name; null: plain JSON). Absent: kept.
-    #[serde(default, with = "serde_with_null")]
+    #[serde(default, with = "super::serde_with_null")]
     #[schema(value_type = Option<String>)]
     inbound: Option<Option<String>>,
     /// How commands to them are written (null: JSON). Absent: kept.
-    #[serde(default, with = "serde_with_null")]
+    #[serde(default, with = "super::serde_with_null")]
     #[schema(value_type = Option<String>)]
     outbound: Option<Option<String>>,
-}
-
-/// Absent (None) and null (Some(None)) told apart.
-mod serde_with_null {
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Option<String>>, D::Error> {
-        Option::<String>::deserialize(deserializer).map(Some)
-    }
 }
 
 /// Set a class's formats

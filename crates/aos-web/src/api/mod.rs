@@ -327,7 +327,7 @@ impl From<StorageError> for ApiError {
             StorageError::NotFound { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string())
             }
-            StorageError::Duplicate { .. } => {
+            StorageError::Duplicate { .. } | StorageError::InUse { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", err.to_string())
             }
             StorageError::Invalid { field, .. } => {
@@ -575,6 +575,39 @@ fn bad_parameter<T: DeserializeOwned>(query: &str) -> Option<String> {
 pub struct InTenant {
     /// The tenant a system administrator acts in (a tenant's user always acts in its own).
     pub tenant: Option<String>,
+}
+
+/// Absent (None) and null (Some(None)) told apart.
+pub(crate) mod serde_with_null {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(deserializer).map(Some)
+    }
+}
+
+/// Deletes the object `name` of the caller's tenant (`kind`, audited as `{noun}.delete`) with
+/// `remove`; answers 204.
+pub(super) async fn delete_named<F, Fut>(
+    api: &ApiState,
+    caller: &Caller,
+    (kind, noun): (ObjectKind, &str),
+    tenant: Option<&str>,
+    name: &str,
+    remove: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnOnce(Scope) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StorageError>>,
+{
+    let scope = caller.scope(api, kind, Operation::Delete, tenant).await?;
+    remove(scope).await?;
+    let action = format!("{noun}.delete");
+    let event = people::api_event(caller, Some(scope.tenant), &action, noun, name);
+    aos_storage::repo::audit::record(&api.storage, event).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// The numeric id in a path; anything else names nothing (404).

@@ -79,10 +79,14 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         people::list_roles,
         people::create_role,
         people::update_role,
+        people::delete_role,
         people::list_tenants,
         people::create_tenant,
+        people::update_tenant,
         entities::list,
         entities::create,
+        entities::update,
+        entities::delete,
         entities::list_keys,
         entities::create_key,
         entities::revoke_key,
@@ -384,7 +388,7 @@ mod tests {
             unserved.is_empty(),
             "documented but not routed: {unserved:?}"
         );
-        assert_eq!(served.0.len(), 73);
+        assert_eq!(served.0.len(), 77);
     }
 
     #[test]

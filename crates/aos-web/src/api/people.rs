@@ -20,13 +20,15 @@ use super::{
 pub fn routes(r: &mut impl Routes) {
     r.get("/tenants", list_tenants)
         .post("/tenants", create_tenant)
+        .patch("/tenants/{name}", update_tenant)
         .get("/users", list_users)
         .post("/users", create_user)
         .patch("/users/{login}", update_user)
         .post("/users/{login}/password-reset", reset_password)
         .get("/roles", list_roles)
         .post("/roles", create_role)
-        .put("/roles/{name}", update_role);
+        .put("/roles/{name}", update_role)
+        .delete("/roles/{name}", delete_role);
 }
 
 /// The audit record of something a signed-in user did through the API.
@@ -135,6 +137,63 @@ pub(super) async fn create_tenant(
         name: created.name,
         disabled: created.disabled,
         created_at: created.created_at,
+    }))
+}
+
+/// What to change of a tenant.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TenantChange {
+    /// A disabled tenant's users cannot sign in (their tokens stop working at once), its
+    /// devices and applications cannot connect, and every node closes their live sessions.
+    disabled: bool,
+}
+
+/// Disable or enable a tenant
+///
+/// System administrators only; audited (`tenant.disable`, `tenant.enable`). Nothing of the
+/// tenant is deleted: enabling it again lets its users and devices back in.
+#[utoipa::path(
+    patch,
+    path = "/api/tenants/{name}",
+    tag = "people",
+    operation_id = "update_tenant",
+    params(("name" = String, Path, description = "The tenant's name")),
+    request_body = TenantChange,
+    responses(
+        (status = 200, description = "The tenant", body = TenantView),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "Not a system administrator", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The body is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn update_tenant(
+    api: ApiState,
+    caller: Caller,
+    name: web::types::Path<String>,
+    body: Json<TenantChange>,
+) -> Result<HttpResponse, ApiError> {
+    caller.platform(ObjectKind::Tenants, Operation::Update)?;
+    let disabled = body.0.disabled;
+    let updated = tenants::set_disabled(&api.storage, &name, disabled).await?;
+    let action = if disabled {
+        "tenant.disable"
+    } else {
+        "tenant.enable"
+    };
+    audit::record(
+        &api.storage,
+        api_event(&caller, None, action, "tenant", &updated.name),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(&TenantView {
+        name: updated.name,
+        disabled: updated.disabled,
+        created_at: updated.created_at,
     }))
 }
 
@@ -656,4 +715,42 @@ pub(super) async fn update_role(
     )
     .await?;
     Ok(HttpResponse::Ok().json(&saved))
+}
+
+/// Delete a role
+///
+/// A role of the tenant that no user has (take it from its users first: `409` says how many
+/// have it); built-in roles cannot be deleted. Audited.
+#[utoipa::path(
+    delete,
+    path = "/api/roles/{name}",
+    tag = "people",
+    operation_id = "delete_role",
+    params(("name" = String, Path, description = "The role"), InTenant),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it, or the role is built in", body = ErrorBody),
+        (status = 404, description = "No such role", body = ErrorBody),
+        (status = 409, description = "Users still have it", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn delete_role(
+    api: ApiState,
+    caller: Caller,
+    name: web::types::Path<String>,
+    query: Query<InTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = query.0.tenant.as_deref();
+    super::delete_named(
+        &api,
+        &caller,
+        (ObjectKind::Roles, "role"),
+        tenant,
+        &name,
+        |scope| roles::delete(&api.storage, scope, &name),
+    )
+    .await
 }

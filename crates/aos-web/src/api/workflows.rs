@@ -104,6 +104,11 @@ pub(super) struct RunView {
     result: String,
     duration_ms: i64,
     error: Option<String>,
+    /// Each action it took, in order: `[{"step", "action", "result", "detail", "ms"}]` — `step`
+    /// numbers it (`3.then.1` inside the `if` of action 3), `result` is `ok`, `failed` or
+    /// `running` (the run's time ran out during it). Null for runs logged before steps were.
+    #[schema(value_type = Option<Vec<Object>>)]
+    steps: Option<serde_json::Value>,
 }
 
 pub(super) const SORT_FIELDS: [&str; 3] = ["name", "created_at", "updated_at"];
@@ -267,7 +272,7 @@ pub(super) async fn export(
 
 /// Delete a workflow
 ///
-/// Its run log goes with it.
+/// Its run log goes with it. Audited.
 #[utoipa::path(
     delete,
     path = "/api/workflows/{name}",
@@ -289,16 +294,16 @@ pub(super) async fn delete(
     name: web::types::Path<String>,
     query: Query<InTenant>,
 ) -> Result<HttpResponse, ApiError> {
-    let scope = caller
-        .scope(
-            &api,
-            ObjectKind::Workflows,
-            Operation::Delete,
-            query.0.tenant.as_deref(),
-        )
-        .await?;
-    workflows::delete(&api.storage, scope, &name).await?;
-    Ok(HttpResponse::NoContent().finish())
+    let tenant = query.0.tenant.as_deref();
+    super::delete_named(
+        &api,
+        &caller,
+        (ObjectKind::Workflows, "workflow"),
+        tenant,
+        &name,
+        |scope| workflows::delete(&api.storage, scope, &name),
+    )
+    .await
 }
 
 async fn switch(
@@ -466,6 +471,7 @@ pub(super) async fn runs(
             result: r.result,
             duration_ms: r.duration_ms,
             error: r.error,
+            steps: r.steps,
         })
         .collect();
     Ok(Listed::new(items, total).response())
