@@ -506,10 +506,11 @@ fn a_tenant_is_looked_after_through_the_api() {
 }
 
 /// Entities renamed, moved (never under themselves) and deleted once nothing is bound to them;
-/// a custom role deleted once nobody has it; a tenant disabled — its users and devices shut
-/// out at once, their live sessions closed — and enabled again.
+/// a custom role deleted once nobody has it; classes, formats and interpreters changed and
+/// deleted once nothing uses them; a tenant disabled — its users and devices shut out at once,
+/// their live sessions closed — and enabled again.
 #[tokio::test(flavor = "multi_thread")]
-async fn entities_roles_and_tenants_are_changed_and_removed() {
+async fn what_a_tenant_made_is_changed_and_removed() {
     use common::mqtt::{Client3, options3};
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -614,6 +615,71 @@ async fn entities_roles_and_tenants_are_changed_and_removed() {
     );
     let (_, audit) = send("GET", "/api/audit?action=role.delete", None);
     assert_eq!(audit["total"], json!(1), "{audit}");
+
+    // Classes go once no device is of them; formats once no class uses them, and their
+    // definition is checked when it changes; interpreters go.
+    assert_eq!(
+        send("POST", "/api/classes", Some(json!({"name": "spare"}))).0,
+        201
+    );
+    let held = refused(send("DELETE", "/api/classes/sensor", None), 409, "conflict");
+    assert!(
+        held["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 device")),
+        "{held}"
+    );
+    assert_eq!(send("DELETE", "/api/classes/spare", None).0, 204);
+    assert_eq!(
+        send(
+            "POST",
+            "/api/formats",
+            Some(json!({"name": "f1", "kind": "json"}))
+        )
+        .0,
+        201
+    );
+    let wrong = refused(
+        send(
+            "PUT",
+            "/api/formats/f1",
+            Some(json!({"kind": "protobuf", "proto": "message {", "message": "X"})),
+        ),
+        422,
+        "invalid",
+    );
+    assert_eq!(wrong["field"], json!("proto"));
+    let (status, changed) = send("PUT", "/api/formats/f1", Some(json!({"kind": "xml"})));
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["kind"], json!("xml"));
+    let (status, _) = send(
+        "PUT",
+        "/api/classes/sensor/formats",
+        Some(json!({"inbound": "f1"})),
+    );
+    assert_eq!(status, 204);
+    refused(send("DELETE", "/api/formats/f1", None), 409, "conflict");
+    let (status, _) = send(
+        "PUT",
+        "/api/classes/sensor/formats",
+        Some(json!({"inbound": null})),
+    );
+    assert_eq!(status, 204);
+    assert_eq!(send("DELETE", "/api/formats/f1", None).0, 204);
+    let (status, _) = send(
+        "PUT",
+        "/api/interpreters/temperature",
+        Some(json!({"expression": "value * 2"})),
+    );
+    assert_eq!(status, 200);
+    refused(
+        send("DELETE", "/api/interpreters/temperature?class=sensor", None),
+        404,
+        "not_found",
+    );
+    assert_eq!(send("DELETE", "/api/interpreters/temperature", None).0, 204);
+    let (_, left) = send("GET", "/api/interpreters", None);
+    assert_eq!(left["total"], json!(0), "{left}");
 
     // A disabled tenant: its signed-in user and its connected device are shut out at once.
     let olga = access_token(port, "olga", &olga_password);

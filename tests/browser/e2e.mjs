@@ -158,6 +158,25 @@ async function run(page, url, login, password, shots) {
   await formatForm.getByTestId('format-schema').fill('{"type": "object"}');
   await formatForm.getByTestId('format-save').click();
   await appear(page, row('format-row', 'name', 'thermo-json'), 'format thermo-json in the table');
+  // Changed in its dialog (kept as it was, the schema shown again), then a spare one deleted.
+  await row('format-row', 'name', 'thermo-json').getByTestId('format-edit').click();
+  await eventually('the schema shown in the format dialog', async () => ({ok: /"object"/.test(await formatForm.getByTestId('format-schema').inputValue())}));
+  await formatForm.getByTestId('format-kind').selectOption('xml');
+  await formatForm.getByTestId('format-save').click();
+  await expectText(row('format-row', 'name', 'thermo-json'), /xml/, 'format thermo-json now reads XML');
+  await row('format-row', 'name', 'thermo-json').getByTestId('format-edit').click();
+  await formatForm.getByTestId('format-kind').selectOption('json');
+  await formatForm.getByTestId('format-save').click();
+  await expectText(row('format-row', 'name', 'thermo-json'), /json/, 'format thermo-json back to JSON');
+  await noError(page, 'changing a format');
+  // A spare class made and deleted.
+  await page.getByTestId('class-name').fill('spare');
+  await page.getByTestId('class-create').click();
+  await appear(page, row('class-row', 'name', 'spare'), 'class spare');
+  page.once('dialog', (question) => question.accept());
+  await row('class-row', 'name', 'spare').getByTestId('class-delete').click();
+  await eventually('class spare gone', async () => ({ok: (await row('class-row', 'name', 'spare').count()) === 0}));
+  await noError(page, 'deleting a class');
   // An interpreter: humidity of 80 and above is a warning.
   await page.getByTestId('interpreter-new').click();
   const interpreterForm = page.getByTestId('interpreter-form');

@@ -3,11 +3,11 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder,
+    PaginatorTrait, QueryFilter, QueryOrder,
 };
 
-use super::{Scope, check_name, duplicate};
-use crate::entity::device_class;
+use super::{Scope, check_name, duplicate, unused};
+use crate::entity::{device, device_class};
 use crate::{Storage, StorageError};
 
 /// A class to create.
@@ -160,4 +160,41 @@ pub async fn device_counts(
         .into_iter()
         .map(|(class, n)| (class, u64::try_from(n).unwrap_or(0)))
         .collect())
+}
+
+/// Deletes a class that no device is of (its model, formats' choice and interpreters go with
+/// it), unless a gateway class registers its children in it.
+pub async fn delete(storage: &Storage, scope: Scope, name: &str) -> Result<(), StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden(
+            "customers cannot delete device classes",
+        ));
+    }
+    let txn = storage.begin_write().await?;
+    let class = by_name(&txn, scope, name).await?;
+    let devices = device::Entity::find()
+        .filter(device::Column::ClassId.eq(class.id))
+        .count(&txn)
+        .await?;
+    let gateways = device_class::Entity::find()
+        .filter(device_class::Column::ChildClassId.eq(class.id))
+        .count(&txn)
+        .await?;
+    unused(
+        "device class",
+        name,
+        &[
+            (devices, "device", "devices"),
+            (
+                gateways,
+                "gateway class registering its children in it",
+                "gateway classes registering their children in it",
+            ),
+        ],
+    )?;
+    device_class::Entity::delete_by_id(class.id)
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(())
 }

@@ -7,7 +7,7 @@ use sea_orm::{
     PaginatorTrait, QueryFilter, QueryOrder,
 };
 
-use super::{Scope, bound_entity, check_name, duplicate};
+use super::{Scope, bound_entity, check_name, duplicate, unused};
 use crate::entity::{app_user, device, org_entity};
 use crate::{Storage, StorageError};
 
@@ -152,25 +152,15 @@ pub async fn delete(storage: &Storage, scope: Scope, name: &str) -> Result<(), S
         .filter(org_entity::Column::ParentId.eq(found.id))
         .count(&txn)
         .await?;
-    let held: Vec<String> = [
-        (users, "user", "users"),
-        (devices, "device", "devices"),
-        (children, "entity under it", "entities under it"),
-    ]
-    .into_iter()
-    .filter(|(n, ..)| *n > 0)
-    .map(|(n, one, many)| format!("{n} {}", if n == 1 { one } else { many }))
-    .collect();
-    if !held.is_empty() {
-        return Err(StorageError::InUse {
-            what: "entity",
-            name: name.to_string(),
-            reason: format!(
-                "it still has {}: bind them elsewhere or delete them first",
-                held.join(", ")
-            ),
-        });
-    }
+    unused(
+        "entity",
+        name,
+        &[
+            (users, "user", "users"),
+            (devices, "device", "devices"),
+            (children, "entity under it", "entities under it"),
+        ],
+    )?;
     org_entity::Entity::delete_by_id(found.id)
         .exec(&txn)
         .await?;

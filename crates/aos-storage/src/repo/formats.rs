@@ -3,12 +3,12 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
+    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder,
 };
 
-use super::{Scope, check_name, classes, duplicate};
-use crate::entity::message_format;
+use super::{Scope, check_name, classes, duplicate, unused};
+use crate::entity::{device, device_class, message_format};
 use crate::{Storage, StorageError};
 
 /// Longest `.proto` text or JSON Schema accepted (they are read on every worker).
@@ -32,15 +32,8 @@ pub struct NewFormat {
 pub const INBOUND: &str = "inbound";
 pub const OUTBOUND: &str = "outbound";
 
-pub async fn create(
-    storage: &Storage,
-    scope: Scope,
-    new: NewFormat,
-) -> Result<message_format::Model, StorageError> {
-    if scope.customer.is_some() {
-        return Err(StorageError::Forbidden("customers cannot create formats"));
-    }
-    check_name("format name", &new.name)?;
+/// A `.proto` text or JSON Schema is read on every worker: bounded.
+fn check_sizes(new: &NewFormat) -> Result<(), StorageError> {
     let schema_len = new.json_schema.as_ref().map_or(0, |s| s.to_string().len());
     if new.proto_text.as_ref().map_or(0, String::len) > MAX_SCHEMA_BYTES
         || schema_len > MAX_SCHEMA_BYTES
@@ -50,6 +43,19 @@ pub async fn create(
             format!("has a .proto text or JSON Schema over {MAX_SCHEMA_BYTES} bytes"),
         ));
     }
+    Ok(())
+}
+
+pub async fn create(
+    storage: &Storage,
+    scope: Scope,
+    new: NewFormat,
+) -> Result<message_format::Model, StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden("customers cannot create formats"));
+    }
+    check_name("format name", &new.name)?;
+    check_sizes(&new)?;
     message_format::ActiveModel {
         tenant_id: Set(scope.tenant),
         name: Set(new.name.clone()),
@@ -142,5 +148,61 @@ pub async fn set_class_format(
         class.format_id = Set(format);
     }
     class.update(storage.db()).await?;
+    Ok(())
+}
+
+/// Replaces the definition of format `name` (its kind, `.proto`, schema and mapping; its
+/// direction stays): the classes and devices that use it read with the new one.
+pub async fn update(
+    storage: &Storage,
+    scope: Scope,
+    name: &str,
+    new: NewFormat,
+) -> Result<message_format::Model, StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden("customers cannot change formats"));
+    }
+    check_sizes(&new)?;
+    let found = by_name(storage.db(), scope, name).await?;
+    let mut row = found.into_active_model();
+    row.kind = Set(new.kind);
+    row.proto_text = Set(new.proto_text);
+    row.proto_message = Set(new.proto_message);
+    row.json_schema = Set(new.json_schema);
+    row.mapping = Set(new.mapping);
+    Ok(row.update(storage.db()).await?)
+}
+
+/// Deletes a format no class or device uses.
+pub async fn delete(storage: &Storage, scope: Scope, name: &str) -> Result<(), StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden("customers cannot delete formats"));
+    }
+    let txn = storage.begin_write().await?;
+    let format = by_name(&txn, scope, name).await?;
+    let classes = device_class::Entity::find()
+        .filter(
+            Condition::any()
+                .add(device_class::Column::FormatId.eq(format.id))
+                .add(device_class::Column::OutboundFormatId.eq(format.id)),
+        )
+        .count(&txn)
+        .await?;
+    let devices = device::Entity::find()
+        .filter(device::Column::FormatId.eq(format.id))
+        .count(&txn)
+        .await?;
+    unused(
+        "format",
+        name,
+        &[
+            (classes, "class using it", "classes using it"),
+            (devices, "device using it", "devices using it"),
+        ],
+    )?;
+    message_format::Entity::delete_by_id(format.id)
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
     Ok(())
 }

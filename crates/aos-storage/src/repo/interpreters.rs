@@ -65,6 +65,38 @@ pub async fn save(
     Ok(row.save(storage.db()).await?.try_into_model()?)
 }
 
+/// Deletes the interpreter of `attribute` for `class` (`None`: the tenant-wide one); its
+/// values are stored as they come from then on.
+pub async fn delete(
+    storage: &Storage,
+    scope: Scope,
+    attribute: &str,
+    class: Option<&str>,
+) -> Result<(), StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden(
+            "customers cannot change interpreters",
+        ));
+    }
+    let class = match class {
+        Some(name) => Some(classes::by_name(storage.db(), scope, name).await?.id),
+        None => None,
+    };
+    let deleted = interpreter::Entity::delete_many()
+        .filter(interpreter::Column::TenantId.eq(scope.tenant))
+        .filter(interpreter::Column::Attribute.eq(attribute))
+        .filter(match class {
+            Some(id) => interpreter::Column::ClassId.eq(id),
+            None => interpreter::Column::ClassId.is_null(),
+        })
+        .exec(storage.db())
+        .await?;
+    if deleted.rows_affected == 0 {
+        return Err(StorageError::not_found("interpreter", attribute));
+    }
+    Ok(())
+}
+
 pub async fn list(
     storage: &Storage,
     scope: Scope,

@@ -117,6 +117,31 @@ pub(crate) fn duplicate(what: &'static str, name: &str) -> impl FnOnce(DbErr) ->
     }
 }
 
+/// Refuses to delete `what` `name` while anything is bound to it: `held` lists, for each kind
+/// of thing, how many there are and its name in the singular and the plural.
+pub(crate) fn unused(
+    what: &'static str,
+    name: &str,
+    held: &[(u64, &str, &str)],
+) -> Result<(), StorageError> {
+    let held: Vec<String> = held
+        .iter()
+        .filter(|(n, ..)| *n > 0)
+        .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    Err(StorageError::InUse {
+        what,
+        name: name.to_string(),
+        reason: format!(
+            "it still has {}: change or delete them first",
+            held.join(", ")
+        ),
+    })
+}
+
 /// The entity a new user or device is bound to: the one named (of the scope's tenant), else a
 /// customer scope's own. A customer cannot bind anything to another entity.
 pub(crate) async fn bound_entity(

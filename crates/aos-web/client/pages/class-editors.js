@@ -82,17 +82,24 @@ export async function formatsDialog(ctx, cls, saved) {
   });
 }
 
-/** The dialog that creates a message format: JSON (with a JSON Schema), XML or Protobuf. */
-export function newFormatDialog(ctx, saved) {
-  const name = h('input', {name: 'name', required: true, testid: 'format-name', autocomplete: 'off'});
-  const kind = h('select', {name: 'kind', testid: 'format-kind'}, options([['json', 'JSON'], ['xml', 'XML'], ['protobuf', 'Protobuf']], 'json'));
-  const direction = h('select', {name: 'direction', testid: 'format-direction'}, options([['inbound', 'inbound (payloads read)'], ['outbound', 'outbound (commands written)']], 'inbound'));
+/**
+ * The dialog that creates a message format — JSON (with a JSON Schema), XML or Protobuf — or,
+ * given `current` (as the format list shows it), changes its definition.
+ */
+export function formatDialog(ctx, saved, current = null) {
+  const name = h('input', {name: 'name', required: true, testid: 'format-name', autocomplete: 'off', value: current ? current.name : '', disabled: Boolean(current)});
+  const kind = h('select', {name: 'kind', testid: 'format-kind'}, options([['json', 'JSON'], ['xml', 'XML'], ['protobuf', 'Protobuf']], current ? current.kind : 'json'));
+  const direction = h('select', {name: 'direction', testid: 'format-direction', disabled: Boolean(current)},
+    options([['inbound', 'inbound (payloads read)'], ['outbound', 'outbound (commands written)']], current ? current.direction : 'inbound'));
   const proto = h('textarea', {name: 'proto', rows: 8, spellcheck: 'false', testid: 'format-proto', placeholder: 'syntax = "proto3";\nmessage Reading { double temperature = 1; }'});
-  const message = h('input', {name: 'message', testid: 'format-message', placeholder: 'e.g. Reading'});
+  proto.value = current && current.proto ? current.proto : '';
+  const message = h('input', {name: 'message', testid: 'format-message', placeholder: 'e.g. Reading', value: current && current.proto_message ? current.proto_message : ''});
   const schema = h('textarea', {name: 'schema', rows: 6, spellcheck: 'false', testid: 'format-schema', placeholder: '{"type": "object"}'});
+  schema.value = current && current.schema ? JSON.stringify(current.schema, null, 2) : '';
   const mapping = h('textarea', {name: 'mapping', rows: 4, spellcheck: 'false', testid: 'format-mapping', placeholder: '{"attributes": {"temperature": "/t"}, "ts": "/time"}'});
-  const forProtobuf = h('div', {class: 'stack-form', hidden: true}, field('.proto text', proto), field('Message type', message));
-  const forJson = h('div', {class: 'stack-form'}, field('JSON Schema the payloads must meet (optional)', schema));
+  mapping.value = current && current.mapping && Object.keys(current.mapping).length ? JSON.stringify(current.mapping, null, 2) : '';
+  const forProtobuf = h('div', {class: 'stack-form', hidden: kind.value !== 'protobuf'}, field('.proto text', proto), field('Message type', message));
+  const forJson = h('div', {class: 'stack-form', hidden: kind.value !== 'json'}, field('JSON Schema the payloads must meet (optional)', schema));
   kind.addEventListener('change', () => {
     forProtobuf.hidden = kind.value !== 'protobuf';
     forJson.hidden = kind.value !== 'json';
@@ -100,15 +107,17 @@ export function newFormatDialog(ctx, saved) {
   const form = h('form', {class: 'stack-form', testid: 'format-form'},
     field('Name', name), field('Kind', kind), field('Direction', direction), forProtobuf, forJson,
     field('Where the values are (JSON pointers, optional)', mapping),
-    h('button', {type: 'submit', testid: 'format-save'}, 'Create'));
-  const box = dialog('New message format', form);
+    h('button', {type: 'submit', testid: 'format-save'}, current ? 'Save' : 'Create'));
+  const box = dialog(current ? `Format ${current.name}` : 'New message format', form);
   ctx.form(form, async () => {
-    const body = {name: name.value.trim(), kind: kind.value, direction: direction.value, mapping: jsonField(mapping.value, 'mapping', {})};
+    const body = {kind: kind.value, mapping: jsonField(mapping.value, 'mapping', {})};
     if (kind.value === 'protobuf') Object.assign(body, {proto: proto.value, message: message.value.trim()});
     if (kind.value === 'json' && schema.value.trim()) body.schema = jsonField(schema.value, 'schema', undefined);
-    await api.post('/api/formats', body);
+    const formatName = current ? current.name : name.value.trim();
+    if (current) await api.put(`/api/formats/${encodeURIComponent(formatName)}`, body);
+    else await api.post('/api/formats', {name: formatName, direction: direction.value, ...body});
     box.close();
-    showNotice(`Format ${body.name} created.`);
+    showNotice(`Format ${formatName} ${current ? 'saved' : 'created'}.`);
     saved();
   });
 }

@@ -1,9 +1,10 @@
-// Device classes (created here; their model and formats changed in dialogs), message formats
-// (created here) and the interpreters of attributes with their levels.
+// Device classes (created and deleted here; their model and formats changed in dialogs), message
+// formats (created, changed and deleted here) and the interpreters of attributes with their
+// levels.
 
 import * as api from '../api.js';
-import {h, badge, dataTable, field, fmtValue, panel, showNotice, timeCell} from '../dom.js';
-import {formatsDialog, interpreterDialog, modelDialog, newFormatDialog} from './class-editors.js';
+import {h, badge, confirmButton, dataTable, field, fmtValue, panel, showNotice, timeCell} from '../dom.js';
+import {formatDialog, formatsDialog, interpreterDialog, modelDialog} from './class-editors.js';
 
 export default {
   title: 'Classes & formats',
@@ -29,10 +30,19 @@ export default {
       panel('Device classes', classesBox),
       may ? panel('Create a class', form) : null,
       panel('Message formats', formatsBox,
-        api.can('formats', 'manage') ? h('button', {type: 'button', testid: 'format-new', onclick: () => newFormatDialog(ctx, () => ctx.task(loadFormats))}, 'New format') : null),
+        api.can('formats', 'manage') ? h('button', {type: 'button', testid: 'format-new', onclick: () => formatDialog(ctx, () => ctx.task(loadFormats))}, 'New format') : null),
       api.can('interpreters') ? panel('Interpreters', interpretersBox,
         api.can('interpreters', 'manage') ? h('button', {type: 'button', testid: 'interpreter-new', onclick: () => interpreterDialog(ctx, classList.map((c) => c.name), null, () => ctx.task(loadInterpreters))}, 'New interpreter') : null) : null,
     );
+
+    /** A Delete button for `what` at `path` (only where the roles allow deleting `kind`). */
+    const deleteButton = (kind, what, path, testid, reload) => (api.can(kind, 'full')
+      ? confirmButton('Delete', `Delete ${what}?`, () => ctx.task(async () => {
+        await api.del(path);
+        showNotice(`${what[0].toUpperCase()}${what.slice(1)} deleted.`);
+        await reload();
+      }), {testid})
+      : null);
 
     async function loadInterpreters() {
       const page = await api.get('/api/interpreters', {limit: 1000});
@@ -46,7 +56,9 @@ export default {
         h('td', {testid: 'interpreter-levels'}, levels(i.levels)),
         h('td', {class: 'actions'}, api.can('interpreters', 'manage')
           ? h('button', {type: 'button', class: 'small', testid: 'interpreter-edit', onclick: () => interpreterDialog(ctx, classList.map((c) => c.name), i, () => ctx.task(loadInterpreters))}, 'Edit')
-          : null)));
+          : null,
+        deleteButton('interpreters', `the interpreter of ${i.attribute}${i.class ? ` for ${i.class}` : ''}`,
+          `/api/interpreters/${encodeURIComponent(i.attribute)}${i.class ? `?class=${encodeURIComponent(i.class)}` : ''}`, 'interpreter-delete', loadInterpreters))));
       interpretersBox.replaceChildren(dataTable(['Attribute', 'For', 'Expression', 'Value map', 'Levels', ''], rows, 'No interpreters yet.', {testid: 'interpreters-table'}));
     }
 
@@ -63,7 +75,8 @@ export default {
         h('td', {}, timeCell(c.created_at)),
         h('td', {class: 'actions'},
           h('button', {type: 'button', class: 'small secondary', testid: 'class-model', onclick: () => ctx.task(() => modelDialog(ctx, c.name, may, () => {}))}, may ? 'Model' : 'View model'),
-          may ? h('button', {type: 'button', class: 'small secondary', testid: 'class-formats', onclick: () => ctx.task(() => formatsDialog(ctx, c, () => ctx.task(loadClasses)))}, 'Formats') : null)));
+          may ? h('button', {type: 'button', class: 'small secondary', testid: 'class-formats', onclick: () => ctx.task(() => formatsDialog(ctx, c, () => ctx.task(loadClasses)))}, 'Formats') : null,
+          deleteButton('classes', `class ${c.name}`, `/api/classes/${encodeURIComponent(c.name)}`, 'class-delete', loadClasses))));
       classList = page.items;
       classesBox.replaceChildren(dataTable(['Name', 'Description', 'Kind', 'Inbound format', 'Outbound format', 'Devices', 'Created', ''], rows, 'No classes yet.', {testid: 'classes-table'}));
     }
@@ -75,8 +88,11 @@ export default {
         h('td', {}, f.name),
         h('td', {}, f.kind),
         h('td', {}, f.direction),
-        h('td', {}, timeCell(f.created_at))));
-      formatsBox.replaceChildren(dataTable(['Name', 'Kind', 'Direction', 'Created'], rows, 'No formats yet.', {testid: 'formats-table'}));
+        h('td', {}, timeCell(f.created_at)),
+        h('td', {class: 'actions'},
+          api.can('formats', 'manage') ? h('button', {type: 'button', class: 'small', testid: 'format-edit', onclick: () => formatDialog(ctx, () => ctx.task(loadFormats), f)}, 'Edit') : null,
+          deleteButton('formats', `format ${f.name}`, `/api/formats/${encodeURIComponent(f.name)}`, 'format-delete', loadFormats))));
+      formatsBox.replaceChildren(dataTable(['Name', 'Kind', 'Direction', 'Created', ''], rows, 'No formats yet.', {testid: 'formats-table'}));
     }
 
     ctx.form(form, async () => {

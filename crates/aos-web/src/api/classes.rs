@@ -20,6 +20,7 @@ pub fn routes(r: &mut impl Routes) {
     r.get("/classes", list)
         .post("/classes", create)
         .get("/classes/{name}", get)
+        .delete("/classes/{name}", delete)
         .get("/formats", list_formats);
 }
 
@@ -227,8 +228,13 @@ pub(super) struct FormatView {
     direction: String,
     /// The protobuf message type, for `protobuf` formats.
     proto_message: Option<String>,
+    /// The `.proto` text, for `protobuf` formats.
+    proto: Option<String>,
     /// Whether it checks messages against a JSON schema.
     json_schema: bool,
+    /// That JSON Schema.
+    #[schema(value_type = Option<Object>)]
+    schema: Option<serde_json::Value>,
     /// Payload field → attribute mapping.
     #[schema(value_type = Object)]
     mapping: serde_json::Value,
@@ -243,7 +249,9 @@ fn format_view(f: message_format::Model) -> FormatView {
         kind: f.kind,
         direction: f.direction,
         proto_message: f.proto_message,
+        proto: f.proto_text,
         json_schema: f.json_schema.is_some(),
+        schema: f.json_schema,
         mapping: f.mapping,
         created_at: f.created_at,
     }
@@ -295,4 +303,42 @@ pub(super) async fn list_formats(
         _ => f.name.clone(),
     })?;
     Ok(Listed::new(items, total).response())
+}
+
+/// Delete a device class
+///
+/// Only one no device is of, and in which no gateway class registers its children (`409` says
+/// which); its model and interpreters go with it. Audited.
+#[utoipa::path(
+    delete,
+    path = "/api/classes/{name}",
+    tag = "classes",
+    operation_id = "delete_class",
+    params(("name" = String, Path, description = "The class"), InTenant),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such class or tenant", body = ErrorBody),
+        (status = 409, description = "Devices are of it, or a gateway class registers its children in it", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn delete(
+    api: ApiState,
+    caller: Caller,
+    name: web::types::Path<String>,
+    query: Query<InTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = query.0.tenant.as_deref();
+    super::delete_named(
+        &api,
+        &caller,
+        (ObjectKind::Classes, "class"),
+        tenant,
+        &name,
+        |scope| classes::delete(&api.storage, scope, &name),
+    )
+    .await
 }

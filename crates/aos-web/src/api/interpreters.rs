@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::people::api_event;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
     ApiError, ApiState, Caller, ErrorBody, InTenant, Json, ListQuery, Listed, Query, Routes, page,
@@ -25,7 +25,10 @@ use super::{
 pub fn routes(r: &mut impl Routes) {
     r.get("/interpreters", list)
         .put("/interpreters/{attribute}", set)
+        .delete("/interpreters/{attribute}", delete_interpreter)
         .post("/formats", create_format)
+        .put("/formats/{name}", update_format)
+        .delete("/formats/{name}", delete_format)
         .put("/classes/{name}/formats", set_class_formats)
         .get("/classes/{name}/model", get_model)
         .put("/classes/{name}/model", set_model);
@@ -283,14 +286,13 @@ pub(super) async fn create_format(
         }
     };
     let mapping = Value::Object(body.mapping);
-    Format::compile(&FormatSpec {
-        kind: &body.kind,
-        proto_text: body.proto.as_deref(),
-        proto_message: body.message.as_deref(),
-        json_schema: body.schema.as_ref(),
-        mapping: Some(&mapping),
-    })
-    .map_err(|e| invalid(e.part, format!("format `{}`: {e}", body.name)))?;
+    check_format(
+        &body.name,
+        &body.kind,
+        (body.proto.as_deref(), body.message.as_deref()),
+        body.schema.as_ref(),
+        &mapping,
+    )?;
     let made = formats::create(
         &api.storage,
         scope,
@@ -322,6 +324,211 @@ pub(super) async fn create_format(
         direction: made.direction,
         created_at: made.created_at,
     }))
+}
+
+/// Compiles a format's definition: one that cannot work is refused at the part that is wrong.
+fn check_format(
+    name: &str,
+    kind: &str,
+    (proto_text, proto_message): (Option<&str>, Option<&str>),
+    schema: Option<&Value>,
+    mapping: &Value,
+) -> Result<(), ApiError> {
+    Format::compile(&FormatSpec {
+        kind,
+        proto_text,
+        proto_message,
+        json_schema: schema,
+        mapping: Some(mapping),
+    })
+    .map(|_| ())
+    .map_err(|e| invalid(e.part, format!("format `{name}`: {e}")))
+}
+
+/// A format's new definition (its name and direction stay).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FormatDefinition {
+    /// `json`, `xml`, `protobuf` or `pms`.
+    #[schema(pattern = "^(json|xml|protobuf|pms)$")]
+    kind: String,
+    /// The `.proto` text (Protobuf).
+    proto: Option<String>,
+    /// The message type in it (Protobuf).
+    message: Option<String>,
+    /// A JSON Schema payloads must meet (JSON): an object or a boolean.
+    schema: Option<Value>,
+    /// Where values are in a payload (JSON pointers).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    mapping: serde_json::Map<String, Value>,
+}
+
+/// Change a message format
+///
+/// Its definition is replaced, compiled first like a new one's (`422` at the part that is
+/// wrong); the classes and devices that use it read with it from then on. Audited.
+#[utoipa::path(
+    put,
+    path = "/api/formats/{name}",
+    tag = "classes",
+    operation_id = "update_format",
+    params(("name" = String, Path, description = "The format"), InTenant),
+    request_body = FormatDefinition,
+    responses(
+        (status = 200, description = "Saved", body = CreatedFormat),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such format or tenant", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "A field is wrong (`field` names it, the message says why)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn update_format(
+    api: ApiState,
+    caller: Caller,
+    name: web::types::Path<String>,
+    query: Query<InTenant>,
+    body: Json<FormatDefinition>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = caller
+        .scope(
+            &api,
+            ObjectKind::Formats,
+            Operation::Update,
+            query.0.tenant.as_deref(),
+        )
+        .await?;
+    let body = body.0;
+    let mapping = Value::Object(body.mapping);
+    check_format(
+        &name,
+        &body.kind,
+        (body.proto.as_deref(), body.message.as_deref()),
+        body.schema.as_ref(),
+        &mapping,
+    )?;
+    let saved = formats::update(
+        &api.storage,
+        scope,
+        &name,
+        NewFormat {
+            name: name.to_string(),
+            kind: body.kind,
+            proto_text: body.proto,
+            proto_message: body.message,
+            json_schema: body.schema,
+            mapping,
+            outbound: false,
+        },
+    )
+    .await?;
+    audit::record(
+        &api.storage,
+        api_event(
+            &caller,
+            Some(scope.tenant),
+            "format.update",
+            "format",
+            &name,
+        ),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(&CreatedFormat {
+        name: saved.name,
+        kind: saved.kind,
+        direction: saved.direction,
+        created_at: saved.created_at,
+    }))
+}
+
+/// Delete a message format
+///
+/// Only one no class or device uses (`409` says which use it). Audited.
+#[utoipa::path(
+    delete,
+    path = "/api/formats/{name}",
+    tag = "classes",
+    operation_id = "delete_format",
+    params(("name" = String, Path, description = "The format"), InTenant),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such format or tenant", body = ErrorBody),
+        (status = 409, description = "Classes or devices use it", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn delete_format(
+    api: ApiState,
+    caller: Caller,
+    name: web::types::Path<String>,
+    query: Query<InTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = query.0.tenant.as_deref();
+    super::delete_named(
+        &api,
+        &caller,
+        (ObjectKind::Formats, "format"),
+        tenant,
+        &name,
+        |scope| formats::delete(&api.storage, scope, &name),
+    )
+    .await
+}
+
+/// Which interpreter to delete.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct InterpreterOf {
+    /// The class whose own interpreter goes (default: the tenant-wide one).
+    class: Option<String>,
+    /// The tenant a system administrator acts in (a tenant's user always acts in its own).
+    tenant: Option<String>,
+}
+
+/// Delete an interpreter
+///
+/// The attribute's interpreter of a class (`class`) or of the whole tenant: its values are
+/// stored as they come from then on (a tenant-wide one applies again where a class's went).
+/// Audited.
+#[utoipa::path(
+    delete,
+    path = "/api/interpreters/{attribute}",
+    tag = "classes",
+    operation_id = "delete_interpreter",
+    params(("attribute" = String, Path, description = "The attribute"), InterpreterOf),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such interpreter, class or tenant", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn delete_interpreter(
+    api: ApiState,
+    caller: Caller,
+    attribute: web::types::Path<String>,
+    query: Query<InterpreterOf>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.0;
+    let kind = (ObjectKind::Interpreters, "interpreter");
+    super::delete_named(
+        &api,
+        &caller,
+        kind,
+        query.tenant.as_deref(),
+        &attribute,
+        |scope| interpreters::delete(&api.storage, scope, &attribute, query.class.as_deref()),
+    )
+    .await
 }
 
 /// The formats of a class's devices.

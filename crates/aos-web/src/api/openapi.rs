@@ -62,10 +62,14 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         classes::list,
         classes::get,
         classes::create,
+        classes::delete,
         classes::list_formats,
         interpreters::list,
         interpreters::set,
         interpreters::create_format,
+        interpreters::update_format,
+        interpreters::delete_format,
+        interpreters::delete_interpreter,
         interpreters::set_class_formats,
         interpreters::get_model,
         interpreters::set_model,
@@ -388,7 +392,7 @@ mod tests {
             unserved.is_empty(),
             "documented but not routed: {unserved:?}"
         );
-        assert_eq!(served.0.len(), 77);
+        assert_eq!(served.0.len(), 81);
     }
 
     #[test]
