@@ -106,12 +106,17 @@ enum Scenario {
         #[arg(long, default_value = "aos_ledger_rows_total")]
         stored_counter: String,
     },
-    /// Open N idle connections and hold them.
+    /// Open N idle connections (half 3.1.1, half 5.0, each subscribed to its command topic)
+    /// and hold them.
     Connections {
         #[arg(long, default_value_t = 1000)]
         clients: usize,
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         hold: Duration,
+        /// Port the 5.0 clients connect to (default: `--port`), for a broker that serves 5.0
+        /// on a listener of its own (rumqttd).
+        #[arg(long)]
+        v5_port: Option<u16>,
     },
 }
 
@@ -284,7 +289,11 @@ async fn main() -> anyhow::Result<()> {
         persistent_subscribers: cli.persistent_subscribers,
     };
     let report = match cli.scenario.clone() {
-        Scenario::Connections { clients, hold } => connections(&cli, clients, hold).await?,
+        Scenario::Connections {
+            clients,
+            hold,
+            v5_port,
+        } => connections(&cli, clients, hold, v5_port).await?,
         scenario => messages(&cli, &target, &Plan::of(&scenario)).await?,
     };
     print(&report, cli.json)
@@ -702,26 +711,92 @@ async fn messages(cli: &Cli, target: &Target, plan: &Plan) -> anyhow::Result<Rep
 }
 
 /// A minimal 3.1.1 CONNECT (clean session, keep alive 0 — an idle client the broker must keep).
-fn connect_packet(client_id: &str) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0];
+/// A CONNECT of an idle client (clean session, keep-alive `keep_alive` seconds).
+fn connect_packet(client_id: &str, protocol: Protocol, keep_alive: u16) -> Vec<u8> {
+    let v5 = protocol == Protocol::V5;
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', if v5 { 5 } else { 4 }, 0x02];
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    if v5 {
+        body.push(0); // no properties
+    }
     body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
     body.extend_from_slice(client_id.as_bytes());
-    let mut packet = vec![0x10, body.len() as u8];
+    with_header(0x10, body)
+}
+
+/// A SUBSCRIBE (packet id 1) to `filter` with QoS 1.
+fn subscribe_packet(filter: &str, protocol: Protocol) -> Vec<u8> {
+    let mut body = vec![0, 1];
+    if protocol == Protocol::V5 {
+        body.push(0); // no properties
+    }
+    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.push(1);
+    with_header(0x82, body)
+}
+
+fn with_header(first: u8, body: Vec<u8>) -> Vec<u8> {
+    let mut packet = vec![first];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        packet.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
     packet.extend(body);
     packet
 }
 
-/// Opens `clients` idle MQTT connections (from several loopback source addresses, so the
-/// ephemeral port range is not the limit), holds them, and reports the broker's memory per
-/// connection.
-async fn connections(cli: &Cli, clients: usize, hold: Duration) -> anyhow::Result<Report> {
+/// Reads one packet: its first byte and its body.
+async fn read_packet(stream: &mut tokio::net::TcpStream) -> anyhow::Result<(u8, Vec<u8>)> {
+    let first = stream.read_u8().await?;
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        let byte = stream.read_u8().await?;
+        len |= usize::from(byte & 0x7f) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 || shift > 21 {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await?;
+    Ok((first, body))
+}
+
+/// Keep-alive of the idle clients: not zero (some brokers refuse it), long enough that no
+/// PINGREQ is due while they are held.
+const IDLE_KEEP_ALIVE_SECS: u16 = 600;
+
+/// Opens `clients` idle MQTT connections — every other one 5.0, the others 3.1.1, each
+/// subscribed to its own command topic as a device is (from several loopback source
+/// addresses, so the ephemeral port range is not the limit) — holds them, and reports the
+/// broker's memory per connection.
+async fn connections(
+    cli: &Cli,
+    clients: usize,
+    hold: Duration,
+    v5_port: Option<u16>,
+) -> anyhow::Result<Report> {
     let before = cli.pid.and_then(stats::sample);
-    let target: std::net::SocketAddr = format!("{}:{}", cli.host, cli.port)
-        .parse()
-        .context("--host must be an IP address for the connections scenario")?;
+    let address = |port: u16| -> anyhow::Result<std::net::SocketAddr> {
+        format!("{}:{port}", cli.host)
+            .parse()
+            .context("--host must be an IP address for the connections scenario")
+    };
+    let (v3_target, v5_target) = (address(cli.port)?, address(v5_port.unwrap_or(cli.port))?);
     let started = Instant::now();
     let mut open = Vec::with_capacity(clients);
     for i in 0..clients {
+        let (protocol, target) = if i % 2 == 1 {
+            (Protocol::V5, v5_target)
+        } else {
+            (Protocol::V311, v3_target)
+        };
         let source = std::net::SocketAddr::from(([127, 0, 0, 1 + (i % 8) as u8], 0));
         let socket = TcpSocket::new_v4()?;
         if target.ip().is_loopback() {
@@ -731,16 +806,27 @@ async fn connections(cli: &Cli, clients: usize, hold: Duration) -> anyhow::Resul
             .connect(target)
             .await
             .with_context(|| format!("connection {i}"))?;
+        let client_id = format!("idle-{i}");
         stream
-            .write_all(&connect_packet(&format!("idle-{i}")))
+            .write_all(&connect_packet(&client_id, protocol, IDLE_KEEP_ALIVE_SECS))
             .await?;
-        let mut connack = [0u8; 4];
-        stream
-            .read_exact(&mut connack)
+        let (first, connack) = read_packet(&mut stream)
             .await
             .with_context(|| format!("CONNACK {i}"))?;
-        if connack[3] != 0 {
-            bail!("connection {i} refused with return code {}", connack[3]);
+        if first != 0x20 || connack.get(1) != Some(&0) {
+            bail!("connection {i} refused: {first:#x} {connack:?}");
+        }
+        stream
+            .write_all(&subscribe_packet(
+                &format!("idle/{client_id}/commands"),
+                protocol,
+            ))
+            .await?;
+        let (first, _) = read_packet(&mut stream)
+            .await
+            .with_context(|| format!("SUBACK {i}"))?;
+        if first != 0x90 {
+            bail!("connection {i}: expected a SUBACK, got {first:#x}");
         }
         open.push(stream);
         if !cli.json && i % 1000 == 999 {
@@ -762,7 +848,7 @@ async fn connections(cli: &Cli, clients: usize, hold: Duration) -> anyhow::Resul
     };
     Ok(Report {
         scenario: "connections".into(),
-        protocol: Some(Protocol::V311),
+        protocol: None,
         connections: clients,
         connections_per_s: clients as f64 / connect_time.as_secs_f64(),
         broker_rss_kib: after.map(|a| a.rss_kib),
