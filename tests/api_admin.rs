@@ -681,6 +681,32 @@ async fn what_a_tenant_made_is_changed_and_removed() {
     let (_, left) = send("GET", "/api/interpreters", None);
     assert_eq!(left["total"], json!(0), "{left}");
 
+    // A class renamed and described; a command to an offline device cancelled while queued.
+    let (status, class) = send(
+        "PATCH",
+        "/api/classes/sensor",
+        Some(json!({"description": "thermometers"})),
+    );
+    assert_eq!(status, 200, "{class}");
+    assert_eq!(class["description"], json!("thermometers"));
+    let (status, command) = send(
+        "POST",
+        "/api/devices/d-1/commands",
+        Some(json!({"name": "reboot"})),
+    );
+    assert_eq!(status, 201, "{command}");
+    let cancel = format!("/api/commands/{}/cancel", command["id"]);
+    let (status, cancelled) = send("POST", &cancel, None);
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], json!("cancelled"));
+    let again = refused(send("POST", &cancel, None), 409, "conflict");
+    assert!(
+        again["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cancelled already")),
+        "{again}"
+    );
+
     // A disabled tenant: its signed-in user and its connected device are shut out at once.
     let olga = access_token(port, "olga", &olga_password);
     let mut options = options3(node.ports.mqtt, "d-1");

@@ -169,10 +169,15 @@ async function run(page, url, login, password, shots) {
   await formatForm.getByTestId('format-save').click();
   await expectText(row('format-row', 'name', 'thermo-json'), /json/, 'format thermo-json back to JSON');
   await noError(page, 'changing a format');
-  // A spare class made and deleted.
-  await page.getByTestId('class-name').fill('spare');
+  // A spare class made, renamed in its dialog and deleted.
+  await page.getByTestId('class-name').fill('spare-class');
   await page.getByTestId('class-create').click();
-  await appear(page, row('class-row', 'name', 'spare'), 'class spare');
+  await appear(page, row('class-row', 'name', 'spare-class'), 'class spare-class');
+  await row('class-row', 'name', 'spare-class').getByTestId('class-edit').click();
+  await page.getByTestId('edit-class-name').fill('spare');
+  await page.getByTestId('edit-class-description').fill('not needed after all');
+  await page.getByTestId('edit-class-save').click();
+  await expectText(row('class-row', 'name', 'spare'), /not needed after all/, 'class spare-class renamed spare, described');
   page.once('dialog', (question) => question.accept());
   await row('class-row', 'name', 'spare').getByTestId('class-delete').click();
   await eventually('class spare gone', async () => ({ok: (await row('class-row', 'name', 'spare').count()) === 0}));

@@ -30,12 +30,7 @@ pub async fn create(
         ));
     }
     check_name("class name", &new.name)?;
-    if new.description.chars().count() > 4096 {
-        return Err(StorageError::invalid(
-            "description",
-            "is longer than 4096 characters",
-        ));
-    }
+    check_description(&new.description)?;
     device_class::ActiveModel {
         tenant_id: Set(scope.tenant),
         name: Set(new.name.clone()),
@@ -160,6 +155,45 @@ pub async fn device_counts(
         .into_iter()
         .map(|(class, n)| (class, u64::try_from(n).unwrap_or(0)))
         .collect())
+}
+
+/// Renames a class or changes its description (absent: kept); its devices stay in it.
+pub async fn update(
+    storage: &Storage,
+    scope: Scope,
+    name: &str,
+    new_name: Option<String>,
+    description: Option<String>,
+) -> Result<device_class::Model, StorageError> {
+    if scope.customer.is_some() {
+        return Err(StorageError::Forbidden(
+            "customers cannot change device classes",
+        ));
+    }
+    let class = by_name(storage.db(), scope, name).await?;
+    let mut row = class.into_active_model();
+    if let Some(new_name) = &new_name {
+        check_name("class name", new_name)?;
+        row.name = Set(new_name.clone());
+    }
+    if let Some(description) = description {
+        check_description(&description)?;
+        row.description = Set(description);
+    }
+    row.update(storage.db()).await.map_err(duplicate(
+        "device class",
+        new_name.as_deref().unwrap_or(name),
+    ))
+}
+
+fn check_description(description: &str) -> Result<(), StorageError> {
+    if description.chars().count() > 4096 {
+        return Err(StorageError::invalid(
+            "description",
+            "is longer than 4096 characters",
+        ));
+    }
+    Ok(())
 }
 
 /// Deletes a class that no device is of (its model, formats' choice and interpreters go with

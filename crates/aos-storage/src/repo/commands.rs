@@ -1,7 +1,8 @@
 //! Commands to devices: created `queued` — for one device, or as a batch for devices and whole
 //! classes (optionally also devices registered later) —, offered to their device while it is
 //! online, `sent` once the broker holding its session has it, then `acknowledged` or `failed` by
-//! the device's reply, or `expired` when their time runs out first.
+//! the device's reply, or `expired` when their time runs out first; a queued one may be
+//! `cancelled` (it is never sent).
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
@@ -22,7 +23,8 @@ pub const SENT: &str = "sent";
 pub const ACKNOWLEDGED: &str = "acknowledged";
 pub const FAILED: &str = "failed";
 pub const EXPIRED: &str = "expired";
-pub const STATUSES: [&str; 5] = [QUEUED, SENT, ACKNOWLEDGED, FAILED, EXPIRED];
+pub const CANCELLED: &str = "cancelled";
+pub const STATUSES: [&str; 6] = [QUEUED, SENT, ACKNOWLEDGED, FAILED, EXPIRED, CANCELLED];
 
 /// Largest command parameters accepted (they travel to small devices).
 pub const MAX_PARAMETERS_BYTES: usize = 64 * 1024;
@@ -287,6 +289,32 @@ pub async fn get(storage: &Storage, scope: Scope, id: i64) -> Result<CommandRow,
         }),
         _ => Err(StorageError::not_found("command", id.to_string())),
     }
+}
+
+/// Cancels the queued command `id` (the scope's): it is never sent. One already sent (or
+/// done) cannot be.
+pub async fn cancel(storage: &Storage, scope: Scope, id: i64) -> Result<CommandRow, StorageError> {
+    let mut row = get(storage, scope, id).await?;
+    // Only while still queued: a delivery racing this one either took it first or never does.
+    let cancelled = command::Entity::update_many()
+        .col_expr(command::Column::Status, Expr::value(CANCELLED))
+        .filter(command::Column::Id.eq(id))
+        .filter(command::Column::Status.eq(QUEUED))
+        .exec(storage.db())
+        .await?;
+    if cancelled.rows_affected == 0 {
+        let now = get(storage, scope, id).await?;
+        return Err(StorageError::InUse {
+            what: "command",
+            name: id.to_string(),
+            reason: format!(
+                "it is {} already: only a queued command can be cancelled",
+                now.command.status
+            ),
+        });
+    }
+    row.command.status = CANCELLED.into();
+    Ok(row)
 }
 
 /// A queued command whose device (or the gateway it is reached through) is online.

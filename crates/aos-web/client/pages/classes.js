@@ -3,7 +3,7 @@
 // levels.
 
 import * as api from '../api.js';
-import {h, badge, confirmButton, dataTable, field, fmtValue, panel, showNotice, timeCell} from '../dom.js';
+import {h, badge, confirmButton, dataTable, dialog, field, fmtValue, panel, showNotice, timeCell} from '../dom.js';
 import {formatDialog, formatsDialog, interpreterDialog, modelDialog} from './class-editors.js';
 
 export default {
@@ -62,6 +62,22 @@ export default {
       interpretersBox.replaceChildren(dataTable(['Attribute', 'For', 'Expression', 'Value map', 'Levels', ''], rows, 'No interpreters yet.', {testid: 'interpreters-table'}));
     }
 
+    /** A class renamed or described anew in its dialog. */
+    function editClass(c) {
+      const className = h('input', {name: 'name', required: true, value: c.name, testid: 'edit-class-name', autocomplete: 'off'});
+      const about = h('input', {name: 'description', value: c.description || '', testid: 'edit-class-description'});
+      const classForm = h('form', {class: 'stack-form', testid: 'edit-class-form'},
+        field('Name', className), field('Description', about),
+        h('button', {type: 'submit', testid: 'edit-class-save'}, 'Save'));
+      const box = dialog(`Class ${c.name}`, classForm);
+      ctx.form(classForm, async () => {
+        const saved = await api.patch(`/api/classes/${encodeURIComponent(c.name)}`, {name: className.value.trim(), description: about.value.trim()});
+        box.close();
+        showNotice(`Class ${saved.name} saved.`);
+        await loadClasses();
+      });
+    }
+
     async function loadClasses() {
       const page = await api.get('/api/classes', {limit: 1000});
       if (!ctx.active) return;
@@ -76,6 +92,7 @@ export default {
         h('td', {class: 'actions'},
           h('button', {type: 'button', class: 'small secondary', testid: 'class-model', onclick: () => ctx.task(() => modelDialog(ctx, c.name, may, () => {}))}, may ? 'Model' : 'View model'),
           may ? h('button', {type: 'button', class: 'small secondary', testid: 'class-formats', onclick: () => ctx.task(() => formatsDialog(ctx, c, () => ctx.task(loadClasses)))}, 'Formats') : null,
+          may ? h('button', {type: 'button', class: 'small secondary', testid: 'class-edit', onclick: () => editClass(c)}, 'Edit') : null,
           deleteButton('classes', `class ${c.name}`, `/api/classes/${encodeURIComponent(c.name)}`, 'class-delete', loadClasses))));
       classList = page.items;
       classesBox.replaceChildren(dataTable(['Name', 'Description', 'Kind', 'Inbound format', 'Outbound format', 'Devices', 'Created', ''], rows, 'No classes yet.', {testid: 'classes-table'}));

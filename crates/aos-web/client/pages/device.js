@@ -3,7 +3,7 @@
 // their status following the device's replies live).
 
 import * as api from '../api.js';
-import {h, badge, dataTable, download, field, fmtValue, jsonField, levelBadge, link, options, pager, panel, showNotice, statusBadge, timeCell} from '../dom.js';
+import {h, badge, confirmButton, dataTable, download, field, fmtValue, jsonField, levelBadge, link, options, pager, panel, showNotice, statusBadge, timeCell} from '../dom.js';
 import {drawInto, lineChart, seriesCsv} from '../charts.js';
 import {eventsTable} from './events.js';
 import {messagesTable} from './messages.js';
@@ -40,7 +40,7 @@ function localInput(ms) {
 }
 
 /** How far a command's status has gone: a later answer never goes back to an earlier status. */
-const COMMAND_STAGE = {queued: 0, sent: 1, acknowledged: 2, failed: 2, expired: 2};
+const COMMAND_STAGE = {queued: 0, sent: 1, acknowledged: 2, failed: 2, expired: 2, cancelled: 2};
 
 /** A value as a chart point's number, or null when it cannot be drawn. */
 function numeric(value) {
@@ -262,7 +262,14 @@ export default {
         h('td', {}, h('code', {}, JSON.stringify(c.parameters ?? {}))),
         h('td', {testid: 'command-status', data: {status}}, commandStatus(status)),
         h('td', {}, timeCell(c.created_at)),
-        h('td', {class: 'error-text'}, c.error || ''));
+        h('td', {class: 'error-text'}, c.error || ''),
+        h('td', {class: 'actions'}, status === 'queued' && api.can('commands', 'manage')
+          ? confirmButton('Cancel', `Cancel command ${c.name}? It is not sent then.`, () => ctx.task(async () => {
+            await api.post(`/api/commands/${c.id}/cancel`);
+            showNotice(`Command ${c.name} cancelled.`);
+            await loadCommands();
+          }), {testid: 'command-cancel'})
+          : null));
     }
 
     let commandLoads = 0;
@@ -270,7 +277,7 @@ export default {
       const mine = ++commandLoads;
       const page = await api.get('/api/commands', {device: uid, limit: 20});
       if (!ctx.active || mine !== commandLoads) return;
-      commandsBox.replaceChildren(dataTable(['Command', 'Parameters', 'Status', 'Created', 'Error'], page.items.map(commandRow), 'No commands yet.', {testid: 'commands-table'}));
+      commandsBox.replaceChildren(dataTable(['Command', 'Parameters', 'Status', 'Created', 'Error', ''], page.items.map(commandRow), 'No commands yet.', {testid: 'commands-table'}));
     }
 
     ctx.form(commandForm, async () => {

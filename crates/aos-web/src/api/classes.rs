@@ -20,6 +20,7 @@ pub fn routes(r: &mut impl Routes) {
     r.get("/classes", list)
         .post("/classes", create)
         .get("/classes/{name}", get)
+        .patch("/classes/{name}", update)
         .delete("/classes/{name}", delete)
         .get("/formats", list_formats);
 }
@@ -303,6 +304,63 @@ pub(super) async fn list_formats(
         _ => f.name.clone(),
     })?;
     Ok(Listed::new(items, total).response())
+}
+
+/// What to change of a class (absent: kept).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClassChange {
+    #[schema(value_type = Option<super::schema::Name>)]
+    name: Option<String>,
+    description: Option<String>,
+}
+
+/// Change a device class
+///
+/// Rename it or change its description; its devices, model and formats stay. Audited.
+#[utoipa::path(
+    patch,
+    path = "/api/classes/{name}",
+    tag = "classes",
+    operation_id = "update_class",
+    params(("name" = String, Path, description = "The class"), InTenant),
+    request_body = ClassChange,
+    responses(
+        (status = 200, description = "The class", body = ClassView),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such class or tenant", body = ErrorBody),
+        (status = 409, description = "The new name is taken", body = ErrorBody),
+        (status = 413, description = "The body is over 256 KiB", body = ErrorBody),
+        (status = 422, description = "The body or a parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn update(
+    api: ApiState,
+    caller: Caller,
+    name: web::types::Path<String>,
+    query: Query<InTenant>,
+    body: Json<ClassChange>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = caller
+        .scope(
+            &api,
+            ObjectKind::Classes,
+            Operation::Update,
+            query.0.tenant.as_deref(),
+        )
+        .await?;
+    let body = body.0;
+    let class = classes::update(&api.storage, scope, &name, body.name, body.description).await?;
+    let mut event =
+        super::people::api_event(&caller, Some(scope.tenant), "class.update", "class", &name);
+    event.detail = serde_json::json!({ "name": class.name });
+    aos_storage::repo::audit::record(&api.storage, event).await?;
+    let formats = format_names(&api, scope).await?;
+    let counts = classes::device_counts(&api.storage, scope).await?;
+    Ok(HttpResponse::Ok().json(&class_view(class, &formats, &counts)))
 }
 
 /// Delete a device class

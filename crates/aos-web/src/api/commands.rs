@@ -21,7 +21,8 @@ pub fn routes(r: &mut impl Routes) {
     r.post("/devices/{uid}/commands", send)
         .post("/command-batches", batch)
         .get("/commands", list)
-        .get("/commands/{id}", get);
+        .get("/commands/{id}", get)
+        .post("/commands/{id}/cancel", cancel);
 }
 
 /// A command to send.
@@ -107,8 +108,8 @@ pub(super) struct ListQuery {
     tenant: Option<String>,
     /// A device's id.
     device: Option<String>,
-    /// `queued`, `sent`, `acknowledged`, `failed` or `expired`.
-    #[param(pattern = "^(queued|sent|acknowledged|failed|expired)$")]
+    /// `queued`, `sent`, `acknowledged`, `failed`, `expired` or `cancelled`.
+    #[param(pattern = "^(queued|sent|acknowledged|failed|expired|cancelled)$")]
     status: Option<String>,
     /// A batch's id.
     batch: Option<i64>,
@@ -130,7 +131,7 @@ pub(super) struct CommandView {
     device: String,
     name: String,
     parameters: Value,
-    /// `queued` → `sent` → `acknowledged` | `failed` | `expired`.
+    /// `queued` → `sent` → `acknowledged` | `failed` | `expired`; or `queued` → `cancelled`.
     status: String,
     /// Why it failed, when it did.
     error: Option<String>,
@@ -340,5 +341,51 @@ pub(super) async fn get(
         )
         .await?;
     let row = commands::get(&api.storage, scope, object_id(&id, "command")?).await?;
+    Ok(HttpResponse::Ok().json(&CommandView::from(row)))
+}
+
+/// Cancel a command
+///
+/// A queued command is never sent then; one already sent (or done) cannot be cancelled
+/// (`409` says its status). Audited.
+#[utoipa::path(
+    post,
+    path = "/api/commands/{id}/cancel",
+    tag = "commands",
+    operation_id = "cancel_command",
+    params(("id" = i64, Path, description = "The command's id"), InTenant),
+    responses(
+        (status = 200, description = "The command, cancelled", body = CommandView),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "The caller's roles do not allow it", body = ErrorBody),
+        (status = 404, description = "No such command or tenant", body = ErrorBody),
+        (status = 409, description = "It is not queued any more", body = ErrorBody),
+        (status = 422, description = "A parameter is wrong (`field` names it)", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub(super) async fn cancel(
+    api: ApiState,
+    caller: Caller,
+    id: web::types::Path<String>,
+    query: Query<InTenant>,
+) -> Result<HttpResponse, ApiError> {
+    let scope = caller
+        .scope(
+            &api,
+            ObjectKind::Commands,
+            Operation::Update,
+            query.0.tenant.as_deref(),
+        )
+        .await?;
+    let row = commands::cancel(&api.storage, scope, object_id(&id, "command")?).await?;
+    let event = super::people::api_event(
+        &caller,
+        Some(scope.tenant),
+        "command.cancel",
+        "command",
+        &row.command.id.to_string(),
+    );
+    aos_storage::repo::audit::record(&api.storage, event).await?;
     Ok(HttpResponse::Ok().json(&CommandView::from(row)))
 }

@@ -48,6 +48,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         commands::batch,
         commands::list,
         commands::get,
+        commands::cancel,
         events::list,
         events::acknowledge,
         events::clear,
@@ -62,6 +63,7 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
         classes::list,
         classes::get,
         classes::create,
+        classes::update,
         classes::delete,
         classes::list_formats,
         interpreters::list,
@@ -392,7 +394,7 @@ mod tests {
             unserved.is_empty(),
             "documented but not routed: {unserved:?}"
         );
-        assert_eq!(served.0.len(), 81);
+        assert_eq!(served.0.len(), 83);
     }
 
     #[test]

@@ -137,8 +137,8 @@ pub enum Email {}
 impl PartialSchema for Email {
     fn schema() -> RefOr<Schema> {
         string(
-            "An e-mail address.",
-            "^[^\\s\\u0000-\\u001f\\u007f-\\u009f]+@[^\\s\\u0000-\\u001f\\u007f-\\u009f]+$",
+            "An e-mail address: a name without `@`, an `@`, a domain.",
+            "^[^@\\s\\u0000-\\u001f\\u007f-\\u009f]+@[^\\s\\u0000-\\u001f\\u007f-\\u009f]+$",
             3,
             MAX_NAME,
         )
