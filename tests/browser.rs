@@ -123,6 +123,8 @@ async fn the_web_client_works_in_a_real_browser() {
     node.wait_ready();
     let screenshots =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/browser-screenshots");
+    // Only this run's screenshots count below.
+    let _ = std::fs::remove_dir_all(&screenshots);
 
     let mut script = Command::new("node")
         .arg(browser_dir().join("e2e.mjs"))
@@ -268,9 +270,14 @@ async fn the_web_client_works_in_a_real_browser() {
         "users",
         "operations",
         "broker",
+        "broker-dark",
         "broker-platform",
+        "broker-platform-dark",
+        "platform",
+        "platform-dark",
         "phone-events",
         "api-docs",
+        "api-docs-dark",
     ] {
         assert!(
             screenshots.join(format!("{page}.png")).exists(),

@@ -596,7 +596,7 @@ async function run(page, url, login, password, shots) {
   await appear(page, devicesOp.getByTestId('op-params'), 'the parameters of GET /api/devices');
   await expectText(devicesOp.getByTestId('op-security'), /bearer/, 'the sign-in GET /api/devices needs');
   await appear(page, devicesOp.locator('[data-testid="op-responses"] [data-field="uid"]').first(), 'the fields of a device in the answer');
-  await shoot('api-docs');
+  await shootBoth('api-docs');
   log(`API docs: ${count} operations`);
 
   // 10. The platform page, as the system administrator: a tenant created; every node with its
@@ -659,7 +659,7 @@ async function run(page, url, login, password, shots) {
   const broker = node.locator('[data-testid="role-chip"][data-role="broker"]');
   await expectText(broker, /broker/, 'the broker role');
   if ((await broker.getAttribute('data-enabled')) !== 'true') throw new Error('the broker is not shown running');
-  await shoot('platform');
+  await shootBoth('platform');
   for (const enabled of ['false', 'true']) {
     await node.locator('[data-testid="role-switch"][data-role="broker"]').click();
     await eventually(`the broker shown ${enabled === 'true' ? 'on' : 'off'}`, async () => {
@@ -673,7 +673,7 @@ async function run(page, url, login, password, shots) {
   log('the broker was switched off and on from the platform page');
   await page.getByTestId('nav-broker').click();
   await appear(page, page.getByTestId('traffic-row').first(), "the broker nodes' traffic");
-  await shoot('broker-platform');
+  await shootBoth('broker-platform');
 }
 
 async function main() {
