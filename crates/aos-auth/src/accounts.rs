@@ -307,7 +307,11 @@ impl Accounts {
             }
             return Err(SignInError::BadCredentials);
         };
-        if self.shut_out(&user).await? {
+        let tenant_disabled = match user.tenant_id {
+            Some(tenant) => tenants::is_disabled(&self.storage, tenant).await?,
+            None => false,
+        };
+        if Self::shut_out(&user, tenant_disabled) {
             return Err(SignInError::Disabled);
         }
         self.throttle.clear(&account_key).await;
@@ -324,14 +328,8 @@ impl Accounts {
     }
 
     /// Whether `user` may not act: disabled or locked, or its tenant disabled.
-    async fn shut_out(&self, user: &app_user::Model) -> Result<bool, StorageError> {
-        if user.disabled || user.locked {
-            return Ok(true);
-        }
-        match user.tenant_id {
-            Some(tenant) => tenants::is_disabled(&self.storage, tenant).await,
-            None => Ok(false),
-        }
+    fn shut_out(user: &app_user::Model, tenant_disabled: bool) -> bool {
+        user.disabled || user.locked || tenant_disabled
     }
 
     fn refresh_expiry(&self) -> chrono::DateTime<Utc> {
@@ -372,7 +370,7 @@ impl Accounts {
         else {
             return Err(SignInError::InvalidToken);
         };
-        let user = users::by_id(&self.storage, old.user_id).await?;
+        let (user, tenant_disabled) = users::by_id_with_tenant(&self.storage, old.user_id).await?;
         if old.revoked_at.is_some() {
             // A rotated-away or signed-out token again: a replay. End the whole sign-in.
             let revoked = tokens::revoke_family(&self.storage, &old.family).await?;
@@ -384,7 +382,7 @@ impl Accounts {
         if old.expires_at < Utc::now() {
             return Err(SignInError::InvalidToken);
         }
-        if self.shut_out(&user).await? {
+        if Self::shut_out(&user, tenant_disabled) {
             return Err(SignInError::Disabled);
         }
         let refresh = secret::generate();
@@ -428,10 +426,10 @@ impl Accounts {
     /// The permission subject of a verified token: the user's current roles (a disabled user's
     /// tokens stop working at once).
     pub async fn subject(&self, claims: &Claims) -> Result<Subject, SignInError> {
-        let user = users::by_id(&self.storage, claims.uid)
+        let (user, tenant_disabled) = users::by_id_with_tenant(&self.storage, claims.uid)
             .await
             .map_err(|_| SignInError::InvalidToken)?;
-        if self.shut_out(&user).await? {
+        if Self::shut_out(&user, tenant_disabled) {
             return Err(SignInError::Disabled);
         }
         let mut grants = Grants::default();

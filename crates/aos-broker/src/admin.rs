@@ -276,13 +276,13 @@ impl Meter {
     }
 
     fn traffic(&self, broker: &Broker, node: &str) -> Traffic {
-        let sessions = broker.sessions_now();
+        let (sessions, connections) = broker.session_counts();
         let totals = Totals::of(broker);
         let [messages_in, messages_out, bytes_in, bytes_out] = self.rates;
         Traffic {
             node: node.to_string(),
-            connections: sessions.iter().filter(|s| s.is_connected()).count() as u64,
-            sessions: sessions.len() as u64,
+            connections: connections as u64,
+            sessions: sessions as u64,
             retained: broker.metrics.retained.get().max(0) as u64,
             messages_in_per_second: messages_in,
             messages_out_per_second: messages_out,

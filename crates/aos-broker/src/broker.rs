@@ -1068,6 +1068,13 @@ impl Broker {
         self.sessions().values().cloned().collect()
     }
 
+    /// How many sessions this node holds, and how many of them are connected.
+    pub fn session_counts(&self) -> (usize, usize) {
+        let sessions = self.sessions();
+        let connected = sessions.values().filter(|s| s.is_connected()).count();
+        (sessions.len(), connected)
+    }
+
     /// Every retained message this node knows now.
     pub fn retained_now(&self) -> Vec<Arc<Message>> {
         self.retained

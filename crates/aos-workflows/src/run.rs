@@ -81,7 +81,6 @@ pub async fn execute(
         scope: Scope::tenant(tenant),
         vars: variables,
         steps: Vec::new(),
-        note: String::new(),
     };
     let result = tokio::time::timeout(
         runtime.timeout,
@@ -129,8 +128,6 @@ struct Run<'a> {
     vars: Map<String, Value>,
     /// What the run did so far.
     steps: Vec<StepRecord>,
-    /// What the action being taken did, for its step.
-    note: String,
 }
 
 type Step<'b> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'b>>;
@@ -217,13 +214,12 @@ impl Run<'_> {
                     self.steps.len() - 1
                 });
                 let started = Instant::now();
-                self.note.clear();
                 let done = self.action(action, &step).await;
                 if let Some(at) = logged {
                     let record = &mut self.steps[at];
                     record.ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                     (record.result, record.detail) = match &done {
-                        Ok(()) => ("ok", clipped(std::mem::take(&mut self.note))),
+                        Ok(did) => ("ok", clipped(did.clone())),
                         Err(error) => ("failed", clipped(error.clone())),
                     };
                 }
@@ -233,12 +229,14 @@ impl Run<'_> {
         })
     }
 
-    async fn action(&mut self, action: &Action, step: &str) -> Result<(), String> {
-        match action {
+    /// Takes one action (step `step`); returns what it did, for the run's log.
+    async fn action(&mut self, action: &Action, step: &str) -> Result<String, String> {
+        Ok(match action {
             Action::Assign { name, expression } => {
                 let value = self.eval(expression)?;
-                self.note = format!("{name} = {value}");
+                let did = format!("{name} = {value}");
                 self.vars.insert(name.clone(), value);
+                did
             }
             Action::If {
                 condition,
@@ -254,14 +252,12 @@ impl Run<'_> {
                 } else {
                     ("else", otherwise)
                 };
-                self.note = format!(
+                self.actions(taken, format!("{step}.{branch}.")).await?;
+                format!(
                     "the condition was {holds}: {branch}, {} action{}",
                     taken.len(),
                     if taken.len() == 1 { "" } else { "s" }
-                );
-                let note = std::mem::take(&mut self.note);
-                self.actions(taken, format!("{step}.{branch}.")).await?;
-                self.note = note;
+                )
             }
             Action::Http(call) => self.http(call).await?,
             Action::Command {
@@ -289,8 +285,8 @@ impl Run<'_> {
                 let created = commands::create(self.storage, self.scope, &target.uid, &new)
                     .await
                     .map_err(|e| e.to_string())?;
-                self.note = format!("command {} `{}` to {}", created.id, new.name, target.uid);
                 self.vars.insert("command_id".into(), created.id.into());
+                format!("command {} `{}` to {}", created.id, new.name, target.uid)
             }
             Action::RaiseEvent {
                 device,
@@ -309,14 +305,14 @@ impl Run<'_> {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-                self.note = format!("{level} event of {}", target.uid);
+                format!("{level} event of {}", target.uid)
             }
             Action::ClearEvent { device, attribute } => {
                 let target = self.device(device.as_deref()).await?;
                 interpreters::clear_open(self.storage, &target, attribute.as_deref())
                     .await
                     .map_err(|e| e.to_string())?;
-                self.note = format!("open events of {} cleared", target.uid);
+                format!("open events of {} cleared", target.uid)
             }
             Action::Notify { webhook, message } => {
                 let body = json!({
@@ -337,7 +333,7 @@ impl Run<'_> {
                 if answer.status >= 400 {
                     return Err(format!("the webhook answered {}", answer.status));
                 }
-                self.note = format!("the webhook answered {}", answer.status);
+                format!("the webhook answered {}", answer.status)
             }
             Action::Save {
                 device,
@@ -346,7 +342,7 @@ impl Run<'_> {
             } => {
                 let target = self.device(device.as_deref()).await?;
                 let value = self.render(value)?;
-                self.note = format!("{}.{attribute} = {value}", target.uid);
+                let did = format!("{}.{attribute} = {value}", target.uid);
                 let reading = Reading {
                     message: format!("workflow:{}", self.name),
                     tenant: target.tenant_id,
@@ -366,12 +362,13 @@ impl Run<'_> {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
+                did
             }
-        }
-        Ok(())
+        })
     }
 
-    async fn http(&mut self, call: &HttpCall) -> Result<(), String> {
+    /// Makes an HTTP call; returns what it did.
+    async fn http(&mut self, call: &HttpCall) -> Result<String, String> {
         let body = match &call.body {
             Some(template) => Some(self.render(template)?.to_string()),
             None => None,
@@ -396,7 +393,6 @@ impl Run<'_> {
             retries: call.retries,
         })
         .await?;
-        self.note = format!("{} {url} answered {}", call.method, answer.status);
         if let Some(variable) = &call.result {
             self.vars.insert(
                 variable.clone(),
@@ -406,7 +402,7 @@ impl Run<'_> {
         if answer.status >= 400 {
             return Err(format!("the API answered {}", answer.status));
         }
-        Ok(())
+        Ok(format!("{} {url} answered {}", call.method, answer.status))
     }
 }
 

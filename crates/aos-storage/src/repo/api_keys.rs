@@ -1,7 +1,7 @@
 //! API keys of a tenant: how applications and integrations sign in (over MQTT, with explicit
 //! topic grants). Keys are stored as a SHA-256 lookup hash; the key itself is shown once.
 
-use aos_core::access::TopicGrant;
+use aos_core::access::{Revoked, TopicGrant};
 use aos_core::topic::valid_topic_filter;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -10,7 +10,7 @@ use sea_orm::{
 };
 
 use super::{Scope, check_identifier, duplicate};
-use crate::entity::{api_key, credential_change};
+use crate::entity::api_key;
 use crate::{Storage, StorageError};
 
 /// Most grants one key may hold.
@@ -128,14 +128,7 @@ pub async fn revoke(
         txn.commit().await?;
         return Ok(key);
     }
-    credential_change::ActiveModel {
-        device_uid: Set(String::new()),
-        api_key_id: Set(Some(key.id)),
-        at: Set(now),
-        ..Default::default()
-    }
-    .insert(&txn)
-    .await?;
+    super::devices::credential_changed(&txn, &Revoked::ApiKey(key.id), now).await?;
     txn.commit().await?;
     Ok(key)
 }

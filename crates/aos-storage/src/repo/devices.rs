@@ -180,7 +180,7 @@ pub async fn set_credential(
         .insert(&txn)
         .await
         .map_err(duplicate("device credential", &taken))?;
-    credential_changed(&txn, &device.uid, now).await?;
+    credential_changed(&txn, &Revoked::Device(device.uid.clone()), now).await?;
     txn.commit().await?;
     Ok(row)
 }
@@ -607,15 +607,23 @@ pub async fn latest_values(
         .await?)
 }
 
-/// Notes in the credential change log that `uid`'s logins changed: every node drops its cached
-/// logins of the device and closes its live session.
-async fn credential_changed(
+/// Notes in the credential change log that `revoked` changed (a device's logins, an API key,
+/// a whole tenant): every node drops its cached logins of it and closes the live sessions they
+/// opened. (`credential_changes_since` reads it back.)
+pub(crate) async fn credential_changed(
     db: &impl ConnectionTrait,
-    uid: &str,
+    revoked: &Revoked,
     at: chrono::DateTime<Utc>,
 ) -> Result<(), StorageError> {
+    let (device_uid, api_key_id, tenant_id) = match revoked {
+        Revoked::Device(uid) => (uid.clone(), None, None),
+        Revoked::ApiKey(key) => (String::new(), Some(*key), None),
+        Revoked::Tenant(tenant) => (String::new(), None, Some(*tenant)),
+    };
     credential_change::ActiveModel {
-        device_uid: Set(uid.to_string()),
+        device_uid: Set(device_uid),
+        api_key_id: Set(api_key_id),
+        tenant_id: Set(tenant_id),
         at: Set(at),
         ..Default::default()
     }
@@ -654,7 +662,7 @@ pub async fn update(
     }
     let updated = row.update(&txn).await?;
     if updated.disabled && !was_disabled {
-        credential_changed(&txn, &updated.uid, Utc::now()).await?;
+        credential_changed(&txn, &Revoked::Device(updated.uid.clone()), Utc::now()).await?;
     }
     txn.commit().await?;
     Ok(updated)
@@ -686,7 +694,7 @@ pub async fn delete(storage: &Storage, scope: Scope, uid: &str) -> Result<(), St
         .exec(&txn)
         .await?;
     device::Entity::delete_by_id(found.id).exec(&txn).await?;
-    credential_changed(&txn, &found.uid, Utc::now()).await?;
+    credential_changed(&txn, &Revoked::Device(found.uid.clone()), Utc::now()).await?;
     txn.commit().await?;
     Ok(())
 }

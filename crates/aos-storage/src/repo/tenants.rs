@@ -7,7 +7,7 @@ use sea_orm::{
 };
 
 use super::{check_identifier, duplicate};
-use crate::entity::{credential_change, tenant};
+use crate::entity::tenant;
 use crate::{Storage, StorageError};
 
 pub async fn create(storage: &Storage, name: &str) -> Result<tenant::Model, StorageError> {
@@ -64,14 +64,8 @@ pub async fn set_disabled(
     row.disabled = Set(disabled);
     let updated = row.update(&txn).await?;
     if disabled && !was_disabled {
-        credential_change::ActiveModel {
-            device_uid: Set(String::new()),
-            tenant_id: Set(Some(updated.id)),
-            at: Set(Utc::now()),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
+        let revoked = aos_core::access::Revoked::Tenant(updated.id);
+        super::devices::credential_changed(&txn, &revoked, Utc::now()).await?;
     }
     txn.commit().await?;
     Ok(updated)

@@ -7,7 +7,7 @@ use sea_orm::{
 };
 
 use super::{Scope, bound_entity, check_identifier, check_name, duplicate, roles};
-use crate::entity::{app_user, org_entity};
+use crate::entity::{app_user, org_entity, tenant};
 use crate::{Storage, StorageError};
 
 /// A user to create. `password_hash` is an argon2id PHC string (see `aos-auth`).
@@ -152,6 +152,21 @@ pub async fn by_id(storage: &Storage, id: i64) -> Result<app_user::Model, Storag
         .one(storage.db())
         .await?
         .ok_or_else(|| StorageError::not_found("user", id.to_string()))
+}
+
+/// The user with this id and whether its tenant is disabled, in one read (every API request
+/// asks it: a disabled tenant's users are shut out at once).
+pub async fn by_id_with_tenant(
+    storage: &Storage,
+    id: i64,
+) -> Result<(app_user::Model, bool), StorageError> {
+    let (user, tenant) = app_user::Entity::find_by_id(id)
+        .find_also_related(tenant::Entity)
+        .one(storage.db())
+        .await?
+        .ok_or_else(|| StorageError::not_found("user", id.to_string()))?;
+    let tenant_disabled = user.tenant_id.is_some() && tenant.is_none_or(|t| t.disabled);
+    Ok((user, tenant_disabled))
 }
 
 /// The user with this login, whatever its tenant (signing in is how the tenant is found).

@@ -51,12 +51,7 @@ async fn tenant_of(
     if caller.0.tenant.is_none() {
         caller.platform(ObjectKind::Brokers, operation)?;
         return match tenant {
-            Some(name) => Ok(Some(
-                tenants::by_name(&api.storage, name)
-                    .await
-                    .map_err(|e| ApiError::from(e).field("tenant"))?
-                    .id,
-            )),
+            Some(name) => Ok(Some(super::tenant_named(api, name).await?)),
             None => Ok(None),
         };
     }

@@ -719,6 +719,14 @@ pub(crate) fn bearer_token(req: &HttpRequest) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The id of the tenant a request names (`?tenant=NAME`); an unknown one is 404 at `tenant`.
+pub(crate) async fn tenant_named(api: &Api, name: &str) -> Result<i64, ApiError> {
+    Ok(tenants::by_name(&api.storage, name)
+        .await
+        .map_err(|e| ApiError::from(e).field("tenant"))?
+        .id)
+}
+
 /// The signed-in user making a request (from `Authorization: Bearer ACCESS_TOKEN`).
 pub struct Caller(pub Subject);
 
@@ -733,12 +741,7 @@ impl Caller {
         tenant: Option<&str>,
     ) -> Result<Scope, ApiError> {
         let named = match (self.0.tenant, tenant) {
-            (None, Some(name)) => Some(
-                tenants::by_name(&api.storage, name)
-                    .await
-                    .map_err(|e| ApiError::from(e).field("tenant"))?
-                    .id,
-            ),
+            (None, Some(name)) => Some(tenant_named(api, name).await?),
             _ => None,
         };
         match authorize(&self.0, kind, operation, named)? {
