@@ -52,9 +52,14 @@ fn whole_numbers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::
         .map(|n| {
             n.as_u64()
                 .or_else(|| {
+                    // serde_json reads a float's text to the nearest value only within an ulp
+                    // or so (`1955733157590869.0` may come out `…868.8`): whole within that is whole.
                     n.as_f64()
-                        .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
-                        .map(|f| f as u64)
+                        .filter(|f| {
+                            (f - f.round()).abs() <= f.abs() * f64::EPSILON
+                                && (0.0..=u64::MAX as f64).contains(f)
+                        })
+                        .map(|f| f.round() as u64)
                 })
                 .ok_or_else(|| {
                     serde::de::Error::custom(format!("{n} is not an id (a whole number)"))
@@ -265,4 +270,26 @@ pub(super) async fn drop(
     event.detail = serde_json::json!({ "ids": body.0.ids, "dropped": dropped });
     audit::record(&api.storage, event).await?;
     Ok(HttpResponse::Ok().json(&Dropped { dropped }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Ids {
+        #[serde(deserialize_with = "whole_numbers")]
+        ids: Vec<u64>,
+    }
+
+    #[test]
+    fn ids_written_as_floats_are_whole_numbers() {
+        let read = |text: &str| serde_json::from_str::<Ids>(text).map(|i| i.ids);
+        assert_eq!(
+            read(r#"{"ids": [7, 7.0, 1955733157590869.0]}"#).expect("ids"),
+            [7, 7, 1955733157590869]
+        );
+        assert!(read(r#"{"ids": [7.5]}"#).is_err());
+        assert!(read(r#"{"ids": [-1]}"#).is_err());
+    }
 }
