@@ -4,10 +4,12 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use aos_storage::entity::ledger;
 use common::api::{PASSWORD, call};
+use common::cable::Cable;
 use common::cluster::Shared;
 use common::mqtt::{
     Client3, Client5, assert_kept, connect_packet, kept_properties, options3, publish_packet,
@@ -16,6 +18,7 @@ use common::platform::printed;
 use common::{AosProcess, PATIENCE};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 /// Tenant `acme`, class `sensor`, device `d-1`; returns the device's access token.
 fn acme(shared: &Shared) -> String {
@@ -921,6 +924,167 @@ async fn messages_acknowledged_for_a_persistent_session_survive_the_death_of_its
     assert!(resent >= duplicates);
 }
 
+/// [`persistent_app`] acknowledging each message itself once it has it.
+async fn careful_app(port: u16) -> (Client5, bool) {
+    let mut options = persistent_app(port);
+    options.set_manual_acks(true);
+    let (app, ack) = Client5::connect(options).await.expect("connect");
+    (app, ack.session_present)
+}
+
+/// The next message the application receives (its topic and number), acknowledged; `None` once
+/// nothing came for a while.
+async fn take(app: &mut Client5) -> Option<(String, u32)> {
+    loop {
+        match app.next().await {
+            Ok(rumqttc::v5::mqttbytes::v5::Packet::Publish(message)) => {
+                app.client.ack(&message).await.expect("ack");
+                let topic = String::from_utf8_lossy(&message.topic).to_string();
+                return Some((topic, job(&message)));
+            }
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_moving_between_nodes_misses_nothing_their_publishers_acknowledged() {
+    use rumqttc::v5::mqttbytes::QoS;
+    const MOVES: usize = 6;
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let nodes = [open_broker(&shared), open_broker(&shared)];
+    let ports = [nodes[0].ports.mqtt, nodes[1].ports.mqtt];
+    let (mut app, _) = careful_app(ports[0]).await;
+    app.subscribe("jobs/#", QoS::AtLeastOnce).await;
+    nodes[1].wait_metric("aos_broker_cluster_sessions", 1);
+
+    // A publisher on each node, one acknowledged message after another: whichever node the
+    // application leaves, a device publishes through it as it goes.
+    let stop = CancellationToken::new();
+    let publishers: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(n, &port)| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut publisher = Client5::start(port, &format!("publisher-{n}")).await;
+                let mut sent = 0;
+                while !stop.is_cancelled() {
+                    sent += 1;
+                    publisher
+                        .client
+                        .publish(
+                            format!("jobs/{n}"),
+                            QoS::AtLeastOnce,
+                            false,
+                            sent.to_string(),
+                        )
+                        .await
+                        .expect("publish");
+                    publisher.puback().await;
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut got = BTreeSet::new();
+    for moved in 1..=MOVES {
+        for _ in 0..20 {
+            got.insert(
+                take(&mut app)
+                    .await
+                    .expect("messages while the publishers publish"),
+            );
+        }
+        // Gone without a word; what was in flight stays in the session.
+        drop(app);
+        let present;
+        (app, present) = careful_app(ports[moved % 2]).await;
+        assert!(present, "the session moved");
+    }
+    stop.cancel();
+    let mut acknowledged = BTreeSet::new();
+    for (n, publisher) in publishers.into_iter().enumerate() {
+        let sent = publisher.await.expect("publisher");
+        acknowledged.extend((1..=sent).map(|i| (format!("jobs/{n}"), i)));
+    }
+    while !acknowledged.is_subset(&got) {
+        let Some(message) = take(&mut app).await else {
+            break;
+        };
+        got.insert(message);
+    }
+    let missing: Vec<_> = acknowledged.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages never came: {missing:?}",
+        missing.len(),
+        acknowledged.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_gets_what_the_bus_lost_while_its_nodes_link_to_nats_was_down() {
+    use rumqttc::v5::mqttbytes::QoS;
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    let server = shared.nats.urls[0]
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("a NATS port");
+    let cable = Cable::to(server).await;
+    let mut a = shared
+        .aos(&["run", "--roles", "broker"])
+        .env("AOS_BROKER__AUTH__ALLOW_ANONYMOUS", "true")
+        .env("AOS_BROKER__AUTH__ACL_DEFAULT", "allow")
+        .env(
+            "AOS_CLUSTER__NATS_URL",
+            format!("nats://127.0.0.1:{}", cable.port),
+        )
+        .spawn();
+    a.wait_ready();
+    let b = open_broker(&shared);
+    let (mut app, _) = careful_app(a.ports.mqtt).await;
+    app.subscribe("jobs/#", QoS::AtLeastOnce).await;
+    b.wait_metric("aos_broker_cluster_sessions", 1);
+    let mut publisher = Client5::start(b.ports.mqtt, "publisher").await;
+    publish_jobs(&mut publisher, 1..=5).await;
+
+    // A's link to NATS fails while B acknowledges messages for the application: B stored
+    // them for its session, and their live copies went nowhere.
+    cable.cut();
+    publish_jobs(&mut publisher, 6..=20).await;
+    cable.mend();
+
+    // The application, connected to A throughout, gets every one.
+    let mut got = BTreeSet::new();
+    while got.len() < 20 {
+        let Some((_, n)) = take(&mut app).await else {
+            break;
+        };
+        got.insert(n);
+    }
+    assert_eq!(got, (1..=20).collect());
+}
+
+/// Kills broker `node` (`kill -9`) once what it staged so far (its clients' wills) is stored: a
+/// SUBACK of a persistent session waits for that.
+async fn kill_once_stored(node: &mut AosProcess) {
+    let (mut flush, _) = Client5::connect(persistent_app(node.ports.mqtt))
+        .await
+        .expect("connect");
+    flush
+        .subscribe("flush", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await;
+    node.signal(libc::SIGKILL);
+    node.wait_exit(PATIENCE).expect("killed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wills_of_a_dead_nodes_clients_are_published_once_by_a_surviving_node() {
     use rumqttc::v5::mqttbytes::QoS;
@@ -947,16 +1111,9 @@ async fn the_wills_of_a_dead_nodes_clients_are_published_once_by_a_surviving_nod
     let mut polite = clients.pop().expect("polite");
     polite.client.disconnect().await.expect("disconnect");
     polite.disconnected().await;
-    // B has let go of its will (its session went), and stored that: a SUBACK of a persistent
-    // session waits for everything B staged before.
+    // B has let go of its will (its session went), and stored that.
     b.wait_metric("aos_broker_sessions", 1);
-    let (mut flush, _) = Client5::connect(persistent_app(b.ports.mqtt))
-        .await
-        .expect("connect");
-    flush.subscribe("flush", QoS::AtLeastOnce).await;
-
-    b.signal(libc::SIGKILL);
-    b.wait_exit(PATIENCE).expect("killed");
+    kill_once_stored(&mut b).await;
     let will = watcher.publish_received().await;
     assert_eq!(
         (&will.topic[..], &will.payload[..]),
@@ -972,6 +1129,36 @@ async fn the_wills_of_a_dead_nodes_clients_are_published_once_by_a_surviving_nod
         .expect("publish");
     let next = watcher.publish_received().await;
     assert_eq!(&next.topic[..], b"wills/marker", "the will came once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_dies_soon_after_it_started_leaves_its_clients_wills_to_the_others() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::LastWill;
+    let Some(shared) = Shared::start() else {
+        return;
+    };
+    // The first node looks for dead nodes before its own registration is in the registry (it
+    // registers once its roles run): it must not take itself for one and drop its mark.
+    let mut first = open_broker(&shared);
+    let second = open_broker(&shared);
+    let mut watcher = Client5::start(second.ports.mqtt, "watcher").await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+    let mut options = common::mqtt::options5(first.ports.mqtt, "young");
+    options.set_last_will(LastWill::new(
+        "wills/young",
+        "gone",
+        QoS::AtLeastOnce,
+        false,
+        None,
+    ));
+    let (_client, _) = Client5::connect(options).await.expect("connect");
+    kill_once_stored(&mut first).await;
+    let will = watcher.publish_received().await;
+    assert_eq!(
+        (&will.topic[..], &will.payload[..]),
+        (&b"wills/young"[..], &b"gone"[..])
+    );
 }
 
 /// A broker node behind a load balancer: its main listener expects the PROXY protocol.

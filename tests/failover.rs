@@ -161,6 +161,8 @@ async fn application(port: u16, received: Arc<Mutex<Received>>, stop: Cancellati
         let mut options = common::mqtt::options5(port, "app");
         options.set_clean_start(false);
         options.set_session_expiry_interval(Some(600));
+        // Acknowledged once counted: what the broker took as delivered, the application has.
+        options.set_manual_acks(true);
         let Ok((mut app, _)) = Client5::connect(options).await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -181,22 +183,30 @@ async fn application(port: u16, received: Arc<Mutex<Received>>, stop: Cancellati
                 Err(err) if err.starts_with("nothing received") => continue,
                 Err(_) => break,
             };
-            let topic = String::from_utf8_lossy(&publish.topic).to_string();
-            let payload = String::from_utf8_lossy(&publish.payload).to_string();
-            let mut levels = topic.split('/').skip(1);
-            let (Some(i), Some(kind)) = (levels.next(), levels.next()) else {
-                continue;
-            };
-            let Ok(i) = i.parse::<u32>() else { continue };
-            let mut received = received.lock().unwrap_or_else(|e| e.into_inner());
-            match (kind, payload.parse::<u32>()) {
-                ("data", Ok(n)) => *received.data.entry((i, n)).or_default() += 1,
-                ("status", _) => {
-                    received.wills.insert(i);
-                }
-                _ => {}
+            record(&publish, &received);
+            if app.client.ack(&publish).await.is_err() {
+                break;
             }
         }
+    }
+}
+
+/// Counts a message the application received: a device's data (by its number) or its will.
+fn record(publish: &rumqttc::v5::mqttbytes::v5::Publish, received: &Mutex<Received>) {
+    let topic = String::from_utf8_lossy(&publish.topic);
+    let payload = String::from_utf8_lossy(&publish.payload);
+    let mut levels = topic.split('/').skip(1);
+    let (Some(i), Some(kind)) = (levels.next(), levels.next()) else {
+        return;
+    };
+    let Ok(i) = i.parse::<u32>() else { return };
+    let mut received = received.lock().unwrap_or_else(|e| e.into_inner());
+    match (kind, payload.parse::<u32>()) {
+        ("data", Ok(n)) => *received.data.entry((i, n)).or_default() += 1,
+        ("status", _) => {
+            received.wills.insert(i);
+        }
+        _ => {}
     }
 }
 
@@ -247,8 +257,10 @@ fn counts(fleet: &Mutex<Fleet>) -> BTreeMap<u32, usize> {
 
 /// Devices and the application at work through the balancer.
 struct Drill {
-    port: u16,
+    /// Stops the devices.
     stop: CancellationToken,
+    /// Stops the application.
+    app_stop: CancellationToken,
     fleet: Arc<Mutex<Fleet>>,
     received: Arc<Mutex<Received>>,
     devices: Vec<tokio::task::JoinHandle<()>>,
@@ -269,9 +281,9 @@ impl Drill {
     /// Starts the application, then (once every node but its own knows its session) the
     /// devices; returns with each device publishing, and the index of the application's node.
     async fn start(port: u16, nodes: &[AosProcess]) -> (Drill, usize) {
-        let stop = CancellationToken::new();
+        let (stop, app_stop) = (CancellationToken::new(), CancellationToken::new());
         let received = Arc::new(Mutex::new(Received::default()));
-        let app = tokio::spawn(application(port, received.clone(), stop.clone()));
+        let app = tokio::spawn(application(port, received.clone(), app_stop.clone()));
         let holder = holder_of_app(nodes);
         for (index, node) in nodes.iter().enumerate() {
             if index != holder {
@@ -283,8 +295,8 @@ impl Drill {
             .map(|i| tokio::spawn(device(i, port, fleet.clone(), stop.clone())))
             .collect();
         let drill = Drill {
-            port,
             stop,
+            app_stop,
             fleet,
             received,
             devices,
@@ -300,14 +312,14 @@ impl Drill {
         progress(&self.fleet, &before, 3, what).await;
     }
 
-    /// Stops the devices, then waits (up to twice PATIENCE) for the application to receive
-    /// everything acknowledged, and the wills of devices `wills_of`.
+    /// Stops the devices, then waits (up to twice PATIENCE) for the application, still
+    /// connected as it was, to receive everything acknowledged (what the bus lost on the way
+    /// included), and the wills of devices `wills_of`.
     async fn finish(self, wills_of: &BTreeSet<u32>) -> Outcome {
         self.stop.cancel();
         for device in self.devices {
             device.await.expect("device");
         }
-        self.app.abort();
         let fleet = Arc::try_unwrap(self.fleet)
             .ok()
             .expect("devices done")
@@ -319,8 +331,6 @@ impl Drill {
             .flat_map(|(i, ns)| ns.iter().map(move |n| (*i, *n)))
             .collect();
         let deadline = Instant::now() + PATIENCE * 2;
-        let stop = CancellationToken::new();
-        let app = tokio::spawn(application(self.port, self.received.clone(), stop.clone()));
         let missing = loop {
             let (missing, wills_in): (Vec<(u32, u32)>, bool) = {
                 let received = self.received.lock().unwrap_or_else(|e| e.into_inner());
@@ -336,8 +346,8 @@ impl Drill {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        stop.cancel();
-        let _ = app.await;
+        self.app_stop.cancel();
+        let _ = self.app.await;
         let received = self.received.lock().unwrap_or_else(|e| e.into_inner());
         Outcome {
             acked: acked.len(),

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses a different part of these helpers
 
 pub mod api;
+pub mod cable;
 pub mod cluster;
 pub mod haproxy;
 pub mod mqtt;

@@ -423,22 +423,39 @@ impl Broker {
             return;
         };
         let mut remote = self.remote.write().unwrap_or_else(|e| e.into_inner());
-        let remote = &mut *remote;
-        remote.remove(&client_id);
         remote.seen(&client_id, meta.as_ref().map(|m| m.version));
+        let known = remote.held.get(&client_id).map(|m| m.version);
+        if meta
+            .as_ref()
+            .zip(known)
+            .is_some_and(|(m, known)| m.version < known)
+        {
+            // Older than the stand-in: this node's own record of a session it let go of, seen
+            // late. The stand-in of the node that took it over stays.
+            return;
+        }
+        let held_here = meta
+            .as_ref()
+            .is_some_and(|m| m.holder.as_deref() == Some(self.incarnation.as_str()));
+        match meta.filter(|_| !held_here) {
+            Some(meta) => self.stand_in(&mut remote, &client_id, meta),
+            None => remote.remove(&client_id),
+        }
         self.metrics
             .cluster_sessions
             .set(remote.sessions.len() as i64);
-        let Some(meta) = meta.filter(|m| m.holder.as_deref() != Some(self.incarnation.as_str()))
-        else {
-            return;
-        };
+    }
+
+    /// Makes `meta` (naming its holder) the stand-in of the session of `client_id` that another
+    /// node holds, in place of the one before.
+    fn stand_in(&self, remote: &mut RemoteSessions, client_id: &str, meta: SessionMeta) {
+        remote.remove(client_id);
         if let Some(holder) = meta.holder.clone() {
-            remote.hold(&client_id, holder, meta.clone());
+            remote.hold(client_id, holder, meta.clone());
         }
         // Only QoS 1/2 subscriptions: QoS 0 is not kept.
         let subscriptions: Vec<_> = self
-            .granted(&client_id, &meta)
+            .granted(client_id, &meta)
             .into_iter()
             .filter(|(_, _, opts)| opts.qos != QoS::AtMostOnce)
             .collect();
@@ -447,7 +464,7 @@ impl Broker {
         }
         let key = SessionKey(Arc::new(Session::new(
             self.next_id(),
-            ByteString::from(client_id.as_str()),
+            ByteString::from(client_id),
             meta.identity,
             meta.username.as_deref().map(ByteString::from),
             Default::default(),
@@ -457,10 +474,9 @@ impl Broker {
             remote.tree.insert(&filter, key.clone(), opts);
             filters.push(filter);
         }
-        remote.sessions.insert(client_id, (key, filters));
-        self.metrics
-            .cluster_sessions
-            .set(remote.sessions.len() as i64);
+        remote
+            .sessions
+            .insert(client_id.to_string(), (key, filters));
     }
 
     /// The broker incarnations other than this one that hold persistent sessions.
@@ -503,7 +519,12 @@ impl Broker {
     /// the bus, cannot lose it), and chooses the member itself of each shared subscription
     /// with a persistent member (this node's, or one elsewhere, whom it stores it for). Returns
     /// what it did, and the shared subscriptions whose member is to be one of this node's.
-    fn store_for_others(&self, message: &Message, seq: u64) -> (Handled, Vec<SubscriptionFilter>) {
+    fn store_for_others(
+        &self,
+        remote: &RemoteSessions,
+        message: &Message,
+        seq: u64,
+    ) -> (Handled, Vec<SubscriptionFilter>) {
         let Some(persistence) = &self.persistence else {
             return Default::default();
         };
@@ -517,7 +538,6 @@ impl Broker {
             served: here.clone(),
             ..Handled::default()
         };
-        let remote = self.remote.read().unwrap_or_else(|e| e.into_inner());
         if remote.sessions.is_empty() {
             return (handled, here);
         }
@@ -545,7 +565,7 @@ impl Broker {
             }
         }
         for group in deliveries.found {
-            let chosen = match self.choose_member(group, &remote, &message, protected, seq) {
+            let chosen = match self.choose_member(group, remote, &message, protected, seq) {
                 Choice::None => continue,
                 Choice::Here => None,
                 Choice::There(member) => Some(member),
@@ -1267,6 +1287,19 @@ impl Broker {
         }
     }
 
+    /// After this node's bus connection may have lost messages (`gap` counts such moments):
+    /// the other broker nodes read again what was stored for their sessions (what this node
+    /// routed to them may be lost), and once they did (what they route from then on reaches
+    /// this node), so does this node for its own.
+    pub async fn resync_cluster(&self, gap: u64) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        cluster.resync_everywhere(gap, peers).await;
+        self.resync().await;
+    }
+
     /// The other nodes running the broker role now, by id.
     pub fn set_peers(&self, peers: Vec<String>) {
         *self.peers.write().unwrap_or_else(|e| e.into_inner()) = peers;
@@ -1304,27 +1337,30 @@ impl Broker {
     /// Routes a message to every matching subscription, on this node and (in a cluster) on the
     /// others; returns the number of this node's sessions it was queued for.
     pub fn publish(&self, message: Message) -> usize {
-        let mut here = Vec::new();
-        if let Some(cluster) = self.cluster.get() {
-            let seq = cluster.next_seq();
-            let handled;
-            (handled, here) = self.store_for_others(&message, seq);
-            let stored_at = self
-                .persistence
-                .as_ref()
-                .filter(|_| !handled.stored_for.is_empty())
-                .map(|p| p.position());
-            cluster.forward(seq, handled, stored_at, &message);
-        }
+        let Some(cluster) = self.cluster.get() else {
+            let message = Arc::new(message);
+            if message.retain {
+                self.retain(&message);
+            }
+            return self.route(&message, Groups::All, None);
+        };
+        // Held from storing for the other nodes' sessions to routing to this node's: a session
+        // this node lets go of meanwhile is one or the other ([`LocalBroker::release`]), never
+        // neither.
+        let remote = self.remote.read().unwrap_or_else(|e| e.into_inner());
+        let seq = cluster.next_seq();
+        let (handled, here) = self.store_for_others(&remote, &message, seq);
+        let stored_at = self
+            .persistence
+            .as_ref()
+            .filter(|_| !handled.stored_for.is_empty())
+            .map(|p| p.position());
+        cluster.forward(seq, handled, stored_at, &message);
         let message = Arc::new(message);
         if message.retain {
             self.retain(&message);
         }
-        let groups = match self.cluster.get() {
-            None => Groups::All,
-            Some(_) => Groups::Only(&here),
-        };
-        self.route(&message, groups, None)
+        self.route(&message, Groups::Only(&here), None)
     }
 
     fn deliver_shared(&self, key: &SessionKey, opts: &SubOptions, message: &Arc<Message>) -> bool {
@@ -1445,16 +1481,36 @@ impl LocalBroker for Broker {
         }
     }
 
-    async fn release(&self, client_id: &str) {
+    async fn release(&self, client_id: &str, to: &str) {
         let released = {
+            // At once, for any publish here: the session is no longer this node's, and is the
+            // stand-in of the one taking it over (what this node accepts from now on is stored
+            // for it before it is acknowledged, as any other node does).
+            let mut remote = self.remote.write().unwrap_or_else(|e| e.into_inner());
             let mut sessions = self.sessions();
             let released = sessions.remove(client_id);
             self.metrics.sessions.set(sessions.len() as i64);
+            if let Some(session) = &released {
+                let meta = {
+                    let mut state = session.lock();
+                    // Its records stay: they are the session the other node takes over.
+                    let saved = state.stored.take().map_or(0, |s| s.version());
+                    SessionMeta {
+                        holder: Some(to.to_string()),
+                        // Newer than what this node saved, which the records it follows may
+                        // still bring; not newer than what the node taking it over saves.
+                        version: saved + 1,
+                        ..session.meta(&state)
+                    }
+                };
+                self.stand_in(&mut remote, client_id, meta);
+                self.metrics
+                    .cluster_sessions
+                    .set(remote.sessions.len() as i64);
+            }
             released
         };
         if let Some(session) = released {
-            // Its records stay: they are the session the other node takes over.
-            session.forget();
             self.metrics.takeovers.inc();
             self.end_session(&session, Some(Kick::TakenOver));
         }
@@ -1485,6 +1541,36 @@ impl LocalBroker for Broker {
             );
             let mut remote = self.remote.write().unwrap_or_else(|e| e.into_inner());
             remote.seen(client_id, Some(0));
+        }
+    }
+
+    async fn resync(&self) {
+        let Some(persistence) = self.persistence.as_ref().filter(|p| p.shared()) else {
+            return;
+        };
+        // A disconnected session gets what the bus lost when its client connects again.
+        let connected: Vec<Arc<Session>> = self
+            .sessions()
+            .values()
+            .filter(|s| s.is_connected() && s.lock().stored.is_some())
+            .cloned()
+            .collect();
+        let mut found = 0;
+        for session in connected {
+            match persistence.load_session(&session.client_id).await {
+                Ok(record) => {
+                    found += session.merge_stored(record.map(|r| r.queued).unwrap_or_default());
+                }
+                Err(err) => {
+                    tracing::warn!(%err, client_id = %session.client_id, "cannot read a session again; what the bus lost of it comes when its client connects again");
+                }
+            }
+        }
+        if found > 0 {
+            tracing::info!(
+                messages = found,
+                "messages whose live copy the bus lost were read from the store"
+            );
         }
     }
 

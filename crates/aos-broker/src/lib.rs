@@ -287,6 +287,25 @@ impl Role for BrokerRole {
                 ),
             );
         }
+        if let Some(mut gaps) = ctx
+            .bus
+            .gaps()
+            .filter(|_| broker.persistence().is_some_and(|p| p.shared()))
+        {
+            let broker = broker.clone();
+            let cancelled = stop.clone();
+            self.health
+                .supervise("reading again what the bus lost", &stop, async move {
+                    loop {
+                        tokio::select! {
+                            _ = cancelled.cancelled() => return,
+                            changed = gaps.changed() => if changed.is_err() { return },
+                        }
+                        let gap = *gaps.borrow_and_update();
+                        broker.resync_cluster(gap).await;
+                    }
+                });
+        }
         if let Some(updates) = sessions_elsewhere {
             let broker = broker.clone();
             self.health.supervise(

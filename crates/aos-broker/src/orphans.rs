@@ -33,6 +33,11 @@ const LOOK: Duration = Duration::from_secs(1);
 const SESSIONS_EVERY: u32 = 5;
 /// How many looks apart every node marks again that it may leave wills.
 const MARK_EVERY: u32 = 30;
+/// How long a node may take from its broker's start to its first registration (its roles start
+/// first, and wait up to 30 s for a NATS cluster electing leaders): until then, and while its
+/// registration could still be live, a broker incarnation never seen registered is not taken
+/// for dead.
+const STARTING: Duration = Duration::from_secs(30);
 
 /// When each orphan was first seen with its node gone, by client id and that node.
 type Orphans = HashMap<(String, String), Instant>;
@@ -48,7 +53,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let (mut wills, mut sessions) = (Orphans::new(), Orphans::new());
-    let mut registry = Registry::new(heartbeat);
+    let mut registry = Registry::new(heartbeat, broker.incarnation.clone());
     let mut tick = tokio::time::interval(LOOK);
     for look in 0u32.. {
         tokio::select! {
@@ -101,9 +106,13 @@ pub async fn run(
 /// restarted since an incarnation began is certain news; a node missing from the registry is
 /// taken for dead only once it stayed missing for a heartbeat and more after the registry was
 /// last unreadable (nodes whose store was out of reach for a while register again within one
-/// heartbeat: their clients are not orphans).
+/// heartbeat: their clients are not orphans); a node never seen registered, only once it is
+/// older than a start and a registration's lifetime (it registers once its roles are up, and
+/// its broker marks itself before that).
 struct Registry {
     heartbeat: Duration,
+    /// This node's broker incarnation (the one looking: alive).
+    own: String,
     /// Each registered node's start (ms since the Unix epoch).
     started: HashMap<String, i64>,
     /// Since when each node known before is missing.
@@ -111,9 +120,10 @@ struct Registry {
 }
 
 impl Registry {
-    fn new(heartbeat: Duration) -> Registry {
+    fn new(heartbeat: Duration, own: String) -> Registry {
         Registry {
             heartbeat,
+            own,
             started: HashMap::new(),
             missing: HashMap::new(),
         }
@@ -148,6 +158,9 @@ impl Registry {
     /// Whether the broker `incarnation` (`<node id>-<start, hex ms>`) still runs: its node is
     /// registered, or not missing for long, and has not started again since.
     fn alive(&self, incarnation: &str) -> bool {
+        if incarnation == self.own {
+            return true;
+        }
         let Some((node, start)) = incarnation.rsplit_once('-') else {
             return false;
         };
@@ -157,8 +170,14 @@ impl Registry {
         if let Some(since) = self.missing.get(node) {
             return since.elapsed() < self.heartbeat + LOOK;
         }
-        // The registry has the node's start in whole seconds; the broker starts after it.
-        self.started.get(node).is_some_and(|&at| at <= start)
+        match self.started.get(node) {
+            // The registry has the node's start in whole seconds; the broker starts after it.
+            Some(&at) => at <= start,
+            None => {
+                let young = STARTING + self.heartbeat * 3;
+                wall_ms().saturating_sub(start) < i64::try_from(young.as_millis()).unwrap_or(0)
+            }
+        }
     }
 }
 
@@ -261,7 +280,7 @@ mod tests {
 
     #[test]
     fn a_broker_is_alive_while_its_node_is_registered_and_not_restarted() {
-        let mut registry = Registry::new(Duration::from_secs(3600));
+        let mut registry = Registry::new(Duration::from_secs(3600), "n-0-1".into());
         registry.read(registration("n-1", 1_000_000));
         assert!(registry.alive(&format!("n-1-{:x}", 1_000_400)));
         assert!(
@@ -270,8 +289,13 @@ mod tests {
         );
         assert!(
             !registry.alive(&format!("n-2-{:x}", 1_000_400)),
-            "never registered"
+            "never registered, and started long ago"
         );
+        assert!(
+            registry.alive(&format!("n-2-{:x}", wall_ms())),
+            "never registered yet, just started"
+        );
+        assert!(registry.alive("n-0-1"), "the node looking");
         assert!(!registry.alive("garbage"));
         // Missing from one read: not dead before a heartbeat has passed (a store that was out of
         // reach, its registration not yet renewed).
@@ -287,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_node_missing_for_a_heartbeat_is_dead() {
-        let mut registry = Registry::new(Duration::ZERO);
+        let mut registry = Registry::new(Duration::ZERO, "n-0-1".into());
         registry.read(registration("n-1", 1_000_000));
         registry.read([]);
         registry

@@ -644,6 +644,11 @@ impl StoredSession {
         self.stage(changes);
     }
 
+    /// The version of its meta saved last.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
     /// The version of its meta since which its subscriptions are as they are (what a node
     /// following the records must have seen to route to them), unless the other nodes were
     /// seen to know it.

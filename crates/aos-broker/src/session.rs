@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, oneshot};
 
 use crate::auth::Reader;
-use crate::delivery::{Outgoing, SubOptions};
+use crate::delivery::{Outgoing, Record, SubOptions};
 use crate::message::Message;
 use crate::persist::{SessionMeta, StoredSession, StoredSubscription, instant_as_wall_ms};
 use crate::topic::SubscriptionFilter;
@@ -101,6 +101,9 @@ pub enum Enqueued {
     SkippedOffline,
     /// The session's queue is full; the message is dropped.
     Overflow,
+    /// A copy another node stored for it, which the session holds already (read back from the
+    /// store before its live copy came).
+    Held,
 }
 
 #[derive(Default)]
@@ -121,9 +124,27 @@ pub struct SessionState {
     pub will: Option<Will>,
     /// Its place in the state store while it is persistent.
     pub stored: Option<StoredSession>,
+    /// The copies other nodes stored that it read back from the store lately, and when: their
+    /// live copy, if it comes after all, is not taken again (even once delivered).
+    merged: HashMap<Record, Instant>,
 }
 
+/// How long a copy read back from the store is remembered against its live copy (which the
+/// bus delivers within moments, or never).
+const MERGED_MEMORY: Duration = Duration::from_secs(60);
+
 impl SessionState {
+    /// Whether the copy another node stored as `record` is queued or in flight, or was read
+    /// back from the store lately.
+    fn holds(&self, record: &Record) -> bool {
+        self.merged.contains_key(record)
+            || self
+                .queue
+                .iter()
+                .chain(&self.inflight)
+                .any(|held| held.record.as_ref() == Some(record))
+    }
+
     fn next_packet_id(&mut self) -> NonZeroU16 {
         loop {
             self.next_packet_id = self.next_packet_id.wrapping_add(1);
@@ -222,12 +243,6 @@ impl Session {
         }
     }
 
-    /// Lets go of the session's records without deleting them: another node of a cluster takes
-    /// the session over from the shared store.
-    pub fn forget(&self) {
-        self.lock().stored = None;
-    }
-
     /// Drops everything the session holds (it has ended).
     pub fn discard(&self) {
         let mut state = self.lock();
@@ -299,30 +314,38 @@ impl Session {
         }
     }
 
-    /// Adds the stored messages it does not hold yet (by their record): copies other nodes
-    /// stored while this one took the session over.
-    pub fn merge_stored(&self, stored: Vec<Outgoing>) {
+    /// Adds the copies other nodes stored for it (read back from the store) that it does not
+    /// hold yet: their live copy did not come (the session was being taken over, or the bus
+    /// lost it). Returns how many.
+    pub fn merge_stored(&self, stored: Vec<Outgoing>) -> usize {
         let missing: Vec<Outgoing> = {
-            let state = self.lock();
-            stored
+            let mut state = self.lock();
+            let now = Instant::now();
+            state
+                .merged
+                .retain(|_, at| now.duration_since(*at) < MERGED_MEMORY);
+            let missing: Vec<Outgoing> = stored
                 .into_iter()
-                .filter(|out| {
-                    out.record.is_some()
-                        && !state
-                            .queue
-                            .iter()
-                            .chain(&state.inflight)
-                            .any(|held| held.record == out.record)
+                .filter(|out| match &out.record {
+                    Some(record @ Record::Routed(..)) => !state.holds(record),
+                    _ => false,
                 })
-                .collect()
+                .collect();
+            for out in &missing {
+                if let Some(record) = &out.record {
+                    state.merged.insert(record.clone(), now);
+                }
+            }
+            missing
         };
-        if missing.is_empty() {
-            return;
+        let found = missing.len();
+        if found > 0 {
+            self.restore_queue(missing);
+            if let Some(link) = &self.lock().link {
+                link.wake.notify_one();
+            }
         }
-        self.restore_queue(missing);
-        if let Some(link) = &self.lock().link {
-            link.wake.notify_one();
-        }
+        found
     }
 
     /// Offers a message to the session.
@@ -330,6 +353,11 @@ impl Session {
         let mut state = self.lock();
         if state.link.is_none() && out.qos == QoS::AtMostOnce {
             return Enqueued::SkippedOffline;
+        }
+        if let Some(record @ Record::Routed(..)) = &out.record
+            && state.holds(record)
+        {
+            return Enqueued::Held;
         }
         let weight = out.message.weight();
         if state.queue.len() >= limits.max_messages
@@ -432,14 +460,20 @@ impl Session {
 
     /// Stores who owns the session, its expiry and subscriptions (if it is persistent).
     pub fn save(&self, state: &SessionState) {
-        let Some(stored) = &state.stored else { return };
+        if let Some(stored) = &state.stored {
+            stored.save(self.meta(state));
+        }
+    }
+
+    /// The session as its record in the store describes it (without holder and version).
+    pub fn meta(&self, state: &SessionState) -> SessionMeta {
         let mut subscriptions: Vec<StoredSubscription> = state
             .subscriptions
             .iter()
             .map(|(filter, (_, opts))| StoredSubscription::new(filter, opts))
             .collect();
         subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
-        stored.save(SessionMeta {
+        SessionMeta {
             identity: self.identity.clone(),
             username: self.username.as_ref().map(|u| u.to_string()),
             expiry_secs: state.expiry.map(|e| e.as_secs()),
@@ -447,7 +481,7 @@ impl Session {
             subscriptions,
             holder: None,
             version: 0,
-        });
+        }
     }
 
     /// An inbound QoS 2 message with packet id `id` was taken: a resend of it is not taken again

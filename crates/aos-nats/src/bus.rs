@@ -120,4 +120,8 @@ impl Bus for NatsBus {
     fn spans_nodes(&self) -> bool {
         true
     }
+
+    fn gaps(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.nats.gaps.clone())
+    }
 }

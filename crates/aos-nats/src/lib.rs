@@ -27,7 +27,7 @@ pub use state::JetStreamState;
 use std::time::Duration;
 
 use aos_core::config::ClusterConfig;
-use async_nats::jetstream;
+use async_nats::{Event, jetstream};
 
 /// How long a starting node waits for JetStream to answer.
 const JETSTREAM_PATIENCE: Duration = Duration::from_secs(30);
@@ -63,6 +63,8 @@ pub struct Nats {
     /// Names this deployment's subjects, streams and bucket.
     pub(crate) prefix: String,
     pub(crate) replicas: usize,
+    /// See [`aos_core::Bus::gaps`].
+    pub(crate) gaps: tokio::sync::watch::Receiver<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,9 +111,28 @@ impl Nats {
             return Err(ConnectError::NoServer);
         }
         let urls = config.nats_url.join(",");
+        let (gap, gaps) = tokio::sync::watch::channel(0u64);
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("aos {name}"))
-            .connection_timeout(Duration::from_secs(5));
+            .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| {
+                match &event {
+                    // (The first connection too: a receiver taken after it never sees that one.)
+                    Event::Connected => {
+                        tracing::info!("connected to NATS");
+                        gap.send_modify(|n| *n += 1);
+                    }
+                    Event::SlowConsumer(_) => {
+                        tracing::warn!("NATS dropped messages this node did not take in time");
+                        gap.send_modify(|n| *n += 1);
+                    }
+                    Event::Disconnected => {
+                        tracing::warn!("disconnected from NATS; connecting again");
+                    }
+                    other => tracing::info!(event = %other, "NATS connection"),
+                }
+                std::future::ready(())
+            });
         if !config.nats_user.is_empty() {
             options =
                 options.user_and_password(config.nats_user.clone(), config.nats_password.clone());
@@ -152,6 +173,7 @@ impl Nats {
             js,
             prefix: config.prefix.clone(),
             replicas: config.replicas,
+            gaps,
         })
     }
 

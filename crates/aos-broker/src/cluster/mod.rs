@@ -31,7 +31,11 @@
 //! not answer within [`RELEASE_WAIT`] is not waited for longer.
 //!
 //! Delivery between nodes is as NATS core's: at most once, in order per topic (what MQTT
-//! orders); messages on topics that different filters cover may overtake one another.
+//! orders); messages on topics that different filters cover may overtake one another. What was
+//! stored for a persistent session is not lost with its live copy: a node whose bus connection
+//! may have lost messages (it came back, or the server dropped what it did not take in time)
+//! asks every other broker node to read again what was stored for their connected persistent
+//! sessions (`broker.resync`, answered on `broker.known`), then does so itself.
 
 pub(crate) mod subject;
 mod wire;
@@ -69,8 +73,11 @@ const RELEASED_SUBJECT: &str = "broker.released";
 pub const RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// Where a node asks the others to say once they saw a version of a session's record.
 const KNOW_SUBJECT: &str = "broker.know";
-/// Where they answer that they did.
+/// Where they answer that they did (and that they read their sessions again).
 const KNOWN_SUBJECT: &str = "broker.known";
+/// Where a node whose bus connection may have lost messages asks the others to read again the
+/// copies stored for their sessions (it may have lost what it routed to them).
+const RESYNC_SUBJECT: &str = "broker.resync";
 
 /// Routed messages a node may have waiting before its bus subscriptions wait for it.
 const INBOUND_BUFFER: usize = 65_536;
@@ -102,14 +109,17 @@ pub trait LocalBroker: Send + Sync + 'static {
     /// Another node connected a client: this node's older connection of its client id, if any,
     /// is taken over.
     fn connected_elsewhere(&self, elsewhere: &Connected);
-    /// Another node takes the session of `client_id` over from the shared store: this node lets
-    /// go of it, and returns once what it stored of it is durable.
-    async fn release(&self, client_id: &str);
+    /// Broker incarnation `to` takes the session of `client_id` over from the shared store: this
+    /// node lets go of it, and returns once what it stored of it is durable.
+    async fn release(&self, client_id: &str, to: &str);
     /// Returns once this node saw version `version` of the record of the session of
     /// `client_id` (or after [`RELEASE_WAIT`]).
     async fn seen(&self, client_id: &str, version: u64);
     /// Returns once what this node stored up to `position` is durable.
     async fn durable_at(&self, position: u64);
+    /// Reads again what other nodes stored for this node's connected persistent sessions, and
+    /// queues what they do not have (the bus lost its live copy).
+    async fn resync(&self);
 }
 
 /// Something to publish on the bus: its subject and payload, and the position in this node's
@@ -311,6 +321,36 @@ impl ClusterRoutes {
     /// of the record of the session of `client_id`; returns true once all of them said they
     /// did, false after [`RELEASE_WAIT`].
     pub async fn seen_everywhere(&self, client_id: &str, version: u64, peers: Vec<String>) -> bool {
+        let seen = self
+            .ask_everywhere(KNOW_SUBJECT, client_id, version, peers)
+            .await;
+        if !seen {
+            tracing::warn!(
+                client_id,
+                "broker nodes did not say in time that they know a session's subscriptions"
+            );
+        }
+        seen
+    }
+
+    /// Asks the broker nodes `peers` (node ids) to read again what was stored for their
+    /// sessions (this node's bus connection may have lost what it routed to them, `gap` counts
+    /// such moments); returns once all of them did, or after [`RELEASE_WAIT`]: whatever they
+    /// route from then on reaches this node (the question travelled the routes after its
+    /// subscriptions).
+    pub async fn resync_everywhere(&self, gap: u64, peers: Vec<String>) -> bool {
+        self.ask_everywhere(RESYNC_SUBJECT, "", gap, peers).await
+    }
+
+    /// Asks `peers` (this node left out) on `subject` about `(client_id, version)`; true once
+    /// all of them answered, false after [`RELEASE_WAIT`].
+    async fn ask_everywhere(
+        &self,
+        subject: &str,
+        client_id: &str,
+        version: u64,
+        peers: Vec<String>,
+    ) -> bool {
         let me = node_of(&self.sender);
         let peers: HashSet<String> = peers.into_iter().filter(|p| p != me).collect();
         if peers.is_empty() {
@@ -328,13 +368,13 @@ impl ClusterRoutes {
             version,
             to: String::new(),
         };
-        self.send(KNOW_SUBJECT.to_string(), ask.encode());
-        let seen = tokio::time::timeout(RELEASE_WAIT, seen).await.is_ok();
+        self.send(subject.to_string(), ask.encode());
+        let answered = tokio::time::timeout(RELEASE_WAIT, seen).await.is_ok();
         let mut knowing = self.knowing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((late, _)) = knowing.remove(&key).filter(|_| !seen) {
-            tracing::warn!(client_id, nodes = ?late, "broker nodes did not say in time that they know a session's subscriptions");
+        if let Some((late, _)) = knowing.remove(&key).filter(|_| !answered) {
+            tracing::info!(%subject, nodes = ?late, "broker nodes did not answer in time");
         }
-        seen
+        answered
     }
 
     fn releases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<oneshot::Sender<()>>>> {
@@ -487,7 +527,7 @@ fn control_message(
                     to: ask.sender,
                 };
                 tokio::spawn(async move {
-                    broker.release(&answer.client_id).await;
+                    broker.release(&answer.client_id, &answer.to).await;
                     if let Err(err) = bus.publish(RELEASED_SUBJECT, answer.encode()).await {
                         tracing::warn!(%err, "could not answer a node taking a session over; it waits a while");
                     }
@@ -509,23 +549,30 @@ fn control_message(
             Some(_) => {}
             None => tracing::warn!("ignored a malformed answer about a session"),
         },
-        KNOW_SUBJECT => match wire::Known::decode(&message.payload) {
+        KNOW_SUBJECT | RESYNC_SUBJECT => match wire::Known::decode(&message.payload) {
             Some(ask) if ask.sender != me => {
                 let (broker, bus) = (broker.clone(), bus.clone());
+                let resync = message.subject == RESYNC_SUBJECT;
                 let answer = wire::Known {
                     sender: me.to_string(),
                     to: ask.sender,
                     ..ask
                 };
                 tokio::spawn(async move {
-                    broker.seen(&answer.client_id, answer.version).await;
+                    if resync {
+                        broker.resync().await;
+                    } else {
+                        broker.seen(&answer.client_id, answer.version).await;
+                    }
                     if let Err(err) = bus.publish(KNOWN_SUBJECT, answer.encode()).await {
-                        tracing::warn!(%err, "could not tell a node that its session's record was seen; it waits a while");
+                        tracing::warn!(%err, "could not answer a node about its sessions; it waits a while");
                     }
                 });
             }
             Some(_) => {}
-            None => tracing::warn!("ignored a malformed question about a session's record"),
+            None => {
+                tracing::warn!(subject = %message.subject, "ignored a malformed question about sessions");
+            }
         },
         KNOWN_SUBJECT => match wire::Known::decode(&message.payload) {
             Some(answer) if answer.to == me => {

@@ -61,6 +61,12 @@ pub trait Bus: Send + Sync + 'static {
     fn spans_nodes(&self) -> bool {
         false
     }
+    /// Counts the moments this node's connection to a shared bus may have lost messages (it
+    /// came back after being lost, or the server dropped messages it could not take in time);
+    /// `None` for a bus that loses nothing on its way (in-process).
+    fn gaps(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 fn valid_tokens(subject: &str) -> bool {
