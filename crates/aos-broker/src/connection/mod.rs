@@ -493,7 +493,9 @@ async fn writer<S: Outbound>(
                 }
             }
         }
-        let (next, expired) = session.next_to_send(Instant::now());
+        // One clock read per message serves both (the reads showed in fan-out profiles).
+        let now = Instant::now();
+        let (next, expired) = session.next_to_send(now);
         broker.metrics.dropped_expired.inc_by(expired as u64);
         let Some(out) = next else {
             tokio::select! {
@@ -509,8 +511,8 @@ async fn writer<S: Outbound>(
             continue;
         };
         let sent = match out.qos {
-            QoS::AtMostOnce => sink.send_at_most_once(&out, Instant::now()),
-            QoS::AtLeastOnce => sink.send_at_least_once(&out, Instant::now()),
+            QoS::AtMostOnce => sink.send_at_most_once(&out, now),
+            QoS::AtLeastOnce => sink.send_at_least_once(&out, now),
             QoS::ExactlyOnce => sink.send_exactly_once(&out, Instant::now()).await,
         };
         match sent {
