@@ -370,8 +370,6 @@ impl Broker {
             }
             state.qos2_received.extend(record.qos2_received);
             state.stored = Some(record.stored);
-            // What the ACL no longer grants is gone from the store too.
-            session.save(&state);
         }
         session.restore_queue(record.queued);
         {
@@ -387,9 +385,15 @@ impl Broker {
             }
             self.metrics.subscriptions.set(tree.len() as i64);
         }
-        let mut sessions = self.sessions();
-        sessions.insert(record.client_id, session);
-        self.metrics.sessions.set(sessions.len() as i64);
+        {
+            let mut sessions = self.sessions();
+            sessions.insert(record.client_id, session.clone());
+            self.metrics.sessions.set(sessions.len() as i64);
+        }
+        // Saved (what the ACL no longer grants gone from the store too) once it routes here:
+        // the record names this node its holder, and the nodes following the records — this
+        // one too — stop standing in for it when they read it.
+        session.save(&session.lock());
     }
 
     /// The stored subscriptions of the session of `client_id` as the ACL in force now grants

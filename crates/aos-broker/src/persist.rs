@@ -430,7 +430,21 @@ impl Persistence {
         self: &Arc<Self>,
         client_id: &str,
     ) -> Result<Option<RestoredSession>, StateError> {
-        let records = self.state.load(&session_prefix(client_id)).await?;
+        // A shared store's read follows the records as they change rather than taking a
+        // snapshot: a meta rewritten meanwhile (by the node holding the session) can be missed.
+        // Records without their meta are read again before they are taken for what an ended
+        // session left behind, and deleted.
+        let mut records = Vec::new();
+        for _ in 0..HEADLESS_READS {
+            records = self.state.load(&session_prefix(client_id)).await?;
+            let headless = !records.is_empty()
+                && !records
+                    .iter()
+                    .any(|(key, _)| split_session_key(key).is_some_and(|(_, r)| r == "meta"));
+            if !headless {
+                break;
+            }
+        }
         let mut broken = Vec::new();
         let sessions = self.sessions(records, Instant::now(), wall_ms(), &mut broken);
         if !broken.is_empty() {
@@ -674,6 +688,9 @@ impl StoredSession {
         self.stage(changes);
     }
 }
+
+/// How many times a session's records without their meta are read before they are deleted.
+const HEADLESS_READS: usize = 3;
 
 fn session_prefix(client_id: &str) -> String {
     format!("{SESSIONS}{}:{client_id}.", client_id.len())
