@@ -434,16 +434,18 @@ impl Persistence {
         // snapshot: a meta rewritten meanwhile (by the node holding the session) can be missed.
         // Records without their meta are read again before they are taken for what an ended
         // session left behind, and deleted.
-        let mut records = Vec::new();
-        for _ in 0..HEADLESS_READS {
-            records = self.state.load(&session_prefix(client_id)).await?;
-            let headless = !records.is_empty()
+        let headless = |records: &[(String, bytes::Bytes)]| {
+            !records.is_empty()
                 && !records
                     .iter()
-                    .any(|(key, _)| split_session_key(key).is_some_and(|(_, r)| r == "meta"));
-            if !headless {
+                    .any(|(key, _)| split_session_key(key).is_some_and(|(_, r)| r == "meta"))
+        };
+        let mut records = self.state.load(&session_prefix(client_id)).await?;
+        for _ in 1..HEADLESS_READS {
+            if !headless(&records) {
                 break;
             }
+            records = self.state.load(&session_prefix(client_id)).await?;
         }
         let mut broken = Vec::new();
         let sessions = self.sessions(records, Instant::now(), wall_ms(), &mut broken);

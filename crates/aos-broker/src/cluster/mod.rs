@@ -321,16 +321,16 @@ impl ClusterRoutes {
     /// of the record of the session of `client_id`; returns true once all of them said they
     /// did, false after [`RELEASE_WAIT`].
     pub async fn seen_everywhere(&self, client_id: &str, version: u64, peers: Vec<String>) -> bool {
-        let seen = self
+        match self
             .ask_everywhere(KNOW_SUBJECT, client_id, version, peers)
-            .await;
-        if !seen {
-            tracing::warn!(
-                client_id,
-                "broker nodes did not say in time that they know a session's subscriptions"
-            );
+            .await
+        {
+            Ok(()) => true,
+            Err(late) => {
+                tracing::warn!(client_id, nodes = ?late, "broker nodes did not say in time that they know a session's subscriptions");
+                false
+            }
         }
-        seen
     }
 
     /// Asks the broker nodes `peers` (node ids) to read again what was stored for their
@@ -338,23 +338,26 @@ impl ClusterRoutes {
     /// such moments); returns once all of them did, or after [`RELEASE_WAIT`]: whatever they
     /// route from then on reaches this node (the question travelled the routes after its
     /// subscriptions).
-    pub async fn resync_everywhere(&self, gap: u64, peers: Vec<String>) -> bool {
-        self.ask_everywhere(RESYNC_SUBJECT, "", gap, peers).await
+    pub async fn resync_everywhere(&self, gap: u64, peers: Vec<String>) {
+        if let Err(late) = self.ask_everywhere(RESYNC_SUBJECT, "", gap, peers).await {
+            // Usual while NATS elects leaders: they read once their store answers.
+            tracing::info!(nodes = ?late, "broker nodes did not say in time that they read their sessions again");
+        }
     }
 
-    /// Asks `peers` (this node left out) on `subject` about `(client_id, version)`; true once
-    /// all of them answered, false after [`RELEASE_WAIT`].
+    /// Asks `peers` (this node left out) on `subject` about `(client_id, version)`; returns
+    /// once all of them answered, or after [`RELEASE_WAIT`] with those that did not.
     async fn ask_everywhere(
         &self,
         subject: &str,
         client_id: &str,
         version: u64,
         peers: Vec<String>,
-    ) -> bool {
+    ) -> Result<(), HashSet<String>> {
         let me = node_of(&self.sender);
         let peers: HashSet<String> = peers.into_iter().filter(|p| p != me).collect();
         if peers.is_empty() {
-            return true;
+            return Ok(());
         }
         let (done, seen) = oneshot::channel();
         let key = (client_id.to_string(), version);
@@ -370,11 +373,15 @@ impl ClusterRoutes {
         };
         self.send(subject.to_string(), ask.encode());
         let answered = tokio::time::timeout(RELEASE_WAIT, seen).await.is_ok();
-        let mut knowing = self.knowing.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((late, _)) = knowing.remove(&key).filter(|_| !answered) {
-            tracing::info!(%subject, nodes = ?late, "broker nodes did not answer in time");
+        let waiting = self
+            .knowing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        match waiting {
+            Some((late, _)) if !answered => Err(late),
+            _ => Ok(()),
         }
-        answered
     }
 
     fn releases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<oneshot::Sender<()>>>> {
