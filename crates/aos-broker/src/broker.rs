@@ -171,7 +171,8 @@ struct Deliveries<'a> {
     /// Whether it is a tenant's traffic ([`is_protected`]), worked out once for all subscribers.
     protected: bool,
     auth: &'a dyn Authenticator,
-    plain: HashMap<u64, (&'a SessionKey, QoS, bool, Vec<NonZeroU32>), BySession>,
+    /// The plain subscribers of each matching filter.
+    filters: Vec<&'a HashMap<SessionKey, SubOptions>>,
     groups: Groups<'a>,
     /// The member picked in each group served.
     shared: Vec<(&'a SessionKey, &'a SubOptions)>,
@@ -190,20 +191,64 @@ enum Groups<'a> {
     Find,
 }
 
-impl<'a> MatchSink<'a, SessionKey, SubOptions> for Deliveries<'a> {
-    fn subscriber(&mut self, key: &'a SessionKey, opts: &'a SubOptions) {
-        if (opts.no_local && key.0.id == self.message.origin)
-            || !may_read(self.auth, &key.0, opts, self.message, self.protected)
-        {
+impl<'a> Deliveries<'a> {
+    fn new(message: &'a Message, auth: &'a dyn Authenticator, groups: Groups<'a>) -> Self {
+        Deliveries {
+            message,
+            protected: is_protected(&message.topic, message.tenant),
+            auth,
+            filters: Vec::new(),
+            groups,
+            shared: Vec::new(),
+            found: Vec::new(),
+        }
+    }
+
+    /// Whether the subscriber gets the message at all (no-local, the ACL's read check).
+    fn reaches(&self, key: &SessionKey, opts: &SubOptions) -> bool {
+        !(opts.no_local && key.0.id == self.message.origin)
+            && may_read(self.auth, &key.0, opts, self.message, self.protected)
+    }
+
+    /// Calls `deliver` once per subscribed session with what it gets: the granted QoS, whether
+    /// the retain flag is kept, the subscription identifiers. A topic matching one filter (a
+    /// fan-out's usual case) needs no gathering per session: its subscribers are distinct.
+    fn per_session(&self, mut deliver: impl FnMut(&'a SessionKey, QoS, bool, Vec<NonZeroU32>)) {
+        if let [subscribers] = self.filters[..] {
+            for (key, opts) in subscribers {
+                if self.reaches(key, opts) {
+                    deliver(
+                        key,
+                        opts.qos,
+                        opts.retain_as_published,
+                        opts.id.into_iter().collect(),
+                    );
+                }
+            }
             return;
         }
-        let entry = self
-            .plain
-            .entry(key.0.id)
-            .or_insert((key, opts.qos, false, Vec::new()));
-        entry.1 = max_qos(entry.1, opts.qos);
-        entry.2 |= opts.retain_as_published;
-        entry.3.extend(opts.id);
+        let mut sessions: HashMap<u64, (&SessionKey, QoS, bool, Vec<NonZeroU32>), BySession> =
+            HashMap::default();
+        for (key, opts) in self.filters.iter().copied().flatten() {
+            if !self.reaches(key, opts) {
+                continue;
+            }
+            let entry = sessions
+                .entry(key.0.id)
+                .or_insert((key, opts.qos, false, Vec::new()));
+            entry.1 = max_qos(entry.1, opts.qos);
+            entry.2 |= opts.retain_as_published;
+            entry.3.extend(opts.id);
+        }
+        for (key, granted, retain_as_published, sub_ids) in sessions.into_values() {
+            deliver(key, granted, retain_as_published, sub_ids);
+        }
+    }
+}
+
+impl<'a> MatchSink<'a, SessionKey, SubOptions> for Deliveries<'a> {
+    fn subscribers(&mut self, subscribers: &'a HashMap<SessionKey, SubOptions>) {
+        self.filters.push(subscribers);
     }
 
     fn group(&mut self, group: &'a SharedGroup<SessionKey, SubOptions>) {
@@ -235,7 +280,7 @@ enum Choice<'a> {
 struct FoundGroups<'a>(Vec<&'a SharedGroup<SessionKey, SubOptions>>);
 
 impl<'a> MatchSink<'a, SessionKey, SubOptions> for FoundGroups<'a> {
-    fn subscriber(&mut self, _: &'a SessionKey, _: &'a SubOptions) {}
+    fn subscribers(&mut self, _: &'a HashMap<SessionKey, SubOptions>) {}
 
     fn group(&mut self, group: &'a SharedGroup<SessionKey, SubOptions>) {
         self.0.push(group);
@@ -549,29 +594,21 @@ impl Broker {
         if remote.sessions.is_empty() {
             return (handled, here);
         }
-        let protected = is_protected(&message.topic, message.tenant);
-        let mut deliveries = Deliveries {
-            message,
-            protected,
-            auth: self.auth.as_ref(),
-            plain: HashMap::default(),
-            groups: Groups::Find,
-            shared: Vec::new(),
-            found: Vec::new(),
-        };
+        let mut deliveries = Deliveries::new(message, self.auth.as_ref(), Groups::Find);
+        let protected = deliveries.protected;
         remote.tree.for_each_match(&message.topic, &mut deliveries);
         let message = Arc::new(message.clone());
         let mut store = |key: &SessionKey, out: Outgoing| {
             persistence.store_routed(&key.0.client_id, &self.incarnation, seq, &out);
             handled.stored_for.push(key.0.client_id.to_string());
         };
-        for (key, granted, retain_as_published, sub_ids) in deliveries.plain.into_values() {
+        deliveries.per_session(|key, granted, retain_as_published, sub_ids| {
             // Taken over by this node meanwhile: it is routed here.
             if self.session(&key.0.client_id).is_none() {
                 let out = Outgoing::granted(&message, granted, retain_as_published, sub_ids);
                 store(key, out);
             }
-        }
+        });
         for group in deliveries.found {
             let chosen = match self.choose_member(group, remote, &message, protected, seq) {
                 Choice::None => continue,
@@ -1385,19 +1422,11 @@ impl Broker {
     /// node that routed it here, and the sessions it stored it for.
     fn route(&self, message: &Arc<Message>, groups: Groups<'_>, origin: Option<&Origin>) -> usize {
         let tree = self.subscriptions.read().unwrap_or_else(|e| e.into_inner());
-        let mut deliveries = Deliveries {
-            message,
-            protected: is_protected(&message.topic, message.tenant),
-            auth: self.auth.as_ref(),
-            plain: HashMap::default(),
-            groups,
-            shared: Vec::new(),
-            found: Vec::new(),
-        };
+        let mut deliveries = Deliveries::new(message, self.auth.as_ref(), groups);
         tree.for_each_match(&message.topic, &mut deliveries);
-        let mut queued = 0;
+        let (mut queued, mut overflow) = (0, 0);
         let sender = origin.map(|o| Arc::<str>::from(o.sender.as_str()));
-        for (key, granted, retain_as_published, sub_ids) in deliveries.plain.into_values() {
+        deliveries.per_session(|key, granted, retain_as_published, sub_ids| {
             let mut out = Outgoing::granted(message, granted, retain_as_published, sub_ids);
             if let (Some(origin), Some(sender)) = (origin, &sender)
                 && out.qos != QoS::AtMostOnce
@@ -1406,9 +1435,17 @@ impl Broker {
                 // Its node stored it for this session already.
                 out.record = Some(Record::Routed(sender.clone(), origin.seq));
             }
-            let result = key.0.enqueue(out, self.limits.queue);
-            queued += usize::from(result == Enqueued::Queued);
-            self.count(result);
+            match key.0.offer(out, self.limits.queue) {
+                Enqueued::Queued => queued += 1,
+                Enqueued::Overflow => overflow += 1,
+                Enqueued::SkippedOffline | Enqueued::Held => {}
+            }
+        });
+        // Counted once per message: counters shared by every thread, touched per copy, cost a
+        // fan-out dearly.
+        self.metrics.session_queues.queued.inc_by(queued as i64);
+        if overflow > 0 {
+            self.metrics.dropped_queue_full.inc_by(overflow);
         }
         for (key, opts) in deliveries.shared {
             queued += usize::from(self.deliver_shared(key, opts, message));

@@ -2,6 +2,7 @@
 //! number of subscribers.
 
 use std::num::NonZeroU32;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ntex::util::{ByteString, Bytes};
@@ -39,6 +40,10 @@ pub struct Message {
     /// The publisher's tenant (a device or an application of it): only that tenant's clients
     /// receive the message. `None`: the platform's (configured users, the broker itself).
     pub tenant: Option<i64>,
+    /// The 3.1.1 QoS 0 PUBLISH of it without the retain flag, as it goes on the wire: encoded
+    /// by the first connection that sends it so, copied by all the others (a fan-out encodes
+    /// a message once, not once per subscriber).
+    pub(crate) wire_v3_at_most_once: OnceLock<Bytes>,
 }
 
 impl Message {
@@ -52,6 +57,7 @@ impl Message {
             expires_at: None,
             origin: 0,
             tenant: None,
+            wire_v3_at_most_once: OnceLock::new(),
         }
     }
 

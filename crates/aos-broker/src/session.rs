@@ -350,6 +350,16 @@ impl Session {
 
     /// Offers a message to the session.
     pub fn enqueue(&self, out: Outgoing, limits: QueueLimits) -> Enqueued {
+        let result = self.offer(out, limits);
+        if result == Enqueued::Queued {
+            self.gauges.queued.inc();
+        }
+        result
+    }
+
+    /// Offers a message to the session, leaving it to the caller to count it in the queued
+    /// gauge: a fan-out adds its copies there once, not once per subscriber from every thread.
+    pub fn offer(&self, out: Outgoing, limits: QueueLimits) -> Enqueued {
         let mut state = self.lock();
         if state.link.is_none() && out.qos == QoS::AtMostOnce {
             return Enqueued::SkippedOffline;
@@ -378,7 +388,6 @@ impl Session {
         }
         let was_empty = state.queue.is_empty();
         state.queue.push_back(out);
-        self.gauges.queued.inc();
         // The writer waits only once it found the queue empty: one wake-up then is enough (a
         // wake-up per message is a tenth of a busy fan-out's time).
         if was_empty && let Some(link) = &state.link {
@@ -387,17 +396,29 @@ impl Session {
         Enqueued::Queued
     }
 
-    /// The next message to send, and how many expired ones were dropped on the way. QoS 1/2
-    /// messages get a packet id and move to the in-flight list (until acknowledged, or sent again
-    /// after a reconnect).
-    pub fn next_to_send(&self, now: Instant) -> (Option<Outgoing>, usize) {
+    /// The next messages to send, at most `limit`, and how many expired ones were dropped on
+    /// the way: a run of QoS 0 messages, or one QoS 1/2 message (each of those waits for the
+    /// client's credit on its own). QoS 1/2 messages get a packet id and move to the in-flight
+    /// list (until acknowledged, or sent again after a reconnect). Taking a run under one lock
+    /// keeps a busy subscriber's queue from bouncing between publishers and its writer per
+    /// message.
+    pub fn take_to_send(&self, now: Instant, limit: usize) -> (Vec<Outgoing>, usize) {
         let mut state = self.lock();
-        let mut expired = 0;
-        loop {
+        let mut batch = Vec::with_capacity(state.queue.len().min(limit));
+        let (mut taken, mut expired) = (0, 0);
+        while batch.len() < limit
+            && batch
+                .last()
+                .is_none_or(|o: &Outgoing| o.qos == QoS::AtMostOnce)
+        {
             let Some(mut out) = state.queue.pop_front() else {
-                return (None, expired);
+                break;
             };
-            self.gauges.queued.dec();
+            if out.qos != QoS::AtMostOnce && !batch.is_empty() {
+                state.queue.push_front(out);
+                break;
+            }
+            taken += 1;
             state.queued_bytes = state.queued_bytes.saturating_sub(out.message.weight());
             if out.message.is_expired(now) {
                 expired += 1;
@@ -420,8 +441,10 @@ impl Session {
                 state.inflight.push_back(out.clone());
                 self.gauges.inflight.inc();
             }
-            return (Some(out), expired);
+            batch.push(out);
         }
+        self.gauges.queued.dec_by(taken);
+        (batch, expired)
     }
 
     /// The client acknowledged packet `id` (PUBACK, or PUBCOMP for QoS 2).
@@ -529,6 +552,13 @@ mod tests {
         )
     }
 
+    /// The one message `take_to_send` gives.
+    fn next(s: &Session, now: Instant) -> Outgoing {
+        let (mut batch, _) = s.take_to_send(now, 64);
+        assert_eq!(batch.len(), 1, "one message at a time");
+        batch.remove(0)
+    }
+
     const ROOMY: QueueLimits = QueueLimits {
         max_messages: 100,
         max_bytes: 1 << 20,
@@ -601,19 +631,51 @@ mod tests {
         s.enqueue(out(QoS::AtLeastOnce, "one"), ROOMY);
         s.enqueue(out(QoS::AtLeastOnce, "two"), ROOMY);
         let now = Instant::now();
-        let first = s.next_to_send(now).0.expect("one");
-        let second = s.next_to_send(now).0.expect("two");
+        let first = next(&s, now);
+        let second = next(&s, now);
         s.acknowledged(first.packet_id.expect("id"));
         assert!(s.detach(1));
         s.enqueue(out(QoS::AtLeastOnce, "three"), ROOMY);
         assert!(s.attach(link(2)).is_none());
-        let again = s.next_to_send(now).0.expect("resend");
+        let again = next(&s, now);
         assert_eq!(again.packet_id, second.packet_id);
         assert!(again.dup);
         assert_eq!(&again.message.payload[..], b"two");
-        let next = s.next_to_send(now).0.expect("three");
-        assert!(!next.dup);
-        assert_ne!(next.packet_id, second.packet_id);
+        let third = next(&s, now);
+        assert!(!third.dup);
+        assert_ne!(third.packet_id, second.packet_id);
+    }
+
+    #[test]
+    fn qos0_messages_are_taken_in_runs_and_qos1_ones_alone() {
+        let s = Session::new(1, "c".into(), None, None, QueueGauges::default());
+        s.attach(link(1));
+        for (qos, payload) in [
+            (QoS::AtMostOnce, "a"),
+            (QoS::AtMostOnce, "b"),
+            (QoS::AtMostOnce, "c"),
+            (QoS::AtLeastOnce, "d"),
+            (QoS::AtLeastOnce, "e"),
+            (QoS::AtMostOnce, "f"),
+        ] {
+            s.enqueue(out(qos, payload), ROOMY);
+        }
+        let now = Instant::now();
+        let mut runs = Vec::new();
+        loop {
+            let (batch, _) = s.take_to_send(now, 2);
+            if batch.is_empty() {
+                break;
+            }
+            runs.push(
+                batch
+                    .iter()
+                    .map(|o| std::str::from_utf8(&o.message.payload).unwrap_or("?"))
+                    .collect::<String>(),
+            );
+        }
+        assert_eq!(runs, ["ab", "c", "d", "e", "f"]);
+        assert_eq!(s.lock().inflight.len(), 2);
     }
 
     #[test]

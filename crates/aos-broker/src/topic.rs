@@ -136,7 +136,8 @@ impl<K, V> Node<K, V> {
 /// What a topic matched: plain subscribers, and shared groups (one member of each is chosen by
 /// the caller).
 pub trait MatchSink<'a, K, V> {
-    fn subscriber(&mut self, key: &'a K, value: &'a V);
+    /// The plain subscribers of one matching filter, each key once.
+    fn subscribers(&mut self, subscribers: &'a HashMap<K, V>);
     fn group(&mut self, group: &'a SharedGroup<K, V>);
 }
 
@@ -246,8 +247,8 @@ fn remove_at<K: Hash + Eq, V>(
 }
 
 fn emit<'a, K, V>(node: &'a Node<K, V>, sink: &mut impl MatchSink<'a, K, V>) {
-    for (key, value) in &node.subscribers {
-        sink.subscriber(key, value);
+    if !node.subscribers.is_empty() {
+        sink.subscribers(&node.subscribers);
     }
     for shared in node.groups.values() {
         sink.group(shared);
@@ -347,8 +348,8 @@ mod tests {
     struct Collect(Vec<(u32, u8)>, Vec<String>);
 
     impl<'a> MatchSink<'a, u32, u8> for Collect {
-        fn subscriber(&mut self, key: &'a u32, value: &'a u8) {
-            self.0.push((*key, *value));
+        fn subscribers(&mut self, subscribers: &'a HashMap<u32, u8>) {
+            self.0.extend(subscribers.iter().map(|(k, v)| (*k, *v)));
         }
         fn group(&mut self, group: &'a SharedGroup<u32, u8>) {
             let mut keys: Vec<_> = group.members.keys().collect();

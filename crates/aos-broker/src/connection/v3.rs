@@ -3,8 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ntex::codec::Encoder;
+use ntex::io::IoRef;
 use ntex::time::Seconds;
-use ntex_mqtt::{Control, v3};
+use ntex::util::{BytePages, Bytes};
+use ntex_mqtt::error::EncodeError;
+use ntex_mqtt::{Control, QoS, v3};
 
 use super::{
     Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, Wire,
@@ -12,6 +16,7 @@ use super::{
 };
 use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
 use crate::delivery::{Outgoing, SubOptions};
+use crate::message::Message;
 use crate::session::{Kick, Protocol, Will};
 use crate::topic::SubscriptionFilter;
 
@@ -31,27 +36,65 @@ fn acknowledged_publish(sink: &v3::MqttSink, out: &Outgoing) -> Option<v3::Publi
     })
 }
 
-impl Outbound for v3::MqttSink {
+/// A 3.1.1 connection's outbound side: its sink, and its I/O for the QoS 0 copies of a
+/// message, which are the same bytes for every 3.1.1 subscriber.
+pub(crate) struct Sink3 {
+    sink: v3::MqttSink,
+    io: IoRef,
+}
+
+/// The QoS 0 PUBLISH of `message` without the retain flag, encoded on first use.
+fn at_most_once_wire(message: &Message) -> Result<&Bytes, EncodeError> {
+    if let Some(wire) = message.wire_v3_at_most_once.get() {
+        return Ok(wire);
+    }
+    let packet = v3::codec::Publish {
+        dup: false,
+        retain: false,
+        qos: QoS::AtMostOnce,
+        topic: message.topic.clone(),
+        packet_id: None,
+        payload_size: message.payload.len() as u32,
+    };
+    let mut pages = BytePages::default();
+    v3::codec::Codec::new().encodev(
+        v3::codec::Encoded::Publish(packet, Some(message.payload.clone())),
+        &mut pages,
+    )?;
+    Ok(message
+        .wire_v3_at_most_once
+        .get_or_init(|| Bytes::from(pages)))
+}
+
+impl Outbound for Sink3 {
     fn is_ready(&self) -> bool {
-        v3::MqttSink::is_ready(self)
+        self.sink.is_ready()
     }
 
     async fn ready(&self) -> bool {
-        v3::MqttSink::ready(self).await
+        self.sink.ready().await
     }
 
     fn send_at_most_once(&self, out: &Outgoing, _now: Instant) -> SendOutcome {
-        let mut publish = self.publish(out.message.topic.clone());
         if out.retain {
-            publish = publish.retain();
+            return self
+                .sink
+                .publish(out.message.topic.clone())
+                .retain()
+                .send_at_most_once(out.message.payload.clone())
+                .into();
         }
-        publish
-            .send_at_most_once(out.message.payload.clone())
-            .into()
+        match at_most_once_wire(&out.message) {
+            Ok(wire) => match self.io.encode_slice(wire) {
+                Ok(()) => SendOutcome::Sent,
+                Err(_) => SendOutcome::Closed,
+            },
+            Err(_) => SendOutcome::Unsendable,
+        }
     }
 
     fn send_at_least_once(&self, out: &Outgoing, _now: Instant) -> SendOutcome {
-        match acknowledged_publish(self, out) {
+        match acknowledged_publish(&self.sink, out) {
             Some(publish) => publish
                 .send_at_least_once_no_block(out.message.payload.clone())
                 .into(),
@@ -60,7 +103,7 @@ impl Outbound for v3::MqttSink {
     }
 
     async fn send_exactly_once(&self, out: &Outgoing, _now: Instant) -> SendOutcome {
-        let Some(publish) = acknowledged_publish(self, out) else {
+        let Some(publish) = acknowledged_publish(&self.sink, out) else {
             return SendOutcome::Unsendable;
         };
         match publish.send_exactly_once(out.message.payload.clone()).await {
@@ -71,7 +114,7 @@ impl Outbound for v3::MqttSink {
 
     fn close(&self, _kick: Kick) {
         // 3.1.1 has no server DISCONNECT: the network connection is closed.
-        v3::MqttSink::close(self);
+        self.sink.close();
     }
 }
 
@@ -132,9 +175,13 @@ pub(crate) async fn handshake(
         Some(ctx.config.max_session_expiry)
     };
     let sink = handshake.sink();
+    let io = handshake.io().get_ref();
     let wire = Wire {
-        sink: sink.clone(),
-        io: handshake.io().get_ref(),
+        sink: Sink3 {
+            sink: sink.clone(),
+            io: io.clone(),
+        },
+        io,
         max_packet_size: 0,
         protocol: Protocol::V3,
         keep_alive: connect.keep_alive,
@@ -267,4 +314,40 @@ pub(crate) async fn control(
         session.finish();
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use ntex::codec::Decoder;
+    use ntex::util::BytesMut;
+
+    use super::*;
+
+    #[test]
+    fn the_shared_qos0_publish_is_what_the_codec_reads_back() {
+        let message = Message::new(
+            "devices/7/commands",
+            Bytes::from_static(b"{\"on\":true}"),
+            QoS::ExactlyOnce,
+            true,
+        );
+        let wire = at_most_once_wire(&message).expect("encodes").clone();
+        assert!(std::ptr::eq(
+            at_most_once_wire(&message).expect("cached").as_ptr(),
+            wire.as_ptr()
+        ));
+        let mut buf = BytesMut::from(&wire[..]);
+        let Some(v3::codec::Decoded::Publish(publish, payload, _)) =
+            v3::codec::Codec::new().decode(&mut buf).expect("decodes")
+        else {
+            panic!("not a whole PUBLISH");
+        };
+        assert!(buf.is_empty());
+        assert_eq!(
+            (publish.qos, publish.retain, publish.dup, publish.packet_id),
+            (QoS::AtMostOnce, false, false, None)
+        );
+        assert_eq!(&publish.topic[..], "devices/7/commands");
+        assert_eq!(&payload[..], b"{\"on\":true}");
+    }
 }
