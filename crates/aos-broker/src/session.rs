@@ -404,7 +404,13 @@ impl Session {
     /// message.
     pub fn take_to_send(&self, now: Instant, limit: usize) -> (Vec<Outgoing>, usize) {
         let mut state = self.lock();
-        let mut batch = Vec::with_capacity(state.queue.len().min(limit));
+        // Sized for what is taken: a run of QoS 0 messages, or the one QoS 1/2 message.
+        let run = match state.queue.front() {
+            Some(out) if out.qos == QoS::AtMostOnce => state.queue.len().min(limit),
+            Some(_) => 1,
+            None => 0,
+        };
+        let mut batch = Vec::with_capacity(run);
         let (mut taken, mut expired) = (0, 0);
         while batch.len() < limit
             && batch
