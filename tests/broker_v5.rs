@@ -76,6 +76,47 @@ async fn properties_pass_through_and_expiry_counts_down() {
 }
 
 #[tokio::test]
+async fn qos0_subscribers_get_the_publishers_properties() {
+    // QoS 0 copies without an expiry interval are encoded once for all 5.0 subscribers.
+    let broker = Broker::start(&[]);
+    let mut subscribers = Vec::new();
+    for id in ["sub-a", "sub-b"] {
+        let mut sub = Client5::start(broker.port(), id).await;
+        sub.subscribe("p0/#", QoS::AtMostOnce).await;
+        subscribers.push(sub);
+    }
+    let publisher = Client5::start(broker.port(), "pub").await;
+    let props = PublishProperties {
+        payload_format_indicator: Some(1),
+        response_topic: Some("p0/reply".into()),
+        correlation_data: Some(Bytes::from_static(b"req-2")),
+        user_properties: vec![("site".into(), "east".into())],
+        content_type: Some("text/plain".into()),
+        ..Default::default()
+    };
+    publisher
+        .client
+        .publish_with_properties("p0/x", QoS::AtLeastOnce, false, "hello", props)
+        .await
+        .expect("publish");
+    for sub in &mut subscribers {
+        let got = sub.publish_received().await;
+        assert_eq!(
+            (got.qos, &got.topic[..], &got.payload[..]),
+            (QoS::AtMostOnce, &b"p0/x"[..], &b"hello"[..])
+        );
+        let p = got.properties.expect("properties");
+        assert_eq!(p.payload_format_indicator, Some(1));
+        assert_eq!(p.response_topic.as_deref(), Some("p0/reply"));
+        assert_eq!(p.correlation_data.as_deref(), Some(&b"req-2"[..]));
+        assert_eq!(p.user_properties, vec![("site".into(), "east".into())]);
+        assert_eq!(p.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(p.message_expiry_interval, None);
+        assert!(p.subscription_identifiers.is_empty());
+    }
+}
+
+#[tokio::test]
 async fn no_local_subscriptions_skip_the_clients_own_messages() {
     let broker = Broker::start(&[]);
     let mut me = Client5::start(broker.port(), "me").await;
@@ -503,10 +544,16 @@ async fn messages_expire_while_they_wait() {
 #[tokio::test]
 async fn a_message_larger_than_the_clients_maximum_is_skipped_not_fatal() {
     let broker = Broker::start(&[]);
-    let mut opts = options5(broker.port(), "small");
-    opts.set_max_packet_size(Some(200));
-    let (mut small, _) = Client5::connect(opts).await.expect("connect");
-    small.subscribe("size/#", QoS::AtLeastOnce).await;
+    // One subscriber per delivery path: QoS 1 copies are encoded per connection, QoS 0 ones
+    // once for all.
+    let mut smalls = Vec::new();
+    for (id, qos) in [("small", QoS::AtLeastOnce), ("small0", QoS::AtMostOnce)] {
+        let mut opts = options5(broker.port(), id);
+        opts.set_max_packet_size(Some(200));
+        let (mut small, _) = Client5::connect(opts).await.expect("connect");
+        small.subscribe("size/#", qos).await;
+        smalls.push(small);
+    }
     let publisher = Client5::start(broker.port(), "pub").await;
     publisher
         .client
@@ -518,13 +565,15 @@ async fn a_message_larger_than_the_clients_maximum_is_skipped_not_fatal() {
         .publish("size/ok", QoS::AtLeastOnce, false, "fits")
         .await
         .expect("publish");
-    let got = small.publish_received().await;
-    assert_eq!(
-        got.topic,
-        &b"size/ok"[..],
-        "the oversize message was skipped"
-    );
-    assert_eq!(broker.metric("aos_broker_dropped_oversize_total"), 1);
+    for small in &mut smalls {
+        let got = small.publish_received().await;
+        assert_eq!(
+            got.topic,
+            &b"size/ok"[..],
+            "the oversize message was skipped"
+        );
+    }
+    assert_eq!(broker.metric("aos_broker_dropped_oversize_total"), 2);
 }
 
 #[tokio::test]

@@ -44,6 +44,9 @@ pub struct Message {
     /// by the first connection that sends it so, copied by all the others (a fan-out encodes
     /// a message once, not once per subscriber).
     pub(crate) wire_v3_at_most_once: OnceLock<Bytes>,
+    /// The same for 5.0 subscribers that get it plainly: no retain flag, topic alias,
+    /// subscription identifier or expiry interval.
+    pub(crate) wire_v5_at_most_once: OnceLock<Bytes>,
 }
 
 impl Message {
@@ -58,6 +61,7 @@ impl Message {
             origin: 0,
             tenant: None,
             wire_v3_at_most_once: OnceLock::new(),
+            wire_v5_at_most_once: OnceLock::new(),
         }
     }
 

@@ -10,14 +10,15 @@ pub(crate) mod v5;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use std::num::NonZeroU16;
 
 use aos_core::state::StateError;
-use ntex::util::{ByteString, Bytes};
+use ntex::io::IoRef;
+use ntex::util::{BytePages, ByteString, Bytes};
 use ntex_mqtt::QoS;
 use tokio::sync::{Notify, oneshot};
 
@@ -452,6 +453,35 @@ pub(crate) enum SendOutcome {
     Unsendable,
     /// The connection is gone.
     Closed,
+}
+
+/// A QoS 0 PUBLISH that goes out as the same bytes to every subscriber getting it plainly,
+/// encoded by `encode` into `cache` by the first connection that sends it, copied by the
+/// others.
+fn shared_publish<E>(
+    cache: &OnceLock<Bytes>,
+    encode: impl FnOnce(&mut BytePages) -> Result<(), E>,
+) -> Result<&Bytes, E> {
+    if let Some(wire) = cache.get() {
+        return Ok(wire);
+    }
+    let mut pages = BytePages::default();
+    encode(&mut pages)?;
+    Ok(cache.get_or_init(|| Bytes::from(pages)))
+}
+
+/// Writes a shared PUBLISH (see [`shared_publish`]) to one connection: unsendable if it could
+/// not be encoded or is larger than the client's maximum packet size (0: no maximum).
+fn write_shared<E>(io: &IoRef, wire: Result<&Bytes, E>, max_packet_size: u32) -> SendOutcome {
+    match wire {
+        Ok(wire) if max_packet_size == 0 || wire.len() <= max_packet_size as usize => {
+            match io.encode_slice(wire) {
+                Ok(()) => SendOutcome::Sent,
+                Err(_) => SendOutcome::Closed,
+            }
+        }
+        _ => SendOutcome::Unsendable,
+    }
 }
 
 impl<T> From<Result<T, ntex_mqtt::error::SendPacketError>> for SendOutcome {

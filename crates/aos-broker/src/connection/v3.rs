@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 use ntex::codec::Encoder;
 use ntex::io::IoRef;
 use ntex::time::Seconds;
-use ntex::util::{BytePages, Bytes};
+use ntex::util::Bytes;
 use ntex_mqtt::error::EncodeError;
 use ntex_mqtt::{Control, QoS, v3};
 
 use super::{
     Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, Wire,
-    message, peer_addr, peer_certificate,
+    message, peer_addr, peer_certificate, shared_publish, write_shared,
 };
 use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
 use crate::delivery::{Outgoing, SubOptions};
@@ -45,25 +45,20 @@ pub(crate) struct Sink3 {
 
 /// The QoS 0 PUBLISH of `message` without the retain flag, encoded on first use.
 fn at_most_once_wire(message: &Message) -> Result<&Bytes, EncodeError> {
-    if let Some(wire) = message.wire_v3_at_most_once.get() {
-        return Ok(wire);
-    }
-    let packet = v3::codec::Publish {
-        dup: false,
-        retain: false,
-        qos: QoS::AtMostOnce,
-        topic: message.topic.clone(),
-        packet_id: None,
-        payload_size: message.payload.len() as u32,
-    };
-    let mut pages = BytePages::default();
-    v3::codec::Codec::new().encodev(
-        v3::codec::Encoded::Publish(packet, Some(message.payload.clone())),
-        &mut pages,
-    )?;
-    Ok(message
-        .wire_v3_at_most_once
-        .get_or_init(|| Bytes::from(pages)))
+    shared_publish(&message.wire_v3_at_most_once, |pages| {
+        let packet = v3::codec::Publish {
+            dup: false,
+            retain: false,
+            qos: QoS::AtMostOnce,
+            topic: message.topic.clone(),
+            packet_id: None,
+            payload_size: message.payload.len() as u32,
+        };
+        v3::codec::Codec::new().encodev(
+            v3::codec::Encoded::Publish(packet, Some(message.payload.clone())),
+            pages,
+        )
+    })
 }
 
 impl Outbound for Sink3 {
@@ -84,13 +79,7 @@ impl Outbound for Sink3 {
                 .send_at_most_once(out.message.payload.clone())
                 .into();
         }
-        match at_most_once_wire(&out.message) {
-            Ok(wire) => match self.io.encode_slice(wire) {
-                Ok(()) => SendOutcome::Sent,
-                Err(_) => SendOutcome::Closed,
-            },
-            Err(_) => SendOutcome::Unsendable,
-        }
+        write_shared(&self.io, at_most_once_wire(&out.message), 0)
     }
 
     fn send_at_least_once(&self, out: &Outgoing, _now: Instant) -> SendOutcome {

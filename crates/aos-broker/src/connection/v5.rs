@@ -6,8 +6,11 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ntex::util::ByteString;
-use ntex_mqtt::{Control, v5};
+use ntex::codec::Encoder;
+use ntex::io::IoRef;
+use ntex::util::{ByteString, Bytes};
+use ntex_mqtt::error::EncodeError;
+use ntex_mqtt::{Control, QoS, v5};
 use v5::codec::{
     ConnectAckReason, Disconnect, DisconnectReasonCode, PublishAckReason,
     RetainHandling as WireRetain, SubscribeAckReason, UnsubscribeAckReason,
@@ -16,11 +19,11 @@ use v5::codec::{
 use super::v3::deliver_retained_after_ack;
 use super::{
     Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, Wire,
-    message, peer_addr, peer_certificate,
+    message, peer_addr, peer_certificate, shared_publish, write_shared,
 };
 use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
 use crate::delivery::{Outgoing, RetainHandling, SubOptions};
-use crate::message::{Properties, min_qos};
+use crate::message::{Message, Properties, min_qos};
 use crate::session::{Kick, Protocol, Will};
 use crate::topic::{SubscriptionFilter, valid_topic_name};
 
@@ -84,10 +87,36 @@ impl ServerAliases {
     }
 }
 
-/// A 5.0 connection's outbound side: its sink and the aliases it assigned.
+/// A 5.0 connection's outbound side: its sink, the aliases it assigned, and its I/O for the
+/// QoS 0 copies that are the same bytes for every 5.0 subscriber.
 pub(crate) struct Sink5 {
     sink: v5::MqttSink,
     aliases: ServerAliases,
+    io: IoRef,
+    /// The client's maximum packet size (0: none).
+    max_packet_size: u32,
+}
+
+/// The QoS 0 PUBLISH of `message` as every 5.0 subscriber getting it plainly receives it (no
+/// retain flag, topic alias, subscription identifier or expiry interval), encoded on first use.
+fn at_most_once_wire(message: &Message) -> Result<&Bytes, EncodeError> {
+    shared_publish(&message.wire_v5_at_most_once, |pages| {
+        let mut properties = v5::codec::PublishProperties::default();
+        forwarded(message, &mut properties);
+        let packet = v5::codec::Publish {
+            dup: false,
+            retain: false,
+            qos: QoS::AtMostOnce,
+            packet_id: None,
+            topic: message.topic.clone(),
+            payload_size: message.payload.len() as u32,
+            properties,
+        };
+        v5::codec::Codec::new().encodev(
+            v5::codec::Encoded::Publish(packet, Some(message.payload.clone())),
+            pages,
+        )
+    })
 }
 
 impl Sink5 {
@@ -124,7 +153,12 @@ impl Sink5 {
 fn properties(out: &Outgoing, now: Instant, p: &mut v5::codec::PublishProperties) {
     p.message_expiry_interval = out.message.remaining_expiry(now);
     p.subscription_ids.extend(out.sub_ids.iter().copied());
-    if let Some(props) = &out.message.properties {
+    forwarded(&out.message, p);
+}
+
+/// The publisher's properties every subscriber gets unchanged.
+fn forwarded(message: &Message, p: &mut v5::codec::PublishProperties) {
+    if let Some(props) = &message.properties {
         p.is_utf8_payload = props.payload_is_utf8;
         p.content_type.clone_from(&props.content_type);
         p.response_topic.clone_from(&props.response_topic);
@@ -145,6 +179,14 @@ impl Outbound for Sink5 {
     fn send_at_most_once(&self, out: &Outgoing, now: Instant) -> SendOutcome {
         let topic = &out.message.topic;
         let naming = self.aliases.naming(topic);
+        if matches!(naming, Naming::Topic)
+            && !out.retain
+            && out.sub_ids.is_empty()
+            && out.message.expires_at.is_none()
+        {
+            let wire = at_most_once_wire(&out.message);
+            return write_shared(&self.io, wire, self.max_packet_size);
+        }
         let outcome = self
             .publish(out, now, naming)
             .retain(out.retain)
@@ -307,12 +349,16 @@ pub(crate) async fn handshake(
     let requested_expiry = connect.session_expiry_interval_secs;
     let expiry = expiry_from_secs(requested_expiry, max_expiry);
     let sink = handshake.sink();
+    let max_packet_size = connect.max_packet_size.map_or(0, |size| size.get());
+    let io = handshake.io().get_ref();
     let outbound = Sink5 {
         sink: sink.clone(),
         aliases: ServerAliases {
             max: ctx.config.server_topic_aliases.min(connect.topic_alias_max),
             assigned: RefCell::default(),
         },
+        io: io.clone(),
+        max_packet_size,
     };
     let max_keepalive = ctx.config.max_keepalive.max(1);
     let keep_alive = if connect.keep_alive == 0 || connect.keep_alive > max_keepalive {
@@ -322,8 +368,8 @@ pub(crate) async fn handshake(
     };
     let wire = Wire {
         sink: outbound,
-        io: handshake.io().get_ref(),
-        max_packet_size: connect.max_packet_size.map_or(0, |size| size.get()),
+        io,
+        max_packet_size,
         protocol: Protocol::V5,
         keep_alive,
     };
