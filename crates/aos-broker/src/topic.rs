@@ -110,7 +110,9 @@ impl<K, V> SharedGroup<K, V> {
 
 /// One level of the subscription tree.
 struct Node<K, V> {
-    children: HashMap<Box<str>, Node<K, V>>,
+    /// Boxed: a device's own topic levels are a node each with one child, and a map holding
+    /// whole nodes inline costs several times a node for every such level.
+    children: HashMap<Box<str>, Box<Node<K, V>>>,
     /// Plain subscribers whose filter ends at this level.
     subscribers: HashMap<K, V>,
     /// Shared subscriptions whose filter ends here, by group.
