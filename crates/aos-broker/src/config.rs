@@ -81,7 +81,8 @@ pub struct BrokerConfig {
     /// Longest keep alive a 5.0 client gets; asking for more (or for none) is answered with this
     /// server keep alive.
     pub max_keepalive: u16,
-    /// QoS 1/2 messages a 5.0 client may have unacknowledged towards the broker (receive maximum).
+    /// QoS 1/2 messages a 5.0 client may have unacknowledged towards the broker (receive maximum);
+    /// a 3.1.1 client is not read from while this many of its packets wait to be answered.
     pub receive_maximum: u16,
     /// QoS 1/2 messages the broker sends a client before waiting for acknowledgements (also
     /// bounded by the client's receive maximum).

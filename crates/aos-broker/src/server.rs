@@ -8,15 +8,16 @@ use std::sync::Arc;
 use aos_core::RoleContext;
 use aos_core::role::RoleError;
 use ntex::http::{self, HttpService, Request, Response, h1};
-use ntex::io::{Filter, Io, Layer};
+use ntex::io::{Filter, Io, IoBoxed, Layer};
 use ntex::service::{Pipeline, ServiceFactory, chain_factory, fn_factory_with_config, fn_service};
 use ntex::time::Seconds;
 use ntex::util::Ready;
 use ntex::{SharedCfg, ws};
-use ntex_mqtt::{MqttError, MqttServer, MqttServiceConfig, QoS, v3, v5};
+use ntex_mqtt::{MqttError, MqttServiceConfig, QoS, v5};
 use ntex_tls::rustls::TlsAcceptor;
 
 use crate::config::Transport;
+use crate::connection::version::{Version, VersionCodec};
 use crate::connection::{
     ConnError, ConnectionGuard, ExactlyOnce, ListenerContext, v3 as c3, v5 as c5,
 };
@@ -38,41 +39,63 @@ pub(crate) struct Bound {
     pub proxy_protocol: bool,
 }
 
-/// The MQTT protocol on any transport (3.1.1 and 5.0 on the same listener).
+/// The MQTT protocol on any transport (3.1.1 and 5.0 on the same listener): the version is read
+/// from the CONNECT, 3.1.1 is served by the broker's own dispatcher, 5.0 by ntex-mqtt's.
 fn mqtt<F: Filter>(
     ctx: Arc<ListenerContext>,
 ) -> impl ServiceFactory<Io<F>, SharedCfg, Response = (), Error = MqttError<ConnError>, InitError = ()>
 {
-    let (h3, h5) = (ctx.clone(), ctx);
-    MqttServer::new()
-        .v3(
-            v3::MqttServer::new(fn_service(move |hs| c3::handshake(h3.clone(), hs)))
-                .protocol(fn_factory_with_config(async |s: c3::Session| {
-                    Ok::<_, ConnError>(fn_service(move |m| c3::protocol(s.clone(), m)))
-                }))
-                .control(fn_factory_with_config(async |s: c3::Session| {
-                    Ok::<_, ConnError>(fn_service(move |m| c3::control(s.clone(), m)))
-                }))
-                .middleware(ExactlyOnce)
-                .middleware(ConnectionGuard::<v3::codec::Decoded>::new())
-                .publish(fn_factory_with_config(async |s: c3::Session| {
-                    Ok::<_, ConnError>(fn_service(move |m| c3::publish(s.clone(), m)))
-                })),
-        )
-        .v5(
-            v5::MqttServer::new(fn_service(move |hs| c5::handshake(h5.clone(), hs)))
-                .protocol(fn_factory_with_config(async |s: c5::Session| {
-                    Ok::<_, ConnError>(fn_service(move |m| c5::protocol(s.clone(), m)))
-                }))
-                .control(fn_factory_with_config(async |s: c5::Session| {
-                    Ok::<_, ConnError>(fn_service(move |m| c5::control(s.clone(), m)))
-                }))
-                .middleware(ExactlyOnce)
-                .middleware(ConnectionGuard::<v5::codec::Decoded>::new())
-                .publish(fn_factory_with_config(async |s: c5::Session| {
-                    Ok::<_, ConnError>(fn_service(move |m| c5::publish(s.clone(), m)))
-                })),
-        )
+    fn_factory_with_config(move |cfg: SharedCfg| {
+        let ctx = ctx.clone();
+        async move {
+            let v5 = Pipeline::new(mqtt_v5(ctx.clone()).create(cfg).await?);
+            Ok::<_, ()>(fn_service(move |io: Io<F>| {
+                let (ctx, v5) = (ctx.clone(), v5.clone());
+                async move {
+                    let io = IoBoxed::from(io);
+                    let version =
+                        ntex::time::timeout(CONNECT_TIMEOUT, io.recv(&VersionCodec)).await;
+                    match version {
+                        Ok(Ok(Some(Version::V3))) => {
+                            c3::serve(ctx, io, CONNECT_TIMEOUT).await;
+                            Ok(())
+                        }
+                        // Boxed: a 3.1.1 connection's future does not carry 5.0's size.
+                        Ok(Ok(Some(Version::V5))) => Box::pin(v5.call(io)).await,
+                        Ok(Ok(None)) => Ok(()),
+                        Ok(Err(err)) => {
+                            tracing::debug!(error = ?err, "not an MQTT CONNECT");
+                            Ok(())
+                        }
+                        Err(()) => {
+                            tracing::debug!("no CONNECT in time");
+                            Ok(())
+                        }
+                    }
+                }
+            }))
+        }
+    })
+}
+
+/// MQTT 5.0 on ntex-mqtt, after the version was read.
+fn mqtt_v5(
+    ctx: Arc<ListenerContext>,
+) -> impl ServiceFactory<IoBoxed, SharedCfg, Response = (), Error = MqttError<ConnError>, InitError = ()>
+{
+    let h5 = ctx;
+    v5::MqttServer::new(fn_service(move |hs| c5::handshake(h5.clone(), hs)))
+        .protocol(fn_factory_with_config(async |s: c5::Session| {
+            Ok::<_, ConnError>(fn_service(move |m| c5::protocol(s.clone(), m)))
+        }))
+        .control(fn_factory_with_config(async |s: c5::Session| {
+            Ok::<_, ConnError>(fn_service(move |m| c5::control(s.clone(), m)))
+        }))
+        .middleware(ExactlyOnce)
+        .middleware(ConnectionGuard::<v5::codec::Decoded>::new())
+        .publish(fn_factory_with_config(async |s: c5::Session| {
+            Ok::<_, ConnError>(fn_service(move |m| c5::publish(s.clone(), m)))
+        }))
 }
 
 /// Upgrades an HTTP request on `path` to a WebSocket carrying MQTT (subprotocol `mqtt`).

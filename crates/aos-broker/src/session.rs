@@ -453,17 +453,23 @@ impl Session {
         (batch, expired)
     }
 
-    /// The client acknowledged packet `id` (PUBACK, or PUBCOMP for QoS 2).
-    pub fn acknowledged(&self, id: NonZeroU16) {
+    /// The client acknowledged packet `id` (PUBACK, or PUBCOMP for QoS 2); returns whether a
+    /// message was in flight under it.
+    pub fn acknowledged(&self, id: NonZeroU16) -> bool {
         let mut state = self.lock();
-        if let Some(pos) = state.inflight.iter().position(|o| o.packet_id == Some(id))
-            && let Some(out) = state.inflight.remove(pos)
-        {
-            self.gauges.inflight.dec();
-            if let (Some(stored), Some(record)) = (&state.stored, &out.record) {
-                stored.done(record);
-            }
+        let Some(out) = state
+            .inflight
+            .iter()
+            .position(|o| o.packet_id == Some(id))
+            .and_then(|pos| state.inflight.remove(pos))
+        else {
+            return false;
+        };
+        self.gauges.inflight.dec();
+        if let (Some(stored), Some(record)) = (&state.stored, &out.record) {
+            stored.done(record);
         }
+        true
     }
 
     /// Makes the session persistent (kept in the state store) from now on, storing what it

@@ -1,7 +1,7 @@
-//! Exactly-once delivery of inbound QoS 2 publishes, done here instead of in ntex-mqtt 8.2.1 for
-//! both protocol versions. ntex-mqtt keeps the packet ids waiting for PUBREL per *connection* (its
-//! 5.0 dispatcher never even frees them, so a client would soon be refused), and its 3.1.1
-//! dispatcher closes the connection on a PUBREL for an id an earlier connection received. Here a
+//! Exactly-once delivery of inbound QoS 2 publishes on 5.0 connections, done here instead of in
+//! ntex-mqtt 8.2.1 (3.1.1 connections have their own dispatcher, `v3`, which does the same). ntex-mqtt
+//! keeps the packet ids waiting for PUBREL per *connection* (its 5.0 dispatcher never even frees
+//! them, so a client would soon be refused). Here a
 //! QoS 2 publish goes through the dispatcher as QoS 1, its PUBACK goes out as PUBREC, and the
 //! packet id waits in the *session* for PUBREL — kept in the state store for a persistent session,
 //! and PUBREC sent only once that is durable (the connection guard waits for it) — so a resent duplicate, even on a new connection
@@ -13,7 +13,7 @@ use std::ops::Deref;
 use ntex::service::{Middleware, Service, ServiceCtx};
 use ntex_mqtt::QoS;
 use ntex_mqtt::error::{DispatcherError, SpecViolation};
-use ntex_mqtt::{v3, v5};
+use ntex_mqtt::v5;
 
 use super::Conn;
 
@@ -34,52 +34,6 @@ pub(crate) trait Qos2Packet {
     /// The PUBREC for a message taken before.
     fn pubrec_again(id: NonZeroU16) -> Self::Encoded;
     fn pubcomp(id: NonZeroU16, known: bool) -> Self::Encoded;
-}
-
-impl Qos2Packet for v3::codec::Decoded {
-    type Encoded = v3::codec::Encoded;
-    const RECEIVE_MAXIMUM: bool = false;
-
-    fn qos2_publish(&self) -> Option<NonZeroU16> {
-        match self {
-            v3::codec::Decoded::Publish(p, _, _) if p.qos == QoS::ExactlyOnce => p.packet_id,
-            _ => None,
-        }
-    }
-
-    fn downgrade(&mut self) {
-        if let v3::codec::Decoded::Publish(p, _, _) = self {
-            p.qos = QoS::AtLeastOnce;
-        }
-    }
-
-    fn pubrel(&self) -> Option<NonZeroU16> {
-        match self {
-            v3::codec::Decoded::Packet(v3::codec::Packet::PublishRelease { packet_id }, _) => {
-                Some(*packet_id)
-            }
-            _ => None,
-        }
-    }
-
-    fn pubrec(response: Self::Encoded) -> (Self::Encoded, bool) {
-        match response {
-            // 3.1.1 has no negative acknowledgement: an acknowledged publish was taken.
-            v3::codec::Encoded::Packet(v3::codec::Packet::PublishAck { packet_id }) => {
-                (Self::pubrec_again(packet_id), true)
-            }
-            other => (other, false),
-        }
-    }
-
-    fn pubrec_again(packet_id: NonZeroU16) -> Self::Encoded {
-        v3::codec::Encoded::Packet(v3::codec::Packet::PublishReceived { packet_id })
-    }
-
-    fn pubcomp(packet_id: NonZeroU16, _known: bool) -> Self::Encoded {
-        // [MQTT-4.3.3-2]: PUBCOMP answers every PUBREL, a repeated one included.
-        v3::codec::Encoded::Packet(v3::codec::Packet::PublishComplete { packet_id })
-    }
 }
 
 impl Qos2Packet for v5::codec::Decoded {

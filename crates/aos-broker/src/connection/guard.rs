@@ -1,4 +1,4 @@
-//! The outermost dispatcher middleware of every connection. It
+//! The outermost dispatcher middleware of every 5.0 connection (ntex-mqtt's). It
 //!
 //! - closes the connection on a second CONNECT ([MQTT-3.1.0-2]; 5.0: DISCONNECT 0x82), which
 //!   ntex-mqtt 8.2.1 would silently ignore;
@@ -26,8 +26,8 @@ use ntex::codec::Encoder;
 use ntex::service::{Middleware, Pipeline, Service, ServiceCtx};
 use ntex::util::{Either, select};
 use ntex_mqtt::error::{DispatcherError, EncodeError};
+use ntex_mqtt::v5;
 use ntex_mqtt::{ProtocolError, QoS};
-use ntex_mqtt::{v3, v5};
 
 use super::Conn;
 use super::order::publish_key;
@@ -43,34 +43,6 @@ pub(crate) trait InboundPacket: 'static {
     fn publish_key(&self) -> Option<u64>;
     /// Whether it is a PUBLISH the client expects acknowledged (QoS 1 or 2).
     fn acknowledged(&self) -> bool;
-}
-
-impl InboundPacket for v3::codec::Decoded {
-    type Codec = v3::codec::Codec;
-
-    fn codec(_conn: &Conn) -> Self::Codec {
-        v3::codec::Codec::new()
-    }
-
-    fn is_connect(&self) -> bool {
-        matches!(
-            self,
-            v3::codec::Decoded::Packet(v3::codec::Packet::Connect(_), _)
-        )
-    }
-
-    fn publish_key(&self) -> Option<u64> {
-        match self {
-            v3::codec::Decoded::Publish(p, payload, _) => {
-                Some(publish_key(&p.topic, None, p.payload_size, payload))
-            }
-            _ => None,
-        }
-    }
-
-    fn acknowledged(&self) -> bool {
-        matches!(self, v3::codec::Decoded::Publish(p, _, _) if p.qos != QoS::AtMostOnce)
-    }
 }
 
 impl InboundPacket for v5::codec::Decoded {

@@ -7,6 +7,7 @@ mod order;
 mod replies;
 pub(crate) mod v3;
 pub(crate) mod v5;
+pub(crate) mod version;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -149,19 +150,20 @@ impl ListenerContext {
         ))
     }
 
-    /// Opens the session for an admitted client and starts its writer task.
-    pub(crate) fn open<S: Outbound>(
+    /// Opens the session for an admitted client. What the session queues for it is taken by
+    /// the connection's own dispatcher (3.1.1) or by a writer task (5.0, see [`Conn::spawn_writer`]).
+    pub(crate) fn open(
         self: &Arc<Self>,
-        wire: Wire<S>,
+        wire: Wire,
         principal: Principal,
         client_id: ByteString,
         clean_start: bool,
         expiry: Option<Duration>,
         will: Option<Will>,
-    ) -> (Conn, bool) {
+    ) -> Opened {
         let generation = self.broker.next_id();
         let wake = Arc::new(Notify::new());
-        let (kick_tx, kick_rx) = oneshot::channel();
+        let (kick_tx, kick) = oneshot::channel();
         let address = wire
             .io
             .query::<ntex::io::types::PeerAddr>()
@@ -187,7 +189,6 @@ impl ListenerContext {
                 peer,
             },
         );
-        let closed = Arc::new(Notify::new());
         self.broker
             .metrics
             .connections
@@ -198,17 +199,9 @@ impl ListenerContext {
             .connections_accepted
             .get_or_create(&self.label())
             .inc();
-        ntex::rt::spawn(writer(
-            wire.sink,
-            session.clone(),
-            self.broker.clone(),
-            wake,
-            kick_rx,
-            closed.clone(),
-        ));
         tracing::info!(%client_id, peer = ?address, listener = %self.name, present, "client connected");
-        (
-            Conn {
+        Opened {
+            conn: Conn {
                 io: wire.io,
                 max_packet_size_out: wire.max_packet_size,
                 listener: self.clone(),
@@ -217,14 +210,27 @@ impl ListenerContext {
                 principal,
                 graceful: Cell::new(false),
                 disconnect_expiry: Cell::new(None),
-                closed,
+                closed: Arc::new(Notify::new()),
                 finished: Cell::new(false),
                 order: Default::default(),
                 exactly_once: Default::default(),
             },
             present,
-        )
+            wake,
+            kick,
+        }
     }
+}
+
+/// A session opened for a connection, and what tells the connection about it.
+pub(crate) struct Opened {
+    pub conn: Conn,
+    /// Whether the client resumed a session.
+    pub present: bool,
+    /// Notified when the session's queue gets a message after it was found empty.
+    pub wake: Arc<Notify>,
+    /// Resolves when the connection must close (taken over, revoked, shutting down).
+    pub kick: oneshot::Receiver<Kick>,
 }
 
 /// The client's address, if the transport has one.
@@ -239,10 +245,8 @@ pub(crate) fn peer_certificate(io: &ntex::io::IoBoxed) -> Option<String> {
         .map(|cert| aos_auth::secret::certificate_fingerprint(&cert.0))
 }
 
-/// The connection a session is opened on: the session's writer sends through `sink`, the
-/// connection guard writes its answers to `io`.
-pub(crate) struct Wire<S> {
-    pub sink: S,
+/// The connection a session is opened on.
+pub(crate) struct Wire {
     pub io: ntex::io::IoRef,
     /// The largest packet the client takes (0: no limit).
     pub max_packet_size: u32,
@@ -277,6 +281,23 @@ pub struct Conn {
 impl Conn {
     pub fn broker(&self) -> &Arc<Broker> {
         &self.listener.broker
+    }
+
+    /// Starts the task that drains the session's queue into `sink` (5.0 connections).
+    pub(crate) fn spawn_writer<S: Outbound>(
+        &self,
+        sink: S,
+        wake: Arc<Notify>,
+        kick: oneshot::Receiver<Kick>,
+    ) {
+        ntex::rt::spawn(writer(
+            sink,
+            self.session.clone(),
+            self.broker().clone(),
+            wake,
+            kick,
+            self.closed.clone(),
+        ));
     }
 
     pub(crate) fn client_disconnected(&self, graceful: bool, expiry: Option<Option<Duration>>) {
@@ -350,6 +371,30 @@ impl Conn {
     }
 
     async fn accept(&self, message: Message) -> (PublishOutcome, Option<Message>) {
+        let outcome = self.admissible(&message);
+        if outcome != PublishOutcome::Accepted {
+            return (outcome, None);
+        }
+        match self.broker().hook() {
+            Some(hook) => self.hand_over(hook, message).await,
+            None => (outcome, Some(message)),
+        }
+    }
+
+    /// What this client may read through `filter`; `None` (counted as a denial) if nothing.
+    pub(crate) fn may_subscribe(&self, filter: &str) -> Option<crate::auth::ReadCheck> {
+        match self.broker().auth.may_subscribe(&self.principal, filter) {
+            crate::auth::SubscribeAccess::Granted(read) => Some(read),
+            crate::auth::SubscribeAccess::Refused => {
+                self.broker().metrics.denied.inc();
+                None
+            }
+        }
+    }
+
+    /// The checks a PUBLISH from this client passes before the platform sees it (counted in
+    /// the metrics, with the message itself).
+    pub(crate) fn admissible(&self, message: &Message) -> PublishOutcome {
         let metrics = &self.broker().metrics;
         metrics
             .messages_received
@@ -359,7 +404,7 @@ impl Conn {
             .inc();
         metrics.bytes_received.inc_by(message.payload.len() as u64);
         if !valid_topic_name(&message.topic) {
-            return (PublishOutcome::TopicInvalid, None);
+            return PublishOutcome::TopicInvalid;
         }
         if message.topic.starts_with("$SYS")
             || !self
@@ -368,11 +413,18 @@ impl Conn {
                 .may_publish(&self.principal, &message.topic)
         {
             metrics.denied.inc();
-            return (PublishOutcome::NotAuthorized, None);
+            return PublishOutcome::NotAuthorized;
         }
-        if let Some(hook) = self.broker().hook()
-            && let Err(err) = hook.accept(&self.principal, &message).await
-        {
+        PublishOutcome::Accepted
+    }
+
+    /// Hands an admissible message to the platform's hook; returns it if the platform took it.
+    pub(crate) async fn hand_over(
+        &self,
+        hook: Arc<dyn crate::broker::PublishHook>,
+        message: Message,
+    ) -> (PublishOutcome, Option<Message>) {
+        if let Err(err) = hook.accept(&self.principal, &message).await {
             tracing::warn!(client_id = %self.session.client_id, %err, "publish not taken by the platform");
             let outcome = match err {
                 HookError::Busy(_) => PublishOutcome::Busy,

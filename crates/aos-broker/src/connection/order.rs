@@ -1,5 +1,6 @@
 //! Keeps one client's publishes in arrival order (MQTT 3.1.1 §4.6, 5.0 §4.6: a server forwards a
-//! client's messages on a topic in the order it received them).
+//! client's messages on a topic in the order it received them), on 5.0 connections: 3.1.1 ones
+//! have their own dispatcher (`v3`), which handles packets in arrival order.
 //!
 //! ntex-mqtt may process several packets of a connection concurrently, and a call that waits for
 //! service readiness can be overtaken by a later one, so the publish handlers do not run in

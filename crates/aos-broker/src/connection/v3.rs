@@ -1,120 +1,134 @@
-//! MQTT 3.1.1 connections.
+//! MQTT 3.1.1 connections, served by the broker's own dispatcher: one future per connection
+//! reads the client's packets with ntex-mqtt's codec, answers them in the order they came, and
+//! drains the session's queue into the socket. An idle connection holds this future, its
+//! session and its socket, and nothing else: no writer task, no service pipeline.
+//!
+//! Packets are handled in arrival order. A PUBLISH the platform hook has to take, and a
+//! SUBSCRIBE or UNSUBSCRIBE that waits for the subscriptions to settle, is handled while the
+//! next packets are read; its answer, and the routing of its message, waits for every earlier
+//! packet's (MQTT 3.1.1 §4.6). With persistence, the acknowledgement of a QoS 1/2 PUBLISH also
+//! waits until what its routing stored is durable.
 
+use std::collections::HashSet;
+use std::future::{Future, poll_fn};
+use std::num::NonZeroU16;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use ntex::codec::Encoder;
-use ntex::io::IoRef;
+use ntex::io::{IoBoxed, RecvError};
 use ntex::time::Seconds;
-use ntex::util::Bytes;
+use ntex::util::{Bytes, BytesMut};
+use ntex_mqtt::QoS;
 use ntex_mqtt::error::EncodeError;
-use ntex_mqtt::{Control, QoS, v3};
+use ntex_mqtt::v3::codec::{
+    Codec, Connect, ConnectAck, ConnectAckReason, Decoded, Encoded, Packet, Publish,
+    SubscribeReturnCode,
+};
+use tokio::sync::{Notify, oneshot};
 
 use super::{
-    Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, Wire,
+    Admission, BATCH, Conn, ListenerContext, Opened, PublishOutcome, SendOutcome, Tally, Wire,
     message, peer_addr, peer_certificate, shared_publish, write_shared,
 };
-use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
+use crate::auth::{ConnectRequest, Refusal};
 use crate::delivery::{Outgoing, SubOptions};
 use crate::message::Message;
 use crate::session::{Kick, Protocol, Will};
-use crate::topic::SubscriptionFilter;
+use crate::topic::{SubscriptionFilter, valid_topic_filter};
 
-pub(crate) type Session = v3::Session<Conn>;
+/// Payloads from this size on are read in chunks (the read buffer need not hold them whole).
+const CHUNK: u32 = 32 * 1024;
 
-/// A QoS 1/2 PUBLISH for `out`, with its packet id and flags (`None` without a packet id).
-fn acknowledged_publish(sink: &v3::MqttSink, out: &Outgoing) -> Option<v3::PublishBuilder> {
-    let id = out.packet_id?;
-    let publish = sink
-        .publish(out.message.topic.clone())
-        .packet_id(id.get())
-        .dup(out.dup);
-    Some(if out.retain {
-        publish.retain()
-    } else {
-        publish
-    })
-}
-
-/// A 3.1.1 connection's outbound side: its sink, and its I/O for the QoS 0 copies of a
-/// message, which are the same bytes for every 3.1.1 subscriber.
-pub(crate) struct Sink3 {
-    sink: v3::MqttSink,
-    io: IoRef,
-}
-
-/// The QoS 0 PUBLISH of `message` without the retain flag, encoded on first use.
-fn at_most_once_wire(message: &Message) -> Result<&Bytes, EncodeError> {
-    shared_publish(&message.wire_v3_at_most_once, |pages| {
-        let packet = v3::codec::Publish {
-            dup: false,
-            retain: false,
-            qos: QoS::AtMostOnce,
-            topic: message.topic.clone(),
-            packet_id: None,
-            payload_size: message.payload.len() as u32,
-        };
-        v3::codec::Codec::new().encodev(
-            v3::codec::Encoded::Publish(packet, Some(message.payload.clone())),
-            pages,
-        )
-    })
-}
-
-impl Outbound for Sink3 {
-    fn is_ready(&self) -> bool {
-        self.sink.is_ready()
-    }
-
-    async fn ready(&self) -> bool {
-        self.sink.ready().await
-    }
-
-    fn send_at_most_once(&self, out: &Outgoing, _now: Instant) -> SendOutcome {
-        if out.retain {
-            return self
-                .sink
-                .publish(out.message.topic.clone())
-                .retain()
-                .send_at_most_once(out.message.payload.clone())
-                .into();
+/// Serves a 3.1.1 connection from its CONNECT to its end.
+pub(crate) async fn serve(ctx: Arc<ListenerContext>, io: IoBoxed, connect_timeout: Seconds) {
+    let codec = Codec::new();
+    codec.set_max_size(ctx.config.max_packet_size);
+    codec.set_min_chunk_size(CHUNK);
+    let first = ntex::time::timeout(connect_timeout, poll_fn(|cx| io.poll_recv(&codec, cx))).await;
+    let connect = match first {
+        Ok(Ok(Decoded::Packet(Packet::Connect(connect), _))) => connect,
+        Ok(Ok(_)) => {
+            tracing::debug!(peer = ?peer_addr(&io), "the first packet is not CONNECT [MQTT-3.1.0-1]");
+            return;
         }
-        write_shared(&self.io, at_most_once_wire(&out.message), 0)
-    }
-
-    fn send_at_least_once(&self, out: &Outgoing, _now: Instant) -> SendOutcome {
-        match acknowledged_publish(&self.sink, out) {
-            Some(publish) => publish
-                .send_at_least_once_no_block(out.message.payload.clone())
-                .into(),
-            None => SendOutcome::Unsendable,
+        Ok(Err(err)) => {
+            tracing::debug!(peer = ?peer_addr(&io), error = ?recv_error(&err), "no CONNECT");
+            return;
         }
-    }
-
-    async fn send_exactly_once(&self, out: &Outgoing, _now: Instant) -> SendOutcome {
-        let Some(publish) = acknowledged_publish(&self.sink, out) else {
-            return SendOutcome::Unsendable;
-        };
-        match publish.send_exactly_once(out.message.payload.clone()).await {
-            Ok(received) => received.release().await.into(),
-            Err(err) => Err::<(), _>(err).into(),
+        Err(()) => {
+            tracing::debug!(peer = ?peer_addr(&io), "no CONNECT in time");
+            return;
         }
+    };
+    // Boxed: the handshake's state is not kept for the connection's life.
+    let accepted = Box::pin(handshake(&ctx, &io, *connect)).await;
+    let (opened, keep_alive) = match accepted {
+        Ok(accepted) => accepted,
+        Err(reason) => {
+            let _ = io.encode(
+                Encoded::Packet(Packet::ConnectAck(ConnectAck {
+                    session_present: false,
+                    return_code: reason,
+                })),
+                &codec,
+            );
+            let _ = io.shutdown().await;
+            return;
+        }
+    };
+    let ack = Encoded::Packet(Packet::ConnectAck(ConnectAck {
+        session_present: opened.present,
+        return_code: ConnectAckReason::ConnectionAccepted,
+    }));
+    if io.encode(ack, &codec).is_err() {
+        return;
     }
+    let conn = Rc::new(opened.conn);
+    let dispatcher = Dispatcher {
+        max_inflight: usize::from(ctx.config.max_inflight.max(1)),
+        io,
+        codec,
+        conn: conn.clone(),
+        wake: opened.wake,
+        keep_alive,
+        busy_ids: HashSet::new(),
+        handling: FuturesOrdered::new(),
+        answers: FuturesOrdered::new(),
+        partial: None,
+        unacknowledged: 0,
+        queue_drained: false,
+        reading: true,
+        paused: false,
+        tally: Tally::default(),
+    };
+    let ended = dispatcher.run(opened.kick).await;
+    tracing::debug!(client_id = %conn.session.client_id, reason = ended, "connection closed");
+    conn.finish();
+}
 
-    fn close(&self, _kick: Kick) {
-        // 3.1.1 has no server DISCONNECT: the network connection is closed.
-        self.sink.close();
+fn recv_error(err: &RecvError<Codec>) -> String {
+    match err {
+        RecvError::KeepAlive => "keep-alive timeout".into(),
+        RecvError::WriteBackpressure => "write back-pressure".into(),
+        RecvError::Decoder(err) => format!("malformed packet: {err}"),
+        RecvError::PeerGone(Some(err)) => format!("connection lost: {err}"),
+        RecvError::PeerGone(None) => "connection closed by the client".into(),
     }
 }
 
-pub(crate) async fn handshake(
-    ctx: Arc<ListenerContext>,
-    handshake: v3::Handshake,
-) -> Result<v3::HandshakeAck<Conn>, ConnError> {
-    let connect = handshake.packet().clone();
+/// Checks a CONNECT and opens the client's session; the CONNACK code if it is refused.
+async fn handshake(
+    ctx: &Arc<ListenerContext>,
+    io: &IoBoxed,
+    connect: Connect,
+) -> Result<(Opened, Seconds), ConnectAckReason> {
     if connect.client_id.is_empty() && !connect.clean_session {
         // [MQTT-3.1.3-8]: a persistent session needs a client id.
-        return Ok(handshake.identifier_rejected());
+        return Err(ConnectAckReason::IdentifierRejected);
     }
     let client_id = if connect.client_id.is_empty() {
         ctx.assign_client_id()
@@ -125,16 +139,19 @@ pub(crate) async fn handshake(
         client_id: client_id.to_string(),
         username: connect.username.as_ref().map(|u| u.to_string()),
         password: connect.password.as_ref().map(|p| p.to_vec()),
-        peer: peer_addr(handshake.io()),
-        certificate: peer_certificate(handshake.io()),
+        peer: peer_addr(io),
+        certificate: peer_certificate(io),
         listener: ctx.name.to_string(),
     };
     let principal = match ctx.admit(request).await {
         Admission::Accepted(principal) => principal,
-        Admission::Busy => return Ok(handshake.service_unavailable()),
-        Admission::Refused(Refusal::BadCredentials) => return Ok(handshake.bad_username_or_pwd()),
-        Admission::Refused(Refusal::NotAuthorized) => return Ok(handshake.not_authorized()),
-        Admission::Refused(Refusal::Unavailable) => return Ok(handshake.service_unavailable()),
+        Admission::Busy | Admission::Refused(Refusal::Unavailable) => {
+            return Err(ConnectAckReason::ServiceUnavailable);
+        }
+        Admission::Refused(Refusal::BadCredentials) => {
+            return Err(ConnectAckReason::BadUserNameOrPassword);
+        }
+        Admission::Refused(Refusal::NotAuthorized) => return Err(ConnectAckReason::NotAuthorized),
     };
     let will = match &connect.last_will {
         Some(will) => {
@@ -142,7 +159,7 @@ pub(crate) async fn handshake(
                 || !ctx.broker.auth.may_publish(&principal, &will.topic)
             {
                 ctx.release_slot();
-                return Ok(handshake.not_authorized());
+                return Err(ConnectAckReason::NotAuthorized);
             }
             Some(Will {
                 message: message(
@@ -163,19 +180,13 @@ pub(crate) async fn handshake(
     } else {
         Some(ctx.config.max_session_expiry)
     };
-    let sink = handshake.sink();
-    let io = handshake.io().get_ref();
     let wire = Wire {
-        sink: Sink3 {
-            sink: sink.clone(),
-            io: io.clone(),
-        },
-        io,
+        io: io.get_ref(),
         max_packet_size: 0,
         protocol: Protocol::V3,
         keep_alive: connect.keep_alive,
     };
-    let (conn, present) = ctx.open(
+    let opened = ctx.open(
         wire,
         principal,
         client_id,
@@ -183,132 +194,645 @@ pub(crate) async fn handshake(
         expiry,
         will,
     );
-    let session = conn.session.clone();
-    sink.publish_ack_cb(move |id, disconnected| {
-        if !disconnected {
-            session.acknowledged(id);
-        }
-    });
-    let keep_alive = if connect.keep_alive == 0 {
-        Seconds::ZERO
-    } else {
-        // [MQTT-3.1.2-24]: one and a half times the keep alive.
-        Seconds(connect.keep_alive.saturating_add(connect.keep_alive / 2))
-    };
-    Ok(handshake
-        .ack(conn, present)
-        .idle_timeout(keep_alive)
-        .max_send(Some(ctx.config.max_inflight)))
+    // [MQTT-3.1.2-24]: one and a half times the keep alive.
+    let keep_alive = Seconds(connect.keep_alive.saturating_add(connect.keep_alive / 2));
+    Ok((opened, keep_alive))
 }
 
-pub(crate) async fn publish(session: Session, publish: v3::Publish) -> Result<(), ConnError> {
-    let conn: &Conn = &session;
-    let payload = publish
-        .read_all()
-        .await
-        .map_err(|_| ConnError::Protocol("payload could not be read"))?;
-    let packet = publish.packet();
-    let key = super::order::publish_key(&packet.topic, None, packet.payload_size, &payload);
-    let message = message(
-        conn.session.id,
-        &conn.principal,
-        packet.topic.clone(),
-        payload,
-        conn.inbound_qos(packet.packet_id, publish.qos()),
-        publish.retain(),
-    );
-    match conn.publish(key, message, packet.dup).await {
-        // 3.1.1 has no negative acknowledgement: a refused publish is acknowledged and dropped.
-        PublishOutcome::Accepted | PublishOutcome::NotAuthorized => Ok(()),
-        PublishOutcome::TopicInvalid => Err(ConnError::Protocol("invalid topic name")),
-        PublishOutcome::Busy | PublishOutcome::Failed => Err(ConnError::Hook(
-            "the platform could not take the message".into(),
-        )),
+/// A packet being handled, in arrival order.
+type Handling = Pin<Box<dyn Future<Output = Handled>>>;
+/// An answer waiting for what the answers before it wait for; an error closes the connection.
+type Waiting = Pin<Box<dyn Future<Output = Result<Answer, &'static str>>>>;
+
+/// What handling a packet came to.
+struct Handled {
+    /// A message to route once every earlier packet's is.
+    route: Option<Message>,
+    /// The answer waits until what the broker stored so far is durable.
+    durable_first: bool,
+    answer: Answer,
+    /// Why the connection is closed instead.
+    refused: Option<&'static str>,
+}
+
+/// What is written back for a packet, and what follows it.
+#[derive(Default)]
+struct Answer {
+    packet: Option<Packet>,
+    /// The packet id this answer frees for the client's next packet.
+    frees: Option<NonZeroU16>,
+    /// Retained messages that follow a SUBACK: (filter, options).
+    retained: Vec<(String, SubOptions)>,
+}
+
+impl Answer {
+    fn packet(packet: Packet, frees: Option<NonZeroU16>) -> Answer {
+        Answer {
+            packet: Some(packet),
+            frees,
+            retained: Vec::new(),
+        }
     }
 }
 
-pub(crate) async fn protocol(
-    session: Session,
-    message: v3::ProtocolMessage,
-) -> Result<v3::ProtocolMessageAck, ConnError> {
-    let conn: &Conn = &session;
-    Ok(match message {
-        v3::ProtocolMessage::Subscribe(mut subscribe) => {
-            let mut retained = Vec::new();
-            for mut sub in subscribe.iter_mut() {
-                let full = sub.topic().to_string();
-                let Ok(filter) = SubscriptionFilter::parse(&full, true) else {
-                    sub.fail();
-                    continue;
-                };
-                let SubscribeAccess::Granted(read) = conn
-                    .broker()
-                    .auth
-                    .may_subscribe(&conn.principal, &filter.filter)
-                else {
-                    conn.broker().metrics.denied.inc();
-                    sub.fail();
-                    continue;
-                };
-                let qos = crate::message::min_qos(sub.qos(), conn.listener.config.max_qos());
-                let opts = SubOptions::qos(qos, read);
-                let existed = conn
-                    .broker()
-                    .subscribe(&conn.session, &full, filter.clone(), opts);
-                if filter.group.is_none() && opts.wants_retained(existed) {
-                    retained.push((filter.filter, opts));
+/// The state of one connection after CONNACK.
+struct Dispatcher {
+    io: IoBoxed,
+    codec: Codec,
+    conn: Rc<Conn>,
+    wake: Arc<Notify>,
+    keep_alive: Seconds,
+    max_inflight: usize,
+    /// Packet ids of the client's packets in handling: reusing one is a protocol error
+    /// [MQTT-2.3.1-2].
+    busy_ids: HashSet<NonZeroU16>,
+    /// Packets in handling, in arrival order.
+    handling: FuturesOrdered<Handling>,
+    /// Answers held back (durability, or an earlier answer held back), in order.
+    answers: FuturesOrdered<Waiting>,
+    /// A PUBLISH whose payload is still coming in chunks.
+    partial: Option<(Publish, BytesMut)>,
+    /// QoS 1/2 messages sent and not acknowledged yet.
+    unacknowledged: usize,
+    /// The session's queue was found empty; woken by `wake`.
+    queue_drained: bool,
+    /// False once the client sent DISCONNECT or its side of the connection closed.
+    reading: bool,
+    /// Not read from because of the node's bound on waiting packets (counted once per pause).
+    paused: bool,
+    tally: Tally,
+}
+
+/// What the dispatcher waits for next.
+enum Event {
+    Kicked(Option<Kick>),
+    Handled(Handled),
+    Answer(Result<Answer, &'static str>),
+    Packet(Result<Decoded, RecvError<Codec>>),
+    /// The socket took what was waiting (false: the connection is gone).
+    Flushed(bool),
+    Woken,
+    Send,
+}
+
+impl Dispatcher {
+    /// Runs until the connection ends; returns why.
+    async fn run(mut self, mut kick: oneshot::Receiver<Kick>) -> &'static str {
+        self.restart_keep_alive();
+        let ended = loop {
+            let backpressure = self.io.is_wr_backpressure();
+            // A client that does not read what it is sent is not read from either (its
+            // answers would pile up) until its socket takes more.
+            let readable = !backpressure && self.may_read();
+            let can_send = !self.queue_drained && !backpressure && self.has_credit();
+            let (handling, answers) = (!self.handling.is_empty(), !self.answers.is_empty());
+            let drained = self.queue_drained;
+            let event = tokio::select! {
+                biased;
+                kicked = &mut kick => Event::Kicked(kicked.ok()),
+                Some(handled) = self.handling.next(), if handling => {
+                    Event::Handled(handled)
                 }
-                sub.confirm(qos);
+                Some(answer) = self.answers.next(), if answers => {
+                    Event::Answer(answer)
+                }
+                packet = poll_fn(|cx| self.io.poll_recv(&self.codec, cx)), if readable => {
+                    Event::Packet(packet)
+                }
+                flushed = poll_fn(|cx| self.io.poll_flush(cx, false)), if backpressure => {
+                    Event::Flushed(flushed.is_ok())
+                }
+                () = self.wake.notified(), if drained => Event::Woken,
+                () = std::future::ready(()), if can_send => Event::Send,
+                // Reading is held back only while packets of this connection wait, so this is
+                // the end: nothing to read, handle or send.
+                else => break "the client ended the connection",
+            };
+            let step = match event {
+                Event::Kicked(kick) => {
+                    // 3.1.1 has no server DISCONNECT: the network connection is closed.
+                    tracing::debug!(client_id = %self.conn.session.client_id, ?kick, "connection closed by the broker");
+                    self.io.close();
+                    Err("closed by the broker")
+                }
+                Event::Handled(handled) => {
+                    self.conn.broker().metrics.packets_pending.dec();
+                    self.handled(handled)
+                }
+                Event::Answer(answer) => {
+                    self.conn.broker().metrics.packets_pending.dec();
+                    answer.and_then(|answer| self.write(answer))
+                }
+                Event::Packet(Ok(packet)) => {
+                    self.restart_keep_alive();
+                    self.packet(packet)
+                }
+                // Not read from until the socket takes more (next turn).
+                Event::Packet(Err(RecvError::WriteBackpressure)) => Ok(()),
+                Event::Packet(Err(err)) => {
+                    if !matches!(err, RecvError::PeerGone(_)) {
+                        tracing::debug!(client_id = %self.conn.session.client_id, error = %recv_error(&err), "connection closed");
+                        self.io.close();
+                        break "protocol error or keep-alive timeout";
+                    }
+                    // Packets already read are still handled (a client may publish and close).
+                    self.reading = false;
+                    Ok(())
+                }
+                Event::Flushed(true) => Ok(()),
+                Event::Flushed(false) => Err("the connection is gone"),
+                Event::Woken => {
+                    self.queue_drained = false;
+                    Ok(())
+                }
+                Event::Send => self.send_batch(),
+            };
+            if let Err(why) = step {
+                self.io.close();
+                break why;
             }
-            conn.settled().await;
-            deliver_retained_after_ack(conn, retained);
-            subscribe.ack()
-        }
-        v3::ProtocolMessage::Unsubscribe(unsubscribe) => {
-            for filter in unsubscribe.iter() {
-                conn.broker().unsubscribe(&conn.session, filter);
+            if !self.reading && self.handling.is_empty() && self.answers.is_empty() {
+                break "the client ended the connection";
             }
+        };
+        self.tally.flush(&self.conn.broker().metrics);
+        self.settle_pending();
+        let _ = self.io.shutdown().await;
+        ended
+    }
+
+    fn restart_keep_alive(&self) {
+        if !self.keep_alive.is_zero() {
+            self.io.start_timer(self.keep_alive);
+        }
+    }
+
+    fn has_credit(&self) -> bool {
+        self.unacknowledged < self.max_inflight
+    }
+
+    /// Whether the next packet may be read: none of this client's packets is waiting, or
+    /// fewer than the receive maximum are (3.1.1 announces none, but a client cannot tell
+    /// flow control from a slow network) and the node holds fewer than its bound.
+    fn may_read(&mut self) -> bool {
+        if !self.reading {
+            return false;
+        }
+        let waiting = self.handling.len() + self.answers.len();
+        let config = &self.conn.listener.config;
+        let limit = usize::from(config.receive_maximum.max(1));
+        let metrics = &self.conn.broker().metrics;
+        let node_full = usize::try_from(metrics.packets_pending.get())
+            .is_ok_and(|n| n >= config.max_pending_packets);
+        if waiting == 0 || (waiting < limit && !node_full) {
+            self.paused = false;
+            return true;
+        }
+        if waiting < limit && !self.paused {
+            self.paused = true;
+            metrics.reads_paused.inc();
+        }
+        false
+    }
+
+    /// Queues the handling of a packet behind the earlier ones.
+    fn wait(&mut self, handling: Handling) {
+        self.conn.broker().metrics.packets_pending.inc();
+        self.handling.push_back(handling);
+    }
+
+    fn packet(&mut self, packet: Decoded) -> Result<(), &'static str> {
+        match packet {
+            Decoded::Publish(publish, payload, _) => {
+                if payload.len() < publish.payload_size as usize {
+                    let mut whole = BytesMut::with_capacity(publish.payload_size as usize);
+                    whole.extend_from_slice(&payload);
+                    self.partial = Some((publish, whole));
+                    return Ok(());
+                }
+                self.publish(publish, payload)
+            }
+            Decoded::PayloadChunk(chunk, done) => {
+                let Some((publish, mut whole)) = self.partial.take() else {
+                    return Err("a payload chunk without a PUBLISH");
+                };
+                whole.extend_from_slice(&chunk);
+                if done {
+                    self.publish(publish, whole.freeze())
+                } else {
+                    self.partial = Some((publish, whole));
+                    Ok(())
+                }
+            }
+            Decoded::Packet(packet, _) => self.control(packet),
+        }
+    }
+
+    fn control(&mut self, packet: Packet) -> Result<(), &'static str> {
+        match packet {
+            Packet::PublishAck { packet_id } | Packet::PublishComplete { packet_id } => {
+                self.acknowledged(packet_id);
+                Ok(())
+            }
+            Packet::PublishReceived { packet_id } => {
+                // The client has the QoS 2 message: release it; it is done at PUBCOMP.
+                self.answer(Answer::packet(Packet::PublishRelease { packet_id }, None))
+            }
+            Packet::PublishRelease { packet_id } => {
+                self.conn.session.qos2_released(packet_id);
+                // [MQTT-4.3.3-2]: PUBCOMP answers every PUBREL, a repeated one included.
+                self.answer(Answer::packet(Packet::PublishComplete { packet_id }, None))
+            }
+            Packet::PingRequest => self.answer(Answer::packet(Packet::PingResponse, None)),
+            Packet::Subscribe {
+                packet_id,
+                topic_filters,
+            } => {
+                if topic_filters.iter().any(|(f, _)| !valid_topic_filter(f)) {
+                    return Err("an invalid topic filter [MQTT-4.7.1]");
+                }
+                self.claim_id(packet_id)?;
+                let subscribed = self.subscribe(packet_id, topic_filters);
+                self.wait(subscribed);
+                Ok(())
+            }
+            Packet::Unsubscribe {
+                packet_id,
+                topic_filters,
+            } => {
+                if topic_filters.iter().any(|f| !valid_topic_filter(f)) {
+                    return Err("an invalid topic filter [MQTT-4.7.1]");
+                }
+                self.claim_id(packet_id)?;
+                for filter in &topic_filters {
+                    self.conn.broker().unsubscribe(&self.conn.session, filter);
+                }
+                let conn = self.conn.clone();
+                self.wait(Box::pin(async move {
+                    conn.settled().await;
+                    Handled {
+                        route: None,
+                        durable_first: false,
+                        answer: Answer::packet(
+                            Packet::UnsubscribeAck { packet_id },
+                            Some(packet_id),
+                        ),
+                        refused: None,
+                    }
+                }));
+                Ok(())
+            }
+            Packet::Disconnect => {
+                self.conn.client_disconnected(true, None);
+                self.reading = false;
+                Ok(())
+            }
+            Packet::Connect(_) => Err("a second CONNECT on an open connection [MQTT-3.1.0-2]"),
+            Packet::ConnectAck(_)
+            | Packet::SubscribeAck { .. }
+            | Packet::UnsubscribeAck { .. }
+            | Packet::PingResponse => Err("a packet only a server sends"),
+        }
+    }
+
+    fn claim_id(&mut self, packet_id: NonZeroU16) -> Result<(), &'static str> {
+        if self.busy_ids.insert(packet_id) {
+            Ok(())
+        } else {
+            Err("a packet id still in use [MQTT-2.3.1-2]")
+        }
+    }
+
+    /// Subscribes at once (a PUBLISH read after the SUBSCRIBE is routed to it); the SUBACK
+    /// waits until the subscriptions have settled.
+    fn subscribe(
+        &mut self,
+        packet_id: NonZeroU16,
+        filters: Vec<(ntex::util::ByteString, QoS)>,
+    ) -> Handling {
+        let conn = self.conn.clone();
+        let mut status = Vec::with_capacity(filters.len());
+        let mut retained = Vec::new();
+        for (full, qos) in filters {
+            let Ok(filter) = SubscriptionFilter::parse(&full, true) else {
+                status.push(SubscribeReturnCode::Failure);
+                continue;
+            };
+            let Some(read) = conn.may_subscribe(&filter.filter) else {
+                status.push(SubscribeReturnCode::Failure);
+                continue;
+            };
+            let qos = crate::message::min_qos(qos, conn.listener.config.max_qos());
+            let opts = SubOptions::qos(qos, read);
+            let existed = conn
+                .broker()
+                .subscribe(&conn.session, &full, filter.clone(), opts);
+            if filter.group.is_none() && opts.wants_retained(existed) {
+                retained.push((filter.filter, opts));
+            }
+            status.push(SubscribeReturnCode::Success(qos));
+        }
+        Box::pin(async move {
             conn.settled().await;
-            unsubscribe.ack()
+            Handled {
+                route: None,
+                durable_first: false,
+                answer: Answer {
+                    packet: Some(Packet::SubscribeAck { packet_id, status }),
+                    frees: Some(packet_id),
+                    retained,
+                },
+                refused: None,
+            }
+        })
+    }
+
+    fn publish(&mut self, publish: Publish, payload: Bytes) -> Result<(), &'static str> {
+        if publish.qos > self.conn.listener.config.max_qos() {
+            // [MQTT-3.2.2-11] (5.0): above the maximum QoS the server granted.
+            return Err("a PUBLISH above the maximum QoS");
         }
-        v3::ProtocolMessage::Disconnect(disconnect) => {
-            conn.client_disconnected(true, None);
-            disconnect.ack()
+        let packet_id = match (publish.qos, publish.packet_id) {
+            (QoS::AtMostOnce, _) => None,
+            (_, Some(id)) => Some(id),
+            (_, None) => return Err("a QoS 1/2 PUBLISH without a packet id"),
+        };
+        if let Some(id) = packet_id {
+            self.claim_id(id)?;
+            if publish.qos == QoS::ExactlyOnce
+                && self.conn.session.lock().qos2_received.contains(&id)
+            {
+                // A resend of a message already taken: acknowledged again, taken once.
+                return self.answer(Answer::packet(
+                    Packet::PublishReceived { packet_id: id },
+                    Some(id),
+                ));
+            }
         }
-        v3::ProtocolMessage::PublishRelease(release) => release.ack(),
-        v3::ProtocolMessage::Ping(ping) => ping.ack(),
+        let conn = &self.conn;
+        if publish.dup && publish.qos == QoS::AtLeastOnce {
+            // QoS 1 allows duplicates: a resent message the broker had already taken (its
+            // PUBACK lost with a connection or a node) is taken again. Counted, not hidden.
+            conn.broker().metrics.resent_received.inc();
+        }
+        let message = message(
+            conn.session.id,
+            &conn.principal,
+            publish.topic,
+            payload,
+            publish.qos,
+            publish.retain,
+        );
+        let durable_first = packet_id.is_some() && conn.broker().persists();
+        let outcome = conn.admissible(&message);
+        let hook = conn.broker().hook();
+        match hook {
+            Some(hook) if outcome == PublishOutcome::Accepted => {
+                let conn = conn.clone();
+                self.wait(Box::pin(async move {
+                    let (outcome, taken) = conn.hand_over(hook, message).await;
+                    published(&conn, packet_id, publish.qos, outcome, taken, durable_first)
+                }));
+                Ok(())
+            }
+            _ => {
+                let taken = (outcome == PublishOutcome::Accepted).then_some(message);
+                let handled =
+                    published(conn, packet_id, publish.qos, outcome, taken, durable_first);
+                if self.handling.is_empty() {
+                    self.handled(handled)
+                } else {
+                    self.wait(Box::pin(std::future::ready(handled)));
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// A packet's handling is done (in arrival order): its message is routed and its answer
+    /// written, or held back behind durability or an earlier held-back answer.
+    fn handled(&mut self, handled: Handled) -> Result<(), &'static str> {
+        if let Some(why) = handled.refused {
+            return Err(why);
+        }
+        if let Some(message) = handled.route {
+            self.conn.broker().publish(message);
+        }
+        if handled.durable_first {
+            let conn = self.conn.clone();
+            let answer = handled.answer;
+            self.hold(Box::pin(async move {
+                match conn.durable().await {
+                    Ok(()) => Ok(answer),
+                    Err(err) => {
+                        tracing::error!(client_id = %conn.session.client_id, %err, "a publish could not be stored; the connection is closed unacknowledged");
+                        Err("the broker cannot store the message")
+                    }
+                }
+            }));
+            return Ok(());
+        }
+        self.answer(handled.answer)
+    }
+
+    fn hold(&mut self, waiting: Waiting) {
+        self.conn.broker().metrics.packets_pending.inc();
+        self.answers.push_back(waiting);
+    }
+
+    /// Writes an answer now, or after the answers held back before it.
+    fn answer(&mut self, answer: Answer) -> Result<(), &'static str> {
+        if self.answers.is_empty() {
+            self.write(answer)
+        } else {
+            self.hold(Box::pin(std::future::ready(Ok(answer))));
+            Ok(())
+        }
+    }
+
+    fn write(&mut self, answer: Answer) -> Result<(), &'static str> {
+        if let Some(id) = answer.frees {
+            self.busy_ids.remove(&id);
+        }
+        if let Some(packet) = answer.packet
+            && self
+                .io
+                .encode(Encoded::Packet(packet), &self.codec)
+                .is_err()
+        {
+            return Err("an answer could not be written");
+        }
+        for (filter, opts) in answer.retained {
+            self.conn
+                .broker()
+                .deliver_retained(&self.conn.session, &filter, opts);
+        }
+        Ok(())
+    }
+
+    /// The client acknowledged a QoS 1 (PUBACK) or QoS 2 (PUBCOMP) message.
+    fn acknowledged(&mut self, packet_id: NonZeroU16) {
+        if self.conn.session.acknowledged(packet_id) {
+            self.unacknowledged = self.unacknowledged.saturating_sub(1);
+        }
+    }
+
+    /// Sends the next run of queued messages.
+    fn send_batch(&mut self) -> Result<(), &'static str> {
+        // One clock read per batch serves both (the reads showed in fan-out profiles).
+        let now = Instant::now();
+        let session = self.conn.session.clone();
+        let (batch, expired) = session.take_to_send(now, BATCH);
+        self.tally.expired += expired as u64;
+        if batch.is_empty() {
+            self.queue_drained = true;
+            self.tally.flush(&self.conn.broker().metrics);
+            return Ok(());
+        }
+        for out in batch {
+            match self.send(&out) {
+                SendOutcome::Sent => {
+                    if out.qos != QoS::AtMostOnce {
+                        self.unacknowledged += 1;
+                    }
+                    self.tally.sent(&out);
+                }
+                SendOutcome::Unsendable => {
+                    // Not for this client: forget it, and go on with the next.
+                    if let Some(id) = out.packet_id {
+                        session.acknowledged(id);
+                    }
+                    self.tally.oversize += 1;
+                }
+                // QoS 1/2 messages stay in flight for the next connection of the session
+                // (QoS 0 ones taken with them are lost with the connection, as MQTT allows).
+                SendOutcome::Closed => return Err("the connection is gone"),
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, out: &Outgoing) -> SendOutcome {
+        let message = &out.message;
+        if out.qos == QoS::AtMostOnce && !out.retain {
+            return write_shared(&self.io, at_most_once_wire(message), 0);
+        }
+        let packet_id = match out.qos {
+            QoS::AtMostOnce => None,
+            _ => match out.packet_id {
+                Some(id) => Some(id),
+                None => return SendOutcome::Unsendable,
+            },
+        };
+        let publish = Publish {
+            dup: out.dup,
+            retain: out.retain,
+            qos: out.qos,
+            topic: message.topic.clone(),
+            packet_id,
+            payload_size: message.payload.len() as u32,
+        };
+        match self.io.encode(
+            Encoded::Publish(publish, Some(message.payload.clone())),
+            &self.codec,
+        ) {
+            Ok(()) => SendOutcome::Sent,
+            Err(_) => SendOutcome::Unsendable,
+        }
+    }
+
+    /// The connection is ending: packets already read are still routed (their answers cannot
+    /// be written any more), and the node's count of waiting packets is given back.
+    fn settle_pending(&mut self) {
+        let pending = self.handling.len() + self.answers.len();
+        self.conn
+            .broker()
+            .metrics
+            .packets_pending
+            .dec_by(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.answers = FuturesOrdered::new();
+        let handling = std::mem::take(&mut self.handling);
+        if handling.is_empty() {
+            return;
+        }
+        // Handled in a task of their own: the platform may still be taking them.
+        let broker = self.conn.broker().clone();
+        ntex::rt::spawn(async move {
+            let mut handling = handling;
+            while let Some(handled) = handling.next().await {
+                if let Some(message) = handled.route {
+                    broker.publish(message);
+                }
+            }
+        });
+    }
+}
+
+/// What a PUBLISH's handling came to: its message to route and its acknowledgement.
+fn published(
+    conn: &Conn,
+    packet_id: Option<NonZeroU16>,
+    qos: QoS,
+    outcome: PublishOutcome,
+    taken: Option<Message>,
+    durable_first: bool,
+) -> Handled {
+    let refused = match outcome {
+        PublishOutcome::TopicInvalid => Some("an invalid topic name"),
+        // Not acknowledged, so that the client sends it again later.
+        PublishOutcome::Busy | PublishOutcome::Failed => {
+            Some("the platform could not take the message")
+        }
+        PublishOutcome::Accepted | PublishOutcome::NotAuthorized => None,
+    };
+    if refused.is_some() {
+        return Handled {
+            route: None,
+            durable_first: false,
+            answer: Answer::default(),
+            refused,
+        };
+    }
+    // 3.1.1 has no negative acknowledgement: a publish the client may not make is
+    // acknowledged and dropped.
+    let answer = match (packet_id, qos) {
+        (Some(id), QoS::ExactlyOnce) => {
+            // Waits in the session for PUBREL (stored with it): a resend is not taken again.
+            conn.session.qos2_taken(id);
+            Answer::packet(Packet::PublishReceived { packet_id: id }, Some(id))
+        }
+        (Some(id), _) => Answer::packet(Packet::PublishAck { packet_id: id }, Some(id)),
+        (None, _) => Answer::default(),
+    };
+    Handled {
+        route: taken,
+        durable_first: durable_first && outcome == PublishOutcome::Accepted,
+        answer,
+        refused: None,
+    }
+}
+
+/// The QoS 0 PUBLISH of `message` without the retain flag, encoded on first use.
+fn at_most_once_wire(message: &Message) -> Result<&Bytes, EncodeError> {
+    shared_publish(&message.wire_v3_at_most_once, |pages| {
+        let packet = Publish {
+            dup: false,
+            retain: false,
+            qos: QoS::AtMostOnce,
+            topic: message.topic.clone(),
+            packet_id: None,
+            payload_size: message.payload.len() as u32,
+        };
+        Codec::new().encodev(
+            Encoded::Publish(packet, Some(message.payload.clone())),
+            pages,
+        )
     })
-}
-
-/// Retained messages follow the SUBACK: they are queued once the handler has returned.
-pub(crate) fn deliver_retained_after_ack(conn: &Conn, retained: Vec<(String, SubOptions)>) {
-    if retained.is_empty() {
-        return;
-    }
-    let broker = conn.broker().clone();
-    let session = conn.session.clone();
-    ntex::rt::spawn(async move {
-        for (filter, opts) in retained {
-            broker.deliver_retained(&session, &filter, opts);
-        }
-    });
-}
-
-pub(crate) async fn control(
-    session: Session,
-    control: Control<ConnError>,
-) -> Result<Option<v3::codec::Encoded>, ConnError> {
-    if let Control::Stop(reason) = control {
-        tracing::debug!(client_id = %session.session.client_id, ?reason, "connection closed");
-        session.finish();
-    }
-    Ok(None)
 }
 
 #[cfg(test)]
 mod tests {
     use ntex::codec::Decoder;
-    use ntex::util::BytesMut;
 
     use super::*;
 
@@ -326,8 +850,8 @@ mod tests {
             wire.as_ptr()
         ));
         let mut buf = BytesMut::from(&wire[..]);
-        let Some(v3::codec::Decoded::Publish(publish, payload, _)) =
-            v3::codec::Codec::new().decode(&mut buf).expect("decodes")
+        let Some(Decoded::Publish(publish, payload, _)) =
+            Codec::new().decode(&mut buf).expect("decodes")
         else {
             panic!("not a whole PUBLISH");
         };

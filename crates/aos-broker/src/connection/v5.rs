@@ -16,12 +16,11 @@ use v5::codec::{
     RetainHandling as WireRetain, SubscribeAckReason, UnsubscribeAckReason,
 };
 
-use super::v3::deliver_retained_after_ack;
 use super::{
     Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, Wire,
     message, peer_addr, peer_certificate, shared_publish, write_shared,
 };
-use crate::auth::{ConnectRequest, Refusal, SubscribeAccess};
+use crate::auth::{ConnectRequest, Refusal};
 use crate::delivery::{Outgoing, RetainHandling, SubOptions};
 use crate::message::{Message, Properties, min_qos};
 use crate::session::{Kick, Protocol, Will};
@@ -367,13 +366,12 @@ pub(crate) async fn handshake(
         connect.keep_alive
     };
     let wire = Wire {
-        sink: outbound,
         io,
         max_packet_size,
         protocol: Protocol::V5,
         keep_alive,
     };
-    let (conn, present) = ctx.open(
+    let opened = ctx.open(
         wire,
         principal,
         client_id,
@@ -381,6 +379,8 @@ pub(crate) async fn handshake(
         Some(expiry),
         will,
     );
+    let (conn, present) = (opened.conn, opened.present);
+    conn.spawn_writer(outbound, opened.wake, opened.kick);
     let session = conn.session.clone();
     sink.publish_ack_cb(move |ack, disconnected| {
         if !disconnected {
@@ -520,12 +520,7 @@ pub(crate) async fn protocol(
                         continue;
                     }
                 };
-                let SubscribeAccess::Granted(read) = conn
-                    .broker()
-                    .auth
-                    .may_subscribe(&conn.principal, &filter.filter)
-                else {
-                    conn.broker().metrics.denied.inc();
+                let Some(read) = conn.may_subscribe(&filter.filter) else {
                     sub.fail(SubscribeAckReason::NotAuthorized);
                     continue;
                 };
@@ -578,6 +573,20 @@ pub(crate) async fn protocol(
         v5::ProtocolMessage::Ping(ping) => ping.ack(),
         auth @ v5::ProtocolMessage::Auth(_) => auth.ack(),
     })
+}
+
+/// Retained messages follow the SUBACK: they are queued once the handler has returned.
+fn deliver_retained_after_ack(conn: &Conn, retained: Vec<(String, SubOptions)>) {
+    if retained.is_empty() {
+        return;
+    }
+    let broker = conn.broker().clone();
+    let session = conn.session.clone();
+    ntex::rt::spawn(async move {
+        for (filter, opts) in retained {
+            broker.deliver_retained(&session, &filter, opts);
+        }
+    });
 }
 
 pub(crate) async fn control(
