@@ -892,7 +892,7 @@ impl Broker {
         let previous_will = {
             let mut state = session.lock();
             state.expiry = expiry.map(|e| e.min(self.limits.max_session_expiry));
-            std::mem::replace(&mut state.will, will)
+            std::mem::replace(&mut state.will, will.map(Box::new))
         };
         self.presence_changed(identity, PresenceChange::Connected, link.generation);
         if let Some(cluster) = self.cluster.get() {
@@ -921,7 +921,7 @@ impl Broker {
                 will
             })
         };
-        self.keep_will(client_id, will.as_ref());
+        self.keep_will(client_id, will.as_deref());
         (session, present)
     }
 

@@ -53,29 +53,34 @@ fn mqtt<F: Filter>(
                 let (ctx, v5) = (ctx.clone(), v5.clone());
                 async move {
                     let io = IoBoxed::from(io);
-                    let version =
-                        ntex::time::timeout(CONNECT_TIMEOUT, io.recv(&VersionCodec)).await;
-                    match version {
-                        Ok(Ok(Some(Version::V3))) => {
+                    match connect_version(&io).await {
+                        Some(Version::V3) => {
                             c3::serve(ctx, io, CONNECT_TIMEOUT).await;
                             Ok(())
                         }
                         // Boxed: a 3.1.1 connection's future does not carry 5.0's size.
-                        Ok(Ok(Some(Version::V5))) => Box::pin(v5.call(io)).await,
-                        Ok(Ok(None)) => Ok(()),
-                        Ok(Err(err)) => {
-                            tracing::debug!(error = ?err, "not an MQTT CONNECT");
-                            Ok(())
-                        }
-                        Err(()) => {
-                            tracing::debug!("no CONNECT in time");
-                            Ok(())
-                        }
+                        Some(Version::V5) => Box::pin(v5.call(io)).await,
+                        None => Ok(()),
                     }
                 }
             }))
         }
     })
+}
+
+/// The MQTT version of a new connection's CONNECT; `None` (logged) if it sent none in time.
+async fn connect_version(io: &IoBoxed) -> Option<Version> {
+    match ntex::time::timeout(CONNECT_TIMEOUT, io.recv(&VersionCodec)).await {
+        Ok(Ok(version)) => version,
+        Ok(Err(err)) => {
+            tracing::debug!(error = ?err, "not an MQTT CONNECT");
+            None
+        }
+        Err(()) => {
+            tracing::debug!("no CONNECT in time");
+            None
+        }
+    }
 }
 
 /// MQTT 5.0 on ntex-mqtt, after the version was read.

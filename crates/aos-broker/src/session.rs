@@ -121,7 +121,8 @@ pub struct SessionState {
     /// How long the session outlives its connection; `None`: forever.
     pub expiry: Option<Duration>,
     pub disconnected_at: Option<Instant>,
-    pub will: Option<Will>,
+    /// Boxed: most sessions have none, and a message inline is most of a session's size.
+    pub will: Option<Box<Will>>,
     /// Its place in the state store while it is persistent.
     pub stored: Option<StoredSession>,
     /// The copies other nodes stored that it read back from the store lately, and when: their

@@ -151,10 +151,10 @@ where
         if R::RECEIVE_MAXIMUM && waiting >= usize::from(conn.listener.config.receive_maximum) {
             return Err(SpecViolation::Pub_3_3_4_7.into());
         }
-        conn.exactly_once.borrow_mut().insert(id);
+        conn.framework().exactly_once.borrow_mut().insert(id);
         request.downgrade();
         let response = ctx.call(&self.inner, request).await;
-        conn.exactly_once.borrow_mut().remove(&id);
+        conn.framework().exactly_once.borrow_mut().remove(&id);
         let Some(response) = response? else {
             return Ok(None);
         };

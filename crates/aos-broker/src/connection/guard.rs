@@ -156,7 +156,9 @@ where
         let conn: &Conn = &self.session;
         // Called as the packet is decoded (this call never leaves the dispatcher waiting), so
         // tickets follow the arrival order.
-        let ticket = request.publish_key().map(|key| conn.order.arrived(key));
+        let ticket = request
+            .publish_key()
+            .map(|key| conn.framework().order.arrived(key));
         let hold = request.acknowledged() && conn.broker().persists();
         let mut handling = Box::pin(handle(
             self.inner.clone(),
@@ -208,7 +210,7 @@ where
     // Whatever happened to it (refused, a duplicate, an error), its place is released.
     conn.release(Some(ticket), None);
     if hold && result.is_ok() {
-        conn.order.released(ticket).await;
+        conn.framework().order.released(ticket).await;
         if let Err(err) = conn.durable().await {
             tracing::error!(client_id = %conn.session.client_id, %err, "a publish could not be stored; the connection is closed unacknowledged");
             return Err(DispatcherError::Protocol(ProtocolError::generic_violation(

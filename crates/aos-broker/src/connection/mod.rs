@@ -210,10 +210,8 @@ impl ListenerContext {
                 principal,
                 graceful: Cell::new(false),
                 disconnect_expiry: Cell::new(None),
-                closed: Arc::new(Notify::new()),
                 finished: Cell::new(false),
-                order: Default::default(),
-                exactly_once: Default::default(),
+                framework: std::cell::OnceCell::new(),
             },
             present,
             wake,
@@ -269,9 +267,17 @@ pub struct Conn {
     graceful: Cell<bool>,
     /// A session expiry interval sent with a 5.0 DISCONNECT.
     disconnect_expiry: Cell<Option<Option<Duration>>>,
+    finished: Cell<bool>,
+    /// What only a connection on ntex-mqtt's framework (5.0) uses, made on first use: a 3.1.1
+    /// connection does not carry it.
+    framework: std::cell::OnceCell<Box<Framework>>,
+}
+
+/// The state of a connection that ntex-mqtt's framework serves (5.0).
+#[derive(Default)]
+pub(crate) struct Framework {
     /// Tells the writer task that the connection is gone.
     closed: Arc<Notify>,
-    finished: Cell<bool>,
     /// Keeps this client's publishes in arrival order (see `order`).
     pub(crate) order: order::InboundOrder,
     /// QoS 2 publishes in progress, handed to ntex-mqtt as QoS 1 (see [`ExactlyOnce`]).
@@ -281,6 +287,10 @@ pub struct Conn {
 impl Conn {
     pub fn broker(&self) -> &Arc<Broker> {
         &self.listener.broker
+    }
+
+    pub(crate) fn framework(&self) -> &Framework {
+        self.framework.get_or_init(Box::default)
     }
 
     /// Starts the task that drains the session's queue into `sink` (5.0 connections).
@@ -296,7 +306,7 @@ impl Conn {
             self.broker().clone(),
             wake,
             kick,
-            self.closed.clone(),
+            self.framework().closed.clone(),
         ));
     }
 
@@ -312,7 +322,9 @@ impl Conn {
         if self.finished.replace(true) {
             return;
         }
-        self.closed.notify_one();
+        if let Some(framework) = self.framework.get() {
+            framework.closed.notify_one();
+        }
         self.listener.release_slot();
         self.broker()
             .metrics
@@ -330,7 +342,7 @@ impl Conn {
     /// The QoS a PUBLISH with `packet_id` was sent with (a QoS 2 one reaches the handler as QoS 1).
     pub(crate) fn inbound_qos(&self, packet_id: Option<NonZeroU16>, qos: QoS) -> QoS {
         match packet_id {
-            Some(id) if self.exactly_once.borrow().contains(&id) => QoS::ExactlyOnce,
+            Some(id) if self.framework().exactly_once.borrow().contains(&id) => QoS::ExactlyOnce,
             _ => qos,
         }
     }
@@ -359,7 +371,7 @@ impl Conn {
     /// connection guard holds its acknowledgement back until what its routing stored is
     /// durable.)
     pub(crate) async fn publish(&self, key: u64, message: Message, resent: bool) -> PublishOutcome {
-        let ticket = self.order.claim(key);
+        let ticket = self.framework().order.claim(key);
         if resent && message.qos == QoS::AtLeastOnce {
             // QoS 1 allows duplicates: a resent message the broker had already taken (its
             // PUBACK lost with a connection or a node) is taken again. Counted, not hidden.
@@ -440,7 +452,7 @@ impl Conn {
     pub(crate) fn release(&self, ticket: Option<u64>, message: Option<Message>) {
         match ticket {
             Some(ticket) => {
-                for message in self.order.complete(ticket, message) {
+                for message in self.framework().order.complete(ticket, message) {
                     self.broker().publish(message);
                 }
             }

@@ -45,6 +45,24 @@ const CHUNK: u32 = 32 * 1024;
 
 /// Serves a 3.1.1 connection from its CONNECT to its end.
 pub(crate) async fn serve(ctx: Arc<ListenerContext>, io: IoBoxed, connect_timeout: Seconds) {
+    // Boxed, and dropped once the client is in: the future kept for an idle connection's life
+    // is the dispatcher's alone.
+    let Some(dispatcher) = Box::pin(accept(ctx, io, connect_timeout)).await else {
+        return;
+    };
+    let conn = dispatcher.conn.clone();
+    let ended = dispatcher.run().await;
+    tracing::debug!(client_id = %conn.session.client_id, reason = ended, "connection closed");
+    conn.finish();
+}
+
+/// Reads the CONNECT, opens the client's session and sends CONNACK; the connection's
+/// dispatcher if the client is in (boxed: the future that runs it holds only a pointer).
+async fn accept(
+    ctx: Arc<ListenerContext>,
+    io: IoBoxed,
+    connect_timeout: Seconds,
+) -> Option<Box<Dispatcher>> {
     let codec = Codec::new();
     codec.set_max_size(ctx.config.max_packet_size);
     codec.set_min_chunk_size(CHUNK);
@@ -53,20 +71,18 @@ pub(crate) async fn serve(ctx: Arc<ListenerContext>, io: IoBoxed, connect_timeou
         Ok(Ok(Decoded::Packet(Packet::Connect(connect), _))) => connect,
         Ok(Ok(_)) => {
             tracing::debug!(peer = ?peer_addr(&io), "the first packet is not CONNECT [MQTT-3.1.0-1]");
-            return;
+            return None;
         }
         Ok(Err(err)) => {
             tracing::debug!(peer = ?peer_addr(&io), error = ?recv_error(&err), "no CONNECT");
-            return;
+            return None;
         }
         Err(()) => {
             tracing::debug!(peer = ?peer_addr(&io), "no CONNECT in time");
-            return;
+            return None;
         }
     };
-    // Boxed: the handshake's state is not kept for the connection's life.
-    let accepted = Box::pin(handshake(&ctx, &io, *connect)).await;
-    let (opened, keep_alive) = match accepted {
+    let (opened, keep_alive) = match handshake(&ctx, &io, *connect).await {
         Ok(accepted) => accepted,
         Err(reason) => {
             let _ = io.encode(
@@ -77,7 +93,7 @@ pub(crate) async fn serve(ctx: Arc<ListenerContext>, io: IoBoxed, connect_timeou
                 &codec,
             );
             let _ = io.shutdown().await;
-            return;
+            return None;
         }
     };
     let ack = Encoded::Packet(Packet::ConnectAck(ConnectAck {
@@ -85,29 +101,26 @@ pub(crate) async fn serve(ctx: Arc<ListenerContext>, io: IoBoxed, connect_timeou
         return_code: ConnectAckReason::ConnectionAccepted,
     }));
     if io.encode(ack, &codec).is_err() {
-        return;
+        return None;
     }
-    let conn = Rc::new(opened.conn);
-    let dispatcher = Dispatcher {
+    Some(Box::new(Dispatcher {
         max_inflight: usize::from(ctx.config.max_inflight.max(1)),
         io,
         codec,
-        conn: conn.clone(),
+        conn: Rc::new(opened.conn),
         wake: opened.wake,
+        kick: opened.kick,
         keep_alive,
         busy_ids: HashSet::new(),
-        handling: FuturesOrdered::new(),
-        answers: FuturesOrdered::new(),
+        handling: InOrder::default(),
+        answers: InOrder::default(),
         partial: None,
         unacknowledged: 0,
         queue_drained: false,
         reading: true,
         paused: false,
         tally: Tally::default(),
-    };
-    let ended = dispatcher.run(opened.kick).await;
-    tracing::debug!(client_id = %conn.session.client_id, reason = ended, "connection closed");
-    conn.finish();
+    }))
 }
 
 fn recv_error(err: &RecvError<Codec>) -> String {
@@ -206,8 +219,9 @@ type Waiting = Pin<Box<dyn Future<Output = Result<Answer, &'static str>>>>;
 
 /// What handling a packet came to.
 struct Handled {
-    /// A message to route once every earlier packet's is.
-    route: Option<Message>,
+    /// A message to route once every earlier packet's is (boxed: a whole message inline would
+    /// size every connection's future for it).
+    route: Option<Box<Message>>,
     /// The answer waits until what the broker stored so far is durable.
     durable_first: bool,
     answer: Answer,
@@ -241,15 +255,17 @@ struct Dispatcher {
     codec: Codec,
     conn: Rc<Conn>,
     wake: Arc<Notify>,
+    /// Resolves when the broker closes the connection (taken over, revoked, shutting down).
+    kick: oneshot::Receiver<Kick>,
     keep_alive: Seconds,
     max_inflight: usize,
     /// Packet ids of the client's packets in handling: reusing one is a protocol error
     /// [MQTT-2.3.1-2].
     busy_ids: HashSet<NonZeroU16>,
     /// Packets in handling, in arrival order.
-    handling: FuturesOrdered<Handling>,
+    handling: InOrder<Handling>,
     /// Answers held back (durability, or an earlier answer held back), in order.
-    answers: FuturesOrdered<Waiting>,
+    answers: InOrder<Waiting>,
     /// A PUBLISH whose payload is still coming in chunks.
     partial: Option<(Publish, BytesMut)>,
     /// QoS 1/2 messages sent and not acknowledged yet.
@@ -277,7 +293,7 @@ enum Event {
 
 impl Dispatcher {
     /// Runs until the connection ends; returns why.
-    async fn run(mut self, mut kick: oneshot::Receiver<Kick>) -> &'static str {
+    async fn run(mut self: Box<Self>) -> &'static str {
         self.restart_keep_alive();
         let ended = loop {
             let backpressure = self.io.is_wr_backpressure();
@@ -289,7 +305,7 @@ impl Dispatcher {
             let drained = self.queue_drained;
             let event = tokio::select! {
                 biased;
-                kicked = &mut kick => Event::Kicked(kicked.ok()),
+                kicked = &mut self.kick => Event::Kicked(kicked.ok()),
                 Some(handled) = self.handling.next(), if handling => {
                     Event::Handled(handled)
                 }
@@ -591,17 +607,21 @@ impl Dispatcher {
                 let conn = conn.clone();
                 self.wait(Box::pin(async move {
                     let (outcome, taken) = conn.hand_over(hook, message).await;
-                    published(&conn, packet_id, publish.qos, outcome, taken, durable_first)
+                    let (taken, mut handled) =
+                        published(&conn, packet_id, publish.qos, outcome, taken, durable_first);
+                    handled.route = taken.map(Box::new);
+                    handled
                 }));
                 Ok(())
             }
             _ => {
                 let taken = (outcome == PublishOutcome::Accepted).then_some(message);
-                let handled =
+                let (taken, mut handled) =
                     published(conn, packet_id, publish.qos, outcome, taken, durable_first);
                 if self.handling.is_empty() {
-                    self.handled(handled)
+                    self.settle(taken, handled)
                 } else {
+                    handled.route = taken.map(Box::new);
                     self.wait(Box::pin(std::future::ready(handled)));
                     Ok(())
                 }
@@ -611,11 +631,17 @@ impl Dispatcher {
 
     /// A packet's handling is done (in arrival order): its message is routed and its answer
     /// written, or held back behind durability or an earlier held-back answer.
-    fn handled(&mut self, handled: Handled) -> Result<(), &'static str> {
+    fn handled(&mut self, mut handled: Handled) -> Result<(), &'static str> {
+        let route = handled.route.take().map(|message| *message);
+        self.settle(route, handled)
+    }
+
+    /// [`Dispatcher::handled`], with the message to route apart.
+    fn settle(&mut self, route: Option<Message>, handled: Handled) -> Result<(), &'static str> {
         if let Some(why) = handled.refused {
             return Err(why);
         }
-        if let Some(message) = handled.route {
+        if let Some(message) = route {
             self.conn.broker().publish(message);
         }
         if handled.durable_first {
@@ -678,35 +704,41 @@ impl Dispatcher {
     }
 
     /// Sends the next run of queued messages.
+    /// Sends up to [`BATCH`] queued messages, as far as the client's credit and socket allow: a
+    /// run of QoS 0 messages is taken under one lock, QoS 1/2 ones one by one (each takes credit).
     fn send_batch(&mut self) -> Result<(), &'static str> {
         // One clock read per batch serves both (the reads showed in fan-out profiles).
         let now = Instant::now();
         let session = self.conn.session.clone();
-        let (batch, expired) = session.take_to_send(now, BATCH);
-        self.tally.expired += expired as u64;
-        if batch.is_empty() {
-            self.queue_drained = true;
-            self.tally.flush(&self.conn.broker().metrics);
-            return Ok(());
-        }
-        for out in batch {
-            match self.send(&out) {
-                SendOutcome::Sent => {
-                    if out.qos != QoS::AtMostOnce {
-                        self.unacknowledged += 1;
+        let mut room = BATCH;
+        while room > 0 && self.has_credit() && !self.io.is_wr_backpressure() {
+            let (batch, expired) = session.take_to_send(now, room);
+            self.tally.expired += expired as u64;
+            if batch.is_empty() {
+                self.queue_drained = true;
+                self.tally.flush(&self.conn.broker().metrics);
+                break;
+            }
+            room = room.saturating_sub(batch.len());
+            for out in batch {
+                match self.send(&out) {
+                    SendOutcome::Sent => {
+                        if out.qos != QoS::AtMostOnce {
+                            self.unacknowledged += 1;
+                        }
+                        self.tally.sent(&out);
                     }
-                    self.tally.sent(&out);
-                }
-                SendOutcome::Unsendable => {
-                    // Not for this client: forget it, and go on with the next.
-                    if let Some(id) = out.packet_id {
-                        session.acknowledged(id);
+                    SendOutcome::Unsendable => {
+                        // Not for this client: forget it, and go on with the next.
+                        if let Some(id) = out.packet_id {
+                            session.acknowledged(id);
+                        }
+                        self.tally.oversize += 1;
                     }
-                    self.tally.oversize += 1;
+                    // QoS 1/2 messages stay in flight for the next connection of the session
+                    // (QoS 0 ones taken with them are lost with the connection, as MQTT allows).
+                    SendOutcome::Closed => return Err("the connection is gone"),
                 }
-                // QoS 1/2 messages stay in flight for the next connection of the session
-                // (QoS 0 ones taken with them are lost with the connection, as MQTT allows).
-                SendOutcome::Closed => return Err("the connection is gone"),
             }
         }
         Ok(())
@@ -750,7 +782,7 @@ impl Dispatcher {
             .metrics
             .packets_pending
             .dec_by(i64::try_from(pending).unwrap_or(i64::MAX));
-        self.answers = FuturesOrdered::new();
+        self.answers = InOrder::default();
         let handling = std::mem::take(&mut self.handling);
         if handling.is_empty() {
             return;
@@ -761,14 +793,50 @@ impl Dispatcher {
             let mut handling = handling;
             while let Some(handled) = handling.next().await {
                 if let Some(message) = handled.route {
-                    broker.publish(message);
+                    broker.publish(*message);
                 }
             }
         });
     }
 }
 
-/// What a PUBLISH's handling came to: its message to route and its acknowledgement.
+/// Futures that finish in the order they were queued. It holds a `FuturesOrdered` only while
+/// it has some: one allocates as it is created, which an idle connection should not pay for.
+struct InOrder<F: Future>(Option<FuturesOrdered<F>>);
+
+impl<F: Future> Default for InOrder<F> {
+    fn default() -> Self {
+        InOrder(None)
+    }
+}
+
+impl<F: Future> InOrder<F> {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push_back(&mut self, future: F) {
+        self.0
+            .get_or_insert_with(FuturesOrdered::new)
+            .push_back(future);
+    }
+
+    /// The next output, in order; `None` when empty.
+    async fn next(&mut self) -> Option<F::Output> {
+        let queue = self.0.as_mut()?;
+        let output = queue.next().await;
+        if queue.is_empty() {
+            self.0 = None;
+        }
+        output
+    }
+}
+
+/// What a PUBLISH's handling came to: its message to route, and its acknowledgement.
 fn published(
     conn: &Conn,
     packet_id: Option<NonZeroU16>,
@@ -776,7 +844,7 @@ fn published(
     outcome: PublishOutcome,
     taken: Option<Message>,
     durable_first: bool,
-) -> Handled {
+) -> (Option<Message>, Handled) {
     let refused = match outcome {
         PublishOutcome::TopicInvalid => Some("an invalid topic name"),
         // Not acknowledged, so that the client sends it again later.
@@ -786,12 +854,13 @@ fn published(
         PublishOutcome::Accepted | PublishOutcome::NotAuthorized => None,
     };
     if refused.is_some() {
-        return Handled {
+        let handled = Handled {
             route: None,
             durable_first: false,
             answer: Answer::default(),
             refused,
         };
+        return (None, handled);
     }
     // 3.1.1 has no negative acknowledgement: a publish the client may not make is
     // acknowledged and dropped.
@@ -804,12 +873,13 @@ fn published(
         (Some(id), _) => Answer::packet(Packet::PublishAck { packet_id: id }, Some(id)),
         (None, _) => Answer::default(),
     };
-    Handled {
-        route: taken,
+    let handled = Handled {
+        route: None,
         durable_first: durable_first && outcome == PublishOutcome::Accepted,
         answer,
         refused: None,
-    }
+    };
+    (taken, handled)
 }
 
 /// The QoS 0 PUBLISH of `message` without the retain flag, encoded on first use.
@@ -862,5 +932,31 @@ mod tests {
         );
         assert_eq!(&publish.topic[..], "devices/7/commands");
         assert_eq!(&payload[..], b"{\"on\":true}");
+    }
+}
+
+#[cfg(test)]
+mod footprint {
+    use super::*;
+
+    fn future_size<A, F: FnOnce(A) -> Fut, Fut>(_: F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn future_size3<A, B, C, F: FnOnce(A, B, C) -> Fut, Fut>(_: F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// What an idle connection holds for its life: the future serving it (whose handshake is
+    /// boxed and gone) and its dispatcher. Half a KiB each at most: a whole message or CONNECT
+    /// kept inline by accident (as partly moved values in an async fn are) costs every device.
+    #[test]
+    fn an_idle_connection_keeps_a_small_future_and_dispatcher() {
+        let serving = future_size3(serve);
+        let running = future_size(Dispatcher::run);
+        let dispatcher = std::mem::size_of::<Dispatcher>();
+        assert!(serving <= 512, "serve's future is {serving} bytes");
+        assert!(running <= 512, "the dispatcher's loop is {running} bytes");
+        assert!(dispatcher <= 512, "the dispatcher is {dispatcher} bytes");
     }
 }
