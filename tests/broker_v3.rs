@@ -401,3 +401,65 @@ async fn a_publishers_messages_arrive_in_the_order_it_sent_them() {
         "nothing lost at the end"
     );
 }
+
+/// A subscriber gets several QoS 2 messages before it answers any (up to the broker's in-flight
+/// limit): each PUBREC is answered with PUBREL under its packet id, and once each exchange is
+/// completed with PUBCOMP nothing is sent again.
+#[tokio::test]
+async fn several_qos2_messages_are_in_flight_at_once_and_each_completes() {
+    use common::mqtt::{connect_packet, read_packet};
+    use tokio::io::AsyncWriteExt;
+    const MESSAGES: usize = 5;
+    let broker = Broker::start(&[]);
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", broker.port()))
+        .await
+        .expect("connect");
+    raw.write_all(&connect_packet("q2-reader", None, true))
+        .await
+        .expect("CONNECT");
+    assert_eq!(read_packet(&mut raw).await, (0x20, vec![0, 0]), "CONNACK");
+    // SUBSCRIBE q2/# at QoS 2 under packet id 1.
+    raw.write_all(&[0x82, 9, 0, 1, 0, 4, b'q', b'2', b'/', b'#', 2])
+        .await
+        .expect("SUBSCRIBE");
+    assert_eq!(read_packet(&mut raw).await, (0x90, vec![0, 1, 2]), "SUBACK");
+
+    let publisher = Client3::start(broker.port(), "q2-writer").await;
+    for n in 0..MESSAGES {
+        publisher
+            .publish("q2/x", QoS::ExactlyOnce, false, format!("m{n}").as_bytes())
+            .await;
+    }
+    // All of them arrive before the subscriber answers any.
+    let mut ids = Vec::new();
+    for n in 0..MESSAGES {
+        let (header, body) = read_packet(&mut raw).await;
+        assert_eq!(header, 0x34, "a QoS 2 PUBLISH");
+        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        assert_eq!(&body[2..2 + topic_len], b"q2/x");
+        ids.push([body[2 + topic_len], body[3 + topic_len]]);
+        assert_eq!(&body[4 + topic_len..], format!("m{n}").as_bytes());
+    }
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), MESSAGES, "each in flight under its own id");
+    for id in &ids {
+        raw.write_all(&[0x50, 2, id[0], id[1]])
+            .await
+            .expect("PUBREC");
+        assert_eq!(
+            read_packet(&mut raw).await,
+            (0x62, id.to_vec()),
+            "PUBREL for the same id"
+        );
+        raw.write_all(&[0x70, 2, id[0], id[1]])
+            .await
+            .expect("PUBCOMP");
+    }
+    // Nothing is sent again: the next packet is a later message.
+    publisher
+        .publish("q2/end", QoS::AtMostOnce, false, b"end")
+        .await;
+    let (header, body) = read_packet(&mut raw).await;
+    assert_eq!(header, 0x30, "a QoS 0 PUBLISH, nothing resent");
+    assert_eq!(&body[2..8], b"q2/end");
+}
