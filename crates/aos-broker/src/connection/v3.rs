@@ -320,9 +320,7 @@ impl Dispatcher {
                 }
                 () = self.wake.notified(), if drained => Event::Woken,
                 () = std::future::ready(()), if can_send => Event::Send,
-                // Reading is held back only while packets of this connection wait, so this is
-                // the end: nothing to read, handle or send.
-                else => break "the client ended the connection",
+                // No `else`: the kick branch is always enabled.
             };
             let step = match event {
                 Event::Kicked(kick) => {
