@@ -414,7 +414,7 @@ impl Broker {
                     .insert(full.clone(), (filter.clone(), *opts));
             }
             state.qos2_received.extend(record.qos2_received);
-            state.stored = Some(record.stored);
+            state.stored = Some(Box::new(record.stored));
         }
         session.restore_queue(record.queued);
         {

@@ -124,7 +124,8 @@ pub struct SessionState {
     /// Boxed: most sessions have none, and a message inline is most of a session's size.
     pub will: Option<Box<Will>>,
     /// Its place in the state store while it is persistent.
-    pub stored: Option<StoredSession>,
+    /// Boxed: a session that is not persistent does not carry its size.
+    pub stored: Option<Box<StoredSession>>,
     /// The copies other nodes stored that it read back from the store lately, and when: their
     /// live copy, if it comes after all, is not taken again (even once delivered).
     merged: HashMap<Record, Instant>,
@@ -493,7 +494,7 @@ impl Session {
         for id in &state.qos2_received {
             stored.qos2_received(*id);
         }
-        state.stored = Some(stored);
+        state.stored = Some(Box::new(stored));
         self.save(state);
     }
 
