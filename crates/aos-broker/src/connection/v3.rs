@@ -324,9 +324,8 @@ impl Dispatcher {
             };
             let step = match event {
                 Event::Kicked(kick) => {
-                    // 3.1.1 has no server DISCONNECT: the network connection is closed.
+                    // 3.1.1 has no server DISCONNECT: the network connection is closed (below).
                     tracing::debug!(client_id = %self.conn.session.client_id, ?kick, "connection closed by the broker");
-                    self.io.close();
                     Err("closed by the broker")
                 }
                 Event::Handled(handled) => {
@@ -344,14 +343,15 @@ impl Dispatcher {
                 // Not read from until the socket takes more (next turn).
                 Event::Packet(Err(RecvError::WriteBackpressure)) => Ok(()),
                 Event::Packet(Err(err)) => {
-                    if !matches!(err, RecvError::PeerGone(_)) {
+                    if matches!(err, RecvError::PeerGone(_)) {
+                        // Packets already read are still handled (a client may publish and
+                        // close).
+                        self.reading = false;
+                        Ok(())
+                    } else {
                         tracing::debug!(client_id = %self.conn.session.client_id, error = %recv_error(&err), "connection closed");
-                        self.io.close();
-                        break "protocol error or keep-alive timeout";
+                        Err("protocol error or keep-alive timeout")
                     }
-                    // Packets already read are still handled (a client may publish and close).
-                    self.reading = false;
-                    Ok(())
                 }
                 Event::Flushed(true) => Ok(()),
                 Event::Flushed(false) => Err("the connection is gone"),
@@ -714,7 +714,6 @@ impl Dispatcher {
             self.tally.expired += expired as u64;
             if batch.is_empty() {
                 self.queue_drained = true;
-                self.tally.flush(&self.conn.broker().metrics);
                 break;
             }
             room = room.saturating_sub(batch.len());
@@ -739,6 +738,8 @@ impl Dispatcher {
                 }
             }
         }
+        // Counted per turn: a subscriber whose queue never empties still shows what it sent.
+        self.tally.flush(&self.conn.broker().metrics);
         Ok(())
     }
 
