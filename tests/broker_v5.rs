@@ -896,3 +896,187 @@ async fn a_stopping_broker_disconnects_its_clients_a_few_at_a_time() {
     );
     broker.process.wait_exit(PATIENCE).expect("the node exits");
 }
+
+/// A 5.0 CONNECT with clean start, keep alive 60, the given properties (already encoded) and
+/// client id.
+fn connect5(client_id: &str, properties: &[u8]) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60];
+    body.push(u8::try_from(properties.len()).expect("short properties"));
+    body.extend_from_slice(properties);
+    body.extend_from_slice(&u16::try_from(client_id.len()).expect("id").to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut packet = vec![0x10, u8::try_from(body.len()).expect("short CONNECT")];
+    packet.extend(body);
+    packet
+}
+
+/// A raw 5.0 connection whose CONNECT carried `properties`, past its successful CONNACK.
+async fn raw_client_with(port: u16, client_id: &str, properties: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    raw.write_all(&connect5(client_id, properties))
+        .await
+        .expect("CONNECT");
+    let (header, body) = read_packet(&mut raw).await;
+    assert_eq!((header, body[1]), (0x20, 0), "CONNACK success");
+    raw
+}
+
+/// The reason code of the DISCONNECT the broker sends next.
+async fn disconnect_reason(raw: &mut tokio::net::TcpStream) -> u8 {
+    loop {
+        let (header, body) = read_packet(raw).await;
+        if header == 0xE0 {
+            return body[0];
+        }
+    }
+}
+
+#[tokio::test]
+async fn qos2_messages_to_a_5_0_subscriber_are_in_flight_together_up_to_its_receive_maximum() {
+    use tokio::io::AsyncWriteExt;
+    const MESSAGES: usize = 5;
+    let broker = Broker::start(&[]);
+    // Receive Maximum (0x21) 3.
+    let mut raw = raw_client_with(broker.port(), "q2-reader", &[0x21, 0, 3]).await;
+    // SUBSCRIBE q2/# at QoS 2 under packet id 1, no properties.
+    raw.write_all(&[0x82, 10, 0, 1, 0, 0, 4, b'q', b'2', b'/', b'#', 2])
+        .await
+        .expect("SUBSCRIBE");
+    let (header, body) = read_packet(&mut raw).await;
+    assert_eq!(
+        (header, &body[..2], body.last()),
+        (0x90, &[0, 1][..], Some(&2))
+    );
+
+    let publisher = Client5::start(broker.port(), "q2-writer").await;
+    for n in 0..MESSAGES {
+        publisher
+            .client
+            .publish("q2/x", QoS::ExactlyOnce, false, format!("m{n}"))
+            .await
+            .expect("publish");
+    }
+    let next_publish = async |raw: &mut tokio::net::TcpStream, n: usize| {
+        let (header, body) = read_packet(raw).await;
+        assert_eq!(header, 0x34, "a QoS 2 PUBLISH");
+        let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        assert_eq!(&body[2..2 + topic_len], b"q2/x");
+        let id = [body[2 + topic_len], body[3 + topic_len]];
+        assert!(
+            body.ends_with(format!("m{n}").as_bytes()),
+            "message {n} in order"
+        );
+        id
+    };
+    // Three arrive before the subscriber answers any.
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(next_publish(&mut raw, n).await);
+    }
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 3, "each in flight under its own id");
+    // The fourth waits for the first to complete: what comes next is the PUBREL.
+    for n in 3..MESSAGES + 3 {
+        let id = ids[n - 3];
+        raw.write_all(&[0x50, 2, id[0], id[1]])
+            .await
+            .expect("PUBREC");
+        let (header, body) = read_packet(&mut raw).await;
+        assert_eq!(
+            (header, &body[..2]),
+            (0x62, &id[..]),
+            "PUBREL for the same id"
+        );
+        raw.write_all(&[0x70, 2, id[0], id[1]])
+            .await
+            .expect("PUBCOMP");
+        if n < MESSAGES {
+            ids.push(next_publish(&mut raw, n).await);
+        }
+    }
+    // Nothing is sent again: the next packet is a later message.
+    publisher
+        .client
+        .publish("q2/end", QoS::AtMostOnce, false, "end")
+        .await
+        .expect("publish");
+    let (header, body) = read_packet(&mut raw).await;
+    assert_eq!(header, 0x30, "a QoS 0 PUBLISH, nothing resent");
+    assert_eq!(&body[2..8], b"q2/end");
+}
+
+#[tokio::test]
+async fn a_5_0_client_that_breaks_the_rules_is_told_why_it_is_disconnected() {
+    use tokio::io::AsyncWriteExt;
+    let broker = Broker::start(&[
+        ("AOS_BROKER__RETAIN_AVAILABLE", "false"),
+        ("AOS_BROKER__RECEIVE_MAXIMUM", "2"),
+    ]);
+    let port = broker.port();
+
+    // A retained PUBLISH where retained messages are not available: 0x9A.
+    let mut raw = raw_client_with(port, "retainer", &[]).await;
+    raw.write_all(&[0x31, 6, 0, 1, b'r', 0, b'o', b'k'])
+        .await
+        .expect("PUBLISH");
+    assert_eq!(disconnect_reason(&mut raw).await, 0x9A);
+
+    // More QoS 2 messages waiting for PUBREL than the receive maximum: 0x93.
+    let mut raw = raw_client_with(port, "flooder", &[]).await;
+    for id in 1..=3u8 {
+        raw.write_all(&[0x34, 7, 0, 1, b'f', 0, id, 0, b'm'])
+            .await
+            .expect("PUBLISH");
+    }
+    assert_eq!(disconnect_reason(&mut raw).await, 0x93);
+
+    // A topic alias above the maximum the broker announced (32): 0x94.
+    let mut raw = raw_client_with(port, "aliaser", &[]).await;
+    raw.write_all(&[0x30, 9, 0, 1, b'a', 3, 0x23, 0, 33, b'o', b'k'])
+        .await
+        .expect("PUBLISH");
+    assert_eq!(disconnect_reason(&mut raw).await, 0x94);
+
+    // AUTH without an authentication method in CONNECT: 0x82.
+    let mut raw = raw_client_with(port, "authenticator", &[]).await;
+    raw.write_all(&[0xF0, 0]).await.expect("AUTH");
+    assert_eq!(disconnect_reason(&mut raw).await, 0x82);
+
+    // A session expiry on DISCONNECT after none on CONNECT: 0x82.
+    let mut raw = raw_client_with(port, "expirer", &[]).await;
+    raw.write_all(&[0xE0, 7, 0, 5, 0x11, 0, 0, 0, 60])
+        .await
+        .expect("DISCONNECT");
+    assert_eq!(disconnect_reason(&mut raw).await, 0x82);
+
+    // A will with the retain flag where retained messages are not available: CONNACK 0x9A.
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    // Clean start, will flag, will retain; no properties; client id "w"; will topic "w",
+    // no will properties, payload "x".
+    raw.write_all(&[
+        0x10, 21, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x26, 0, 60, 0, 0, 1, b'w', 0, 0, 1, b'w', 0, 1,
+        b'x',
+    ])
+    .await
+    .expect("CONNECT");
+    let (header, body) = read_packet(&mut raw).await;
+    assert_eq!(
+        (header, body[1]),
+        (0x20, 0x9A),
+        "CONNACK retain not supported"
+    );
+
+    // Everyone else is still served.
+    let mut fine = Client5::start(port, "fine").await;
+    fine.subscribe("still/here", QoS::AtLeastOnce).await;
+    fine.client
+        .publish("still/here", QoS::AtLeastOnce, false, "yes")
+        .await
+        .expect("publish");
+    assert_eq!(&fine.publish_received().await.payload[..], b"yes");
+}

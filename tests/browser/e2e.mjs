@@ -422,7 +422,7 @@ async function run(page, url, login, password, shots) {
   await keyForm.getByTestId('key-create').click();
   const secret = await page.getByTestId('secret').textContent();
   if (!secret || secret.length < 16) throw new Error(`the API key's secret shown is "${secret}"`);
-  await page.getByTestId('dialog-close').click();
+  await page.locator('dialog[open]').getByTestId('dialog-close').click();
   const key = row('key-row', 'name', 'dashboard-app');
   await appear(page, key, 'API key dashboard-app in the table');
   page.once('dialog', (question) => question.accept());
@@ -435,7 +435,7 @@ async function run(page, url, login, password, shots) {
   const newPassword = await page.getByTestId('secret').textContent();
   if (!newPassword || newPassword.length < 8) throw new Error(`the new password shown is "${newPassword}"`);
   await shoot('secret-dialog');
-  await page.getByTestId('dialog-close').click();
+  await page.locator('dialog[open]').getByTestId('dialog-close').click();
   await noError(page, 'resetting a password');
   log('password reset, shown once');
 
@@ -491,7 +491,7 @@ async function run(page, url, login, password, shots) {
   await page.getByTestId('credential-form').getByTestId('credential-save').click();
   const deviceToken = await page.getByTestId('secret').textContent();
   if (!deviceToken || deviceToken.length < 16) throw new Error(`the token shown is "${deviceToken}"`);
-  await page.getByTestId('dialog-close').click();
+  await page.locator('dialog[open]').getByTestId('dialog-close').click();
   page.once('dialog', (question) => question.accept());
   await page.getByTestId('device-delete').click();
   await appear(page, row('device-row', 'uid', 'sensor-1'), 'the devices after deleting spare-1');

@@ -13,14 +13,13 @@ use ntex::service::{Pipeline, ServiceFactory, chain_factory, fn_factory_with_con
 use ntex::time::Seconds;
 use ntex::util::Ready;
 use ntex::{SharedCfg, ws};
-use ntex_mqtt::{MqttError, MqttServiceConfig, QoS, v5};
+use ntex_mqtt::MqttError;
 use ntex_tls::rustls::TlsAcceptor;
 
 use crate::config::Transport;
+use crate::connection::dispatcher::serve;
 use crate::connection::version::{Version, VersionCodec};
-use crate::connection::{
-    ConnError, ConnectionGuard, ExactlyOnce, ListenerContext, v3 as c3, v5 as c5,
-};
+use crate::connection::{ConnError, ListenerContext, v3::V3, v5::V5};
 use crate::proxy;
 
 /// Time a client has to send its whole CONNECT after connecting.
@@ -40,30 +39,21 @@ pub(crate) struct Bound {
 }
 
 /// The MQTT protocol on any transport (3.1.1 and 5.0 on the same listener): the version is read
-/// from the CONNECT, 3.1.1 is served by the broker's own dispatcher, 5.0 by ntex-mqtt's.
+/// from the CONNECT, and the connection served by the broker's dispatcher for it.
 fn mqtt<F: Filter>(
     ctx: Arc<ListenerContext>,
 ) -> impl ServiceFactory<Io<F>, SharedCfg, Response = (), Error = MqttError<ConnError>, InitError = ()>
 {
-    fn_factory_with_config(move |cfg: SharedCfg| {
+    fn_service(move |io: Io<F>| {
         let ctx = ctx.clone();
         async move {
-            let v5 = Pipeline::new(mqtt_v5(ctx.clone()).create(cfg).await?);
-            Ok::<_, ()>(fn_service(move |io: Io<F>| {
-                let (ctx, v5) = (ctx.clone(), v5.clone());
-                async move {
-                    let io = IoBoxed::from(io);
-                    match connect_version(&io).await {
-                        Some(Version::V3) => {
-                            c3::serve(ctx, io, CONNECT_TIMEOUT).await;
-                            Ok(())
-                        }
-                        // Boxed: a 3.1.1 connection's future does not carry 5.0's size.
-                        Some(Version::V5) => Box::pin(v5.call(io)).await,
-                        None => Ok(()),
-                    }
-                }
-            }))
+            let io = IoBoxed::from(io);
+            match connect_version(&io).await {
+                Some(Version::V3) => serve::<V3>(ctx, io, CONNECT_TIMEOUT).await,
+                Some(Version::V5) => serve::<V5>(ctx, io, CONNECT_TIMEOUT).await,
+                None => {}
+            }
+            Ok(())
         }
     })
 }
@@ -81,26 +71,6 @@ async fn connect_version(io: &IoBoxed) -> Option<Version> {
             None
         }
     }
-}
-
-/// MQTT 5.0 on ntex-mqtt, after the version was read.
-fn mqtt_v5(
-    ctx: Arc<ListenerContext>,
-) -> impl ServiceFactory<IoBoxed, SharedCfg, Response = (), Error = MqttError<ConnError>, InitError = ()>
-{
-    let h5 = ctx;
-    v5::MqttServer::new(fn_service(move |hs| c5::handshake(h5.clone(), hs)))
-        .protocol(fn_factory_with_config(async |s: c5::Session| {
-            Ok::<_, ConnError>(fn_service(move |m| c5::protocol(s.clone(), m)))
-        }))
-        .control(fn_factory_with_config(async |s: c5::Session| {
-            Ok::<_, ConnError>(fn_service(move |m| c5::control(s.clone(), m)))
-        }))
-        .middleware(ExactlyOnce)
-        .middleware(ConnectionGuard::<v5::codec::Decoded>::new())
-        .publish(fn_factory_with_config(async |s: c5::Session| {
-            Ok::<_, ConnError>(fn_service(move |m| c5::publish(s.clone(), m)))
-        }))
 }
 
 /// Upgrades an HTTP request on `path` to a WebSocket carrying MQTT (subprotocol `mqtt`).
@@ -182,23 +152,6 @@ fn websocket<F: Filter>(
     .map_err(BoxError::from)
 }
 
-fn service_config(ctx: &ListenerContext) -> SharedCfg {
-    let config = &ctx.config;
-    SharedCfg::new("MQTT")
-        .add(
-            MqttServiceConfig::new()
-                .set_max_qos(QoS::ExactlyOnce)
-                .set_max_size(config.max_packet_size)
-                .set_max_receive(config.receive_maximum)
-                .set_max_send(config.max_inflight)
-                .set_max_topic_alias(config.max_topic_alias)
-                .set_connect_timeout(CONNECT_TIMEOUT)
-                // A client may publish and close at once (mosquitto_pub does): still deliver.
-                .set_handle_qos_after_disconnect(Some(QoS::ExactlyOnce)),
-        )
-        .into()
-}
-
 /// Starts one ntex server with every listener.
 pub(crate) async fn start(
     ctx: &RoleContext,
@@ -221,7 +174,6 @@ pub(crate) async fn start(
                 .shutdown_timeout(drain);
             for bound in listeners {
                 let name = bound.ctx.name.to_string();
-                let cfg = service_config(&bound.ctx);
                 let ctx = bound.ctx.clone();
                 let path = bound.ws_path.clone();
                 let listener = bound.listener;
@@ -256,7 +208,7 @@ pub(crate) async fn start(
                         )));
                     }
                 };
-                builder = builder.config(&name, cfg);
+                builder = builder.config(&name, SharedCfg::new("MQTT"));
             }
             Ok(builder.run())
         })

@@ -1,10 +1,7 @@
-//! One MQTT connection: what 3.1.1 and 5.0 share — admission, publish handling, the writer task
-//! that drains the session's queue into the socket, and clean-up when the connection ends.
+//! One MQTT connection: what 3.1.1 and 5.0 share — admission, publish checks, the dispatcher
+//! that serves the connection, and clean-up when the connection ends.
 
-mod exactly_once;
-mod guard;
-mod order;
-mod replies;
+pub(crate) mod dispatcher;
 pub(crate) mod v3;
 pub(crate) mod v5;
 pub(crate) mod version;
@@ -13,9 +10,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
-
-use std::num::NonZeroU16;
+use std::time::Duration;
 
 use aos_core::state::StateError;
 use ntex::io::IoRef;
@@ -32,23 +27,9 @@ use crate::metrics::{ListenerLabel, QosLabel};
 use crate::session::{Kick, Link, Peer, Protocol, Session, Will};
 use crate::topic::valid_topic_name;
 
-pub(crate) use exactly_once::ExactlyOnce;
-pub(crate) use guard::ConnectionGuard;
-
-/// The error type of the connection services.
+/// The error type of the connection services: none fails (a connection's end is logged).
 #[derive(Debug)]
-pub enum ConnError {
-    /// The client broke the protocol; the connection is closed.
-    Protocol(&'static str),
-    /// The platform could not take a message (see [`HookError`]).
-    Hook(String),
-}
-
-impl From<()> for ConnError {
-    fn from((): ()) -> Self {
-        ConnError::Protocol("service initialisation failed")
-    }
-}
+pub enum ConnError {}
 
 /// What every connection of one listener shares.
 pub struct ListenerContext {
@@ -151,7 +132,7 @@ impl ListenerContext {
     }
 
     /// Opens the session for an admitted client. What the session queues for it is taken by
-    /// the connection's own dispatcher (3.1.1) or by a writer task (5.0, see [`Conn::spawn_writer`]).
+    /// the connection's dispatcher, woken by `wake`.
     pub(crate) fn open(
         self: &Arc<Self>,
         wire: Wire,
@@ -202,8 +183,6 @@ impl ListenerContext {
         tracing::info!(%client_id, peer = ?address, listener = %self.name, present, "client connected");
         Opened {
             conn: Conn {
-                io: wire.io,
-                max_packet_size_out: wire.max_packet_size,
                 listener: self.clone(),
                 session,
                 generation,
@@ -211,7 +190,6 @@ impl ListenerContext {
                 graceful: Cell::new(false),
                 disconnect_expiry: Cell::new(None),
                 finished: Cell::new(false),
-                framework: std::cell::OnceCell::new(),
             },
             present,
             wake,
@@ -246,19 +224,13 @@ pub(crate) fn peer_certificate(io: &ntex::io::IoBoxed) -> Option<String> {
 /// The connection a session is opened on.
 pub(crate) struct Wire {
     pub io: ntex::io::IoRef,
-    /// The largest packet the client takes (0: no limit).
-    pub max_packet_size: u32,
     pub protocol: Protocol,
     /// Seconds, as in force.
     pub keep_alive: u16,
 }
 
-/// Per-connection state (the ntex-mqtt session state).
+/// What a connection knows of its client and session.
 pub struct Conn {
-    /// The client's connection, for answers the connection guard writes itself.
-    pub(crate) io: ntex::io::IoRef,
-    /// The largest packet the client takes (0: no limit).
-    pub(crate) max_packet_size_out: u32,
     pub listener: Arc<ListenerContext>,
     pub session: Arc<Session>,
     pub generation: u64,
@@ -268,46 +240,11 @@ pub struct Conn {
     /// A session expiry interval sent with a 5.0 DISCONNECT.
     disconnect_expiry: Cell<Option<Option<Duration>>>,
     finished: Cell<bool>,
-    /// What only a connection on ntex-mqtt's framework (5.0) uses, made on first use: a 3.1.1
-    /// connection does not carry it.
-    framework: std::cell::OnceCell<Box<Framework>>,
-}
-
-/// The state of a connection that ntex-mqtt's framework serves (5.0).
-#[derive(Default)]
-pub(crate) struct Framework {
-    /// Tells the writer task that the connection is gone.
-    closed: Arc<Notify>,
-    /// Keeps this client's publishes in arrival order (see `order`).
-    pub(crate) order: order::InboundOrder,
-    /// QoS 2 publishes in progress, handed to ntex-mqtt as QoS 1 (see [`ExactlyOnce`]).
-    pub(crate) exactly_once: std::cell::RefCell<std::collections::HashSet<NonZeroU16>>,
 }
 
 impl Conn {
     pub fn broker(&self) -> &Arc<Broker> {
         &self.listener.broker
-    }
-
-    pub(crate) fn framework(&self) -> &Framework {
-        self.framework.get_or_init(Box::default)
-    }
-
-    /// Starts the task that drains the session's queue into `sink` (5.0 connections).
-    pub(crate) fn spawn_writer<S: Outbound>(
-        &self,
-        sink: S,
-        wake: Arc<Notify>,
-        kick: oneshot::Receiver<Kick>,
-    ) {
-        ntex::rt::spawn(writer(
-            sink,
-            self.session.clone(),
-            self.broker().clone(),
-            wake,
-            kick,
-            self.framework().closed.clone(),
-        ));
     }
 
     pub(crate) fn client_disconnected(&self, graceful: bool, expiry: Option<Option<Duration>>) {
@@ -322,9 +259,6 @@ impl Conn {
         if self.finished.replace(true) {
             return;
         }
-        if let Some(framework) = self.framework.get() {
-            framework.closed.notify_one();
-        }
         self.listener.release_slot();
         self.broker()
             .metrics
@@ -337,14 +271,6 @@ impl Conn {
             self.graceful.get(),
             self.disconnect_expiry.get(),
         );
-    }
-
-    /// The QoS a PUBLISH with `packet_id` was sent with (a QoS 2 one reaches the handler as QoS 1).
-    pub(crate) fn inbound_qos(&self, packet_id: Option<NonZeroU16>, qos: QoS) -> QoS {
-        match packet_id {
-            Some(id) if self.framework().exactly_once.borrow().contains(&id) => QoS::ExactlyOnce,
-            _ => qos,
-        }
     }
 
     /// Waits until what the broker promised so far is durable (with persistence).
@@ -363,34 +289,6 @@ impl Conn {
             return;
         }
         self.broker().subscriptions_seen(&self.session).await;
-    }
-
-    /// Checks a PUBLISH from this client, hands it to the platform hook, and routes it in its
-    /// arrival order. `key` is its ordering key (see `order::publish_key`).
-    /// `resent`: the client flagged the PUBLISH as sent before (DUP). (With persistence, the
-    /// connection guard holds its acknowledgement back until what its routing stored is
-    /// durable.)
-    pub(crate) async fn publish(&self, key: u64, message: Message, resent: bool) -> PublishOutcome {
-        let ticket = self.framework().order.claim(key);
-        if resent && message.qos == QoS::AtLeastOnce {
-            // QoS 1 allows duplicates: a resent message the broker had already taken (its
-            // PUBACK lost with a connection or a node) is taken again. Counted, not hidden.
-            self.broker().metrics.resent_received.inc();
-        }
-        let (outcome, accepted) = self.accept(message).await;
-        self.release(ticket, accepted);
-        outcome
-    }
-
-    async fn accept(&self, message: Message) -> (PublishOutcome, Option<Message>) {
-        let outcome = self.admissible(&message);
-        if outcome != PublishOutcome::Accepted {
-            return (outcome, None);
-        }
-        match self.broker().hook() {
-            Some(hook) => self.hand_over(hook, message).await,
-            None => (outcome, Some(message)),
-        }
     }
 
     /// What this client may read through `filter`; `None` (counted as a denial) if nothing.
@@ -446,23 +344,6 @@ impl Conn {
         }
         (PublishOutcome::Accepted, Some(message))
     }
-
-    /// Finishes a publish's place in the arrival order (routing `message`, if any, once every
-    /// earlier publish is finished). Without a place, routes at once.
-    pub(crate) fn release(&self, ticket: Option<u64>, message: Option<Message>) {
-        match ticket {
-            Some(ticket) => {
-                for message in self.framework().order.complete(ticket, message) {
-                    self.broker().publish(message);
-                }
-            }
-            None => {
-                if let Some(message) = message {
-                    self.broker().publish(message);
-                }
-            }
-        }
-    }
 }
 
 impl Drop for Conn {
@@ -494,19 +375,6 @@ pub(crate) fn message(
     message.origin = origin;
     message.tenant = publisher.tenant();
     message
-}
-
-/// Sending to one client, for the version-independent writer.
-pub(crate) trait Outbound: 'static {
-    fn is_ready(&self) -> bool;
-    /// Waits until the client can take another QoS 1/2 message; false once the connection is gone.
-    async fn ready(&self) -> bool;
-    fn send_at_most_once(&self, out: &Outgoing, now: Instant) -> SendOutcome;
-    /// Sends without waiting for the PUBACK (the ack callback records it).
-    fn send_at_least_once(&self, out: &Outgoing, now: Instant) -> SendOutcome;
-    /// Sends and completes the QoS 2 exchange (ntex-mqtt allows one at a time per connection).
-    async fn send_exactly_once(&self, out: &Outgoing, now: Instant) -> SendOutcome;
-    fn close(&self, kick: Kick);
 }
 
 /// What became of one message handed to a connection.
@@ -548,20 +416,10 @@ fn write_shared<E>(io: &IoRef, wire: Result<&Bytes, E>, max_packet_size: u32) ->
     }
 }
 
-impl<T> From<Result<T, ntex_mqtt::error::SendPacketError>> for SendOutcome {
-    fn from(result: Result<T, ntex_mqtt::error::SendPacketError>) -> SendOutcome {
-        match result {
-            Ok(_) => SendOutcome::Sent,
-            Err(ntex_mqtt::error::SendPacketError::Encode(_)) => SendOutcome::Unsendable,
-            Err(_) => SendOutcome::Closed,
-        }
-    }
-}
-
-/// How many queued messages a writer takes at once.
+/// How many queued messages a dispatcher takes at once.
 const BATCH: usize = 64;
 
-/// What a writer sent since it last told the broker's metrics: counted per batch, because
+/// What a dispatcher sent since it last told the broker's metrics: counted per batch, because
 /// counters every connection shares, touched per message, cost a fan-out dearly.
 #[derive(Default)]
 struct Tally {
@@ -596,84 +454,5 @@ impl Tally {
             metrics.dropped_oversize.inc_by(self.oversize);
         }
         *self = Tally::default();
-    }
-}
-
-/// Drains the session's queue into the connection until it closes.
-async fn writer<S: Outbound>(
-    sink: S,
-    session: Arc<Session>,
-    broker: Arc<Broker>,
-    wake: Arc<Notify>,
-    mut kick: oneshot::Receiver<Kick>,
-    closed: Arc<Notify>,
-) {
-    let mut tally = Tally::default();
-    loop {
-        tally.flush(&broker.metrics);
-        // Wait until the client can take more: the sink has no credit before CONNACK is written,
-        // none while the client's receive maximum is used up, and none while its socket is full
-        // (a client that does not read). Meanwhile the session queue absorbs, then drops, what
-        // keeps coming — publishers never wait for a subscriber.
-        tokio::select! {
-            biased;
-            reason = &mut kick => {
-                if let Ok(reason) = reason {
-                    sink.close(reason);
-                }
-                return;
-            }
-            _ = closed.notified() => return,
-            ready = async { sink.is_ready() || sink.ready().await } => {
-                if !ready {
-                    return;
-                }
-            }
-        }
-        // One clock read per batch serves both (the reads showed in fan-out profiles).
-        let now = Instant::now();
-        let (batch, expired) = session.take_to_send(now, BATCH);
-        tally.expired += expired as u64;
-        if batch.is_empty() {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = closed.notified() => return,
-                reason = &mut kick => {
-                    if let Ok(reason) = reason {
-                        sink.close(reason);
-                    }
-                    return;
-                }
-            }
-            continue;
-        }
-        for out in batch {
-            let sent = match out.qos {
-                QoS::AtMostOnce => sink.send_at_most_once(&out, now),
-                QoS::AtLeastOnce => sink.send_at_least_once(&out, now),
-                QoS::ExactlyOnce => sink.send_exactly_once(&out, Instant::now()).await,
-            };
-            match sent {
-                SendOutcome::Sent => {
-                    if let (QoS::ExactlyOnce, Some(id)) = (out.qos, out.packet_id) {
-                        session.acknowledged(id);
-                    }
-                    tally.sent(&out);
-                }
-                SendOutcome::Unsendable => {
-                    // Not for this client: forget it, and go on with the next.
-                    if let Some(id) = out.packet_id {
-                        session.acknowledged(id);
-                    }
-                    tally.oversize += 1;
-                }
-                // Gone: QoS 1/2 messages stay in flight for the next connection of the session
-                // (QoS 0 ones taken with them are lost with the connection, as MQTT allows).
-                SendOutcome::Closed => {
-                    tally.flush(&broker.metrics);
-                    return;
-                }
-            }
-        }
     }
 }

@@ -1,245 +1,48 @@
-//! MQTT 5.0 connections.
+//! MQTT 5.0 connections: the handshake, and 5.0's part of the connection's [`Dispatcher`]
+//! (reason codes, properties, topic aliases both ways, flow control by receive maximum).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ntex::codec::Encoder;
-use ntex::io::IoRef;
+use ntex::io::IoBoxed;
+use ntex::time::Seconds;
 use ntex::util::{ByteString, Bytes};
+use ntex_mqtt::QoS;
 use ntex_mqtt::error::EncodeError;
-use ntex_mqtt::{Control, QoS, v5};
-use v5::codec::{
-    ConnectAckReason, Disconnect, DisconnectReasonCode, PublishAckReason,
-    RetainHandling as WireRetain, SubscribeAckReason, UnsubscribeAckReason,
+use ntex_mqtt::v5::codec::{
+    Codec, Connect, ConnectAck, ConnectAckReason, Decoded, Disconnect, DisconnectReasonCode,
+    Encoded, Packet, Publish, PublishAck, PublishAck2, PublishAck2Reason, PublishAckReason,
+    PublishProperties, RetainHandling as WireRetain, SubscribeAck, SubscribeAckReason,
+    UnsubscribeAck, UnsubscribeAckReason,
 };
 
+use super::dispatcher::{
+    Answer, Closing, Dialect, Dispatcher, Inbound, NotSubscribed, codec_items,
+};
 use super::{
-    Admission, Conn, ConnError, ListenerContext, Outbound, PublishOutcome, SendOutcome, Wire,
-    message, peer_addr, peer_certificate, shared_publish, write_shared,
+    Admission, Conn, ListenerContext, Opened, PublishOutcome, SendOutcome, Wire, message,
+    peer_addr, peer_certificate, shared_publish, write_shared,
 };
 use crate::auth::{ConnectRequest, Refusal};
 use crate::delivery::{Outgoing, RetainHandling, SubOptions};
-use crate::message::{Message, Properties, min_qos};
-use crate::session::{Kick, Protocol, Will};
-use crate::topic::{SubscriptionFilter, valid_topic_name};
+use crate::message::{Message, Properties};
+use crate::session::{Protocol, Will};
+use crate::topic::{valid_topic_filter, valid_topic_name};
 
-pub(crate) type Session = v5::Session<Conn>;
-
-impl TryFrom<ConnError> for v5::PublishAck {
-    type Error = ConnError;
-
-    fn try_from(err: ConnError) -> Result<Self, ConnError> {
-        match err {
-            ConnError::Hook(reason) => {
-                Ok(v5::PublishAck::new(PublishAckReason::UnspecifiedError).reason(reason.into()))
-            }
-            other => Err(other),
-        }
-    }
+/// A client let in: its session, its CONNACK, and the keep alive in force.
+struct Accepted {
+    opened: Opened,
+    ack: Box<ConnectAck>,
+    keep_alive: u16,
 }
 
-/// The topic aliases the broker assigned on one connection (MQTT 5.0 §3.3.2.3.4): the first
-/// `max` distinct topics sent get one, and later messages on them carry only the alias. Aliases
-/// last as long as the connection; none is ever reassigned.
-struct ServerAliases {
-    max: u16,
-    assigned: RefCell<HashMap<ByteString, NonZeroU16>>,
-}
-
-/// How one PUBLISH names its topic.
-#[derive(Clone, Copy)]
-enum Naming {
-    Topic,
-    /// The topic and the alias it gets from now on.
-    NewAlias(NonZeroU16),
-    /// The alias alone (an empty topic name).
-    Alias(NonZeroU16),
-}
-
-impl ServerAliases {
-    fn naming(&self, topic: &ByteString) -> Naming {
-        let assigned = self.assigned.borrow();
-        if let Some(alias) = assigned.get(topic) {
-            return Naming::Alias(*alias);
-        }
-        // Aliases are numbered from 1 in the order topics are first sent.
-        match u16::try_from(assigned.len() + 1)
-            .ok()
-            .filter(|next| *next <= self.max)
-            .and_then(NonZeroU16::new)
-        {
-            Some(next) => Naming::NewAlias(next),
-            None => Naming::Topic,
-        }
-    }
-
-    /// Records a new alias once the PUBLISH that introduces it went out (an unsent one must not
-    /// be referred to).
-    fn sent(&self, topic: &ByteString, naming: Naming, outcome: SendOutcome) -> SendOutcome {
-        if let (Naming::NewAlias(alias), SendOutcome::Sent) = (naming, outcome) {
-            self.assigned.borrow_mut().insert(topic.clone(), alias);
-        }
-        outcome
-    }
-}
-
-/// A 5.0 connection's outbound side: its sink, the aliases it assigned, and its I/O for the
-/// QoS 0 copies that are the same bytes for every 5.0 subscriber.
-pub(crate) struct Sink5 {
-    sink: v5::MqttSink,
-    aliases: ServerAliases,
-    io: IoRef,
-    /// The client's maximum packet size (0: none).
-    max_packet_size: u32,
-}
-
-/// The QoS 0 PUBLISH of `message` as every 5.0 subscriber getting it plainly receives it (no
-/// retain flag, topic alias, subscription identifier or expiry interval), encoded on first use.
-fn at_most_once_wire(message: &Message) -> Result<&Bytes, EncodeError> {
-    shared_publish(&message.wire_v5_at_most_once, |pages| {
-        let mut properties = v5::codec::PublishProperties::default();
-        forwarded(message, &mut properties);
-        let packet = v5::codec::Publish {
-            dup: false,
-            retain: false,
-            qos: QoS::AtMostOnce,
-            packet_id: None,
-            topic: message.topic.clone(),
-            payload_size: message.payload.len() as u32,
-            properties,
-        };
-        v5::codec::Codec::new().encodev(
-            v5::codec::Encoded::Publish(packet, Some(message.payload.clone())),
-            pages,
-        )
-    })
-}
-
-impl Sink5 {
-    /// The PUBLISH for `out`, named as `naming` says.
-    fn publish(&self, out: &Outgoing, now: Instant, naming: Naming) -> v5::PublishBuilder {
-        let (topic, alias) = match naming {
-            Naming::Topic => (out.message.topic.clone(), None),
-            Naming::NewAlias(alias) => (out.message.topic.clone(), Some(alias)),
-            Naming::Alias(alias) => (ByteString::new(), Some(alias)),
-        };
-        self.sink.publish(topic).properties(|p| {
-            p.topic_alias = alias;
-            properties(out, now, p);
-        })
-    }
-
-    /// A QoS 1/2 PUBLISH for `out`, with its packet id and flags (`None` without a packet id).
-    fn acknowledged(
-        &self,
-        out: &Outgoing,
-        now: Instant,
-        naming: Naming,
-    ) -> Option<v5::PublishBuilder> {
-        let id = out.packet_id?;
-        Some(
-            self.publish(out, now, naming)
-                .packet_id(id.get())
-                .dup(out.dup)
-                .retain(out.retain),
-        )
-    }
-}
-
-fn properties(out: &Outgoing, now: Instant, p: &mut v5::codec::PublishProperties) {
-    p.message_expiry_interval = out.message.remaining_expiry(now);
-    p.subscription_ids.extend(out.sub_ids.iter().copied());
-    forwarded(&out.message, p);
-}
-
-/// The publisher's properties every subscriber gets unchanged.
-fn forwarded(message: &Message, p: &mut v5::codec::PublishProperties) {
-    if let Some(props) = &message.properties {
-        p.is_utf8_payload = props.payload_is_utf8;
-        p.content_type.clone_from(&props.content_type);
-        p.response_topic.clone_from(&props.response_topic);
-        p.correlation_data.clone_from(&props.correlation_data);
-        p.user_properties.clone_from(&props.user_properties);
-    }
-}
-
-impl Outbound for Sink5 {
-    fn is_ready(&self) -> bool {
-        self.sink.is_ready()
-    }
-
-    async fn ready(&self) -> bool {
-        self.sink.ready().await
-    }
-
-    fn send_at_most_once(&self, out: &Outgoing, now: Instant) -> SendOutcome {
-        let topic = &out.message.topic;
-        let naming = self.aliases.naming(topic);
-        if matches!(naming, Naming::Topic)
-            && !out.retain
-            && out.sub_ids.is_empty()
-            && out.message.expires_at.is_none()
-        {
-            let wire = at_most_once_wire(&out.message);
-            return write_shared(&self.io, wire, self.max_packet_size);
-        }
-        let outcome = self
-            .publish(out, now, naming)
-            .retain(out.retain)
-            .send_at_most_once(out.message.payload.clone())
-            .into();
-        self.aliases.sent(topic, naming, outcome)
-    }
-
-    fn send_at_least_once(&self, out: &Outgoing, now: Instant) -> SendOutcome {
-        let topic = &out.message.topic;
-        let naming = self.aliases.naming(topic);
-        let outcome = match self.acknowledged(out, now, naming) {
-            Some(publish) => publish
-                .send_at_least_once_no_block(out.message.payload.clone())
-                .into(),
-            None => SendOutcome::Unsendable,
-        };
-        self.aliases.sent(topic, naming, outcome)
-    }
-
-    async fn send_exactly_once(&self, out: &Outgoing, now: Instant) -> SendOutcome {
-        let topic = &out.message.topic;
-        let naming = self.aliases.naming(topic);
-        let Some(publish) = self.acknowledged(out, now, naming) else {
-            return SendOutcome::Unsendable;
-        };
-        // The PUBLISH is written before the exchange completes: its alias is in use even if the
-        // connection is lost while waiting for PUBREC.
-        let outcome = match publish.send_exactly_once(out.message.payload.clone()).await {
-            Ok(received) => received.release().await.into(),
-            Err(err) => Err::<(), _>(err).into(),
-        };
-        self.aliases.sent(topic, naming, outcome)
-    }
-
-    fn close(&self, kick: Kick) {
-        let reason = match kick {
-            Kick::TakenOver => DisconnectReasonCode::SessionTakenOver,
-            Kick::ShuttingDown => DisconnectReasonCode::ServerShuttingDown,
-            Kick::Revoked => DisconnectReasonCode::NotAuthorized,
-            Kick::Administrator => DisconnectReasonCode::AdministrativeAction,
-        };
-        self.sink.close_with_reason(Disconnect::new(reason));
-    }
-}
-
-fn refuse(
-    handshake: v5::Handshake,
-    reason: ConnectAckReason,
-    text: &str,
-) -> v5::HandshakeAck<Conn> {
-    handshake.fail_with(v5::codec::ConnectAck {
+fn refusal(reason: ConnectAckReason, text: &'static str) -> Box<ConnectAck> {
+    Box::new(ConnectAck {
         reason_code: reason,
-        reason_string: Some(ByteString::from(text)),
+        reason_string: Some(ByteString::from_static(text)),
         ..Default::default()
     })
 }
@@ -248,17 +51,33 @@ fn expiry_from_secs(secs: u32, max: Duration) -> Duration {
     Duration::from_secs(secs.into()).min(max)
 }
 
-pub(crate) async fn handshake(
-    ctx: Arc<ListenerContext>,
-    handshake: v5::Handshake,
-) -> Result<v5::HandshakeAck<Conn>, ConnError> {
-    let connect = handshake.packet().clone();
+/// Checks a CONNECT and opens the client's session; the CONNACK that refuses it otherwise.
+async fn handshake(
+    ctx: &Arc<ListenerContext>,
+    io: &IoBoxed,
+    connect: &Connect,
+) -> Result<Accepted, Box<ConnectAck>> {
+    let config = &ctx.config;
     if connect.auth_method.is_some() {
-        return Ok(refuse(
-            handshake,
+        return Err(refusal(
             ConnectAckReason::BadAuthenticationMethod,
             "enhanced authentication is not supported; use username and password",
         ));
+    }
+    if let Some(will) = &connect.last_will {
+        // A will the server could not publish as asked.
+        if will.qos > config.max_qos() {
+            return Err(refusal(
+                ConnectAckReason::QosNotSupported,
+                "the will's QoS is above the maximum QoS",
+            ));
+        }
+        if will.retain && !config.retain_available {
+            return Err(refusal(
+                ConnectAckReason::RetainNotSupported,
+                "retained messages are not available, the will's included",
+            ));
+        }
     }
     let assigned = connect.client_id.is_empty().then(|| ctx.assign_client_id());
     let client_id = assigned
@@ -268,42 +87,34 @@ pub(crate) async fn handshake(
         client_id: client_id.to_string(),
         username: connect.username.as_ref().map(|u| u.to_string()),
         password: connect.password.as_ref().map(|p| p.to_vec()),
-        peer: peer_addr(handshake.io()),
-        certificate: peer_certificate(handshake.io()),
+        peer: peer_addr(io),
+        certificate: peer_certificate(io),
         listener: ctx.name.to_string(),
     };
     let principal = match ctx.admit(request).await {
         Admission::Accepted(principal) => principal,
         Admission::Busy => {
-            return Ok(refuse(
-                handshake,
+            return Err(refusal(
                 ConnectAckReason::ServerBusy,
                 "too many connections",
             ));
         }
         Admission::Refused(Refusal::BadCredentials) => {
-            return Ok(refuse(
-                handshake,
+            return Err(refusal(
                 ConnectAckReason::BadUserNameOrPassword,
                 "bad username or password",
             ));
         }
         Admission::Refused(Refusal::NotAuthorized) => {
-            return Ok(refuse(
-                handshake,
-                ConnectAckReason::NotAuthorized,
-                "not authorized",
-            ));
+            return Err(refusal(ConnectAckReason::NotAuthorized, "not authorized"));
         }
         Admission::Refused(Refusal::Unavailable) => {
-            return Ok(refuse(
-                handshake,
+            return Err(refusal(
                 ConnectAckReason::ServerUnavailable,
                 "authentication unavailable",
             ));
         }
     };
-    let max_expiry = ctx.config.max_session_expiry;
     let will = match &connect.last_will {
         Some(will) => {
             let (valid, allowed) = (
@@ -312,12 +123,11 @@ pub(crate) async fn handshake(
             );
             if !valid || !allowed {
                 ctx.release_slot();
-                let (reason, text) = if valid {
-                    (ConnectAckReason::NotAuthorized, "will topic not authorized")
+                return Err(if valid {
+                    refusal(ConnectAckReason::NotAuthorized, "will topic not authorized")
                 } else {
-                    (ConnectAckReason::TopicNameInvalid, "invalid will topic")
-                };
-                return Ok(refuse(handshake, reason, text));
+                    refusal(ConnectAckReason::TopicNameInvalid, "invalid will topic")
+                });
             }
             let mut msg = message(
                 0,
@@ -346,28 +156,15 @@ pub(crate) async fn handshake(
         None => None,
     };
     let requested_expiry = connect.session_expiry_interval_secs;
-    let expiry = expiry_from_secs(requested_expiry, max_expiry);
-    let sink = handshake.sink();
-    let max_packet_size = connect.max_packet_size.map_or(0, |size| size.get());
-    let io = handshake.io().get_ref();
-    let outbound = Sink5 {
-        sink: sink.clone(),
-        aliases: ServerAliases {
-            max: ctx.config.server_topic_aliases.min(connect.topic_alias_max),
-            assigned: RefCell::default(),
-        },
-        io: io.clone(),
-        max_packet_size,
-    };
-    let max_keepalive = ctx.config.max_keepalive.max(1);
+    let expiry = expiry_from_secs(requested_expiry, config.max_session_expiry);
+    let max_keepalive = config.max_keepalive.max(1);
     let keep_alive = if connect.keep_alive == 0 || connect.keep_alive > max_keepalive {
         max_keepalive
     } else {
         connect.keep_alive
     };
     let wire = Wire {
-        io,
-        max_packet_size,
+        io: io.get_ref(),
         protocol: Protocol::V5,
         keep_alive,
     };
@@ -379,105 +176,596 @@ pub(crate) async fn handshake(
         Some(expiry),
         will,
     );
-    let (conn, present) = (opened.conn, opened.present);
-    conn.spawn_writer(outbound, opened.wake, opened.kick);
-    let session = conn.session.clone();
-    sink.publish_ack_cb(move |ack, disconnected| {
-        if !disconnected {
-            session.acknowledged(ack.packet_id);
-        }
-    });
-    let config = ctx.config.clone();
-    Ok(handshake
-        .ack(conn)
-        .with(|ack| {
-            ack.session_present = present;
-            ack.assigned_client_id = assigned;
-            if u64::from(requested_expiry) > expiry.as_secs() {
-                ack.session_expiry_interval_secs = Some(expiry.as_secs() as u32);
-            }
-            ack.max_qos = config.max_qos();
-            ack.receive_max =
-                NonZeroU16::new(config.receive_maximum.max(1)).unwrap_or(NonZeroU16::MIN);
-            ack.topic_alias_max = config.max_topic_alias;
-            ack.max_packet_size = Some(config.max_packet_size);
-            ack.retain_available = config.retain_available;
-            ack.wildcard_subscription_available = true;
-            ack.shared_subscription_available = true;
-            ack.subscription_identifiers_available = true;
-            if keep_alive != connect.keep_alive {
-                ack.server_keepalive_sec = Some(keep_alive);
-            }
-        })
-        // [MQTT-3.1.2-22]: one and a half times the keep alive.
-        .keep_alive(keep_alive.saturating_add(keep_alive / 2))
-        .max_send(Some(ctx.config.max_inflight)))
+    let ack = ConnectAck {
+        session_present: opened.present,
+        assigned_client_id: assigned,
+        session_expiry_interval_secs: (u64::from(requested_expiry) > expiry.as_secs())
+            .then_some(expiry.as_secs() as u32),
+        max_qos: config.max_qos(),
+        receive_max: NonZeroU16::new(config.receive_maximum.max(1)).unwrap_or(NonZeroU16::MIN),
+        topic_alias_max: config.max_topic_alias,
+        max_packet_size: Some(config.max_packet_size),
+        retain_available: config.retain_available,
+        wildcard_subscription_available: true,
+        shared_subscription_available: true,
+        subscription_identifiers_available: true,
+        server_keepalive_sec: (keep_alive != connect.keep_alive).then_some(keep_alive),
+        ..Default::default()
+    };
+    Ok(Accepted {
+        opened,
+        ack: Box::new(ack),
+        keep_alive,
+    })
 }
 
-pub(crate) async fn publish(
-    session: Session,
-    publish: v5::Publish,
-) -> Result<v5::PublishAck, ConnError> {
-    let conn: &Conn = &session;
-    let packet = publish.packet().clone();
-    if !packet.properties.subscription_ids.is_empty() {
-        return Err(ConnError::Protocol(
-            "a PUBLISH from a client carries subscription identifiers",
-        ));
+/// MQTT 5.0's part of the dispatcher.
+pub(crate) struct V5 {
+    codec: Codec,
+    /// The largest packet the client takes (0: no limit).
+    max_packet_size: u32,
+    /// The CONNECT asked for no session after the connection: a DISCONNECT may not ask for
+    /// one.
+    zero_expiry: bool,
+    /// The topic aliases the client set.
+    client_aliases: HashMap<NonZeroU16, ByteString>,
+    /// The aliases the broker assigned (if it may).
+    server_aliases: Option<Box<ServerAliases>>,
+}
+
+impl Dialect for V5 {
+    codec_items!(set_max_inbound_size);
+
+    async fn accept(
+        ctx: Arc<ListenerContext>,
+        io: IoBoxed,
+        codec: Codec,
+        connect: Box<Connect>,
+    ) -> Option<Box<Dispatcher<V5>>> {
+        if let Some(size) = connect.max_packet_size {
+            codec.set_max_outbound_size(size.get());
+        }
+        let accepted = match handshake(&ctx, &io, &connect).await {
+            Ok(accepted) => accepted,
+            Err(refusal) => {
+                let _ = io.encode(Encoded::Packet(Packet::ConnectAck(refusal)), &codec);
+                let _ = io.shutdown().await;
+                return None;
+            }
+        };
+        let Accepted {
+            opened,
+            ack,
+            keep_alive,
+        } = accepted;
+        if io
+            .encode(Encoded::Packet(Packet::ConnectAck(ack)), &codec)
+            .is_err()
+        {
+            return None;
+        }
+        let config = &ctx.config;
+        let server_aliases = config.server_topic_aliases.min(connect.topic_alias_max);
+        let dialect = V5 {
+            codec,
+            max_packet_size: connect.max_packet_size.map_or(0, |size| size.get()),
+            zero_expiry: connect.session_expiry_interval_secs == 0,
+            client_aliases: HashMap::new(),
+            server_aliases: (server_aliases > 0).then(|| {
+                Box::new(ServerAliases {
+                    max: server_aliases,
+                    assigned: HashMap::new(),
+                })
+            }),
+        };
+        // As many QoS 1/2 messages in flight as the client takes [MQTT-3.3.4-9].
+        let max_inflight = connect.receive_max.map_or(config.max_inflight, |max| {
+            max.get().min(config.max_inflight)
+        });
+        // [MQTT-3.1.2-22]: one and a half times the keep alive.
+        let keep_alive = Seconds(keep_alive.saturating_add(keep_alive / 2));
+        Some(Dispatcher::new(
+            dialect,
+            io,
+            opened,
+            keep_alive,
+            max_inflight,
+        ))
     }
-    let payload = publish
-        .read_all()
-        .await
-        .map_err(|_| ConnError::Protocol("payload could not be read"))?;
-    let props = &packet.properties;
-    if props.is_utf8_payload && std::str::from_utf8(&payload).is_err() {
-        return Ok(publish
-            .ack()
-            .reason_code(PublishAckReason::PayloadFormatInvalid)
-            .reason("payload format indicator says UTF-8, payload is not".into()));
+
+    fn publish(
+        d: &mut Dispatcher<V5>,
+        mut publish: Publish,
+        payload: Bytes,
+    ) -> Result<(), Closing> {
+        let config = &d.conn.listener.config;
+        let (retain_available, receive_maximum, max_qos, max_topic_alias) = (
+            config.retain_available,
+            usize::from(config.receive_maximum.max(1)),
+            config.max_qos(),
+            config.max_topic_alias,
+        );
+        if publish.topic.contains(['#', '+']) {
+            return Err(Closing::violation(
+                "a PUBLISH to a topic with wildcards [MQTT-3.3.2-2]",
+            ));
+        }
+        if publish.retain && !retain_available {
+            return Err(Closing::new(
+                "a retained PUBLISH, and retained messages are not available [MQTT-3.2.2-14]",
+                DisconnectReasonCode::RetainNotSupported,
+            ));
+        }
+        let packet_id = match (publish.qos, publish.packet_id) {
+            (QoS::AtMostOnce, _) => None,
+            (_, Some(id)) => Some(id),
+            (_, None) => return Err(Closing::violation("a QoS 1/2 PUBLISH without a packet id")),
+        };
+        if let Some(id) = packet_id {
+            if d.busy() >= receive_maximum {
+                return Err(Closing::new(
+                    "more unacknowledged PUBLISHes than the receive maximum [MQTT-3.3.4-7]",
+                    DisconnectReasonCode::ReceiveMaximumExceeded,
+                ));
+            }
+            if publish.qos > max_qos {
+                return Err(Closing::new(
+                    "a PUBLISH above the maximum QoS [MQTT-3.2.2-11]",
+                    DisconnectReasonCode::QosNotSupported,
+                ));
+            }
+            if !d.claim_id(id) {
+                let ack = acknowledgement(
+                    id,
+                    publish.qos,
+                    PublishAckReason::PacketIdentifierInUse,
+                    None,
+                );
+                return d.respond(Answer::packet(ack, None));
+            }
+        }
+        d.dialect.resolve_alias(&mut publish, max_topic_alias)?;
+        let props = &publish.properties;
+        if !props.subscription_ids.is_empty() {
+            return Err(Closing::violation(
+                "a PUBLISH from a client carries subscription identifiers [MQTT-3.3.4-6]",
+            ));
+        }
+        if props.is_utf8_payload && std::str::from_utf8(&payload).is_err() {
+            let Some(id) = packet_id else {
+                return Ok(());
+            };
+            let ack = acknowledgement(
+                id,
+                publish.qos,
+                PublishAckReason::PayloadFormatInvalid,
+                Some("the payload format indicator says UTF-8, and the payload is not"),
+            );
+            return d.respond(Answer::packet(ack, Some(id)));
+        }
+        if let (QoS::ExactlyOnce, Some(id)) = (publish.qos, packet_id) {
+            let waiting = {
+                let state = d.conn.session.lock();
+                if state.qos2_received.contains(&id) {
+                    None
+                } else {
+                    Some(state.qos2_received.len())
+                }
+            };
+            let Some(waiting) = waiting else {
+                // A resend of a message already taken: acknowledged again, taken once.
+                let ack = acknowledgement(id, publish.qos, PublishAckReason::Success, None);
+                return d.respond(Answer::packet(ack, Some(id)));
+            };
+            // QoS 2 messages count against the receive maximum until PUBCOMP [MQTT-3.3.4-9].
+            if waiting >= receive_maximum {
+                return Err(Closing::new(
+                    "more QoS 2 messages waiting for PUBREL than the receive maximum [MQTT-3.3.4-7]",
+                    DisconnectReasonCode::ReceiveMaximumExceeded,
+                ));
+            }
+        }
+        let props = publish.properties;
+        let mut msg = message(
+            d.conn.session.id,
+            &d.conn.principal,
+            publish.topic,
+            payload,
+            publish.qos,
+            publish.retain,
+        )
+        .with_expiry(props.message_expiry_interval);
+        let forwarded = Properties {
+            payload_is_utf8: props.is_utf8_payload,
+            content_type: props.content_type,
+            response_topic: props.response_topic,
+            correlation_data: props.correlation_data,
+            user_properties: props.user_properties,
+        };
+        if !forwarded.is_empty() {
+            msg.properties = Some(Box::new(forwarded));
+        }
+        d.take(msg, packet_id, publish.dup)
     }
-    let qos = conn.inbound_qos(packet.packet_id, packet.qos);
-    let mut msg = message(
-        conn.session.id,
-        &conn.principal,
-        packet.topic.clone(),
-        payload,
-        qos,
-        packet.retain,
-    )
-    .with_expiry(props.message_expiry_interval);
-    let forwarded = Properties {
-        payload_is_utf8: props.is_utf8_payload,
-        content_type: props.content_type.clone(),
-        response_topic: props.response_topic.clone(),
-        correlation_data: props.correlation_data.clone(),
-        user_properties: props.user_properties.clone(),
+
+    fn control(d: &mut Dispatcher<V5>, packet: Packet) -> Result<(), Closing> {
+        match packet {
+            Packet::PublishAck(ack) => {
+                d.acknowledged(ack.packet_id);
+                Ok(())
+            }
+            Packet::PublishComplete(ack) => {
+                d.acknowledged(ack.packet_id);
+                Ok(())
+            }
+            Packet::PublishReceived(ack) => {
+                if (ack.reason_code as u8) < 0x80 {
+                    d.received(ack.packet_id)
+                } else {
+                    // The client refused the message: the exchange ends here [MQTT-4.3.3-4].
+                    d.acknowledged(ack.packet_id);
+                    Ok(())
+                }
+            }
+            Packet::PublishRelease(release) => {
+                let packet_id = release.packet_id;
+                let known = d.conn.session.qos2_released(packet_id);
+                let complete = PublishAck2 {
+                    packet_id,
+                    reason_code: if known {
+                        PublishAck2Reason::Success
+                    } else {
+                        PublishAck2Reason::PacketIdNotFound
+                    },
+                    ..Default::default()
+                };
+                d.respond(Answer::packet(Packet::PublishComplete(complete), None))
+            }
+            Packet::PingRequest => d.respond(Answer::packet(Packet::PingResponse, None)),
+            Packet::Subscribe(subscribe) => {
+                let filters = &subscribe.topic_filters;
+                if filters.iter().any(|(f, _)| !valid_topic_filter(f)) {
+                    return Err(Closing::violation("an invalid topic filter [MQTT-4.7.1]"));
+                }
+                if filters
+                    .iter()
+                    .any(|(f, o)| o.no_local && f.starts_with("$share/"))
+                {
+                    return Err(Closing::violation(
+                        "no local on a shared subscription [MQTT-3.8.3-4]",
+                    ));
+                }
+                let packet_id = subscribe.packet_id;
+                if !d.claim_id(packet_id) {
+                    let suback = SubscribeAck {
+                        packet_id,
+                        status: vec![SubscribeAckReason::PacketIdentifierInUse; filters.len()],
+                        properties: Vec::new(),
+                        reason_string: None,
+                    };
+                    return d.respond(Answer::packet(Packet::SubscribeAck(suback), None));
+                }
+                let id = subscribe.id;
+                let mut retained = Vec::new();
+                let status = filters
+                    .iter()
+                    .map(|(full, options)| {
+                        let opts = |qos, read| SubOptions {
+                            qos,
+                            no_local: options.no_local,
+                            retain_as_published: options.retain_as_published,
+                            retain_handling: retain_handling(options.retain_handling),
+                            id,
+                            read,
+                        };
+                        match d.subscribe_to(full, options.qos, opts, &mut retained) {
+                            Ok(QoS::AtMostOnce) => SubscribeAckReason::GrantedQos0,
+                            Ok(QoS::AtLeastOnce) => SubscribeAckReason::GrantedQos1,
+                            Ok(QoS::ExactlyOnce) => SubscribeAckReason::GrantedQos2,
+                            Err(NotSubscribed::Invalid) => SubscribeAckReason::TopicFilterInvalid,
+                            Err(NotSubscribed::NotAuthorized) => SubscribeAckReason::NotAuthorized,
+                        }
+                    })
+                    .collect();
+                let suback = SubscribeAck {
+                    packet_id,
+                    status,
+                    properties: Vec::new(),
+                    reason_string: None,
+                };
+                d.subscribed(Packet::SubscribeAck(suback), packet_id, retained);
+                Ok(())
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                let filters = &unsubscribe.topic_filters;
+                if filters.iter().any(|f| !valid_topic_filter(f)) {
+                    return Err(Closing::violation("an invalid topic filter [MQTT-4.7.1]"));
+                }
+                let packet_id = unsubscribe.packet_id;
+                let in_use = !d.claim_id(packet_id);
+                let status = filters
+                    .iter()
+                    .map(|filter| {
+                        if in_use {
+                            UnsubscribeAckReason::PacketIdentifierInUse
+                        } else if d.conn.broker().unsubscribe(&d.conn.session, filter) {
+                            UnsubscribeAckReason::Success
+                        } else {
+                            UnsubscribeAckReason::NoSubscriptionExisted
+                        }
+                    })
+                    .collect();
+                let unsuback = Packet::UnsubscribeAck(UnsubscribeAck {
+                    packet_id,
+                    status,
+                    properties: Vec::new(),
+                    reason_string: None,
+                });
+                if in_use {
+                    return d.respond(Answer::packet(unsuback, None));
+                }
+                d.respond_settled(Answer::packet(unsuback, Some(packet_id)));
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => {
+                let expiry = disconnect.session_expiry_interval_secs;
+                if d.dialect.zero_expiry && expiry.is_some_and(|secs| secs > 0) {
+                    return Err(Closing::violation(
+                        "a session expiry on DISCONNECT after none on CONNECT",
+                    ));
+                }
+                let graceful =
+                    disconnect.reason_code != DisconnectReasonCode::DisconnectWithWillMessage;
+                let max = d.conn.listener.config.max_session_expiry;
+                let expiry = expiry.map(|secs| Some(expiry_from_secs(secs, max)));
+                d.conn.client_disconnected(graceful, expiry);
+                d.reading = false;
+                Ok(())
+            }
+            Packet::Auth(_) => Err(Closing::violation(
+                "an AUTH without an authentication method in CONNECT",
+            )),
+            Packet::Connect(_) => Err(Closing::violation(
+                "a second CONNECT on an open connection [MQTT-3.1.0-2]",
+            )),
+            Packet::ConnectAck(_)
+            | Packet::SubscribeAck(_)
+            | Packet::UnsubscribeAck(_)
+            | Packet::PingResponse => Err(Closing::violation("a packet only a server sends")),
+        }
+    }
+
+    fn acknowledgement(
+        conn: &Conn,
+        packet_id: Option<NonZeroU16>,
+        qos: QoS,
+        outcome: PublishOutcome,
+    ) -> Result<Option<Packet>, Closing> {
+        let Some(id) = packet_id else {
+            return Ok(None);
+        };
+        let (reason, text) = match outcome {
+            PublishOutcome::Accepted => (PublishAckReason::Success, None),
+            PublishOutcome::TopicInvalid => (
+                PublishAckReason::TopicNameInvalid,
+                Some("invalid topic name"),
+            ),
+            PublishOutcome::NotAuthorized => (
+                PublishAckReason::NotAuthorized,
+                Some("not authorized to publish to this topic"),
+            ),
+            PublishOutcome::Busy => (
+                PublishAckReason::QuotaExceeded,
+                Some("the platform is busy; retry later"),
+            ),
+            PublishOutcome::Failed => (
+                PublishAckReason::UnspecifiedError,
+                Some("the platform could not take the message"),
+            ),
+        };
+        if qos == QoS::ExactlyOnce && outcome == PublishOutcome::Accepted {
+            // Waits in the session for PUBREL (stored with it): a resend is not taken again.
+            conn.session.qos2_taken(id);
+        }
+        Ok(Some(acknowledgement(id, qos, reason, text)))
+    }
+
+    fn release(packet_id: NonZeroU16) -> Packet {
+        Packet::PublishRelease(PublishAck2 {
+            packet_id,
+            ..Default::default()
+        })
+    }
+
+    fn send(&mut self, io: &IoBoxed, out: &Outgoing, now: Instant) -> SendOutcome {
+        let topic = &out.message.topic;
+        let naming = self
+            .server_aliases
+            .as_ref()
+            .map_or(Naming::Topic, |aliases| aliases.naming(topic));
+        if out.qos == QoS::AtMostOnce
+            && matches!(naming, Naming::Topic)
+            && !out.retain
+            && out.sub_ids.is_empty()
+            && out.message.expires_at.is_none()
+        {
+            return write_shared(io, at_most_once_wire(&out.message), self.max_packet_size);
+        }
+        let (name, alias) = match naming {
+            Naming::Topic => (topic.clone(), None),
+            Naming::NewAlias(alias) => (topic.clone(), Some(alias)),
+            Naming::Alias(alias) => (ByteString::new(), Some(alias)),
+        };
+        let mut properties = PublishProperties {
+            topic_alias: alias,
+            ..Default::default()
+        };
+        outgoing_properties(out, now, &mut properties);
+        let publish = Publish {
+            dup: out.dup,
+            retain: out.retain,
+            qos: out.qos,
+            packet_id: out.packet_id.filter(|_| out.qos != QoS::AtMostOnce),
+            topic: name,
+            payload_size: out.message.payload.len() as u32,
+            properties,
+        };
+        let outcome = match io.encode(
+            Encoded::Publish(publish, Some(out.message.payload.clone())),
+            &self.codec,
+        ) {
+            Ok(()) => SendOutcome::Sent,
+            Err(_) => SendOutcome::Unsendable,
+        };
+        if let Some(aliases) = &mut self.server_aliases {
+            aliases.sent(topic, naming, outcome);
+        }
+        outcome
+    }
+
+    fn closing(&self, io: &IoBoxed, closing: &Closing) {
+        if let Some(reason) = closing.reason {
+            let disconnect = Disconnect {
+                reason_string: Some(ByteString::from_static(closing.why)),
+                ..Disconnect::new(reason)
+            };
+            let _ = io.encode(Encoded::Packet(Packet::Disconnect(disconnect)), &self.codec);
+        }
+    }
+}
+
+impl V5 {
+    /// Names the PUBLISH's topic by the alias it carries, or records the alias (MQTT 5.0
+    /// §3.3.2.3.4).
+    fn resolve_alias(&mut self, publish: &mut Publish, max: u16) -> Result<(), Closing> {
+        let Some(alias) = publish.properties.topic_alias else {
+            return Ok(());
+        };
+        if alias.get() > max {
+            return Err(Closing::new(
+                "a topic alias above the topic alias maximum [MQTT-3.3.2-9]",
+                DisconnectReasonCode::TopicAliasInvalid,
+            ));
+        }
+        let aliases = &mut self.client_aliases;
+        if publish.topic.is_empty() {
+            match aliases.get(&alias) {
+                Some(topic) => publish.topic = topic.clone(),
+                None => {
+                    return Err(Closing::new(
+                        "a topic alias the client has not set",
+                        DisconnectReasonCode::TopicAliasInvalid,
+                    ));
+                }
+            }
+        } else {
+            // A copy: the topic read shares the read buffer, which the alias would keep.
+            aliases.insert(alias, ByteString::from(publish.topic.as_str()));
+        }
+        Ok(())
+    }
+}
+
+/// The PUBACK (QoS 1) or PUBREC (QoS 2) for a PUBLISH.
+fn acknowledgement(
+    packet_id: NonZeroU16,
+    qos: QoS,
+    reason_code: PublishAckReason,
+    text: Option<&'static str>,
+) -> Packet {
+    let ack = PublishAck {
+        packet_id,
+        reason_code,
+        properties: Vec::new(),
+        reason_string: text.map(ByteString::from_static),
     };
-    if !forwarded.is_empty() {
-        msg.properties = Some(Box::new(forwarded));
+    if qos == QoS::ExactlyOnce {
+        Packet::PublishReceived(ack)
+    } else {
+        Packet::PublishAck(ack)
     }
-    let key = super::order::publish_key(
-        &packet.topic,
-        props.topic_alias,
-        packet.payload_size,
-        &msg.payload,
-    );
-    let ack = publish.ack();
-    Ok(match conn.publish(key, msg, packet.dup).await {
-        PublishOutcome::Accepted => ack,
-        PublishOutcome::TopicInvalid => ack
-            .reason_code(PublishAckReason::TopicNameInvalid)
-            .reason("invalid topic name".into()),
-        PublishOutcome::NotAuthorized => ack
-            .reason_code(PublishAckReason::NotAuthorized)
-            .reason("not authorized to publish to this topic".into()),
-        PublishOutcome::Busy => ack
-            .reason_code(PublishAckReason::QuotaExceeded)
-            .reason("the platform is busy; retry later".into()),
-        PublishOutcome::Failed => ack
-            .reason_code(PublishAckReason::UnspecifiedError)
-            .reason("the platform could not take the message".into()),
+}
+
+/// The topic aliases the broker assigned on one connection (MQTT 5.0 §3.3.2.3.4): the first
+/// `max` distinct topics sent get one, and later messages on them carry only the alias. Aliases
+/// last as long as the connection; none is ever reassigned.
+struct ServerAliases {
+    max: u16,
+    assigned: HashMap<ByteString, NonZeroU16>,
+}
+
+/// How one PUBLISH names its topic.
+#[derive(Clone, Copy)]
+enum Naming {
+    Topic,
+    /// The topic and the alias it gets from now on.
+    NewAlias(NonZeroU16),
+    /// The alias alone (an empty topic name).
+    Alias(NonZeroU16),
+}
+
+impl ServerAliases {
+    fn naming(&self, topic: &ByteString) -> Naming {
+        if let Some(alias) = self.assigned.get(topic) {
+            return Naming::Alias(*alias);
+        }
+        // Aliases are numbered from 1 in the order topics are first sent.
+        match u16::try_from(self.assigned.len() + 1)
+            .ok()
+            .filter(|next| *next <= self.max)
+            .and_then(NonZeroU16::new)
+        {
+            Some(next) => Naming::NewAlias(next),
+            None => Naming::Topic,
+        }
+    }
+
+    /// Records a new alias once the PUBLISH that introduces it went out (an unsent one must not
+    /// be referred to).
+    fn sent(&mut self, topic: &ByteString, naming: Naming, outcome: SendOutcome) {
+        if let (Naming::NewAlias(alias), SendOutcome::Sent) = (naming, outcome) {
+            self.assigned.insert(topic.clone(), alias);
+        }
+    }
+}
+
+/// The QoS 0 PUBLISH of `message` as every 5.0 subscriber getting it plainly receives it (no
+/// retain flag, topic alias, subscription identifier or expiry interval), encoded on first use.
+fn at_most_once_wire(message: &Message) -> Result<&Bytes, EncodeError> {
+    shared_publish(&message.wire_v5_at_most_once, |pages| {
+        let mut properties = PublishProperties::default();
+        forwarded(message, &mut properties);
+        let packet = Publish {
+            dup: false,
+            retain: false,
+            qos: QoS::AtMostOnce,
+            packet_id: None,
+            topic: message.topic.clone(),
+            payload_size: message.payload.len() as u32,
+            properties,
+        };
+        Codec::new().encodev(
+            Encoded::Publish(packet, Some(message.payload.clone())),
+            pages,
+        )
     })
+}
+
+fn outgoing_properties(out: &Outgoing, now: Instant, p: &mut PublishProperties) {
+    p.message_expiry_interval = out.message.remaining_expiry(now);
+    p.subscription_ids.extend(out.sub_ids.iter().copied());
+    forwarded(&out.message, p);
+}
+
+/// The publisher's properties every subscriber gets unchanged.
+fn forwarded(message: &Message, p: &mut PublishProperties) {
+    if let Some(props) = &message.properties {
+        p.is_utf8_payload = props.payload_is_utf8;
+        p.content_type.clone_from(&props.content_type);
+        p.response_topic.clone_from(&props.response_topic);
+        p.correlation_data.clone_from(&props.correlation_data);
+        p.user_properties.clone_from(&props.user_properties);
+    }
 }
 
 fn retain_handling(wire: WireRetain) -> RetainHandling {
@@ -486,116 +774,4 @@ fn retain_handling(wire: WireRetain) -> RetainHandling {
         WireRetain::AtSubscribeNew => RetainHandling::IfNew,
         WireRetain::NoAtSubscribe => RetainHandling::Never,
     }
-}
-
-pub(crate) async fn protocol(
-    session: Session,
-    message: v5::ProtocolMessage,
-) -> Result<v5::ProtocolMessageAck, ConnError> {
-    let conn: &Conn = &session;
-    Ok(match message {
-        v5::ProtocolMessage::Subscribe(mut subscribe) => {
-            let shared_no_local = subscribe
-                .packet()
-                .topic_filters
-                .iter()
-                .any(|(f, o)| o.no_local && f.starts_with("$share/"));
-            if shared_no_local {
-                // [MQTT-3.8.3-4]
-                let msg = v5::ProtocolMessage::Subscribe(subscribe);
-                return Ok(msg.disconnect_with(
-                    Disconnect::new(DisconnectReasonCode::ProtocolError)
-                        .reason_string(Some("no local on a shared subscription".into())),
-                ));
-            }
-            let id = subscribe.packet().id;
-            let mut retained = Vec::new();
-            for mut sub in subscribe.iter_mut() {
-                let full = sub.topic().to_string();
-                let options = *sub.options();
-                let filter = match SubscriptionFilter::parse(&full, true) {
-                    Ok(filter) => filter,
-                    Err(_) => {
-                        sub.fail(SubscribeAckReason::TopicFilterInvalid);
-                        continue;
-                    }
-                };
-                let Some(read) = conn.may_subscribe(&filter.filter) else {
-                    sub.fail(SubscribeAckReason::NotAuthorized);
-                    continue;
-                };
-                let qos = min_qos(options.qos, conn.listener.config.max_qos());
-                let opts = SubOptions {
-                    qos,
-                    no_local: options.no_local,
-                    retain_as_published: options.retain_as_published,
-                    retain_handling: retain_handling(options.retain_handling),
-                    id,
-                    read,
-                };
-                let existed = conn
-                    .broker()
-                    .subscribe(&conn.session, &full, filter.clone(), opts);
-                if filter.group.is_none() && opts.wants_retained(existed) {
-                    retained.push((filter.filter, opts));
-                }
-                sub.confirm(qos);
-            }
-            conn.settled().await;
-            deliver_retained_after_ack(conn, retained);
-            subscribe.ack()
-        }
-        v5::ProtocolMessage::Unsubscribe(mut unsubscribe) => {
-            for mut item in unsubscribe.iter_mut() {
-                let filter = item.topic().to_string();
-                if conn.broker().unsubscribe(&conn.session, &filter) {
-                    item.success();
-                } else {
-                    item.fail(UnsubscribeAckReason::NoSubscriptionExisted);
-                }
-            }
-            conn.settled().await;
-            unsubscribe.ack()
-        }
-        v5::ProtocolMessage::Disconnect(disconnect) => {
-            let packet = disconnect.packet();
-            let graceful = packet.reason_code != DisconnectReasonCode::DisconnectWithWillMessage;
-            let expiry = packet.session_expiry_interval_secs.map(|secs| {
-                Some(expiry_from_secs(
-                    secs,
-                    conn.listener.config.max_session_expiry,
-                ))
-            });
-            conn.client_disconnected(graceful, expiry);
-            disconnect.ack()
-        }
-        v5::ProtocolMessage::PublishRelease(release) => release.ack(),
-        v5::ProtocolMessage::Ping(ping) => ping.ack(),
-        auth @ v5::ProtocolMessage::Auth(_) => auth.ack(),
-    })
-}
-
-/// Retained messages follow the SUBACK: they are queued once the handler has returned.
-fn deliver_retained_after_ack(conn: &Conn, retained: Vec<(String, SubOptions)>) {
-    if retained.is_empty() {
-        return;
-    }
-    let broker = conn.broker().clone();
-    let session = conn.session.clone();
-    ntex::rt::spawn(async move {
-        for (filter, opts) in retained {
-            broker.deliver_retained(&session, &filter, opts);
-        }
-    });
-}
-
-pub(crate) async fn control(
-    session: Session,
-    control: Control<ConnError>,
-) -> Result<Option<v5::codec::Encoded>, ConnError> {
-    if let Control::Stop(reason) = control {
-        tracing::debug!(client_id = %session.session.client_id, ?reason, "connection closed");
-        session.finish();
-    }
-    Ok(None)
 }
