@@ -36,7 +36,7 @@ impl Broker {
             let state = session.lock();
             let mut granted: Option<QoS> = None;
             let mut sub_ids = Vec::new();
-            for (filter, (_, opts)) in &state.subscriptions {
+            for (filter, (_, opts)) in state.subscriptions.iter() {
                 if matches(filter, &delivery.topic) {
                     granted = Some(granted.map_or(opts.qos, |g| max_qos(g, opts.qos)));
                     sub_ids.extend(opts.id);

@@ -115,7 +115,7 @@ pub struct SessionState {
     pub inflight: VecDeque<Outgoing>,
     next_packet_id: u16,
     /// Subscriptions by their full filter (including any `$share/{group}/` prefix).
-    pub subscriptions: HashMap<String, (SubscriptionFilter, SubOptions)>,
+    pub subscriptions: Subscriptions,
     /// Inbound QoS 2 packet ids received and not yet released (PUBREL) — exactly-once.
     pub qos2_received: HashSet<NonZeroU16>,
     /// How long the session outlives its connection; `None`: forever.
@@ -129,6 +129,81 @@ pub struct SessionState {
     /// The copies other nodes stored that it read back from the store lately, and when: their
     /// live copy, if it comes after all, is not taken again (even once delivered).
     merged: HashMap<Record, Instant>,
+}
+
+/// A session's subscriptions by their full filter (including any `$share/{group}/` prefix): a
+/// list while they are few (a device has one or a few, and the smallest table of a map is
+/// several times their size), a map once they are many (an application may have thousands).
+pub enum Subscriptions {
+    Few(Vec<(String, Subscription)>),
+    Many(HashMap<String, Subscription>),
+}
+
+/// A subscription: its filter, and the options it was granted.
+pub type Subscription = (SubscriptionFilter, SubOptions);
+
+/// Up to this many subscriptions are kept in a list.
+const FEW_SUBSCRIPTIONS: usize = 8;
+
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Subscriptions::Few(Vec::new())
+    }
+}
+
+impl Subscriptions {
+    /// Sets the subscription to `full`; returns the one it replaces.
+    pub fn insert(&mut self, full: String, subscription: Subscription) -> Option<Subscription> {
+        let few = match self {
+            Subscriptions::Many(map) => return map.insert(full, subscription),
+            Subscriptions::Few(few) => few,
+        };
+        if let Some((_, held)) = few.iter_mut().find(|(f, _)| *f == full) {
+            return Some(std::mem::replace(held, subscription));
+        }
+        if few.len() < FEW_SUBSCRIPTIONS {
+            // A vector's first push makes room for four: a device's one subscription needs one.
+            few.reserve_exact(1);
+            few.push((full, subscription));
+        } else {
+            let mut map: HashMap<_, _> = few.drain(..).collect();
+            map.insert(full, subscription);
+            *self = Subscriptions::Many(map);
+        }
+        None
+    }
+
+    pub fn remove(&mut self, full: &str) -> Option<Subscription> {
+        match self {
+            Subscriptions::Few(few) => {
+                let at = few.iter().position(|(f, _)| f == full)?;
+                Some(few.swap_remove(at).1)
+            }
+            Subscriptions::Many(map) => map.remove(full),
+        }
+    }
+
+    pub fn get(&self, full: &str) -> Option<&Subscription> {
+        match self {
+            Subscriptions::Few(few) => few.iter().find(|(f, _)| f == full).map(|(_, s)| s),
+            Subscriptions::Many(map) => map.get(full),
+        }
+    }
+
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&String, &Subscription)> + '_> {
+        match self {
+            Subscriptions::Few(few) => Box::new(few.iter().map(|(full, s)| (full, s))),
+            Subscriptions::Many(map) => Box::new(map.iter()),
+        }
+    }
+
+    /// Takes every subscription out.
+    pub fn drain(&mut self) -> Vec<(String, Subscription)> {
+        match std::mem::take(self) {
+            Subscriptions::Few(few) => few,
+            Subscriptions::Many(map) => map.into_iter().collect(),
+        }
+    }
 }
 
 /// How long a copy read back from the store is remembered against its live copy (which the
@@ -551,6 +626,63 @@ mod tests {
     use ntex::util::Bytes;
 
     use super::*;
+    use crate::auth::ReadCheck;
+
+    #[test]
+    fn a_subscription_to_the_same_filter_replaces_the_earlier_one() {
+        let sub = |filter: &str, qos| {
+            let parsed = SubscriptionFilter::parse(filter, true).expect("valid");
+            (parsed, SubOptions::qos(qos, ReadCheck::Open))
+        };
+        let mut subscriptions = Subscriptions::default();
+        assert!(
+            subscriptions
+                .insert("a/#".into(), sub("a/#", QoS::AtMostOnce))
+                .is_none()
+        );
+        assert!(
+            subscriptions
+                .insert("$share/g/b".into(), sub("$share/g/b", QoS::AtLeastOnce))
+                .is_none()
+        );
+        let replaced = subscriptions.insert("a/#".into(), sub("a/#", QoS::ExactlyOnce));
+        assert_eq!(replaced.map(|(_, o)| o.qos), Some(QoS::AtMostOnce));
+        assert_eq!(subscriptions.iter().count(), 2);
+        assert_eq!(
+            subscriptions.get("a/#").map(|(_, o)| o.qos),
+            Some(QoS::ExactlyOnce)
+        );
+        assert_eq!(
+            subscriptions.remove("$share/g/b").map(|(f, _)| f.group),
+            Some(Some("g".to_string()))
+        );
+        assert!(subscriptions.remove("$share/g/b").is_none());
+        let left: Vec<_> = subscriptions
+            .drain()
+            .into_iter()
+            .map(|(full, _)| full)
+            .collect();
+        assert_eq!(left, ["a/#"]);
+        assert!(subscriptions.get("a/#").is_none());
+    }
+
+    #[test]
+    fn many_subscriptions_are_kept_in_a_map_and_found_alike() {
+        let mut subscriptions = Subscriptions::default();
+        for n in 0..100 {
+            let full = format!("apps/{n}/#");
+            let parsed = SubscriptionFilter::parse(&full, true).expect("valid");
+            let sub = (parsed, SubOptions::qos(QoS::AtLeastOnce, ReadCheck::Open));
+            assert!(subscriptions.insert(full, sub).is_none());
+        }
+        assert!(matches!(subscriptions, Subscriptions::Many(_)));
+        assert_eq!(subscriptions.iter().count(), 100);
+        assert!(subscriptions.get("apps/99/#").is_some());
+        assert!(subscriptions.remove("apps/0/#").is_some());
+        assert!(subscriptions.get("apps/0/#").is_none());
+        assert_eq!(subscriptions.drain().len(), 99);
+        assert_eq!(subscriptions.iter().count(), 0);
+    }
 
     fn out(qos: QoS, payload: &'static str) -> Outgoing {
         Outgoing::new(
