@@ -1080,3 +1080,32 @@ async fn a_5_0_client_that_breaks_the_rules_is_told_why_it_is_disconnected() {
         .expect("publish");
     assert_eq!(&fine.publish_received().await.payload[..], b"yes");
 }
+
+#[tokio::test]
+async fn a_client_that_answers_what_came_before_a_disconnect_still_reads_the_disconnect() {
+    use tokio::io::AsyncWriteExt;
+    let broker = Broker::start(&[("AOS_BROKER__RECEIVE_MAXIMUM", "2")]);
+    let mut raw = raw_client_with(broker.port(), "flooder", &[]).await;
+    // One QoS 2 PUBLISH more than the receive maximum, none released.
+    for id in 1..=3u8 {
+        raw.write_all(&[0x34, 7, 0, 1, b'f', 0, id, 0, b'm'])
+            .await
+            .expect("PUBLISH");
+    }
+    // The client answers each PUBREC as it reads it (as Paho's test client does), though the
+    // broker has closed the exchange: its PUBRELs must not cost it the DISCONNECT.
+    loop {
+        let (header, body) = read_packet(&mut raw).await;
+        match header {
+            0x50 => raw
+                .write_all(&[0x62, 2, body[0], body[1]])
+                .await
+                .expect("PUBREL"),
+            0xE0 => {
+                assert_eq!(body[0], 0x93, "receive maximum exceeded");
+                break;
+            }
+            other => panic!("unexpected packet {other:#x}"),
+        }
+    }
+}

@@ -39,6 +39,11 @@ use crate::topic::SubscriptionFilter;
 /// Payloads from this size on are read in chunks (the read buffer need not hold them whole).
 pub(crate) const CHUNK: u32 = 32 * 1024;
 
+/// How long a client the broker disconnected for a fault it told it of is still read from (what
+/// it sends is dropped): its packets already on their way would otherwise meet a closed socket,
+/// whose TCP reset can destroy the DISCONNECT before the client reads it.
+const LINGER: Seconds = Seconds(1);
+
 /// What one item the codec decoded is.
 pub(crate) enum Inbound<P, K> {
     /// A PUBLISH's header and the start of its payload.
@@ -96,8 +101,9 @@ pub(crate) trait Dialect: Sized + 'static {
     fn release(packet_id: NonZeroU16) -> Self::Answer;
     /// Writes a queued message (a QoS 1/2 one has its packet id).
     fn send(&mut self, io: &IoBoxed, out: &Outgoing, now: Instant) -> SendOutcome;
-    /// Tells the client why the broker closes the connection, where the version can.
-    fn closing(&self, io: &IoBoxed, closing: &Closing);
+    /// Tells the client why the broker closes the connection, where the version can; whether
+    /// it did.
+    fn closing(&self, io: &IoBoxed, closing: &Closing) -> bool;
 }
 
 /// Why the broker closes a connection, and the reason code a 5.0 client is told (none: the
@@ -432,6 +438,7 @@ impl<V: Dialect> Dispatcher<V> {
                 () = std::future::ready(()), if can_send => Event::Send,
                 // No `else`: the kick branch is always enabled.
             };
+            let kicked = matches!(event, Event::Kicked(_));
             let step = match event {
                 Event::Kicked(Some(kick)) => {
                     tracing::debug!(client_id = %self.conn.session.client_id, ?kick, "connection closed by the broker");
@@ -470,7 +477,9 @@ impl<V: Dialect> Dispatcher<V> {
                 if closing.reason.is_some() {
                     tracing::debug!(client_id = %self.conn.session.client_id, why = closing.why, "closing the connection");
                 }
-                self.dialect.closing(&self.io, &closing);
+                if self.dialect.closing(&self.io, &closing) && !kicked {
+                    self.linger().await;
+                }
                 self.io.close();
                 break closing.why;
             }
@@ -482,6 +491,13 @@ impl<V: Dialect> Dispatcher<V> {
         self.settle_pending();
         let _ = self.io.shutdown().await;
         ended
+    }
+
+    /// Reads (and drops) what the client still sends, until it closes or [`LINGER`] is up.
+    async fn linger(&self) {
+        let codec = self.dialect.codec();
+        let drain = async { while poll_fn(|cx| self.io.poll_recv(codec, cx)).await.is_ok() {} };
+        let _ = ntex::time::timeout(LINGER, drain).await;
     }
 
     fn restart_keep_alive(&self) {

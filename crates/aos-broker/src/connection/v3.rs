@@ -316,7 +316,9 @@ impl Dialect for V3 {
     }
 
     /// 3.1.1 has no DISCONNECT from the server: the network connection is closed.
-    fn closing(&self, _: &IoBoxed, _: &Closing) {}
+    fn closing(&self, _: &IoBoxed, _: &Closing) -> bool {
+        false
+    }
 }
 
 /// The QoS 0 PUBLISH of `message` without the retain flag, encoded on first use.

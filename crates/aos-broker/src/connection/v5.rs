@@ -623,14 +623,16 @@ impl Dialect for V5 {
         outcome
     }
 
-    fn closing(&self, io: &IoBoxed, closing: &Closing) {
-        if let Some(reason) = closing.reason {
-            let disconnect = Disconnect {
-                reason_string: Some(ByteString::from_static(closing.why)),
-                ..Disconnect::new(reason)
-            };
-            let _ = io.encode(Encoded::Packet(Packet::Disconnect(disconnect)), &self.codec);
-        }
+    fn closing(&self, io: &IoBoxed, closing: &Closing) -> bool {
+        let Some(reason) = closing.reason else {
+            return false;
+        };
+        let disconnect = Disconnect {
+            reason_string: Some(ByteString::from_static(closing.why)),
+            ..Disconnect::new(reason)
+        };
+        io.encode(Encoded::Packet(Packet::Disconnect(disconnect)), &self.codec)
+            .is_ok()
     }
 }
 
