@@ -440,18 +440,7 @@ async fn qos2_from_5_0_clients_is_exactly_once_and_ids_are_reused() {
 
 /// A raw 5.0 client `raw` (clean start, keep alive 60, no properties), connected.
 async fn raw_client(port: u16) -> tokio::net::TcpStream {
-    use tokio::io::AsyncWriteExt;
-    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    raw.write_all(&[
-        0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 3, b'r', b'a', b'w',
-    ])
-    .await
-    .expect("CONNECT");
-    let (header, body) = read_packet(&mut raw).await;
-    assert_eq!((header, body[1]), (0x20, 0), "CONNACK success");
-    raw
+    raw_client_with(port, "raw", &[]).await
 }
 
 #[tokio::test]

@@ -1035,12 +1035,8 @@ impl Broker {
     fn end_session(&self, session: &Arc<Session>, kick: Option<Kick>) {
         let (subscriptions, will, link) = {
             let mut state = session.lock();
-            let subs: Vec<SubscriptionFilter> = state
-                .subscriptions
-                .drain()
-                .into_iter()
-                .map(|(_, (f, _))| f)
-                .collect();
+            let subs: Vec<SubscriptionFilter> =
+                state.subscriptions.drain().map(|(_, (f, _))| f).collect();
             (subs, state.will.take(), state.link.take())
         };
         self.remove_subscriptions(session, &subscriptions);

@@ -1,16 +1,18 @@
 //! The MQTT server on the node's network host: every listener of the broker, each serving 3.1.1
 //! and 5.0 over TCP, TLS, WebSocket or WebSocket over TLS.
 
+use std::convert::Infallible;
 use std::error::Error;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aos_core::RoleContext;
 use aos_core::role::RoleError;
 use ntex::http::{self, HttpService, Request, Response, h1};
 use ntex::io::{Filter, Io, IoBoxed, Layer};
 use ntex::service::{Pipeline, ServiceFactory, chain_factory, fn_factory_with_config, fn_service};
-use ntex::time::Seconds;
+use ntex::time::{Millis, Seconds};
 use ntex::util::Ready;
 use ntex::{SharedCfg, ws};
 use ntex_mqtt::MqttError;
@@ -19,7 +21,7 @@ use ntex_tls::rustls::TlsAcceptor;
 use crate::config::Transport;
 use crate::connection::dispatcher::serve;
 use crate::connection::version::{Version, VersionCodec};
-use crate::connection::{ConnError, ListenerContext, v3::V3, v5::V5};
+use crate::connection::{ListenerContext, v3::V3, v5::V5};
 use crate::proxy;
 
 /// Time a client has to send its whole CONNECT after connecting.
@@ -42,15 +44,20 @@ pub(crate) struct Bound {
 /// from the CONNECT, and the connection served by the broker's dispatcher for it.
 fn mqtt<F: Filter>(
     ctx: Arc<ListenerContext>,
-) -> impl ServiceFactory<Io<F>, SharedCfg, Response = (), Error = MqttError<ConnError>, InitError = ()>
+) -> impl ServiceFactory<Io<F>, SharedCfg, Response = (), Error = MqttError<Infallible>, InitError = ()>
 {
     fn_service(move |io: Io<F>| {
         let ctx = ctx.clone();
         async move {
             let io = IoBoxed::from(io);
-            match connect_version(&io).await {
-                Some(Version::V3) => serve::<V3>(ctx, io, CONNECT_TIMEOUT).await,
-                Some(Version::V5) => serve::<V5>(ctx, io, CONNECT_TIMEOUT).await,
+            let started = std::time::Instant::now();
+            let version = connect_version(&io).await;
+            // One CONNECT_TIMEOUT for the whole CONNECT: what reading its version took is spent.
+            let left =
+                Millis::from(Duration::from(CONNECT_TIMEOUT).saturating_sub(started.elapsed()));
+            match version {
+                Some(Version::V3) => serve::<V3>(ctx, io, left).await,
+                Some(Version::V5) => serve::<V5>(ctx, io, left).await,
                 None => {}
             }
             Ok(())
@@ -194,7 +201,7 @@ pub(crate) async fn start(
                     (Transport::Ws, _) => serve!(websocket(ctx.clone(), path.clone())),
                     (Transport::Tls, Some(tls)) => serve!(
                         chain_factory(TlsAcceptor::new(tls.clone()))
-                            .map_err(MqttError::<ConnError>::from)
+                            .map_err(MqttError::<Infallible>::from)
                             .and_then(mqtt(ctx.clone()))
                     ),
                     (Transport::Wss, Some(tls)) => serve!(

@@ -198,10 +198,10 @@ impl Subscriptions {
     }
 
     /// Takes every subscription out.
-    pub fn drain(&mut self) -> Vec<(String, Subscription)> {
+    pub fn drain(&mut self) -> std::vec::IntoIter<(String, Subscription)> {
         match std::mem::take(self) {
-            Subscriptions::Few(few) => few,
-            Subscriptions::Many(map) => map.into_iter().collect(),
+            Subscriptions::Few(few) => few.into_iter(),
+            Subscriptions::Many(map) => map.into_iter().collect::<Vec<_>>().into_iter(),
         }
     }
 }
@@ -657,11 +657,7 @@ mod tests {
             Some(Some("g".to_string()))
         );
         assert!(subscriptions.remove("$share/g/b").is_none());
-        let left: Vec<_> = subscriptions
-            .drain()
-            .into_iter()
-            .map(|(full, _)| full)
-            .collect();
+        let left: Vec<_> = subscriptions.drain().map(|(full, _)| full).collect();
         assert_eq!(left, ["a/#"]);
         assert!(subscriptions.get("a/#").is_none());
     }

@@ -22,7 +22,7 @@ use std::time::Instant;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use ntex::codec::{Decoder, Encoder};
 use ntex::io::{IoBoxed, RecvError};
-use ntex::time::Seconds;
+use ntex::time::{Millis, Seconds};
 use ntex::util::{Bytes, BytesMut};
 use ntex_mqtt::QoS;
 use ntex_mqtt::error::{DecodeError, EncodeError};
@@ -209,11 +209,11 @@ macro_rules! codec_items {
 }
 pub(crate) use codec_items;
 
-/// Serves a connection of version `V` from its CONNECT to its end.
+/// Serves a connection of version `V` from its CONNECT (due within `connect_timeout`) to its end.
 pub(crate) async fn serve<V: Dialect>(
     ctx: Arc<ListenerContext>,
     io: IoBoxed,
-    connect_timeout: Seconds,
+    connect_timeout: Millis,
 ) {
     // Boxed, and dropped once the client is in: the future kept for an idle connection's life
     // is the dispatcher's alone.
@@ -226,7 +226,7 @@ pub(crate) async fn serve<V: Dialect>(
 async fn accept<V: Dialect>(
     ctx: Arc<ListenerContext>,
     io: IoBoxed,
-    connect_timeout: Seconds,
+    connect_timeout: Millis,
 ) -> Option<Box<Dispatcher<V>>> {
     // The codec that reads the CONNECT is the connection's (5.0: it keeps whether the client
     // asked for problem information [MQTT-3.1.2-29]).

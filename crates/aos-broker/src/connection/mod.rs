@@ -27,10 +27,6 @@ use crate::metrics::{ListenerLabel, QosLabel};
 use crate::session::{Kick, Link, Peer, Protocol, Session, Will};
 use crate::topic::valid_topic_name;
 
-/// The error type of the connection services: none fails (a connection's end is logged).
-#[derive(Debug)]
-pub enum ConnError {}
-
 /// What every connection of one listener shares.
 pub struct ListenerContext {
     pub broker: Arc<Broker>,

@@ -344,19 +344,15 @@ impl Dialect for V5 {
             return d.respond(Answer::packet(ack, Some(id)));
         }
         if let (QoS::ExactlyOnce, Some(id)) = (publish.qos, packet_id) {
-            let waiting = {
+            let (resent, waiting) = {
                 let state = d.conn.session.lock();
-                if state.qos2_received.contains(&id) {
-                    None
-                } else {
-                    Some(state.qos2_received.len())
-                }
+                (state.qos2_received.contains(&id), state.qos2_received.len())
             };
-            let Some(waiting) = waiting else {
+            if resent {
                 // A resend of a message already taken: acknowledged again, taken once.
                 let ack = acknowledgement(id, publish.qos, PublishAckReason::Success, None);
                 return d.respond(Answer::packet(ack, Some(id)));
-            };
+            }
             // QoS 2 messages count against the receive maximum until PUBCOMP [MQTT-3.3.4-9].
             if waiting >= receive_maximum {
                 return Err(Closing::new(
