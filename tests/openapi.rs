@@ -40,29 +40,50 @@ fn component<'a>(doc: &'a Value, reference: &Value) -> &'a Value {
     &doc["components"]["schemas"][name]
 }
 
-/// The fields an object schema documents, and those it always has (`allOf` parts merged).
-fn fields(doc: &Value, schema: &Value) -> (Vec<String>, Vec<String>) {
+/// The fields an object schema documents, each with its schema, and those it always has
+/// (`allOf` parts merged).
+fn fields(doc: &Value, schema: &Value) -> (serde_json::Map<String, Value>, Vec<String>) {
     let schema = match schema.get("$ref") {
         Some(reference) => component(doc, reference),
         None => schema,
     };
-    let names = |key: &str| -> Vec<String> {
-        match &schema[key] {
-            Value::Object(map) => map.keys().cloned().collect(),
-            Value::Array(list) => list
-                .iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
-    let (mut documented, mut required) = (names("properties"), names("required"));
+    let mut documented = schema["properties"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut required: Vec<String> = schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
     for part in schema["allOf"].as_array().into_iter().flatten() {
         let (more, always) = fields(doc, part);
         documented.extend(more);
         required.extend(always);
     }
     (documented, required)
+}
+
+/// Whether `value` is of a JSON type a field's schema names (`"type": "string"` or
+/// `"type": ["object", "null"]`); a schema that names none (a `$ref`, `oneOf`, any value)
+/// admits it here.
+fn of_documented_type(schema: &Value, value: &Value) -> bool {
+    let named: Vec<&str> = match &schema["type"] {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => return true,
+    };
+    named.iter().any(|t| match *t {
+        "null" => value.is_null(),
+        "boolean" => value.is_boolean(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "string" => value.is_string(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        _ => false,
+    })
 }
 
 #[test]
@@ -169,8 +190,22 @@ fn the_api_document_matches_the_server() {
     assert!(script.contains("/api/openapi.json"));
 
     // Every list the document names answers a system administrator in the documented shape:
-    // `{"items", "total"}`, each item with the fields its schema requires and no others.
+    // `{"items", "total"}`, each item with the fields its schema requires and no others, each
+    // of a type the schema gives.
     let admin = access_token(port, "admin", PASSWORD);
+    // Fields that hold what a user gave in whatever JSON type it took: a JSON Schema may be a
+    // boolean as well as an object.
+    for (name, schema) in [("any", json!(true)), ("none", json!(false))] {
+        let body = json!({"name": name, "kind": "json", "schema": schema}).to_string();
+        let (status, made) = call(
+            port,
+            "POST",
+            "/api/formats?tenant=acme",
+            Some(&admin),
+            Some(&body),
+        );
+        assert_eq!(status, 201, "{made}");
+    }
     let mut checked = Vec::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         let op = &item["get"];
@@ -205,10 +240,14 @@ fn the_api_document_matches_the_server() {
                     "GET {address}: {field} in {shown:?}"
                 );
             }
-            for field in shown.keys() {
+            for (field, value) in shown {
+                let documented = documented
+                    .get(field)
+                    .unwrap_or_else(|| panic!("GET {address}: {field} is not documented"));
                 assert!(
-                    documented.contains(field),
-                    "GET {address}: {field} is not documented"
+                    of_documented_type(documented, value),
+                    "GET {address}: {field} is {value}, not of the type the document gives: \
+                     {documented}"
                 );
             }
         }
@@ -225,6 +264,7 @@ fn the_api_document_matches_the_server() {
         ("/api/events", 0),
         ("/api/workflows", 0),
         ("/api/messages", 0),
+        ("/api/formats", 2),
     ] {
         let found = checked.iter().find(|(p, _)| p == path);
         assert!(

@@ -233,8 +233,7 @@ pub(super) struct FormatView {
     proto: Option<String>,
     /// Whether it checks messages against a JSON schema.
     json_schema: bool,
-    /// That JSON Schema.
-    #[schema(value_type = Option<Object>)]
+    /// That JSON Schema: an object or a boolean, as it was given.
     schema: Option<serde_json::Value>,
     /// Payload field → attribute mapping.
     #[schema(value_type = Object)]
