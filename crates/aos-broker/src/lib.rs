@@ -123,7 +123,7 @@ const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// The broker role.
 #[derive(Default)]
 pub struct BrokerRole {
-    server: ServerSlot,
+    server: ServerSlot<server::Accepted>,
     health: Arc<HealthCell>,
     broker: Mutex<Option<Arc<Broker>>>,
     sweeper: Mutex<Option<CancellationToken>>,

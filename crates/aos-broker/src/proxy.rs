@@ -8,11 +8,13 @@ use std::any::{Any, TypeId};
 use std::io;
 use std::net::SocketAddr;
 
+use ntex::codec::Decoder;
 use ntex::io::types::PeerAddr;
 use ntex::io::{Filter, FilterBuf, FilterLayer, Io, Layer};
 use ntex::service::{ServiceFactory, fn_service};
 use ntex::time::{Seconds, timeout};
-use ppp::v2::{Addresses, Header, ParseError};
+use ntex::util::BytesMut;
+use ppp::v2::{self, Addresses, ParseError};
 
 /// A connection's client address, as the balancer named it.
 #[derive(Debug)]
@@ -68,23 +70,7 @@ pub(crate) fn accept<F: Filter, Cfg, E: From<io::Error> + 'static>(
 /// header, or an address that is not IP), taken out of what was read.
 async fn read_header<F>(io: &Io<F>) -> io::Result<Option<SocketAddr>> {
     loop {
-        let parsed = io.with_read_buf(|buf| match Header::try_from(&buf[..]) {
-            Ok(header) => {
-                let peer = match header.addresses {
-                    Addresses::IPv4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
-                    Addresses::IPv6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
-                    Addresses::Unspecified | Addresses::Unix(_) => None,
-                };
-                let _ = buf.split_to(header.len());
-                Some(Ok(peer))
-            }
-            Err(ParseError::Incomplete(_) | ParseError::Partial(..)) => None,
-            Err(err) => Some(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("not a PROXY protocol v2 header: {err}"),
-            ))),
-        });
-        if let Some(parsed) = parsed {
+        if let Some(parsed) = io.with_read_buf(|buf| Header.decode(buf)).transpose() {
             return parsed;
         }
         if io.read_notify().await?.is_none() {
@@ -92,6 +78,34 @@ async fn read_header<F>(io: &Io<F>) -> io::Result<Option<SocketAddr>> {
                 io::ErrorKind::UnexpectedEof,
                 "closed before its PROXY protocol header",
             ));
+        }
+    }
+}
+
+/// The PROXY protocol v2 header, as a codec: its item is the client address it names (`None`:
+/// a `LOCAL` header, or an address that is not IP), and it takes the header out of the buffer.
+pub(crate) struct Header;
+
+impl Decoder for Header {
+    type Item = Option<SocketAddr>;
+    type Error = io::Error;
+
+    fn decode(&self, buf: &mut BytesMut) -> io::Result<Option<Option<SocketAddr>>> {
+        match v2::Header::try_from(&buf[..]) {
+            Ok(header) => {
+                let peer = match header.addresses {
+                    Addresses::IPv4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+                    Addresses::IPv6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+                    Addresses::Unspecified | Addresses::Unix(_) => None,
+                };
+                let _ = buf.split_to(header.len());
+                Ok(Some(peer))
+            }
+            Err(ParseError::Incomplete(_) | ParseError::Partial(..)) => Ok(None),
+            Err(err) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not a PROXY protocol v2 header: {err}"),
+            )),
         }
     }
 }

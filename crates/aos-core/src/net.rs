@@ -118,12 +118,17 @@ pub fn ntex_seconds(duration: std::time::Duration) -> ntex::time::Seconds {
     ntex::time::Seconds(duration.as_secs().clamp(1, u64::from(u16::MAX)) as u16)
 }
 
-/// The ntex server a role runs, once started.
-#[derive(Default)]
-pub struct ServerSlot(Mutex<Option<ntex::server::Server>>);
+/// The ntex server a role runs, once started (of `T`: what its workers are handed).
+pub struct ServerSlot<T = ntex::server::Connection>(Mutex<Option<ntex_server::Server<T>>>);
 
-impl ServerSlot {
-    pub fn set(&self, server: ntex::server::Server) {
+impl<T> Default for ServerSlot<T> {
+    fn default() -> Self {
+        ServerSlot(Mutex::new(None))
+    }
+}
+
+impl<T> ServerSlot<T> {
+    pub fn set(&self, server: ntex_server::Server<T>) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
     }
 

@@ -17,19 +17,21 @@ use std::num::NonZeroU16;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use ntex::codec::{Decoder, Encoder};
-use ntex::io::{IoBoxed, RecvError};
-use ntex::time::{Millis, Seconds};
+use ntex::io::RecvError;
+use ntex::time::{Millis, Seconds, Sleep};
 use ntex::util::{Bytes, BytesMut};
 use ntex_mqtt::QoS;
 use ntex_mqtt::error::{DecodeError, EncodeError};
 use ntex_mqtt::v5::codec::DisconnectReasonCode;
 use tokio::sync::{Notify, oneshot};
 
-use super::{BATCH, Conn, ListenerContext, Opened, PublishOutcome, SendOutcome, Tally, peer_addr};
+use super::transport::Transport;
+use super::{BATCH, Conn, ListenerContext, Opened, PublishOutcome, SendOutcome, Tally};
 use crate::auth::ReadCheck;
 use crate::delivery::{Outgoing, SubOptions};
 use crate::message::Message;
@@ -43,6 +45,10 @@ pub(crate) const CHUNK: u32 = 32 * 1024;
 /// it sends is dropped): its packets already on their way would otherwise meet a closed socket,
 /// whose TCP reset can destroy the DISCONNECT before the client reads it.
 const LINGER: Seconds = Seconds(1);
+
+/// How many events a connection handles before the other connections of its worker thread get
+/// their turn.
+const TURNS: u8 = 64;
 
 /// What one item the codec decoded is.
 pub(crate) enum Inbound<P, K> {
@@ -73,7 +79,7 @@ pub(crate) trait Dialect: Sized + 'static {
     /// is in.
     async fn accept(
         ctx: Arc<ListenerContext>,
-        io: IoBoxed,
+        io: Transport,
         codec: Self::Codec,
         connect: Self::Connect,
     ) -> Option<Box<Dispatcher<Self>>>;
@@ -100,10 +106,10 @@ pub(crate) trait Dialect: Sized + 'static {
     /// PUBREL, for the client's PUBREC of a QoS 2 message.
     fn release(packet_id: NonZeroU16) -> Self::Answer;
     /// Writes a queued message (a QoS 1/2 one has its packet id).
-    fn send(&mut self, io: &IoBoxed, out: &Outgoing, now: Instant) -> SendOutcome;
+    fn send(&mut self, io: &Transport, out: &Outgoing, now: Instant) -> SendOutcome;
     /// Tells the client why the broker closes the connection, where the version can; whether
     /// it did.
-    fn closing(&self, io: &IoBoxed, closing: &Closing) -> bool;
+    fn closing(&self, io: &Transport, closing: &Closing) -> bool;
 }
 
 /// Why the broker closes a connection, and the reason code a 5.0 client is told (none: the
@@ -209,42 +215,29 @@ macro_rules! codec_items {
 }
 pub(crate) use codec_items;
 
-/// Serves a connection of version `V` from its CONNECT (due within `connect_timeout`) to its end.
-pub(crate) async fn serve<V: Dialect>(
-    ctx: Arc<ListenerContext>,
-    io: IoBoxed,
-    connect_timeout: Millis,
-) {
-    // Boxed, and dropped once the client is in: the future kept for an idle connection's life
-    // is the dispatcher's alone.
-    if let Some(dispatcher) = Box::pin(accept::<V>(ctx, io, connect_timeout)).await {
-        dispatcher.serve().await;
-    }
-}
-
 /// Reads a new connection's CONNECT, in time, and lets the client in if it may.
-async fn accept<V: Dialect>(
+pub(crate) async fn accept<V: Dialect>(
     ctx: Arc<ListenerContext>,
-    io: IoBoxed,
+    io: Transport,
     connect_timeout: Millis,
 ) -> Option<Box<Dispatcher<V>>> {
     // The codec that reads the CONNECT is the connection's (5.0: it keeps whether the client
     // asked for problem information [MQTT-3.1.2-29]).
     let codec = V::new_codec(ctx.config.max_packet_size);
-    let first = ntex::time::timeout(connect_timeout, poll_fn(|cx| io.poll_recv(&codec, cx))).await;
+    let first = ntex::time::timeout(connect_timeout, io.recv(&codec)).await;
     let connect = match first {
         Ok(Ok(item)) => V::connect(item),
         Ok(Err(err)) => {
-            tracing::debug!(peer = ?peer_addr(&io), error = %recv_error(&err), "no CONNECT");
+            tracing::debug!(peer = ?io.peer_addr(), error = %recv_error(&err), "no CONNECT");
             return None;
         }
         Err(()) => {
-            tracing::debug!(peer = ?peer_addr(&io), "no CONNECT in time");
+            tracing::debug!(peer = ?io.peer_addr(), "no CONNECT in time");
             return None;
         }
     };
     let Some(connect) = connect else {
-        tracing::debug!(peer = ?peer_addr(&io), "the first packet is not CONNECT [MQTT-3.1.0-1]");
+        tracing::debug!(peer = ?io.peer_addr(), "the first packet is not CONNECT [MQTT-3.1.0-1]");
         return None;
     };
     V::accept(ctx, io, codec, connect).await
@@ -328,12 +321,12 @@ pub(crate) enum NotSubscribed {
 /// The state of one connection after CONNACK.
 pub(crate) struct Dispatcher<V: Dialect> {
     pub(super) dialect: V,
-    pub(super) io: IoBoxed,
+    pub(super) io: Transport,
     pub(super) conn: Rc<Conn>,
     wake: Arc<Notify>,
     /// Resolves when the broker closes the connection (taken over, revoked, shutting down).
     kick: oneshot::Receiver<Kick>,
-    keep_alive: Seconds,
+    keep_alive: KeepAlive,
     /// How many QoS 1/2 messages may wait for the client's acknowledgement.
     max_inflight: usize,
     /// Packet ids of the client's packets in handling: reusing one is a protocol error
@@ -365,17 +358,19 @@ enum Event<V: Dialect> {
     Packet(Result<<V::Codec as Decoder>::Item, RecvError<V::Codec>>),
     /// The socket took what was waiting (false: the connection is gone).
     Flushed(bool),
+    /// The client was silent for longer than its keep-alive.
+    Silent,
     Woken,
     Send,
 }
 
 impl<V: Dialect> Dispatcher<V> {
-    /// The dispatcher of a connection whose CONNACK went out; `keep_alive` is the time the
-    /// client may be silent (zero: any), `max_inflight` how many QoS 1/2 messages it is sent
+    /// The dispatcher of a connection whose CONNACK went out; `keep_alive` is the client's
+    /// keep alive in force (zero: none), `max_inflight` how many QoS 1/2 messages it is sent
     /// before it acknowledges them.
     pub(crate) fn new(
         dialect: V,
-        io: IoBoxed,
+        io: Transport,
         opened: Opened,
         keep_alive: Seconds,
         max_inflight: u16,
@@ -386,7 +381,7 @@ impl<V: Dialect> Dispatcher<V> {
             conn: Rc::new(opened.conn),
             wake: opened.wake,
             kick: opened.kick,
-            keep_alive,
+            keep_alive: KeepAlive::new(keep_alive),
             max_inflight: usize::from(max_inflight.max(1)),
             busy_ids: HashSet::new(),
             handling: InOrder::default(),
@@ -410,8 +405,16 @@ impl<V: Dialect> Dispatcher<V> {
 
     /// Runs until the connection ends; returns why.
     async fn run(mut self: Box<Self>) -> &'static str {
-        self.restart_keep_alive();
+        let mut turns = 0u8;
         let ended = loop {
+            // Every few events the worker's other connections get their turn: a client whose
+            // socket never runs dry (a publisher flooding) would otherwise keep the thread, and
+            // the subscribers it publishes to would never be written to.
+            turns += 1;
+            if turns == TURNS {
+                turns = 0;
+                tokio::task::yield_now().await;
+            }
             let backpressure = self.io.is_wr_backpressure();
             // A client that does not read what it is sent is not read from either (its
             // answers would pile up) until its socket takes more.
@@ -419,6 +422,8 @@ impl<V: Dialect> Dispatcher<V> {
             let can_send = !self.queue_drained && !backpressure && self.has_credit();
             let (handling, answers) = (!self.handling.is_empty(), !self.answers.is_empty());
             let drained = self.queue_drained;
+            let flushing = self.io.wants_flush();
+            let timed = self.keep_alive.timer.is_some();
             let event: Event<V> = tokio::select! {
                 biased;
                 kicked = &mut self.kick => Event::Kicked(kicked.ok()),
@@ -431,11 +436,13 @@ impl<V: Dialect> Dispatcher<V> {
                 packet = poll_fn(|cx| self.io.poll_recv(self.dialect.codec(), cx)), if readable => {
                     Event::Packet(packet)
                 }
-                flushed = poll_fn(|cx| self.io.poll_flush(cx, false)), if backpressure => {
-                    Event::Flushed(flushed.is_ok())
-                }
+                () = poll_fn(|cx| self.keep_alive.poll(cx)), if timed => Event::Silent,
                 () = self.wake.notified(), if drained => Event::Woken,
                 () = std::future::ready(()), if can_send => Event::Send,
+                // Last: what the turns before wrote goes out in one write.
+                flushed = poll_fn(|cx| self.io.poll_flush(cx)), if flushing => {
+                    Event::Flushed(flushed.is_ok())
+                }
                 // No `else`: the kick branch is always enabled.
             };
             let kicked = matches!(event, Event::Kicked(_));
@@ -454,7 +461,7 @@ impl<V: Dialect> Dispatcher<V> {
                     answer.and_then(|answer| self.write(answer))
                 }
                 Event::Packet(Ok(packet)) => {
-                    self.restart_keep_alive();
+                    self.keep_alive.heard = ntex::time::now();
                     self.packet(packet)
                 }
                 // Not read from until the socket takes more (next turn).
@@ -467,6 +474,7 @@ impl<V: Dialect> Dispatcher<V> {
                 Event::Packet(Err(err)) => Err(Closing::unreadable(&err)),
                 Event::Flushed(true) => Ok(()),
                 Event::Flushed(false) => Err(Closing::gone("the connection is gone")),
+                Event::Silent => Err(Closing::unreadable::<V::Codec>(&RecvError::KeepAlive)),
                 Event::Woken => {
                     self.queue_drained = false;
                     Ok(())
@@ -480,7 +488,6 @@ impl<V: Dialect> Dispatcher<V> {
                 if self.dialect.closing(&self.io, &closing) && !kicked {
                     self.linger().await;
                 }
-                self.io.close();
                 break closing.why;
             }
             if !self.reading && self.handling.is_empty() && self.answers.is_empty() {
@@ -489,6 +496,10 @@ impl<V: Dialect> Dispatcher<V> {
         };
         self.tally.flush(&self.conn.broker().metrics);
         self.settle_pending();
+        // The session is let go before the socket closes: a client that saw its connection
+        // end may count on its subscriptions being gone (a message published after is not
+        // routed to its ended session, or a shared subscription's next member gets it).
+        self.conn.finish();
         let _ = self.io.shutdown().await;
         ended
     }
@@ -496,14 +507,12 @@ impl<V: Dialect> Dispatcher<V> {
     /// Reads (and drops) what the client still sends, until it closes or [`LINGER`] is up.
     async fn linger(&self) {
         let codec = self.dialect.codec();
-        let drain = async { while poll_fn(|cx| self.io.poll_recv(codec, cx)).await.is_ok() {} };
+        let drain = async {
+            if poll_fn(|cx| self.io.poll_flush(cx)).await.is_ok() {
+                while self.io.recv(codec).await.is_ok() {}
+            }
+        };
         let _ = ntex::time::timeout(LINGER, drain).await;
-    }
-
-    fn restart_keep_alive(&self) {
-        if !self.keep_alive.is_zero() {
-            self.io.start_timer(self.keep_alive);
-        }
     }
 
     fn has_credit(&self) -> bool {
@@ -848,6 +857,42 @@ impl<V: Dialect> Dispatcher<V> {
     }
 }
 
+/// How long a client may be silent, and when it was last heard from: one and a half times its
+/// keep alive [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22]). The timer is set again only when it goes
+/// off: a packet just notes when it came.
+struct KeepAlive {
+    allowed: Duration,
+    /// None when the client may be silent for any time.
+    timer: Option<Sleep>,
+    heard: Instant,
+}
+
+impl KeepAlive {
+    fn new(keep_alive: Seconds) -> KeepAlive {
+        let allowed = Duration::from_millis(u64::from(keep_alive.0) * 1500);
+        KeepAlive {
+            allowed,
+            timer: (!keep_alive.is_zero()).then(|| ntex::time::sleep(allowed)),
+            heard: ntex::time::now(),
+        }
+    }
+
+    /// Ready when the client has been silent for longer than it may be.
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(timer) = &self.timer else {
+            return Poll::Pending;
+        };
+        loop {
+            ready!(timer.poll_elapsed(cx));
+            let silent = ntex::time::now().saturating_duration_since(self.heard);
+            if silent >= self.allowed {
+                return Poll::Ready(());
+            }
+            timer.reset(Millis::from(self.allowed - silent));
+        }
+    }
+}
+
 /// Futures that finish in the order they were queued. It holds a `FuturesOrdered` only while
 /// it has some (boxed): one allocates as it is created, and is 64 bytes, which an idle
 /// connection should not pay for.
@@ -929,33 +974,26 @@ mod footprint {
         std::mem::size_of::<Fut>()
     }
 
-    fn future_size3<A, B, C, F: FnOnce(A, B, C) -> Fut, Fut>(_: F) -> usize {
-        std::mem::size_of::<Fut>()
-    }
-
-    /// What an idle connection holds for its life: the future serving it (whose handshake is
-    /// boxed and gone) and its dispatcher. Half a KiB each at most: a whole message or CONNECT
-    /// kept inline by accident (as partly moved values in an async fn are) costs every device.
+    /// What an idle connection holds for its life: the future serving it (its handshake
+    /// was boxed and is gone) and its dispatcher. About half a KiB each at most: a whole
+    /// message or CONNECT kept inline by accident (as partly moved values in an async fn are)
+    /// costs every device.
     #[test]
     fn an_idle_connection_keeps_a_small_future_and_dispatcher() {
-        for (version, serving, running, dispatcher) in [
+        let serving = future_size(crate::connection::Admitted::serve);
+        assert!(serving <= 640, "serving is {serving} bytes");
+        for (version, running, dispatcher) in [
             (
                 "3.1.1",
-                future_size3(serve::<v3::V3>),
                 future_size(Dispatcher::<v3::V3>::serve),
                 std::mem::size_of::<Dispatcher<v3::V3>>(),
             ),
             (
                 "5.0",
-                future_size3(serve::<v5::V5>),
                 future_size(Dispatcher::<v5::V5>::serve),
                 std::mem::size_of::<Dispatcher<v5::V5>>(),
             ),
         ] {
-            assert!(
-                serving <= 512,
-                "{version}: serve's future is {serving} bytes"
-            );
             assert!(
                 running <= 512,
                 "{version}: the dispatcher's loop is {running} bytes"

@@ -2,6 +2,7 @@
 //! that serves the connection, and clean-up when the connection ends.
 
 pub(crate) mod dispatcher;
+pub(crate) mod transport;
 pub(crate) mod v3;
 pub(crate) mod v5;
 pub(crate) mod version;
@@ -13,11 +14,16 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aos_core::state::StateError;
-use ntex::io::IoRef;
 use ntex::util::{BytePages, ByteString, Bytes};
 use ntex_mqtt::QoS;
 use tokio::sync::{Notify, oneshot};
 
+use ntex::time::Millis;
+
+use self::dispatcher::Dispatcher;
+use self::transport::Transport;
+use self::v3::V3;
+use self::v5::V5;
 use crate::BrokerConfig;
 use crate::auth::{ConnectRequest, Principal, Refusal};
 use crate::broker::{Broker, HookError};
@@ -26,6 +32,59 @@ use crate::message::Message;
 use crate::metrics::{ListenerLabel, QosLabel};
 use crate::session::{Kick, Link, Peer, Protocol, Session, Will};
 use crate::topic::valid_topic_name;
+
+/// A connection whose client is in, on the dispatcher of its MQTT version.
+pub(crate) enum Admitted {
+    V3(Box<Dispatcher<V3>>),
+    V5(Box<Dispatcher<V5>>),
+}
+
+impl Admitted {
+    /// Serves the connection until it ends.
+    pub(crate) async fn serve(self) {
+        match self {
+            Admitted::V3(dispatcher) => dispatcher.serve().await,
+            Admitted::V5(dispatcher) => dispatcher.serve().await,
+        }
+    }
+}
+
+/// Reads a new connection's CONNECT within `connect_timeout` (3.1.1 and 5.0 on the same
+/// listener: its version first) and lets the client in if it may. Boxed by the caller, and
+/// gone once the client is in: what an idle connection keeps is its dispatcher.
+pub(crate) async fn admit(
+    ctx: Arc<ListenerContext>,
+    io: Transport,
+    connect_timeout: Duration,
+) -> Option<Admitted> {
+    let started = std::time::Instant::now();
+    let version = match ntex::time::timeout(
+        Millis::from(connect_timeout),
+        io.recv(&version::VersionCodec),
+    )
+    .await
+    {
+        Ok(Ok(version)) => version,
+        Ok(Err(err)) => {
+            tracing::debug!(peer = ?io.peer_addr(), error = ?err, "not an MQTT CONNECT");
+            return None;
+        }
+        Err(()) => {
+            tracing::debug!(peer = ?io.peer_addr(), "no CONNECT in time");
+            return None;
+        }
+    };
+    // One timeout for the whole CONNECT: what reading its version took is spent.
+    let left = Millis::from(connect_timeout.saturating_sub(started.elapsed()));
+    match version {
+        version::Version::V3 => dispatcher::accept::<V3>(ctx, io, left)
+            .await
+            .map(Admitted::V3),
+        version::Version::V5 => dispatcher::accept::<V5>(ctx, io, left)
+            .await
+            .map(Admitted::V5),
+    }
+}
 
 /// What every connection of one listener shares.
 pub struct ListenerContext {
@@ -141,11 +200,7 @@ impl ListenerContext {
         let generation = self.broker.next_id();
         let wake = Arc::new(Notify::new());
         let (kick_tx, kick) = oneshot::channel();
-        let address = wire
-            .io
-            .query::<ntex::io::types::PeerAddr>()
-            .get()
-            .map(|a| a.0);
+        let address = wire.peer;
         let peer = Peer {
             address,
             protocol: wire.protocol,
@@ -205,21 +260,10 @@ pub(crate) struct Opened {
     pub kick: oneshot::Receiver<Kick>,
 }
 
-/// The client's address, if the transport has one.
-pub(crate) fn peer_addr(io: &ntex::io::IoBoxed) -> Option<SocketAddr> {
-    io.query::<ntex::io::types::PeerAddr>().get().map(|a| a.0)
-}
-
-/// The fingerprint of the client certificate a TLS listener verified, if the client sent one.
-pub(crate) fn peer_certificate(io: &ntex::io::IoBoxed) -> Option<String> {
-    io.query::<ntex_tls::rustls::PeerCert<'static>>()
-        .as_ref()
-        .map(|cert| aos_auth::secret::certificate_fingerprint(&cert.0))
-}
-
 /// The connection a session is opened on.
 pub(crate) struct Wire {
-    pub io: ntex::io::IoRef,
+    /// The client's address, if known.
+    pub peer: Option<SocketAddr>,
     pub protocol: Protocol,
     /// Seconds, as in force.
     pub keep_alive: u16,
@@ -400,10 +444,14 @@ fn shared_publish<E>(
 
 /// Writes a shared PUBLISH (see [`shared_publish`]) to one connection: unsendable if it could
 /// not be encoded or is larger than the client's maximum packet size (0: no maximum).
-fn write_shared<E>(io: &IoRef, wire: Result<&Bytes, E>, max_packet_size: u32) -> SendOutcome {
+fn write_shared<E>(
+    io: &transport::Transport,
+    wire: Result<&Bytes, E>,
+    max_packet_size: u32,
+) -> SendOutcome {
     match wire {
         Ok(wire) if max_packet_size == 0 || wire.len() <= max_packet_size as usize => {
-            match io.encode_slice(wire) {
+            match io.write_bytes(wire) {
                 Ok(()) => SendOutcome::Sent,
                 Err(_) => SendOutcome::Closed,
             }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ntex::codec::Encoder;
-use ntex::io::IoBoxed;
 use ntex::time::Seconds;
 use ntex::util::Bytes;
 use ntex_mqtt::QoS;
@@ -17,9 +16,10 @@ use ntex_mqtt::v3::codec::{
 };
 
 use super::dispatcher::{Answer, Closing, Dialect, Dispatcher, Inbound, codec_items};
+use super::transport::Transport;
 use super::{
     Admission, Conn, ListenerContext, Opened, PublishOutcome, SendOutcome, Wire, message,
-    peer_addr, peer_certificate, shared_publish, write_shared,
+    shared_publish, write_shared,
 };
 use crate::auth::{ConnectRequest, Refusal};
 use crate::delivery::{Outgoing, SubOptions};
@@ -30,7 +30,7 @@ use crate::topic::valid_topic_filter;
 /// Checks a CONNECT and opens the client's session; the CONNACK code if it is refused.
 async fn handshake(
     ctx: &Arc<ListenerContext>,
-    io: &IoBoxed,
+    io: &Transport,
     connect: Connect,
 ) -> Result<(Opened, Seconds), ConnectAckReason> {
     if connect.client_id.is_empty() && !connect.clean_session {
@@ -46,8 +46,8 @@ async fn handshake(
         client_id: client_id.to_string(),
         username: connect.username.as_ref().map(|u| u.to_string()),
         password: connect.password.as_ref().map(|p| p.to_vec()),
-        peer: peer_addr(io),
-        certificate: peer_certificate(io),
+        peer: io.peer_addr(),
+        certificate: io.peer_certificate(),
         listener: ctx.name.to_string(),
     };
     let principal = match ctx.admit(request).await {
@@ -88,7 +88,7 @@ async fn handshake(
         Some(ctx.config.max_session_expiry)
     };
     let wire = Wire {
-        io: io.get_ref(),
+        peer: io.peer_addr(),
         protocol: Protocol::V3,
         keep_alive: connect.keep_alive,
     };
@@ -100,9 +100,7 @@ async fn handshake(
         expiry,
         will,
     );
-    // [MQTT-3.1.2-24]: one and a half times the keep alive.
-    let keep_alive = Seconds(connect.keep_alive.saturating_add(connect.keep_alive / 2));
-    Ok((opened, keep_alive))
+    Ok((opened, Seconds(connect.keep_alive)))
 }
 
 /// MQTT 3.1.1's part of the dispatcher.
@@ -115,7 +113,7 @@ impl Dialect for V3 {
 
     async fn accept(
         ctx: Arc<ListenerContext>,
-        io: IoBoxed,
+        mut io: Transport,
         codec: Codec,
         connect: Box<Connect>,
     ) -> Option<Box<Dispatcher<V3>>> {
@@ -293,7 +291,7 @@ impl Dialect for V3 {
         Packet::PublishRelease { packet_id }
     }
 
-    fn send(&mut self, io: &IoBoxed, out: &Outgoing, _: Instant) -> SendOutcome {
+    fn send(&mut self, io: &Transport, out: &Outgoing, _: Instant) -> SendOutcome {
         let message = &out.message;
         if out.qos == QoS::AtMostOnce && !out.retain {
             return write_shared(io, at_most_once_wire(message), 0);
@@ -316,7 +314,7 @@ impl Dialect for V3 {
     }
 
     /// 3.1.1 has no DISCONNECT from the server: the network connection is closed.
-    fn closing(&self, _: &IoBoxed, _: &Closing) -> bool {
+    fn closing(&self, _: &Transport, _: &Closing) -> bool {
         false
     }
 }

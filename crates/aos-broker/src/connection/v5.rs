@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ntex::codec::Encoder;
-use ntex::io::IoBoxed;
 use ntex::time::Seconds;
 use ntex::util::{ByteString, Bytes};
 use ntex_mqtt::QoS;
@@ -22,9 +21,10 @@ use ntex_mqtt::v5::codec::{
 use super::dispatcher::{
     Answer, Closing, Dialect, Dispatcher, Inbound, NotSubscribed, codec_items,
 };
+use super::transport::Transport;
 use super::{
     Admission, Conn, ListenerContext, Opened, PublishOutcome, SendOutcome, Wire, message,
-    peer_addr, peer_certificate, shared_publish, write_shared,
+    shared_publish, write_shared,
 };
 use crate::auth::{ConnectRequest, Refusal};
 use crate::delivery::{Outgoing, RetainHandling, SubOptions};
@@ -54,7 +54,7 @@ fn expiry_from_secs(secs: u32, max: Duration) -> Duration {
 /// Checks a CONNECT and opens the client's session; the CONNACK that refuses it otherwise.
 async fn handshake(
     ctx: &Arc<ListenerContext>,
-    io: &IoBoxed,
+    io: &Transport,
     connect: &Connect,
 ) -> Result<Accepted, Box<ConnectAck>> {
     let config = &ctx.config;
@@ -87,8 +87,8 @@ async fn handshake(
         client_id: client_id.to_string(),
         username: connect.username.as_ref().map(|u| u.to_string()),
         password: connect.password.as_ref().map(|p| p.to_vec()),
-        peer: peer_addr(io),
-        certificate: peer_certificate(io),
+        peer: io.peer_addr(),
+        certificate: io.peer_certificate(),
         listener: ctx.name.to_string(),
     };
     let principal = match ctx.admit(request).await {
@@ -164,7 +164,7 @@ async fn handshake(
         connect.keep_alive
     };
     let wire = Wire {
-        io: io.get_ref(),
+        peer: io.peer_addr(),
         protocol: Protocol::V5,
         keep_alive,
     };
@@ -218,7 +218,7 @@ impl Dialect for V5 {
 
     async fn accept(
         ctx: Arc<ListenerContext>,
-        io: IoBoxed,
+        mut io: Transport,
         codec: Codec,
         connect: Box<Connect>,
     ) -> Option<Box<Dispatcher<V5>>> {
@@ -262,8 +262,7 @@ impl Dialect for V5 {
         let max_inflight = connect.receive_max.map_or(config.max_inflight, |max| {
             max.get().min(config.max_inflight)
         });
-        // [MQTT-3.1.2-22]: one and a half times the keep alive.
-        let keep_alive = Seconds(keep_alive.saturating_add(keep_alive / 2));
+        let keep_alive = Seconds(keep_alive);
         Some(Dispatcher::new(
             dialect,
             io,
@@ -573,7 +572,7 @@ impl Dialect for V5 {
         })
     }
 
-    fn send(&mut self, io: &IoBoxed, out: &Outgoing, now: Instant) -> SendOutcome {
+    fn send(&mut self, io: &Transport, out: &Outgoing, now: Instant) -> SendOutcome {
         let topic = &out.message.topic;
         let naming = self
             .server_aliases
@@ -619,7 +618,7 @@ impl Dialect for V5 {
         outcome
     }
 
-    fn closing(&self, io: &IoBoxed, closing: &Closing) -> bool {
+    fn closing(&self, io: &Transport, closing: &Closing) -> bool {
         let Some(reason) = closing.reason else {
             return false;
         };
