@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config;
 use crate::connection::transport::{Tcp, Transport};
-use crate::connection::{Admitted, ListenerContext, admit};
+use crate::connection::{Admitted, ListenerContext, admit, serve};
 use crate::proxy;
 
 /// Time a client has to send its whole CONNECT after connecting.
@@ -369,9 +369,7 @@ async fn connection_task(
     admitting: Pin<Box<dyn Future<Output = Option<Admitted>>>>,
     opened: Opened,
 ) {
-    if let Some(admitted) = admitting.await {
-        admitted.serve().await;
-    }
+    serve(admitting).await;
     drop(opened);
 }
 
@@ -384,9 +382,7 @@ fn mqtt<F: Filter>(
         let io = Transport::Stacked(IoBoxed::from(io));
         let admitting = Box::pin(admit(ctx.clone(), io, CONNECT_TIMEOUT.into()));
         async move {
-            if let Some(admitted) = admitting.await {
-                admitted.serve().await;
-            }
+            serve(admitting).await;
             Ok(())
         }
     })

@@ -8,7 +8,9 @@ pub(crate) mod v5;
 pub(crate) mod version;
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -37,6 +39,13 @@ use crate::topic::valid_topic_name;
 pub(crate) enum Admitted {
     V3(Box<Dispatcher<V3>>),
     V5(Box<Dispatcher<V5>>),
+}
+
+/// A connection being let in (boxed: gone once the client is in), then served to its end.
+pub(crate) async fn serve(admitting: Pin<Box<dyn Future<Output = Option<Admitted>>>>) {
+    if let Some(admitted) = admitting.await {
+        admitted.serve().await;
+    }
 }
 
 impl Admitted {

@@ -1,9 +1,9 @@
 //! Which MQTT version a connection speaks, read from the beginning of its CONNECT without
 //! taking anything from the read buffer (the version's own codec then reads the whole packet).
 
-use ntex::codec::{Decoder, Encoder};
+use ntex::codec::Decoder;
 use ntex::util::BytesMut;
-use ntex_mqtt::error::{DecodeError, EncodeError};
+use ntex_mqtt::error::DecodeError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Version {
@@ -52,16 +52,6 @@ impl Decoder for VersionCodec {
             5 => Ok(Some(Version::V5)),
             _ => Err(DecodeError::InvalidProtocol),
         }
-    }
-}
-
-// `Io::recv` wants a codec that encodes too; nothing is ever sent with this one.
-impl Encoder for VersionCodec {
-    type Item = Version;
-    type Error = EncodeError;
-
-    fn encode(&self, _: Version, _: &mut BytesMut) -> Result<(), EncodeError> {
-        Err(EncodeError::UnsupportedVersion)
     }
 }
 
