@@ -224,21 +224,9 @@ struct Totals {
 impl Totals {
     fn of(broker: &Broker) -> Totals {
         let m = &broker.metrics;
-        let by_qos = |family: &prometheus_client::metrics::family::Family<
-            crate::metrics::QosLabel,
-            prometheus_client::metrics::counter::Counter,
-        >| {
-            (0..=2)
-                .map(|qos| {
-                    family
-                        .get_or_create(&crate::metrics::QosLabel { qos })
-                        .get()
-                })
-                .sum()
-        };
         Totals {
-            messages_in: by_qos(&m.messages_received),
-            messages_out: by_qos(&m.messages_sent),
+            messages_in: m.messages_received.total(),
+            messages_out: m.messages_sent.total(),
             bytes_in: m.bytes_received.get(),
             bytes_out: m.bytes_sent.get(),
         }

@@ -413,7 +413,7 @@ impl<V: Dialect> Dispatcher<V> {
             turns += 1;
             if turns == TURNS {
                 turns = 0;
-                tokio::task::yield_now().await;
+                behind_others().await;
             }
             let backpressure = self.io.is_wr_backpressure();
             // A client that does not read what it is sent is not read from either (its
@@ -891,6 +891,21 @@ impl KeepAlive {
             timer.reset(Millis::from(self.allowed - silent));
         }
     }
+}
+
+/// Ready the second time it is polled: the task awaiting it goes to the back of its thread's
+/// queue of ready tasks. (tokio's `yield_now` also waits for the thread's next look at its
+/// sockets: a system call.)
+fn behind_others() -> impl Future<Output = ()> {
+    let mut waited = false;
+    poll_fn(move |cx| {
+        if waited {
+            return Poll::Ready(());
+        }
+        waited = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
 }
 
 /// Futures that finish in the order they were queued. It holds a `FuturesOrdered` only while

@@ -31,7 +31,7 @@ use crate::auth::{ConnectRequest, Principal, Refusal};
 use crate::broker::{Broker, HookError};
 use crate::delivery::Outgoing;
 use crate::message::Message;
-use crate::metrics::{ListenerLabel, QosLabel};
+use crate::metrics::ListenerLabel;
 use crate::session::{Kick, Link, Peer, Protocol, Session, Will};
 use crate::topic::valid_topic_name;
 
@@ -355,12 +355,7 @@ impl Conn {
     /// the metrics, with the message itself).
     pub(crate) fn admissible(&self, message: &Message) -> PublishOutcome {
         let metrics = &self.broker().metrics;
-        metrics
-            .messages_received
-            .get_or_create(&QosLabel {
-                qos: message.qos as u8,
-            })
-            .inc();
+        metrics.messages_received.of(message.qos).inc();
         metrics.bytes_received.inc_by(message.payload.len() as u64);
         if !valid_topic_name(&message.topic) {
             return PublishOutcome::TopicInvalid;
@@ -489,12 +484,12 @@ impl Tally {
     }
 
     fn flush(&mut self, metrics: &crate::metrics::BrokerMetrics) {
-        for (qos, sent) in (0u8..).zip(self.sent) {
+        for (qos, sent) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .zip(self.sent)
+        {
             if sent > 0 {
-                metrics
-                    .messages_sent
-                    .get_or_create(&QosLabel { qos })
-                    .inc_by(sent);
+                metrics.messages_sent.of(qos).inc_by(sent);
             }
         }
         if self.bytes > 0 {

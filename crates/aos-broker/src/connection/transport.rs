@@ -47,6 +47,8 @@ pub(crate) struct Tcp {
     write: RefCell<Option<BytePages>>,
     /// The client closed its side of the connection.
     eof: Cell<bool>,
+    /// What is buffered waited behind the thread's other ready tasks, and they added nothing.
+    waited: Cell<bool>,
 }
 
 impl Tcp {
@@ -58,6 +60,7 @@ impl Tcp {
             read: RefCell::new(None),
             write: RefCell::new(None),
             eof: Cell::new(false),
+            waited: Cell::new(false),
         }
     }
 
@@ -117,6 +120,7 @@ impl Tcp {
     }
 
     fn with_write<R>(&self, f: impl FnOnce(&mut BytePages) -> R) -> R {
+        self.waited.set(false);
         f(self
             .write
             .borrow_mut()
@@ -128,7 +132,17 @@ impl Tcp {
     }
 
     /// Writes what is buffered; ready once all of it is written (the buffer let go).
+    ///
+    /// Unless there is much of it, it first waits behind the thread's other ready tasks, which
+    /// may add to it (a subscriber's next messages, the PUBACKs of a publisher's next
+    /// PUBLISHes): one write for many packets, on both sides of the socket, is where the CPU
+    /// of a busy broker and its clients goes.
     fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let unwritten = self.unwritten();
+        if (1..WRITE_HIGH).contains(&unwritten) && !self.waited.replace(true) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         loop {
             let mut slot = self.write.borrow_mut();
             let Some(pages) = slot.as_mut() else {
