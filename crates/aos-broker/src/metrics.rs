@@ -35,6 +35,15 @@ impl ByQos {
         &self.counters[qos as usize]
     }
 
+    /// Adds `counts`, indexed by QoS.
+    pub fn add(&self, counts: [u64; 3]) {
+        for (counter, count) in self.counters.iter().zip(counts) {
+            if count > 0 {
+                counter.inc_by(count);
+            }
+        }
+    }
+
     /// What all three counted.
     pub fn total(&self) -> u64 {
         self.counters.iter().map(Counter::get).sum()

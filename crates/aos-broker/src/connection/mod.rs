@@ -471,6 +471,7 @@ const BATCH: usize = 64;
 /// counters every connection shares, touched per message, cost a fan-out dearly.
 #[derive(Default)]
 struct Tally {
+    /// Messages sent, by QoS.
     sent: [u64; 3],
     bytes: u64,
     expired: u64,
@@ -484,14 +485,7 @@ impl Tally {
     }
 
     fn flush(&mut self, metrics: &crate::metrics::BrokerMetrics) {
-        for (qos, sent) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
-            .into_iter()
-            .zip(self.sent)
-        {
-            if sent > 0 {
-                metrics.messages_sent.of(qos).inc_by(sent);
-            }
-        }
+        metrics.messages_sent.add(self.sent);
         if self.bytes > 0 {
             metrics.bytes_sent.inc_by(self.bytes);
         }
